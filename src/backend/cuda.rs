@@ -1,0 +1,483 @@
+//! CUDA backend: cudarc (driver API, dynamically loaded) over the PTX that
+//! `build.rs` compiled from `kernels/*.cu`.
+//!
+//! Opening the backend never panics. Each way it can be unusable becomes an
+//! [`Error::BackendUnavailable`] with the reason in words:
+//! - the crate was built without nvcc, so there is no PTX;
+//! - the CUDA driver library (`libcuda.so`) is not installed;
+//! - the driver finds no device, or not the requested one;
+//! - the PTX targets a newer architecture than the device;
+//! - context creation or module loading fails.
+//!
+//! The driver library is probed *before* any other cudarc call: with
+//! `dynamic-loading`, cudarc resolves `libcuda` lazily and panics when it is
+//! missing. As a last line of defence every driver interaction during
+//! start-up also runs under [`std::panic::catch_unwind`].
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig,
+    PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+
+use crate::error::{Error, Result};
+use crate::ptx;
+
+const BACKEND: &str = "cuda";
+
+/// Threads per block of the copy probe: a multiple of the warp size small
+/// enough that eight blocks fit on one SM.
+const COPY_BLOCK: u32 = 256;
+
+/// A CUDA device with the project's kernels loaded.
+///
+/// Cheap to share: the context, stream and modules are reference counted.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    modules: Vec<(&'static str, Arc<CudaModule>)>,
+    name: String,
+    compute_capability: (i32, i32),
+    sm_count: u32,
+}
+
+impl fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("ordinal", &self.ctx.ordinal())
+            .field("name", &self.name)
+            .field("compute_capability", &self.compute_capability)
+            .field("sm_count", &self.sm_count)
+            .field(
+                "modules",
+                &self.modules.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal` on a new stream of its primary context and
+    /// loads every PTX module of this build.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        ensure_loadable()?;
+        guarded("opening the device", || {
+            let count = CudaContext::device_count().map_err(|e| {
+                unavailable(format!(
+                    "the driver found no usable device ({})",
+                    describe(e)
+                ))
+            })?;
+            if count <= 0 {
+                return Err(unavailable(
+                    "the CUDA driver is installed but reports no device".into(),
+                ));
+            }
+            if ordinal >= count as usize {
+                return Err(unavailable(format!(
+                    "device {ordinal} requested but only {count} device(s) present"
+                )));
+            }
+            let ctx = CudaContext::new(ordinal).map_err(|e| {
+                unavailable(format!(
+                    "creating a context on device {ordinal} failed ({})",
+                    describe(e)
+                ))
+            })?;
+            let stream = ctx
+                .new_stream()
+                .map_err(|e| cuda_error("creating a stream", e))?;
+            Self::with_stream(stream)
+        })
+    }
+
+    /// Uses a stream the caller owns (and its context), e.g. the stream of a
+    /// tensor library that shares cudarc, so scans run inside its model
+    /// without extra synchronization.
+    pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        ensure_loadable()?;
+        guarded("loading kernels into the caller's context", || {
+            Self::with_stream(stream)
+        })
+    }
+
+    fn with_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        let ctx = stream.context().clone();
+        let ordinal = ctx.ordinal();
+        let name = ctx
+            .name()
+            .map_err(|e| cuda_error("querying the device name", e))?;
+        let compute_capability = ctx
+            .compute_capability()
+            .map_err(|e| cuda_error("querying the compute capability", e))?;
+        let sm_count = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| cuda_error("querying the SM count", e))?;
+
+        // PTX for a newer architecture cannot be JIT-compiled down; say so in
+        // terms of the build setting instead of the driver's
+        // "no binary for GPU".
+        if let Some(needed) = arch_number(ptx::CUDA_ARCH) {
+            let have = compute_capability.0 * 10 + compute_capability.1;
+            if have < needed {
+                return Err(unavailable(format!(
+                    "device {ordinal} ({name}) is sm_{have} but the kernels were built for {}; \
+                     rebuild with PARASCAN_CUDA_ARCH=sm_{have}",
+                    ptx::CUDA_ARCH
+                )));
+            }
+        }
+
+        let mut modules = Vec::with_capacity(ptx::MODULES.len());
+        for &(module_name, text) in ptx::MODULES {
+            let module = ctx
+                .load_module(Ptx::from_src(text))
+                .map_err(|e| Error::Cuda {
+                    context: format!(
+                    "loading PTX module `{module_name}` ({}, nvcc {}) on device {ordinal} ({name})",
+                    ptx::CUDA_ARCH,
+                    ptx::NVCC_VERSION
+                ),
+                    message: describe(e),
+                })?;
+            modules.push((module_name, module));
+        }
+
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            modules,
+            name,
+            compute_capability,
+            sm_count: sm_count.max(1) as u32,
+        })
+    }
+
+    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub fn device_name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Compute capability `(major, minor)`, e.g. `(9, 0)`.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// Number of streaming multiprocessors (sizes grid-stride launches).
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
+    }
+
+    /// The context the kernels are loaded in.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every launch of this backend goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Kernel `function` of the module built from `kernels/<module>.cu`.
+    pub fn function(&self, module: &str, function: &str) -> Result<CudaFunction> {
+        let (_, m) = self
+            .modules
+            .iter()
+            .find(|(n, _)| *n == module)
+            .ok_or_else(|| Error::Cuda {
+                context: format!("looking up kernel `{function}`"),
+                message: format!(
+                    "no PTX module `{module}` in this build (modules: {})",
+                    self.modules
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        m.load_function(function).map_err(|e| {
+            cuda_error(
+                &format!("loading kernel `{function}` from module `{module}`"),
+                e,
+            )
+        })
+    }
+
+    /// Device copy bandwidth in GB/s (1e9 bytes/s): the reference every
+    /// scan's throughput is compared with.
+    ///
+    /// Copies `bytes` bytes (rounded down to whole f32) from one device
+    /// buffer to another with `copy_f32`, after a warm-up, `reps` times, each
+    /// timed with CUDA events; returns the median of
+    /// `(bytes read + bytes written) / time`. Use a size several times the
+    /// L2 cache (e.g. 256 MiB) to measure DRAM rather than cache.
+    pub fn copy_bandwidth_gbs(&self, bytes: usize, reps: usize) -> Result<f64> {
+        let n = bytes / std::mem::size_of::<f32>();
+        if n == 0 {
+            return Err(Error::size("bytes", bytes, "at least 4 (one f32)"));
+        }
+        if reps == 0 {
+            return Err(Error::size("reps", reps, "at least 1"));
+        }
+        let func = self.function("copy", "copy_f32")?;
+        let stream = &self.stream;
+        let src = stream
+            .alloc_zeros::<f32>(n)
+            .map_err(|e| cuda_error("allocating the copy source", e))?;
+        let mut dst = stream
+            .alloc_zeros::<f32>(n)
+            .map_err(|e| cuda_error("allocating the copy destination", e))?;
+
+        // Enough resident threads to saturate memory (8 blocks of 256 per
+        // SM), no more: the kernel strides over the rest.
+        let vec_items = n.div_ceil(4);
+        let blocks = vec_items
+            .div_ceil(COPY_BLOCK as usize)
+            .min(self.sm_count as usize * 8)
+            .max(1);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (COPY_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let n_arg = n as u64;
+        let launch = |dst: &mut cudarc::driver::CudaSlice<f32>| -> Result<()> {
+            let mut builder = stream.launch_builder(&func);
+            builder.arg(&src).arg(dst).arg(&n_arg);
+            // SAFETY: `copy_f32(const float*, float*, unsigned long long n)`
+            // receives two f32 buffers of exactly `n` elements and `n` as
+            // u64, matching its signature; it only touches indices < n.
+            unsafe { builder.launch(cfg) }
+                .map(|_| ())
+                .map_err(|e| cuda_error("launching copy_f32", e))
+        };
+
+        for _ in 0..3 {
+            launch(&mut dst)?;
+        }
+        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut events = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let start = stream
+                .record_event(timing)
+                .map_err(|e| cuda_error("recording an event", e))?;
+            launch(&mut dst)?;
+            let end = stream
+                .record_event(timing)
+                .map_err(|e| cuda_error("recording an event", e))?;
+            events.push((start, end));
+        }
+        stream
+            .synchronize()
+            .map_err(|e| cuda_error("running copy_f32", e))?;
+
+        let moved = 2.0 * (n * std::mem::size_of::<f32>()) as f64;
+        let mut rates = Vec::with_capacity(reps);
+        for (start, end) in &events {
+            let ms = start
+                .elapsed_ms(end)
+                .map_err(|e| cuda_error("reading event times", e))?;
+            // A zero interval would give infinity; the event clock resolves
+            // about half a microsecond, so clamp to that.
+            let secs = (f64::from(ms) * 1e-3).max(5e-7);
+            rates.push(moved / secs / 1e9);
+        }
+        Ok(median(&mut rates))
+    }
+}
+
+/// One line for `parascan info`: what PTX this build has and what the
+/// driver says, e.g. `PTX built for sm_90 with nvcc 13.0.88; device 0:
+/// NVIDIA H100 80GB HBM3 (sm_90, 132 SMs), driver 13.0`.
+pub fn cuda_status() -> String {
+    let ptx_part = if ptx::PTX_BUILT {
+        format!(
+            "PTX built for {} with nvcc {} ({} module(s))",
+            ptx::CUDA_ARCH,
+            ptx::NVCC_VERSION,
+            ptx::MODULES.len()
+        )
+    } else {
+        "no PTX (nvcc was not found at build time; run scripts/install-cuda-toolchain.sh and rebuild)"
+            .to_string()
+    };
+    if !driver_library_present() {
+        return format!("{ptx_part}; CUDA driver library (libcuda.so) not found");
+    }
+    let driver = driver_version()
+        .map(|v| format!(", driver {v}"))
+        .unwrap_or_default();
+    if !ptx::PTX_BUILT {
+        let devices = catch_unwind(CudaContext::device_count);
+        return match devices {
+            Ok(Ok(n)) => format!("{ptx_part}; {n} CUDA device(s){driver}"),
+            Ok(Err(e)) => format!("{ptx_part}; no usable device ({}){driver}", describe(e)),
+            Err(_) => format!("{ptx_part}; the CUDA driver library is unusable"),
+        };
+    }
+    match CudaBackend::new(0) {
+        Ok(dev) => {
+            let (major, minor) = dev.compute_capability();
+            format!(
+                "{ptx_part}; device 0: {} (sm_{major}{minor}, {} SMs){driver}",
+                dev.device_name(),
+                dev.sm_count()
+            )
+        }
+        Err(e) => format!("{ptx_part}; {e}{driver}"),
+    }
+}
+
+/// Whether the CUDA driver library can be loaded. Cached: the answer cannot
+/// change during a run, and loading a library is not free.
+pub fn driver_library_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    *PRESENT.get_or_init(|| {
+        // SAFETY: `is_culib_present` only tries `dlopen` on the driver's
+        // library names and closes it again; the unsafety is that of running
+        // a shared library's initializers, and libcuda's are those every
+        // CUDA program runs. It calls no driver function.
+        catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
+    })
+}
+
+/// Driver API version as `major.minor`, e.g. `13.0`.
+fn driver_version() -> Option<String> {
+    if !driver_library_present() {
+        return None;
+    }
+    catch_unwind(|| {
+        let mut version: std::ffi::c_int = 0;
+        // SAFETY: the driver library is present (checked above), and
+        // cuDriverGetVersion only writes one int through the valid pointer
+        // it is given; it needs no cuInit.
+        let status = unsafe { sys::cuDriverGetVersion(&mut version) };
+        (status == sys::CUresult::CUDA_SUCCESS)
+            .then(|| format!("{}.{}", version / 1000, (version % 1000) / 10))
+    })
+    .ok()
+    .flatten()
+}
+
+/// The checks that must pass before any cudarc driver call.
+fn ensure_loadable() -> Result<()> {
+    if !ptx::PTX_BUILT {
+        return Err(unavailable(
+            "this build has no PTX kernels (nvcc was not found at build time; \
+             run scripts/install-cuda-toolchain.sh and rebuild)"
+                .into(),
+        ));
+    }
+    if !driver_library_present() {
+        return Err(unavailable(
+            "the CUDA driver library (libcuda.so) is not installed or not on the loader path"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs driver code, turning a cudarc panic (e.g. a symbol missing from an
+/// old driver) into an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(unavailable(format!(
+                "the CUDA driver failed while {what}: {msg}"
+            )))
+        }
+    }
+}
+
+fn unavailable(reason: String) -> Error {
+    Error::BackendUnavailable {
+        backend: BACKEND,
+        reason,
+    }
+}
+
+fn cuda_error(context: &str, e: DriverError) -> Error {
+    Error::Cuda {
+        context: context.to_string(),
+        message: describe(e),
+    }
+}
+
+/// `CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected`.
+fn describe(e: DriverError) -> String {
+    let name = e.error_name().map(|s| s.to_string_lossy().into_owned());
+    let text = e.error_string().map(|s| s.to_string_lossy().into_owned());
+    match (name, text) {
+        (Ok(name), Ok(text)) => format!("{name}: {text}"),
+        _ => format!("{:?}", e.0),
+    }
+}
+
+/// `sm_90` / `sm_90a` / `compute_90` -> 90.
+fn arch_number(arch: &str) -> Option<i32> {
+    let digits: String = arch
+        .trim_start_matches("sm_")
+        .trim_start_matches("compute_")
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        0.5 * (values[mid - 1] + values[mid])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_numbers() {
+        assert_eq!(arch_number("sm_90"), Some(90));
+        assert_eq!(arch_number("sm_90a"), Some(90));
+        assert_eq!(arch_number("compute_80"), Some(80));
+        assert_eq!(arch_number("gfx90a"), None);
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    /// Without a GPU this must be an error, never a panic; with one it must
+    /// open and measure a positive bandwidth.
+    #[test]
+    fn open_never_panics() {
+        match CudaBackend::new(0) {
+            Ok(dev) => {
+                assert!(!dev.device_name().is_empty());
+                let gbs = dev.copy_bandwidth_gbs(1 << 24, 5).expect("copy probe runs");
+                assert!(gbs.is_finite() && gbs > 0.0, "bandwidth {gbs}");
+            }
+            Err(Error::BackendUnavailable { backend, reason }) => {
+                assert_eq!(backend, "cuda");
+                assert!(!reason.is_empty());
+            }
+            Err(other) => panic!("unexpected error kind: {other}"),
+        }
+        assert!(!cuda_status().is_empty());
+    }
+}

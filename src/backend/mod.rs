@@ -1,0 +1,71 @@
+//! Backends: where a scan runs.
+//!
+//! - [`cpu::Cpu`]: the native rayon engine, every family, and the fast path
+//!   on machines without a GPU.
+//! - [`cuda`]: cudarc over PTX compiled by `build.rs` from `kernels/*.cu`.
+//!
+//! [`BackendKind::auto`] picks CUDA when a device works, else the CPU, and
+//! says why.
+
+pub mod cpu;
+pub mod cuda;
+
+pub use cpu::Cpu;
+
+/// Which engine to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The native Rust engine.
+    Cpu,
+    /// NVIDIA GPU through the CUDA driver.
+    Cuda,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+        })
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "cpu" => Ok(BackendKind::Cpu),
+            "cuda" | "gpu" => Ok(BackendKind::Cuda),
+            other => Err(crate::Error::BackendUnavailable {
+                backend: "unknown",
+                reason: format!("`{other}`: expected cpu or cuda"),
+            }),
+        }
+    }
+}
+
+impl BackendKind {
+    /// CUDA when a device can be opened and has scan kernels, else CPU;
+    /// the string says which and why.
+    pub fn auto() -> (BackendKind, String) {
+        match cuda::CudaBackend::new(0) {
+            Ok(dev) if HAS_SCAN_KERNELS => {
+                (BackendKind::Cuda, format!("cuda: {}", dev.device_name()))
+            }
+            Ok(dev) => (
+                BackendKind::Cpu,
+                format!(
+                    "cpu ({} found, but this build has no scan kernels yet)",
+                    dev.device_name()
+                ),
+            ),
+            Err(e) => (BackendKind::Cpu, format!("cpu ({e})")),
+        }
+    }
+}
+
+/// Whether this build's CUDA backend has scan kernels (the Diagonal scan
+/// kernels arrive with the SIMT-emulation work; until then only the copy
+/// probe runs on the GPU).
+pub const HAS_SCAN_KERNELS: bool = false;

@@ -1,0 +1,117 @@
+//! Typed errors for every public entry point.
+//!
+//! Every variant names the offending argument and says what was expected, so
+//! a caller can fix the call without reading the source.
+
+use thiserror::Error;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in parascan.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A buffer had the wrong number of elements for the declared shape.
+    #[error("argument `{arg}`: expected {expected} elements (shape {shape}), got {got}")]
+    Shape {
+        /// The argument's name, e.g. `"a"`.
+        arg: &'static str,
+        /// The shape it should have, e.g. `"[B,T,D] = [2,7,3]"`.
+        shape: String,
+        /// Number of elements the shape implies.
+        expected: usize,
+        /// Number of elements that were passed.
+        got: usize,
+    },
+    /// A size argument was out of its allowed range (e.g. `T = 0`).
+    #[error("argument `{arg}` = {got}: expected {expected}")]
+    Size {
+        /// The argument's name, e.g. `"len"`.
+        arg: &'static str,
+        /// The value passed.
+        got: usize,
+        /// What was expected, in words.
+        expected: String,
+    },
+    /// A `perm` row was not a permutation of `0..n`.
+    #[error("argument `perm`: row (batch {batch}, step {step}) is not a permutation of 0..{n}: {detail}")]
+    NotPermutation {
+        /// Batch index of the bad row.
+        batch: usize,
+        /// Time step (0-based) of the bad row.
+        step: usize,
+        /// Permutation size.
+        n: usize,
+        /// What is wrong (out-of-range or repeated index).
+        detail: String,
+    },
+    /// A parameter that must be finite was NaN or infinite.
+    #[error("argument `{arg}`: element {index} is not finite ({value})")]
+    NonFinite {
+        /// The argument's name.
+        arg: &'static str,
+        /// Flat index of the first bad element.
+        index: usize,
+        /// The value found, printed.
+        value: String,
+    },
+    /// The requested layout is not supported for this family.
+    #[error("argument `layout`: {layout} is not supported by {family}; expected {expected}")]
+    Layout {
+        /// Family name.
+        family: &'static str,
+        /// The layout passed.
+        layout: String,
+        /// The layouts this family accepts.
+        expected: String,
+    },
+    /// The plan is not valid for this problem (e.g. `chunk = 0`).
+    #[error("argument `plan`: {0}")]
+    Plan(String),
+    /// A backend could not be used (no driver, no device, no PTX, ...).
+    #[error("backend `{backend}` unavailable: {reason}")]
+    BackendUnavailable {
+        /// Backend name (`cuda`, `emu`, ...).
+        backend: &'static str,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A CUDA driver call failed.
+    #[error("CUDA error in {context}: {message}")]
+    Cuda {
+        /// What parascan was doing.
+        context: String,
+        /// The driver's message.
+        message: String,
+    },
+    /// An I/O error while writing results.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file involved.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Builds a [`Error::Shape`] error from a shape description.
+    pub fn shape(arg: &'static str, shape: impl Into<String>, expected: usize, got: usize) -> Self {
+        Error::Shape {
+            arg,
+            shape: shape.into(),
+            expected,
+            got,
+        }
+    }
+
+    /// Builds a [`Error::Size`] error.
+    pub fn size(arg: &'static str, got: usize, expected: impl Into<String>) -> Self {
+        Error::Size {
+            arg,
+            got,
+            expected: expected.into(),
+        }
+    }
+}

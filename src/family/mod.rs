@@ -1,0 +1,125 @@
+//! Transition families: each one's problem description (shapes, layouts,
+//! validation) and its monoid as a [`crate::scan::ScanOp`].
+//!
+//! | family | `A_t` | inputs |
+//! |---|---|---|
+//! | [`diagonal::Diagonal`] | `diag(a_t)` | `a, b: [B,T,D]` or `[B,D,T]` |
+//! | [`perm_diagonal::PermDiagonal`] | `(A h)_i = d_i h_{π(i)}` | `perm, d, b: [B,T,n]` |
+//! | [`block_diagonal::BlockDiagonal`] | `nb` dense `k×k` blocks | `A: [B,T,nb,k,k]`, `b: [B,T,n]` |
+//! | [`dplr::Dplr`] | `diag(w) + Σ_r u_r v_rᵀ` on `H ∈ R^{n×m}` | `w, k, q: [B,T,n]`, `u, v: [B,T,R,n]`, `x: [B,T,m]` |
+
+pub mod block_diagonal;
+pub mod diagonal;
+pub mod dplr;
+pub mod perm_diagonal;
+
+use crate::dtype::Storage;
+use crate::error::{Error, Result};
+use crate::scan::plan::ScanShape;
+use crate::scan::Plan;
+
+/// Memory layout of per-step tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Layout {
+    /// `[B,T,…]`: time-major inside a batch row, the state contiguous.
+    /// Every family accepts it.
+    Btd,
+    /// `[B,D,T]`: each channel's sequence contiguous (Mamba-1,
+    /// accelerated-scan). Diagonal only.
+    Bdt,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::Btd => "[B,T,D]",
+            Layout::Bdt => "[B,D,T]",
+        })
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "btd" | "[b,t,d]" => Ok(Layout::Btd),
+            "bdt" | "[b,d,t]" => Ok(Layout::Bdt),
+            other => Err(Error::Layout {
+                family: "any",
+                layout: other.into(),
+                expected: "btd or bdt".into(),
+            }),
+        }
+    }
+}
+
+/// A validated-before-use linear recurrence problem that the CPU engine can
+/// run. Implemented by every family's problem type.
+pub trait LinearProblem: Sync {
+    /// Storage scalar of outputs (and inputs).
+    type Out: Copy + Send + Sync + Default;
+    /// Family name for reports (`diagonal`, `perm-diagonal`, ...).
+    fn family(&self) -> &'static str;
+    /// Checks every shape and index; cheap (no pass over values except
+    /// integer indices that a kernel would dereference).
+    fn validate(&self) -> Result<()>;
+    /// Checks that every floating-point input is finite (one pass over the
+    /// data; not done by [`LinearProblem::validate`]).
+    fn check_finite(&self) -> Result<()>;
+    /// The planner's view of the problem.
+    fn scan_shape(&self) -> ScanShape;
+    /// Scalars the output buffer must hold.
+    fn output_len(&self) -> usize;
+    /// Shape of the output buffer, in words (for errors).
+    fn output_shape(&self) -> String;
+    /// Scalars the final-state buffer `h_T` must hold.
+    fn final_len(&self) -> usize;
+    /// Shape of the final-state buffer, in words.
+    fn final_shape(&self) -> String;
+    /// Bytes one pass must move: every input read once, every output written
+    /// once (the bandwidth yardstick).
+    fn bytes_moved(&self) -> usize;
+    /// Runs the CPU engine. `out`, `h_last` have the lengths above and
+    /// `validate` has passed.
+    fn run_cpu(&self, plan: &Plan, out: &mut [Self::Out], h_last: &mut [Self::Out]);
+}
+
+/// Checks that `buf` holds exactly `expected` elements.
+pub(crate) fn check_len<T>(
+    arg: &'static str,
+    buf: &[T],
+    expected: usize,
+    shape: impl Fn() -> String,
+) -> Result<()> {
+    if buf.len() != expected {
+        return Err(Error::shape(arg, shape(), expected, buf.len()));
+    }
+    Ok(())
+}
+
+/// Checks that a size is at least `min`.
+pub(crate) fn check_min(arg: &'static str, v: usize, min: usize) -> Result<()> {
+    if v < min {
+        return Err(Error::size(arg, v, format!("≥ {min}")));
+    }
+    Ok(())
+}
+
+/// Checks that every element of `buf` is finite.
+pub(crate) fn check_finite<S: Storage>(arg: &'static str, buf: &[S]) -> Result<()> {
+    match buf.iter().position(|x| !x.to_f64().is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite {
+            arg,
+            index: i,
+            value: format!("{:?}", buf[i]),
+        }),
+    }
+}
+
+/// Multiplies sizes, reporting overflow as a size error on `arg`.
+pub(crate) fn product(arg: &'static str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::size(arg, usize::MAX, "a shape whose element count fits in usize"))
+}

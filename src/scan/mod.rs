@@ -1,0 +1,183 @@
+//! The chunked, work-efficient Blelloch scan, generic over a linear
+//! recurrence's monoid.
+//!
+//! A problem is `P` independent sequences of length `T`. For one sequence the
+//! engine runs the same three phases as the CUDA kernels (SPEC §2):
+//!
+//! 1. **Reduce**: split `0..T` into chunks of `C` steps and fold each chunk
+//!    into one aggregate `(A, b)` (serial within the chunk).
+//! 2. **Scan**: an exclusive Blelloch scan (up-sweep, then down-sweep) of the
+//!    chunk aggregates, padded with identities to a power of two; each
+//!    chunk's carry-in is its exclusive prefix applied to `h_0`.
+//! 3. **Rescan**: each chunk restarts from its carry-in and writes `h_t`.
+//!
+//! Chunks of all sequences run in parallel on rayon. With a single chunk
+//! (`N = 1`) phases 1 and 2 are skipped: that is the sequential loop.
+//!
+//! The engine knows nothing about the arithmetic: a family implements
+//! [`ScanOp`]. Running the engine over [`depth::DepthOp`] instead of a real
+//! family counts the combines on the critical path, which is how depth is
+//! *measured* (see [`plan`] for the formula it is checked against).
+
+pub mod depth;
+pub mod plan;
+
+pub use plan::{Plan, PlanRequest};
+
+use rayon::prelude::*;
+
+/// A linear recurrence `h_t = A_t h_{t-1} + b_t` seen as a monoid of
+/// transition/offset pairs, for `problems()` independent sequences of
+/// length `len()`.
+///
+/// Composition order: `combine(earlier, later)` is the element that applies
+/// `earlier` first, then `later` (`later ∘ earlier`).
+pub trait ScanOp: Sync {
+    /// An aggregate element `(A, b)` (a chunk's or a prefix's transition).
+    type Agg: Clone + Send + Sync;
+    /// A state `h`.
+    type State: Clone + Send + Sync;
+    /// One scalar of the output buffer.
+    type Out: Copy + Send + Sync;
+
+    /// Number of independent sequences.
+    fn problems(&self) -> usize;
+    /// Sequence length `T` (≥ 1).
+    fn len(&self) -> usize;
+    /// Output scalars written per step (e.g. `D` for a `[B,T,D]` diagonal
+    /// row); the output of sequence `p` occupies
+    /// `out[p·T·w .. (p+1)·T·w]`, step `t` at offset `t·w` inside it.
+    fn out_per_step(&self) -> usize;
+    /// The identity element (used to pad the Blelloch tree).
+    fn identity(&self) -> Self::Agg;
+    /// Step `t` of sequence `p` as an element.
+    fn leaf(&self, p: usize, t: usize) -> Self::Agg;
+    /// `agg := step(p, t) ∘ agg` (the reduce phase's serial fold).
+    fn fold(&self, agg: &mut Self::Agg, p: usize, t: usize);
+    /// `later ∘ earlier`.
+    fn combine(&self, earlier: &Self::Agg, later: &Self::Agg) -> Self::Agg;
+    /// The initial state `h_0` of sequence `p`.
+    fn initial(&self, p: usize) -> Self::State;
+    /// `A h + b`.
+    fn apply(&self, agg: &Self::Agg, h: &Self::State) -> Self::State;
+    /// `h := A_t h + b_t` for step `t` of sequence `p`; write that step's
+    /// output (`out_per_step()` scalars) into `out`.
+    fn advance(&self, h: &mut Self::State, p: usize, t: usize, out: &mut [Self::Out]);
+}
+
+/// Runs `op` under `plan` (already resolved for this op's shape), writing
+/// every step's output into `out` (`problems·len·out_per_step` scalars) and
+/// returning the final state `h_T` of each sequence.
+///
+/// The caller (a family's entry point) has validated the shapes; this
+/// function only checks `out`'s length, which it indexes itself.
+pub fn run<Op: ScanOp>(op: &Op, plan: &Plan, out: &mut [Op::Out]) -> Vec<Op::State> {
+    let (p_count, t_len, w) = (op.problems(), op.len(), op.out_per_step());
+    assert!(w >= 1 && t_len >= 1, "scan::run: empty steps");
+    assert_eq!(out.len(), p_count * t_len * w, "scan::run: output length");
+    let chunk = plan.chunk.clamp(1, t_len);
+    let n_chunks = t_len.div_ceil(chunk);
+
+    if n_chunks == 1 {
+        // The sequential loop: no aggregates at all.
+        return out
+            .par_chunks_mut(t_len * w)
+            .enumerate()
+            .map(|(p, out_p)| {
+                let mut h = op.initial(p);
+                for (t, o) in out_p.chunks_mut(w).enumerate() {
+                    op.advance(&mut h, p, t, o);
+                }
+                h
+            })
+            .collect();
+    }
+
+    // Phase 1: reduce every chunk of every sequence to one aggregate.
+    let aggs: Vec<Op::Agg> = (0..p_count * n_chunks)
+        .into_par_iter()
+        .map(|i| {
+            let (p, c) = (i / n_chunks, i % n_chunks);
+            let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(t_len));
+            let mut agg = op.leaf(p, t0);
+            for t in t0 + 1..t1 {
+                op.fold(&mut agg, p, t);
+            }
+            agg
+        })
+        .collect();
+
+    // Phase 2: exclusive Blelloch scan of each sequence's aggregates, then
+    // carry-in = prefix applied to h_0 (chunk 0 starts from h_0 itself).
+    let carries: Vec<Op::State> = aggs
+        .par_chunks(n_chunks)
+        .enumerate()
+        .flat_map_iter(|(p, row)| {
+            let prefix = blelloch_exclusive(op, row);
+            let h0 = op.initial(p);
+            let mut carry = Vec::with_capacity(n_chunks);
+            carry.push(h0.clone());
+            carry.extend(prefix[1..].iter().map(|e| op.apply(e, &h0)));
+            carry
+        })
+        .collect();
+    drop(aggs);
+
+    // Phase 3: rescan every chunk from its carry-in.
+    out.par_chunks_mut(t_len * w)
+        .enumerate()
+        .map(|(p, out_p)| {
+            let carries_p = &carries[p * n_chunks..(p + 1) * n_chunks];
+            out_p
+                .par_chunks_mut(chunk * w)
+                .enumerate()
+                .map(|(c, out_c)| {
+                    let mut h = carries_p[c].clone();
+                    for (k, o) in out_c.chunks_mut(w).enumerate() {
+                        op.advance(&mut h, p, c * chunk + k, o);
+                    }
+                    h
+                })
+                .collect::<Vec<_>>()
+                .pop()
+                .expect("at least one chunk")
+        })
+        .collect()
+}
+
+/// Exclusive Blelloch scan (up-sweep, then down-sweep) of `row`, padded with
+/// identities to the next power of two. Element `i` of the result is the
+/// composition of `row[0..i]` (identity for `i = 0`). Each tree level runs
+/// in parallel.
+pub fn blelloch_exclusive<Op: ScanOp>(op: &Op, row: &[Op::Agg]) -> Vec<Op::Agg> {
+    let n = row.len();
+    let size = n.next_power_of_two();
+    let mut tree: Vec<Op::Agg> = row.to_vec();
+    tree.resize(size, op.identity());
+
+    // Up-sweep: node (i + 2s - 1) := node(i + s - 1) then node(i + 2s - 1).
+    let mut stride = 1;
+    while stride < size {
+        tree.par_chunks_mut(2 * stride).for_each(|pair| {
+            let (left, right) = (&pair[stride - 1], &pair[2 * stride - 1]);
+            pair[2 * stride - 1] = op.combine(left, right);
+        });
+        stride *= 2;
+    }
+
+    // Down-sweep: the root becomes the identity; a left child inherits its
+    // parent's prefix, a right child gets parent-prefix then left-sum.
+    tree[size - 1] = op.identity();
+    let mut stride = size / 2;
+    while stride >= 1 {
+        tree.par_chunks_mut(2 * stride).for_each(|pair| {
+            let left_sum = pair[stride - 1].clone();
+            let parent = pair[2 * stride - 1].clone();
+            pair[2 * stride - 1] = op.combine(&parent, &left_sum);
+            pair[stride - 1] = parent;
+        });
+        stride /= 2;
+    }
+    tree.truncate(n);
+    tree
+}

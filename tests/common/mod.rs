@@ -1,0 +1,34 @@
+//! Shared helpers for the integration tests: seeded random inputs and
+//! tolerance rules.
+#![allow(dead_code)]
+
+use parascan::Storage;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A seeded generator; tests print their seed so a failure can be replayed.
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in `[lo, hi)`, rounded to storage type `S`.
+pub fn uniform<S: Storage>(rng: &mut ChaCha8Rng, n: usize, lo: f64, hi: f64) -> Vec<S> {
+    (0..n).map(|_| S::from_f64(rng.gen_range(lo..hi))).collect()
+}
+
+/// Tolerance on relative L2 error for a scan of length `t` whose compute
+/// type is `S::Compute` and whose outputs are stored as `S`.
+///
+/// The oracle runs on the same (already rounded) inputs, so the only error
+/// sources are compute rounding (≈ eps·log2 T for a tree, ≈ eps·T worst case
+/// for a sequential chain of contractions) and one rounding on store.
+pub fn tolerance<S: Storage>(t: usize) -> f64 {
+    let log_t = (t.max(2) as f64).log2();
+    match S::DTYPE {
+        parascan::DType::F64 => 1e-12 * log_t,
+        parascan::DType::F32 => 1e-5 * log_t,
+        // One rounding of each stored output dominates: 2^-8 (bf16), 2^-11 (f16).
+        parascan::DType::Bf16 => 8e-3,
+        parascan::DType::F16 => 1e-3,
+    }
+}

@@ -296,8 +296,9 @@ fn compile_ptx(
         let ptx_path = out_dir.join(format!("{}.ptx", kernel.stem));
         let mut cmd = Command::new(&nvcc.path);
         // IEEE arithmetic on purpose: no --use_fast_math, so results match
-        // the CPU oracle to rounding. -O3 only affects host-side code paths
-        // of the front end; device code is optimized by default.
+        // the CPU oracle to rounding (nvcc's defaults keep IEEE division,
+        // square root and denormals). -O3 is the host optimization level and
+        // changes nothing in the PTX; device code is optimized by default.
         cmd.arg("-ptx")
             .arg(format!("-arch={arch}"))
             .arg("-std=c++17")

@@ -86,17 +86,29 @@ else
   # A partial or mismatched install is removed first: pip --target does not
   # upgrade in place, and mixing two NVVM versions is exactly what we must
   # avoid.
+  # The marker guards against deleting a folder this script did not create
+  # (PARASCAN_TOOLCHAIN_DIR pointing somewhere unexpected).
+  if [[ -d "$prefix" && -n "$(ls -A "$prefix")" && ! -f "$prefix/.parascan-toolchain" ]]; then
+    log "error: $prefix exists, is not empty and was not created by this script; remove it or set PARASCAN_TOOLCHAIN_DIR"
+    exit 1
+  fi
   rm -rf "$prefix"
   mkdir -p "$prefix"
+  echo "CUDA $series compiler wheels installed by scripts/install-cuda-toolchain.sh" >"$prefix/.parascan-toolchain"
   specs=()
   for pkg in "${packages[@]}"; do specs+=("${pkg}==${series}.*"); done
-  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore \
     "$python" -m pip install --quiet --no-deps --no-cache-dir \
     --only-binary=:all: --target "$prefix" "${specs[@]}"
   if ! installed_ok; then
     log "error: installation finished but $nvcc does not run"
     exit 1
   fi
+  # build.rs cannot watch a toolchain folder that did not exist when it last
+  # ran (cargo treats a missing watched path as always dirty), so a crate
+  # built before this install would keep its "no PTX" build. Bumping
+  # build.rs's mtime makes the next cargo build rerun it and find nvcc.
+  touch "$repo_root/build.rs" 2>/dev/null || true
 fi
 
 if ! smoke_test; then

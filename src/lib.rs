@@ -8,12 +8,14 @@
 //! See `SPEC.md`-level docs in the README for the families and layouts.
 
 pub mod backend;
+pub mod check;
 pub mod dtype;
 pub mod error;
 pub mod family;
 pub mod oracle;
 pub mod ptx;
 pub mod scan;
+pub mod sweep;
 
 pub use dtype::{DType, Real, Storage};
 pub use error::{Error, Result};

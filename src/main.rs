@@ -1,1 +1,400 @@
-fn main() {}
+//! `parascan`: the depth-versus-length sweep (default), `check` against the
+//! f64 oracle, and `info` about the machine.
+//!
+//! `cargo run --release` with no arguments runs the default sweep (SPEC §5)
+//! and writes its CSV, JSON and plots to `sweep-out/`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use parascan::backend::cuda::{cuda_status, CudaBackend};
+use parascan::backend::{BackendKind, Cpu, HAS_SCAN_KERNELS};
+use parascan::check::{self, CheckConfig};
+use parascan::ptx;
+use parascan::sweep::{self, config, Event, RowKind, SweepConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "parascan",
+    version,
+    about = "Parallel-over-time linear recurrences: measured depth and speed versus sequence length",
+    long_about = "Runs chunked Blelloch scans of linear recurrences and measures how deep \
+                  (combines on the critical path) and how fast they are as T grows.\n\n\
+                  With no subcommand, runs `sweep` with its defaults.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    sweep: SweepArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Depth, work and time versus sequence length for every family (the default).
+    Sweep(SweepArgs),
+    /// Every family × dtype × plan on every available backend against the f64 oracle.
+    Check(CheckArgs),
+    /// Backend choice, devices, PTX build and copy bandwidth.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct SweepArgs {
+    /// Families, comma-separated: diagonal, perm-diagonal, block-diagonal, dense, dplr (or all).
+    #[arg(long, default_value = "all")]
+    families: String,
+    /// Plans, comma-separated: sequential, min-depth, auto, chunk=C.
+    #[arg(long, default_value = "sequential,auto,chunk=64")]
+    plans: String,
+    /// Storage dtypes, comma-separated: f32, bf16, f16, f64 (or all).
+    #[arg(long, default_value = "f32")]
+    dtypes: String,
+    /// Layouts of the diagonal family, comma-separated: btd ([B,T,D]), bdt ([B,D,T]).
+    #[arg(long, default_value = "btd")]
+    layouts: String,
+    /// Backend: auto (CUDA when a device with scan kernels works, else CPU), cpu, cuda.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Shortest T of the grid (e.g. 256 or 2^8) [default: 2^8, --quick: 64].
+    #[arg(long, value_parser = parse_len)]
+    min_t: Option<usize>,
+    /// Longest T of the grid [default: 2^20, --quick: 1024].
+    #[arg(long, value_parser = parse_len)]
+    max_t: Option<usize>,
+    /// Growth factor between grid points [default: 4].
+    #[arg(long)]
+    step: Option<usize>,
+    /// A tiny grid and timing budget (seconds, for tests and CI).
+    #[arg(long)]
+    quick: bool,
+    /// Output folder for sweep.csv, sweep.json, depth_vs_t.svg, time_vs_t.svg.
+    #[arg(long, default_value = "sweep-out")]
+    out: PathBuf,
+    /// Skip cases whose estimated memory exceeds this many MiB [default: 512].
+    #[arg(long)]
+    max_case_mb: Option<usize>,
+    /// Minimum timed milliseconds per case (after at least 3 runs) [default: 50].
+    #[arg(long)]
+    min_time_ms: Option<u64>,
+    /// Skip the separate large-diagonal bandwidth line.
+    #[arg(long)]
+    no_bandwidth_case: bool,
+    /// Seed of the random inputs.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Families, comma-separated (or all).
+    #[arg(long, default_value = "all")]
+    families: String,
+    /// Storage dtypes, comma-separated (or all).
+    #[arg(long, default_value = "all")]
+    dtypes: String,
+    /// Plans, comma-separated.
+    #[arg(long, default_value = "sequential,min-depth,auto,chunk=7")]
+    plans: String,
+    /// Sequence lengths, comma-separated [default: 1,2,37,1000,10007; --quick: 1,37,300].
+    #[arg(long)]
+    lengths: Option<String>,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seed of the random inputs.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Shorter lengths.
+    #[arg(long)]
+    quick: bool,
+    /// Print every case, not only the summary and the failures.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Args, Debug)]
+struct InfoArgs {
+    /// Worker threads of the copy probe (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Buffer size of the copy probes, MiB.
+    #[arg(long, default_value_t = 256)]
+    copy_mb: usize,
+}
+
+/// `1024`, `2^10` or `1k`/`1M` (binary multiples).
+fn parse_len(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let parsed = if let Some(exp) = s.strip_prefix("2^") {
+        exp.parse::<u32>()
+            .ok()
+            .and_then(|e| 1usize.checked_shl(e).filter(|_| e < usize::BITS))
+    } else if let Some(k) = s.strip_suffix(['k', 'K']) {
+        k.parse::<usize>().ok().and_then(|v| v.checked_mul(1 << 10))
+    } else if let Some(m) = s.strip_suffix(['m', 'M']) {
+        m.parse::<usize>().ok().and_then(|v| v.checked_mul(1 << 20))
+    } else {
+        s.parse::<usize>().ok()
+    };
+    match parsed {
+        Some(v) if v >= 1 => Ok(v),
+        _ => Err(format!(
+            "`{s}`: expected a length ≥ 1 such as 4096, 2^12, 4k or 1M"
+        )),
+    }
+}
+
+fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run_sweep(cli.sweep),
+        Some(Command::Sweep(args)) => run_sweep(args),
+        Some(Command::Check(args)) => run_check(args),
+        Some(Command::Info(args)) => run_info(args),
+    }
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal (CI
+/// logs, pipes) so it never mixes with captured output.
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} [{elapsed}<{eta}] {msg}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
+    let mut cfg = if args.quick {
+        SweepConfig::quick()
+    } else {
+        SweepConfig::default()
+    };
+    cfg.families = config::parse_families(&args.families)?;
+    cfg.plans = config::parse_plans(&args.plans)?;
+    cfg.dtypes = config::parse_dtypes(&args.dtypes)?;
+    cfg.diagonal_layouts = config::parse_layouts(&args.layouts)?;
+    cfg.backend = args.backend.parse()?;
+    cfg.threads = args.threads;
+    if args.min_t.is_some() || args.max_t.is_some() || args.step.is_some() {
+        let min_t = args.min_t.unwrap_or(cfg.lengths[0]);
+        let max_t = args
+            .max_t
+            .unwrap_or_else(|| cfg.lengths.last().copied().unwrap_or(min_t).max(min_t));
+        cfg.lengths = config::log_grid(min_t, max_t, args.step.unwrap_or(config::DEFAULT_STEP))?;
+    }
+    if let Some(mb) = args.max_case_mb {
+        cfg.max_case_bytes = mb.saturating_mul(1 << 20);
+    }
+    if let Some(ms) = args.min_time_ms {
+        cfg.timing.min_time = std::time::Duration::from_millis(ms);
+    }
+    if args.no_bandwidth_case {
+        cfg.bandwidth_case = None;
+    }
+    if let Some(seed) = args.seed {
+        cfg.seed = seed;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
+    let cfg = sweep_config(&args)?;
+    let pb = progress_bar();
+    let grid: Vec<String> = cfg.lengths.iter().map(|t| t.to_string()).collect();
+    println!(
+        "parascan sweep: families {}, plans {}, dtypes {}, T = {}",
+        cfg.families
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.plans
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.dtypes
+            .iter()
+            .map(|d| d.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        grid.join(", ")
+    );
+    let report = sweep::run(&cfg, &pb, &mut |event| {
+        let line = match event {
+            Event::Backend(b) => format!("backend: {} — {}", b.kind, b.reason),
+            Event::CopyBandwidth { gbs, threads } => format!(
+                "copy bandwidth: {gbs:.2} GB/s (read + written, {threads} threads, {} MiB buffers)\n\n{}",
+                cfg.copy_bytes >> 20,
+                sweep::report::table_header()
+            ),
+            Event::Row(r) if r.kind == RowKind::Bandwidth => format!(
+                "\nbandwidth case ({} {}, plan {}; target ≥ 70% of copy bandwidth):\n{}",
+                r.shape,
+                r.dtype,
+                r.plan,
+                sweep::report::table_row(r)
+            ),
+            Event::Row(r) => sweep::report::table_row(r),
+            Event::Skipped(s) => sweep::report::skipped_line(s),
+        };
+        pb.suspend(|| println!("{line}"));
+    })?;
+    pb.finish_and_clear();
+    let out = sweep::write_outputs(&report, &args.out)
+        .with_context(|| format!("writing results to {}", args.out.display()))?;
+    println!(
+        "\n{} cases in {:.1} s; wrote {}, {}, {}, {}",
+        report.rows.len() + usize::from(report.bandwidth.is_some()),
+        report.meta.wall_s,
+        out.csv.display(),
+        out.json.display(),
+        out.depth_plot.display(),
+        out.time_plot.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_check(args: CheckArgs) -> Result<ExitCode> {
+    let mut cfg = if args.quick {
+        CheckConfig::quick()
+    } else {
+        CheckConfig::default()
+    };
+    cfg.families = config::parse_families(&args.families)?;
+    cfg.dtypes = config::parse_dtypes(&args.dtypes)?;
+    cfg.plans = config::parse_plans(&args.plans)?;
+    if let Some(lengths) = &args.lengths {
+        cfg.lengths = config::parse_list("lengths", lengths, |s| {
+            parse_len(s).map_err(|expected| sweep::SweepError::Invalid {
+                arg: "lengths",
+                expected,
+            })
+        })?;
+    }
+    cfg.threads = args.threads;
+    if let Some(seed) = args.seed {
+        cfg.seed = seed;
+    }
+    let pb = progress_bar();
+    let start = Instant::now();
+    let verbose = args.verbose;
+    let report = check::run(&cfg, &pb, &mut |row| {
+        if verbose || !row.pass {
+            let line = format!(
+                "{} {} {} {} T={} h0={} {}: out {:.3e}, h_T {:.3e}, tol {:.1e}",
+                if row.pass { "PASS" } else { "FAIL" },
+                row.backend,
+                row.label,
+                row.dtype,
+                row.len,
+                row.h0,
+                row.plan,
+                row.err_out,
+                row.err_last,
+                row.tol
+            );
+            pb.suspend(|| println!("{line}"));
+        }
+    })?;
+    pb.finish_and_clear();
+    println!("{}", report.summary_table());
+    let fails = report.failures().count();
+    println!(
+        "{} cases, {} failed, in {:.1} s (seed {:#x}; tolerance: f32 1e-5·log2 T, f64 1e-12·log2 T, bf16 8e-3, f16 1e-3 relative L2)",
+        report.rows.len(),
+        fails,
+        start.elapsed().as_secs_f64(),
+        cfg.seed
+    );
+    if report.passed() {
+        println!("PASS");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if fails > 0 {
+            println!("\nfailures:\n{}", report.failure_lines());
+        }
+        println!("FAIL");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn run_info(args: InfoArgs) -> Result<ExitCode> {
+    println!("parascan {}", env!("CARGO_PKG_VERSION"));
+    let (kind, reason) = BackendKind::auto();
+    println!("backend (auto): {kind} — {reason}");
+
+    let cpu = match args.threads {
+        Some(n) => Cpu::with_threads(n)?,
+        None => Cpu::new(),
+    };
+    let threads = cpu.threads();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "cpu: {} — {threads} engine threads ({cores} available)",
+        sweep::cpu_model().unwrap_or_else(|| "unknown model".into())
+    );
+    println!("cuda: {}", cuda_status());
+    if ptx::PTX_BUILT {
+        let modules: Vec<&str> = ptx::MODULES.iter().map(|(name, _)| *name).collect();
+        println!(
+            "ptx: built for {} by nvcc {} (modules: {})",
+            ptx::CUDA_ARCH,
+            ptx::NVCC_VERSION,
+            modules.join(", ")
+        );
+    } else {
+        println!(
+            "ptx: not built (no nvcc at build time; target would be {})",
+            ptx::CUDA_ARCH
+        );
+    }
+    println!(
+        "cuda scan kernels: {}",
+        if HAS_SCAN_KERNELS {
+            "yes"
+        } else {
+            "not in this build"
+        }
+    );
+
+    let bytes = args.copy_mb.max(1) << 20;
+    let pool = sweep::thread_pool(threads)?;
+    let gbs = sweep::bandwidth::cpu_copy_gbs(&pool, bytes, 7)?;
+    println!(
+        "cpu copy bandwidth: {gbs:.2} GB/s (read + written, {threads} threads, {} MiB buffers, median of 7)",
+        bytes >> 20
+    );
+    match CudaBackend::new(0) {
+        Ok(dev) => match dev.copy_bandwidth_gbs(bytes, 20) {
+            Ok(g) => println!(
+                "gpu copy bandwidth: {g:.1} GB/s ({}, {} MiB buffers, median of 20)",
+                dev.device_name(),
+                bytes >> 20
+            ),
+            Err(e) => println!("gpu copy bandwidth: failed ({e})"),
+        },
+        Err(e) => println!("gpu copy bandwidth: no device ({e})"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

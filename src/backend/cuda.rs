@@ -12,11 +12,13 @@
 //! The driver library is probed *before* any other cudarc call: with
 //! `dynamic-loading`, cudarc resolves `libcuda` lazily and panics when it is
 //! missing. As a last line of defence every driver interaction during
-//! start-up also runs under [`std::panic::catch_unwind`].
+//! start-up also runs under [`std::panic::catch_unwind`], with the panic
+//! message turned into the error instead of printed.
 
+use std::cell::Cell;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Once, OnceLock};
 
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig,
@@ -291,8 +293,8 @@ impl CudaBackend {
 }
 
 /// One line for `parascan info`: what PTX this build has and what the
-/// driver says, e.g. `PTX built for sm_90 with nvcc 13.0.88; device 0:
-/// NVIDIA H100 80GB HBM3 (sm_90, 132 SMs), driver 13.0`.
+/// driver says, e.g. `PTX built for sm_90 with nvcc 13.0.88 (1 module(s));
+/// driver 13.0; device 0: NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)`.
 pub fn cuda_status() -> String {
     let ptx_part = if ptx::PTX_BUILT {
         format!(
@@ -309,26 +311,26 @@ pub fn cuda_status() -> String {
         return format!("{ptx_part}; CUDA driver library (libcuda.so) not found");
     }
     let driver = driver_version()
-        .map(|v| format!(", driver {v}"))
-        .unwrap_or_default();
+        .map(|v| format!("driver {v}"))
+        .unwrap_or_else(|| "driver library present".to_string());
     if !ptx::PTX_BUILT {
-        let devices = catch_unwind(CudaContext::device_count);
-        return match devices {
-            Ok(Ok(n)) => format!("{ptx_part}; {n} CUDA device(s){driver}"),
-            Ok(Err(e)) => format!("{ptx_part}; no usable device ({}){driver}", describe(e)),
-            Err(_) => format!("{ptx_part}; the CUDA driver library is unusable"),
+        return match quietly(CudaContext::device_count) {
+            Ok(Ok(n)) => format!("{ptx_part}; {driver}, {n} device(s)"),
+            Ok(Err(e)) => format!("{ptx_part}; {driver}, no usable device ({})", describe(e)),
+            Err(_) => format!("{ptx_part}; {driver}, but the library is unusable"),
         };
     }
     match CudaBackend::new(0) {
         Ok(dev) => {
             let (major, minor) = dev.compute_capability();
             format!(
-                "{ptx_part}; device 0: {} (sm_{major}{minor}, {} SMs){driver}",
+                "{ptx_part}; {driver}; device 0: {} (sm_{major}{minor}, {} SMs)",
                 dev.device_name(),
                 dev.sm_count()
             )
         }
-        Err(e) => format!("{ptx_part}; {e}{driver}"),
+        Err(Error::BackendUnavailable { reason, .. }) => format!("{ptx_part}; {driver}; {reason}"),
+        Err(e) => format!("{ptx_part}; {driver}; {e}"),
     }
 }
 
@@ -341,7 +343,7 @@ pub fn driver_library_present() -> bool {
         // library names and closes it again; the unsafety is that of running
         // a shared library's initializers, and libcuda's are those every
         // CUDA program runs. It calls no driver function.
-        catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
+        quietly(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
     })
 }
 
@@ -350,7 +352,7 @@ fn driver_version() -> Option<String> {
     if !driver_library_present() {
         return None;
     }
-    catch_unwind(|| {
+    quietly(|| {
         let mut version: std::ffi::c_int = 0;
         // SAFETY: the driver library is present (checked above), and
         // cuDriverGetVersion only writes one int through the valid pointer
@@ -384,7 +386,7 @@ fn ensure_loadable() -> Result<()> {
 /// Runs driver code, turning a cudarc panic (e.g. a symbol missing from an
 /// old driver) into an error.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match quietly(f) {
         Ok(result) => result,
         Err(payload) => {
             let msg = payload
@@ -397,6 +399,31 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
             )))
         }
     }
+}
+
+thread_local! {
+    /// Set while this thread runs driver code under [`quietly`].
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `catch_unwind` that also keeps the panic hook from printing: a missing
+/// driver is an expected condition here, reported through the error, and a
+/// backtrace on stderr would read like a crash. Only panics on this thread
+/// inside `f` are silenced; every other panic goes to the previous hook.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was_quiet = QUIET.with(|q| q.replace(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was_quiet));
+    result
 }
 
 fn unavailable(reason: String) -> Error {

@@ -12,15 +12,19 @@ use crate::scan::{self, Plan, ScanOp};
 use num_traits::{One, Zero};
 
 /// `combine(earlier, later)` for one channel: `later ∘ earlier`.
+///
+/// Plain `x * y + z`, not `mul_add`: without a target FMA feature `mul_add`
+/// becomes a libm call per element, several times slower than the scan's
+/// memory traffic.
 #[inline(always)]
 pub fn combine<C: Real>(e1: (C, C), e2: (C, C)) -> (C, C) {
-    (e2.0 * e1.0, e2.0.mul_add(e1.1, e2.1))
+    (e2.0 * e1.0, e2.0 * e1.1 + e2.1)
 }
 
 /// `A h + b` for one channel.
 #[inline(always)]
 pub fn apply<C: Real>(e: (C, C), h: C) -> C {
-    e.0.mul_add(h, e.1)
+    e.0 * h + e.1
 }
 
 /// A batch of diagonal linear recurrences.

@@ -1,7 +1,28 @@
-//! PLACEHOLDER — the PermDiagonal helper replaces the body; the struct's
-//! fields are the agreed public API.
+//! Permutation-diagonal (PD) transitions: `(A_t h)_i = d_{t,i} · h_{π_t(i)}`,
+//! so `h_t[i] = d_t[i] · h_{t-1}[π_t(i)] + b_t[i]`.
 //!
-//! Permutation-diagonal transitions: `(A_t h)_i = d_{t,i} · h_{π_t(i)}`.
+//! The monoid element is `(perm, d, b)`: `h ↦ d ⊙ h[perm] + b`. Applying
+//! `e1` first, then `e2` gives (SPEC §1: `π = π1∘π2`, `d = d2 ⊙ d1[π2]`)
+//!
+//! ```text
+//! perm_i = perm1[perm2_i],  d_i = d2_i · d1[perm2_i],  b_i = d2_i · b1[perm2_i] + b2_i
+//! ```
+//!
+//! — the same code as `pd_identity`, `pd_combine` and `pd_apply` in
+//! `kernels/parascan.cuh` ([`identity`], [`combine`], [`apply`] here).
+//! Products of PD matrices stay PD, so an aggregate costs `O(n)` like a step.
+//!
+//! Every `perm` row is checked to be a permutation of `0..n` by
+//! [`LinearProblem::validate`] before anything runs: a kernel indexes with it.
+
+use super::{check_finite, check_len, check_min, product, LinearProblem};
+use crate::dtype::{Real, Storage};
+use crate::error::{Error, Result};
+use crate::scan::plan::ScanShape;
+use crate::scan::{self, Plan, ScanOp};
+use num_traits::Zero;
+use rayon::prelude::*;
+use std::ops::Range;
 
 /// An integer type that can hold a permutation index (u8 for n ≤ 256).
 pub trait PermIndex: Copy + Send + Sync + std::fmt::Debug + 'static {
@@ -11,26 +32,159 @@ pub trait PermIndex: Copy + Send + Sync + std::fmt::Debug + 'static {
     const MAX_N: usize;
 }
 impl PermIndex for u8 {
+    #[inline(always)]
     fn index(self) -> usize {
         self as usize
     }
     const MAX_N: usize = 256;
 }
 impl PermIndex for u16 {
+    #[inline(always)]
     fn index(self) -> usize {
         self as usize
     }
     const MAX_N: usize = 65536;
 }
 impl PermIndex for u32 {
+    #[inline(always)]
     fn index(self) -> usize {
         self as usize
     }
     const MAX_N: usize = u32::MAX as usize;
 }
 
+/// An owned PD element `h ↦ d ⊙ h[perm] + b` in compute precision (a chunk
+/// aggregate or a prefix). Indices are `u32` whatever the input's
+/// [`PermIndex`] type (`n ≤ u32::MAX` for every index type).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PdElem<C> {
+    /// `perm[i]`: the slot of the input state that output slot `i` reads.
+    pub perm: Vec<u32>,
+    /// Scales.
+    pub d: Vec<C>,
+    /// Offsets.
+    pub b: Vec<C>,
+}
+
+impl<C> PdElem<C> {
+    /// An element of no slots (holds no memory).
+    fn empty() -> Self {
+        PdElem {
+            perm: Vec::new(),
+            d: Vec::new(),
+            b: Vec::new(),
+        }
+    }
+}
+
+impl<C: Real> PdElem<C> {
+    /// `n` slots of zeros (a buffer to write a [`combine`] into).
+    fn zeros(n: usize) -> Self {
+        PdElem {
+            perm: vec![0; n],
+            d: vec![C::zero(); n],
+            b: vec![C::zero(); n],
+        }
+    }
+
+    /// The identity map on `n` slots.
+    pub fn identity(n: usize) -> Self {
+        let mut e = PdElem::zeros(n);
+        identity(e.parts_mut());
+        e
+    }
+
+    /// Number of slots `n`.
+    pub fn n(&self) -> usize {
+        self.perm.len()
+    }
+
+    /// `(perm, d, b)` as slices, for [`combine`] and [`apply`].
+    pub fn parts(&self) -> (&[u32], &[C], &[C]) {
+        (&self.perm, &self.d, &self.b)
+    }
+
+    /// `(perm, d, b)` as mutable slices, the output of [`combine`].
+    pub fn parts_mut(&mut self) -> (&mut [u32], &mut [C], &mut [C]) {
+        (&mut self.perm, &mut self.d, &mut self.b)
+    }
+
+    /// `A h + b` as a new vector.
+    pub fn apply(&self, h: &[C]) -> Vec<C> {
+        let mut out = vec![C::zero(); self.n()];
+        apply(self.parts(), h, &mut out, |x| x);
+        out
+    }
+
+    /// `later ∘ self` as a new element.
+    pub fn then(&self, later: &PdElem<C>) -> PdElem<C> {
+        let mut out = PdElem::zeros(self.n());
+        combine(self.parts(), later.parts(), out.parts_mut(), |x| x);
+        out
+    }
+}
+
+/// Writes the identity element (`perm_i = i`, `d = 1`, `b = 0`).
+#[inline]
+pub fn identity<C: Real>((perm, d, b): (&mut [u32], &mut [C], &mut [C])) {
+    let n = perm.len();
+    let (d, b) = (&mut d[..n], &mut b[..n]);
+    for i in 0..n {
+        perm[i] = i as u32;
+        d[i] = C::one();
+        b[i] = C::zero();
+    }
+}
+
+/// `combine(e1, e2)`: the element that applies `e1` (earlier) first, then
+/// `e2` (later), written into `(perm, d, b)`.
+///
+/// `e1` is in compute precision; `e2` may be stored in any type `T`, widened
+/// by `load` (`Storage::load` for a step read from the inputs, `|x| x` for
+/// an aggregate). Output slot `i` reads `e2` only at `i` and `e1` at
+/// `perm2_i`, so the outputs must not be `e1` (the borrow checker enforces
+/// it here; the CUDA version documents it).
+#[inline]
+pub fn combine<C: Real, I: PermIndex, T: Copy>(
+    (p1, d1, b1): (&[u32], &[C], &[C]),
+    (p2, d2, b2): (&[I], &[T], &[T]),
+    (perm, d, b): (&mut [u32], &mut [C], &mut [C]),
+    load: impl Fn(T) -> C,
+) {
+    let n = perm.len();
+    let (p2, d2, b2, d, b) = (&p2[..n], &d2[..n], &b2[..n], &mut d[..n], &mut b[..n]);
+    for i in 0..n {
+        let j = p2[i].index();
+        let d2i = load(d2[i]);
+        let b2i = load(b2[i]);
+        perm[i] = p1[j];
+        d[i] = d2i * d1[j];
+        b[i] = d2i * b1[j] + b2i;
+    }
+}
+
+/// `h_out = d ⊙ h_in[perm] + b` for the element `(perm, d, b)` (stored as
+/// `T`, widened by `load`). `h_out` must not be `h_in`: slot `i` gathers
+/// from any slot.
+#[inline]
+pub fn apply<C: Real, I: PermIndex, T: Copy>(
+    (perm, d, b): (&[I], &[T], &[T]),
+    h_in: &[C],
+    h_out: &mut [C],
+    load: impl Fn(T) -> C,
+) {
+    let n = h_out.len();
+    let (perm, d, b) = (&perm[..n], &d[..n], &b[..n]);
+    for i in 0..n {
+        h_out[i] = load(d[i]) * h_in[perm[i].index()] + load(b[i]);
+    }
+}
+
 /// A batch of PD recurrences. Shapes: `perm, d, b: [B,T,n]`, `h0: [B,n]`.
 /// Outputs `h: [B,T,n]`, `h_T: [B,n]`.
+///
+/// `h_t[i] = d_t[i] · h_{t-1}[perm_t[i]] + b_t[i]`; every `perm` row must be
+/// a permutation of `0..n` and `n ≤ P::MAX_N`.
 #[derive(Clone, Copy, Debug)]
 pub struct PermDiagonal<'a, S, P = u8> {
     /// `π_t`, each row a permutation of `0..n`.
@@ -47,4 +201,283 @@ pub struct PermDiagonal<'a, S, P = u8> {
     pub len: usize,
     /// `n`.
     pub n: usize,
+}
+
+impl<'a, S: Storage, P: PermIndex> PermDiagonal<'a, S, P> {
+    fn shape_str(&self) -> String {
+        format!("[B,T,n] = [{},{},{}]", self.batch, self.len, self.n)
+    }
+
+    fn state_shape_str(&self) -> String {
+        format!("[B,n] = [{},{}]", self.batch, self.n)
+    }
+
+    /// Checks every `perm` row (in parallel); the first bad row in memory
+    /// order is reported. Shapes must already be valid.
+    fn check_perm_rows(&self) -> Result<()> {
+        let n = self.n;
+        let bad = self
+            .perm
+            .par_chunks(n)
+            .enumerate()
+            .map_init(
+                || vec![0u64; n],
+                |seen, (row, perm)| row_defect(perm, seen, row as u64 + 1).map(|d| (row, d)),
+            )
+            .find_map_first(|x| x);
+        match bad {
+            None => Ok(()),
+            Some((row, detail)) => Err(Error::NotPermutation {
+                batch: row / self.len,
+                step: row % self.len,
+                n,
+                detail,
+            }),
+        }
+    }
+
+    /// The aggregate of steps `steps` of batch row `batch` (the element that
+    /// maps `h_{steps.start}` to `h_{steps.end}`, steps 0-based), computed
+    /// the way the engine's reduce phase folds a chunk. An empty range gives
+    /// the identity. Validates the problem first.
+    pub fn aggregate(&self, batch: usize, steps: Range<usize>) -> Result<PdElem<S::Compute>> {
+        self.validate()?;
+        if batch >= self.batch {
+            return Err(Error::size("batch", batch, format!("< B = {}", self.batch)));
+        }
+        if steps.end > self.len || steps.start > steps.end {
+            return Err(Error::size(
+                "steps",
+                steps.end,
+                format!("a range inside 0..{} (got {steps:?})", self.len),
+            ));
+        }
+        let op = RowOp { p: self };
+        if steps.is_empty() {
+            return Ok(PdElem::identity(self.n));
+        }
+        let mut agg = op.leaf(batch, steps.start);
+        for t in steps.start + 1..steps.end {
+            op.fold(&mut agg, batch, t);
+        }
+        Ok(agg.e)
+    }
+}
+
+/// What is wrong with `perm` as a permutation of `0..perm.len()`, if
+/// anything. `seen` holds `n` stamps and `stamp` is unique per row (never
+/// 0), so `seen` needs no clearing between rows.
+fn row_defect<P: PermIndex>(perm: &[P], seen: &mut [u64], stamp: u64) -> Option<String> {
+    let n = perm.len();
+    for (pos, v) in perm.iter().enumerate() {
+        let j = v.index();
+        if j >= n {
+            return Some(format!(
+                "position {pos} holds index {j}, out of range (expected < {n})"
+            ));
+        }
+        if seen[j] == stamp {
+            let first = perm.iter().position(|x| x.index() == j).unwrap_or(pos);
+            return Some(format!("index {j} appears twice, at positions {first} and {pos}"));
+        }
+        seen[j] = stamp;
+    }
+    None
+}
+
+impl<'a, S: Storage, P: PermIndex> LinearProblem for PermDiagonal<'a, S, P> {
+    type Out = S;
+
+    fn family(&self) -> &'static str {
+        "perm-diagonal"
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_min("batch", self.batch, 1)?;
+        check_min("len", self.len, 1)?;
+        check_min("n", self.n, 1)?;
+        if self.n > P::MAX_N {
+            return Err(Error::size(
+                "n",
+                self.n,
+                format!(
+                    "≤ {} (the largest permutation a `{}` index holds)",
+                    P::MAX_N,
+                    std::any::type_name::<P>()
+                ),
+            ));
+        }
+        let total = product("perm", &[self.batch, self.len, self.n])?;
+        check_len("perm", self.perm, total, || self.shape_str())?;
+        check_len("d", self.d, total, || self.shape_str())?;
+        check_len("b", self.b, total, || self.shape_str())?;
+        if let Some(h0) = self.h0 {
+            check_len("h0", h0, self.batch * self.n, || self.state_shape_str())?;
+            check_finite("h0", h0)?;
+        }
+        self.check_perm_rows()
+    }
+
+    fn check_finite(&self) -> Result<()> {
+        check_finite("d", self.d)?;
+        check_finite("b", self.b)?;
+        match self.h0 {
+            Some(h0) => check_finite("h0", h0),
+            None => Ok(()),
+        }
+    }
+
+    fn scan_shape(&self) -> ScanShape {
+        ScanShape {
+            problems: self.batch,
+            len: self.len,
+        }
+    }
+
+    fn output_len(&self) -> usize {
+        self.batch * self.len * self.n
+    }
+    fn output_shape(&self) -> String {
+        self.shape_str()
+    }
+    fn final_len(&self) -> usize {
+        self.batch * self.n
+    }
+    fn final_shape(&self) -> String {
+        self.state_shape_str()
+    }
+    fn bytes_moved(&self) -> usize {
+        self.output_len() * (std::mem::size_of::<P>() + 3 * std::mem::size_of::<S>())
+    }
+
+    fn run_cpu(&self, plan: &Plan, out: &mut [S], h_last: &mut [S]) {
+        let op = RowOp { p: self };
+        let finals = scan::run(&op, plan, out);
+        for (dst, h) in h_last.chunks_mut(self.n).zip(finals) {
+            for (d, v) in dst.iter_mut().zip(h.h) {
+                *d = S::store(v);
+            }
+        }
+    }
+}
+
+/// A chunk aggregate plus a spare element of the same size: the serial fold
+/// gathers from the aggregate, so it combines into the spare and swaps
+/// (no allocation per step). Clones (Blelloch tree nodes) drop the spare.
+#[derive(Debug)]
+struct Agg<C> {
+    e: PdElem<C>,
+    spare: PdElem<C>,
+}
+
+impl<C: Clone> Clone for Agg<C> {
+    fn clone(&self) -> Self {
+        Agg {
+            e: self.e.clone(),
+            spare: PdElem::empty(),
+        }
+    }
+}
+
+/// A state and a buffer of the same size: a PD step gathers, so it writes
+/// into `tmp` and swaps.
+#[derive(Clone, Debug)]
+struct State<C> {
+    h: Vec<C>,
+    tmp: Vec<C>,
+}
+
+/// One sequence per batch row; elements and states are `n`-vectors.
+struct RowOp<'p, 'a, S, P> {
+    p: &'p PermDiagonal<'a, S, P>,
+}
+
+impl<S: Storage, P: PermIndex> RowOp<'_, '_, S, P> {
+    #[inline(always)]
+    fn step(&self, p: usize, t: usize) -> (&[P], &[S], &[S]) {
+        let n = self.p.n;
+        let off = (p * self.p.len + t) * n;
+        (
+            &self.p.perm[off..off + n],
+            &self.p.d[off..off + n],
+            &self.p.b[off..off + n],
+        )
+    }
+}
+
+impl<S: Storage, P: PermIndex> ScanOp for RowOp<'_, '_, S, P> {
+    type Agg = Agg<S::Compute>;
+    type State = State<S::Compute>;
+    type Out = S;
+
+    fn problems(&self) -> usize {
+        self.p.batch
+    }
+    fn len(&self) -> usize {
+        self.p.len
+    }
+    fn out_per_step(&self) -> usize {
+        self.p.n
+    }
+    fn identity(&self) -> Self::Agg {
+        Agg {
+            e: PdElem::identity(self.p.n),
+            spare: PdElem::empty(),
+        }
+    }
+    fn leaf(&self, p: usize, t: usize) -> Self::Agg {
+        let (perm, d, b) = self.step(p, t);
+        Agg {
+            e: PdElem {
+                perm: perm.iter().map(|&x| x.index() as u32).collect(),
+                d: d.iter().map(|x| x.load()).collect(),
+                b: b.iter().map(|x| x.load()).collect(),
+            },
+            spare: PdElem::zeros(self.p.n),
+        }
+    }
+    #[inline]
+    fn fold(&self, agg: &mut Self::Agg, p: usize, t: usize) {
+        if agg.spare.n() != self.p.n {
+            // Only after a clone; the engine folds into leaves, which own a spare.
+            agg.spare = PdElem::zeros(self.p.n);
+        }
+        combine(agg.e.parts(), self.step(p, t), agg.spare.parts_mut(), S::load);
+        std::mem::swap(&mut agg.e, &mut agg.spare);
+    }
+    fn combine(&self, e1: &Self::Agg, e2: &Self::Agg) -> Self::Agg {
+        let mut e = PdElem::zeros(self.p.n);
+        combine(e1.e.parts(), e2.e.parts(), e.parts_mut(), |x| x);
+        Agg {
+            e,
+            spare: PdElem::empty(),
+        }
+    }
+    fn initial(&self, p: usize) -> Self::State {
+        let n = self.p.n;
+        let h = match self.p.h0 {
+            Some(h0) => h0[p * n..(p + 1) * n].iter().map(|x| x.load()).collect(),
+            None => vec![S::Compute::zero(); n],
+        };
+        State {
+            h,
+            tmp: vec![S::Compute::zero(); n],
+        }
+    }
+    fn apply(&self, e: &Self::Agg, h: &Self::State) -> Self::State {
+        let mut out = State {
+            h: vec![S::Compute::zero(); self.p.n],
+            tmp: vec![S::Compute::zero(); self.p.n],
+        };
+        apply(e.e.parts(), &h.h, &mut out.h, |x| x);
+        out
+    }
+    #[inline]
+    fn advance(&self, h: &mut Self::State, p: usize, t: usize, out: &mut [S]) {
+        apply(self.step(p, t), &h.h, &mut h.tmp, S::load);
+        std::mem::swap(&mut h.h, &mut h.tmp);
+        for (o, v) in out.iter_mut().zip(&h.h) {
+            *o = S::store(*v);
+        }
+    }
 }

@@ -1,0 +1,471 @@
+//! The main job (SPEC §5): depth and time versus sequence length.
+//!
+//! For every family instance ([`config::default_shapes`]), dtype, length
+//! `T` on a log grid and plan, a sweep
+//! 1. draws bounded random inputs ([`cases`]),
+//! 2. resolves the plan for the problem's shape and measures its depth and
+//!    work by running the same engine over depth counters
+//!    ([`crate::scan::depth::measure`]),
+//! 3. times the engine (warm-up, then median of repeated runs,
+//!    [`timing`]),
+//! 4. compares the bytes the scan moves per second with the machine's copy
+//!    bandwidth measured at the start of the same run ([`bandwidth`]).
+//!
+//! Results come back as a [`SweepReport`] (table, CSV, JSON) and
+//! [`write_outputs`] also draws two SVG plots ([`plot`]).
+//!
+//! What is timed is one call of the public entry point
+//! [`crate::backend::Cpu::scan_into`] on buffers allocated once per case:
+//! shape validation (for permutations, a pass over every index, which any
+//! backend must make) plus the scan on the backend's own worker pool.
+//! Input generation, allocation and the depth measurement are not timed.
+
+pub mod bandwidth;
+pub mod cases;
+pub mod config;
+pub mod plot;
+pub mod report;
+pub mod timing;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use half::{bf16, f16};
+use indicatif::ProgressBar;
+
+pub use config::{BackendChoice, Family, Shape, SweepConfig, TimingPolicy};
+pub use report::{Row, RowKind, Skipped, SweepReport};
+
+use crate::backend::cuda::CudaBackend;
+use crate::backend::{BackendKind, Cpu, HAS_SCAN_KERNELS};
+use crate::dtype::{DType, Storage};
+use crate::family::{Layout, LinearProblem};
+use crate::scan::depth::{measure, Measured};
+use crate::scan::PlanRequest;
+use cases::{mix_seed, Inputs};
+
+/// Errors of the sweep and `check` drivers.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// A configuration value or command-line argument is invalid.
+    #[error("argument `{arg}`: expected {expected}")]
+    Invalid {
+        /// The argument's name, e.g. `families`.
+        arg: &'static str,
+        /// What was expected, in words.
+        expected: String,
+    },
+    /// Writing or drawing an output failed (not an I/O error as such).
+    #[error("{0}")]
+    Output(String),
+    /// An error from the library proper (shapes, plans, backends, I/O).
+    #[error(transparent)]
+    Core(#[from] crate::Error),
+}
+
+/// Result alias of the drivers.
+pub type Result<T, E = SweepError> = std::result::Result<T, E>;
+
+/// The backend a run uses and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BackendSelection {
+    /// The engine that runs the scans.
+    pub kind: BackendKind,
+    /// Why, in words (for the first line of the output).
+    pub reason: String,
+}
+
+/// Resolves `choice` to a backend the drivers can run scans on.
+///
+/// `Cuda` is an error until the CUDA backend has scan kernels (and the
+/// drivers a CUDA path); `Auto` follows [`BackendKind::auto`] and says why
+/// it landed on the CPU.
+pub fn select_backend(choice: BackendChoice) -> Result<BackendSelection> {
+    match choice {
+        BackendChoice::Cpu => Ok(BackendSelection {
+            kind: BackendKind::Cpu,
+            reason: "cpu (requested with --backend cpu)".into(),
+        }),
+        BackendChoice::Cuda => {
+            // Opening the device first gives the precise reason when there
+            // is none (no PTX, no driver, no device).
+            let dev = CudaBackend::new(0)?;
+            let why = if HAS_SCAN_KERNELS {
+                "the sweep and check drivers have no CUDA scan path yet"
+            } else {
+                "this build's CUDA backend has no scan kernels yet"
+            };
+            Err(crate::Error::BackendUnavailable {
+                backend: "cuda",
+                reason: format!(
+                    "{} opened, but {why}; use --backend cpu (or auto)",
+                    dev.device_name()
+                ),
+            }
+            .into())
+        }
+        BackendChoice::Auto => {
+            let (kind, reason) = BackendKind::auto();
+            Ok(match kind {
+                BackendKind::Cpu => BackendSelection { kind, reason },
+                // Reachable once kernels land: the drivers still run on the
+                // CPU until they learn to drive CUDA scans.
+                BackendKind::Cuda => BackendSelection {
+                    kind: BackendKind::Cpu,
+                    reason: format!("cpu ({reason} available, but the sweep has no CUDA path yet)"),
+                },
+            })
+        }
+    }
+}
+
+/// Worker threads: `threads`, or every core the OS reports.
+pub fn resolve_threads(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// A rayon pool of `threads` workers, for the copy probe, input generation
+/// and depth measurement (the scans run on the [`Cpu`] backend's own pool
+/// of the same size).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    if threads == 0 {
+        return Err(crate::Error::size("threads", 0, "≥ 1").into());
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| {
+            crate::Error::BackendUnavailable {
+                backend: "cpu",
+                reason: format!("starting {threads} worker threads: {e}"),
+            }
+            .into()
+        })
+}
+
+/// The CPU model name from `/proc/cpuinfo`, when there is one.
+pub fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// What a running sweep reports as it goes (for live output).
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// The backend was chosen.
+    Backend(&'a BackendSelection),
+    /// The copy bandwidth was measured (GB/s, threads).
+    CopyBandwidth {
+        /// Read + written bytes per second, 1e9.
+        gbs: f64,
+        /// Threads of the probe (= the engine's).
+        threads: usize,
+    },
+    /// A case finished.
+    Row(&'a Row),
+    /// A case was skipped.
+    Skipped(&'a Skipped),
+}
+
+/// Number of progress steps a sweep takes (one per case and plan, plus the
+/// bandwidth line).
+pub fn case_count(config: &SweepConfig) -> usize {
+    let shapes: usize = config
+        .families
+        .iter()
+        .map(|&f| config::default_shapes(f, &config.diagonal_layouts).len())
+        .sum();
+    shapes * config.dtypes.len() * config.lengths.len() * config.plans.len()
+        + usize::from(config.bandwidth_case.is_some())
+}
+
+/// Runs the sweep described by `config`, advancing `progress` once per
+/// case and calling `on_event` as results arrive.
+pub fn run(
+    config: &SweepConfig,
+    progress: &ProgressBar,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<SweepReport> {
+    config.validate()?;
+    let started = Instant::now();
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let backend = select_backend(config.backend)?;
+    on_event(Event::Backend(&backend));
+
+    let cpu = match config.threads {
+        Some(n) => Cpu::with_threads(n)?,
+        None => Cpu::new(),
+    };
+    let threads = cpu.threads();
+    let pool = thread_pool(threads)?;
+    progress.set_message("measuring copy bandwidth");
+    let copy_gbs = bandwidth::cpu_copy_gbs(&pool, config.copy_bytes, config.copy_reps)?;
+    on_event(Event::CopyBandwidth { gbs: copy_gbs, threads });
+
+    progress.set_length(case_count(config) as u64);
+    let mut ctx = Runner {
+        config,
+        cpu: &cpu,
+        pool: &pool,
+        copy_gbs,
+        progress,
+        on_event,
+        depth_cache: HashMap::new(),
+        rows: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for &family in &config.families {
+        for shape in config::default_shapes(family, &config.diagonal_layouts) {
+            for &dtype in &config.dtypes {
+                match dtype {
+                    DType::F32 => ctx.run_shape::<f32>(shape)?,
+                    DType::F64 => ctx.run_shape::<f64>(shape)?,
+                    DType::Bf16 => ctx.run_shape::<bf16>(shape)?,
+                    DType::F16 => ctx.run_shape::<f16>(shape)?,
+                }
+            }
+        }
+    }
+    let bandwidth = match config.bandwidth_case {
+        Some(bw) => {
+            let shape = Shape::Diagonal {
+                batch: bw.batch,
+                dim: bw.dim,
+                layout: Layout::Btd,
+            };
+            progress.set_message(format!("bandwidth case {}", shape.describe()));
+            let inputs = pool.install(|| {
+                Inputs::<f32>::generate(shape, bw.len, false, mix_seed(config.seed, 0xb4d))
+            })?;
+            let row = ctx.measure_case(&inputs, PlanRequest::Auto, RowKind::Bandwidth)?;
+            progress.inc(1);
+            (ctx.on_event)(Event::Row(&row));
+            Some(row)
+        }
+        None => None,
+    };
+
+    Ok(SweepReport {
+        meta: report::Meta {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            backend: backend.kind.to_string(),
+            backend_reason: backend.reason,
+            threads,
+            cpu: cpu_model(),
+            copy_gbs,
+            copy_bytes: config.copy_bytes,
+            started_unix_s,
+            wall_s: started.elapsed().as_secs_f64(),
+            config: config.clone(),
+        },
+        rows: ctx.rows,
+        bandwidth,
+        skipped: ctx.skipped,
+    })
+}
+
+/// The state of one sweep while it runs.
+struct Runner<'c, 'e> {
+    config: &'c SweepConfig,
+    cpu: &'c Cpu,
+    pool: &'c rayon::ThreadPool,
+    copy_gbs: f64,
+    progress: &'c ProgressBar,
+    on_event: &'e mut dyn FnMut(Event<'_>),
+    /// Depth and work depend only on `(T, C)`: measure each pair once.
+    depth_cache: HashMap<(usize, usize), Measured>,
+    rows: Vec<Row>,
+    skipped: Vec<Skipped>,
+}
+
+impl Runner<'_, '_> {
+    /// Every `T` and plan of one family instance in storage type `S`.
+    fn run_shape<S: Storage>(&mut self, shape: Shape) -> Result<()> {
+        let cfg = self.config;
+        let label = shape.label();
+        for &len in &cfg.lengths {
+            // Inputs and outputs alone (the sequential loop needs no more).
+            let io = shape.estimate_bytes(len, len, S::DTYPE);
+            if io > cfg.max_case_bytes {
+                self.skip(
+                    &label,
+                    S::DTYPE,
+                    len,
+                    "*".into(),
+                    format!(
+                        "needs ~{} MiB > cap {} MiB",
+                        io >> 20,
+                        cfg.max_case_bytes >> 20
+                    ),
+                    cfg.plans.len(),
+                );
+                continue;
+            }
+            self.progress
+                .set_message(format!("{label} {} T={len}: inputs", S::DTYPE));
+            let seed = mix_seed(
+                cfg.seed,
+                fnv1a(&format!("{label}/{}/{len}", S::DTYPE.name())),
+            );
+            let inputs = self
+                .pool
+                .install(|| Inputs::<S>::generate(shape, len, false, seed))?;
+            for &request in &cfg.plans {
+                let plan = self.cpu.plan(&inputs.problem(), request)?;
+                let need = shape.estimate_bytes(len, plan.chunk, S::DTYPE);
+                if need > cfg.max_case_bytes {
+                    self.skip(
+                        &label,
+                        S::DTYPE,
+                        len,
+                        request.to_string(),
+                        format!(
+                            "needs ~{} MiB with {} chunks > cap {} MiB",
+                            need >> 20,
+                            plan.chunks,
+                            cfg.max_case_bytes >> 20
+                        ),
+                        1,
+                    );
+                    continue;
+                }
+                self.progress
+                    .set_message(format!("{label} {} T={len} {request}", S::DTYPE));
+                let row = self.measure_case(&inputs, request, RowKind::Sweep)?;
+                self.progress.inc(1);
+                (self.on_event)(Event::Row(&row));
+                self.rows.push(row);
+            }
+        }
+        Ok(())
+    }
+
+    fn skip(
+        &mut self,
+        label: &str,
+        dtype: DType,
+        len: usize,
+        plan: String,
+        reason: String,
+        steps: usize,
+    ) {
+        let s = Skipped {
+            label: label.to_string(),
+            dtype,
+            len,
+            plan,
+            reason,
+        };
+        self.progress.inc(steps as u64);
+        (self.on_event)(Event::Skipped(&s));
+        self.skipped.push(s);
+    }
+
+    /// Plans, measures depth, times, and builds the row of one case.
+    fn measure_case<S: Storage>(
+        &mut self,
+        inputs: &Inputs<S>,
+        request: PlanRequest,
+        kind: RowKind,
+    ) -> Result<Row> {
+        let shape = inputs.shape();
+        let len = inputs.len();
+        let problem = inputs.problem();
+        let cpu = self.cpu;
+        let plan = cpu.plan(&problem, request)?;
+        let pool = self.pool;
+        let measured = *self
+            .depth_cache
+            .entry((len, plan.chunk))
+            .or_insert_with(|| pool.install(|| measure(len, &plan)));
+
+        let mut out = vec![S::default(); problem.output_len()];
+        let mut h_last = vec![S::default(); problem.final_len()];
+        let timing = timing::time_runs(&self.config.timing, || {
+            cpu.scan_into(&problem, request, &mut out, &mut h_last)
+                .map(|_| ())
+        })?;
+        std::hint::black_box((&out, &h_last));
+
+        let elements = shape.batch() * len * shape.lanes();
+        let bytes = problem.bytes_moved();
+        let secs = timing.median_s.max(1e-12);
+        let gb_per_s = bytes as f64 / secs / 1e9;
+        Ok(Row {
+            kind,
+            family: shape.family().name().to_string(),
+            label: shape.label(),
+            dtype: S::DTYPE,
+            shape: shape.describe(),
+            batch: shape.batch(),
+            lanes: shape.lanes(),
+            len,
+            plan: request.to_string(),
+            chunk: plan.chunk,
+            chunks: plan.chunks,
+            depth: measured.depth,
+            work: measured.work,
+            depth_formula: plan.depth,
+            work_formula: plan.work,
+            reps: timing.reps,
+            median_ms: timing.median_s * 1e3,
+            min_ms: timing.min_s * 1e3,
+            elements,
+            melem_per_s: elements as f64 / secs / 1e6,
+            bytes_moved: bytes,
+            gb_per_s,
+            pct_copy_bw: 100.0 * gb_per_s / self.copy_gbs,
+        })
+    }
+}
+
+/// FNV-1a, to turn a case's name into a seed salt.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The files [`write_outputs`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outputs {
+    /// `sweep.csv`: one line per row.
+    pub csv: PathBuf,
+    /// `sweep.json`: the whole [`SweepReport`].
+    pub json: PathBuf,
+    /// `depth_vs_t.svg`.
+    pub depth_plot: PathBuf,
+    /// `time_vs_t.svg`.
+    pub time_plot: PathBuf,
+}
+
+/// Writes the CSV, the JSON and the two plots into `dir` (created if
+/// missing).
+pub fn write_outputs(report: &SweepReport, dir: &Path) -> Result<Outputs> {
+    std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let out = Outputs {
+        csv: dir.join("sweep.csv"),
+        json: dir.join("sweep.json"),
+        depth_plot: dir.join("depth_vs_t.svg"),
+        time_plot: dir.join("time_vs_t.svg"),
+    };
+    report::write_file(&out.csv, &report.csv())?;
+    report::write_file(&out.json, &report.json()?)?;
+    plot::depth_plot(&report.rows, &out.depth_plot)?;
+    plot::time_plot(&report.rows, &out.time_plot)?;
+    Ok(out)
+}

@@ -1,5 +1,7 @@
 //! Build script: compiles `kernels/*.cu` to PTX with nvcc and generates
-//! `$OUT_DIR/ptx.rs`, which `src/ptx.rs` includes.
+//! `$OUT_DIR/ptx.rs`, which `src/ptx.rs` includes; and compiles the same
+//! sources with the host C++ compiler for the emulated-kernel backend
+//! (always, nvcc or not; see `build_emulated_kernels`).
 //!
 //! nvcc is looked up in this order:
 //! 1. `NVCC` (path to the nvcc executable);
@@ -16,7 +18,9 @@
 //! Other environment variables:
 //! - `PARASCAN_CUDA_ARCH`: target architecture (default `sm_90`, e.g. `sm_80`);
 //! - `PARASCAN_NVCC_FLAGS`: extra whitespace-separated nvcc flags (for example
-//!   `-lineinfo` for compute-sanitizer and ncu source views).
+//!   `-lineinfo` for compute-sanitizer and ncu source views);
+//! - `PARASCAN_EMU_WERROR=1`: host-compiler warnings in the emulated kernels
+//!   are errors; `CXX`/`CXXFLAGS` pick and tune the host compiler (`cc` crate).
 
 use std::env;
 use std::fmt::Write as _;
@@ -42,6 +46,7 @@ const WATCHED_ENV: &[&str] = &[
 ];
 
 /// One `kernels/*.cu` source file.
+#[derive(Clone)]
 struct KernelSource {
     /// File stem; it names the module in `MODULES` and the PTX file.
     stem: String,
@@ -78,6 +83,14 @@ fn main() {
     let kernels = list_kernels(&kernels_dir);
     let arch = target_arch();
 
+    // The host-compiler build of the emulated kernels does not depend on
+    // nvcc's: run both at once (each takes seconds per kernel file).
+    let emulated = {
+        let (kernels, kernels_dir, out_dir) =
+            (kernels.clone(), kernels_dir.clone(), out_dir.clone());
+        std::thread::spawn(move || build_emulated_kernels(&kernels, &kernels_dir, &out_dir))
+    };
+
     let ptx = match find_nvcc(&manifest_dir) {
         Some(nvcc) => {
             // Rebuild when the compiler itself is replaced (e.g. reinstalled
@@ -101,7 +114,9 @@ fn main() {
 
     write_ptx_rs(&out_dir, &ptx);
 
-    build_emulated_kernels(&kernels, &kernels_dir, &out_dir);
+    if let Err(panic) = emulated.join() {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// All `kernels/*.cu` files, sorted by name so `MODULES` is deterministic.
@@ -396,12 +411,80 @@ fn write_ptx_rs(out_dir: &Path, ptx: &PtxOutput) {
 }
 
 // ---------------------------------------------------------------------------
-// Emulated kernels (future)
+// Emulated kernels
 // ---------------------------------------------------------------------------
 
-/// Hook for the emulated-kernel backend: it will compile the same
-/// `kernels/*.cu` sources with the host C++ compiler (the `cc` crate) and a
-/// SIMT compatibility header, so CI runs the real kernel code without a GPU.
-/// Kept separate from the nvcc path on purpose: it must work when nvcc is
-/// absent. Not implemented yet; does nothing.
-fn build_emulated_kernels(_kernels: &[KernelSource], _kernels_dir: &Path, _out_dir: &Path) {}
+/// Compiles the same `kernels/*.cu` sources for the CPU emulator (the
+/// emulated-kernel backend, `src/backend/emu.rs`): each file as C++17 with
+/// `kernels/emu/simt.h` force-included, plus the runtime
+/// `kernels/emu/launcher.cpp`, into the static library `parascan_emu`.
+///
+/// Independent of nvcc on purpose: it always runs, so every build (CI has
+/// no GPU) carries the real kernel code. A kernel that fails to compile
+/// fails the build; compiler warnings appear as cargo warnings, and
+/// `PARASCAN_EMU_WERROR=1` turns them into errors.
+///
+/// The library is linked with `+whole-archive`: kernels register themselves
+/// from static constructors in objects nothing refers to, which the linker
+/// would otherwise drop (every launch would then say "unknown kernel").
+fn build_emulated_kernels(kernels: &[KernelSource], kernels_dir: &Path, _out_dir: &Path) {
+    let emu_dir = kernels_dir.join("emu");
+    watch_dir(&emu_dir);
+    println!("cargo:rerun-if-env-changed=PARASCAN_EMU_WERROR");
+    let werror = env::var("PARASCAN_EMU_WERROR").is_ok_and(|v| !v.is_empty() && v != "0");
+
+    let launcher = emu_dir.join("launcher.cpp");
+    let simt = emu_dir.join("simt.h");
+    for required in [&launcher, &simt] {
+        if !required.is_file() {
+            panic!(
+                "{} is missing: the emulated-kernel backend cannot be built",
+                required.display()
+            );
+        }
+    }
+
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        // Fixed, whatever the profile: kernels run thousands of fibers per
+        // block, and -O0 code makes the emulated tests several times slower.
+        .opt_level(2)
+        .include(kernels_dir)
+        .include(&emu_dir)
+        // `.cu` files are plain C++ here, with the SIMT layer in front.
+        .flag("-x")
+        .flag("c++")
+        .flag("-include")
+        .flag(&simt)
+        // Fiber stacks are small with a guard page below: a frame larger
+        // than a page must still probe it.
+        .flag_if_supported("-fstack-clash-protection")
+        .flag("-pthread")
+        .warnings(true)
+        .extra_warnings(true)
+        // CUDA's `#pragma unroll` means nothing to the host compiler and is
+        // harmless there; every other warning stays on.
+        .flag("-Wno-unknown-pragmas")
+        .warnings_into_errors(werror)
+        .file(&launcher);
+    for kernel in kernels {
+        build.file(&kernel.path);
+    }
+    build.link_lib_modifier("+whole-archive");
+    build.compile("parascan_emu");
+}
+
+/// Registers a folder and every file in it for rebuilds.
+fn watch_dir(dir: &Path) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths.iter().filter(|p| p.is_file()) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+}

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "emu/portable.cuh"
 #include "parascan.cuh"
 
 // Copies n floats from src to dst. Any n and any grid size are valid: the
@@ -32,3 +33,4 @@ extern "C" __global__ void copy_f32(const float* __restrict__ src, float* __rest
     // Scalar tail: at most 3 elements when aligned, everything otherwise.
     for (unsigned long long i = n_vec * 4 + tid; i < n; i += stride) dst[i] = src[i];
 }
+PS_REGISTER_KERNEL(copy_f32);

@@ -76,6 +76,19 @@ pub enum Error {
         /// Why, in words.
         reason: String,
     },
+    /// A kernel launch was rejected or failed: unknown kernel, launch
+    /// configuration outside CUDA's limits, wrong arguments, or a fault
+    /// while it ran (in the emulator: barrier divergence, shared-memory
+    /// overrun, `__trap()`, ...).
+    #[error("{backend} kernel `{kernel}`: {message}")]
+    Launch {
+        /// Backend name (`cuda`, `emu`).
+        backend: &'static str,
+        /// The kernel's name.
+        kernel: String,
+        /// What went wrong, in words.
+        message: String,
+    },
     /// A CUDA driver call failed.
     #[error("CUDA error in {context}: {message}")]
     Cuda {

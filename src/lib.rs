@@ -12,6 +12,7 @@ pub mod check;
 pub mod dtype;
 pub mod error;
 pub mod family;
+pub mod kernels;
 pub mod oracle;
 pub mod ptx;
 pub mod scan;

@@ -26,7 +26,9 @@ use parascan::sweep::{self, config, Event, RowKind, SweepConfig};
     about = "Parallel-over-time linear recurrences: measured depth and speed versus sequence length",
     long_about = "Runs chunked Blelloch scans of linear recurrences and measures how deep \
                   (combines on the critical path) and how fast they are as T grows.\n\n\
-                  With no subcommand, runs `sweep` with its defaults.",
+                  With no subcommand, runs `sweep` with its defaults.\n\n\
+                  Exit status: 0 on success, 1 when `check` finds a failing case, \
+                  2 on bad arguments or a run that could not complete.",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -81,7 +83,7 @@ struct SweepArgs {
     /// Output folder for sweep.csv, sweep.json, depth_vs_t.svg, time_vs_t.svg.
     #[arg(long, default_value = "sweep-out")]
     out: PathBuf,
-    /// Skip cases whose estimated memory exceeds this many MiB [default: 512].
+    /// Skip cases whose estimated memory exceeds this many MiB [default: 640].
     #[arg(long)]
     max_case_mb: Option<usize>,
     /// Minimum timed milliseconds per case (after at least 3 runs) [default: 50].
@@ -155,14 +157,25 @@ fn parse_len(s: &str) -> Result<usize, String> {
     }
 }
 
-fn main() -> Result<ExitCode> {
+/// Exit status of a run that could not complete (bad flag values, an
+/// unavailable backend, an unwritable output folder); clap uses the same
+/// for malformed command lines. `check` exits with 1 when a case fails.
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         None => run_sweep(cli.sweep),
         Some(Command::Sweep(args)) => run_sweep(args),
         Some(Command::Check(args)) => run_check(args),
         Some(Command::Info(args)) => run_info(args),
-    }
+    };
+    result.unwrap_or_else(|e| {
+        // `{:#}` prints the whole context chain on one line; no backtrace,
+        // which is noise for a user error.
+        eprintln!("error: {e:#}");
+        ExitCode::from(EXIT_ERROR)
+    })
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal (CI
@@ -217,6 +230,8 @@ fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
 
 fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
     let cfg = sweep_config(&args)?;
+    // Fail before printing anything when the backend cannot run.
+    sweep::select_backend(cfg.backend)?;
     let pb = progress_bar();
     let grid: Vec<String> = cfg.lengths.iter().map(|t| t.to_string()).collect();
     println!(

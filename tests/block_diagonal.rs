@@ -196,7 +196,10 @@ fn k_1_equals_the_diagonal_family() {
         let want: Vec<f64> = x.out.clone();
         let e = oracle::rel_l2(&y.out, &want);
         let e_last = oracle::rel_l2(&y.h_last, &x.h_last);
-        assert!(e <= 1e-14 && e_last <= 1e-14, "{plan}: {e:.2e} / {e_last:.2e}");
+        assert!(
+            e <= 1e-14 && e_last <= 1e-14,
+            "{plan}: {e:.2e} / {e_last:.2e}"
+        );
         // And both oracles agree exactly (the same f64 loop at k = 1).
         assert_eq!(oracle::diagonal(&diag), oracle::block_diagonal(&block));
     }
@@ -493,7 +496,9 @@ fn wrong_output_buffers_are_errors() {
 #[test]
 fn non_finite_inputs_are_reported() {
     let expect = |p: &BlockDiagonal<'_, f32>, arg: &str, index: usize| match p.check_finite() {
-        Err(Error::NonFinite { arg: a, index: i, .. }) => assert_eq!((a, i), (arg, index)),
+        Err(Error::NonFinite {
+            arg: a, index: i, ..
+        }) => assert_eq!((a, i), (arg, index)),
         other => panic!("{arg}: expected NonFinite, got {other:?}"),
     };
     let mut x = data();

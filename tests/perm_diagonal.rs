@@ -176,7 +176,10 @@ fn t_equals_one() {
 /// A random element of `n` slots; `exact` draws `d = ±1` and integer `b`,
 /// for which every combine is exact in f64.
 fn random_elem(r: &mut ChaCha8Rng, n: usize, exact: bool) -> PdElem<f64> {
-    let perm = random_perms(r, 1, n).into_iter().map(|i| i as u32).collect();
+    let perm = random_perms(r, 1, n)
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
     let (d, b) = if exact {
         (
             (0..n)
@@ -246,7 +249,12 @@ fn combine_applies_earlier_first() {
         let n = r.gen_range(2..=12);
         let (x, y) = (random_elem(&mut r, n, false), random_elem(&mut r, n, false));
         let h: Vec<f64> = (0..n).map(|_| r.gen_range(-1.0..1.0)).collect();
-        assert_close(&x.then(&y).apply(&h), &y.apply(&x.apply(&h)), 1e-14, "apply");
+        assert_close(
+            &x.then(&y).apply(&h),
+            &y.apply(&x.apply(&h)),
+            1e-14,
+            "apply",
+        );
     }
 }
 
@@ -420,7 +428,10 @@ fn chunk_aggregate_equals_direct_composition() {
                 coef *= d[at(t, idx)];
                 idx = perm_idx[at(t, idx)];
             }
-            assert_eq!(agg.perm[i] as usize, idx, "perm, batch {bi} steps {t0}..{t1}");
+            assert_eq!(
+                agg.perm[i] as usize, idx,
+                "perm, batch {bi} steps {t0}..{t1}"
+            );
             assert_eq!(agg.d[i], coef, "d, batch {bi} steps {t0}..{t1}");
         }
         let mut h = vec![0.0; n];
@@ -621,7 +632,12 @@ fn n_too_large_for_the_index_type() {
     expect_size(&p, "n", 257);
 }
 
-fn expect_not_perm<P: PermIndex>(p: &PermDiagonal<'_, f32, P>, batch: usize, step: usize, what: &str) {
+fn expect_not_perm<P: PermIndex>(
+    p: &PermDiagonal<'_, f32, P>,
+    batch: usize,
+    step: usize,
+    what: &str,
+) {
     match p.validate() {
         Err(Error::NotPermutation {
             batch: bb,
@@ -725,7 +741,9 @@ fn wrong_output_buffers_are_errors() {
 #[test]
 fn non_finite_inputs_are_reported() {
     let expect = |p: &PermDiagonal<'_, f32>, arg: &str, index: usize| match p.check_finite() {
-        Err(Error::NonFinite { arg: a, index: i, .. }) => assert_eq!((a, i), (arg, index)),
+        Err(Error::NonFinite {
+            arg: a, index: i, ..
+        }) => assert_eq!((a, i), (arg, index)),
         other => panic!("{arg}: expected NonFinite, got {other:?}"),
     };
     let mut x = data();

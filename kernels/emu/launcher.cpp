@@ -19,6 +19,7 @@
 
 #include "simt.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -37,6 +38,22 @@
 #include <system_error>
 #include <thread>
 #include <vector>
+
+// Builds with AddressSanitizer annotate the fiber switches.
+#if defined(__SANITIZE_ADDRESS__)
+#define PS_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PS_EMU_ASAN 1
+#endif
+#endif
+#ifndef PS_EMU_ASAN
+#define PS_EMU_ASAN 0
+#endif
+#if PS_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 namespace ps_emu {
 
@@ -241,9 +258,21 @@ inline bool use_ucontext() { return g_use_ucontext; }
 struct Context {
     void* sp = nullptr;
     ucontext_t* uc = nullptr;
+#if PS_EMU_ASAN
+    // AddressSanitizer must be told which stack the code runs on.
+    const void* asan_bottom = nullptr;
+    size_t asan_size = 0;
+    void* asan_fake_stack = nullptr;
+#endif
 };
 
 void ctx_make(Context& c, char* stack_lo, size_t stack_bytes, void (*entry)()) {
+#if PS_EMU_ASAN
+    // Frames abandoned by earlier blocks left their redzones poisoned.
+    __asan_unpoison_memory_region(stack_lo, stack_bytes);
+    c.asan_bottom = stack_lo;
+    c.asan_size = stack_bytes;
+#endif
 #if PS_EMU_HAVE_ASM_SWITCH
     if (!use_ucontext()) {
         uintptr_t top = (reinterpret_cast<uintptr_t>(stack_lo) + stack_bytes) & ~uintptr_t(15);
@@ -263,13 +292,18 @@ void ctx_make(Context& c, char* stack_lo, size_t stack_bytes, void (*entry)()) {
 }
 
 inline void ctx_switch(Context& from, Context& to) {
-#if PS_EMU_HAVE_ASM_SWITCH
-    if (!use_ucontext()) {
-        ps_emu_switch_x86_64(&from.sp, to.sp);
-        return;
-    }
+#if PS_EMU_ASAN
+    __sanitizer_start_switch_fiber(&from.asan_fake_stack, to.asan_bottom, to.asan_size);
 #endif
-    swapcontext(from.uc, to.uc);
+#if PS_EMU_HAVE_ASM_SWITCH
+    if (!use_ucontext())
+        ps_emu_switch_x86_64(&from.sp, to.sp);
+    else
+#endif
+        swapcontext(from.uc, to.uc);
+#if PS_EMU_ASAN
+    __sanitizer_finish_switch_fiber(from.asan_fake_stack, nullptr, nullptr);
+#endif
 }
 
 // ---------------------------------------------------------------------------
@@ -388,6 +422,10 @@ struct Worker {
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
             if (a == MAP_FAILED) throw std::bad_alloc();
             arena = static_cast<char*>(a);
+#if PS_EMU_ASAN
+            // The range may have held fiber stacks before: clear stale poison.
+            __asan_unpoison_memory_region(arena, kArenaBytes);
+#endif
         }
         if (stacks && stack_bytes == bytes && nslots >= n) return;
         if (stacks) {
@@ -402,6 +440,9 @@ struct Worker {
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED) throw std::bad_alloc();
         stacks = static_cast<char*>(m);
+#if PS_EMU_ASAN
+        __asan_unpoison_memory_region(stacks, stacks_bytes);
+#endif
         stack_bytes = bytes;
         nslots = want;
         // A PROT_NONE page below every stack turns an overflow into a fault
@@ -511,12 +552,13 @@ void block_fail(Worker& w, int code, std::string msg) {
     w.err = std::move(msg);
 }
 
-// Ends the block from inside a fiber: records the error and returns to the
-// scheduler for good (the block's other fibers are abandoned).
-[[noreturn]] void fiber_fail(int code, std::string msg) {
+// Ends the block from inside a fiber after block_fail recorded the error:
+// returns to the scheduler for good (the block's other fibers are
+// abandoned). Nothing that owns heap memory may be alive in the caller's
+// frame, since its destructor never runs.
+[[noreturn]] void abandon_fiber() {
     Worker* w = tls_worker;
     Fiber* f = tls_fiber;
-    block_fail(*w, code, std::move(msg));
     f->state = FiberState::Done;
     ctx_switch(f->ctx, w->sched);
     abort();  // never resumed
@@ -594,26 +636,34 @@ std::string deadlock_report(Worker& w) {
 // Fiber body
 // ---------------------------------------------------------------------------
 
-void fiber_entry() {
+// Runs the kernel for the current fiber; false (error recorded) when a C++
+// exception escaped it.
+bool run_kernel_body() {
     Worker* w = tls_worker;
-    Fiber* f = tls_fiber;
-    bool threw = false;
     std::string what;
     try {
         w->launch->kernel->entry(w->launch->args);
+        return true;
     } catch (const std::exception& e) {
-        threw = true;
         what = e.what();
     } catch (...) {
-        threw = true;
         what = "unknown exception";
     }
-    // Fibers never migrate, but re-read the thread-locals after the kernel.
     w = tls_worker;
-    f = tls_fiber;
-    if (threw)
-        fiber_fail(PS_EMU_ERR_KERNEL_FAULT, block_prefix(*w) + " " + thread_name(*w, *f) +
-                                                ": a C++ exception escaped the kernel: " + what);
+    block_fail(*w, PS_EMU_ERR_KERNEL_FAULT,
+               block_prefix(*w) + " " + thread_name(*w, *tls_fiber) +
+                   ": a C++ exception escaped the kernel: " + what);
+    return false;
+}
+
+void fiber_entry() {
+#if PS_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+#endif
+    if (!run_kernel_body()) abandon_fiber();
+    // Fibers never migrate, but re-read the thread-locals after the kernel.
+    Worker* w = tls_worker;
+    Fiber* f = tls_fiber;
     f->state = FiberState::Done;
     ++w->done;
     w->warps[f->warp].exited |= 1u << f->lane;
@@ -928,6 +978,18 @@ struct AltStackScope {
 
 void worker_loop(Launch& L, Worker& w) {
     AltStackScope alt(w);
+#if PS_EMU_ASAN
+    // The scheduler runs on this thread's own stack.
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        void* addr = nullptr;
+        size_t size = 0;
+        pthread_attr_getstack(&attr, &addr, &size);
+        w.sched.asan_bottom = addr;
+        w.sched.asan_size = size;
+        pthread_attr_destroy(&attr);
+    }
+#endif
     w.launch = &L;
     tls_worker = &w;
     tls_builtins.block_dim = L.block;
@@ -1085,10 +1147,11 @@ WarpView warp_exchange(uint64_t value, unsigned mask, const char* what, const ch
     FiberRef c = current(what, file, line);
     Worker& w = *c.w;
     Fiber& f = *c.f;
-    if (mask != 0xffffffffu)
-        kernel_error(PS_EMU_ERR_UNSUPPORTED, what,
-                     format("mask 0x%08x: only the full mask 0xffffffff is supported", mask).c_str(),
-                     file, line);
+    if (mask != 0xffffffffu) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "mask 0x%08x: only the full mask 0xffffffff is supported", mask);
+        kernel_error(PS_EMU_ERR_UNSUPPORTED, what, msg, file, line);
+    }
     Warp& wp = w.warps[f.warp];
     f.slot = wp.cur;
     wp.slots[f.slot][f.lane] = value;
@@ -1142,8 +1205,10 @@ void kernel_error(int code, const char* what, const char* message, const char* f
         abort();
     }
     Worker& w = *tls_worker;
-    fiber_fail(code, block_prefix(w) + " " + thread_name(w, *f) + ": " + site(what, file, line) +
-                         ": " + message);
+    block_fail(w, code,
+               block_prefix(w) + " " + thread_name(w, *f) + ": " + site(what, file, line) + ": " +
+                   message);
+    abandon_fiber();
 }
 
 void* shared_alloc(const void* key, size_t bytes, size_t align, const char* name, const char* file,
@@ -1152,11 +1217,13 @@ void* shared_alloc(const void* key, size_t bytes, size_t align, const char* name
     Worker& w = *c.w;
     for (const SharedSlot& s : w.shared) {
         if (s.key != key) continue;
-        if (s.bytes != bytes)
-            kernel_error(PS_EMU_ERR_SHARED_MEMORY, "PS_SHARED",
-                         format("'%s' requested with %zu bytes, but this block already holds it with %zu",
-                                name, bytes, s.bytes).c_str(),
-                         file, line);
+        if (s.bytes != bytes) {
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "'%s' requested with %zu bytes, but this block already holds it with %zu", name,
+                     bytes, s.bytes);
+            kernel_error(PS_EMU_ERR_SHARED_MEMORY, "PS_SHARED", msg, file, line);
+        }
         return w.arena + s.offset;
     }
     align = std::max<size_t>(align, 16);
@@ -1164,18 +1231,21 @@ void* shared_alloc(const void* key, size_t bytes, size_t align, const char* name
         kernel_error(PS_EMU_ERR_UNSUPPORTED, "PS_SHARED", "alignment above 4096 bytes", file, line);
     const Launch& L = *w.launch;
     const size_t used = w.static_used + bytes;
-    if (used > kMaxStaticShared)
-        kernel_error(PS_EMU_ERR_SHARED_MEMORY, "PS_SHARED",
-                     format("'%s' brings static shared memory to %zu bytes, over the 48 KiB that nvcc "
-                            "allows for static __shared__ (use dynamic shared memory)",
-                            name, used).c_str(),
-                     file, line);
-    if (used + L.dynamic_shared > kMaxSharedPerBlock)
-        kernel_error(PS_EMU_ERR_SHARED_MEMORY, "PS_SHARED",
-                     format("'%s' brings shared memory to %zu static + %zu dynamic bytes, over the 227 "
-                            "KiB per block of sm_90",
-                            name, used, L.dynamic_shared).c_str(),
-                     file, line);
+    char msg[256];
+    if (used > kMaxStaticShared) {
+        snprintf(msg, sizeof msg,
+                 "'%s' brings static shared memory to %zu bytes, over the 48 KiB that nvcc allows "
+                 "for static __shared__ (use dynamic shared memory)",
+                 name, used);
+        kernel_error(PS_EMU_ERR_SHARED_MEMORY, "PS_SHARED", msg, file, line);
+    }
+    if (used + L.dynamic_shared > kMaxSharedPerBlock) {
+        snprintf(msg, sizeof msg,
+                 "'%s' brings shared memory to %zu static + %zu dynamic bytes, over the 227 KiB "
+                 "per block of sm_90",
+                 name, used, L.dynamic_shared);
+        kernel_error(PS_EMU_ERR_SHARED_MEMORY, "PS_SHARED", msg, file, line);
+    }
     const size_t off = round_up(w.static_cursor, align);
     if (off + bytes + kRedzone > kArenaBytes)
         kernel_error(PS_EMU_ERR_SHARED_MEMORY, "PS_SHARED",
@@ -1190,11 +1260,12 @@ void* shared_alloc(const void* key, size_t bytes, size_t align, const char* name
 
 void* dynamic_shared(size_t align, const char* name, const char* file, int line) {
     FiberRef c = current("PS_DYNAMIC_SHARED", file, line);
-    if (align > 16)
-        kernel_error(PS_EMU_ERR_UNSUPPORTED, "PS_DYNAMIC_SHARED",
-                     format("'%s': dynamic shared memory is 16-byte aligned; the type needs %zu", name,
-                            align).c_str(),
-                     file, line);
+    if (align > 16) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "'%s': dynamic shared memory is 16-byte aligned; the type needs %zu", name, align);
+        kernel_error(PS_EMU_ERR_UNSUPPORTED, "PS_DYNAMIC_SHARED", msg, file, line);
+    }
     return c.w->arena + kRedzone;
 }
 

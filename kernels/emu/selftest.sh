@@ -7,7 +7,9 @@
 # Environment: CXX (default g++), PS_EMU_BUILD_DIR (default: a temporary
 # folder, removed afterwards), SEED (shuffle seed, default 12345), NVCC (an
 # nvcc to also check that the self-test kernels compile for the GPU; by
-# default the one on PATH or in .toolchain/cuda, skipped when none).
+# default the one on PATH or in .toolchain/cuda, skipped when none),
+# PS_EMU_SELFTEST_ASAN=1 (also build and run everything under
+# AddressSanitizer; the fiber switches are annotated for it).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -41,7 +43,7 @@ build_all() {  # $1: optimization flag, $2: output binary
   "$cxx" "${common[@]}" "$opt" "${strict[@]}" "${as_kernel[@]}" -DPS_SELFTEST_DROP_BARRIER=2 -c kernels/emu/selftest_scan.cu -o "$dir/scan2.o"
   # copy.cu belongs to the project's kernels: warnings are reported, not fatal.
   "$cxx" "${common[@]}" "$opt" -Wall -Wextra "${as_kernel[@]}" -c kernels/copy.cu -o "$dir/copy.o"
-  "$cxx" -pthread "$dir"/*.o -o "$out"
+  "$cxx" "${common[@]}" "$dir"/*.o -o "$out"
 }
 
 step "header alone compiles cleanly (-Wall -Wextra -Werror)"
@@ -68,6 +70,13 @@ grep -E '^(order|  st_|[0-9]+ checks)' "$build/ucontext.log" || true
 step "unoptimized build (-O0), shuffled order"
 build_all -O0 "$build/selftest_O0"
 "$build/selftest_O0" --order shuffle --seed "$((seed + 1))" || status=1
+
+if [[ "${PS_EMU_SELFTEST_ASAN:-0}" != 0 ]]; then
+  step "AddressSanitizer build (-O1 -fsanitize=address), all orders"
+  common+=(-fsanitize=address)
+  build_all -O1 "$build/selftest_asan"
+  PS_EMU_NO_SIGNAL_HANDLER=1 "$build/selftest_asan" || status=1
+fi
 
 # The self-test kernels are portable CUDA: check with nvcc when there is one.
 nvcc="${NVCC:-}"

@@ -9,6 +9,8 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod emu;
+pub mod launch;
 
 pub use cpu::Cpu;
 

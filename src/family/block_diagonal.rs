@@ -132,7 +132,7 @@ pub fn fold_step<C: Real, T: Copy>(
                 col[r] = acc;
             }
             for r in 0..k {
-                x[c * k + r] = col[r];
+                x[r * k + c] = col[r];
             }
         }
         for r in 0..k {
@@ -298,7 +298,10 @@ impl<S: Storage> RowOp<'_, '_, S> {
     fn step(&self, p: usize, t: usize) -> (&[S], &[S]) {
         let (n, kk) = (self.p.n(), self.p.blocks * self.p.block * self.p.block);
         let s = p * self.p.len + t;
-        (&self.p.a[s * kk..(s + 1) * kk], &self.p.b[s * n..(s + 1) * n])
+        (
+            &self.p.a[s * kk..(s + 1) * kk],
+            &self.p.b[s * n..(s + 1) * n],
+        )
     }
 
     fn zeros(&self) -> Agg<S::Compute> {

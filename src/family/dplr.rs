@@ -445,11 +445,11 @@ impl<'a, S: Storage> LinearProblem for Dplr<'a, S> {
 
 /// A dense chunk aggregate `H ↦ M H + N`.
 #[derive(Clone, Debug)]
-pub struct DenseAgg<C> {
+struct DenseAgg<C> {
     /// `M`: `n×n`, row-major.
-    pub m: Vec<C>,
+    m: Vec<C>,
     /// `N`: `n×m`, row-major.
-    pub n: Vec<C>,
+    n: Vec<C>,
     /// Room for [`fold_step`]'s projections (`R·max(n, m)`), allocated by the
     /// leaf that starts a chunk so that folding never allocates; empty in
     /// aggregates that are only combined.
@@ -458,9 +458,9 @@ pub struct DenseAgg<C> {
 
 /// A running state `H` (`n×m`, row-major) with [`step`]'s scratch (`R·m`).
 #[derive(Clone, Debug)]
-pub struct DplrState<C> {
+struct DplrState<C> {
     /// `H`.
-    pub h: Vec<C>,
+    h: Vec<C>,
     scratch: Vec<C>,
 }
 

@@ -212,27 +212,32 @@ impl<'a, S: Storage, P: PermIndex> PermDiagonal<'a, S, P> {
         format!("[B,n] = [{},{}]", self.batch, self.n)
     }
 
-    /// Checks every `perm` row (in parallel); the first bad row in memory
-    /// order is reported. Shapes must already be valid.
+    /// Checks every `perm` row (in parallel, with a branch-free test per
+    /// row); the first bad row in memory order is reported, with what is
+    /// wrong with it. Shapes must already be valid.
     fn check_perm_rows(&self) -> Result<()> {
         let n = self.n;
         let bad = self
             .perm
             .par_chunks(n)
-            .enumerate()
+            .with_min_len((4096 / n).max(1))
             .map_init(
-                || vec![0u64; n],
-                |seen, (row, perm)| row_defect(perm, seen, row as u64 + 1).map(|d| (row, d)),
+                || vec![0u64; n.div_ceil(64)],
+                |bits, perm| is_permutation(perm, bits),
             )
-            .find_map_first(|x| x);
+            .position_first(|ok| !ok);
         match bad {
             None => Ok(()),
-            Some((row, detail)) => Err(Error::NotPermutation {
-                batch: row / self.len,
-                step: row % self.len,
-                n,
-                detail,
-            }),
+            Some(row) => {
+                let perm = &self.perm[row * n..(row + 1) * n];
+                let detail = row_defect(perm).unwrap_or_else(|| "not a permutation".into());
+                Err(Error::NotPermutation {
+                    batch: row / self.len,
+                    step: row % self.len,
+                    n,
+                    detail,
+                })
+            }
         }
     }
 
@@ -264,11 +269,37 @@ impl<'a, S: Storage, P: PermIndex> PermDiagonal<'a, S, P> {
     }
 }
 
-/// What is wrong with `perm` as a permutation of `0..perm.len()`, if
-/// anything. `seen` holds `n` stamps and `stamp` is unique per row (never
-/// 0), so `seen` needs no clearing between rows.
-fn row_defect<P: PermIndex>(perm: &[P], seen: &mut [u64], stamp: u64) -> Option<String> {
+/// Whether `perm` is a permutation of `0..n` (`n = perm.len()`): every
+/// index is below `n` and `n` distinct indices occur. `bits` holds
+/// `⌈n/64⌉` words of scratch. No early exit, so the loop stays branch-free.
+#[inline]
+fn is_permutation<P: PermIndex>(perm: &[P], bits: &mut [u64]) -> bool {
     let n = perm.len();
+    let mut max = 0;
+    if n <= 64 {
+        let mut mask = 0u64;
+        for v in perm {
+            let j = v.index();
+            max = max.max(j);
+            mask |= 1u64 << (j & 63);
+        }
+        return max < n && mask.count_ones() as usize == n;
+    }
+    bits.fill(0);
+    for v in perm {
+        let j = v.index();
+        max = max.max(j);
+        let j = j.min(n - 1);
+        bits[j >> 6] |= 1u64 << (j & 63);
+    }
+    max < n && bits.iter().map(|w| w.count_ones() as usize).sum::<usize>() == n
+}
+
+/// What is wrong with `perm` as a permutation of `0..perm.len()`: the first
+/// out-of-range or repeated index, in words (`None` if nothing is).
+fn row_defect<P: PermIndex>(perm: &[P]) -> Option<String> {
+    let n = perm.len();
+    let mut first_at = vec![usize::MAX; n];
     for (pos, v) in perm.iter().enumerate() {
         let j = v.index();
         if j >= n {
@@ -276,11 +307,13 @@ fn row_defect<P: PermIndex>(perm: &[P], seen: &mut [u64], stamp: u64) -> Option<
                 "position {pos} holds index {j}, out of range (expected < {n})"
             ));
         }
-        if seen[j] == stamp {
-            let first = perm.iter().position(|x| x.index() == j).unwrap_or(pos);
-            return Some(format!("index {j} appears twice, at positions {first} and {pos}"));
+        if first_at[j] != usize::MAX {
+            let first = first_at[j];
+            return Some(format!(
+                "index {j} appears twice, at positions {first} and {pos}"
+            ));
         }
-        seen[j] = stamp;
+        first_at[j] = pos;
     }
     None
 }
@@ -442,7 +475,12 @@ impl<S: Storage, P: PermIndex> ScanOp for RowOp<'_, '_, S, P> {
             // Only after a clone; the engine folds into leaves, which own a spare.
             agg.spare = PdElem::zeros(self.p.n);
         }
-        combine(agg.e.parts(), self.step(p, t), agg.spare.parts_mut(), S::load);
+        combine(
+            agg.e.parts(),
+            self.step(p, t),
+            agg.spare.parts_mut(),
+            S::load,
+        );
         std::mem::swap(&mut agg.e, &mut agg.spare);
     }
     fn combine(&self, e1: &Self::Agg, e2: &Self::Agg) -> Self::Agg {

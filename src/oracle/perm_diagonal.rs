@@ -7,9 +7,7 @@ use crate::family::perm_diagonal::{PermDiagonal, PermIndex};
 /// `h_t[i] = d_t[i] · h_{t-1}[perm_t[i]] + b_t[i]` step by step in f64.
 ///
 /// Expects a validated problem (it indexes with `perm`).
-pub fn perm_diagonal<S: Storage, P: PermIndex>(
-    p: &PermDiagonal<'_, S, P>,
-) -> (Vec<f64>, Vec<f64>) {
+pub fn perm_diagonal<S: Storage, P: PermIndex>(p: &PermDiagonal<'_, S, P>) -> (Vec<f64>, Vec<f64>) {
     let (bsz, t_len, n) = (p.batch, p.len, p.n);
     let mut out = vec![0.0; bsz * t_len * n];
     let mut last = vec![0.0; bsz * n];
@@ -21,9 +19,9 @@ pub fn perm_diagonal<S: Storage, P: PermIndex>(
         for t in 0..t_len {
             let row = (bi * t_len + t) * n;
             let prev = h.clone();
-            for i in 0..n {
+            for (i, hi) in h.iter_mut().enumerate() {
                 let src = p.perm[row + i].index();
-                h[i] = p.d[row + i].to_f64() * prev[src] + p.b[row + i].to_f64();
+                *hi = p.d[row + i].to_f64() * prev[src] + p.b[row + i].to_f64();
             }
             out[row..row + n].copy_from_slice(&h);
         }

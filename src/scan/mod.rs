@@ -32,6 +32,8 @@ use rayon::prelude::*;
 ///
 /// Composition order: `combine(earlier, later)` is the element that applies
 /// `earlier` first, then `later` (`later ∘ earlier`).
+// `len` is the sequence length T ≥ 1, never empty, so no `is_empty`.
+#[allow(clippy::len_without_is_empty)]
 pub trait ScanOp: Sync {
     /// An aggregate element `(A, b)` (a chunk's or a prefix's transition).
     type Agg: Clone + Send + Sync;

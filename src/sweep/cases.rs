@@ -13,12 +13,14 @@
 //!   `β_r ∈ [0, 1)/R`, so `A_t = I − Σ β_r κ_r κ_rᵀ` has eigenvalues in
 //!   `(0, 1]`; `x, q ∈ [−1, 1)`.
 //!
-//! `h_0`, when given, is uniform in `[−1, 1)`. Generation is parallel over
-//! blocks of elements, each block with its own seeded ChaCha8 stream, so the
-//! inputs depend only on the seed, not on the thread count.
+//! `h_0`, when given, is uniform in `[−1, 1)`. Generation is parallel, with
+//! SplitMix64 as the generator: element `i` of a uniform tensor is a pure
+//! function of `(seed, i)`, and permutations and DPLR factors use one
+//! SplitMix64 stream per block of rows, so the inputs depend only on the
+//! seed, not on the thread count. SplitMix64 (rather than ChaCha) because
+//! generation must not dominate a sweep: a `T = 2^20` case draws ~10^8
+//! values, and these are benchmark inputs, not cryptography.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::config::Shape;
@@ -168,29 +170,60 @@ pub enum Inputs<S> {
     },
 }
 
-/// Elements per independently seeded generation block.
+/// Elements (or about that many scalars of rows) per generation task.
 const GEN_BLOCK: usize = 1 << 14;
 
-/// SplitMix64: derives independent seeds from `(seed, salt)`.
-pub fn mix_seed(seed: u64, salt: u64) -> u64 {
-    let mut z = seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+/// The SplitMix64 increment (2^64 / golden ratio).
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// SplitMix64's output function.
+#[inline(always)]
+fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
+/// Derives an independent seed from `(seed, salt)` (one SplitMix64 step).
+pub fn mix_seed(seed: u64, salt: u64) -> u64 {
+    mix64(seed ^ salt.wrapping_mul(GOLDEN).wrapping_add(GOLDEN))
+}
+
+/// A sequential SplitMix64 stream.
+struct SplitMix(u64);
+
+impl SplitMix {
+    #[inline(always)]
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(GOLDEN);
+        mix64(self.0)
+    }
+    /// Uniform in `[0, 1)` with 53 random bits.
+    #[inline(always)]
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+    /// Uniform in `0..=hi` (`hi < 2^32`) by multiply-shift; the bias,
+    /// below `2^-24` for `hi ≤ 256`, is irrelevant for benchmark inputs.
+    #[inline(always)]
+    fn up_to(&mut self, hi: usize) -> usize {
+        (((self.next_u64() >> 32) * (hi as u64 + 1)) >> 32) as usize
+    }
+}
+
 /// `n` values uniform in `[lo, hi)`, rounded to `S`; stream `stream` of
-/// `seed`.
+/// `seed`. Element `i` is SplitMix64 at position `i` of the stream.
 fn uniform<S: Storage>(n: usize, lo: f64, hi: f64, seed: u64, stream: u64) -> Vec<S> {
     let mut v = vec![S::default(); n];
-    let seed = mix_seed(seed, stream);
+    let key = mix_seed(seed, stream);
+    let scale = (hi - lo) * (1.0 / (1u64 << 53) as f64);
     v.par_chunks_mut(GEN_BLOCK)
         .enumerate()
-        .for_each(|(i, block)| {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, i as u64));
-            for x in block {
-                *x = S::from_f64(lo + (hi - lo) * rng.gen::<f64>());
+        .for_each(|(bi, block)| {
+            let base = (bi * GEN_BLOCK) as u64;
+            for (j, x) in block.iter_mut().enumerate() {
+                let z = key.wrapping_add((base + j as u64 + 1).wrapping_mul(GOLDEN));
+                *x = S::from_f64(lo + (mix64(z) >> 11) as f64 * scale);
             }
         });
     v
@@ -199,19 +232,19 @@ fn uniform<S: Storage>(n: usize, lo: f64, hi: f64, seed: u64, stream: u64) -> Ve
 /// `rows` random permutations of `0..n` (Fisher–Yates), row-major.
 fn permutations(rows: usize, n: usize, seed: u64, stream: u64) -> Vec<u8> {
     let mut v = vec![0u8; rows * n];
-    let seed = mix_seed(seed, stream);
+    let key = mix_seed(seed, stream);
     let rows_per_block = (GEN_BLOCK / n.max(1)).max(1);
     v.par_chunks_mut(rows_per_block * n)
         .enumerate()
-        .for_each(|(i, block)| {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, i as u64));
+        .for_each(|(bi, block)| {
+            let mut rng = SplitMix(mix_seed(key, bi as u64));
             for row in block.chunks_mut(n) {
                 for (j, x) in row.iter_mut().enumerate() {
                     // n ≤ 256 is checked by Shape::validate.
                     *x = j as u8;
                 }
                 for j in (1..n).rev() {
-                    row.swap(j, rng.gen_range(0..=j));
+                    row.swap(j, rng.up_to(j));
                 }
             }
         });
@@ -219,9 +252,9 @@ fn permutations(rows: usize, n: usize, seed: u64, stream: u64) -> Vec<u8> {
 }
 
 /// A unit vector with entries drawn uniform in `[−1, 1)` then normalized.
-fn unit_vector(rng: &mut ChaCha8Rng, out: &mut [f64]) {
+fn unit_vector(rng: &mut SplitMix, out: &mut [f64]) {
     for x in out.iter_mut() {
-        *x = rng.gen::<f64>() * 2.0 - 1.0;
+        *x = rng.unit() * 2.0 - 1.0;
     }
     let norm = out.iter().map(|x| x * x).sum::<f64>().sqrt();
     if norm < 1e-6 {
@@ -252,13 +285,13 @@ fn dplr_factors<S: Storage>(
         .zip(v.par_chunks_mut(rows_per_block * rank * n))
         .enumerate()
         .for_each(|(i, ((kb, ub), vb))| {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, i as u64));
+            let mut rng = SplitMix(mix_seed(seed, i as u64));
             let mut kappa = vec![0.0f64; n];
             let rows_here = kb.len() / n;
             for row in 0..rows_here {
                 for r in 0..rank {
                     unit_vector(&mut rng, &mut kappa);
-                    let beta = rng.gen::<f64>() / rank as f64;
+                    let beta = rng.unit() / rank as f64;
                     if r == 0 {
                         // The transition's first direction is the input key.
                         for (dst, &x) in kb[row * n..(row + 1) * n].iter_mut().zip(&kappa) {

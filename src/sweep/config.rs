@@ -320,7 +320,9 @@ impl Shape {
             let compute = if dtype == DType::F64 { 8 } else { 4 };
             // [B,D,T] diagonal runs B·D scalar sequences: same total.
             let per = self.agg_scalars() * compute + 64;
-            b.saturating_mul(chunks).saturating_mul(per).saturating_mul(3)
+            b.saturating_mul(chunks)
+                .saturating_mul(per)
+                .saturating_mul(3)
         };
         io.saturating_add(scratch)
     }
@@ -369,20 +371,22 @@ impl Shape {
 }
 
 /// The default shapes of the sweep for one family, documented here because
-/// the README quotes them. Per `T` step (f32) they move:
+/// the README quotes them. Per `T` step (f32 storage, inputs + outputs):
 ///
 /// | family | shape | bytes per step | at `T = 2^20` |
 /// |---|---|---|---|
 /// | diagonal | `B=2, D=16` `[B,T,D]` (`[B,D,T]` with `--layouts bdt`) | 384 | 384 MiB |
-/// | perm-diagonal | `B=4, n=5` | 260 | 260 MiB |
-/// | perm-diagonal | `B=1, n=64` | 832 | skipped (> 512 MiB) |
-/// | block-diagonal | `B=1, nb=8, k=4` (`n=32`) | 768 | skipped (> 512 MiB) |
-/// | dense | `B=1, k=n=16` | 1152 | skipped (> 512 MiB) |
-/// | dplr | `B=1, n=m=16, R=1`, readout | 448 | 448 MiB |
+/// | perm-diagonal | `B=4, n=5` (`u8` perms) | 260 | 260 MiB |
+/// | perm-diagonal | `B=1, n=64` (`u8` perms) | 832 | skipped (> 640 MiB) |
+/// | block-diagonal | `B=1, nb=8, k=4` (`n=32`) | 768 | skipped (> 640 MiB) |
+/// | dense | `B=1, k=n=16` | 1152 | skipped (> 640 MiB) |
+/// | dplr | `B=1, n=m=16, R=1`, readout | 448 | 448 MiB (+96 MiB of chunk aggregates under `chunk=64`) |
 ///
 /// Small batches keep a 2-core machine busy through the *time* axis (the
 /// point of the sweep) instead of through the batch, and keep the largest
-/// `T` inside a few hundred MB.
+/// case inside a few hundred MB; the three wide families stop at
+/// `T = 2^18` under the default [`DEFAULT_MAX_CASE_BYTES`] rather than
+/// change shape.
 pub fn default_shapes(family: Family, diagonal_layouts: &[Layout]) -> Vec<Shape> {
     match family {
         Family::Diagonal => diagonal_layouts
@@ -444,7 +448,9 @@ impl Default for TimingPolicy {
 }
 
 /// The separate "bandwidth" line: a diagonal f32 `[B,T,D]` scan large
-/// enough to stream from DRAM, under `auto`.
+/// enough to stream from DRAM, under `auto`. It moves 12 bytes per element
+/// (read `a`, `b`, write `h`) and is not subject to
+/// [`SweepConfig::max_case_bytes`]: its size is the point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BandwidthCase {
     /// `B`.
@@ -505,8 +511,10 @@ pub const DEFAULT_MIN_T: usize = 1 << 8;
 pub const DEFAULT_MAX_T: usize = 1 << 20;
 /// Default grid factor.
 pub const DEFAULT_STEP: usize = 4;
-/// Default per-case memory cap: 512 MiB.
-pub const DEFAULT_MAX_CASE_BYTES: usize = 512 << 20;
+/// Default per-case memory cap: 640 MiB, the largest default case (DPLR
+/// under `chunk=64` at `T = 2^20`, estimated 547 MiB, measured 543 MiB peak
+/// RSS) plus a margin.
+pub const DEFAULT_MAX_CASE_BYTES: usize = 640 << 20;
 
 impl Default for SweepConfig {
     /// The `cargo run --release` sweep: every family, f32, plans
@@ -576,10 +584,7 @@ impl SweepConfig {
             return Err(Error::size("threads", 0, "≥ 1").into());
         }
         if self.timing.min_reps == 0 || self.timing.max_reps < self.timing.min_reps {
-            return Err(invalid(
-                "timing",
-                "expected 1 ≤ min_reps ≤ max_reps".into(),
-            ));
+            return Err(invalid("timing", "expected 1 ≤ min_reps ≤ max_reps".into()));
         }
         if self.copy_bytes < 8 || self.copy_reps == 0 {
             return Err(invalid(
@@ -589,10 +594,7 @@ impl SweepConfig {
         }
         if let Some(bw) = self.bandwidth_case {
             if bw.batch == 0 || bw.len == 0 || bw.dim == 0 {
-                return Err(invalid(
-                    "bandwidth_case",
-                    "expected B, T, D ≥ 1".into(),
-                ));
+                return Err(invalid("bandwidth_case", "expected B, T, D ≥ 1".into()));
             }
         }
         for req in &self.plans {
@@ -638,7 +640,11 @@ pub fn log_grid(min_t: usize, max_t: usize, step: usize) -> Result<Vec<usize>> {
 }
 
 /// Parses a comma-separated list with `parse`, naming `arg` in errors.
-pub fn parse_list<T>(arg: &'static str, s: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
+pub fn parse_list<T>(
+    arg: &'static str,
+    s: &str,
+    parse: impl Fn(&str) -> Result<T>,
+) -> Result<Vec<T>> {
     let items: Vec<T> = s
         .split(',')
         .map(str::trim)
@@ -646,7 +652,10 @@ pub fn parse_list<T>(arg: &'static str, s: &str, parse: impl Fn(&str) -> Result<
         .map(parse)
         .collect::<Result<_>>()?;
     if items.is_empty() {
-        return Err(invalid(arg, "expected a non-empty comma-separated list".into()));
+        return Err(invalid(
+            arg,
+            "expected a non-empty comma-separated list".into(),
+        ));
     }
     Ok(items)
 }

@@ -211,7 +211,10 @@ pub fn run(
     let pool = thread_pool(threads)?;
     progress.set_message("measuring copy bandwidth");
     let copy_gbs = bandwidth::cpu_copy_gbs(&pool, config.copy_bytes, config.copy_reps)?;
-    on_event(Event::CopyBandwidth { gbs: copy_gbs, threads });
+    on_event(Event::CopyBandwidth {
+        gbs: copy_gbs,
+        threads,
+    });
 
     progress.set_length(case_count(config) as u64);
     let mut ctx = Runner {
@@ -248,7 +251,9 @@ pub fn run(
             let inputs = pool.install(|| {
                 Inputs::<f32>::generate(shape, bw.len, false, mix_seed(config.seed, 0xb4d))
             })?;
-            let row = ctx.measure_case(&inputs, PlanRequest::Auto, RowKind::Bandwidth)?;
+            let mut bufs = Buffers::new(&inputs);
+            let row =
+                ctx.measure_case(&inputs, &mut bufs, PlanRequest::Auto, RowKind::Bandwidth)?;
             progress.inc(1);
             (ctx.on_event)(Event::Row(&row));
             Some(row)
@@ -321,6 +326,9 @@ impl Runner<'_, '_> {
             let inputs = self
                 .pool
                 .install(|| Inputs::<S>::generate(shape, len, false, seed))?;
+            // One set of output buffers for every plan of this length: the
+            // first warm-up faults its pages in, later plans reuse them.
+            let mut bufs = Buffers::new(&inputs);
             for &request in &cfg.plans {
                 let plan = self.cpu.plan(&inputs.problem(), request)?;
                 let need = shape.estimate_bytes(len, plan.chunk, S::DTYPE);
@@ -342,7 +350,7 @@ impl Runner<'_, '_> {
                 }
                 self.progress
                     .set_message(format!("{label} {} T={len} {request}", S::DTYPE));
-                let row = self.measure_case(&inputs, request, RowKind::Sweep)?;
+                let row = self.measure_case(&inputs, &mut bufs, request, RowKind::Sweep)?;
                 self.progress.inc(1);
                 (self.on_event)(Event::Row(&row));
                 self.rows.push(row);
@@ -376,6 +384,7 @@ impl Runner<'_, '_> {
     fn measure_case<S: Storage>(
         &mut self,
         inputs: &Inputs<S>,
+        bufs: &mut Buffers<S>,
         request: PlanRequest,
         kind: RowKind,
     ) -> Result<Row> {
@@ -390,11 +399,9 @@ impl Runner<'_, '_> {
             .entry((len, plan.chunk))
             .or_insert_with(|| pool.install(|| measure(len, &plan)));
 
-        let mut out = vec![S::default(); problem.output_len()];
-        let mut h_last = vec![S::default(); problem.final_len()];
+        let Buffers { out, h_last } = bufs;
         let timing = timing::time_runs(&self.config.timing, || {
-            cpu.scan_into(&problem, request, &mut out, &mut h_last)
-                .map(|_| ())
+            cpu.scan_into(&problem, request, out, h_last).map(|_| ())
         })?;
         std::hint::black_box((&out, &h_last));
 
@@ -427,6 +434,22 @@ impl Runner<'_, '_> {
             gb_per_s,
             pct_copy_bw: 100.0 * gb_per_s / self.copy_gbs,
         })
+    }
+}
+
+/// Output buffers of one problem (all outputs and the final states).
+struct Buffers<S> {
+    out: Vec<S>,
+    h_last: Vec<S>,
+}
+
+impl<S: Storage> Buffers<S> {
+    fn new(inputs: &Inputs<S>) -> Self {
+        let p = inputs.problem();
+        Buffers {
+            out: vec![S::default(); p.output_len()],
+            h_last: vec![S::default(); p.final_len()],
+        }
     }
 }
 

@@ -1,58 +1,76 @@
-//! The two SVG plots of a sweep: depth versus `T` and median time versus
-//! `T`, both on log-log axes, one series per family instance × plan.
-//!
-//! Colour tells the family instance apart and the marker tells the plan
-//! apart, so 18 series stay readable.
+//! The two SVG plots of a sweep, both on log-log axes with the legend
+//! beside the chart:
+//! - depth versus `T`: one series per plan and family instance, where
+//!   instances whose depths coincide (depth depends on the plan's chunk, not
+//!   on the arithmetic) are merged into one series naming them all;
+//! - median time versus `T`: one series per family instance × plan, colour
+//!   by instance and marker by plan.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use plotters::coord::combinators::IntoLogRange;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::{Row, RowKind};
 use super::{Result, SweepError};
 
-/// Plot size in pixels.
-const SIZE: (u32, u32) = (1100, 720);
+/// Whole picture, pixels.
+const SIZE: (u32, u32) = (1280, 720);
+/// Width of the chart; the legend gets the rest.
+const CHART_WIDTH: u32 = 900;
 
-/// Series name → points `(T, y)` sorted by `T`, in first-seen order of the
-/// family instances (so colours follow the table).
+/// Distinct, print-safe colours (Tableau 10, yellow last).
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+];
+
+/// Marker shapes, one per plan (cycled).
+#[derive(Clone, Copy)]
+enum Marker {
+    Circle,
+    Triangle,
+    Cross,
+    Square,
+}
+
+const MARKERS: [Marker; 4] = [
+    Marker::Circle,
+    Marker::Triangle,
+    Marker::Cross,
+    Marker::Square,
+];
+
+/// One drawn series.
 struct Series {
-    family_idx: usize,
-    plan_idx: usize,
     name: String,
+    color: RGBColor,
+    /// Line width in pixels.
+    width: u32,
+    marker: Marker,
     points: Vec<(f64, f64)>,
 }
 
-fn series(rows: &[Row], y: impl Fn(&Row) -> f64) -> Vec<Series> {
-    let mut families: Vec<String> = Vec::new();
-    let mut plans: Vec<String> = Vec::new();
-    let mut map: BTreeMap<(usize, usize, String), Vec<(f64, f64)>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.kind == RowKind::Sweep) {
-        let label = format!("{} {}", r.label, r.dtype.name());
-        let fi = index_of(&mut families, &label);
-        let pi = index_of(&mut plans, &r.plan);
-        let v = y(r);
-        if v.is_finite() && v > 0.0 {
-            map.entry((fi, pi, format!("{label} · {}", r.plan)))
-                .or_default()
-                .push((r.len as f64, v));
-        }
-    }
-    map.into_iter()
-        .map(|((family_idx, plan_idx, name), mut points)| {
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Series {
-                family_idx,
-                plan_idx,
-                name,
-                points,
-            }
-        })
-        .collect()
+/// `(T, y)` points of one curve, sorted by `T`.
+type Points = Vec<(f64, f64)>;
+
+/// The rows of one family instance under one plan.
+struct Group {
+    instance: String,
+    plan: String,
+    points: Points,
 }
 
+/// Index of `s` in `list`, appending it when new (first-seen order).
 fn index_of(list: &mut Vec<String>, s: &str) -> usize {
     match list.iter().position(|x| x == s) {
         Some(i) => i,
@@ -63,63 +81,150 @@ fn index_of(list: &mut Vec<String>, s: &str) -> usize {
     }
 }
 
-/// `[lo, hi]` widened to whole powers of ten (log axes need `lo > 0`).
+/// Groups grid rows by (instance, plan), in table order, with `y` values
+/// that are positive and finite (log axes).
+fn grouped(rows: &[Row], y: &dyn Fn(&Row) -> f64) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    for r in rows.iter().filter(|r| r.kind == RowKind::Sweep) {
+        let v = y(r);
+        if !(v.is_finite() && v > 0.0) {
+            continue;
+        }
+        let instance = format!("{} {}", r.label, r.dtype.name());
+        match out
+            .iter_mut()
+            .find(|g| g.instance == instance && g.plan == r.plan)
+        {
+            Some(g) => g.points.push((r.len as f64, v)),
+            None => out.push(Group {
+                instance,
+                plan: r.plan.clone(),
+                points: vec![(r.len as f64, v)],
+            }),
+        }
+    }
+    for g in &mut out {
+        g.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
+/// Time series: colour per instance, marker per plan.
+fn time_series(rows: &[Row]) -> Vec<Series> {
+    let (mut instances, mut plans) = (Vec::new(), Vec::new());
+    grouped(rows, &|r| r.median_ms)
+        .into_iter()
+        .map(
+            |Group {
+                 instance,
+                 plan,
+                 points,
+             }| {
+                let ci = index_of(&mut instances, &instance);
+                let pi = index_of(&mut plans, &plan);
+                Series {
+                    name: format!("{instance} · {plan}"),
+                    color: PALETTE[ci % PALETTE.len()],
+                    width: 2,
+                    marker: MARKERS[pi % MARKERS.len()],
+                    points,
+                }
+            },
+        )
+        .collect()
+}
+
+/// Depth series: identical curves of one plan merged, colour per merged
+/// series, marker per plan.
+fn depth_series(rows: &[Row]) -> Vec<Series> {
+    let groups = grouped(rows, &|r| r.depth as f64);
+    let mut all_instances: Vec<String> = Vec::new();
+    for g in &groups {
+        index_of(&mut all_instances, &g.instance);
+    }
+    // (plan, points, instances with exactly these points)
+    let mut merged: Vec<(String, Points, Vec<String>)> = Vec::new();
+    for g in groups {
+        match merged
+            .iter_mut()
+            .find(|(p, pts, _)| *p == g.plan && *pts == g.points)
+        {
+            Some((_, _, who)) => who.push(g.instance),
+            None => merged.push((g.plan, g.points, vec![g.instance])),
+        }
+    }
+    let mut plans = Vec::new();
+    merged
+        .into_iter()
+        .enumerate()
+        .map(|(i, (plan, points, who))| {
+            let pi = index_of(&mut plans, &plan);
+            let who = if who.len() == all_instances.len() && who.len() > 1 {
+                "every family".to_string()
+            } else {
+                who.join(", ")
+            };
+            Series {
+                name: format!("{plan} · {who}"),
+                color: PALETTE[i % PALETTE.len()],
+                // Curves can still coincide over part of the range (auto
+                // is sequential at short T): earlier ones are drawn wider,
+                // so they show as a border around later ones.
+                width: 6u32.saturating_sub(i as u32).max(2),
+                marker: MARKERS[pi % MARKERS.len()],
+                points,
+            }
+        })
+        .collect()
+}
+
+/// The data range widened by a third of a decade on each side (log axes
+/// need `lo > 0`).
 fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
     if !lo.is_finite() || hi <= 0.0 {
         return (1.0, 10.0);
     }
-    let lo = 10f64.powf(lo.log10().floor());
-    let mut hi = 10f64.powf(hi.log10().ceil());
-    if hi <= lo {
-        hi = lo * 10.0;
-    }
-    (lo, hi)
+    let pad = 10f64.powf(1.0 / 3.0);
+    (lo / pad, hi * pad)
 }
 
-/// Writes `depth_vs_t.svg` (measured depth) into `dir`.
+/// Writes the depth-versus-`T` plot (measured depth) to `path`.
 pub fn depth_plot(rows: &[Row], path: &Path) -> Result<()> {
-    plot(
-        rows,
+    draw(
+        &depth_series(rows),
         path,
         "Measured depth vs sequence length",
         "depth (combines on the critical path)",
-        |r| r.depth as f64,
     )
 }
 
-/// Writes `time_vs_t.svg` (median wall time, ms) into `dir`.
+/// Writes the time-versus-`T` plot (median wall time, ms) to `path`.
 pub fn time_plot(rows: &[Row], path: &Path) -> Result<()> {
-    plot(
-        rows,
+    draw(
+        &time_series(rows),
         path,
         "Median wall time vs sequence length",
-        "median time (ms)",
-        |r| r.median_ms,
+        "median time per scan (ms)",
     )
 }
 
-fn plot(
-    rows: &[Row],
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    y: impl Fn(&Row) -> f64,
-) -> Result<()> {
-    let all = series(rows, y);
+fn draw(all: &[Series], path: &Path, title: &str, y_desc: &str) -> Result<()> {
+    let err =
+        |e: &dyn std::fmt::Display| SweepError::Output(format!("drawing {}: {e}", path.display()));
     let (x_lo, x_hi) = log_bounds(all.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let (y_lo, y_hi) = log_bounds(all.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-    let err = |e: &dyn std::fmt::Display| {
-        SweepError::Output(format!("drawing {}: {e}", path.display()))
-    };
 
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
+    let (left, right) = root.split_horizontally(CHART_WIDTH);
+    let mut chart = ChartBuilder::on(&left)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(45)
-        .y_label_area_size(70)
+        .y_label_area_size(75)
         .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())
         .map_err(|e| err(&e))?;
     chart
@@ -131,43 +236,97 @@ fn plot(
         .draw()
         .map_err(|e| err(&e))?;
 
-    for s in &all {
-        let color = Palette99::pick(s.family_idx).to_rgba();
-        let line_style = color.stroke_width(2);
+    for s in all {
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), line_style))
-            .map_err(|e| err(&e))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        let marker = s.plan_idx % 3;
-        chart
-            .draw_series(s.points.iter().map(move |&p| -> DynElement<_, _> {
-                match marker {
-                    0 => Circle::new(p, 4, color.filled()).into_dyn(),
-                    1 => TriangleMarker::new(p, 5, color.filled()).into_dyn(),
-                    _ => Cross::new(p, 5, color.stroke_width(2)).into_dyn(),
-                }
-            }))
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                s.color.stroke_width(s.width),
+            ))
             .map_err(|e| err(&e))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 12))
-        .draw()
+        let (c, pts) = (s.color, s.points.iter().copied());
+        // One arm per marker type: each is a different element type.
+        match s.marker {
+            Marker::Circle => chart
+                .draw_series(pts.map(|p| Circle::new(p, 4, c.filled())))
+                .map(|_| ()),
+            Marker::Triangle => chart
+                .draw_series(pts.map(|p| TriangleMarker::new(p, 5, c.filled())))
+                .map(|_| ()),
+            Marker::Cross => chart
+                .draw_series(pts.map(|p| Cross::new(p, 4, c.stroke_width(2))))
+                .map(|_| ()),
+            Marker::Square => {
+                chart
+                    .draw_series(pts.map(|p| {
+                        EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], c.filled())
+                    }))
+                    .map(|_| ())
+            }
+        }
         .map_err(|e| err(&e))?;
+    }
+    legend(&right, all).map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
-/// `1024` → `1024`, `1048576` → `2^20`, `0.001` → `0.001`.
+/// The legend, one entry per series (line, marker, name wrapped at
+/// commas to fit beside the chart), top to bottom.
+fn legend(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    all: &[Series],
+) -> std::result::Result<(), DrawingAreaErrorKind<std::io::Error>> {
+    const LINE_H: i32 = 16;
+    const MAX_CHARS: usize = 52;
+    let font = ("sans-serif", 12).into_font().color(&BLACK);
+    let mut y = 50;
+    for s in all {
+        let c = s.color;
+        area.draw(&PathElement::new(vec![(8, y), (36, y)], c.stroke_width(2)))?;
+        let at = (22, y);
+        match s.marker {
+            Marker::Circle => area.draw(&Circle::new(at, 4, c.filled()))?,
+            Marker::Triangle => area.draw(&TriangleMarker::new(at, 5, c.filled()))?,
+            Marker::Cross => area.draw(&Cross::new(at, 4, c.stroke_width(2)))?,
+            Marker::Square => area.draw(&Rectangle::new([(18, y - 4), (26, y + 4)], c.filled()))?,
+        }
+        for line in wrap(&s.name, MAX_CHARS) {
+            area.draw(&Text::new(line, (44, y - 7), font.clone()))?;
+            y += LINE_H;
+        }
+        y += 4;
+    }
+    Ok(())
+}
+
+/// Splits `text` after commas into lines of at most about `width`
+/// characters (a single long item stays whole).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = vec![String::new()];
+    for (i, part) in text.split(", ").enumerate() {
+        let piece = if i == 0 {
+            part.to_string()
+        } else {
+            format!(" {part}")
+        };
+        let cur = lines.last_mut().expect("at least one line");
+        if !cur.is_empty() && cur.chars().count() + piece.chars().count() + 1 > width {
+            cur.push(',');
+            lines.push(format!("    {}", piece.trim_start()));
+        } else {
+            if i > 0 {
+                cur.push(',');
+            }
+            cur.push_str(&piece);
+        }
+    }
+    lines
+}
+
+/// `1024` → `1024`, `1048576` → `2^20`, `0.01` → `0.01`.
 fn format_tick(v: f64) -> String {
-    if v >= 1.0 && v.fract() == 0.0 {
-        let i = v as u64;
+    if v >= 1.0 && (v - v.round()).abs() < 1e-9 * v {
+        let i = v.round() as u64;
         if i >= 4096 && i.is_power_of_two() {
             return format!("2^{}", i.trailing_zeros());
         }
@@ -176,5 +335,28 @@ fn format_tick(v: f64) -> String {
         }
         return format!("{i}");
     }
-    format!("{v}")
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_at_commas() {
+        assert_eq!(wrap("a · b", 10), vec!["a · b"]);
+        assert_eq!(
+            wrap("auto · aaaa, bbbb, cccc", 14),
+            vec!["auto · aaaa,", "    bbbb, cccc"]
+        );
+    }
+
+    #[test]
+    fn ticks() {
+        assert_eq!(format_tick(1024.0), "1024");
+        assert_eq!(format_tick(1048576.0), "2^20");
+        assert_eq!(format_tick(0.01), "0.01");
+        assert_eq!(format_tick(2e6), "2e6");
+    }
 }

@@ -1,0 +1,762 @@
+// diagonal.cu: the Diagonal family h_t = a_t * h_{t-1} + b_t (per lane), evaluated
+// in parallel over time with a chunked, work-efficient scan (SPEC §2).
+//
+// =====================================================================================
+// LAUNCH CONTRACT (the Rust orchestration implements exactly this)
+// =====================================================================================
+//
+// Notation. B batch rows, T >= 1 steps, D >= 1 channels; a "lane" is one (b, d) pair,
+// lane = b*D + d, lanes = B*D. C >= 1 is the chunk length chosen by the planner,
+// NC = ceil(T / C) the number of chunks per lane. Every integer argument is a C `int`
+// (KernelArg::I32) and must be >= 1 and < 2^31; products such as B*T*D are formed in
+// 64 bits inside the kernels. Every pointer argument is KernelArg::Ptr; "nullable"
+// ones may be 0. Buffers passed to one launch never alias each other. Dynamic shared
+// memory is 0 for every kernel (shared memory is static, at most 32 KiB).
+//
+// Layouts. BTD: a, b, h are [B,T,D], element (b,t,d) at (b*T + t)*D + d.
+//          BDT: a, b, h are [B,D,T], element (b,d,t) at (b*D + d)*T + t.
+//          h0 and hT are [B,D] in both layouts (element lane = b*D + d).
+//          [B,T,1] and [B,1,T] are the same bytes: for D == 1 prefer the BDT kernels.
+//
+// Types. Every kernel exists once per data type, the name ending in the suffix:
+//   suffix  storage S (a, b, h0, h, hT)   compute   Elem (aggregate)      State (carry)
+//   _f32    float                          float     {float a, b}   8 B    float  4 B
+//   _f16    __half (u16 bits)              float     {float a, b}   8 B    float  4 B
+//   _bf16   __nv_bfloat16 (u16 bits)       float     {float a, b}   8 B    float  4 B
+//   _f64    double                         double    {double a, b} 16 B    double 8 B
+//   _depth  unsigned (see DEPTH below)     -         unsigned       4 B    unsigned 4 B
+// An Elem {A, b} is the affine map h -> A*h + b of a run of steps, stored as two
+// consecutive values (A first). Carries (State) are kept in the compute type, so
+// half-precision storage is rounded once, when h is written.
+//
+// Kernels (argument lists in order; "In" = S, "Out" = S; for _depth both are unsigned):
+//
+//  K1 diag_btd_reduce_<sfx>(const In* a, const In* b, Elem* agg, int B, int T, int D, int C)
+//  K1 diag_bdt_reduce_<sfx>(same arguments)
+//       Phase 1: agg[(b*NC + c)*D + d] = the aggregate of chunk c of lane (b,d).
+//  K2 diag_btd_rescan_<sfx>(const In* a, const In* b, Out* h, Out* hT, const State* carry,
+//                            const In* h0, int B, int T, int D, int C)
+//  K2 diag_bdt_rescan_<sfx>(same arguments)
+//       Phase 3: runs every chunk from its carry-in carry[(b*NC + c)*D + d] and writes
+//       h (nullable: then only hT is produced) and hT (nullable) from the last chunk.
+//       carry == 0 means "every chunk starts from h0": only valid with NC == 1 (C >= T),
+//       which is the single-pass plan. h0 nullable (0 = zeros); h0 is only read when
+//       carry == 0.
+//  K3 diag_btd_sequential_<sfx>(const In* a, const In* b, Out* h, Out* hT, const In* h0,
+//                                int B, int T, int D)
+//  K3 diag_bdt_sequential_<sfx>(same arguments)
+//       The baseline: one thread per lane loops over all T steps (depth T).
+//  K4 diag_scan_<sfx>(const Elem* agg, State* carry, const In* h0, int B, int D, int n)
+//       Phase 2 (one level): per lane, exclusive Blelloch scan of the n aggregates
+//       agg[(b*n + i)*D + d], i < n, and carry[(b*n + i)*D + d] = apply(prefix_i, h0[lane])
+//       (h0 nullable = zeros; chunk 0 gets h0 itself, via the identity prefix).
+//       Requires n <= 2*blockDim.x (the launch traps otherwise).
+//  K5 diag_scan_tiles_<sfx>(Elem* agg, Elem* tile_agg, int B, int D, int n)
+//       Phase 2a (two levels): tiles of TL = 2*blockDim.x aggregates; NTL = ceil(n / TL).
+//       In place: agg[(b*n + i)*D + d] <- exclusive prefix of i WITHIN its tile;
+//       tile_agg[(b*NTL + j)*D + d] <- aggregate of tile j.
+//  K6 diag_scan_apply_<sfx>(const Elem* agg, const State* tile_carry, State* carry,
+//                            int B, int D, int n, int TL)
+//       Phase 2c (two levels): carry[(b*n + i)*D + d] =
+//           apply(agg[(b*n + i)*D + d], tile_carry[(b*NTL + i/TL)*D + d]).
+//
+// Launch shapes (grid and block are (x,1,1) unless noted; shared bytes always 0):
+//   diag_btd_reduce / diag_btd_rescan : block = NB in [32, 256] (any, multiple of 32
+//        recommended); grid = ceil(B*NC*D / NB). One thread per (lane, chunk), consecutive
+//        threads = consecutive channels. Prefer NB = 64 when B*NC*D < 132*2048 so the
+//        blocks spread over all SMs, else 128 or 256.
+//   diag_btd_sequential : as above with NC = 1: grid = ceil(B*D / NB).
+//   diag_bdt_reduce / diag_bdt_rescan : block = NT, a multiple of 32 in [32, 256];
+//        grid = B*D*NC (block id = lane*NC + c). The block walks its chunk in tiles of
+//        NT*K steps, K = 8 steps per thread (two 16-byte loads per array for f32, one
+//        for f16/bf16, four for f64). Recommended NT = 256; for short chunks
+//        NT = clamp(32*ceil(min(C,T) / (32*K)), 32, 256).
+//   diag_bdt_sequential : block = NB in [32, 256]; grid = ceil(B*D / NB).
+//   diag_scan : block = NS, a power of two in [32, 1024] with 2*NS >= n (recommended
+//        NS = clamp(next_pow2(ceil(n/2)), 32, 1024)); grid = B*D.
+//   diag_scan_tiles : block = NS1 power of two in [32, 1024], TL = 2*NS1;
+//        grid = (B*D, NTL, 1), NTL = ceil(n / TL) (<= 2048 so that the top level fits).
+//   diag_scan_apply : block = 256; grid = ceil(B*D*n / 256).
+//   Vector (16-byte) accesses in the BDT kernels are used when T and C are multiples of
+//   16/sizeof(S) and a, b (loads) / h (stores) are 16-byte aligned; otherwise the kernels
+//   fall back to scalar accesses (correct for any shape and any element alignment).
+//
+// Plans (the exact launch sequences). Scratch sizes are in elements of the type named.
+//   P0 sequential:    diag_<L>_sequential(a, b, h, hT, h0, B, T, D).               1 launch
+//      (For BTD, P0 and P1 run the same code: one thread per lane over all T steps.)
+//   P1 single pass (NC == 1, i.e. C >= T; the plan when B*D lanes fill the GPU):
+//                     diag_<L>_rescan(a, b, h, hT, carry=0, h0, B, T, D, C=T).      1 launch
+//   P2 chunked, one-level scan (2 <= NC <= 2048). Scratch: agg Elem[B*D*NC],
+//      carry State[B*D*NC].
+//        1. diag_<L>_reduce(a, b, agg, B, T, D, C)
+//        2. diag_scan(agg, carry, h0, B, D, NC)          block NS >= NC/2
+//        3. diag_<L>_rescan(a, b, h, hT, carry, h0, B, T, D, C)                  3 launches
+//   P3 chunked, two-level scan (NC <= TL*2048 = 4,194,304 with TL = 2048). Scratch: agg
+//      Elem[B*D*NC], carry State[B*D*NC], tile_agg Elem[B*D*NTL], tile_carry State[B*D*NTL].
+//        1. diag_<L>_reduce(a, b, agg, B, T, D, C)
+//        2. diag_scan_tiles(agg, tile_agg, B, D, NC)      block NS1, TL = 2*NS1
+//        3. diag_scan(tile_agg, tile_carry, h0, B, D, NTL) block NS2 >= NTL/2
+//        4. diag_scan_apply(agg, tile_carry, carry, B, D, NC, TL)
+//        5. diag_<L>_rescan(a, b, h, hT, carry, h0, B, T, D, C)                  5 launches
+//   The planner must keep NC <= 4,194,304 (i.e. C >= T / 4,194,304); P2 also works for
+//   NC == 1 but P1 is the same result in one launch. Every launch of a plan goes on the
+//   same stream, in order; no launch synchronizes.
+//   Bytes moved per element (f32): P0/P1 12 (read a, b, write h); P2/P3 20 (a, b read
+//   twice) plus the scratch (16 B per chunk and lane, negligible for C >= 64).
+//
+// DEPTH. The _depth kernels are the same templates instantiated over the depth-counter
+// element (ps::DepthCounter: combine = max(d1, d2) + 1, identity 0; apply(e, h) =
+// max(e, h) + 1). They read nothing from a, b, h0 (pass 0 or anything), treat every
+// input step, h0 and padding as depth 0, and write unsigned depths where the other types
+// write h / hT / aggregates / carries, with the same shapes and launch sequences. They
+// mirror K = 8 (f32/f16/bf16/f64 all use K = 8). The measured depth of every output
+// follows these formulas exactly (the selftest checks every element):
+//   hb(x) = floor(log2 x), pc(x) = popcount(x), bl(x) = bit length (bl(0) = 0).
+//   Blelloch exclusive prefix over leaves of depth L:  P(L, i) = 0 if i == 0,
+//        else L + hb(i) + pc(i).  A tile/level aggregate of 2^k full leaves: L + k.
+//   Chunk aggregate depth L (full chunk of C steps):
+//        BTD: L = C                       (serial fold from the identity)
+//        BDT: L = K + 3 + nw + J          (nw = NT/32 warps, J = ceil(C / (NT*K)) tiles)
+//   Carry depth dc(c) of chunk c:
+//        P0/P1: 0 (h0).   P2: P(L, c) + 1.
+//        P3: with TL and c = j*TL + r: max(P(L, r), P(L + log2 TL, j) + 1) + 1.
+//   Output depth (1-based step index i inside chunk c):
+//        BTD (and both sequential kernels, with dc = 0, one chunk):  dc(c) + i.
+//        BDT: step i sits in tile q = (i-1) / (NT*K), thread u = ((i-1) mod (NT*K)) / K
+//        (warp w = u / 32, lane l = u mod 32), position k = (i-1) mod K. Tile-in depth
+//        e_0 = dc(c), e_q = max(dc(c), K + 3 + nw) + q for q >= 1;
+//        dW = 0 if w == 0 else K + 3 + w;  dx = 0 if l == 0 else K - 1 + bl(l - 1);
+//        depth = max(dx, max(dW, e_q) + 1) + 1 + (k + 1).
+//   hT has the depth of h at t = T (the same register is stored).
+//   Plan depth (the maximum over all outputs): depth is non-decreasing along a BTD chunk
+//   and along a BDT thread's K steps, so it is the maximum of the formula over the last
+//   real step of every chunk (BTD) or of every thread (BDT); or simply over every t.
+//   Worked examples: P2 BTD, T = 1024, C = 64, NC = 16: L = 64, worst chunk c = 15
+//   (hb + pc = 7): dc = 72, depth 136 (~ 2C + 2 log2 NC). P2 BDT, T = 2^24, C = 2^16
+//   (NC = 256), NT = 256: nw = 8, J = 32, L = 51, dc(255) = 67, e_31 = 98, depth 108
+//   (the sequential kernel: 16,777,216).
+//   The CPU engine's plan depth differs: it has no intra-chunk warp/block scans.
+//
+// Errors. Contract violations that would corrupt memory trap (__trap(): the launch fails;
+// in the emulator PS_EMU_ERR_KERNEL_FAULT): BDT reduce/rescan with blockDim.x not a
+// multiple of 32, diag_scan with n > 2*blockDim.x. Shapes are not otherwise validated
+// here: the Rust side checks them and returns typed errors before launching.
+//
+// Guarantees the tests rely on: every element of h (when non-null) and hT (when non-null)
+// is written exactly once; nothing outside them is; hT is bit-identical to h at t = T;
+// results do not depend on the block scheduling order or on the thread interleaving.
+//
+// Performance design (H100; not measurable in this session, see the report):
+//   * BTD: a warp reads 32 consecutive channels of one time step (128 B for f32), each
+//     thread walks its chunk serially with a double-buffered register prefetch of 16
+//     steps (8 for f64), i.e. 16-32 steps of a and b in flight per thread; no shared
+//     memory, no barriers. ~100-110 registers (f32), no spills.
+//   * BDT: 16-byte loads/stores, one __syncthreads per tile of NT*8 steps, warp shuffles
+//     for the intra-warp scan; 39 registers (f32) -> 6 blocks of 256 per SM.
+//   * P1 moves the minimum 12 B/element (f32); P2/P3 read a, b twice (20 B/element),
+//     so they are capped at 60% of copy bandwidth: use P1 whenever lanes fill the GPU.
+//
+// Emulator. Everything here stays inside the CUDA subset of kernels/emu/README.md, so the
+// same source runs on the CPU emulator; kernels/emu/diagonal_selftest.sh tests it.
+// -DPS_DIAG_DROP_BARRIER=1 removes one __syncthreads from the Blelloch down-sweep (a
+// deliberately broken build, used by the selftest to show the race is caught).
+// =====================================================================================
+
+#include <stdint.h>
+
+#include "emu/portable.cuh"
+#include "parascan.cuh"
+
+#ifndef PS_DIAG_DROP_BARRIER
+#define PS_DIAG_DROP_BARRIER 0
+#endif
+
+#define PSD_DEV __device__ __forceinline__
+// Full unrolling of the fixed-trip loops (register arrays must only see constant indices).
+#if defined(__CUDACC__) || defined(__clang__)
+#define PSD_UNROLL _Pragma("unroll")
+#else
+#define PSD_UNROLL _Pragma("GCC unroll 16")
+#endif
+
+namespace psd {
+
+// Steps per thread and tile in the BDT kernels (a multiple of every vector width).
+constexpr int kStepsPerThread = 8;
+// Largest Blelloch tile (2 * 1024 threads).
+constexpr int kMaxScanTile = 2048;
+
+PSD_DEV bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+PSD_DEV long long min_ll(long long x, long long y) { return x < y ? x : y; }
+
+// 16 bytes <-> storage values, with explicit bit moves. The 16-byte accesses go through
+// __ldg / __stwb (intrinsics nvcc cannot split; a plain uint4 dereference or a union
+// was split into 4- and 8-byte accesses by the optimizer).
+template <typename S>
+struct Vec16;
+template <>
+struct Vec16<float> {
+    static constexpr int N = 4;
+    PSD_DEV static void unpack(const uint4& u, float* r) {
+        r[0] = __uint_as_float(u.x);
+        r[1] = __uint_as_float(u.y);
+        r[2] = __uint_as_float(u.z);
+        r[3] = __uint_as_float(u.w);
+    }
+    PSD_DEV static uint4 pack(const float* r) {
+        return make_uint4(__float_as_uint(r[0]), __float_as_uint(r[1]), __float_as_uint(r[2]),
+                          __float_as_uint(r[3]));
+    }
+};
+template <>
+struct Vec16<unsigned> {
+    static constexpr int N = 4;
+    PSD_DEV static void unpack(const uint4& u, unsigned* r) {
+        r[0] = u.x;
+        r[1] = u.y;
+        r[2] = u.z;
+        r[3] = u.w;
+    }
+    PSD_DEV static uint4 pack(const unsigned* r) { return make_uint4(r[0], r[1], r[2], r[3]); }
+};
+template <>
+struct Vec16<double> {
+    static constexpr int N = 2;
+    PSD_DEV static double join(unsigned lo, unsigned hi) {
+        return __longlong_as_double(static_cast<long long>((static_cast<unsigned long long>(hi) << 32) | lo));
+    }
+    PSD_DEV static unsigned lo(double x) {
+        return static_cast<unsigned>(static_cast<unsigned long long>(__double_as_longlong(x)));
+    }
+    PSD_DEV static unsigned hi(double x) {
+        return static_cast<unsigned>(static_cast<unsigned long long>(__double_as_longlong(x)) >> 32);
+    }
+    PSD_DEV static void unpack(const uint4& u, double* r) {
+        r[0] = join(u.x, u.y);
+        r[1] = join(u.z, u.w);
+    }
+    PSD_DEV static uint4 pack(const double* r) { return make_uint4(lo(r[0]), hi(r[0]), lo(r[1]), hi(r[1])); }
+};
+#if defined(PS_HAS_HALF)
+// 16-bit storage: two values per 32-bit word, the lower address in the low half.
+template <typename H>
+struct Vec16Half {
+    static constexpr int N = 8;
+    PSD_DEV static unsigned short bits(__half x) { return __half_as_ushort(x); }
+    PSD_DEV static unsigned short bits(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
+    PSD_DEV static void from_bits(unsigned short u, __half& x) { x = __ushort_as_half(u); }
+    PSD_DEV static void from_bits(unsigned short u, __nv_bfloat16& x) { x = __ushort_as_bfloat16(u); }
+    PSD_DEV static void split(unsigned w, H* r) {
+        from_bits(static_cast<unsigned short>(w & 0xffffu), r[0]);
+        from_bits(static_cast<unsigned short>(w >> 16), r[1]);
+    }
+    PSD_DEV static unsigned word(const H* r) {
+        return static_cast<unsigned>(bits(r[0])) | (static_cast<unsigned>(bits(r[1])) << 16);
+    }
+    PSD_DEV static void unpack(const uint4& u, H* r) {
+        split(u.x, r);
+        split(u.y, r + 2);
+        split(u.z, r + 4);
+        split(u.w, r + 6);
+    }
+    PSD_DEV static uint4 pack(const H* r) { return make_uint4(word(r), word(r + 2), word(r + 4), word(r + 6)); }
+};
+template <>
+struct Vec16<__half> : Vec16Half<__half> {};
+template <>
+struct Vec16<__nv_bfloat16> : Vec16Half<__nv_bfloat16> {};
+#endif
+
+// ---------------------------------------------------------------------------------------
+// Element policies: the scan templates below only talk to these.
+// ---------------------------------------------------------------------------------------
+
+// Real values: storage S, compute T, combine from parascan.cuh's Diagonal.
+template <typename S, typename T>
+struct DiagOps {
+    using In = S;
+    using Out = S;
+    using Raw = S;  // what a load keeps in registers before widening
+    using Elem = ps::DiagElem<T>;
+    using State = T;
+    using Fam = ps::Diagonal<T>;
+    static constexpr bool kReads = true;
+    // Steps a BTD/sequential thread keeps in flight per array (double-buffered).
+    static constexpr int kBatch = sizeof(S) == 8 ? 8 : 16;
+
+    PSD_DEV static Elem identity() { return Fam::identity(); }
+    PSD_DEV static Elem combine(const Elem& x, const Elem& y) { return Fam::combine(x, y); }
+    PSD_DEV static State apply(const Elem& e, State h) { return Fam::apply(e, h); }
+    PSD_DEV static Raw load(const In* p) { return *p; }
+    PSD_DEV static Elem make(Raw a, Raw b) {
+        return Elem{static_cast<T>(ps::widen(a)), static_cast<T>(ps::widen(b))};
+    }
+    PSD_DEV static State initial(const In* h0, long long lane) {
+        return h0 ? ps::load<T>(h0 + lane) : T(0);
+    }
+    PSD_DEV static Out narrow(State x) { return ps::Narrow<S>::from(x); }
+    PSD_DEV static Elem shfl_up(const Elem& e, unsigned off) {
+        return Elem{__shfl_up_sync(PS_FULL_MASK, e.a, off), __shfl_up_sync(PS_FULL_MASK, e.b, off)};
+    }
+};
+
+// Depth counting: same skeleton, element = depth of the longest combine chain.
+struct DepthOps {
+    using In = unsigned;
+    using Out = unsigned;
+    using Raw = unsigned;
+    using Elem = unsigned;
+    using State = unsigned;
+    static constexpr bool kReads = false;
+    static constexpr int kBatch = 16;
+
+    PSD_DEV static Elem identity() { return ps::DepthCounter::identity(); }
+    PSD_DEV static Elem combine(Elem x, Elem y) { return ps::DepthCounter::combine(x, y); }
+    // Applying a map to a state is one combine, too.
+    PSD_DEV static State apply(Elem e, State h) { return ps::DepthCounter::combine(e, h); }
+    PSD_DEV static Raw load(const In*) { return 0u; }  // never dereferences
+    PSD_DEV static Elem make(Raw, Raw) { return 0u; }  // every input step has depth 0
+    PSD_DEV static State initial(const In*, long long) { return 0u; }
+    PSD_DEV static Out narrow(State x) { return x; }
+    PSD_DEV static Elem shfl_up(Elem e, unsigned off) { return __shfl_up_sync(PS_FULL_MASK, e, off); }
+};
+
+// K consecutive raw values from a 16-byte aligned address, as K*sizeof/16 vector loads.
+template <class Ops, int K>
+PSD_DEV void load_vec(const typename Ops::In* __restrict__ p, typename Ops::Raw (&r)[K]) {
+    using In = typename Ops::In;
+    constexpr int V = Vec16<In>::N;
+    static_assert(K % V == 0, "K must be a multiple of the vector width");
+    if constexpr (!Ops::kReads) {
+PSD_UNROLL
+        for (int k = 0; k < K; ++k) r[k] = Ops::load(p);
+    } else {
+        const uint4* __restrict__ q = reinterpret_cast<const uint4*>(p);
+PSD_UNROLL
+        for (int v = 0; v < K / V; ++v) Vec16<In>::unpack(__ldg(q + v), r + v * V);
+    }
+}
+
+// K consecutive outputs to a 16-byte aligned address.
+template <class Ops, int K>
+PSD_DEV void store_vec(typename Ops::Out* __restrict__ p, const typename Ops::State (&x)[K]) {
+    using Out = typename Ops::Out;
+    constexpr int V = Vec16<Out>::N;
+    static_assert(K % V == 0, "K must be a multiple of the vector width");
+    uint4* __restrict__ q = reinterpret_cast<uint4*>(p);
+PSD_UNROLL
+    for (int v = 0; v < K / V; ++v) {
+        Out o[V];
+PSD_UNROLL
+        for (int j = 0; j < V; ++j) o[j] = Ops::narrow(x[v * V + j]);
+        __stwb(q + v, Vec16<Out>::pack(o));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Thread-serial run over `len` steps at base + i*stride (BTD chunks, sequential kernels).
+// REDUCE: acc <- acc (+) step for every step. Otherwise: hh <- apply(step, hh) and the
+// result is written to h (if non-null). Loads are double-buffered: the next kBatch steps
+// are requested before the current ones are consumed, so 1-2 batches are in flight.
+// ---------------------------------------------------------------------------------------
+template <class Ops, bool REDUCE>
+PSD_DEV void serial_run(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                        typename Ops::Out* __restrict__ h, long long base, long long stride, long long len,
+                        typename Ops::State& hh, typename Ops::Elem& acc) {
+    using Raw = typename Ops::Raw;
+    constexpr int U = Ops::kBatch;
+    Raw ca[U], cb[U], na[U], nb[U];
+    // Running pointers, bumped by `stride` per step: keeps the address arithmetic to one
+    // 64-bit add per load instead of U precomputed 64-bit offsets held in registers.
+    const typename Ops::In* pa = a + base;
+    const typename Ops::In* pb = b + base;
+    typename Ops::Out* ph = h ? h + base : nullptr;
+PSD_UNROLL
+    for (int u = 0; u < U; ++u) {
+        ca[u] = Raw{};
+        cb[u] = Raw{};
+        na[u] = Raw{};
+        nb[u] = Raw{};
+        if (u < len) {
+            ca[u] = Ops::load(pa);
+            cb[u] = Ops::load(pb);
+        }
+        pa += stride;
+        pb += stride;
+    }
+    for (long long j = 0; j < len; j += U) {
+        if (j + U < len) {
+PSD_UNROLL
+            for (int u = 0; u < U; ++u) {
+                if (j + U + u < len) {
+                    na[u] = Ops::load(pa);
+                    nb[u] = Ops::load(pb);
+                }
+                pa += stride;
+                pb += stride;
+            }
+        }
+PSD_UNROLL
+        for (int u = 0; u < U; ++u) {
+            if (j + u < len) {
+                const typename Ops::Elem e = Ops::make(ca[u], cb[u]);
+                if (REDUCE) {
+                    acc = Ops::combine(acc, e);
+                } else {
+                    hh = Ops::apply(e, hh);
+                    if (ph) *ph = Ops::narrow(hh);
+                }
+            }
+            if (ph) ph += stride;
+        }
+PSD_UNROLL
+        for (int u = 0; u < U; ++u) {
+            ca[u] = na[u];
+            cb[u] = nb[u];
+        }
+    }
+}
+
+// One thread per (lane, chunk) of the [B,T,D] layout; d varies fastest across threads,
+// so a warp reads 32 consecutive channels of one time step (coalesced).
+// REDUCE writes the chunk aggregate to agg; otherwise rescans from the carry-in.
+template <class Ops, bool REDUCE>
+PSD_DEV void btd_chunk(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                       typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                       const typename Ops::State* __restrict__ carry, const typename Ops::In* __restrict__ h0,
+                       typename Ops::Elem* __restrict__ agg, int B, int T, int D, int C) {
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long w = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (w >= static_cast<long long>(B) * nchunks * D) return;  // no barriers in this kernel
+    const long long d = w % D;
+    const long long r = w / D;
+    const long long c = r % nchunks;
+    const long long bb = r / nchunks;
+    const long long t0 = c * C;
+    const long long len = min_ll(C, T - t0);
+    const long long base = (bb * T + t0) * D + d;
+    const long long lane = bb * D + d;
+    typename Ops::State hh{};
+    typename Ops::Elem acc = Ops::identity();
+    if (!REDUCE) hh = carry ? carry[w] : Ops::initial(h0, lane);  // carry index == w
+    serial_run<Ops, REDUCE>(a, b, h, base, D, len, hh, acc);
+    if (REDUCE) {
+        agg[w] = acc;
+    } else if (hT && c == nchunks - 1) {
+        hT[lane] = Ops::narrow(hh);
+    }
+}
+
+// One thread per lane of the [B,D,T] layout, looping over all of T (the baseline).
+template <class Ops>
+PSD_DEV void bdt_sequential(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                            typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                            const typename Ops::In* __restrict__ h0, int B, int T, int D) {
+    const long long lane = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (lane >= static_cast<long long>(B) * D) return;
+    typename Ops::State hh = Ops::initial(h0, lane);
+    typename Ops::Elem acc = Ops::identity();
+    serial_run<Ops, false>(a, b, h, lane * T, 1, T, hh, acc);
+    if (hT) hT[lane] = Ops::narrow(hh);
+}
+
+// ---------------------------------------------------------------------------------------
+// [B,D,T] chunk: one block per (lane, chunk), walking the chunk in tiles of NT*K steps.
+// Per tile: each thread loads K consecutive steps (16-byte vectors when aligned), folds
+// them serially, the warp scans the 32 thread aggregates with shuffles (inclusive,
+// Kogge-Stone), lane 31 publishes the warp total to shared memory, one barrier, then
+// every thread folds the warp totals serially (its warp's exclusive prefix W and the
+// tile total). Warp-total slots alternate between two banks so that one barrier per
+// tile suffices (a bank is rewritten two tiles later, after an intervening barrier).
+// REDUCE: chunk aggregate = identity (+) tile totals, written by thread 0.
+// RESCAN: h at the thread's first step = apply(lane prefix, apply(W, h_tile_in)),
+// then K serial steps; h_tile_in advances by the tile total.
+// ---------------------------------------------------------------------------------------
+template <class Ops, bool RESCAN>
+PSD_DEV void bdt_chunk(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                       typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                       const typename Ops::State* __restrict__ carry, const typename Ops::In* __restrict__ h0,
+                       typename Ops::Elem* __restrict__ agg, int B, int T, int D, int C) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    using Raw = typename Ops::Raw;
+    using In = typename Ops::In;
+    using Out = typename Ops::Out;
+    constexpr int K = kStepsPerThread;
+    constexpr int VI = Vec16<In>::N;
+    constexpr int VO = Vec16<Out>::N;
+    PS_SHARED(Elem, s_tot, 64);
+
+    if (blockDim.x & 31u) __trap();  // contract: whole warps (shuffles use the full mask)
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long bid = blockIdx.x;
+    const long long c = bid % nchunks;
+    const long long lane = bid / nchunks;
+    if (lane >= static_cast<long long>(B) * D) return;  // whole block: no barrier divergence
+    const long long row = lane * T;
+    const long long t0 = c * C;
+    const long long t1 = min_ll(t0 + C, T);
+    const int tid = threadIdx.x;
+    const int wid = tid >> 5;
+    const int lid = tid & 31;
+    const int nw = blockDim.x >> 5;
+    const bool vec_in = Ops::kReads && T % VI == 0 && C % VI == 0 && aligned16(a) && aligned16(b);
+    const bool vec_out = T % VO == 0 && C % VO == 0 && aligned16(h);
+    const long long bb = lane / D;
+    const long long d = lane % D;
+    const long long cidx = (bb * nchunks + c) * D + d;
+
+    State hin{};
+    if (RESCAN) hin = carry ? carry[cidx] : Ops::initial(h0, lane);
+    Elem acc = Ops::identity();
+    int bank = 0;
+    const long long tile = static_cast<long long>(blockDim.x) * K;
+    for (long long ts = t0; ts < t1; ts += tile) {  // uniform across the block
+        const long long s = ts + static_cast<long long>(tid) * K;
+        const bool full = s + K <= t1;
+        Elem e[K];
+        if (vec_in && full) {
+            Raw ra[K], rb[K];
+            load_vec<Ops, K>(a + row + s, ra);
+            load_vec<Ops, K>(b + row + s, rb);
+PSD_UNROLL
+            for (int k = 0; k < K; ++k) e[k] = Ops::make(ra[k], rb[k]);
+        } else {
+PSD_UNROLL
+            for (int k = 0; k < K; ++k)
+                e[k] = s + k < t1 ? Ops::make(Ops::load(a + row + s + k), Ops::load(b + row + s + k))
+                                  : Ops::identity();
+        }
+        Elem x = e[0];
+PSD_UNROLL
+        for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
+
+        Elem incl = x;
+PSD_UNROLL
+        for (unsigned off = 1; off < 32; off <<= 1) {
+            const Elem y = Ops::shfl_up(incl, off);
+            if (lid >= static_cast<int>(off)) incl = Ops::combine(y, incl);
+        }
+        if (lid == 31) s_tot[bank * 32 + wid] = incl;
+        __syncthreads();
+        Elem run = s_tot[bank * 32];
+        Elem W = Ops::identity();
+        for (int w = 1; w < nw; ++w) {
+            if (w == wid) W = run;
+            run = Ops::combine(run, s_tot[bank * 32 + w]);
+        }
+        if (!RESCAN) {
+            acc = Ops::combine(acc, run);
+        } else {
+            Elem ex = Ops::shfl_up(incl, 1);
+            if (lid == 0) ex = Ops::identity();
+            State hh = Ops::apply(ex, Ops::apply(W, hin));
+            State o[K];
+PSD_UNROLL
+            for (int k = 0; k < K; ++k) {
+                hh = Ops::apply(e[k], hh);
+                o[k] = hh;
+            }
+            if (h) {
+                if (vec_out && full) {
+                    store_vec<Ops, K>(h + row + s, o);
+                } else {
+PSD_UNROLL
+                    for (int k = 0; k < K; ++k)
+                        if (s + k < t1) h[row + s + k] = Ops::narrow(o[k]);
+                }
+            }
+            if (hT && t1 == T && s <= T - 1 && T - 1 < s + K) {
+PSD_UNROLL
+                for (int k = 0; k < K; ++k)
+                    if (s + k == T - 1) hT[lane] = Ops::narrow(o[k]);
+            }
+            hin = Ops::apply(run, hin);
+        }
+        bank ^= 1;
+    }
+    if (!RESCAN && tid == 0) agg[cidx] = acc;
+}
+
+// ---------------------------------------------------------------------------------------
+// Blelloch exclusive scan of s[0..n) in shared memory, n = 2*blockDim.x (a power of
+// two): up-sweep (reduce) then down-sweep, combine(earlier, later) order throughout.
+// Returns the total of all n elements in thread 0's `total`.
+// ---------------------------------------------------------------------------------------
+template <class Ops>
+PSD_DEV void blelloch_exclusive(typename Ops::Elem* s, int n, typename Ops::Elem& total) {
+    const int tid = threadIdx.x;
+    int offset = 1;
+    for (int d = n >> 1; d > 0; d >>= 1) {
+        __syncthreads();
+        if (tid < d) {
+            const int ai = offset * (2 * tid + 1) - 1;
+            const int bi = offset * (2 * tid + 2) - 1;
+            s[bi] = Ops::combine(s[ai], s[bi]);
+        }
+        offset <<= 1;
+    }
+    __syncthreads();
+    if (tid == 0) {
+        total = s[n - 1];
+        s[n - 1] = Ops::identity();
+    }
+    for (int d = 1; d < n; d <<= 1) {
+        offset >>= 1;
+#if PS_DIAG_DROP_BARRIER != 1
+        __syncthreads();
+#endif
+        if (tid < d) {
+            const int ai = offset * (2 * tid + 1) - 1;
+            const int bi = offset * (2 * tid + 2) - 1;
+            const typename Ops::Elem left = s[ai];
+            s[ai] = s[bi];
+            s[bi] = Ops::combine(s[bi], left);
+        }
+    }
+    __syncthreads();
+}
+
+// Loads one tile of a lane's aggregates (identity past n) into s.
+template <class Ops>
+PSD_DEV void load_tile(const typename Ops::Elem* __restrict__ agg, typename Ops::Elem* s, long long bb, long long d,
+                       int D, long long n, long long c0, int m) {
+    for (int i = threadIdx.x; i < m; i += blockDim.x) {
+        const long long c = c0 + i;
+        s[i] = c < n ? agg[(bb * n + c) * D + d] : Ops::identity();
+    }
+}
+
+template <class Ops>
+PSD_DEV void scan_one_level(const typename Ops::Elem* __restrict__ agg, typename Ops::State* __restrict__ carry,
+                            const typename Ops::In* __restrict__ h0, int B, int D, int n) {
+    using Elem = typename Ops::Elem;
+    PS_SHARED(Elem, s, kMaxScanTile);
+    const int m = 2 * blockDim.x;
+    if (n > m || m > kMaxScanTile) __trap();  // contract: 2*blockDim.x >= n, blockDim.x <= 1024
+    const long long lane = blockIdx.x;
+    if (lane >= static_cast<long long>(B) * D) return;  // whole block
+    const long long bb = lane / D;
+    const long long d = lane % D;
+    load_tile<Ops>(agg, s, bb, d, D, n, 0, m);
+    Elem total;
+    blelloch_exclusive<Ops>(s, m, total);
+    const typename Ops::State h = Ops::initial(h0, lane);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) carry[(bb * n + i) * D + d] = Ops::apply(s[i], h);
+}
+
+template <class Ops>
+PSD_DEV void scan_tiles(typename Ops::Elem* __restrict__ agg, typename Ops::Elem* __restrict__ tile_agg, int B,
+                        int D, int n) {
+    using Elem = typename Ops::Elem;
+    PS_SHARED(Elem, s, kMaxScanTile);
+    const int m = 2 * blockDim.x;
+    if (m > kMaxScanTile) __trap();
+    const long long lane = blockIdx.x;
+    if (lane >= static_cast<long long>(B) * D) return;  // whole block
+    const long long ntiles = (static_cast<long long>(n) + m - 1) / m;
+    const long long tile = blockIdx.y;
+    const long long bb = lane / D;
+    const long long d = lane % D;
+    const long long c0 = tile * m;
+    load_tile<Ops>(agg, s, bb, d, D, n, c0, m);
+    Elem total;
+    blelloch_exclusive<Ops>(s, m, total);
+    for (int i = threadIdx.x; i < m; i += blockDim.x)
+        if (c0 + i < n) agg[(bb * n + c0 + i) * D + d] = s[i];
+    if (threadIdx.x == 0) tile_agg[(bb * ntiles + tile) * D + d] = total;
+}
+
+template <class Ops>
+PSD_DEV void scan_apply(const typename Ops::Elem* __restrict__ agg, const typename Ops::State* __restrict__ tile_carry,
+                        typename Ops::State* __restrict__ carry, int B, int D, int n, int TL) {
+    const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= static_cast<long long>(B) * n * D) return;
+    const long long ntiles = (static_cast<long long>(n) + TL - 1) / TL;
+    const long long d = i % D;
+    const long long r = i / D;
+    const long long c = r % n;
+    const long long bb = r / n;
+    carry[i] = Ops::apply(agg[i], tile_carry[(bb * ntiles + c / TL) * D + d]);
+}
+
+using OpsF32 = DiagOps<float, float>;
+using OpsF64 = DiagOps<double, double>;
+using OpsF16 = DiagOps<__half, float>;
+using OpsBF16 = DiagOps<__nv_bfloat16, float>;
+using OpsDepth = DepthOps;
+
+}  // namespace psd
+
+// ---------------------------------------------------------------------------------------
+// extern "C" instantiations: one set of nine kernels per data type.
+// ---------------------------------------------------------------------------------------
+
+#define PSD_KERNELS(SFX, OPS)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_btd_reduce_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                    \
+                              OPS::Elem* __restrict__ agg, int B, int T, int D, int C) {                       \
+        psd::btd_chunk<OPS, true>(a, b, nullptr, nullptr, nullptr, nullptr, agg, B, T, D, C);                  \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_btd_reduce_##SFX);                                                                 \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_btd_rescan_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                    \
+                              OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                             \
+                              const OPS::State* __restrict__ carry, const OPS::In* __restrict__ h0, int B,     \
+                              int T, int D, int C) {                                                           \
+        psd::btd_chunk<OPS, false>(a, b, h, hT, carry, h0, nullptr, B, T, D, C);                               \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_btd_rescan_##SFX);                                                                 \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_btd_sequential_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                \
+                                  OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                         \
+                                  const OPS::In* __restrict__ h0, int B, int T, int D) {                       \
+        psd::btd_chunk<OPS, false>(a, b, h, hT, nullptr, h0, nullptr, B, T, D, T);                             \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_btd_sequential_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_bdt_reduce_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                    \
+                              OPS::Elem* __restrict__ agg, int B, int T, int D, int C) {                       \
+        psd::bdt_chunk<OPS, false>(a, b, nullptr, nullptr, nullptr, nullptr, agg, B, T, D, C);                 \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_bdt_reduce_##SFX);                                                                 \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_bdt_rescan_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                    \
+                              OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                             \
+                              const OPS::State* __restrict__ carry, const OPS::In* __restrict__ h0, int B,     \
+                              int T, int D, int C) {                                                           \
+        psd::bdt_chunk<OPS, true>(a, b, h, hT, carry, h0, nullptr, B, T, D, C);                                \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_bdt_rescan_##SFX);                                                                 \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_bdt_sequential_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                \
+                                  OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                         \
+                                  const OPS::In* __restrict__ h0, int B, int T, int D) {                       \
+        psd::bdt_sequential<OPS>(a, b, h, hT, h0, B, T, D);                                                    \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_bdt_sequential_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(1024)                                                         \
+        diag_scan_##SFX(const OPS::Elem* __restrict__ agg, OPS::State* __restrict__ carry,                     \
+                        const OPS::In* __restrict__ h0, int B, int D, int n) {                                 \
+        psd::scan_one_level<OPS>(agg, carry, h0, B, D, n);                                                     \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_scan_##SFX);                                                                       \
+    extern "C" __global__ void __launch_bounds__(1024)                                                         \
+        diag_scan_tiles_##SFX(OPS::Elem* __restrict__ agg, OPS::Elem* __restrict__ tile_agg, int B, int D,     \
+                              int n) {                                                                         \
+        psd::scan_tiles<OPS>(agg, tile_agg, B, D, n);                                                          \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_scan_tiles_##SFX);                                                                 \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_scan_apply_##SFX(const OPS::Elem* __restrict__ agg, const OPS::State* __restrict__ tile_carry,    \
+                              OPS::State* __restrict__ carry, int B, int D, int n, int TL) {                   \
+        psd::scan_apply<OPS>(agg, tile_carry, carry, B, D, n, TL);                                             \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_scan_apply_##SFX)
+
+PSD_KERNELS(f32, psd::OpsF32);
+PSD_KERNELS(f64, psd::OpsF64);
+PSD_KERNELS(f16, psd::OpsF16);
+PSD_KERNELS(bf16, psd::OpsBF16);
+PSD_KERNELS(depth, psd::OpsDepth);

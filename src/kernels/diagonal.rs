@@ -1,0 +1,1667 @@
+//! The Diagonal family on the kernels of `kernels/diagonal.cu`: planner,
+//! scratch workspace and launch sequences, for any [`KernelRunner`].
+//!
+//! This module implements the *launch contract* written at the top of
+//! `kernels/diagonal.cu` (kernel names, argument lists, launch shapes, the
+//! plans P0–P3, scratch sizes and the measured-depth formula). Nothing here
+//! knows which runner executes the launches: the same sequence runs on the
+//! GPU ([`CudaBackend`](crate::backend::cuda::CudaBackend)) and in the SIMT
+//! emulator ([`EmuBackend`](crate::backend::emu::EmuBackend)).
+//!
+//! # Layers
+//!
+//! - [`plan_diagonal`] resolves a [`PlanRequest`] for a shape on a device
+//!   with a given SM count into a [`GpuPlan`]: plan kind (P0–P3), chunk `C`,
+//!   chunk count `NC`, block sizes, the exact launches, scratch bytes and
+//!   the depth the `_depth` kernels will measure. Pure, cheap, no device.
+//! - [`launch_diagonal`] issues a plan's launches on device pointers (no
+//!   synchronization, no allocation once the [`DiagonalWorkspace`] is warm);
+//!   [`scan_diagonal_device`] plans and launches in one call;
+//!   [`launch_diagonal_buffers`] does the same on [`DeviceBuffer`]s whose
+//!   sizes it checks.
+//! - [`scan_diagonal`] is the host-slice convenience: validate, upload,
+//!   poison the outputs, run, download.
+//! - [`measure_diagonal_depth`] runs the plan's launch sequence on the
+//!   `_depth` instantiation and returns the deepest output.
+//!
+//! Every shape, pointer and plan problem is a typed [`Error`] returned
+//! before the first launch.
+//!
+//! # Planner rules
+//!
+//! Let `lanes = B·D`. With `D = 1` the `[B,T,1]` and `[B,1,T]` layouts are
+//! the same bytes and the `[B,D,T]` kernels are used for both (the
+//! contract's recommendation); [`GpuPlan::kernel_layout`] says which.
+//!
+//! - `Sequential` → P0 (`diag_<L>_sequential`, depth `T`).
+//! - `Chunk(C)` → P1 when `NC = ⌈T/C⌉ = 1`, P2 when `2 ≤ NC ≤ 2048`, P3 when
+//!   `NC ≤ 4,194,304`; a smaller `C` is an error (no silent change).
+//! - `MinDepth` → the chunk (among `T`, the powers of two up to 2¹⁶ and the
+//!   smallest legal chunk) whose plan has the least formula depth, ties to
+//!   the longer chunk (less work and scratch). In practice `C = 1`–`2` for
+//!   `[B,T,D]` (serial chunks: depth `≈ 2C + 2 log2 NC`) and a chunk of one
+//!   tile of 64–128 threads (`C = 512`–`1024`) for `[B,D,T]`, whose chunks
+//!   are scanned in parallel (depth `≈ 20 + 2 log2 NC`); P1 when `T` is so
+//!   short that one pass is shallowest, P0 when it is shallower still (a
+//!   `[B,D,T]` single pass costs about 12 levels more than `T ≤ 12` serial
+//!   steps).
+//! - `Auto`:
+//!   - `[B,T,D]` kernels (one thread per lane and chunk): P1 when
+//!     `lanes ≥ sm_count × 2048` (resident threads fill the GPU); otherwise
+//!     `NC ≥ sm_count × 2048 / lanes` chunks: `C = ⌈T / NC⌉` rounded down
+//!     to a multiple of 16 (the kernel's prefetch batch), at least
+//!     [`BTD_AUTO_MIN_CHUNK`].
+//!   - `[B,D,T]` kernels (one block per lane and chunk): P1 when
+//!     `lanes ≥ BDT_BLOCKS_PER_SM × sm_count`; otherwise
+//!     `NC ≥ BDT_BLOCKS_PER_SM × sm_count / lanes`: `C = ⌈T / NC⌉`, from
+//!     4096 on rounded down to a multiple of 2048 (whole 256-thread tiles),
+//!     below that at least [`BDT_AUTO_MIN_CHUNK`] and rounded up to a
+//!     multiple of 256 (whole 32-thread tiles).
+//!   - A chunk that covers `T` gives P1. Scratch stays about
+//!     `12 B × sm_count × 2048` at most (f32, `[B,T,D]`).
+//! - Block sizes follow the contract: `NB = 64` when the chunk grid has
+//!   fewer than `sm_count × 2048` threads, else 128; `NT = clamp(32·⌈min(C,T)
+//!   / 256⌉, 32, 256)`; `NS = clamp(next_pow2(⌈n/2⌉), 32, 1024)`; for P3 the
+//!   tile `TL` is the power of two nearest above `√NC` (64 ≤ TL ≤ 2048, and
+//!   large enough that `⌈NC/TL⌉ ≤ 2048`), `NS1 = TL/2`.
+
+use std::fmt;
+
+use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
+use crate::dtype::{DType, Storage};
+use crate::error::{Error, Result};
+use crate::family::diagonal::Diagonal;
+use crate::family::LinearProblem;
+use crate::family::Layout;
+use crate::scan::PlanRequest;
+
+/// Steps per thread (`K`) of the `[B,D,T]` chunk kernels; a tile is `NT·K` steps.
+pub const STEPS_PER_THREAD: usize = 8;
+/// Most aggregates one Blelloch block scans (`2 × 1024` threads); also the
+/// most chunks of a one-level scan (P2) and the most tiles of P3.
+pub const MAX_SCAN_TILE: usize = 2048;
+/// Most chunks per lane any plan supports (P3: `2048 × 2048`).
+pub const MAX_CHUNKS: usize = MAX_SCAN_TILE * MAX_SCAN_TILE;
+/// Resident threads per SM the `Auto` planner aims to fill with `[B,T,D]` threads.
+pub const BTD_THREADS_PER_SM: usize = 2048;
+/// Blocks per SM the `Auto` planner aims for with the `[B,D,T]` kernels.
+pub const BDT_BLOCKS_PER_SM: usize = 4;
+/// Shortest chunk `Auto` picks for the `[B,T,D]` kernels (below it the
+/// per-chunk scratch traffic exceeds ~5 % of the data traffic).
+pub const BTD_AUTO_MIN_CHUNK: usize = 64;
+/// Shortest chunk `Auto` picks for the `[B,D,T]` kernels (two tiles of 32 threads).
+pub const BDT_AUTO_MIN_CHUNK: usize = 512;
+/// Threads per block of `diag_scan_apply`.
+const APPLY_BLOCK: u32 = 256;
+/// Byte granularity of workspace allocations.
+const WORKSPACE_GRANULE: usize = 4096;
+
+// ---------------------------------------------------------------------------
+// Shapes and kernel names
+// ---------------------------------------------------------------------------
+
+/// `(B, T, D)` of a Diagonal problem: batch, length, channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DiagShape {
+    /// `B`.
+    pub batch: usize,
+    /// `T`.
+    pub len: usize,
+    /// `D`.
+    pub dim: usize,
+}
+
+impl DiagShape {
+    /// `(B, T, D)`.
+    pub fn new(batch: usize, len: usize, dim: usize) -> Self {
+        DiagShape { batch, len, dim }
+    }
+
+    /// `B·D`, the number of independent sequences.
+    pub fn lanes(&self) -> usize {
+        self.batch * self.dim
+    }
+
+    /// `B·T·D`, the number of elements of `a`, `b` and `h`.
+    pub fn elements(&self) -> usize {
+        self.batch * self.len * self.dim
+    }
+
+    /// The shape of `a`, `b`, `h` in `layout`, in words.
+    pub fn describe(&self, layout: Layout) -> String {
+        let (b, t, d) = (self.batch, self.len, self.dim);
+        match layout {
+            Layout::Btd => format!("[B,T,D] = [{b},{t},{d}]"),
+            Layout::Bdt => format!("[B,D,T] = [{b},{d},{t}]"),
+        }
+    }
+
+    fn describe_bd(&self) -> String {
+        format!("[B,D] = [{},{}]", self.batch, self.dim)
+    }
+
+    /// Checks `B, T, D` are C `int`s ≥ 1 and that byte sizes fit a `usize`.
+    fn validate(&self) -> Result<()> {
+        check_int("batch", self.batch)?;
+        check_int("len", self.len)?;
+        check_int("dim", self.dim)?;
+        self.batch
+            .checked_mul(self.len)
+            .and_then(|x| x.checked_mul(self.dim))
+            .and_then(|x| x.checked_mul(16))
+            .ok_or_else(|| {
+                Error::size(
+                    "len",
+                    self.len,
+                    format!(
+                        "B·T·D = {}·{}·{} elements that fit in memory",
+                        self.batch, self.len, self.dim
+                    ),
+                )
+            })?;
+        Ok(())
+    }
+}
+
+fn check_int(arg: &'static str, v: usize) -> Result<()> {
+    if v == 0 || v > i32::MAX as usize {
+        return Err(Error::size(arg, v, "1 ≤ value ≤ 2^31 − 1 (a C int)"));
+    }
+    Ok(())
+}
+
+/// The `extern "C"` kernels of one instantiation (one dtype suffix).
+struct KernelNames {
+    btd_reduce: &'static str,
+    btd_rescan: &'static str,
+    btd_sequential: &'static str,
+    bdt_reduce: &'static str,
+    bdt_rescan: &'static str,
+    bdt_sequential: &'static str,
+    scan: &'static str,
+    scan_tiles: &'static str,
+    scan_apply: &'static str,
+}
+
+macro_rules! kernel_names {
+    ($sfx:literal) => {
+        KernelNames {
+            btd_reduce: concat!("diag_btd_reduce_", $sfx),
+            btd_rescan: concat!("diag_btd_rescan_", $sfx),
+            btd_sequential: concat!("diag_btd_sequential_", $sfx),
+            bdt_reduce: concat!("diag_bdt_reduce_", $sfx),
+            bdt_rescan: concat!("diag_bdt_rescan_", $sfx),
+            bdt_sequential: concat!("diag_bdt_sequential_", $sfx),
+            scan: concat!("diag_scan_", $sfx),
+            scan_tiles: concat!("diag_scan_tiles_", $sfx),
+            scan_apply: concat!("diag_scan_apply_", $sfx),
+        }
+    };
+}
+
+static NAMES_F32: KernelNames = kernel_names!("f32");
+static NAMES_F16: KernelNames = kernel_names!("f16");
+static NAMES_BF16: KernelNames = kernel_names!("bf16");
+static NAMES_F64: KernelNames = kernel_names!("f64");
+static NAMES_DEPTH: KernelNames = kernel_names!("depth");
+
+/// One instantiation of the kernels: a storage dtype or the depth counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelType {
+    Data(DType),
+    Depth,
+}
+
+impl KernelType {
+    fn names(self) -> &'static KernelNames {
+        match self {
+            KernelType::Data(DType::F32) => &NAMES_F32,
+            KernelType::Data(DType::F16) => &NAMES_F16,
+            KernelType::Data(DType::Bf16) => &NAMES_BF16,
+            KernelType::Data(DType::F64) => &NAMES_F64,
+            KernelType::Depth => &NAMES_DEPTH,
+        }
+    }
+
+    /// Bytes of one aggregate `Elem` (two compute values; one counter).
+    fn elem_bytes(self) -> usize {
+        match self {
+            KernelType::Data(DType::F64) => 16,
+            KernelType::Data(_) => 8,
+            KernelType::Depth => 4,
+        }
+    }
+
+    /// Bytes of one carry `State`.
+    fn state_bytes(self) -> usize {
+        match self {
+            KernelType::Data(DType::F64) => 8,
+            KernelType::Data(_) | KernelType::Depth => 4,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The plan
+// ---------------------------------------------------------------------------
+
+/// Which launch sequence of the contract a plan uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GpuPlanKind {
+    /// P0: `diag_<L>_sequential`, one thread per lane over all `T` steps.
+    Sequential,
+    /// P1: one `diag_<L>_rescan` with `C = T` and no carries (one chunk).
+    SinglePass,
+    /// P2: reduce, one-level Blelloch scan of `2 ≤ NC ≤ 2048` chunk
+    /// aggregates, rescan.
+    OneLevel,
+    /// P3: reduce, tile scans, top-level scan of the tile totals, apply,
+    /// rescan (`NC ≤ 4,194,304`).
+    TwoLevel,
+}
+
+impl GpuPlanKind {
+    /// `"P0"` … `"P3"`, the contract's names.
+    pub fn label(self) -> &'static str {
+        match self {
+            GpuPlanKind::Sequential => "P0",
+            GpuPlanKind::SinglePass => "P1",
+            GpuPlanKind::OneLevel => "P2",
+            GpuPlanKind::TwoLevel => "P3",
+        }
+    }
+
+    /// `"sequential"`, `"single-pass"`, `"one-level"`, `"two-level"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuPlanKind::Sequential => "sequential",
+            GpuPlanKind::SinglePass => "single-pass",
+            GpuPlanKind::OneLevel => "one-level",
+            GpuPlanKind::TwoLevel => "two-level",
+        }
+    }
+}
+
+impl fmt::Display for GpuPlanKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.label(), self.name())
+    }
+}
+
+/// What one launch of a plan does (it decides the argument list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LaunchRole {
+    /// P0: `diag_<L>_sequential(a, b, h, hT, h0, B, T, D)`.
+    Sequential,
+    /// Phase 1: `diag_<L>_reduce(a, b, agg, B, T, D, C)`.
+    Reduce,
+    /// P2 phase 2: `diag_scan(agg, carry, h0, B, D, NC)`.
+    ScanChunks,
+    /// P3 phase 2a: `diag_scan_tiles(agg, tile_agg, B, D, NC)`.
+    ScanTiles,
+    /// P3 phase 2b: `diag_scan(tile_agg, tile_carry, h0, B, D, NTL)`.
+    ScanTileCarries,
+    /// P3 phase 2c: `diag_scan_apply(agg, tile_carry, carry, B, D, NC, TL)`.
+    ScanApply,
+    /// Phase 3 (and P1): `diag_<L>_rescan(a, b, h, hT, carry, h0, B, T, D, C)`.
+    Rescan,
+}
+
+/// One kernel launch of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// What it does.
+    pub role: LaunchRole,
+    /// The `extern "C"` kernel name, with the dtype suffix.
+    pub kernel: &'static str,
+    /// Grid and block (no dynamic shared memory).
+    pub cfg: LaunchConfig,
+}
+
+/// Scratch a plan needs, in bytes per buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ScratchSizes {
+    /// Chunk aggregates `Elem[B·D·NC]` (P2, P3).
+    pub agg: usize,
+    /// Chunk carries `State[B·D·NC]` (P2, P3).
+    pub carry: usize,
+    /// Tile totals `Elem[B·D·NTL]` (P3).
+    pub tile_agg: usize,
+    /// Tile carries `State[B·D·NTL]` (P3).
+    pub tile_carry: usize,
+}
+
+impl ScratchSizes {
+    /// Sum of the four buffers.
+    pub fn total(&self) -> usize {
+        self.agg + self.carry + self.tile_agg + self.tile_carry
+    }
+
+    fn as_array(&self) -> [usize; 4] {
+        [self.agg, self.carry, self.tile_agg, self.tile_carry]
+    }
+}
+
+/// A resolved GPU plan for the Diagonal kernels: everything that will be
+/// launched, and what it costs, before anything runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuPlan {
+    /// What was asked for.
+    pub request: PlanRequest,
+    /// P0–P3.
+    pub kind: GpuPlanKind,
+    /// Storage type of `a`, `b`, `h0`, `h`, `hT` (names the kernels).
+    pub dtype: DType,
+    /// Layout of `a`, `b`, `h`.
+    pub layout: Layout,
+    /// Layout of the kernels launched: `layout`, except `[B,D,T]` kernels
+    /// for `D = 1` (the same bytes).
+    pub kernel_layout: Layout,
+    /// `(B, T, D)`.
+    pub shape: DiagShape,
+    /// Steps per chunk `C` (`T` for P0 and P1).
+    pub chunk: usize,
+    /// Chunks per lane `NC = ⌈T/C⌉`.
+    pub chunks: usize,
+    /// Block of the chunk kernels: `NB` (`[B,T,D]` and sequential kernels)
+    /// or `NT` (`[B,D,T]` reduce/rescan).
+    pub chunk_block: u32,
+    /// Block of `diag_scan`: `NS` (P2) or `NS2` (P3); 0 when unused.
+    pub scan_block: u32,
+    /// Block `NS1` of `diag_scan_tiles` (P3); 0 when unused.
+    pub tile_block: u32,
+    /// Aggregates per first-level tile `TL = 2·NS1` (P3); 0 when unused.
+    pub tile: usize,
+    /// Tiles per lane `NTL = ⌈NC/TL⌉` (P3); 0 when unused.
+    pub tiles: usize,
+    /// The launches, in order, for [`GpuPlan::dtype`].
+    pub launches: Vec<Launch>,
+    /// Scratch buffers for [`GpuPlan::dtype`].
+    pub scratch: ScratchSizes,
+    /// The depth the `_depth` instantiation measures: the maximum over all
+    /// outputs of the contract's per-element formula ([`GpuPlan::depth_at`]).
+    pub depth: u64,
+}
+
+impl GpuPlan {
+    /// Resolves `request`; the same as [`plan_diagonal`].
+    pub fn new(
+        shape: DiagShape,
+        layout: Layout,
+        dtype: DType,
+        request: PlanRequest,
+        sm_count: usize,
+    ) -> Result<GpuPlan> {
+        plan_diagonal(shape, layout, dtype, request, sm_count)
+    }
+
+    /// Total scratch bytes.
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratch.total()
+    }
+
+    /// Number of launches.
+    pub fn launch_count(&self) -> usize {
+        self.launches.len()
+    }
+
+    /// The measured depth of output step `t` (0-based, `t < T`) of any lane,
+    /// by the contract's formula; `hT` has the depth of `t = T − 1`.
+    pub fn depth_at(&self, t: usize) -> u64 {
+        self.geometry().depth_at(t as u64)
+    }
+
+    /// The launches of this plan for another instantiation (the depth counter).
+    fn launches_for(&self, kt: KernelType) -> Result<Vec<Launch>> {
+        self.geometry().launches(kt)
+    }
+
+    fn geometry(&self) -> Geometry {
+        Geometry {
+            kind: self.kind,
+            kernel_layout: self.kernel_layout,
+            shape: self.shape,
+            chunk: self.chunk,
+            chunks: self.chunks,
+            chunk_block: self.chunk_block,
+            scan_block: self.scan_block,
+            tile_block: self.tile_block,
+            tile: self.tile,
+            tiles: self.tiles,
+        }
+    }
+}
+
+impl fmt::Display for GpuPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}) {} {} on {} kernels: C={} NC={}",
+            self.kind,
+            self.request,
+            self.dtype,
+            self.shape.describe(self.layout),
+            match self.kernel_layout {
+                Layout::Btd => "btd",
+                Layout::Bdt => "bdt",
+            },
+            self.chunk,
+            self.chunks
+        )?;
+        if self.tile > 0 {
+            write!(f, " TL={} NTL={}", self.tile, self.tiles)?;
+        }
+        write!(
+            f,
+            ", {} launch(es), scratch {} B, depth {}",
+            self.launches.len(),
+            self.scratch_bytes(),
+            self.depth
+        )
+    }
+}
+
+/// The dtype-independent part of a plan.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    kind: GpuPlanKind,
+    kernel_layout: Layout,
+    shape: DiagShape,
+    chunk: usize,
+    chunks: usize,
+    chunk_block: u32,
+    scan_block: u32,
+    tile_block: u32,
+    tile: usize,
+    tiles: usize,
+}
+
+/// Resolves `request` for a Diagonal problem of `shape` in `layout`, stored
+/// as `dtype`, on a device with `sm_count` SMs (see the module docs for the
+/// rules). Errors: sizes that are not C `int`s ≥ 1, `Chunk(0)`, a chunk too
+/// short for the two-level scan, launch shapes outside CUDA's limits.
+pub fn plan_diagonal(
+    shape: DiagShape,
+    layout: Layout,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+) -> Result<GpuPlan> {
+    shape.validate()?;
+    let kernel_layout = if shape.dim == 1 { Layout::Bdt } else { layout };
+    let sm = sm_count.max(1);
+    let t = shape.len;
+    let geometry = match request {
+        PlanRequest::Sequential => Geometry::sequential(shape, kernel_layout, sm)?,
+        PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
+        PlanRequest::Chunk(c) => Geometry::chunked(shape, kernel_layout, c, sm)?,
+        PlanRequest::Auto => {
+            let c = auto_chunk(shape, kernel_layout, sm).unwrap_or(t);
+            Geometry::chunked(shape, kernel_layout, c, sm)?
+        }
+        PlanRequest::MinDepth => min_depth_geometry(shape, kernel_layout, sm)?,
+    };
+    let kt = KernelType::Data(dtype);
+    Ok(GpuPlan {
+        request,
+        kind: geometry.kind,
+        dtype,
+        layout,
+        kernel_layout,
+        shape,
+        chunk: geometry.chunk,
+        chunks: geometry.chunks,
+        chunk_block: geometry.chunk_block,
+        scan_block: geometry.scan_block,
+        tile_block: geometry.tile_block,
+        tile: geometry.tile,
+        tiles: geometry.tiles,
+        launches: geometry.launches(kt)?,
+        scratch: geometry.scratch(kt)?,
+        depth: geometry.depth(),
+    })
+}
+
+/// The `Auto` chunk, or `None` for the single pass.
+fn auto_chunk(shape: DiagShape, kernel_layout: Layout, sm: usize) -> Option<usize> {
+    let lanes = shape.lanes();
+    let t = shape.len;
+    let c = match kernel_layout {
+        Layout::Btd => {
+            let target = sm.saturating_mul(BTD_THREADS_PER_SM);
+            if lanes >= target {
+                return None;
+            }
+            let want = target.div_ceil(lanes);
+            // Rounded down, so that the chunk count stays ≥ the target.
+            (t.div_ceil(want) / 16 * 16)
+                .max(BTD_AUTO_MIN_CHUNK)
+                .max(t.div_ceil(MAX_CHUNKS))
+        }
+        Layout::Bdt => {
+            let target = sm.saturating_mul(BDT_BLOCKS_PER_SM);
+            if lanes >= target {
+                return None;
+            }
+            let want = target.div_ceil(lanes);
+            let c = t.div_ceil(want);
+            let c = if c >= 4096 {
+                c / 2048 * 2048
+            } else {
+                c.max(BDT_AUTO_MIN_CHUNK).next_multiple_of(256)
+            };
+            c.max(t.div_ceil(MAX_CHUNKS))
+        }
+    };
+    (c < t).then_some(c)
+}
+
+/// The least-depth plan among a few candidate chunks (module docs).
+fn min_depth_geometry(shape: DiagShape, kernel_layout: Layout, sm: usize) -> Result<Geometry> {
+    let t = shape.len;
+    let c_min = t.div_ceil(MAX_CHUNKS).max(1);
+    let mut candidates = vec![t, c_min];
+    candidates.extend(
+        (0..=16)
+            .map(|k| 1usize << k)
+            .filter(|&c| c >= c_min && c < t),
+    );
+    let mut best: Option<Geometry> = None;
+    let mut first_err = None;
+    for c in candidates {
+        match Geometry::chunked(shape, kernel_layout, c, sm) {
+            Ok(g) => {
+                let better = match &best {
+                    None => true,
+                    Some(b) => {
+                        let (dg, db) = (g.depth(), b.depth());
+                        dg < db || (dg == db && g.chunk > b.chunk)
+                    }
+                };
+                if better {
+                    best = Some(g);
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    // The sequential kernel when it is strictly shallower (a very short `T`
+    // on the `[B,D,T]` kernels, whose single pass has a fixed overhead).
+    if let Some(b) = &best {
+        let seq = Geometry::sequential(shape, kernel_layout, sm)?;
+        if seq.depth() < b.depth() {
+            best = Some(seq);
+        }
+    }
+    match (best, first_err) {
+        (Some(g), _) => Ok(g),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(Error::Plan("min-depth: no candidate chunk".into())),
+    }
+}
+
+/// `NB` for a grid of `threads` one-thread-per-item threads.
+fn thread_block(threads: usize, sm: usize) -> u32 {
+    if threads < sm.saturating_mul(BTD_THREADS_PER_SM) {
+        64
+    } else {
+        128
+    }
+}
+
+/// `NT` of the `[B,D,T]` chunk kernels for chunks of `c` steps.
+fn bdt_block(c: usize) -> u32 {
+    let per_warp = 32 * STEPS_PER_THREAD;
+    (32 * c.div_ceil(per_warp)).clamp(32, 256) as u32
+}
+
+/// `NS` of `diag_scan` for `n` aggregates.
+fn scan_block(n: usize) -> u32 {
+    n.div_ceil(2).next_power_of_two().clamp(32, 1024) as u32
+}
+
+/// `TL` of P3 for `nc` chunks.
+fn p3_tile(nc: usize) -> usize {
+    let root = (nc as f64).sqrt().ceil() as usize;
+    let mut tl = root.next_power_of_two().clamp(64, MAX_SCAN_TILE);
+    while nc.div_ceil(tl) > MAX_SCAN_TILE && tl < MAX_SCAN_TILE {
+        tl *= 2;
+    }
+    tl
+}
+
+fn ceil_log2(x: usize) -> u64 {
+    u64::from(usize::BITS - (x.max(1) - 1).leading_zeros())
+}
+
+impl Geometry {
+    fn sequential(shape: DiagShape, kernel_layout: Layout, sm: usize) -> Result<Geometry> {
+        Ok(Geometry {
+            kind: GpuPlanKind::Sequential,
+            kernel_layout,
+            shape,
+            chunk: shape.len,
+            chunks: 1,
+            chunk_block: thread_block(shape.lanes(), sm),
+            scan_block: 0,
+            tile_block: 0,
+            tile: 0,
+            tiles: 0,
+        })
+    }
+
+    /// Chunks of `c ≥ 1` steps: P1, P2 or P3 by the chunk count.
+    fn chunked(shape: DiagShape, kernel_layout: Layout, c: usize, sm: usize) -> Result<Geometry> {
+        let t = shape.len;
+        let c = c.clamp(1, t);
+        let nc = t.div_ceil(c);
+        if nc > MAX_CHUNKS {
+            return Err(Error::Plan(format!(
+                "chunk={c} gives {nc} chunks per lane for T = {t}; the two-level scan holds at most \
+                 {MAX_CHUNKS}: use chunk ≥ {}",
+                t.div_ceil(MAX_CHUNKS)
+            )));
+        }
+        let (kind, chunk) = match nc {
+            1 => (GpuPlanKind::SinglePass, t),
+            2..=MAX_SCAN_TILE => (GpuPlanKind::OneLevel, c),
+            _ => (GpuPlanKind::TwoLevel, c),
+        };
+        let chunk_block = match kernel_layout {
+            Layout::Btd => thread_block(shape.lanes().saturating_mul(nc), sm),
+            Layout::Bdt => bdt_block(chunk.min(t)),
+        };
+        let mut g = Geometry {
+            kind,
+            kernel_layout,
+            shape,
+            chunk,
+            chunks: nc,
+            chunk_block,
+            scan_block: 0,
+            tile_block: 0,
+            tile: 0,
+            tiles: 0,
+        };
+        match kind {
+            GpuPlanKind::OneLevel => g.scan_block = scan_block(nc),
+            GpuPlanKind::TwoLevel => {
+                g.tile = p3_tile(nc);
+                g.tiles = nc.div_ceil(g.tile);
+                g.tile_block = (g.tile / 2) as u32;
+                g.scan_block = scan_block(g.tiles);
+            }
+            _ => {}
+        }
+        // Reject launch shapes outside CUDA's limits here, for every request.
+        g.launches(KernelType::Depth)?;
+        Ok(g)
+    }
+
+    fn lanes(&self) -> usize {
+        self.shape.lanes()
+    }
+
+    /// The contract's limits on chunking and block sizes.
+    fn check_contract(&self) -> std::result::Result<(), String> {
+        let t = self.shape.len;
+        let pow2_in = |x: u32, lo: u32, hi: u32| x.is_power_of_two() && (lo..=hi).contains(&x);
+        if self.chunk == 0 || self.chunk > t || self.chunks != t.div_ceil(self.chunk) {
+            return Err(format!(
+                "chunk {} / {} chunks do not split T = {t}",
+                self.chunk, self.chunks
+            ));
+        }
+        let nc_ok = match self.kind {
+            GpuPlanKind::Sequential | GpuPlanKind::SinglePass => self.chunk == t,
+            GpuPlanKind::OneLevel => (2..=MAX_SCAN_TILE).contains(&self.chunks),
+            GpuPlanKind::TwoLevel => self.chunks > MAX_SCAN_TILE && self.chunks <= MAX_CHUNKS,
+        };
+        if !nc_ok {
+            return Err(format!("{} chunks do not fit plan {}", self.chunks, self.kind));
+        }
+        let nb = self.chunk_block;
+        let bdt_chunks = self.kernel_layout == Layout::Bdt && self.kind != GpuPlanKind::Sequential;
+        if !(32..=256).contains(&nb) || (bdt_chunks && nb % 32 != 0) {
+            return Err(format!("chunk-kernel block {nb} outside the contract"));
+        }
+        match self.kind {
+            GpuPlanKind::OneLevel => {
+                if !pow2_in(self.scan_block, 32, 1024) || (2 * self.scan_block as usize) < self.chunks {
+                    return Err(format!("scan block {} for {} chunks", self.scan_block, self.chunks));
+                }
+            }
+            GpuPlanKind::TwoLevel => {
+                let tiles_ok = pow2_in(self.tile_block, 32, 1024)
+                    && self.tile == 2 * self.tile_block as usize
+                    && self.tiles == self.chunks.div_ceil(self.tile)
+                    && self.tiles <= MAX_SCAN_TILE
+                    && pow2_in(self.scan_block, 32, 1024)
+                    && 2 * self.scan_block as usize >= self.tiles;
+                if !tiles_ok {
+                    return Err(format!(
+                        "tiles TL = {} (block {}), NTL = {}, top scan block {} for {} chunks",
+                        self.tile, self.tile_block, self.tiles, self.scan_block, self.chunks
+                    ));
+                }
+            }
+            GpuPlanKind::Sequential | GpuPlanKind::SinglePass => {}
+        }
+        Ok(())
+    }
+
+    /// The launch sequence for instantiation `kt`.
+    fn launches(&self, kt: KernelType) -> Result<Vec<Launch>> {
+        let names = kt.names();
+        let lanes = self.lanes() as u64;
+        let nc = self.chunks as u64;
+        let btd = self.kernel_layout == Layout::Btd;
+        let (reduce, rescan, sequential) = if btd {
+            (names.btd_reduce, names.btd_rescan, names.btd_sequential)
+        } else {
+            (names.bdt_reduce, names.bdt_rescan, names.bdt_sequential)
+        };
+        let nb = u64::from(self.chunk_block);
+        let chunk_grid = if btd {
+            (lanes * nc).div_ceil(nb)
+        } else {
+            lanes * nc
+        };
+        let mut out = Vec::with_capacity(5);
+        let mut push = |role, kernel: &'static str, grid: [u64; 3], block: u32| -> Result<()> {
+            out.push(Launch {
+                role,
+                kernel,
+                cfg: launch_config(kernel, grid, block)?,
+            });
+            Ok(())
+        };
+        match self.kind {
+            GpuPlanKind::Sequential => push(
+                LaunchRole::Sequential,
+                sequential,
+                [lanes.div_ceil(nb), 1, 1],
+                self.chunk_block,
+            )?,
+            GpuPlanKind::SinglePass => push(
+                LaunchRole::Rescan,
+                rescan,
+                [chunk_grid, 1, 1],
+                self.chunk_block,
+            )?,
+            GpuPlanKind::OneLevel => {
+                push(LaunchRole::Reduce, reduce, [chunk_grid, 1, 1], self.chunk_block)?;
+                push(LaunchRole::ScanChunks, names.scan, [lanes, 1, 1], self.scan_block)?;
+                push(LaunchRole::Rescan, rescan, [chunk_grid, 1, 1], self.chunk_block)?;
+            }
+            GpuPlanKind::TwoLevel => {
+                push(LaunchRole::Reduce, reduce, [chunk_grid, 1, 1], self.chunk_block)?;
+                push(
+                    LaunchRole::ScanTiles,
+                    names.scan_tiles,
+                    [lanes, self.tiles as u64, 1],
+                    self.tile_block,
+                )?;
+                push(
+                    LaunchRole::ScanTileCarries,
+                    names.scan,
+                    [lanes, 1, 1],
+                    self.scan_block,
+                )?;
+                push(
+                    LaunchRole::ScanApply,
+                    names.scan_apply,
+                    [(lanes * nc).div_ceil(u64::from(APPLY_BLOCK)), 1, 1],
+                    APPLY_BLOCK,
+                )?;
+                push(LaunchRole::Rescan, rescan, [chunk_grid, 1, 1], self.chunk_block)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Scratch bytes for instantiation `kt`.
+    fn scratch(&self, kt: KernelType) -> Result<ScratchSizes> {
+        let bytes = |items: usize, size: usize| {
+            self.lanes()
+                .checked_mul(items)
+                .and_then(|n| n.checked_mul(size))
+                .ok_or_else(|| {
+                    Error::Plan(format!(
+                        "scratch of {} lanes × {items} chunks does not fit in memory",
+                        self.lanes()
+                    ))
+                })
+        };
+        let mut s = ScratchSizes::default();
+        if matches!(self.kind, GpuPlanKind::OneLevel | GpuPlanKind::TwoLevel) {
+            s.agg = bytes(self.chunks, kt.elem_bytes())?;
+            s.carry = bytes(self.chunks, kt.state_bytes())?;
+        }
+        if self.kind == GpuPlanKind::TwoLevel {
+            s.tile_agg = bytes(self.tiles, kt.elem_bytes())?;
+            s.tile_carry = bytes(self.tiles, kt.state_bytes())?;
+        }
+        Ok(s)
+    }
+
+    // --- depth (the contract's DEPTH section) ------------------------------
+
+    /// Depth `L` of a full chunk's aggregate.
+    fn chunk_agg_depth(&self) -> u64 {
+        match self.kernel_layout {
+            Layout::Btd => self.chunk as u64,
+            Layout::Bdt => {
+                let nt = self.chunk_block as usize;
+                let j = self.chunk.div_ceil(nt * STEPS_PER_THREAD);
+                (STEPS_PER_THREAD + 3 + nt / 32 + j) as u64
+            }
+        }
+    }
+
+    /// Carry depth `dc(c)` of chunk `c`.
+    fn carry_depth(&self, c: u64) -> u64 {
+        let l = self.chunk_agg_depth();
+        match self.kind {
+            GpuPlanKind::Sequential | GpuPlanKind::SinglePass => 0,
+            GpuPlanKind::OneLevel => prefix_depth(l, c) + 1,
+            GpuPlanKind::TwoLevel => {
+                let tl = self.tile as u64;
+                let (j, r) = (c / tl, c % tl);
+                prefix_depth(l, r).max(prefix_depth(l + ceil_log2(self.tile), j) + 1) + 1
+            }
+        }
+    }
+
+    /// `max dc(c)` over chunks `0 ≤ c < m` (`m ≥ 1`), in O(log m).
+    fn max_carry_depth(&self, m: u64) -> u64 {
+        let l = self.chunk_agg_depth();
+        match self.kind {
+            GpuPlanKind::Sequential | GpuPlanKind::SinglePass => 0,
+            GpuPlanKind::OneLevel => max_prefix_depth(l, m) + 1,
+            GpuPlanKind::TwoLevel => {
+                let tl = self.tile as u64;
+                let lt = l + ceil_log2(self.tile);
+                max_prefix_depth(l, m.min(tl)).max(max_prefix_depth(lt, m.div_ceil(tl)) + 1) + 1
+            }
+        }
+    }
+
+    /// Depth of step `i` (1-based) of a chunk whose carry has depth `dc`.
+    fn step_depth(&self, dc: u64, i: u64) -> u64 {
+        if self.kind == GpuPlanKind::Sequential || self.kernel_layout == Layout::Btd {
+            return dc + i;
+        }
+        let nt = u64::from(self.chunk_block);
+        let k_steps = STEPS_PER_THREAD as u64;
+        let tile = nt * k_steps;
+        let (q, u, k) = ((i - 1) / tile, ((i - 1) % tile) / k_steps, (i - 1) % k_steps);
+        bdt_thread_depth(self.tile_in_depth(dc, q), u, k)
+    }
+
+    /// `e_q`: the depth of the running state entering tile `q` of a chunk.
+    fn tile_in_depth(&self, dc: u64, q: u64) -> u64 {
+        if q == 0 {
+            dc
+        } else {
+            let nw = u64::from(self.chunk_block) / 32;
+            dc.max(STEPS_PER_THREAD as u64 + 3 + nw) + q
+        }
+    }
+
+    /// The deepest output of a chunk of `len` steps with carry depth `dc`.
+    /// Depth never decreases along a `[B,T,D]` chunk, nor from tile to tile
+    /// of a `[B,D,T]` chunk, so only the last step (BTD) or the last full
+    /// tile and the last tile (BDT, O(NT) each) are looked at.
+    fn chunk_max_depth(&self, dc: u64, len: u64) -> u64 {
+        if self.kind == GpuPlanKind::Sequential || self.kernel_layout == Layout::Btd {
+            return dc + len;
+        }
+        let nt = u64::from(self.chunk_block);
+        let k_steps = STEPS_PER_THREAD as u64;
+        let tile = nt * k_steps;
+        let q_count = len.div_ceil(tile);
+        let tile_max = |q: u64, steps: u64| {
+            let e = self.tile_in_depth(dc, q);
+            (0..steps.div_ceil(k_steps))
+                .map(|u| {
+                    let k = (steps - u * k_steps).min(k_steps) - 1;
+                    bdt_thread_depth(e, u, k)
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let mut best = tile_max(q_count - 1, len - (q_count - 1) * tile);
+        if q_count >= 2 {
+            best = best.max(tile_max(q_count - 2, tile));
+        }
+        best
+    }
+
+    /// The measured depth of output step `t` (0-based).
+    fn depth_at(&self, t: u64) -> u64 {
+        if self.kind == GpuPlanKind::Sequential {
+            return t + 1;
+        }
+        let c_len = self.chunk as u64;
+        let (c, i) = (t / c_len, t % c_len + 1);
+        self.step_depth(self.carry_depth(c), i)
+    }
+
+    /// The maximum of [`Geometry::depth_at`] over all steps, in
+    /// O(log NC + NT): depth is non-decreasing in the carry depth, so the
+    /// full chunks only need their deepest carry; the last chunk (maybe
+    /// shorter) is evaluated on its own.
+    fn depth(&self) -> u64 {
+        let t = self.shape.len as u64;
+        if self.kind == GpuPlanKind::Sequential {
+            return t;
+        }
+        let c_len = self.chunk as u64;
+        let nc = self.chunks as u64;
+        let last_len = t - (nc - 1) * c_len;
+        let mut best = self.chunk_max_depth(self.carry_depth(nc - 1), last_len);
+        if nc >= 2 {
+            best = best.max(self.chunk_max_depth(self.max_carry_depth(nc - 1), c_len));
+        }
+        best
+    }
+}
+
+fn launch_config(kernel: &str, grid: [u64; 3], block: u32) -> Result<LaunchConfig> {
+    let dim = |x: u64| {
+        u32::try_from(x).map_err(|_| {
+            Error::Plan(format!(
+                "{kernel}: a grid of {grid:?} blocks exceeds CUDA's limits (shape too large for this plan)"
+            ))
+        })
+    };
+    let cfg = LaunchConfig {
+        grid: [dim(grid[0])?, dim(grid[1])?, dim(grid[2])?],
+        block: [block, 1, 1],
+        shared_bytes: 0,
+    };
+    cfg.validate()
+        .map_err(|e| Error::Plan(format!("{kernel}: {e} (shape too large for this plan)")))?;
+    Ok(cfg)
+}
+
+fn highest_bit(x: u64) -> u64 {
+    u64::from(63 - x.leading_zeros())
+}
+
+fn bit_length(x: u64) -> u64 {
+    u64::from(64 - x.leading_zeros())
+}
+
+/// `P(L, i)`: depth of the Blelloch exclusive prefix of leaf `i` over
+/// leaves of depth `L`.
+fn prefix_depth(l: u64, i: u64) -> u64 {
+    if i == 0 {
+        0
+    } else {
+        l + highest_bit(i) + u64::from(i.count_ones())
+    }
+}
+
+/// `max_{1 ≤ i ≤ m} hb(i) + pc(i)` for `m ≥ 1`, in O(log m): every `i < m`
+/// is dominated (bitwise, hence in both `hb` and `pc`) by `m` with one set
+/// bit cleared and all bits below it set.
+fn max_hb_pc(m: u64) -> u64 {
+    let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
+    let mut best = score(m);
+    let mut bits = m;
+    while bits != 0 {
+        let k = bits.trailing_zeros();
+        bits &= bits - 1;
+        let x = (m & !(1u64 << k)) | ((1u64 << k) - 1);
+        if x >= 1 {
+            best = best.max(score(x));
+        }
+    }
+    best
+}
+
+/// `max_{0 ≤ i < n} P(L, i)`.
+fn max_prefix_depth(l: u64, n: u64) -> u64 {
+    if n <= 1 {
+        0
+    } else {
+        l + max_hb_pc(n - 1)
+    }
+}
+
+/// Depth of position `k` of thread `u` in a `[B,D,T]` tile whose running
+/// state enters with depth `e`.
+fn bdt_thread_depth(e: u64, u: u64, k: u64) -> u64 {
+    let kk = STEPS_PER_THREAD as u64;
+    let (w, l) = (u / 32, u % 32);
+    let dw = if w == 0 { 0 } else { kk + 3 + w };
+    let dx = if l == 0 { 0 } else { kk - 1 + bit_length(l - 1) };
+    dx.max(dw.max(e) + 1) + 1 + (k + 1)
+}
+
+// ---------------------------------------------------------------------------
+// Workspace
+// ---------------------------------------------------------------------------
+
+/// Scratch buffers reused across calls: they grow to the largest plan seen
+/// and never shrink, so a warm workspace allocates nothing per call.
+///
+/// A buffer belongs to one runner kind; using the workspace with another
+/// kind reallocates. Use one workspace per stream (its buffers are
+/// overwritten by every call).
+#[derive(Debug, Default)]
+pub struct DiagonalWorkspace {
+    /// agg, carry, tile_agg, tile_carry.
+    bufs: [Option<DeviceBuffer>; 4],
+    allocations: usize,
+}
+
+impl DiagonalWorkspace {
+    /// An empty workspace (allocates on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every buffer at least as large as `need` (in bytes), on `runner`.
+    pub fn reserve<R: KernelRunner>(&mut self, runner: &R, need: ScratchSizes) -> Result<()> {
+        for (slot, bytes) in self.bufs.iter_mut().zip(need.as_array()) {
+            if bytes == 0 {
+                continue;
+            }
+            let fits = slot.as_ref().is_some_and(|buf| {
+                buf.backend_name() == runner.backend_name() && buf.len_bytes() >= bytes
+            });
+            if !fits {
+                // Free the old buffer first (stream-ordered on CUDA).
+                *slot = None;
+                let size = bytes
+                    .checked_next_multiple_of(WORKSPACE_GRANULE)
+                    .unwrap_or(bytes);
+                *slot = Some(runner.alloc(size)?);
+                self.allocations += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes held per buffer.
+    pub fn capacity(&self) -> ScratchSizes {
+        let len = |i: usize| self.bufs[i].as_ref().map_or(0, DeviceBuffer::len_bytes);
+        ScratchSizes {
+            agg: len(0),
+            carry: len(1),
+            tile_agg: len(2),
+            tile_carry: len(3),
+        }
+    }
+
+    /// Total bytes held.
+    pub fn capacity_bytes(&self) -> usize {
+        self.capacity().total()
+    }
+
+    /// Number of device allocations made so far (constant once warm).
+    pub fn allocations(&self) -> usize {
+        self.allocations
+    }
+
+    /// Frees every buffer.
+    pub fn clear(&mut self) {
+        self.bufs = Default::default();
+    }
+
+    fn ptr(&self, i: usize) -> u64 {
+        self.bufs[i].as_ref().map_or(0, DeviceBuffer::ptr)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Launching
+// ---------------------------------------------------------------------------
+
+/// Device addresses of one Diagonal scan (a `CUdeviceptr` on CUDA, a host
+/// address in the emulator; [`DeviceBuffer::ptr`] plus a byte offset).
+///
+/// Sizes, in elements of the storage type: `a`, `b`, `h`: `B·T·D` in the
+/// plan's layout; `h0`, `h_t`: `B·D`. `h0 = None` (or `Some(0)`) means zeros;
+/// `h = None` computes only `h_t`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiagonalIo {
+    /// Per-step decay `a`.
+    pub a: u64,
+    /// Per-step input `b`.
+    pub b: u64,
+    /// Initial state `[B,D]`.
+    pub h0: Option<u64>,
+    /// All states (output).
+    pub h: Option<u64>,
+    /// Final state `[B,D]` (output).
+    pub h_t: u64,
+}
+
+/// The same as [`DiagonalIo`], as buffers whose sizes can be checked: each
+/// must hold exactly the elements its shape implies.
+#[derive(Clone, Copy, Debug)]
+pub struct DiagonalBuffers<'a> {
+    /// `a`: `B·T·D` elements.
+    pub a: &'a DeviceBuffer,
+    /// `b`: `B·T·D` elements.
+    pub b: &'a DeviceBuffer,
+    /// `h0`: `B·D` elements, or zeros.
+    pub h0: Option<&'a DeviceBuffer>,
+    /// `h`: `B·T·D` elements, or only `h_t` is computed.
+    pub h: Option<&'a DeviceBuffer>,
+    /// `h_t`: `B·D` elements.
+    pub h_t: &'a DeviceBuffer,
+}
+
+/// Plans `request` and issues the plan's launches on device pointers, in
+/// order, without synchronizing; returns the plan.
+///
+/// Everything checkable is checked before the first launch: the shape, the
+/// plan, that `a`, `b`, `h_t` are non-null, that every pointer is aligned
+/// to the element size and that no two of the `B·T·D`/`B·D`-element ranges
+/// overlap. The scratch comes from `ws` (allocated only when it grows).
+///
+/// The pointers must address memory of `runner` holding at least those
+/// sizes (the kernels' contract, which no runner can check: on the GPU a
+/// violation is a device fault, in the emulator it corrupts host memory).
+/// [`launch_diagonal_buffers`] checks sizes for [`DeviceBuffer`]s.
+pub fn scan_diagonal_device<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    dtype: DType,
+    layout: Layout,
+    shape: DiagShape,
+    io: DiagonalIo,
+    request: PlanRequest,
+) -> Result<GpuPlan> {
+    let plan = plan_diagonal(shape, layout, dtype, request, runner.sm_count())?;
+    launch_diagonal(runner, ws, &plan, io)?;
+    Ok(plan)
+}
+
+/// Issues the launches of a ready `plan` on device pointers (see
+/// [`scan_diagonal_device`] for the checks and the caller's obligations).
+pub fn launch_diagonal<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    plan: &GpuPlan,
+    io: DiagonalIo,
+) -> Result<()> {
+    check_plan(plan)?;
+    check_io(plan, &io)?;
+    ws.reserve(runner, plan.scratch)?;
+    issue(runner, plan, &plan.launches, ws, io)
+}
+
+/// Issues the launches of `plan` on buffers of `runner`, after checking
+/// that each holds exactly the elements the shape implies (typed
+/// [`Error::Shape`] naming the buffer otherwise) and belongs to `runner`.
+pub fn launch_diagonal_buffers<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    plan: &GpuPlan,
+    bufs: DiagonalBuffers<'_>,
+) -> Result<()> {
+    let size = plan.dtype.size();
+    let n = plan.shape.elements();
+    let lanes = plan.shape.lanes();
+    let full = || plan.shape.describe(plan.layout);
+    let bd = || plan.shape.describe_bd();
+    check_buffer(runner, "a", bufs.a, n, size, full)?;
+    check_buffer(runner, "b", bufs.b, n, size, full)?;
+    if let Some(h0) = bufs.h0 {
+        check_buffer(runner, "h0", h0, lanes, size, bd)?;
+    }
+    if let Some(h) = bufs.h {
+        check_buffer(runner, "h", h, n, size, full)?;
+    }
+    check_buffer(runner, "h_t", bufs.h_t, lanes, size, bd)?;
+    let io = DiagonalIo {
+        a: bufs.a.ptr(),
+        b: bufs.b.ptr(),
+        h0: bufs.h0.map(DeviceBuffer::ptr),
+        h: bufs.h.map(DeviceBuffer::ptr),
+        h_t: bufs.h_t.ptr(),
+    };
+    launch_diagonal(runner, ws, plan, io)
+}
+
+fn check_buffer<R: KernelRunner>(
+    runner: &R,
+    arg: &'static str,
+    buf: &DeviceBuffer,
+    elements: usize,
+    size: usize,
+    shape: impl Fn() -> String,
+) -> Result<()> {
+    if buf.backend_name() != runner.backend_name() {
+        return Err(Error::BackendUnavailable {
+            backend: runner.backend_name(),
+            reason: format!(
+                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
+                buf.backend_name(),
+                runner.backend_name()
+            ),
+        });
+    }
+    if buf.len_bytes() != elements * size {
+        return Err(Error::shape(
+            arg,
+            format!("{} of {size}-byte elements", shape()),
+            elements,
+            buf.len_bytes() / size,
+        ));
+    }
+    Ok(())
+}
+
+/// A plan must meet the launch contract and be internally consistent (its
+/// fields are public, so it may have been edited since [`plan_diagonal`]).
+fn check_plan(plan: &GpuPlan) -> Result<()> {
+    plan.shape.validate()?;
+    let g = plan.geometry();
+    g.check_contract().map_err(|why| {
+        Error::Plan(format!(
+            "{why} in {plan}; make plans with plan_diagonal"
+        ))
+    })?;
+    let kt = KernelType::Data(plan.dtype);
+    let kernel_layout_ok =
+        plan.kernel_layout == plan.layout || (plan.shape.dim == 1 && plan.kernel_layout == Layout::Bdt);
+    if !kernel_layout_ok
+        || g.launches(kt)? != plan.launches
+        || g.scratch(kt)? != plan.scratch
+        || g.depth() != plan.depth
+    {
+        return Err(Error::Plan(format!(
+            "the launches, scratch, depth or kernel layout of {plan} do not follow from its \
+             fields; make plans with plan_diagonal"
+        )));
+    }
+    Ok(())
+}
+
+fn check_io(plan: &GpuPlan, io: &DiagonalIo) -> Result<()> {
+    let size = plan.dtype.size();
+    let n_bytes = plan.shape.elements() * size;
+    let bd_bytes = plan.shape.lanes() * size;
+    let h0 = io.h0.unwrap_or(0);
+    let h = io.h.unwrap_or(0);
+    let ranges: [(&'static str, u64, usize, bool); 5] = [
+        ("a", io.a, n_bytes, true),
+        ("b", io.b, n_bytes, true),
+        ("h0", h0, bd_bytes, false),
+        ("h", h, n_bytes, false),
+        ("h_t", io.h_t, bd_bytes, true),
+    ];
+    for &(arg, ptr, _, required) in &ranges {
+        if required && ptr == 0 {
+            return Err(Error::size(arg, 0, "a non-null device address"));
+        }
+        if ptr % size as u64 != 0 {
+            return Err(Error::size(
+                arg,
+                ptr as usize,
+                format!("an address aligned to the {size}-byte {} element", plan.dtype),
+            ));
+        }
+    }
+    for (i, &(arg_i, p, len_p, _)) in ranges.iter().enumerate() {
+        for &(arg_j, q, len_q, _) in &ranges[..i] {
+            if p == 0 || q == 0 {
+                continue;
+            }
+            let overlap = p < q.saturating_add(len_q as u64) && q < p.saturating_add(len_p as u64);
+            if overlap {
+                return Err(Error::size(
+                    arg_i,
+                    p as usize,
+                    format!("a range of {len_p} bytes that does not overlap `{arg_j}` ({q:#x}, {len_q} bytes)"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn i32_arg(v: usize) -> KernelArg {
+    // Every size was checked to be a C int by the planner.
+    KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX))
+}
+
+/// Issues `launches` (the plan's, for one instantiation) with `io`.
+fn issue<R: KernelRunner>(
+    runner: &R,
+    plan: &GpuPlan,
+    launches: &[Launch],
+    ws: &DiagonalWorkspace,
+    io: DiagonalIo,
+) -> Result<()> {
+    use KernelArg::Ptr;
+    let (b, t, d) = (
+        i32_arg(plan.shape.batch),
+        i32_arg(plan.shape.len),
+        i32_arg(plan.shape.dim),
+    );
+    let c = i32_arg(plan.chunk);
+    let nc = i32_arg(plan.chunks);
+    let (a_p, b_p, h0, h, ht) = (
+        Ptr(io.a),
+        Ptr(io.b),
+        Ptr(io.h0.unwrap_or(0)),
+        Ptr(io.h.unwrap_or(0)),
+        Ptr(io.h_t),
+    );
+    let (agg, carry, tile_agg, tile_carry) = (
+        Ptr(ws.ptr(0)),
+        Ptr(ws.ptr(1)),
+        Ptr(ws.ptr(2)),
+        Ptr(ws.ptr(3)),
+    );
+    // P1 runs the rescan without carries: every chunk (the only one) starts from h0.
+    let rescan_carry = if plan.kind == GpuPlanKind::SinglePass {
+        Ptr(0)
+    } else {
+        carry
+    };
+    for l in launches {
+        let (k, cfg) = (l.kernel, l.cfg);
+        match l.role {
+            LaunchRole::Sequential => runner.launch(k, cfg, &[a_p, b_p, h, ht, h0, b, t, d]),
+            LaunchRole::Reduce => runner.launch(k, cfg, &[a_p, b_p, agg, b, t, d, c]),
+            LaunchRole::ScanChunks => runner.launch(k, cfg, &[agg, carry, h0, b, d, nc]),
+            LaunchRole::ScanTiles => runner.launch(k, cfg, &[agg, tile_agg, b, d, nc]),
+            LaunchRole::ScanTileCarries => runner.launch(
+                k,
+                cfg,
+                &[tile_agg, tile_carry, h0, b, d, i32_arg(plan.tiles)],
+            ),
+            LaunchRole::ScanApply => runner.launch(
+                k,
+                cfg,
+                &[agg, tile_carry, carry, b, d, nc, i32_arg(plan.tile)],
+            ),
+            LaunchRole::Rescan => {
+                runner.launch(k, cfg, &[a_p, b_p, h, ht, rescan_carry, h0, b, t, d, c])
+            }
+        }?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Host convenience and depth measurement
+// ---------------------------------------------------------------------------
+
+/// Runs a host-side Diagonal problem on `runner`: validates it, plans
+/// `request`, uploads `a`, `b`, `h0`, poisons the outputs (`0xFF` bytes,
+/// NaN, so an unwritten element shows), launches, downloads.
+///
+/// Returns `(h, h_T)` (`h` in the problem's layout, `h_T` as `[B,D]`) and
+/// the plan that ran.
+pub fn scan_diagonal<R, S>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    problem: &Diagonal<'_, S>,
+    request: PlanRequest,
+) -> Result<(Vec<S>, Vec<S>, GpuPlan)>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    problem.validate()?;
+    let shape = DiagShape::new(problem.batch, problem.len, problem.dim);
+    let plan = plan_diagonal(
+        shape,
+        problem.layout,
+        S::DTYPE,
+        request,
+        runner.sm_count(),
+    )?;
+    let a = runner.upload(problem.a)?;
+    let b = runner.upload(problem.b)?;
+    let h0 = problem.h0.map(|h0| runner.upload(h0)).transpose()?;
+    let size = std::mem::size_of::<S>();
+    let h = runner.alloc(shape.elements() * size)?;
+    let h_t = runner.alloc(shape.lanes() * size)?;
+    runner.fill(&h, 0xFF)?;
+    runner.fill(&h_t, 0xFF)?;
+    launch_diagonal_buffers(
+        runner,
+        ws,
+        &plan,
+        DiagonalBuffers {
+            a: &a,
+            b: &b,
+            h0: h0.as_ref(),
+            h: Some(&h),
+            h_t: &h_t,
+        },
+    )?;
+    let mut out = vec![S::default(); shape.elements()];
+    let mut out_t = vec![S::default(); shape.lanes()];
+    runner.download(&h, &mut out)?;
+    runner.download(&h_t, &mut out_t)?;
+    Ok((out, out_t, plan))
+}
+
+/// Runs `plan`'s launch sequence on the `_depth` instantiation (inputs and
+/// `h0` are null: every step and `h0` has depth 0) and returns the depth of
+/// every output: `(h, h_T)` as `u32`, `h` in the plan's layout. Outputs are
+/// poisoned first, so an unwritten element reads `u32::MAX`.
+pub fn measure_diagonal_depth_outputs<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    plan: &GpuPlan,
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    check_plan(plan)?;
+    let kt = KernelType::Depth;
+    let launches = plan.launches_for(kt)?;
+    let scratch = plan.geometry().scratch(kt)?;
+    let n = plan.shape.elements();
+    let lanes = plan.shape.lanes();
+    let h = runner.alloc(n * 4)?;
+    let h_t = runner.alloc(lanes * 4)?;
+    runner.fill(&h, 0xFF)?;
+    runner.fill(&h_t, 0xFF)?;
+    ws.reserve(runner, scratch)?;
+    let io = DiagonalIo {
+        a: 0,
+        b: 0,
+        h0: None,
+        h: Some(h.ptr()),
+        h_t: h_t.ptr(),
+    };
+    issue(runner, plan, &launches, ws, io)?;
+    let mut out = vec![0u32; n];
+    let mut out_t = vec![0u32; lanes];
+    runner.download(&h, &mut out)?;
+    runner.download(&h_t, &mut out_t)?;
+    Ok((out, out_t))
+}
+
+/// The measured depth of `plan`: the deepest output (`h` and `h_T`) of its
+/// launch sequence on the `_depth` kernels. Equals [`GpuPlan::depth`] when
+/// the kernels follow their contract.
+pub fn measure_diagonal_depth<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    plan: &GpuPlan,
+) -> Result<u64> {
+    let (h, h_t) = measure_diagonal_depth_outputs(runner, ws, plan)?;
+    Ok(h.iter()
+        .chain(&h_t)
+        .copied()
+        .max()
+        .map_or(0, u64::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(
+        b: usize,
+        t: usize,
+        d: usize,
+        layout: Layout,
+        request: PlanRequest,
+        sm: usize,
+    ) -> GpuPlan {
+        plan_diagonal(DiagShape::new(b, t, d), layout, DType::F32, request, sm).unwrap()
+    }
+
+    fn brute_max_depth(p: &GpuPlan) -> u64 {
+        (0..p.shape.len).map(|t| p.depth_at(t)).max().unwrap()
+    }
+
+    #[test]
+    fn max_hb_pc_matches_brute_force() {
+        let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
+        let mut best = 0;
+        for m in 1..5000u64 {
+            best = best.max(score(m));
+            assert_eq!(max_hb_pc(m), best, "m = {m}");
+        }
+    }
+
+    #[test]
+    fn contract_worked_examples() {
+        // P2 BTD, T = 1024, C = 64: depth 136.
+        let p = plan(1, 1024, 4, Layout::Btd, PlanRequest::Chunk(64), 132);
+        assert_eq!((p.kind, p.chunks), (GpuPlanKind::OneLevel, 16));
+        assert_eq!(p.depth, 136);
+        // P2 BDT, T = 2^24, C = 2^16, NT = 256: depth 108.
+        let p = plan(1, 1 << 24, 2, Layout::Bdt, PlanRequest::Chunk(1 << 16), 132);
+        assert_eq!((p.kind, p.chunks, p.chunk_block), (GpuPlanKind::OneLevel, 256, 256));
+        assert_eq!(p.depth, 108);
+        let p = plan(1, 1 << 24, 2, Layout::Bdt, PlanRequest::Sequential, 132);
+        assert_eq!(p.depth, 16_777_216);
+    }
+
+    #[test]
+    fn plan_depth_is_the_max_of_the_per_step_formula() {
+        let requests = [
+            PlanRequest::Sequential,
+            PlanRequest::Chunk(1),
+            PlanRequest::Chunk(3),
+            PlanRequest::Chunk(7),
+            PlanRequest::Chunk(64),
+            PlanRequest::Chunk(100),
+            PlanRequest::Chunk(300),
+            PlanRequest::Chunk(2048),
+            PlanRequest::Chunk(5000),
+            PlanRequest::MinDepth,
+            PlanRequest::Auto,
+        ];
+        for layout in [Layout::Btd, Layout::Bdt] {
+            for t in [1, 2, 5, 17, 64, 255, 1000, 2049, 4097, 9000, 20_000] {
+                for &r in &requests {
+                    let p = plan(2, t, 3, layout, r, 2);
+                    assert_eq!(p.depth, brute_max_depth(&p), "{p}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_follow_the_chunk_count() {
+        let k = |t, r| plan(1, t, 4, Layout::Btd, r, 2).kind;
+        assert_eq!(k(100, PlanRequest::Sequential), GpuPlanKind::Sequential);
+        assert_eq!(k(100, PlanRequest::Chunk(100)), GpuPlanKind::SinglePass);
+        assert_eq!(k(100, PlanRequest::Chunk(1000)), GpuPlanKind::SinglePass);
+        assert_eq!(k(100, PlanRequest::Chunk(99)), GpuPlanKind::OneLevel);
+        assert_eq!(k(2048, PlanRequest::Chunk(1)), GpuPlanKind::OneLevel);
+        assert_eq!(k(2049, PlanRequest::Chunk(1)), GpuPlanKind::TwoLevel);
+        let p = plan(1, 2049, 4, Layout::Btd, PlanRequest::Chunk(1), 2);
+        assert_eq!(p.launches.len(), 5);
+        assert!(p.tiles <= MAX_SCAN_TILE && p.tile * p.tiles >= p.chunks);
+        assert_eq!(p.tile, 2 * p.tile_block as usize);
+        assert!(2 * p.scan_block as usize >= p.tiles);
+        // Too many chunks is an error, not a silent change.
+        let err = plan_diagonal(
+            DiagShape::new(1, MAX_CHUNKS + 1, 4),
+            Layout::Btd,
+            DType::F32,
+            PlanRequest::Chunk(1),
+            2,
+        );
+        assert!(matches!(err, Err(Error::Plan(_))));
+        assert!(matches!(
+            plan_diagonal(DiagShape::new(1, 9, 4), Layout::Btd, DType::F32, PlanRequest::Chunk(0), 2),
+            Err(Error::Plan(_))
+        ));
+        assert!(matches!(
+            plan_diagonal(DiagShape::new(1, 0, 4), Layout::Btd, DType::F32, PlanRequest::Auto, 2),
+            Err(Error::Size { arg: "len", .. })
+        ));
+    }
+
+    #[test]
+    fn auto_rules() {
+        // Lanes fill an H100: single pass.
+        let p = plan(128, 4096, 4096, Layout::Btd, PlanRequest::Auto, 132);
+        assert_eq!(p.kind, GpuPlanKind::SinglePass);
+        assert_eq!(p.chunk_block, 128);
+        let p = plan(4, 1 << 20, 256, Layout::Bdt, PlanRequest::Auto, 132);
+        assert_eq!(p.kind, GpuPlanKind::SinglePass);
+        // Few lanes, long T: chunks along T.
+        let p = plan(1, 1 << 20, 64, Layout::Btd, PlanRequest::Auto, 132);
+        assert!(p.chunks > 1);
+        assert!(64 * p.chunks >= 132 * 2048 / 2, "{p}");
+        assert_eq!(p.chunk % 16, 0);
+        let p = plan(2, 1 << 20, 8, Layout::Bdt, PlanRequest::Auto, 132);
+        assert!(16 * p.chunks >= 4 * 132, "{p}");
+        assert_eq!(p.chunk % 2048, 0);
+        // Short T: one pass.
+        let p = plan(1, 50, 4, Layout::Btd, PlanRequest::Auto, 132);
+        assert_eq!(p.kind, GpuPlanKind::SinglePass);
+    }
+
+    #[test]
+    fn min_depth_is_minimal_among_powers_of_two() {
+        for layout in [Layout::Btd, Layout::Bdt] {
+            for t in [1usize, 3, 40, 1000, 5000, 70_000] {
+                let best = plan(1, t, 2, layout, PlanRequest::MinDepth, 2);
+                for k in 0..17 {
+                    let p = plan(1, t, 2, layout, PlanRequest::Chunk(1 << k), 2);
+                    assert!(best.depth <= p.depth, "{best} vs {p}");
+                }
+                assert!(best.depth <= plan(1, t, 2, layout, PlanRequest::Sequential, 2).depth);
+            }
+        }
+        let p = plan(1, 1 << 20, 4, Layout::Btd, PlanRequest::MinDepth, 2);
+        assert!(p.chunk <= 2, "{p}");
+    }
+
+    #[test]
+    fn dim_one_uses_bdt_kernels() {
+        let p = plan(3, 100, 1, Layout::Btd, PlanRequest::Chunk(10), 2);
+        assert_eq!(p.kernel_layout, Layout::Bdt);
+        assert!(p.launches.iter().all(|l| !l.kernel.contains("btd")));
+        assert!(p.launches.iter().all(|l| l.kernel.ends_with("_f32")));
+    }
+
+    #[test]
+    fn scratch_sizes() {
+        let p = plan_diagonal(
+            DiagShape::new(2, 100, 3),
+            Layout::Btd,
+            DType::F64,
+            PlanRequest::Chunk(10),
+            2,
+        )
+        .unwrap();
+        assert_eq!(p.scratch.agg, 6 * 10 * 16);
+        assert_eq!(p.scratch.carry, 6 * 10 * 8);
+        assert_eq!(p.scratch_bytes(), 6 * 10 * 24);
+        let p = plan(2, 100, 3, Layout::Btd, PlanRequest::Sequential, 2);
+        assert_eq!(p.scratch_bytes(), 0);
+    }
+}

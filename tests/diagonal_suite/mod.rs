@@ -1,0 +1,663 @@
+//! The Diagonal-kernel suite shared by `tests/emu_diagonal.rs` (SIMT
+//! emulator) and `tests/cuda_diagonal.rs` (GPU): the same orchestration
+//! (`parascan::kernels::diagonal`) checked on any `KernelRunner`.
+//!
+//! Include it with `mod common; mod diagonal_suite;` (it uses `crate::common`).
+#![allow(dead_code)]
+
+use std::cell::{Cell, RefCell};
+use std::time::Instant;
+
+use half::{bf16, f16};
+use parascan::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
+use parascan::family::diagonal::Diagonal;
+use parascan::family::Layout;
+use parascan::kernels::diagonal::{
+    launch_diagonal, launch_diagonal_buffers, measure_diagonal_depth,
+    measure_diagonal_depth_outputs, plan_diagonal, scan_diagonal, scan_diagonal_device, DiagShape,
+    DiagonalBuffers, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind, MAX_CHUNKS,
+    MAX_SCAN_TILE,
+};
+use parascan::{oracle, DType, Error, PlanRequest, Storage};
+use rand::Rng;
+
+use crate::common;
+
+// ---------------------------------------------------------------------------
+// A runner that records what the orchestration asks for
+// ---------------------------------------------------------------------------
+
+/// Wraps a runner and records launches (in order), allocations, fills and
+/// synchronizations, to check that errors come before any launch and that
+/// the device path never synchronizes.
+pub struct Recorder<'r, R> {
+    inner: &'r R,
+    pub launches: RefCell<Vec<String>>,
+    pub allocs: Cell<usize>,
+    pub syncs: Cell<usize>,
+}
+
+impl<'r, R: KernelRunner> Recorder<'r, R> {
+    pub fn new(inner: &'r R) -> Self {
+        Recorder {
+            inner,
+            launches: RefCell::new(Vec::new()),
+            allocs: Cell::new(0),
+            syncs: Cell::new(0),
+        }
+    }
+
+    pub fn launch_count(&self) -> usize {
+        self.launches.borrow().len()
+    }
+}
+
+impl<R: KernelRunner> KernelRunner for Recorder<'_, R> {
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+    fn alloc(&self, bytes: usize) -> parascan::Result<DeviceBuffer> {
+        self.allocs.set(self.allocs.get() + 1);
+        self.inner.alloc(bytes)
+    }
+    fn upload<T: bytemuck::Pod>(&self, host: &[T]) -> parascan::Result<DeviceBuffer> {
+        self.allocs.set(self.allocs.get() + 1);
+        self.inner.upload(host)
+    }
+    fn download<T: bytemuck::Pod>(
+        &self,
+        buf: &DeviceBuffer,
+        host: &mut [T],
+    ) -> parascan::Result<()> {
+        self.inner.download(buf, host)
+    }
+    fn fill(&self, buf: &DeviceBuffer, byte: u8) -> parascan::Result<()> {
+        self.inner.fill(buf, byte)
+    }
+    fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> parascan::Result<()> {
+        self.launches.borrow_mut().push(kernel.to_string());
+        self.inner.launch(kernel, cfg, args)
+    }
+    fn synchronize(&self) -> parascan::Result<()> {
+        self.syncs.set(self.syncs.get() + 1);
+        self.inner.synchronize()
+    }
+    fn sm_count(&self) -> usize {
+        self.inner.sm_count()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Correctness against the f64 oracle
+// ---------------------------------------------------------------------------
+
+/// One problem shape and plan request.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    pub batch: usize,
+    pub len: usize,
+    pub dim: usize,
+    pub layout: Layout,
+    pub request: PlanRequest,
+    pub h0: bool,
+}
+
+impl Case {
+    pub fn new(
+        (batch, len, dim): (usize, usize, usize),
+        layout: Layout,
+        request: PlanRequest,
+        h0: bool,
+    ) -> Self {
+        Case {
+            batch,
+            len,
+            dim,
+            layout,
+            request,
+            h0,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "B={} T={} D={} {} {} {}",
+            self.batch,
+            self.len,
+            self.dim,
+            self.layout,
+            self.request,
+            if self.h0 { "h0" } else { "no-h0" }
+        )
+    }
+}
+
+/// Random inputs as in the kernels' selftest: `|a| ∈ [0.6, 0.999)` with
+/// 10 % negative, `b, h0 ∈ [−1, 1)`, rounded to `S`.
+pub fn inputs<S: Storage>(
+    batch: usize,
+    len: usize,
+    dim: usize,
+    seed: u64,
+) -> (Vec<S>, Vec<S>, Vec<S>) {
+    let mut rng = common::rng(seed);
+    let n = batch * len * dim;
+    let a = (0..n)
+        .map(|_| {
+            let m = rng.gen_range(0.6..0.999);
+            S::from_f64(if rng.gen_bool(0.1) { -m } else { m })
+        })
+        .collect();
+    let b = common::uniform(&mut rng, n, -1.0, 1.0);
+    let h0 = common::uniform(&mut rng, batch * dim, -1.0, 1.0);
+    (a, b, h0)
+}
+
+/// The plan must be what the request asks for.
+pub fn check_plan_shape(case: &Case, plan: &GpuPlan) -> Result<(), String> {
+    let t = case.len;
+    let ok = match case.request {
+        PlanRequest::Sequential => plan.kind == GpuPlanKind::Sequential && plan.launches.len() == 1,
+        PlanRequest::Chunk(c) if c >= t => {
+            plan.kind == GpuPlanKind::SinglePass && plan.chunk == t && plan.launches.len() == 1
+        }
+        PlanRequest::Chunk(c) => {
+            let nc = t.div_ceil(c);
+            let kind = if nc <= MAX_SCAN_TILE {
+                GpuPlanKind::OneLevel
+            } else {
+                GpuPlanKind::TwoLevel
+            };
+            plan.kind == kind && plan.chunk == c && plan.chunks == nc
+        }
+        PlanRequest::MinDepth | PlanRequest::Auto => plan.chunks == t.div_ceil(plan.chunk),
+    };
+    let launches = match plan.kind {
+        GpuPlanKind::Sequential | GpuPlanKind::SinglePass => 1,
+        GpuPlanKind::OneLevel => 3,
+        GpuPlanKind::TwoLevel => 5,
+    };
+    let expected_kernel_layout = if case.dim == 1 {
+        Layout::Bdt
+    } else {
+        case.layout
+    };
+    let suffix = format!("_{}", plan.dtype);
+    if !ok
+        || plan.launches.len() != launches
+        || plan.kernel_layout != expected_kernel_layout
+        || !plan.launches.iter().all(|l| l.kernel.ends_with(&suffix))
+    {
+        return Err(format!("unexpected plan for {}: {plan}", case.describe()));
+    }
+    Ok(())
+}
+
+/// Runs `case` with storage `S` through `scan_diagonal` and compares with
+/// the f64 oracle on the same (rounded) inputs. Returns the plan.
+pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    case: &Case,
+    seed: u64,
+) -> Result<GpuPlan, String> {
+    let ctx = format!(
+        "{} {} {} (seed {seed})",
+        runner.backend_name(),
+        S::DTYPE,
+        case.describe()
+    );
+    let (a, b, h0) = inputs::<S>(case.batch, case.len, case.dim, seed);
+    let problem = Diagonal {
+        a: &a,
+        b: &b,
+        h0: case.h0.then_some(&h0[..]),
+        batch: case.batch,
+        len: case.len,
+        dim: case.dim,
+        layout: case.layout,
+    };
+    let (h, h_t, plan) =
+        scan_diagonal(runner, ws, &problem, case.request).map_err(|e| format!("{ctx}: {e}"))?;
+    let ctx = format!("{ctx} [{plan}]");
+    check_plan_shape(case, &plan).map_err(|e| format!("{ctx}: {e}"))?;
+    let (want, want_t) = oracle::diagonal(&problem);
+    if let Some(i) = h.iter().position(|x| !x.to_f64().is_finite()) {
+        return Err(format!("{ctx}: h[{i}] = {:?} (unwritten or NaN)", h[i]));
+    }
+    if let Some(i) = h_t.iter().position(|x| !x.to_f64().is_finite()) {
+        return Err(format!("{ctx}: h_T[{i}] = {:?} (unwritten or NaN)", h_t[i]));
+    }
+    let tol = common::tolerance::<S>(case.len);
+    let e = oracle::rel_l2(&h, &want);
+    let e_t = oracle::rel_l2(&h_t, &want_t);
+    if !(e <= tol && e_t <= tol) {
+        return Err(format!(
+            "{ctx}: relative L2 error h {e:.3e}, h_T {e_t:.3e} > {tol:.3e}"
+        ));
+    }
+    // h_T is the very register stored at t = T.
+    let (bsz, t, d) = (case.batch, case.len, case.dim);
+    for bb in 0..bsz {
+        for c in 0..d {
+            let i = match case.layout {
+                Layout::Btd => (bb * t + t - 1) * d + c,
+                Layout::Bdt => (bb * d + c) * t + t - 1,
+            };
+            if bytemuck::bytes_of(&h_t[bb * d + c]) != bytemuck::bytes_of(&h[i]) {
+                return Err(format!(
+                    "{ctx}: h_T[{}] = {:?} differs from h at t = T ({:?})",
+                    bb * d + c,
+                    h_t[bb * d + c],
+                    h[i]
+                ));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// `run_case` for f32, f64, f16 and bf16.
+pub fn run_case_all_dtypes<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    case: &Case,
+    seed: u64,
+) -> Result<(), String> {
+    run_case::<R, f32>(runner, ws, case, seed)?;
+    run_case::<R, f64>(runner, ws, case, seed + 1)?;
+    run_case::<R, f16>(runner, ws, case, seed + 2)?;
+    run_case::<R, bf16>(runner, ws, case, seed + 3)?;
+    Ok(())
+}
+
+/// Runs every case for every dtype, collecting failures; panics listing them.
+pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: &str) {
+    let start = Instant::now();
+    let mut ws = DiagonalWorkspace::new();
+    let mut failures = Vec::new();
+    let mut kinds = [0usize; 4];
+    for (i, case) in cases.iter().enumerate() {
+        let case_start = Instant::now();
+        match run_case_all_dtypes(runner, &mut ws, case, seed + 16 * i as u64) {
+            Ok(()) => {}
+            Err(e) => failures.push(e),
+        }
+        // The plan kind, for the coverage summary.
+        if let Ok(p) = plan_diagonal(
+            DiagShape::new(case.batch, case.len, case.dim),
+            case.layout,
+            DType::F32,
+            case.request,
+            runner.sm_count(),
+        ) {
+            kinds[p.kind as usize] += 1;
+        }
+        let dt = case_start.elapsed().as_secs_f64();
+        if dt > 2.0 {
+            eprintln!("  slow case ({dt:.1} s): {}", case.describe());
+        }
+    }
+    eprintln!(
+        "{label}: {} cases x 4 dtypes, plans P0/P1/P2/P3 = {kinds:?}, {} failure(s), {:.1} s",
+        cases.len(),
+        failures.len(),
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{label}: {} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        kinds.iter().all(|&k| k > 0),
+        "{label}: every plan kind must be covered, got P0..P3 = {kinds:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Measured depth
+// ---------------------------------------------------------------------------
+
+/// Runs the `_depth` kernels for `plan` and checks every output against
+/// the per-element formula and the maximum against `plan.depth`.
+pub fn check_depth<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    plan: &GpuPlan,
+) -> Result<u64, String> {
+    let ctx = format!("{} depth [{plan}]", runner.backend_name());
+    let (h, h_t) =
+        measure_diagonal_depth_outputs(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
+    let DiagShape { batch, len, dim } = plan.shape;
+    let formula: Vec<u64> = (0..len).map(|t| plan.depth_at(t)).collect();
+    let mut bad = Vec::new();
+    for bb in 0..batch {
+        for c in 0..dim {
+            for (t, &want) in formula.iter().enumerate() {
+                let i = match plan.layout {
+                    Layout::Btd => (bb * len + t) * dim + c,
+                    Layout::Bdt => (bb * dim + c) * len + t,
+                };
+                if u64::from(h[i]) != want && bad.len() < 5 {
+                    bad.push(format!("h[b={bb}, d={c}, t={t}] = {}, formula {want}", h[i]));
+                }
+            }
+            let lane = bb * dim + c;
+            if u64::from(h_t[lane]) != formula[len - 1] && bad.len() < 5 {
+                bad.push(format!(
+                    "h_T[{lane}] = {}, formula {}",
+                    h_t[lane],
+                    formula[len - 1]
+                ));
+            }
+        }
+    }
+    if !bad.is_empty() {
+        return Err(format!("{ctx}: {}", bad.join("; ")));
+    }
+    let measured = measure_diagonal_depth(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
+    if measured != plan.depth || formula.iter().copied().max() != Some(plan.depth) {
+        return Err(format!(
+            "{ctx}: measured max depth {measured}, plan formula {}",
+            plan.depth
+        ));
+    }
+    Ok(measured)
+}
+
+/// Depth plans: several `T`, `C`, layouts, every plan kind.
+pub fn depth_plans(sm_count: usize) -> Vec<GpuPlan> {
+    use PlanRequest::*;
+    let specs: &[((usize, usize, usize), Layout, PlanRequest)] = &[
+        ((1, 1024, 2), Layout::Btd, Chunk(64)),
+        ((2, 1000, 3), Layout::Btd, Chunk(7)),
+        ((1, 2500, 2), Layout::Btd, Chunk(1)),
+        ((1, 77, 3), Layout::Btd, Sequential),
+        ((1, 77, 3), Layout::Btd, Chunk(100)),
+        ((2, 600, 2), Layout::Btd, MinDepth),
+        ((2, 3000, 2), Layout::Btd, Auto),
+        ((1, 3000, 2), Layout::Bdt, Chunk(300)),
+        ((1, 5000, 2), Layout::Bdt, Chunk(2048)),
+        ((2, 300, 1), Layout::Bdt, Chunk(1)),
+        ((1, 4500, 1), Layout::Bdt, Chunk(2)),
+        ((1, 3000, 2), Layout::Bdt, Chunk(5000)),
+        ((1, 77, 3), Layout::Bdt, Sequential),
+        ((1, 6000, 2), Layout::Bdt, MinDepth),
+        ((2, 4000, 2), Layout::Bdt, Auto),
+        ((1, 1, 2), Layout::Bdt, Auto),
+        ((1, 9, 2), Layout::Bdt, MinDepth),
+    ];
+    specs
+        .iter()
+        .map(|&((b, t, d), layout, r)| {
+            plan_diagonal(DiagShape::new(b, t, d), layout, DType::F32, r, sm_count)
+                .unwrap_or_else(|e| panic!("plan B={b} T={t} D={d} {layout} {r}: {e}"))
+        })
+        .collect()
+}
+
+pub fn run_depth_plans<R: KernelRunner>(runner: &R, label: &str) {
+    let start = Instant::now();
+    let mut ws = DiagonalWorkspace::new();
+    let plans = depth_plans(runner.sm_count());
+    let mut kinds = [0usize; 4];
+    let mut failures = Vec::new();
+    for plan in &plans {
+        kinds[plan.kind as usize] += 1;
+        match check_depth(runner, &mut ws, plan) {
+            Ok(d) => eprintln!("  depth {d:>6}  {plan}"),
+            Err(e) => failures.push(e),
+        }
+    }
+    eprintln!(
+        "{label}: {} depth plans, P0..P3 = {kinds:?}, {:.1} s",
+        plans.len(),
+        start.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(kinds.iter().all(|&k| k > 0), "P0..P3 = {kinds:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Errors, launch order, workspace reuse
+// ---------------------------------------------------------------------------
+
+fn expect_shape_error<T: std::fmt::Debug>(result: parascan::Result<T>, arg: &str) {
+    match result {
+        Err(Error::Shape { arg: got, .. }) if got == arg => {}
+        other => panic!("expected a shape error naming `{arg}`, got {other:?}"),
+    }
+}
+
+fn expect_size_error<T: std::fmt::Debug>(result: parascan::Result<T>, arg: &str) {
+    match result {
+        Err(Error::Size { arg: got, .. }) if got == arg => {}
+        other => panic!("expected a size error naming `{arg}`, got {other:?}"),
+    }
+}
+
+/// Every bad input is a typed error naming the argument, before any launch.
+pub fn check_errors<R: KernelRunner>(inner: &R) {
+    let runner = Recorder::new(inner);
+    let mut ws = DiagonalWorkspace::new();
+    let (b, t, d) = (2usize, 10usize, 3usize);
+    let n = b * t * d;
+    let a = vec![0.5f32; n];
+    let x = vec![0.25f32; n];
+    let h0 = vec![1.0f32; b * d];
+    let good = Diagonal {
+        a: &a,
+        b: &x,
+        h0: Some(&h0),
+        batch: b,
+        len: t,
+        dim: d,
+        layout: Layout::Btd,
+    };
+    let short = vec![0.5f32; n - 1];
+    expect_shape_error(
+        scan_diagonal(&runner, &mut ws, &Diagonal { a: &short, ..good }, PlanRequest::Auto),
+        "a",
+    );
+    expect_shape_error(
+        scan_diagonal(&runner, &mut ws, &Diagonal { b: &short, ..good }, PlanRequest::Auto),
+        "b",
+    );
+    expect_shape_error(
+        scan_diagonal(
+            &runner,
+            &mut ws,
+            &Diagonal {
+                h0: Some(&h0[1..]),
+                ..good
+            },
+            PlanRequest::Auto,
+        ),
+        "h0",
+    );
+    expect_size_error(
+        scan_diagonal(&runner, &mut ws, &Diagonal { len: 0, a: &[], b: &[], ..good }, PlanRequest::Auto),
+        "len",
+    );
+    expect_size_error(
+        scan_diagonal(&runner, &mut ws, &Diagonal { batch: 0, a: &[], b: &[], h0: None, ..good }, PlanRequest::Auto),
+        "batch",
+    );
+    assert!(matches!(
+        scan_diagonal(&runner, &mut ws, &good, PlanRequest::Chunk(0)),
+        Err(Error::Plan(_))
+    ));
+    assert_eq!(runner.launch_count(), 0, "a launch happened before an error");
+    assert_eq!(runner.allocs.get(), 0, "an allocation happened before an error");
+
+    // Device buffers of the wrong size, each named.
+    let da = inner.upload(&a).unwrap();
+    let db = inner.upload(&x).unwrap();
+    let dh0 = inner.upload(&h0).unwrap();
+    let dh = inner.alloc(n * 4).unwrap();
+    let dht = inner.alloc(b * d * 4).unwrap();
+    let dshort = inner.alloc((n - 1) * 4).unwrap();
+    let dbd_short = inner.alloc((b * d - 1) * 4).unwrap();
+    let plan = plan_diagonal(
+        DiagShape::new(b, t, d),
+        Layout::Btd,
+        DType::F32,
+        PlanRequest::Chunk(3),
+        runner.sm_count(),
+    )
+    .unwrap();
+    let bufs = DiagonalBuffers {
+        a: &da,
+        b: &db,
+        h0: Some(&dh0),
+        h: Some(&dh),
+        h_t: &dht,
+    };
+    for (arg, bad) in [
+        ("a", DiagonalBuffers { a: &dshort, ..bufs }),
+        ("b", DiagonalBuffers { b: &dshort, ..bufs }),
+        ("h", DiagonalBuffers { h: Some(&dshort), ..bufs }),
+        ("h0", DiagonalBuffers { h0: Some(&dbd_short), ..bufs }),
+        ("h_t", DiagonalBuffers { h_t: &dbd_short, ..bufs }),
+        ("h_t", DiagonalBuffers { h_t: &dh, ..bufs }),
+    ] {
+        expect_shape_error(launch_diagonal_buffers(&runner, &mut ws, &plan, bad), arg);
+    }
+    // A plan for another dtype: f64 needs twice the bytes.
+    let plan64 = plan_diagonal(
+        DiagShape::new(b, t, d),
+        Layout::Btd,
+        DType::F64,
+        PlanRequest::Chunk(3),
+        runner.sm_count(),
+    )
+    .unwrap();
+    expect_shape_error(launch_diagonal_buffers(&runner, &mut ws, &plan64, bufs), "a");
+
+    // Raw pointers: null, misaligned, overlapping.
+    let io = DiagonalIo {
+        a: da.ptr(),
+        b: db.ptr(),
+        h0: Some(dh0.ptr()),
+        h: Some(dh.ptr()),
+        h_t: dht.ptr(),
+    };
+    expect_size_error(launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { a: 0, ..io }), "a");
+    expect_size_error(launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h_t: 0, ..io }), "h_t");
+    expect_size_error(
+        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { b: db.ptr() + 2, ..io }),
+        "b",
+    );
+    expect_size_error(
+        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h: Some(da.ptr() + 8), ..io }),
+        "h",
+    );
+    expect_size_error(
+        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h_t: dh.ptr() + 4 * (n as u64 - 1), ..io }),
+        "h_t",
+    );
+    // Shapes the kernels cannot take, through the device entry point.
+    let huge = DiagShape::new(1, MAX_CHUNKS + 1, 2);
+    assert!(matches!(
+        scan_diagonal_device(&runner, &mut ws, DType::F32, Layout::Btd, huge, io, PlanRequest::Chunk(1)),
+        Err(Error::Plan(_))
+    ));
+    expect_size_error(
+        scan_diagonal_device(
+            &runner,
+            &mut ws,
+            DType::F32,
+            Layout::Btd,
+            DiagShape::new(1, 1 << 31, 1),
+            io,
+            PlanRequest::Auto,
+        ),
+        "len",
+    );
+    expect_size_error(
+        scan_diagonal_device(&runner, &mut ws, DType::F32, Layout::Bdt, DiagShape::new(2, 10, 0), io, PlanRequest::Auto),
+        "dim",
+    );
+    // A tampered plan.
+    let mut tampered = plan.clone();
+    tampered.chunk = 2;
+    assert!(matches!(
+        launch_diagonal(&runner, &mut ws, &tampered, io),
+        Err(Error::Plan(_))
+    ));
+    assert_eq!(runner.launch_count(), 0, "a launch happened before an error");
+
+    // The good call still works afterwards, with exactly the plan's launches.
+    launch_diagonal_buffers(&runner, &mut ws, &plan, bufs).unwrap();
+    let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
+    assert_eq!(*runner.launches.borrow(), names);
+    assert_eq!(runner.syncs.get(), 0, "the device path must not synchronize");
+    inner.synchronize().unwrap();
+    let mut out = vec![0f32; b * d];
+    inner.download(&dht, &mut out).unwrap();
+    // a = 0.5, b = 0.25 from h0 = 1: h_t = 0.5 + (1 - 0.5) 0.5^10.
+    let want = 0.5 + 0.5 * 0.5f32.powi(10);
+    assert!(out.iter().all(|&v| (v - want).abs() < 1e-6), "{out:?} vs {want}");
+}
+
+/// Launch order, no synchronization and no allocation once warm.
+pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
+    let runner = Recorder::new(inner);
+    let mut ws = DiagonalWorkspace::new();
+    let shape = DiagShape::new(2, 3000, 3);
+    let n = shape.elements();
+    let a = inner.upload(&vec![0.9f32; n]).unwrap();
+    let b = inner.upload(&vec![0.1f32; n]).unwrap();
+    let h = inner.alloc(n * 4).unwrap();
+    let h_t = inner.alloc(shape.lanes() * 4).unwrap();
+    let io = DiagonalIo {
+        a: a.ptr(),
+        b: b.ptr(),
+        h0: None,
+        h: Some(h.ptr()),
+        h_t: h_t.ptr(),
+    };
+    let run = |ws: &mut DiagonalWorkspace, request| {
+        let before = runner.launch_count();
+        let plan = scan_diagonal_device(&runner, ws, DType::F32, Layout::Btd, shape, io, request)
+            .unwrap();
+        let issued: Vec<String> = runner.launches.borrow()[before..].to_vec();
+        let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
+        assert_eq!(issued, names, "launch order of {plan}");
+        plan
+    };
+    let p3 = run(&mut ws, PlanRequest::Chunk(1));
+    assert_eq!(p3.kind, GpuPlanKind::TwoLevel);
+    assert!(ws.capacity_bytes() >= p3.scratch_bytes());
+    let allocs = (ws.allocations(), runner.allocs.get());
+    // Smaller and equal plans reuse the buffers.
+    for request in [
+        PlanRequest::Chunk(1),
+        PlanRequest::Chunk(7),
+        PlanRequest::Chunk(100),
+        PlanRequest::Sequential,
+        PlanRequest::Chunk(1),
+    ] {
+        run(&mut ws, request);
+    }
+    assert_eq!((ws.allocations(), runner.allocs.get()), allocs, "allocated while warm");
+    assert_eq!(runner.syncs.get(), 0, "the device path must not synchronize");
+    // The result is right after all that reuse.
+    inner.synchronize().unwrap();
+    let mut out = vec![0f32; n];
+    inner.download(&h, &mut out).unwrap();
+    for t in [0usize, 1, 2999] {
+        let want = 0.1 * (1.0 - 0.9f64.powi(t as i32 + 1)) / 0.1;
+        let got = f64::from(out[t * 3]);
+        assert!((got - want).abs() < 1e-4, "h[t={t}] = {got}, want {want}");
+    }
+    // A larger plan grows the workspace.
+    let big = DiagShape::new(4, 3000, 3);
+    let plan = plan_diagonal(big, Layout::Btd, DType::F64, PlanRequest::Chunk(1), runner.sm_count())
+        .unwrap();
+    ws.reserve(&runner, plan.scratch).unwrap();
+    assert!(ws.allocations() > allocs.0);
+    assert!(ws.capacity_bytes() >= plan.scratch_bytes());
+}

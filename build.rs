@@ -467,13 +467,35 @@ fn build_emulated_kernels(kernels: &[KernelSource], kernels_dir: &Path, _out_dir
         // CUDA's `#pragma unroll` means nothing to the host compiler and is
         // harmless there; every other warning stays on.
         .flag("-Wno-unknown-pragmas")
-        .warnings_into_errors(werror)
-        .file(&launcher);
-    for kernel in kernels {
-        build.file(&kernel.path);
-    }
-    build.link_lib_modifier("+whole-archive");
-    build.compile("parascan_emu");
+        .warnings_into_errors(werror);
+
+    // One compiler process per file, all at once: without its `parallel`
+    // feature cc compiles a build's files one after another, and a kernel
+    // file full of template instantiations takes several seconds.
+    let sources: Vec<&Path> = std::iter::once(launcher.as_path())
+        .chain(kernels.iter().map(|k| k.path.as_path()))
+        .collect();
+    let objects: Vec<PathBuf> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = sources
+            .iter()
+            .map(|source| {
+                let mut one = build.clone();
+                one.file(source);
+                scope.spawn(move || one.compile_intermediates())
+            })
+            .collect();
+        jobs.into_iter()
+            .flat_map(|job| {
+                job.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+
+    build
+        .objects(&objects)
+        .link_lib_modifier("+whole-archive")
+        .compile("parascan_emu");
 }
 
 /// Registers a folder and every file in it for rebuilds.

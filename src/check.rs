@@ -205,7 +205,7 @@ impl CheckReport {
             "shape",
             "dtype",
             "cases",
-            "max err",
+            "worst err",
             "tol",
             "worst case",
             "result"

@@ -137,7 +137,7 @@ fn check_passes_and_prints_a_table() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
-        stdout.contains("max err") && stdout.contains("tol"),
+        stdout.contains("worst err") && stdout.contains("tol"),
         "{stdout}"
     );
     assert!(stdout.lines().any(|l| l.trim() == "PASS"), "{stdout}");

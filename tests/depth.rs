@@ -5,7 +5,7 @@ use parascan::scan::plan::{depth_formula, work_formula, ScanShape};
 use parascan::{Plan, PlanRequest};
 
 fn check(len: usize, request: PlanRequest) {
-    let plan = Plan::resolve(request, ScanShape { problems: 1, len }, 2).unwrap();
+    let plan = Plan::resolve(request, ScanShape::new(1, len), 2).unwrap();
     let m = measure(len, &plan);
     assert_eq!(
         m.depth, plan.depth,
@@ -54,10 +54,7 @@ fn scan_depth_grows_like_log_and_sequential_like_t() {
     let d = |t: usize, r| {
         Plan::resolve(
             r,
-            ScanShape {
-                problems: 1,
-                len: t,
-            },
+            ScanShape::new(1, t),
             1,
         )
         .unwrap()

@@ -18,40 +18,10 @@ use parascan::backend::emu::{EmuBackend, FiberOrder};
 use parascan::family::Layout;
 use parascan::PlanRequest;
 
-/// The correctness cases, for both layouts.
-fn cases() -> Vec<Case> {
-    use PlanRequest::*;
-    let mut cases = Vec::new();
-    let mut h0 = false;
-    let mut push = |shape, requests: &[PlanRequest]| {
-        for layout in [Layout::Btd, Layout::Bdt] {
-            for &r in requests {
-                h0 = !h0;
-                cases.push(Case::new(shape, layout, r, h0));
-            }
-        }
-    };
-    // T = 1: every request is a single step.
-    push((1, 1, 1), &[Sequential, Chunk(1), MinDepth, Auto]);
-    push((2, 1, 3), &[Chunk(4), MinDepth]);
-    // Odd T, T < C, T not a multiple of C.
-    push((1, 7, 3), &[Sequential, Chunk(2), Chunk(16), MinDepth]);
-    push((3, 37, 2), &[Chunk(1), Chunk(5), Chunk(64), Auto]);
-    // D = 1 (the [B,D,T] kernels for both layouts).
-    push((2, 100, 1), &[Sequential, Chunk(9), MinDepth, Auto]);
-    // T ≫ C, D = 64.
-    push((1, 300, 64), &[Chunk(7), Auto]);
-    push((2, 1000, 3), &[Chunk(3), Chunk(256), MinDepth, Auto]);
-    // More than 2048 chunks: P3.
-    push((1, 2500, 2), &[Chunk(1)]);
-    push((2, 4200, 1), &[Chunk(2)]);
-    cases
-}
-
 fn run_order(runner: EmuBackend, seed: u64) {
     diagonal_suite::run_cases(
         &runner,
-        &cases(),
+        &diagonal_suite::standard_cases(),
         seed,
         &format!("emu {} (seed {})", runner.order(), runner.seed()),
     );
@@ -92,6 +62,30 @@ fn measured_depth_equals_formula() {
     for runner in [EmuBackend::forward(), EmuBackend::shuffled(7)] {
         diagonal_suite::run_depth_plans(&runner, &format!("emu {} depth", runner.order()));
     }
+}
+
+/// `Auto` and `MinDepth` on a "device" with more SMs (emulator workers):
+/// more, shorter chunks.
+#[test]
+fn auto_with_more_sms() {
+    let runner = EmuBackend::shuffled(11).with_workers(16);
+    let mut cases = Vec::new();
+    for shape in [(1, 3000, 2), (2, 700, 3), (1, 5000, 1)] {
+        for layout in [Layout::Btd, Layout::Bdt] {
+            for (i, r) in [PlanRequest::Auto, PlanRequest::MinDepth]
+                .into_iter()
+                .enumerate()
+            {
+                cases.push(Case::new(shape, layout, r, i == 0));
+            }
+        }
+    }
+    diagonal_suite::run_cases_any_kinds(&runner, &cases, 0x5000, "emu 16 workers");
+}
+
+#[test]
+fn final_state_only() {
+    diagonal_suite::check_final_state_only(&EmuBackend::shuffled(13));
 }
 
 #[test]

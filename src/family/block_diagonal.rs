@@ -226,10 +226,9 @@ impl<'a, S: Storage> LinearProblem for BlockDiagonal<'a, S> {
     }
 
     fn scan_shape(&self) -> ScanShape {
-        ScanShape {
-            problems: self.batch,
-            len: self.len,
-        }
+        // Folding a step into an aggregate is a k×k by k×k product per block;
+        // advancing a state is a k×k by k product: k times the work.
+        ScanShape { problems: self.batch, len: self.len, fold_cost: self.block as f64 }
     }
 
     fn output_len(&self) -> usize {

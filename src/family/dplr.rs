@@ -398,10 +398,12 @@ impl<'a, S: Storage> LinearProblem for Dplr<'a, S> {
     }
 
     fn scan_shape(&self) -> ScanShape {
-        ScanShape {
-            problems: self.batch,
-            len: self.len,
-        }
+        // Fold: R·n·(n+m) multiply-adds on the dense aggregate; advance:
+        // (R+2)·n·m for the low-rank update, the diagonal and k xᵀ, plus the
+        // readout's n·m.
+        let (n, m, r) = (self.n as f64, self.m as f64, self.rank as f64);
+        let fold_cost = r * n * (n + m) / ((r + 3.0) * n * m);
+        ScanShape { problems: self.batch, len: self.len, fold_cost }
     }
 
     fn output_len(&self) -> usize {

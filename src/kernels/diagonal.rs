@@ -38,18 +38,21 @@
 //!   `NC ≤ 4,194,304`; a smaller `C` is an error (no silent change).
 //! - `MinDepth` → the chunk (among `T`, the powers of two up to 2¹⁶ and the
 //!   smallest legal chunk) whose plan has the least formula depth, ties to
-//!   the longer chunk (less work and scratch). In practice `C = 1`–`2` for
-//!   `[B,T,D]` (serial chunks: depth `≈ 2C + 2 log2 NC`) and a chunk of one
-//!   tile of 64–128 threads (`C = 512`–`1024`) for `[B,D,T]`, whose chunks
-//!   are scanned in parallel (depth `≈ 20 + 2 log2 NC`); P1 when `T` is so
-//!   short that one pass is shallowest, P0 when it is shallower still (a
-//!   `[B,D,T]` single pass costs about 12 levels more than `T ≤ 12` serial
-//!   steps).
+//!   the longer chunk (less work and scratch). In practice `C = 1`–`4` for
+//!   `[B,T,D]` (serial chunks: depth `≈ 2C + 2 log2 NC`; larger only where
+//!   `NC` would pass 4,194,304) and a chunk of at most one tile for
+//!   `[B,D,T]` (`C = 256`–`1024`, `NT = 32`–`128`), whose chunks are scanned
+//!   in parallel (depth `≈ 20 + 2 log2 NC`); P1 when `T` is so short that
+//!   one pass is shallowest (`[B,D,T]`: up to `T ≈ 10⁴`, as the single pass
+//!   is itself a block scan whose depth grows by one per 2048-step tile),
+//!   P0 when it is shallower still (`T ≤ 12` on the `[B,D,T]` kernels).
+//!   Min-depth plans can need a lot of scratch (`12 B × B·D·NC` for f32:
+//!   0.8 GB at `B·D = 128`, `T = 2²⁰`); that is the price of the request.
 //! - `Auto`:
 //!   - `[B,T,D]` kernels (one thread per lane and chunk): P1 when
 //!     `lanes ≥ sm_count × 2048` (resident threads fill the GPU); otherwise
-//!     `NC ≥ sm_count × 2048 / lanes` chunks: `C = ⌈T / NC⌉` rounded down
-//!     to a multiple of 16 (the kernel's prefetch batch), at least
+//!     `NC ≈ sm_count × 2048 / lanes` chunks (at most 2048, i.e. P2,
+//!     when the target is below 4096): `C = ⌈T / NC⌉`, at least
 //!     [`BTD_AUTO_MIN_CHUNK`].
 //!   - `[B,D,T]` kernels (one block per lane and chunk): P1 when
 //!     `lanes ≥ BDT_BLOCKS_PER_SM × sm_count`; otherwise
@@ -71,8 +74,8 @@ use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
 use crate::family::diagonal::Diagonal;
-use crate::family::LinearProblem;
 use crate::family::Layout;
+use crate::family::LinearProblem;
 use crate::scan::PlanRequest;
 
 /// Steps per thread (`K`) of the `[B,D,T]` chunk kernels; a tile is `NT·K` steps.
@@ -532,9 +535,13 @@ fn auto_chunk(shape: DiagShape, kernel_layout: Layout, sm: usize) -> Option<usiz
             if lanes >= target {
                 return None;
             }
-            let want = target.div_ceil(lanes);
-            // Rounded down, so that the chunk count stays ≥ the target.
-            (t.div_ceil(want) / 16 * 16)
+            let mut want = target.div_ceil(lanes);
+            // Up to twice the one-level limit, 2048 chunks are close enough
+            // to the target and save P3's two extra launches.
+            if want <= 2 * MAX_SCAN_TILE {
+                want = want.min(MAX_SCAN_TILE);
+            }
+            t.div_ceil(want)
                 .max(BTD_AUTO_MIN_CHUNK)
                 .max(t.div_ceil(MAX_CHUNKS))
         }
@@ -720,7 +727,10 @@ impl Geometry {
             GpuPlanKind::TwoLevel => self.chunks > MAX_SCAN_TILE && self.chunks <= MAX_CHUNKS,
         };
         if !nc_ok {
-            return Err(format!("{} chunks do not fit plan {}", self.chunks, self.kind));
+            return Err(format!(
+                "{} chunks do not fit plan {}",
+                self.chunks, self.kind
+            ));
         }
         let nb = self.chunk_block;
         let bdt_chunks = self.kernel_layout == Layout::Bdt && self.kind != GpuPlanKind::Sequential;
@@ -729,8 +739,13 @@ impl Geometry {
         }
         match self.kind {
             GpuPlanKind::OneLevel => {
-                if !pow2_in(self.scan_block, 32, 1024) || (2 * self.scan_block as usize) < self.chunks {
-                    return Err(format!("scan block {} for {} chunks", self.scan_block, self.chunks));
+                if !pow2_in(self.scan_block, 32, 1024)
+                    || (2 * self.scan_block as usize) < self.chunks
+                {
+                    return Err(format!(
+                        "scan block {} for {} chunks",
+                        self.scan_block, self.chunks
+                    ));
                 }
             }
             GpuPlanKind::TwoLevel => {
@@ -792,12 +807,32 @@ impl Geometry {
                 self.chunk_block,
             )?,
             GpuPlanKind::OneLevel => {
-                push(LaunchRole::Reduce, reduce, [chunk_grid, 1, 1], self.chunk_block)?;
-                push(LaunchRole::ScanChunks, names.scan, [lanes, 1, 1], self.scan_block)?;
-                push(LaunchRole::Rescan, rescan, [chunk_grid, 1, 1], self.chunk_block)?;
+                push(
+                    LaunchRole::Reduce,
+                    reduce,
+                    [chunk_grid, 1, 1],
+                    self.chunk_block,
+                )?;
+                push(
+                    LaunchRole::ScanChunks,
+                    names.scan,
+                    [lanes, 1, 1],
+                    self.scan_block,
+                )?;
+                push(
+                    LaunchRole::Rescan,
+                    rescan,
+                    [chunk_grid, 1, 1],
+                    self.chunk_block,
+                )?;
             }
             GpuPlanKind::TwoLevel => {
-                push(LaunchRole::Reduce, reduce, [chunk_grid, 1, 1], self.chunk_block)?;
+                push(
+                    LaunchRole::Reduce,
+                    reduce,
+                    [chunk_grid, 1, 1],
+                    self.chunk_block,
+                )?;
                 push(
                     LaunchRole::ScanTiles,
                     names.scan_tiles,
@@ -816,7 +851,12 @@ impl Geometry {
                     [(lanes * nc).div_ceil(u64::from(APPLY_BLOCK)), 1, 1],
                     APPLY_BLOCK,
                 )?;
-                push(LaunchRole::Rescan, rescan, [chunk_grid, 1, 1], self.chunk_block)?;
+                push(
+                    LaunchRole::Rescan,
+                    rescan,
+                    [chunk_grid, 1, 1],
+                    self.chunk_block,
+                )?;
             }
         }
         Ok(out)
@@ -897,7 +937,11 @@ impl Geometry {
         let nt = u64::from(self.chunk_block);
         let k_steps = STEPS_PER_THREAD as u64;
         let tile = nt * k_steps;
-        let (q, u, k) = ((i - 1) / tile, ((i - 1) % tile) / k_steps, (i - 1) % k_steps);
+        let (q, u, k) = (
+            (i - 1) / tile,
+            ((i - 1) % tile) / k_steps,
+            (i - 1) % k_steps,
+        );
         bdt_thread_depth(self.tile_in_depth(dc, q), u, k)
     }
 
@@ -1039,7 +1083,11 @@ fn bdt_thread_depth(e: u64, u: u64, k: u64) -> u64 {
     let kk = STEPS_PER_THREAD as u64;
     let (w, l) = (u / 32, u % 32);
     let dw = if w == 0 { 0 } else { kk + 3 + w };
-    let dx = if l == 0 { 0 } else { kk - 1 + bit_length(l - 1) };
+    let dx = if l == 0 {
+        0
+    } else {
+        kk - 1 + bit_length(l - 1)
+    };
     dx.max(dw.max(e) + 1) + 1 + (k + 1)
 }
 
@@ -1266,14 +1314,11 @@ fn check_buffer<R: KernelRunner>(
 fn check_plan(plan: &GpuPlan) -> Result<()> {
     plan.shape.validate()?;
     let g = plan.geometry();
-    g.check_contract().map_err(|why| {
-        Error::Plan(format!(
-            "{why} in {plan}; make plans with plan_diagonal"
-        ))
-    })?;
+    g.check_contract()
+        .map_err(|why| Error::Plan(format!("{why} in {plan}; make plans with plan_diagonal")))?;
     let kt = KernelType::Data(plan.dtype);
-    let kernel_layout_ok =
-        plan.kernel_layout == plan.layout || (plan.shape.dim == 1 && plan.kernel_layout == Layout::Bdt);
+    let kernel_layout_ok = plan.kernel_layout == plan.layout
+        || (plan.shape.dim == 1 && plan.kernel_layout == Layout::Bdt);
     if !kernel_layout_ok
         || g.launches(kt)? != plan.launches
         || g.scratch(kt)? != plan.scratch
@@ -1308,7 +1353,10 @@ fn check_io(plan: &GpuPlan, io: &DiagonalIo) -> Result<()> {
             return Err(Error::size(
                 arg,
                 ptr as usize,
-                format!("an address aligned to the {size}-byte {} element", plan.dtype),
+                format!(
+                    "an address aligned to the {size}-byte {} element",
+                    plan.dtype
+                ),
             ));
         }
     }
@@ -1417,13 +1465,7 @@ where
 {
     problem.validate()?;
     let shape = DiagShape::new(problem.batch, problem.len, problem.dim);
-    let plan = plan_diagonal(
-        shape,
-        problem.layout,
-        S::DTYPE,
-        request,
-        runner.sm_count(),
-    )?;
+    let plan = plan_diagonal(shape, problem.layout, S::DTYPE, request, runner.sm_count())?;
     let a = runner.upload(problem.a)?;
     let b = runner.upload(problem.b)?;
     let h0 = problem.h0.map(|h0| runner.upload(h0)).transpose()?;
@@ -1495,11 +1537,7 @@ pub fn measure_diagonal_depth<R: KernelRunner>(
     plan: &GpuPlan,
 ) -> Result<u64> {
     let (h, h_t) = measure_diagonal_depth_outputs(runner, ws, plan)?;
-    Ok(h.iter()
-        .chain(&h_t)
-        .copied()
-        .max()
-        .map_or(0, u64::from))
+    Ok(h.iter().chain(&h_t).copied().max().map_or(0, u64::from))
 }
 
 #[cfg(test)]
@@ -1539,7 +1577,10 @@ mod tests {
         assert_eq!(p.depth, 136);
         // P2 BDT, T = 2^24, C = 2^16, NT = 256: depth 108.
         let p = plan(1, 1 << 24, 2, Layout::Bdt, PlanRequest::Chunk(1 << 16), 132);
-        assert_eq!((p.kind, p.chunks, p.chunk_block), (GpuPlanKind::OneLevel, 256, 256));
+        assert_eq!(
+            (p.kind, p.chunks, p.chunk_block),
+            (GpuPlanKind::OneLevel, 256, 256)
+        );
         assert_eq!(p.depth, 108);
         let p = plan(1, 1 << 24, 2, Layout::Bdt, PlanRequest::Sequential, 132);
         assert_eq!(p.depth, 16_777_216);
@@ -1594,11 +1635,23 @@ mod tests {
         );
         assert!(matches!(err, Err(Error::Plan(_))));
         assert!(matches!(
-            plan_diagonal(DiagShape::new(1, 9, 4), Layout::Btd, DType::F32, PlanRequest::Chunk(0), 2),
+            plan_diagonal(
+                DiagShape::new(1, 9, 4),
+                Layout::Btd,
+                DType::F32,
+                PlanRequest::Chunk(0),
+                2
+            ),
             Err(Error::Plan(_))
         ));
         assert!(matches!(
-            plan_diagonal(DiagShape::new(1, 0, 4), Layout::Btd, DType::F32, PlanRequest::Auto, 2),
+            plan_diagonal(
+                DiagShape::new(1, 0, 4),
+                Layout::Btd,
+                DType::F32,
+                PlanRequest::Auto,
+                2
+            ),
             Err(Error::Size { arg: "len", .. })
         ));
     }
@@ -1615,7 +1668,10 @@ mod tests {
         let p = plan(1, 1 << 20, 64, Layout::Btd, PlanRequest::Auto, 132);
         assert!(p.chunks > 1);
         assert!(64 * p.chunks >= 132 * 2048 / 2, "{p}");
-        assert_eq!(p.chunk % 16, 0);
+        assert_eq!(p.kind, GpuPlanKind::TwoLevel);
+        // Just above the one-level limit: P2 with 2048 chunks.
+        let p = plan(2, 1 << 20, 64, Layout::Btd, PlanRequest::Auto, 132);
+        assert_eq!((p.kind, p.chunks), (GpuPlanKind::OneLevel, 2048), "{p}");
         let p = plan(2, 1 << 20, 8, Layout::Bdt, PlanRequest::Auto, 132);
         assert!(16 * p.chunks >= 4 * 132, "{p}");
         assert_eq!(p.chunk % 2048, 0);

@@ -15,7 +15,7 @@ pub mod diagonal;
 
 pub use diagonal::{
     launch_diagonal, launch_diagonal_buffers, measure_diagonal_depth,
-    measure_diagonal_depth_outputs, plan_diagonal, scan_diagonal, scan_diagonal_device,
-    DiagShape, DiagonalBuffers, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind, Launch,
-    LaunchRole, ScratchSizes,
+    measure_diagonal_depth_outputs, plan_diagonal, scan_diagonal, scan_diagonal_device, DiagShape,
+    DiagonalBuffers, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind, Launch, LaunchRole,
+    ScratchSizes,
 };

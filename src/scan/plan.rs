@@ -79,13 +79,24 @@ impl std::str::FromStr for PlanRequest {
 }
 
 /// The shape facts a planner needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ScanShape {
     /// Independent sequences the engine scans (e.g. `B`, or `B·D` for a
     /// `[B,D,T]` diagonal problem).
     pub problems: usize,
     /// Sequence length `T`.
     pub len: usize,
+    /// Cost of folding one step into a chunk aggregate, relative to
+    /// advancing a state by one step (the family's price of chunking:
+    /// about 0.7 for memory-bound diagonal scans, `k` for `k×k` blocks).
+    pub fold_cost: f64,
+}
+
+impl ScanShape {
+    /// `problems` sequences of `len` steps with a fold as dear as a step.
+    pub fn new(problems: usize, len: usize) -> Self {
+        ScanShape { problems, len, fold_cost: 1.0 }
+    }
 }
 
 /// A resolved plan: chunk size and the depth and work it implies.
@@ -110,11 +121,13 @@ pub const CPU_MIN_CHUNK: usize = 4096;
 impl Plan {
     /// Resolves `request` for `shape` on a machine with `threads` workers.
     ///
-    /// `Chunk(C)` with `C ≥ T` becomes the sequential loop. `Auto` runs one
-    /// chunk per sequence when the sequences alone give every worker
-    /// several tasks (least work, one pass over memory), and otherwise
-    /// splits each sequence into enough chunks of at least
-    /// [`CPU_MIN_CHUNK`] steps to give about four tasks per worker.
+    /// `Chunk(C)` with `C ≥ T` becomes the sequential loop. `Auto` compares
+    /// predicted times: one chunk per sequence takes `⌈P/threads⌉·T` step
+    /// costs; chunking takes `(1 + fold_cost)·P·T/threads` (every step is
+    /// folded once and advanced once). It chunks only when that is faster,
+    /// i.e. when there are fewer sequences than workers and the family's
+    /// fold is cheap, using enough chunks of at least [`CPU_MIN_CHUNK`]
+    /// steps to give about four tasks per worker.
     pub fn resolve(request: PlanRequest, shape: ScanShape, threads: usize) -> Result<Plan> {
         if shape.len == 0 {
             return Err(Error::size("len", 0, "T ≥ 1"));
@@ -126,11 +139,15 @@ impl Plan {
             PlanRequest::Chunk(c) => c.min(t),
             PlanRequest::MinDepth => 1,
             PlanRequest::Auto => {
-                let tasks_wanted = 4 * threads.max(1);
-                if shape.problems >= tasks_wanted || t < 2 * CPU_MIN_CHUNK {
+                let threads = threads.max(1);
+                let problems = shape.problems.max(1);
+                let tasks_wanted = 4 * threads;
+                let sequential_time = problems.div_ceil(threads) as f64;
+                let chunked_time = (1.0 + shape.fold_cost) * problems as f64 / threads as f64;
+                if chunked_time >= sequential_time || t < 2 * CPU_MIN_CHUNK {
                     t
                 } else {
-                    let per_seq = tasks_wanted.div_ceil(shape.problems.max(1));
+                    let per_seq = tasks_wanted.div_ceil(problems);
                     t.div_ceil(per_seq).max(CPU_MIN_CHUNK).min(t)
                 }
             }

@@ -257,6 +257,52 @@ pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
     Ok(plan)
 }
 
+/// Every request kind, with a chunk of one step, an odd one and a power of two.
+pub const REQUESTS: [PlanRequest; 6] = [
+    PlanRequest::Sequential,
+    PlanRequest::Chunk(1),
+    PlanRequest::Chunk(3),
+    PlanRequest::Chunk(16),
+    PlanRequest::MinDepth,
+    PlanRequest::Auto,
+];
+
+/// The correctness cases, for both layouts, `h0` given in every other one.
+pub fn standard_cases() -> Vec<Case> {
+    use PlanRequest::*;
+    let mut cases = Vec::new();
+    let mut h0 = false;
+    let mut push = |shape, requests: &[PlanRequest]| {
+        for layout in [Layout::Btd, Layout::Bdt] {
+            for &r in requests {
+                h0 = !h0;
+                cases.push(Case::new(shape, layout, r, h0));
+            }
+        }
+    };
+    // (B, T, D): T = 1; odd T; T < C; T not a multiple of C; D = 1 (the
+    // [B,D,T] kernels for both layouts); D = 64; T ≫ C; B = 1..3.
+    for shape in [
+        (1, 1, 1),
+        (2, 1, 3),
+        (1, 7, 3),
+        (3, 37, 2),
+        (2, 100, 1),
+        (1, 300, 64),
+        (3, 513, 5),
+        (2, 1000, 3),
+    ] {
+        push(shape, &REQUESTS);
+    }
+    push((3, 37, 2), &[Chunk(64), Chunk(37), Chunk(36)]);
+    push((2, 1000, 3), &[Chunk(256), Chunk(999)]);
+    // More than 2048 chunks: P3.
+    push((1, 2500, 2), &[Chunk(1)]);
+    push((2, 4200, 1), &[Chunk(2)]);
+    push((3, 2100, 3), &[Chunk(1)]);
+    cases
+}
+
 /// `run_case` for f32, f64, f16 and bf16.
 pub fn run_case_all_dtypes<R: KernelRunner>(
     runner: &R,
@@ -271,8 +317,24 @@ pub fn run_case_all_dtypes<R: KernelRunner>(
     Ok(())
 }
 
-/// Runs every case for every dtype, collecting failures; panics listing them.
+/// Runs every case for every dtype, collecting failures; panics listing
+/// them, or when a plan kind (P0–P3) was not covered.
 pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: &str) {
+    let kinds = run_cases_any_kinds(runner, cases, seed, label);
+    assert!(
+        kinds.iter().all(|&k| k > 0),
+        "{label}: every plan kind must be covered, got P0..P3 = {kinds:?}"
+    );
+}
+
+/// Runs every case for every dtype, collecting failures; panics listing
+/// them. Returns how many cases ran P0, P1, P2, P3.
+pub fn run_cases_any_kinds<R: KernelRunner>(
+    runner: &R,
+    cases: &[Case],
+    seed: u64,
+    label: &str,
+) -> [usize; 4] {
     let start = Instant::now();
     let mut ws = DiagonalWorkspace::new();
     let mut failures = Vec::new();
@@ -310,10 +372,51 @@ pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: 
         failures.len(),
         failures.join("\n")
     );
-    assert!(
-        kinds.iter().all(|&k| k > 0),
-        "{label}: every plan kind must be covered, got P0..P3 = {kinds:?}"
-    );
+    kinds
+}
+
+/// With `h = None` only `h_T` is written, bit-identical to a full run's.
+pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
+    let mut ws = DiagonalWorkspace::new();
+    for layout in [Layout::Btd, Layout::Bdt] {
+        for request in [
+            PlanRequest::Sequential,
+            PlanRequest::Chunk(5000),
+            PlanRequest::Chunk(10),
+            PlanRequest::Chunk(1),
+        ] {
+            let shape = DiagShape::new(2, 2200, 3);
+            let (a, b, h0) = inputs::<f32>(shape.batch, shape.len, shape.dim, 99);
+            let problem = Diagonal {
+                a: &a,
+                b: &b,
+                h0: Some(&h0),
+                batch: shape.batch,
+                len: shape.len,
+                dim: shape.dim,
+                layout,
+            };
+            let (_, full_t, plan) = scan_diagonal(runner, &mut ws, &problem, request).unwrap();
+            let da = runner.upload(&a).unwrap();
+            let db = runner.upload(&b).unwrap();
+            let dh0 = runner.upload(&h0).unwrap();
+            let dht = runner.alloc(shape.lanes() * 4).unwrap();
+            runner.fill(&dht, 0xFF).unwrap();
+            let io = DiagonalIo {
+                a: da.ptr(),
+                b: db.ptr(),
+                h0: Some(dh0.ptr()),
+                h: None,
+                h_t: dht.ptr(),
+            };
+            launch_diagonal(runner, &mut ws, &plan, io).unwrap();
+            runner.synchronize().unwrap();
+            let mut got = vec![0f32; shape.lanes()];
+            runner.download(&dht, &mut got).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&full_t), "h = None changed h_T: {plan}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -341,7 +444,10 @@ pub fn check_depth<R: KernelRunner>(
                     Layout::Bdt => (bb * dim + c) * len + t,
                 };
                 if u64::from(h[i]) != want && bad.len() < 5 {
-                    bad.push(format!("h[b={bb}, d={c}, t={t}] = {}, formula {want}", h[i]));
+                    bad.push(format!(
+                        "h[b={bb}, d={c}, t={t}] = {}, formula {want}",
+                        h[i]
+                    ));
                 }
             }
             let lane = bb * dim + c;
@@ -458,11 +564,21 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     };
     let short = vec![0.5f32; n - 1];
     expect_shape_error(
-        scan_diagonal(&runner, &mut ws, &Diagonal { a: &short, ..good }, PlanRequest::Auto),
+        scan_diagonal(
+            &runner,
+            &mut ws,
+            &Diagonal { a: &short, ..good },
+            PlanRequest::Auto,
+        ),
         "a",
     );
     expect_shape_error(
-        scan_diagonal(&runner, &mut ws, &Diagonal { b: &short, ..good }, PlanRequest::Auto),
+        scan_diagonal(
+            &runner,
+            &mut ws,
+            &Diagonal { b: &short, ..good },
+            PlanRequest::Auto,
+        ),
         "b",
     );
     expect_shape_error(
@@ -478,19 +594,48 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         "h0",
     );
     expect_size_error(
-        scan_diagonal(&runner, &mut ws, &Diagonal { len: 0, a: &[], b: &[], ..good }, PlanRequest::Auto),
+        scan_diagonal(
+            &runner,
+            &mut ws,
+            &Diagonal {
+                len: 0,
+                a: &[],
+                b: &[],
+                ..good
+            },
+            PlanRequest::Auto,
+        ),
         "len",
     );
     expect_size_error(
-        scan_diagonal(&runner, &mut ws, &Diagonal { batch: 0, a: &[], b: &[], h0: None, ..good }, PlanRequest::Auto),
+        scan_diagonal(
+            &runner,
+            &mut ws,
+            &Diagonal {
+                batch: 0,
+                a: &[],
+                b: &[],
+                h0: None,
+                ..good
+            },
+            PlanRequest::Auto,
+        ),
         "batch",
     );
     assert!(matches!(
         scan_diagonal(&runner, &mut ws, &good, PlanRequest::Chunk(0)),
         Err(Error::Plan(_))
     ));
-    assert_eq!(runner.launch_count(), 0, "a launch happened before an error");
-    assert_eq!(runner.allocs.get(), 0, "an allocation happened before an error");
+    assert_eq!(
+        runner.launch_count(),
+        0,
+        "a launch happened before an error"
+    );
+    assert_eq!(
+        runner.allocs.get(),
+        0,
+        "an allocation happened before an error"
+    );
 
     // Device buffers of the wrong size, each named.
     let da = inner.upload(&a).unwrap();
@@ -518,9 +663,27 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     for (arg, bad) in [
         ("a", DiagonalBuffers { a: &dshort, ..bufs }),
         ("b", DiagonalBuffers { b: &dshort, ..bufs }),
-        ("h", DiagonalBuffers { h: Some(&dshort), ..bufs }),
-        ("h0", DiagonalBuffers { h0: Some(&dbd_short), ..bufs }),
-        ("h_t", DiagonalBuffers { h_t: &dbd_short, ..bufs }),
+        (
+            "h",
+            DiagonalBuffers {
+                h: Some(&dshort),
+                ..bufs
+            },
+        ),
+        (
+            "h0",
+            DiagonalBuffers {
+                h0: Some(&dbd_short),
+                ..bufs
+            },
+        ),
+        (
+            "h_t",
+            DiagonalBuffers {
+                h_t: &dbd_short,
+                ..bufs
+            },
+        ),
         ("h_t", DiagonalBuffers { h_t: &dh, ..bufs }),
     ] {
         expect_shape_error(launch_diagonal_buffers(&runner, &mut ws, &plan, bad), arg);
@@ -534,7 +697,10 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         runner.sm_count(),
     )
     .unwrap();
-    expect_shape_error(launch_diagonal_buffers(&runner, &mut ws, &plan64, bufs), "a");
+    expect_shape_error(
+        launch_diagonal_buffers(&runner, &mut ws, &plan64, bufs),
+        "a",
+    );
 
     // Raw pointers: null, misaligned, overlapping.
     let io = DiagonalIo {
@@ -544,24 +710,62 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         h: Some(dh.ptr()),
         h_t: dht.ptr(),
     };
-    expect_size_error(launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { a: 0, ..io }), "a");
-    expect_size_error(launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h_t: 0, ..io }), "h_t");
     expect_size_error(
-        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { b: db.ptr() + 2, ..io }),
+        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { a: 0, ..io }),
+        "a",
+    );
+    expect_size_error(
+        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h_t: 0, ..io }),
+        "h_t",
+    );
+    expect_size_error(
+        launch_diagonal(
+            &runner,
+            &mut ws,
+            &plan,
+            DiagonalIo {
+                b: db.ptr() + 2,
+                ..io
+            },
+        ),
         "b",
     );
     expect_size_error(
-        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h: Some(da.ptr() + 8), ..io }),
+        launch_diagonal(
+            &runner,
+            &mut ws,
+            &plan,
+            DiagonalIo {
+                h: Some(da.ptr() + 8),
+                ..io
+            },
+        ),
         "h",
     );
     expect_size_error(
-        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h_t: dh.ptr() + 4 * (n as u64 - 1), ..io }),
+        launch_diagonal(
+            &runner,
+            &mut ws,
+            &plan,
+            DiagonalIo {
+                h_t: dh.ptr() + 4 * (n as u64 - 1),
+                ..io
+            },
+        ),
         "h_t",
     );
     // Shapes the kernels cannot take, through the device entry point.
     let huge = DiagShape::new(1, MAX_CHUNKS + 1, 2);
     assert!(matches!(
-        scan_diagonal_device(&runner, &mut ws, DType::F32, Layout::Btd, huge, io, PlanRequest::Chunk(1)),
+        scan_diagonal_device(
+            &runner,
+            &mut ws,
+            DType::F32,
+            Layout::Btd,
+            huge,
+            io,
+            PlanRequest::Chunk(1)
+        ),
         Err(Error::Plan(_))
     ));
     expect_size_error(
@@ -577,7 +781,15 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         "len",
     );
     expect_size_error(
-        scan_diagonal_device(&runner, &mut ws, DType::F32, Layout::Bdt, DiagShape::new(2, 10, 0), io, PlanRequest::Auto),
+        scan_diagonal_device(
+            &runner,
+            &mut ws,
+            DType::F32,
+            Layout::Bdt,
+            DiagShape::new(2, 10, 0),
+            io,
+            PlanRequest::Auto,
+        ),
         "dim",
     );
     // A tampered plan.
@@ -587,19 +799,30 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         launch_diagonal(&runner, &mut ws, &tampered, io),
         Err(Error::Plan(_))
     ));
-    assert_eq!(runner.launch_count(), 0, "a launch happened before an error");
+    assert_eq!(
+        runner.launch_count(),
+        0,
+        "a launch happened before an error"
+    );
 
     // The good call still works afterwards, with exactly the plan's launches.
     launch_diagonal_buffers(&runner, &mut ws, &plan, bufs).unwrap();
     let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
     assert_eq!(*runner.launches.borrow(), names);
-    assert_eq!(runner.syncs.get(), 0, "the device path must not synchronize");
+    assert_eq!(
+        runner.syncs.get(),
+        0,
+        "the device path must not synchronize"
+    );
     inner.synchronize().unwrap();
     let mut out = vec![0f32; b * d];
     inner.download(&dht, &mut out).unwrap();
     // a = 0.5, b = 0.25 from h0 = 1: h_t = 0.5 + (1 - 0.5) 0.5^10.
     let want = 0.5 + 0.5 * 0.5f32.powi(10);
-    assert!(out.iter().all(|&v| (v - want).abs() < 1e-6), "{out:?} vs {want}");
+    assert!(
+        out.iter().all(|&v| (v - want).abs() < 1e-6),
+        "{out:?} vs {want}"
+    );
 }
 
 /// Launch order, no synchronization and no allocation once warm.
@@ -621,8 +844,8 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     };
     let run = |ws: &mut DiagonalWorkspace, request| {
         let before = runner.launch_count();
-        let plan = scan_diagonal_device(&runner, ws, DType::F32, Layout::Btd, shape, io, request)
-            .unwrap();
+        let plan =
+            scan_diagonal_device(&runner, ws, DType::F32, Layout::Btd, shape, io, request).unwrap();
         let issued: Vec<String> = runner.launches.borrow()[before..].to_vec();
         let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
         assert_eq!(issued, names, "launch order of {plan}");
@@ -642,8 +865,16 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     ] {
         run(&mut ws, request);
     }
-    assert_eq!((ws.allocations(), runner.allocs.get()), allocs, "allocated while warm");
-    assert_eq!(runner.syncs.get(), 0, "the device path must not synchronize");
+    assert_eq!(
+        (ws.allocations(), runner.allocs.get()),
+        allocs,
+        "allocated while warm"
+    );
+    assert_eq!(
+        runner.syncs.get(),
+        0,
+        "the device path must not synchronize"
+    );
     // The result is right after all that reuse.
     inner.synchronize().unwrap();
     let mut out = vec![0f32; n];
@@ -655,8 +886,14 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     }
     // A larger plan grows the workspace.
     let big = DiagShape::new(4, 3000, 3);
-    let plan = plan_diagonal(big, Layout::Btd, DType::F64, PlanRequest::Chunk(1), runner.sm_count())
-        .unwrap();
+    let plan = plan_diagonal(
+        big,
+        Layout::Btd,
+        DType::F64,
+        PlanRequest::Chunk(1),
+        runner.sm_count(),
+    )
+    .unwrap();
     ws.reserve(&runner, plan.scratch).unwrap();
     assert!(ws.allocations() > allocs.0);
     assert!(ws.capacity_bytes() >= plan.scratch_bytes());

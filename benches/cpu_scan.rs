@@ -17,7 +17,13 @@ fn uniform<S: Storage>(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<S> {
 }
 
 /// Benchmarks one problem under several plans, throughput in bytes moved.
-fn bench_problem<P: LinearProblem>(c: &mut Criterion, group: &str, label: &str, p: &P, plans: &[PlanRequest]) {
+fn bench_problem<P: LinearProblem>(
+    c: &mut Criterion,
+    group: &str,
+    label: &str,
+    p: &P,
+    plans: &[PlanRequest],
+) {
     let cpu = Cpu::new();
     let mut out = vec![P::Out::default(); p.output_len()];
     let mut last = vec![P::Out::default(); p.final_len()];
@@ -26,13 +32,20 @@ fn bench_problem<P: LinearProblem>(c: &mut Criterion, group: &str, label: &str, 
     g.throughput(Throughput::Bytes(p.bytes_moved() as u64));
     for &plan in plans {
         g.bench_with_input(BenchmarkId::new(label, plan), &plan, |bench, &plan| {
-            bench.iter(|| cpu.scan_into(p, plan, &mut out, &mut last).expect("valid problem"))
+            bench.iter(|| {
+                cpu.scan_into(p, plan, &mut out, &mut last)
+                    .expect("valid problem")
+            })
         });
     }
     g.finish();
 }
 
-const PLANS: [PlanRequest; 3] = [PlanRequest::Sequential, PlanRequest::Auto, PlanRequest::Chunk(64)];
+const PLANS: [PlanRequest; 3] = [
+    PlanRequest::Sequential,
+    PlanRequest::Auto,
+    PlanRequest::Chunk(64),
+];
 
 fn copy(c: &mut Criterion) {
     use rayon::prelude::*;
@@ -44,7 +57,11 @@ fn copy(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Bytes((n * 4) as u64));
     g.bench_function("par_copy_768MiB", |b| {
-        b.iter(|| dst.par_chunks_mut(1 << 16).zip(src.par_chunks(1 << 16)).for_each(|(d, s)| d.copy_from_slice(s)))
+        b.iter(|| {
+            dst.par_chunks_mut(1 << 16)
+                .zip(src.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s))
+        })
     });
     g.finish();
 }
@@ -56,14 +73,130 @@ fn diagonal(c: &mut Criterion) {
     let a: Vec<f32> = uniform(n, 0.5, 1.0, 1);
     let b: Vec<f32> = uniform(n, -1.0, 1.0, 2);
     for layout in [Layout::Btd, Layout::Bdt] {
-        let p = Diagonal { a: &a, b: &b, h0: None, batch, len, dim, layout };
+        let p = Diagonal {
+            a: &a,
+            b: &b,
+            h0: None,
+            batch,
+            len,
+            dim,
+            layout,
+        };
         bench_problem(c, "diagonal_f32", &format!("{layout}"), &p, &PLANS);
     }
     let a16: Vec<bf16> = uniform(n, 0.5, 1.0, 1);
     let b16: Vec<bf16> = uniform(n, -1.0, 1.0, 2);
-    let p = Diagonal { a: &a16, b: &b16, h0: None, batch, len, dim, layout: Layout::Btd };
+    let p = Diagonal {
+        a: &a16,
+        b: &b16,
+        h0: None,
+        batch,
+        len,
+        dim,
+        layout: Layout::Btd,
+    };
     bench_problem(c, "diagonal_bf16", "[B,T,D]", &p, &[PlanRequest::Auto]);
 }
 
-criterion_group!(benches, copy, diagonal);
+fn perm_diagonal(c: &mut Criterion) {
+    use parascan::family::perm_diagonal::PermDiagonal;
+    let (batch, len) = (16, 1 << 16);
+    for n in [5usize, 64] {
+        let mut r = ChaCha8Rng::seed_from_u64(3);
+        let mut perm = Vec::with_capacity(batch * len * n);
+        let mut row: Vec<u8> = (0..n as u8).collect();
+        for _ in 0..batch * len {
+            // Fisher–Yates: a fresh uniform permutation per step.
+            for i in (1..n).rev() {
+                row.swap(i, r.gen_range(0..=i));
+            }
+            perm.extend_from_slice(&row);
+        }
+        let d: Vec<f32> = uniform(batch * len * n, -1.0, 1.0, 4);
+        let b: Vec<f32> = uniform(batch * len * n, -1.0, 1.0, 5);
+        let p = PermDiagonal {
+            perm: &perm,
+            d: &d,
+            b: &b,
+            h0: None,
+            batch,
+            len,
+            n,
+        };
+        bench_problem(c, "perm_diagonal_f32", &format!("n={n}"), &p, &PLANS);
+    }
+}
+
+fn block_diagonal(c: &mut Criterion) {
+    use parascan::family::block_diagonal::BlockDiagonal;
+    let (batch, len) = (8, 1 << 14);
+    for (blocks, block) in [(16usize, 4usize), (1, 16)] {
+        let n = blocks * block;
+        let k = block as f64;
+        let a: Vec<f32> = uniform(batch * len * blocks * block * block, -1.0 / k, 1.0 / k, 6);
+        let b: Vec<f32> = uniform(batch * len * n, -1.0, 1.0, 7);
+        let p = BlockDiagonal {
+            a: &a,
+            b: &b,
+            h0: None,
+            batch,
+            len,
+            blocks,
+            block,
+        };
+        bench_problem(
+            c,
+            "block_diagonal_f32",
+            &format!("nb={blocks},k={block}"),
+            &p,
+            &PLANS,
+        );
+    }
+}
+
+fn dplr(c: &mut Criterion) {
+    use parascan::family::dplr::{Dplr, DplrOutput};
+    let (batch, len, n, m, rank) = (4, 1 << 12, 64, 64, 1);
+    // DeltaNet-like: w = 1, u = −β k, v = k with unit k (bounded states).
+    let mut r = ChaCha8Rng::seed_from_u64(8);
+    let mut k = vec![0.0f32; batch * len * n];
+    for row in k.chunks_mut(n) {
+        let v: Vec<f32> = (0..n).map(|_| r.gen_range(-1.0..1.0)).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        row.iter_mut().zip(&v).for_each(|(o, x)| *o = x / norm);
+    }
+    let beta: Vec<f32> = uniform(batch * len, 0.1, 0.9, 9);
+    let u: Vec<f32> = k
+        .iter()
+        .enumerate()
+        .map(|(i, x)| -beta[i / n] * x)
+        .collect();
+    let w = vec![1.0f32; batch * len * n];
+    let x: Vec<f32> = uniform(batch * len * m, -1.0, 1.0, 10);
+    let q: Vec<f32> = uniform(batch * len * n, -1.0, 1.0, 11);
+    let p = Dplr {
+        w: &w,
+        u: &u,
+        v: &k,
+        k: &k,
+        x: &x,
+        q: Some(&q),
+        h0: None,
+        batch,
+        len,
+        n,
+        m,
+        rank,
+        output: DplrOutput::Readout,
+    };
+    bench_problem(
+        c,
+        "dplr_f32",
+        "deltanet_n64_m64_r1_readout",
+        &p,
+        &[PlanRequest::Sequential, PlanRequest::Auto],
+    );
+}
+
+criterion_group!(benches, copy, diagonal, perm_diagonal, block_diagonal, dplr);
 criterion_main!(benches);

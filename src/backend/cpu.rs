@@ -41,13 +41,17 @@ fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
         .thread_name(|i| format!("parascan-cpu-{i}"))
         .start_handler(|_| flush_subnormals_on_this_thread())
         .build()
-        .map_err(|e| Error::BackendUnavailable { backend: "cpu", reason: e.to_string() })
+        .map_err(|e| Error::BackendUnavailable {
+            backend: "cpu",
+            reason: e.to_string(),
+        })
 }
 
 /// The process-wide default pool (one worker per core), built on first use.
 fn shared_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| build_pool(rayon::current_num_threads()).ok()).as_ref()
+    POOL.get_or_init(|| build_pool(rayon::current_num_threads()).ok())
+        .as_ref()
 }
 
 /// What a call returns besides the outputs.
@@ -72,21 +76,17 @@ impl Cpu {
         if threads == 0 {
             return Err(Error::size("threads", 0, "≥ 1"));
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| Error::BackendUnavailable {
-                backend: "cpu",
-                reason: e.to_string(),
-            })?;
-        Ok(Cpu { pool: Some(pool) })
+        Ok(Cpu {
+            pool: Some(build_pool(threads)?),
+        })
     }
 
     /// Worker threads this engine uses.
     pub fn threads(&self) -> usize {
-        self.pool
-            .as_ref()
-            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+        match self.pool.as_ref().or_else(|| shared_pool()) {
+            Some(p) => p.current_num_threads(),
+            None => rayon::current_num_threads(),
+        }
     }
 
     /// Resolves `request` for `problem` without running anything.

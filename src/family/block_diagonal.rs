@@ -228,7 +228,11 @@ impl<'a, S: Storage> LinearProblem for BlockDiagonal<'a, S> {
     fn scan_shape(&self) -> ScanShape {
         // Folding a step into an aggregate is a k×k by k×k product per block;
         // advancing a state is a k×k by k product: k times the work.
-        ScanShape { problems: self.batch, len: self.len, fold_cost: self.block as f64 }
+        ScanShape {
+            problems: self.batch,
+            len: self.len,
+            fold_cost: self.block as f64,
+        }
     }
 
     fn output_len(&self) -> usize {

@@ -96,7 +96,11 @@ impl<'a, S: Storage> LinearProblem for Diagonal<'a, S> {
             Layout::Bdt => self.batch * self.dim,
         };
         // The reduce pass reads a and b (8 of the 12 bytes a step moves).
-        ScanShape { problems, len: self.len, fold_cost: 0.67 }
+        ScanShape {
+            problems,
+            len: self.len,
+            fold_cost: 0.67,
+        }
     }
 
     fn output_len(&self) -> usize {

@@ -363,7 +363,15 @@ impl<'a, S: Storage, P: PermIndex> LinearProblem for PermDiagonal<'a, S, P> {
     fn scan_shape(&self) -> ScanShape {
         // Composing two PD elements touches the same bytes as advancing a
         // state (perm, d, b), minus the output write.
-        ScanShape { problems: self.batch, len: self.len, fold_cost: 0.75 }
+        ScanShape {
+            problems: self.batch,
+            len: self.len,
+            // Composing into an aggregate gathers d and b through the
+            // permutation into a second buffer; measured on 2 cores (n = 64)
+            // the chunked scan ran 1.7× slower than the sequential loop, a
+            // fold of about 2.5 steps.
+            fold_cost: 2.5,
+        }
     }
 
     fn output_len(&self) -> usize {

@@ -95,7 +95,11 @@ pub struct ScanShape {
 impl ScanShape {
     /// `problems` sequences of `len` steps with a fold as dear as a step.
     pub fn new(problems: usize, len: usize) -> Self {
-        ScanShape { problems, len, fold_cost: 1.0 }
+        ScanShape {
+            problems,
+            len,
+            fold_cost: 1.0,
+        }
     }
 }
 

@@ -51,15 +51,7 @@ fn closed_forms_for_powers_of_two() {
 
 #[test]
 fn scan_depth_grows_like_log_and_sequential_like_t() {
-    let d = |t: usize, r| {
-        Plan::resolve(
-            r,
-            ScanShape::new(1, t),
-            1,
-        )
-        .unwrap()
-        .depth
-    };
+    let d = |t: usize, r| Plan::resolve(r, ScanShape::new(1, t), 1).unwrap().depth;
     for k in 10..20 {
         let t = 1usize << k;
         assert_eq!(d(t, PlanRequest::Sequential), t as u64);

@@ -8,6 +8,12 @@
 //! rounding and one rounding per stored output. Output buffers are
 //! poisoned with NaN before every run, so an element the engine forgets to
 //! write makes the error NaN, which fails.
+//!
+//! The Diagonal family also runs on its kernels (`kernels/diagonal.cu`)
+//! through [`scan_diagonal`]: in the SIMT emulator always (lengths up to
+//! [`EMU_CHECK_MAX_T`], rotating forward, reverse and shuffled fiber orders
+//! from case to case, plus [`KERNEL_P3_CASE`]), and on the GPU when a
+//! device opens (else the report says `cuda: not checked: <reason>`).
 
 use std::fmt::Write as _;
 
@@ -15,13 +21,16 @@ use half::{bf16, f16};
 use indicatif::ProgressBar;
 
 use crate::backend::cuda::CudaBackend;
-use crate::backend::{Cpu, HAS_SCAN_KERNELS};
+use crate::backend::emu::{EmuBackend, FiberOrder};
+use crate::backend::launch::KernelRunner;
+use crate::backend::Cpu;
 use crate::dtype::{DType, Storage};
 use crate::family::dplr::DplrOutput;
 use crate::family::{Layout, LinearProblem};
+use crate::kernels::diagonal::{scan_diagonal, DiagonalWorkspace};
 use crate::oracle::rel_l2;
 use crate::scan::PlanRequest;
-use crate::sweep::cases::{mix_seed, Inputs};
+use crate::sweep::cases::{mix_seed, Inputs, View};
 use crate::sweep::config::{invalid, Family, Shape};
 use crate::sweep::Result;
 
@@ -147,7 +156,7 @@ pub fn check_shapes(family: Family) -> Vec<Shape> {
 /// One checked case.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CheckRow {
-    /// Backend that ran (`cpu`).
+    /// Backend that ran (`cpu`, `emu`, `cuda`).
     pub backend: String,
     /// Family instance label.
     pub label: String,
@@ -253,7 +262,7 @@ impl CheckReport {
             }
         }
         for (backend, why) in &self.skipped_backends {
-            let _ = writeln!(s, "{backend:<7} not checked: {why}");
+            let _ = writeln!(s, "{backend}: not checked: {why}");
         }
         s
     }
@@ -306,7 +315,7 @@ fn row_line(r: &CheckRow) -> String {
     )
 }
 
-/// Number of cases `run` will check on one backend.
+/// Number of cases `run` will check on the CPU engine.
 pub fn case_count(cfg: &CheckConfig) -> usize {
     let shapes: usize = cfg.families.iter().map(|&f| check_shapes(f).len()).sum();
     shapes * cfg.dtypes.len() * cfg.lengths.len() * 2 * cfg.plans.len()
@@ -333,28 +342,33 @@ pub fn run(
         None => Cpu::new(),
     };
     let mut report = CheckReport::default();
-    // The CUDA backend is listed with the reason it was not checked, so a
-    // GPU machine's `check` says so instead of silently checking less.
-    let cuda_reason = match CudaBackend::new(0) {
-        Err(e) => e.to_string(),
-        Ok(dev) if !HAS_SCAN_KERNELS => format!(
-            "{} found, but this build has no CUDA scan kernels yet",
-            dev.device_name()
-        ),
-        Ok(dev) => format!(
-            "{} found, but `check` has no CUDA scan path yet",
-            dev.device_name()
-        ),
+    // The Diagonal kernels run under the emulator always and on the GPU
+    // when a device opens; otherwise the CUDA backend is listed with the
+    // reason it was not checked (never silently checking less).
+    let cuda = match CudaBackend::new(0) {
+        Ok(dev) => Some(dev),
+        Err(e) => {
+            report.skipped_backends.push(("cuda".into(), e.to_string()));
+            None
+        }
     };
-    report.skipped_backends.push(("cuda".into(), cuda_reason));
-    report.skipped_backends.push((
-        "emu".into(),
-        "the emulated kernels have no family-level scan entry point yet \
-         (their own self-tests run the kernels)"
-            .into(),
-    ));
+    let emu: Vec<(EmuBackend, String)> = FiberOrder::ALL
+        .into_iter()
+        .map(|order| (EmuBackend::new(order, cfg.seed), format!(" {order}")))
+        .collect();
+    let kernel_families = cfg.families.contains(&Family::Diagonal);
+    let emu_cases = if kernel_families {
+        kernel_case_count(cfg, &emu_lengths(cfg))
+    } else {
+        0
+    };
+    let cuda_cases = if kernel_families && cuda.is_some() {
+        kernel_case_count(cfg, &cfg.lengths)
+    } else {
+        0
+    };
 
-    progress.set_length(case_count(cfg) as u64);
+    progress.set_length((case_count(cfg) + emu_cases + cuda_cases) as u64);
     for &family in &cfg.families {
         for shape in check_shapes(family) {
             for &dtype in &cfg.dtypes {
@@ -366,6 +380,18 @@ pub fn run(
                 };
                 report.rows.extend(rows);
             }
+        }
+    }
+    if kernel_families {
+        let emu_lengths = emu_lengths(cfg);
+        report
+            .rows
+            .extend(check_kernels(&emu, cfg, &emu_lengths, progress, on_row)?);
+        if let Some(dev) = cuda {
+            let cuda = [(dev, String::new())];
+            report
+                .rows
+                .extend(check_kernels(&cuda, cfg, &cfg.lengths, progress, on_row)?);
         }
     }
     Ok(report)
@@ -424,6 +450,146 @@ fn check_shape<S: Storage>(
         }
     }
     Ok(rows)
+}
+
+/// Longest `T` the emulated kernels are checked at (the emulator is slow;
+/// longer configured lengths run on the CPU engine and the GPU only).
+pub const EMU_CHECK_MAX_T: usize = 4096;
+
+/// The configured lengths the emulated kernels are checked at.
+fn emu_lengths(cfg: &CheckConfig) -> Vec<usize> {
+    cfg.lengths
+        .iter()
+        .copied()
+        .filter(|&t| t <= EMU_CHECK_MAX_T)
+        .collect()
+}
+
+/// The extra kernel case that reaches the two-level plan P3 (`NC > 2048`
+/// chunks per lane): `T = 4099` under `chunk=2`, on every Diagonal check
+/// shape, dtype and with/without `h_0`.
+pub const KERNEL_P3_CASE: (usize, PlanRequest) = (4099, PlanRequest::Chunk(2));
+
+/// Cases of [`check_kernels`] at `lengths`: every Diagonal check shape ×
+/// dtype × with/without `h_0` × (length × plan, plus [`KERNEL_P3_CASE`]).
+pub fn kernel_case_count(cfg: &CheckConfig, lengths: &[usize]) -> usize {
+    check_shapes(Family::Diagonal).len()
+        * cfg.dtypes.len()
+        * 2
+        * (lengths.len() * cfg.plans.len() + 1)
+}
+
+/// The Diagonal family on the kernels of `kernels/diagonal.cu` through
+/// [`scan_diagonal`], against the same oracle and tolerances as the CPU
+/// engine. Case `i` runs on `runners[i % runners.len()]` (the emulator
+/// passes one runner per fiber order, so consecutive cases rotate through
+/// forward, reverse and shuffled schedules); each runner's suffix is
+/// appended to the plan column.
+fn check_kernels<R: KernelRunner>(
+    runners: &[(R, String)],
+    cfg: &CheckConfig,
+    lengths: &[usize],
+    progress: &ProgressBar,
+    on_row: &mut dyn FnMut(&CheckRow),
+) -> Result<Vec<CheckRow>> {
+    let mut workspaces: Vec<DiagonalWorkspace> =
+        runners.iter().map(|_| DiagonalWorkspace::new()).collect();
+    let mut rows = Vec::new();
+    let mut case = 0usize;
+    for shape in check_shapes(Family::Diagonal) {
+        for &dtype in &cfg.dtypes {
+            let mut k = KernelCheck {
+                runners,
+                workspaces: &mut workspaces,
+                case: &mut case,
+                cfg,
+                lengths,
+                progress,
+                on_row: &mut *on_row,
+            };
+            let r = match dtype {
+                DType::F32 => k.shape::<f32>(shape)?,
+                DType::F64 => k.shape::<f64>(shape)?,
+                DType::Bf16 => k.shape::<bf16>(shape)?,
+                DType::F16 => k.shape::<f16>(shape)?,
+            };
+            rows.extend(r);
+        }
+    }
+    Ok(rows)
+}
+
+/// State of [`check_kernels`] for one shape and dtype.
+struct KernelCheck<'a, 'r, R> {
+    runners: &'a [(R, String)],
+    workspaces: &'a mut [DiagonalWorkspace],
+    case: &'a mut usize,
+    cfg: &'a CheckConfig,
+    lengths: &'a [usize],
+    progress: &'a ProgressBar,
+    on_row: &'a mut (dyn FnMut(&CheckRow) + 'r),
+}
+
+impl<R: KernelRunner> KernelCheck<'_, '_, R> {
+    fn shape<S: Storage + bytemuck::Pod>(&mut self, shape: Shape) -> Result<Vec<CheckRow>> {
+        let mut rows = Vec::new();
+        let label = shape.label();
+        let mut cases: Vec<(usize, Vec<PlanRequest>)> = self
+            .lengths
+            .iter()
+            .map(|&t| (t, self.cfg.plans.clone()))
+            .collect();
+        cases.push((KERNEL_P3_CASE.0, vec![KERNEL_P3_CASE.1]));
+        for (len, plans) in cases {
+            for with_h0 in [false, true] {
+                let seed = mix_seed(
+                    self.cfg.seed,
+                    ((len as u64) << 8) ^ u64::from(with_h0) ^ label_salt(&label, S::DTYPE),
+                );
+                let inputs = Inputs::<S>::generate(shape, len, with_h0, seed)?;
+                let (want, want_last) = inputs.oracle();
+                let View::Diagonal(problem) = inputs.view() else {
+                    return Err(invalid("families", "the diagonal family".into()));
+                };
+                for &request in &plans {
+                    let i = *self.case % self.runners.len();
+                    *self.case += 1;
+                    let (runner, suffix) = &self.runners[i];
+                    self.progress.set_message(format!(
+                        "{} {label} {} T={len} {request}{suffix}",
+                        runner.backend_name(),
+                        S::DTYPE
+                    ));
+                    // `scan_diagonal` poisons its outputs with NaN first.
+                    let (out, h_last, plan) =
+                        scan_diagonal(runner, &mut self.workspaces[i], &problem, request)?;
+                    let err_out = rel_l2(&out, &want);
+                    let err_last = rel_l2(&h_last, &want_last);
+                    let tol = tolerance(S::DTYPE, len);
+                    let pass = err_out <= tol && err_last <= tol;
+                    let row = CheckRow {
+                        backend: runner.backend_name().into(),
+                        label: label.clone(),
+                        shape: shape.describe(),
+                        dtype: S::DTYPE,
+                        len,
+                        h0: with_h0,
+                        plan: format!("{request} [{}]{suffix}", plan.kind.label()),
+                        chunk: plan.chunk,
+                        err_out,
+                        err_last,
+                        tol,
+                        pass,
+                        seed,
+                    };
+                    self.progress.inc(1);
+                    (self.on_row)(&row);
+                    rows.push(row);
+                }
+            }
+        }
+        Ok(rows)
+    }
 }
 
 fn label_salt(label: &str, dtype: DType) -> u64 {

@@ -62,7 +62,9 @@ struct SweepArgs {
     /// Layouts of the diagonal family, comma-separated: btd ([B,T,D]), bdt ([B,D,T]).
     #[arg(long, default_value = "btd")]
     layouts: String,
-    /// Backend: auto (CUDA when a device with scan kernels works, else CPU), cpu, cuda.
+    /// Backend: auto (CUDA when a device opens, else CPU), cpu, cuda, emu (SIMT emulator
+    /// of the kernels, small T: default grid capped at 2^14). On cuda/emu the diagonal
+    /// family runs on its kernels and the other families on the CPU engine (rows say which).
     #[arg(long, default_value = "auto")]
     backend: String,
     /// Worker threads (default: every core).
@@ -205,6 +207,17 @@ fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
     cfg.diagonal_layouts = config::parse_layouts(&args.layouts)?;
     cfg.backend = args.backend.parse()?;
     cfg.threads = args.threads;
+    if cfg.backend == config::BackendChoice::Emu && args.max_t.is_none() {
+        // The emulator is slow: keep the default grid small.
+        cfg.lengths.retain(|&t| t <= config::EMU_MAX_T);
+        if cfg.lengths.is_empty() {
+            cfg.lengths.push(
+                args.min_t
+                    .unwrap_or(config::EMU_MAX_T)
+                    .min(config::EMU_MAX_T),
+            );
+        }
+    }
     if args.min_t.is_some() || args.max_t.is_some() || args.step.is_some() {
         let min_t = args.min_t.unwrap_or(cfg.lengths[0]);
         let max_t = args

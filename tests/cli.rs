@@ -161,15 +161,94 @@ fn bad_flags_fail_with_a_message() {
     let out = parascan(&["sweep", "--min-t", "0", "--quick"]);
     assert!(!out.status.success());
 
-    // No scan kernels yet: a clear error, not a silent CPU run.
-    let out = parascan(&["sweep", "--backend", "cuda", "--quick"]);
+    // No device: a clear error, not a silent CPU run.
+    if parascan::backend::cuda::CudaBackend::new(0).is_err() {
+        let out = parascan(&["sweep", "--backend", "cuda", "--quick"]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("cuda"), "{stderr}");
+        assert!(
+            text(&out.stdout).is_empty(),
+            "fails before printing a table"
+        );
+    }
+
+    let out = parascan(&["sweep", "--backend", "tpu", "--quick"]);
     assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("cuda"), "{stderr}");
-    assert!(
-        text(&out.stdout).is_empty(),
-        "fails before printing a table"
-    );
+    assert!(text(&out.stderr).contains("emu"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn emu_sweep_reports_the_kernels_measured_depth() {
+    use parascan::backend::emu::EmuBackend;
+    use parascan::dtype::DType;
+    use parascan::family::Layout;
+    use parascan::kernels::diagonal::{plan_diagonal, DiagShape};
+    use parascan::PlanRequest;
+    let dir = temp_dir("emu");
+    let out = parascan(&[
+        "sweep",
+        "--backend",
+        "emu",
+        "--families",
+        "diagonal",
+        "--quick",
+        "--no-bandwidth-case",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("backend: emu"), "{stdout}");
+    let csv = std::fs::read_to_string(dir.join("sweep.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let mut chunked = 0;
+    let mut rows = 0;
+    for line in lines {
+        // The shape field is quoted and holds commas: split it out first.
+        let (head, rest) = line.split_once('"').unwrap();
+        let (shape, tail) = rest.split_once('"').unwrap();
+        let fields: Vec<&str> = head
+            .trim_end_matches(',')
+            .split(',')
+            .chain(std::iter::once(shape))
+            .chain(tail.trim_start_matches(',').split(','))
+            .collect();
+        assert_eq!(fields.len(), header.len(), "{line}");
+        assert_eq!(fields[col("backend")], "emu", "{line}");
+        assert_eq!(fields[col("timed")], "launches+sync", "{line}");
+        let t: usize = fields[col("T")].parse().unwrap();
+        let depth: u64 = fields[col("depth")].parse().unwrap();
+        let formula: u64 = fields[col("depth_formula")].parse().unwrap();
+        let plan = fields[col("plan")];
+        let request: PlanRequest = plan.split(' ').next().unwrap().parse().unwrap();
+        let gpu = plan_diagonal(
+            DiagShape::new(
+                fields[col("batch")].parse().unwrap(),
+                t,
+                fields[col("lanes")].parse().unwrap(),
+            ),
+            Layout::Btd,
+            DType::F32,
+            request,
+            EmuBackend::default_workers(),
+        )
+        .unwrap();
+        assert_eq!(depth, gpu.depth, "{line}");
+        assert_eq!(depth, formula, "{line}");
+        assert!(plan.contains(gpu.kind.label()), "{line}");
+        if gpu.chunks > 1 {
+            chunked += 1;
+            assert!(depth > 0 && (depth as usize) < t, "{line}");
+        }
+        rows += 1;
+    }
+    // T = 64, 256, 1024 × plans sequential, auto, chunk=64.
+    assert_eq!(rows, 9);
+    assert!(chunked > 0, "{csv}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

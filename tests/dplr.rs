@@ -241,13 +241,18 @@ proptest! {
 #[test]
 fn long_sequences_many_chunks() {
     // T not a multiple of the chunk, Blelloch over a non-power-of-two number
-    // of chunks, and Auto splitting one long sequence.
+    // of chunks, with the chunk length the CPU planner uses for long
+    // sequences (Auto itself keeps DPLR sequential on small machines: its
+    // fold costs more than the parallelism gains).
     let dims = (1, 9_001, 3, 2, 1);
-    let data = Data::<f32>::new(8, dims, Kind::Generic);
-    let auto = Cpu::new()
-        .plan(&data.problem(DplrOutput::States, true), PlanRequest::Auto)
-        .unwrap();
-    assert!(auto.chunks > 1, "Auto should split T = 9001: {auto:?}");
+    check::<f32>(
+        8,
+        dims,
+        Kind::Generic,
+        true,
+        DplrOutput::States,
+        PlanRequest::Chunk(parascan::scan::plan::CPU_MIN_CHUNK),
+    );
     check::<f32>(
         8,
         dims,

@@ -306,12 +306,66 @@ fn bad_configuration_is_a_typed_error() {
 }
 
 #[test]
-fn cuda_backend_is_a_clear_error_until_it_has_scan_kernels() {
-    let err = sweep::select_backend(BackendChoice::Cuda).unwrap_err();
-    assert!(err.to_string().contains("cuda"), "{err}");
+fn cuda_backend_is_selected_only_when_a_device_opens() {
+    let has_gpu = parascan::backend::cuda::CudaBackend::new(0).is_ok();
     let auto = sweep::select_backend(BackendChoice::Auto).expect("auto always lands somewhere");
-    assert_eq!(auto.kind.to_string(), "cpu");
     assert!(!auto.reason.is_empty());
+    if has_gpu {
+        let sel = sweep::select_backend(BackendChoice::Cuda).expect("device opens");
+        assert_eq!(sel.kind.to_string(), "cuda");
+        assert_eq!(auto.kind.to_string(), "cuda");
+    } else {
+        let err = sweep::select_backend(BackendChoice::Cuda).unwrap_err();
+        assert!(err.to_string().contains("cuda"), "{err}");
+        assert_eq!(auto.kind.to_string(), "cpu");
+    }
+    let emu = sweep::select_backend(BackendChoice::Emu).expect("the emulator always runs");
+    assert_eq!(emu.kind.to_string(), "emu");
+}
+
+#[test]
+fn emu_sweep_runs_diagonal_on_the_kernels_and_other_families_on_the_cpu() {
+    use parascan::backend::emu::EmuBackend;
+    use parascan::family::Layout;
+    use parascan::kernels::diagonal::{plan_diagonal, DiagShape};
+    let cfg = SweepConfig {
+        families: vec![Family::Diagonal, Family::Dense],
+        plans: vec![PlanRequest::Sequential, PlanRequest::Chunk(16)],
+        backend: BackendChoice::Emu,
+        lengths: vec![37, 256],
+        bandwidth_case: None,
+        ..tiny_config()
+    };
+    let report = sweep::run(&cfg, &ProgressBar::hidden(), &mut |_| {}).expect("emu sweep runs");
+    assert_eq!(report.meta.backend, "emu");
+    assert_eq!(report.rows.len(), 2 * 2 * 2);
+    for r in &report.rows {
+        if r.family == "diagonal" {
+            assert_eq!(r.backend, "emu", "{r:?}");
+            assert_eq!(r.timed, "launches+sync");
+            let request: PlanRequest = r.plan.split(' ').next().unwrap().parse().unwrap();
+            let plan = plan_diagonal(
+                DiagShape::new(r.batch, r.len, r.lanes),
+                Layout::Btd,
+                DType::F32,
+                request,
+                EmuBackend::default_workers(),
+            )
+            .unwrap();
+            assert_eq!(r.depth, plan.depth, "{r:?}");
+            assert_eq!(r.depth, r.depth_formula);
+            assert_eq!(r.chunk, plan.chunk);
+            assert!(r.plan.contains(plan.kind.label()), "{}", r.plan);
+            if request == PlanRequest::Sequential {
+                assert_eq!(r.depth, r.len as u64);
+            } else if r.len == 256 {
+                assert!(r.depth > 0 && r.depth < 256, "{r:?}");
+            }
+        } else {
+            assert_eq!(r.backend, "cpu", "{r:?}");
+            assert_eq!(r.timed, "host-call");
+        }
+    }
 }
 
 #[test]
@@ -324,7 +378,24 @@ fn check_passes_on_the_cpu_backend() {
     let mut seen = 0usize;
     let report = check::run(&cfg, &ProgressBar::hidden(), &mut |_| seen += 1).expect("check runs");
     assert_eq!(seen, report.rows.len());
-    assert_eq!(report.rows.len(), check::case_count(&cfg));
+    let on = |b: &str| report.rows.iter().filter(|r| r.backend == b).count();
+    assert_eq!(on("cpu"), check::case_count(&cfg));
+    // The emulated Diagonal kernels: 2 shapes × 4 dtypes × 2 h0 × (3 T × 4
+    // plans + the two-level case).
+    assert_eq!(on("emu"), 2 * 4 * 2 * (3 * 4 + 1));
+    assert_eq!(on("emu"), check::kernel_case_count(&cfg, &cfg.lengths));
+    assert!(report
+        .rows
+        .iter()
+        .any(|r| r.backend == "emu" && r.plan.contains("[P3]") && r.pass));
+    for order in ["forward", "reverse", "shuffle"] {
+        assert!(report
+            .rows
+            .iter()
+            .any(|r| r.backend == "emu" && r.plan.ends_with(order)));
+    }
+    let has_gpu = parascan::backend::cuda::CudaBackend::new(0).is_ok();
+    assert_eq!(on("cuda") > 0, has_gpu);
     let failures: Vec<_> = report.failures().collect();
     assert!(failures.is_empty(), "{}", report.failure_lines());
     assert!(report.passed());
@@ -335,7 +406,10 @@ fn check_passes_on_the_cpu_backend() {
     assert!(report.rows.iter().any(|r| r.len == 37 && !r.h0));
     let table = report.summary_table();
     assert!(table.contains("PASS") && !table.contains("FAIL"));
-    assert!(report.skipped_backends.iter().any(|(b, _)| b == "cuda"));
+    assert_eq!(
+        report.skipped_backends.iter().any(|(b, _)| b == "cuda"),
+        !has_gpu
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! - [`cpu::Cpu`]: the native rayon engine, every family, and the fast path
 //!   on machines without a GPU.
 //! - [`cuda`]: cudarc over PTX compiled by `build.rs` from `kernels/*.cu`.
+//! - [`emu`]: the SIMT emulator running the same kernels on the CPU.
 //!
 //! [`BackendKind::auto`] picks CUDA when a device works, else the CPU, and
 //! says why.
@@ -22,6 +23,9 @@ pub enum BackendKind {
     Cpu,
     /// NVIDIA GPU through the CUDA driver.
     Cuda,
+    /// The SIMT emulator running the CUDA kernels on the CPU (slow: small
+    /// sizes only; shows the kernels' own measured depth).
+    Emu,
 }
 
 impl std::fmt::Display for BackendKind {
@@ -29,6 +33,7 @@ impl std::fmt::Display for BackendKind {
         f.write_str(match self {
             BackendKind::Cpu => "cpu",
             BackendKind::Cuda => "cuda",
+            BackendKind::Emu => "emu",
         })
     }
 }
@@ -39,9 +44,10 @@ impl std::str::FromStr for BackendKind {
         match s {
             "cpu" => Ok(BackendKind::Cpu),
             "cuda" | "gpu" => Ok(BackendKind::Cuda),
+            "emu" => Ok(BackendKind::Emu),
             other => Err(crate::Error::BackendUnavailable {
                 backend: "unknown",
-                reason: format!("`{other}`: expected cpu or cuda"),
+                reason: format!("`{other}`: expected cpu, cuda or emu"),
             }),
         }
     }
@@ -67,7 +73,7 @@ impl BackendKind {
     }
 }
 
-/// Whether this build's CUDA backend has scan kernels (the Diagonal scan
-/// kernels arrive with the SIMT-emulation work; until then only the copy
-/// probe runs on the GPU).
-pub const HAS_SCAN_KERNELS: bool = false;
+/// Whether this build's CUDA backend has scan kernels: the Diagonal family
+/// runs on them ([`crate::kernels::diagonal`]); the other families fall
+/// back to the CPU engine per case (labelled `cpu` in the reports).
+pub const HAS_SCAN_KERNELS: bool = true;

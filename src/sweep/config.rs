@@ -93,8 +93,12 @@ pub enum BackendChoice {
     Auto,
     /// The native rayon engine.
     Cpu,
-    /// The CUDA backend (an error when it cannot run scans).
+    /// The CUDA backend (an error when no device opens); Diagonal runs on
+    /// its kernels, other families on the CPU engine.
     Cuda,
+    /// The SIMT emulator of the CUDA kernels (small sizes only); Diagonal
+    /// runs on the emulated kernels, other families on the CPU engine.
+    Emu,
 }
 
 impl FromStr for BackendChoice {
@@ -104,9 +108,10 @@ impl FromStr for BackendChoice {
             "auto" => Ok(BackendChoice::Auto),
             "cpu" => Ok(BackendChoice::Cpu),
             "cuda" | "gpu" => Ok(BackendChoice::Cuda),
+            "emu" => Ok(BackendChoice::Emu),
             other => Err(invalid(
                 "backend",
-                format!("`{other}`: expected auto, cpu or cuda"),
+                format!("`{other}`: expected auto, cpu, cuda or emu"),
             )),
         }
     }
@@ -118,6 +123,7 @@ impl std::fmt::Display for BackendChoice {
             BackendChoice::Auto => "auto",
             BackendChoice::Cpu => "cpu",
             BackendChoice::Cuda => "cuda",
+            BackendChoice::Emu => "emu",
         })
     }
 }
@@ -511,6 +517,9 @@ pub const DEFAULT_MIN_T: usize = 1 << 8;
 pub const DEFAULT_MAX_T: usize = 1 << 20;
 /// Default grid factor.
 pub const DEFAULT_STEP: usize = 4;
+/// Longest `T` of the default grid under `--backend emu` (the emulator is
+/// slow; an explicit `--max-t` overrides it).
+pub const EMU_MAX_T: usize = 1 << 14;
 /// Default per-case memory cap: 640 MiB, the largest default case (DPLR
 /// under `chunk=64` at `T = 2^20`, estimated 547 MiB, measured 543 MiB peak
 /// RSS) plus a margin.

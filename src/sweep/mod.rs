@@ -19,6 +19,17 @@
 //! shape validation (for permutations, a pass over every index, which any
 //! backend must make) plus the scan on the backend's own worker pool.
 //! Input generation, allocation and the depth measurement are not timed.
+//!
+//! Under `--backend cuda` or `--backend emu` the Diagonal rows run on the
+//! kernels of `kernels/diagonal.cu` ([`crate::kernels::diagonal`]) on that
+//! runner: the plan column adds the GPU plan kind (`auto [P2]`), the chunk
+//! column is the GPU plan's chunk, the depth is measured by the plan's own
+//! launches on the `_depth` kernels
+//! ([`crate::kernels::diagonal::measure_diagonal_depth`]; work is not
+//! counted there and reads 0), and the time covers the launches plus a
+//! `synchronize` on inputs uploaded once (`timed = launches+sync`).
+//! Families without kernels run on the CPU engine, rows labelled `cpu`
+//! (the bandwidth line too: it is quoted against the CPU copy bandwidth).
 
 pub mod bandwidth;
 pub mod cases;
@@ -38,12 +49,18 @@ pub use config::{BackendChoice, Family, Shape, SweepConfig, TimingPolicy};
 pub use report::{Row, RowKind, Skipped, SweepReport};
 
 use crate::backend::cuda::CudaBackend;
-use crate::backend::{BackendKind, Cpu, HAS_SCAN_KERNELS};
+use crate::backend::emu::EmuBackend;
+use crate::backend::launch::KernelRunner;
+use crate::backend::{BackendKind, Cpu};
 use crate::dtype::{DType, Storage};
 use crate::family::{Layout, LinearProblem};
+use crate::kernels::diagonal::{
+    launch_diagonal_buffers, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalBuffers,
+    DiagonalWorkspace, GpuPlanKind,
+};
 use crate::scan::depth::{measure, Measured};
 use crate::scan::PlanRequest;
-use cases::{mix_seed, Inputs};
+use cases::{mix_seed, Inputs, View};
 
 /// Errors of the sweep and `check` drivers.
 #[derive(Debug, thiserror::Error)]
@@ -78,46 +95,53 @@ pub struct BackendSelection {
 
 /// Resolves `choice` to a backend the drivers can run scans on.
 ///
-/// `Cuda` is an error until the CUDA backend has scan kernels (and the
-/// drivers a CUDA path); `Auto` follows [`BackendKind::auto`] and says why
-/// it landed on the CPU.
+/// `Cuda` opens the device (an error, with the reason, when none opens);
+/// `Emu` always works; `Auto` follows [`BackendKind::auto`]. On `cuda` and
+/// `emu` the Diagonal family runs on the kernels of `kernels/diagonal.cu`
+/// and every other family on the CPU engine, each row labelled with the
+/// backend that ran it.
 pub fn select_backend(choice: BackendChoice) -> Result<BackendSelection> {
+    const FALLBACK: &str =
+        "diagonal on its kernels; other families on the CPU engine (rows labelled cpu)";
     match choice {
         BackendChoice::Cpu => Ok(BackendSelection {
             kind: BackendKind::Cpu,
             reason: "cpu (requested with --backend cpu)".into(),
         }),
         BackendChoice::Cuda => {
-            // Opening the device first gives the precise reason when there
-            // is none (no PTX, no driver, no device).
+            // Opening the device gives the precise reason when there is
+            // none (no PTX, no driver, no device).
             let dev = CudaBackend::new(0)?;
-            let why = if HAS_SCAN_KERNELS {
-                "the sweep and check drivers have no CUDA scan path yet"
-            } else {
-                "this build's CUDA backend has no scan kernels yet"
-            };
-            Err(crate::Error::BackendUnavailable {
-                backend: "cuda",
-                reason: format!(
-                    "{} opened, but {why}; use --backend cpu (or auto)",
-                    dev.device_name()
-                ),
-            }
-            .into())
+            Ok(BackendSelection {
+                kind: BackendKind::Cuda,
+                reason: format!("cuda: {}; {FALLBACK}", dev.device_name()),
+            })
         }
+        BackendChoice::Emu => Ok(BackendSelection {
+            kind: BackendKind::Emu,
+            reason: format!(
+                "emu: SIMT emulator of kernels/*.cu on the CPU ({} workers, forward fiber order; \
+                 slow: small T only); {FALLBACK}",
+                EmuBackend::default_workers()
+            ),
+        }),
         BackendChoice::Auto => {
             let (kind, reason) = BackendKind::auto();
             Ok(match kind {
-                BackendKind::Cpu => BackendSelection { kind, reason },
-                // Reachable once kernels land: the drivers still run on the
-                // CPU until they learn to drive CUDA scans.
                 BackendKind::Cuda => BackendSelection {
-                    kind: BackendKind::Cpu,
-                    reason: format!("cpu ({reason} available, but the sweep has no CUDA path yet)"),
+                    kind,
+                    reason: format!("{reason}; {FALLBACK}"),
                 },
+                _ => BackendSelection { kind, reason },
             })
         }
     }
+}
+
+/// A kernel runner the sweep drives the Diagonal family on.
+enum Device {
+    Cuda(CudaBackend),
+    Emu(EmuBackend),
 }
 
 /// Worker threads: `threads`, or every core the OS reports.
@@ -202,6 +226,11 @@ pub fn run(
         .unwrap_or(0);
     let backend = select_backend(config.backend)?;
     on_event(Event::Backend(&backend));
+    let device = match backend.kind {
+        BackendKind::Cpu => None,
+        BackendKind::Cuda => Some(Device::Cuda(CudaBackend::new(0)?)),
+        BackendKind::Emu => Some(Device::Emu(EmuBackend::default())),
+    };
 
     let cpu = match config.threads {
         Some(n) => Cpu::with_threads(n)?,
@@ -225,6 +254,9 @@ pub fn run(
         progress,
         on_event,
         depth_cache: HashMap::new(),
+        device: device.as_ref(),
+        workspace: DiagonalWorkspace::new(),
+        gpu_depth_cache: HashMap::new(),
         rows: Vec::new(),
         skipped: Vec::new(),
     };
@@ -290,13 +322,19 @@ struct Runner<'c, 'e> {
     on_event: &'e mut dyn FnMut(Event<'_>),
     /// Depth and work depend only on `(T, C)`: measure each pair once.
     depth_cache: HashMap<(usize, usize), Measured>,
+    /// The kernel runner of `cuda` / `emu` (Diagonal rows), if any.
+    device: Option<&'c Device>,
+    /// Scratch of the Diagonal kernels, reused across cases.
+    workspace: DiagonalWorkspace,
+    /// Kernel-measured depth by `([B,D,T] kernels, T, C, plan kind)`.
+    gpu_depth_cache: HashMap<(bool, usize, usize, GpuPlanKind), u64>,
     rows: Vec<Row>,
     skipped: Vec<Skipped>,
 }
 
 impl Runner<'_, '_> {
     /// Every `T` and plan of one family instance in storage type `S`.
-    fn run_shape<S: Storage>(&mut self, shape: Shape) -> Result<()> {
+    fn run_shape<S: Storage + bytemuck::Pod>(&mut self, shape: Shape) -> Result<()> {
         let cfg = self.config;
         let label = shape.label();
         for &len in &cfg.lengths {
@@ -329,6 +367,22 @@ impl Runner<'_, '_> {
             // One set of output buffers for every plan of this length: the
             // first warm-up faults its pages in, later plans reuse them.
             let mut bufs = Buffers::new(&inputs);
+            if let (Some(device), Shape::Diagonal { .. }) = (self.device, shape) {
+                for &request in &cfg.plans {
+                    self.progress
+                        .set_message(format!("{label} {} T={len} {request}", S::DTYPE));
+                    let row = match device {
+                        Device::Cuda(r) => self.kernel_case(r, &inputs, request)?,
+                        Device::Emu(r) => self.kernel_case(r, &inputs, request)?,
+                    };
+                    if let Some(row) = row {
+                        self.progress.inc(1);
+                        (self.on_event)(Event::Row(&row));
+                        self.rows.push(row);
+                    }
+                }
+                continue;
+            }
             for &request in &cfg.plans {
                 let plan = self.cpu.plan(&inputs.problem(), request)?;
                 let need = shape.estimate_bytes(len, plan.chunk, S::DTYPE);
@@ -380,6 +434,114 @@ impl Runner<'_, '_> {
         self.skipped.push(s);
     }
 
+    /// One Diagonal case on the kernels of `kernels/diagonal.cu` through
+    /// `runner`: plans on the runner's SM count, measures the depth by
+    /// running the plan's launches on the `_depth` kernels, and times the
+    /// launches only (inputs uploaded once, outputs allocated once; each
+    /// timed run issues the plan's launches and waits with `synchronize`).
+    /// `None` when the case exceeds the memory cap (reported as skipped).
+    fn kernel_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
+        &mut self,
+        runner: &R,
+        inputs: &Inputs<S>,
+        request: PlanRequest,
+    ) -> Result<Option<Row>> {
+        let shape = inputs.shape();
+        let label = shape.label();
+        let View::Diagonal(p) = inputs.view() else {
+            return Err(SweepError::Output(format!(
+                "{label}: the kernel path runs the diagonal family only"
+            )));
+        };
+        let len = p.len;
+        let dshape = DiagShape::new(p.batch, p.len, p.dim);
+        let plan = plan_diagonal(dshape, p.layout, S::DTYPE, request, runner.sm_count())?;
+        let need = shape
+            .estimate_bytes(len, len, S::DTYPE)
+            .saturating_add(plan.scratch_bytes());
+        if need > self.config.max_case_bytes {
+            self.skip(
+                &label,
+                S::DTYPE,
+                len,
+                request.to_string(),
+                format!(
+                    "needs ~{} MiB with {} chunks > cap {} MiB",
+                    need >> 20,
+                    plan.chunks,
+                    self.config.max_case_bytes >> 20
+                ),
+                1,
+            );
+            return Ok(None);
+        }
+        let key = (
+            plan.kernel_layout == Layout::Bdt,
+            len,
+            plan.chunk,
+            plan.kind,
+        );
+        let depth = match self.gpu_depth_cache.get(&key) {
+            Some(&d) => d,
+            None => {
+                let d = measure_diagonal_depth(runner, &mut self.workspace, &plan)?;
+                self.gpu_depth_cache.insert(key, d);
+                d
+            }
+        };
+
+        let size = std::mem::size_of::<S>();
+        let a = runner.upload(p.a)?;
+        let b = runner.upload(p.b)?;
+        let h0 = p.h0.map(|h0| runner.upload(h0)).transpose()?;
+        let h = runner.alloc(dshape.elements() * size)?;
+        let h_t = runner.alloc(dshape.lanes() * size)?;
+        let bufs = DiagonalBuffers {
+            a: &a,
+            b: &b,
+            h0: h0.as_ref(),
+            h: Some(&h),
+            h_t: &h_t,
+        };
+        let ws = &mut self.workspace;
+        let timing = timing::time_runs(&self.config.timing, || {
+            launch_diagonal_buffers(runner, ws, &plan, bufs)?;
+            runner.synchronize()
+        })?;
+
+        let elements = dshape.elements();
+        let bytes = p.bytes_moved();
+        let secs = timing.median_s.max(1e-12);
+        let gb_per_s = bytes as f64 / secs / 1e9;
+        Ok(Some(Row {
+            kind: RowKind::Sweep,
+            backend: runner.backend_name().to_string(),
+            timed: TIMED_LAUNCHES.to_string(),
+            family: shape.family().name().to_string(),
+            label,
+            dtype: S::DTYPE,
+            shape: shape.describe(),
+            batch: shape.batch(),
+            lanes: shape.lanes(),
+            len,
+            plan: format!("{request} [{}]", plan.kind.label()),
+            chunk: plan.chunk,
+            chunks: plan.chunks,
+            depth,
+            work: 0,
+            depth_formula: plan.depth,
+            work_formula: 0,
+            reps: timing.reps,
+            median_ms: timing.median_s * 1e3,
+            min_ms: timing.min_s * 1e3,
+            elements,
+            melem_per_s: elements as f64 / secs / 1e6,
+            bytes_moved: bytes,
+            gb_per_s,
+            pct_copy_bw: 100.0 * gb_per_s / self.copy_gbs,
+        }))
+    }
+
     /// Plans, measures depth, times, and builds the row of one case.
     fn measure_case<S: Storage>(
         &mut self,
@@ -411,6 +573,8 @@ impl Runner<'_, '_> {
         let gb_per_s = bytes as f64 / secs / 1e9;
         Ok(Row {
             kind,
+            backend: "cpu".to_string(),
+            timed: TIMED_HOST_CALL.to_string(),
             family: shape.family().name().to_string(),
             label: shape.label(),
             dtype: S::DTYPE,
@@ -436,6 +600,11 @@ impl Runner<'_, '_> {
         })
     }
 }
+
+/// [`Row::timed`] of CPU rows: one call of [`Cpu::scan_into`].
+pub const TIMED_HOST_CALL: &str = "host-call";
+/// [`Row::timed`] of kernel rows: the plan's launches plus `synchronize`.
+pub const TIMED_LAUNCHES: &str = "launches+sync";
 
 /// Output buffers of one problem (all outputs and the final states).
 struct Buffers<S> {

@@ -24,6 +24,14 @@ pub enum RowKind {
 pub struct Row {
     /// Grid point or the bandwidth line.
     pub kind: RowKind,
+    /// Backend that ran the case: `cpu` (the native engine, also the
+    /// fallback of families without kernels under `--backend cuda|emu`),
+    /// `cuda` or `emu` (the Diagonal kernels).
+    pub backend: String,
+    /// What the time covers: `host-call` (one [`crate::backend::Cpu::scan_into`]
+    /// call) or `launches+sync` (the plan's kernel launches and a
+    /// `synchronize`, data already on the device).
+    pub timed: String,
     /// Family name (`diagonal`, `perm-diagonal`, `block-diagonal`,
     /// `dense`, `dplr`).
     pub family: String,
@@ -40,7 +48,8 @@ pub struct Row {
     pub lanes: usize,
     /// Sequence length `T`.
     pub len: usize,
-    /// The plan asked for (`sequential`, `auto`, `chunk=64`, ...).
+    /// The plan asked for (`sequential`, `auto`, `chunk=64`, ...); kernel
+    /// rows add the GPU plan kind, e.g. `auto [P2]`.
     pub plan: String,
     /// Steps per chunk `C` the plan resolved to (`T` = sequential loop).
     pub chunk: usize,
@@ -49,12 +58,13 @@ pub struct Row {
     /// Depth measured by running the engine over depth counters
     /// (combines on the critical path of one sequence).
     pub depth: u64,
-    /// Work measured the same way (combines per sequence).
+    /// Work measured the same way (combines per sequence); 0 on kernel
+    /// rows (the `_depth` kernels count depth only).
     pub work: u64,
     /// The plan's depth formula (equal to `depth` when the engine is the
     /// algorithm the planner describes).
     pub depth_formula: u64,
-    /// The plan's work formula.
+    /// The plan's work formula (0 on kernel rows).
     pub work_formula: u64,
     /// Timed runs.
     pub reps: usize,
@@ -94,7 +104,8 @@ pub struct Skipped {
 pub struct Meta {
     /// Crate version.
     pub version: String,
-    /// Backend that ran (`cpu`).
+    /// Backend selected (`cpu`, `cuda`, `emu`); each row says which
+    /// backend ran it.
     pub backend: String,
     /// Why that backend.
     pub backend_reason: String,
@@ -128,12 +139,13 @@ pub struct SweepReport {
 }
 
 /// Column headers and widths of the printed table.
-const COLUMNS: [(&str, usize); 12] = [
+const COLUMNS: [(&str, usize); 13] = [
     ("family", 22),
     ("dtype", 5),
+    ("backend", 7),
     ("shape", 30),
     ("T", 8),
-    ("plan", 10),
+    ("plan", 15),
     ("chunk", 8),
     ("depth", 8),
     ("work", 8),
@@ -147,7 +159,7 @@ const COLUMNS: [(&str, usize); 12] = [
 pub fn table_header() -> String {
     let mut s = String::new();
     for (i, (name, w)) in COLUMNS.iter().enumerate() {
-        if i < 3 || i == 4 {
+        if i < 4 || i == 5 {
             let _ = write!(s, "{name:<w$} ");
         } else {
             let _ = write!(s, "{name:>w$} ");
@@ -167,9 +179,10 @@ pub fn table_row(r: &Row) -> String {
         r.label.clone()
     };
     format!(
-        "{:<w0$} {:<w1$} {:<w2$} {:>w3$} {:<w4$} {:>w5$} {:>w6$} {:>w7$} {:>w8$} {:>w9$} {:>w10$} {:>w11$}",
+        "{:<w0$} {:<w1$} {:<w2$} {:<w3$} {:>w4$} {:<w5$} {:>w6$} {:>w7$} {:>w8$} {:>w9$} {:>w10$} {:>w11$} {:>w12$}",
         label,
         r.dtype.name(),
+        r.backend,
         r.shape,
         r.len,
         r.plan,
@@ -192,6 +205,7 @@ pub fn table_row(r: &Row) -> String {
         w9 = w(9),
         w10 = w(10),
         w11 = w(11),
+        w12 = w(12),
     )
 }
 
@@ -266,7 +280,8 @@ impl SweepReport {
 }
 
 /// The CSV columns, in order.
-pub const CSV_HEADER: &str = "kind,family,label,dtype,shape,batch,lanes,T,plan,chunk,chunks,\
+pub const CSV_HEADER: &str =
+    "kind,backend,timed,family,label,dtype,shape,batch,lanes,T,plan,chunk,chunks,\
 depth,work,depth_formula,work_formula,reps,median_ms,min_ms,elements,melem_per_s,bytes_moved,\
 gb_per_s,pct_copy_bw";
 
@@ -285,6 +300,8 @@ fn csv_row(r: &Row) -> String {
     };
     [
         kind.to_string(),
+        csv_field(&r.backend),
+        csv_field(&r.timed),
         csv_field(&r.family),
         csv_field(&r.label),
         r.dtype.name().to_string(),

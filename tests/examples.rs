@@ -1,0 +1,17 @@
+//! Runs the examples' exact checks at small sizes.
+
+#[path = "../examples/s5_word_problem.rs"]
+mod s5_word_problem;
+
+#[path = "../examples/iterated_matmul.rs"]
+mod iterated_matmul;
+
+#[test]
+fn s5_word_problem_is_exact() {
+    s5_word_problem::run(12).unwrap();
+}
+
+#[test]
+fn iterated_matmul_is_exact() {
+    iterated_matmul::run(10).unwrap();
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{rng, tolerance, uniform};
+use common::{expect_shape, expect_size, rng, tolerance, uniform};
 use half::{bf16, f16};
 use parascan::backend::Cpu;
 use parascan::family::perm_diagonal::{self as pd, PdElem, PermDiagonal, PermIndex};
@@ -488,27 +488,6 @@ fn problem(x: &Data) -> PermDiagonal<'_, f32> {
         len: T,
         n: N,
     }
-}
-
-fn expect_shape<P: LinearProblem>(p: &P, arg: &str, expected: usize, got: usize) {
-    match p.validate() {
-        Err(Error::Shape {
-            arg: a,
-            expected: e,
-            got: g,
-            ..
-        }) => assert_eq!((a, e, g), (arg, expected, got)),
-        other => panic!("{arg}: expected a shape error, got {other:?}"),
-    }
-    assert!(Cpu::new().scan(p, PlanRequest::Auto).is_err());
-}
-
-fn expect_size<P: LinearProblem>(p: &P, arg: &str, got: usize) {
-    match p.validate() {
-        Err(Error::Size { arg: a, got: g, .. }) => assert_eq!((a, g), (arg, got)),
-        other => panic!("{arg}: expected a size error, got {other:?}"),
-    }
-    assert!(Cpu::new().scan(p, PlanRequest::Auto).is_err());
 }
 
 #[test]

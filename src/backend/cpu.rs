@@ -81,9 +81,15 @@ impl Cpu {
         })
     }
 
+    /// The pool this engine runs on: its own, else the shared one (`None`
+    /// only if no pool could be built; then rayon's global pool is used).
+    fn pool(&self) -> Option<&rayon::ThreadPool> {
+        self.pool.as_ref().or_else(|| shared_pool())
+    }
+
     /// Worker threads this engine uses.
     pub fn threads(&self) -> usize {
-        match self.pool.as_ref().or_else(|| shared_pool()) {
+        match self.pool() {
             Some(p) => p.current_num_threads(),
             None => rayon::current_num_threads(),
         }
@@ -123,7 +129,7 @@ impl Cpu {
                 h_last.len(),
             ));
         }
-        match self.pool.as_ref().or_else(|| shared_pool()) {
+        match self.pool() {
             Some(pool) => pool.install(|| problem.run_cpu(&plan, out, h_last)),
             None => problem.run_cpu(&plan, out, h_last),
         }

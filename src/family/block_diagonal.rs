@@ -11,7 +11,7 @@
 //! [`fold_step`], which left-multiplies an aggregate by one step in place,
 //! column by column, with exactly [`combine`]'s arithmetic.
 
-use super::{check_finite, check_len, check_min, product, LinearProblem};
+use super::{check_finite, check_h0, check_len, check_min, product, LinearProblem};
 use crate::dtype::{Real, Storage};
 use crate::error::Result;
 use crate::scan::plan::ScanShape;
@@ -209,11 +209,7 @@ impl<'a, S: Storage> LinearProblem for BlockDiagonal<'a, S> {
         let b_len = product("b", &[self.batch, self.len, n])?;
         check_len("a", self.a, a_len, || self.a_shape_str())?;
         check_len("b", self.b, b_len, || self.shape_str())?;
-        if let Some(h0) = self.h0 {
-            check_len("h0", h0, self.batch * n, || self.state_shape_str())?;
-            check_finite("h0", h0)?;
-        }
-        Ok(())
+        check_h0(self.h0, self.batch * n, || self.state_shape_str())
     }
 
     fn check_finite(&self) -> Result<()> {

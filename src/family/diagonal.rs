@@ -4,7 +4,7 @@
 //! (e2.a·e1.a, e2.a·e1.b + e2.b)` — the same code as `diag_combine` in
 //! `kernels/parascan.cuh`.
 
-use super::{check_finite, check_len, check_min, product, Layout, LinearProblem};
+use super::{check_finite, check_h0, check_len, check_min, product, Layout, LinearProblem};
 use crate::dtype::{Real, Storage};
 use crate::error::Result;
 use crate::scan::plan::ScanShape;
@@ -76,13 +76,7 @@ impl<'a, S: Storage> LinearProblem for Diagonal<'a, S> {
         let n = product("a", &[self.batch, self.len, self.dim])?;
         check_len("a", self.a, n, || self.shape_str())?;
         check_len("b", self.b, n, || self.shape_str())?;
-        if let Some(h0) = self.h0 {
-            check_len("h0", h0, self.batch * self.dim, || {
-                format!("[B,D] = [{},{}]", self.batch, self.dim)
-            })?;
-            check_finite("h0", h0)?;
-        }
-        Ok(())
+        check_h0(self.h0, self.batch * self.dim, || self.final_shape())
     }
 
     fn check_finite(&self) -> Result<()> {

@@ -29,7 +29,7 @@
 //! dot product (the loops are reordered only where that keeps the order, so
 //! that the inner loop runs over contiguous memory).
 
-use super::{check_finite, check_len, check_min, product, LinearProblem};
+use super::{check_finite, check_h0, check_len, check_min, product, LinearProblem};
 use crate::dtype::{Real, Storage};
 use crate::error::{Error, Result};
 use crate::scan::plan::ScanShape;
@@ -378,11 +378,7 @@ impl<'a, S: Storage> LinearProblem for Dplr<'a, S> {
                 product("out", &[b, t, n, m])?;
             }
         }
-        if let Some(h0) = self.h0 {
-            check_len("h0", h0, bnm, || self.bnm())?;
-            check_finite("h0", h0)?;
-        }
-        Ok(())
+        check_h0(self.h0, bnm, || self.bnm())
     }
 
     fn check_finite(&self) -> Result<()> {

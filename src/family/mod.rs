@@ -105,6 +105,21 @@ pub(crate) fn check_min(arg: &'static str, v: usize, min: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks an optional initial state: `expected` elements, all finite.
+pub(crate) fn check_h0<S: Storage>(
+    h0: Option<&[S]>,
+    expected: usize,
+    shape: impl Fn() -> String,
+) -> Result<()> {
+    match h0 {
+        Some(h0) => {
+            check_len("h0", h0, expected, shape)?;
+            check_finite("h0", h0)
+        }
+        None => Ok(()),
+    }
+}
+
 /// Checks that every element of `buf` is finite.
 pub(crate) fn check_finite<S: Storage>(arg: &'static str, buf: &[S]) -> Result<()> {
     match buf.iter().position(|x| !x.to_f64().is_finite()) {

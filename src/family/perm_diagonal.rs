@@ -15,7 +15,7 @@
 //! Every `perm` row is checked to be a permutation of `0..n` by
 //! [`LinearProblem::validate`] before anything runs: a kernel indexes with it.
 
-use super::{check_finite, check_len, check_min, product, LinearProblem};
+use super::{check_finite, check_h0, check_len, check_min, product, LinearProblem};
 use crate::dtype::{Real, Storage};
 use crate::error::{Error, Result};
 use crate::scan::plan::ScanShape;
@@ -344,10 +344,7 @@ impl<'a, S: Storage, P: PermIndex> LinearProblem for PermDiagonal<'a, S, P> {
         check_len("perm", self.perm, total, || self.shape_str())?;
         check_len("d", self.d, total, || self.shape_str())?;
         check_len("b", self.b, total, || self.shape_str())?;
-        if let Some(h0) = self.h0 {
-            check_len("h0", h0, self.batch * self.n, || self.state_shape_str())?;
-            check_finite("h0", h0)?;
-        }
+        check_h0(self.h0, self.batch * self.n, || self.state_shape_str())?;
         self.check_perm_rows()
     }
 
@@ -361,8 +358,6 @@ impl<'a, S: Storage, P: PermIndex> LinearProblem for PermDiagonal<'a, S, P> {
     }
 
     fn scan_shape(&self) -> ScanShape {
-        // Composing two PD elements touches the same bytes as advancing a
-        // state (perm, d, b), minus the output write.
         ScanShape {
             problems: self.batch,
             len: self.len,

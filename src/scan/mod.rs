@@ -133,16 +133,16 @@ pub fn run<Op: ScanOp>(op: &Op, plan: &Plan, out: &mut [Op::Out]) -> Vec<Op::Sta
             out_p
                 .par_chunks_mut(chunk * w)
                 .enumerate()
-                .map(|(c, out_c)| {
+                .filter_map(|(c, out_c)| {
                     let mut h = carries_p[c].clone();
                     for (k, o) in out_c.chunks_mut(w).enumerate() {
                         op.advance(&mut h, p, c * chunk + k, o);
                     }
-                    h
+                    // Only the last chunk's end state is h_T; drop the others here.
+                    (c + 1 == n_chunks).then_some(h)
                 })
-                .collect::<Vec<_>>()
-                .pop()
-                .expect("at least one chunk")
+                .reduce_with(|h_t, _| h_t)
+                .expect("the last chunk exists")
         })
         .collect()
 }

@@ -32,3 +32,39 @@ pub fn tolerance<S: Storage>(t: usize) -> f64 {
         parascan::DType::F16 => 1e-3,
     }
 }
+
+/// Asserts that `p` fails validation with a shape error on `arg` (expected
+/// and actual element counts as given) and that a scan refuses it too.
+pub fn expect_shape<P: parascan::family::LinearProblem>(
+    p: &P,
+    arg: &str,
+    expected: usize,
+    got: usize,
+) {
+    match p.validate() {
+        Err(parascan::Error::Shape {
+            arg: a,
+            expected: e,
+            got: g,
+            ..
+        }) => {
+            assert_eq!((a, e, g), (arg, expected, got))
+        }
+        other => panic!("{arg}: expected a shape error, got {other:?}"),
+    }
+    assert!(parascan::backend::Cpu::new()
+        .scan(p, parascan::PlanRequest::Auto)
+        .is_err());
+}
+
+/// Asserts that `p` fails validation with a size error on `arg` = `got`,
+/// and that a scan refuses it too.
+pub fn expect_size<P: parascan::family::LinearProblem>(p: &P, arg: &str, got: usize) {
+    match p.validate() {
+        Err(parascan::Error::Size { arg: a, got: g, .. }) => assert_eq!((a, g), (arg, got)),
+        other => panic!("{arg}: expected a size error, got {other:?}"),
+    }
+    assert!(parascan::backend::Cpu::new()
+        .scan(p, parascan::PlanRequest::Auto)
+        .is_err());
+}

@@ -9,10 +9,10 @@
 //! poisoned with NaN before every run, so an element the engine forgets to
 //! write makes the error NaN, which fails.
 //!
-//! The Diagonal family also runs on its kernels (`kernels/diagonal.cu`)
-//! through [`scan_diagonal`]: in the SIMT emulator always (lengths up to
+//! Families with kernels ([`Family::has_kernels`]) also run on them through
+//! [`KernelScan`]: in the SIMT emulator always (lengths up to
 //! [`EMU_CHECK_MAX_T`], rotating forward, reverse and shuffled fiber orders
-//! from case to case, plus [`KERNEL_P3_CASE`]), and on the GPU when a
+//! from case to case, plus [`KERNEL_P3_CASE`] for Diagonal), and on the GPU when a
 //! device opens (else the report says `cuda: not checked: <reason>`).
 
 use std::fmt::Write as _;
@@ -27,10 +27,10 @@ use crate::backend::Cpu;
 use crate::dtype::{DType, Storage};
 use crate::family::dplr::DplrOutput;
 use crate::family::{Layout, LinearProblem};
-use crate::kernels::diagonal::{scan_diagonal, DiagonalWorkspace};
+use crate::kernels::{KernelOutputs, KernelScan};
 use crate::oracle::rel_l2;
 use crate::scan::PlanRequest;
-use crate::sweep::cases::{mix_seed, Inputs, View};
+use crate::sweep::cases::{mix_seed, Inputs, KernelVisitor};
 use crate::sweep::config::{invalid, Family, Shape};
 use crate::sweep::Result;
 
@@ -356,13 +356,9 @@ pub fn run(
         .into_iter()
         .map(|order| (EmuBackend::new(order, cfg.seed), format!(" {order}")))
         .collect();
-    let kernel_families = cfg.families.contains(&Family::Diagonal);
-    let emu_cases = if kernel_families {
-        kernel_case_count(cfg, &emu_lengths(cfg))
-    } else {
-        0
-    };
-    let cuda_cases = if kernel_families && cuda.is_some() {
+    let kernel_families = cfg.families.iter().any(|f| f.has_kernels());
+    let emu_cases = kernel_case_count(cfg, &emu_lengths(cfg));
+    let cuda_cases = if cuda.is_some() {
         kernel_case_count(cfg, &cfg.lengths)
     } else {
         0
@@ -465,26 +461,47 @@ fn emu_lengths(cfg: &CheckConfig) -> Vec<usize> {
         .collect()
 }
 
-/// The extra kernel case that reaches the two-level plan P3 (`NC > 2048`
-/// chunks per lane): `T = 4099` under `chunk=2`, on every Diagonal check
-/// shape, dtype and with/without `h_0`.
+/// The extra kernel case that reaches the Diagonal two-level plan P3
+/// (`NC > 2048` chunks per lane): `T = 4099` under `chunk=2`, on every
+/// Diagonal check shape, dtype and with/without `h_0`.
 pub const KERNEL_P3_CASE: (usize, PlanRequest) = (4099, PlanRequest::Chunk(2));
 
-/// Cases of [`check_kernels`] at `lengths`: every Diagonal check shape ×
-/// dtype × with/without `h_0` × (length × plan, plus [`KERNEL_P3_CASE`]).
-pub fn kernel_case_count(cfg: &CheckConfig, lengths: &[usize]) -> usize {
-    check_shapes(Family::Diagonal).len()
-        * cfg.dtypes.len()
-        * 2
-        * (lengths.len() * cfg.plans.len() + 1)
+/// `(T, plans)` of the kernel cases of one family at `lengths`.
+fn kernel_cases(
+    cfg: &CheckConfig,
+    family: Family,
+    lengths: &[usize],
+) -> Vec<(usize, Vec<PlanRequest>)> {
+    let mut cases: Vec<(usize, Vec<PlanRequest>)> =
+        lengths.iter().map(|&t| (t, cfg.plans.clone())).collect();
+    if family == Family::Diagonal {
+        cases.push((KERNEL_P3_CASE.0, vec![KERNEL_P3_CASE.1]));
+    }
+    cases
 }
 
-/// The Diagonal family on the kernels of `kernels/diagonal.cu` through
-/// [`scan_diagonal`], against the same oracle and tolerances as the CPU
-/// engine. Case `i` runs on `runners[i % runners.len()]` (the emulator
-/// passes one runner per fiber order, so consecutive cases rotate through
-/// forward, reverse and shuffled schedules); each runner's suffix is
-/// appended to the plan column.
+/// Cases of [`check_kernels`] at `lengths`: for every configured family
+/// with kernels, every check shape × dtype × with/without `h_0` × length ×
+/// plan (plus [`KERNEL_P3_CASE`] for Diagonal).
+pub fn kernel_case_count(cfg: &CheckConfig, lengths: &[usize]) -> usize {
+    cfg.families
+        .iter()
+        .filter(|f| f.has_kernels())
+        .map(|&f| {
+            let per_shape: usize = kernel_cases(cfg, f, lengths)
+                .iter()
+                .map(|(_, plans)| plans.len())
+                .sum();
+            check_shapes(f).len() * cfg.dtypes.len() * 2 * per_shape
+        })
+        .sum()
+}
+
+/// Every configured family that has kernels, through [`KernelScan`], against
+/// the same oracle and tolerances as the CPU engine. Case `i` runs on
+/// `runners[i % runners.len()]` (the emulator passes one runner per fiber
+/// order, so consecutive cases rotate through forward, reverse and shuffled
+/// schedules); each runner's suffix is appended to the plan column.
 fn check_kernels<R: KernelRunner>(
     runners: &[(R, String)],
     cfg: &CheckConfig,
@@ -492,28 +509,27 @@ fn check_kernels<R: KernelRunner>(
     progress: &ProgressBar,
     on_row: &mut dyn FnMut(&CheckRow),
 ) -> Result<Vec<CheckRow>> {
-    let mut workspaces: Vec<DiagonalWorkspace> =
-        runners.iter().map(|_| DiagonalWorkspace::new()).collect();
     let mut rows = Vec::new();
     let mut case = 0usize;
-    for shape in check_shapes(Family::Diagonal) {
-        for &dtype in &cfg.dtypes {
-            let mut k = KernelCheck {
-                runners,
-                workspaces: &mut workspaces,
-                case: &mut case,
-                cfg,
-                lengths,
-                progress,
-                on_row: &mut *on_row,
-            };
-            let r = match dtype {
-                DType::F32 => k.shape::<f32>(shape)?,
-                DType::F64 => k.shape::<f64>(shape)?,
-                DType::Bf16 => k.shape::<bf16>(shape)?,
-                DType::F16 => k.shape::<f16>(shape)?,
-            };
-            rows.extend(r);
+    for &family in cfg.families.iter().filter(|f| f.has_kernels()) {
+        for shape in check_shapes(family) {
+            for &dtype in &cfg.dtypes {
+                let mut k = KernelCheck {
+                    runners,
+                    case: &mut case,
+                    cfg,
+                    cases: kernel_cases(cfg, family, lengths),
+                    progress,
+                    on_row: &mut *on_row,
+                };
+                let r = match dtype {
+                    DType::F32 => k.shape::<f32>(shape)?,
+                    DType::F64 => k.shape::<f64>(shape)?,
+                    DType::Bf16 => k.shape::<bf16>(shape)?,
+                    DType::F16 => k.shape::<f16>(shape)?,
+                };
+                rows.extend(r);
+            }
         }
     }
     Ok(rows)
@@ -522,10 +538,9 @@ fn check_kernels<R: KernelRunner>(
 /// State of [`check_kernels`] for one shape and dtype.
 struct KernelCheck<'a, 'r, R> {
     runners: &'a [(R, String)],
-    workspaces: &'a mut [DiagonalWorkspace],
     case: &'a mut usize,
     cfg: &'a CheckConfig,
-    lengths: &'a [usize],
+    cases: Vec<(usize, Vec<PlanRequest>)>,
     progress: &'a ProgressBar,
     on_row: &'a mut (dyn FnMut(&CheckRow) + 'r),
 }
@@ -534,13 +549,7 @@ impl<R: KernelRunner> KernelCheck<'_, '_, R> {
     fn shape<S: Storage + bytemuck::Pod>(&mut self, shape: Shape) -> Result<Vec<CheckRow>> {
         let mut rows = Vec::new();
         let label = shape.label();
-        let mut cases: Vec<(usize, Vec<PlanRequest>)> = self
-            .lengths
-            .iter()
-            .map(|&t| (t, self.cfg.plans.clone()))
-            .collect();
-        cases.push((KERNEL_P3_CASE.0, vec![KERNEL_P3_CASE.1]));
-        for (len, plans) in cases {
+        for (len, plans) in std::mem::take(&mut self.cases) {
             for with_h0 in [false, true] {
                 let seed = mix_seed(
                     self.cfg.seed,
@@ -548,9 +557,6 @@ impl<R: KernelRunner> KernelCheck<'_, '_, R> {
                 );
                 let inputs = Inputs::<S>::generate(shape, len, with_h0, seed)?;
                 let (want, want_last) = inputs.oracle();
-                let View::Diagonal(problem) = inputs.view() else {
-                    return Err(invalid("families", "the diagonal family".into()));
-                };
                 for &request in &plans {
                     let i = *self.case % self.runners.len();
                     *self.case += 1;
@@ -560,11 +566,17 @@ impl<R: KernelRunner> KernelCheck<'_, '_, R> {
                         runner.backend_name(),
                         S::DTYPE
                     ));
-                    // `scan_diagonal` poisons its outputs with NaN first.
-                    let (out, h_last, plan) =
-                        scan_diagonal(runner, &mut self.workspaces[i], &problem, request)?;
-                    let err_out = rel_l2(&out, &want);
-                    let err_last = rel_l2(&h_last, &want_last);
+                    // `kernel_scan` poisons its outputs with NaN first.
+                    let Some(outputs) = inputs.view().visit_kernels(ScanVisit { runner, request })
+                    else {
+                        return Err(invalid(
+                            "families",
+                            format!("{label}: a family with kernels"),
+                        ));
+                    };
+                    let outputs = outputs?;
+                    let err_out = rel_l2(&outputs.out, &want);
+                    let err_last = rel_l2(&outputs.h_last, &want_last);
                     let tol = tolerance(S::DTYPE, len);
                     let pass = err_out <= tol && err_last <= tol;
                     let row = CheckRow {
@@ -574,8 +586,8 @@ impl<R: KernelRunner> KernelCheck<'_, '_, R> {
                         dtype: S::DTYPE,
                         len,
                         h0: with_h0,
-                        plan: format!("{request} [{}]{suffix}", plan.kind.label()),
-                        chunk: plan.chunk,
+                        plan: format!("{request} [{}]{suffix}", outputs.plan.kind),
+                        chunk: outputs.plan.chunk,
                         err_out,
                         err_last,
                         tol,
@@ -589,6 +601,19 @@ impl<R: KernelRunner> KernelCheck<'_, '_, R> {
             }
         }
         Ok(rows)
+    }
+}
+
+/// Runs [`KernelScan::kernel_scan`] on a visited problem.
+struct ScanVisit<'a, R> {
+    runner: &'a R,
+    request: PlanRequest,
+}
+
+impl<R: KernelRunner, S> KernelVisitor<S> for ScanVisit<'_, R> {
+    type Out = crate::error::Result<KernelOutputs<S>>;
+    fn visit<P: KernelScan<Elem = S>>(self, problem: &P) -> Self::Out {
+        problem.kernel_scan(self.runner, self.request)
     }
 }
 

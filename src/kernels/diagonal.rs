@@ -1540,6 +1540,95 @@ pub fn measure_diagonal_depth<R: KernelRunner>(
     Ok(h.iter().chain(&h_t).copied().max().map_or(0, u64::from))
 }
 
+impl GpuPlan {
+    /// The family-independent summary of this plan.
+    pub fn summary(&self) -> super::KernelPlanSummary {
+        super::KernelPlanSummary {
+            kind: self.kind.label().to_string(),
+            chunk: self.chunk,
+            chunks: self.chunks,
+            depth_formula: self.depth,
+            scratch_bytes: self.scratch_bytes(),
+            depth_key: format!(
+                "diagonal/{:?}/T={}/C={}/{}",
+                self.kernel_layout,
+                self.shape.len,
+                self.chunk,
+                self.kind.label()
+            ),
+        }
+    }
+}
+
+impl<S: Storage + bytemuck::Pod> super::KernelScan for Diagonal<'_, S> {
+    type Elem = S;
+
+    fn kernel_plan(
+        &self,
+        sm_count: usize,
+        request: PlanRequest,
+    ) -> Result<super::KernelPlanSummary> {
+        self.validate()?;
+        let shape = DiagShape::new(self.batch, self.len, self.dim);
+        Ok(plan_diagonal(shape, self.layout, S::DTYPE, request, sm_count)?.summary())
+    }
+
+    fn kernel_scan<R: KernelRunner>(
+        &self,
+        runner: &R,
+        request: PlanRequest,
+    ) -> Result<super::KernelOutputs<S>> {
+        let mut ws = DiagonalWorkspace::new();
+        let (out, h_last, plan) = scan_diagonal(runner, &mut ws, self, request)?;
+        Ok(super::KernelOutputs {
+            out,
+            h_last,
+            plan: plan.summary(),
+        })
+    }
+
+    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
+        self.validate()?;
+        let shape = DiagShape::new(self.batch, self.len, self.dim);
+        let plan = plan_diagonal(shape, self.layout, S::DTYPE, request, runner.sm_count())?;
+        measure_diagonal_depth(runner, &mut DiagonalWorkspace::new(), &plan)
+    }
+
+    fn kernel_prepare<'r, R: KernelRunner>(
+        &self,
+        runner: &'r R,
+        request: PlanRequest,
+    ) -> Result<(super::KernelPlanSummary, super::PreparedLaunches<'r>)> {
+        self.validate()?;
+        let shape = DiagShape::new(self.batch, self.len, self.dim);
+        let plan = plan_diagonal(shape, self.layout, S::DTYPE, request, runner.sm_count())?;
+        let size = std::mem::size_of::<S>();
+        let a = runner.upload(self.a)?;
+        let b = runner.upload(self.b)?;
+        let h0 = self.h0.map(|h0| runner.upload(h0)).transpose()?;
+        let h = runner.alloc(shape.elements() * size)?;
+        let h_t = runner.alloc(shape.lanes() * size)?;
+        let mut ws = DiagonalWorkspace::new();
+        ws.reserve(runner, plan.scratch)?;
+        let summary = plan.summary();
+        let run = move || {
+            launch_diagonal_buffers(
+                runner,
+                &mut ws,
+                &plan,
+                DiagonalBuffers {
+                    a: &a,
+                    b: &b,
+                    h0: h0.as_ref(),
+                    h: Some(&h),
+                    h_t: &h_t,
+                },
+            )
+        };
+        Ok((summary, Box::new(run)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,9 @@
 //!
 //! - [`diagonal`]: the Diagonal family (`kernels/diagonal.cu`), both layouts,
 //!   f32/f16/bf16/f64 storage, and its depth-counting instantiation.
+//!
+//! Every family also implements [`KernelScan`], the family-independent face
+//! that `parascan check` and `parascan sweep` drive.
 
 pub mod diagonal;
 
@@ -19,3 +22,76 @@ pub use diagonal::{
     DiagonalBuffers, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind, Launch, LaunchRole,
     ScratchSizes,
 };
+
+use crate::backend::launch::KernelRunner;
+use crate::error::Result;
+use crate::scan::plan::PlanRequest;
+
+/// What a family's GPU planner chose for one problem, in family-independent
+/// terms (for reports, caches and memory caps).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelPlanSummary {
+    /// Short name of the plan shape, e.g. `P2 one-level`.
+    pub kind: String,
+    /// Steps per chunk `C` (`T` for single-pass and sequential plans).
+    pub chunk: usize,
+    /// Chunks per sequence `⌈T/C⌉`.
+    pub chunks: usize,
+    /// The plan's depth formula (combines on the critical path).
+    pub depth_formula: u64,
+    /// Device scratch the plan needs, in bytes.
+    pub scratch_bytes: usize,
+    /// Key under which measured depth may be cached: two problems with equal
+    /// keys have equal measured depth (typically `(T, C, plan kind, ...)`
+    /// hashed by the family).
+    pub depth_key: String,
+}
+
+/// Outputs of [`KernelScan::kernel_scan`], downloaded to the host.
+#[derive(Clone, Debug)]
+pub struct KernelOutputs<S> {
+    /// Every output, shaped as the family's `output_shape()`.
+    pub out: Vec<S>,
+    /// Final states, shaped as the family's `final_shape()`.
+    pub h_last: Vec<S>,
+    /// The plan that ran.
+    pub plan: KernelPlanSummary,
+}
+
+/// Issues one run of a prepared problem's launches (no synchronize), see
+/// [`KernelScan::kernel_prepare`].
+pub type PreparedLaunches<'r> = Box<dyn FnMut() -> Result<()> + 'r>;
+
+/// A problem of a family that has kernels in `kernels/*.cu`: the face
+/// `check` and `sweep` use for every family alike.
+///
+/// All methods validate the problem (typed errors, before any launch).
+pub trait KernelScan {
+    /// Storage type of inputs and outputs.
+    type Elem: crate::dtype::Storage + bytemuck::Pod;
+
+    /// Plans for a device with `sm_count` SMs, without launching anything.
+    fn kernel_plan(&self, sm_count: usize, request: PlanRequest) -> Result<KernelPlanSummary>;
+
+    /// Uploads the inputs, poisons the outputs (all bits set: NaN), runs the
+    /// plan's launches, synchronizes and downloads every output.
+    fn kernel_scan<R: KernelRunner>(
+        &self,
+        runner: &R,
+        request: PlanRequest,
+    ) -> Result<KernelOutputs<Self::Elem>>;
+
+    /// Measured depth of the plan: runs the same launch sequence on the
+    /// family's depth-counting kernel instantiation and returns the largest
+    /// counter over all outputs.
+    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64>;
+
+    /// Uploads the inputs and allocates outputs and scratch once; the
+    /// returned closure issues the plan's launches (without synchronizing),
+    /// so timing it measures the kernels only.
+    fn kernel_prepare<'r, R: KernelRunner>(
+        &self,
+        runner: &'r R,
+        request: PlanRequest,
+    ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)>;
+}

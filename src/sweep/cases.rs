@@ -32,6 +32,7 @@ use crate::family::diagonal::Diagonal;
 use crate::family::dplr::{Dplr, DplrOutput};
 use crate::family::perm_diagonal::PermDiagonal;
 use crate::family::{Layout, LinearProblem};
+use crate::kernels::KernelScan;
 use crate::oracle;
 use crate::scan::plan::ScanShape;
 use crate::scan::Plan;
@@ -562,4 +563,27 @@ pub enum View<'a, S> {
     BlockDiagonal(BlockDiagonal<'a, S>),
     /// Diagonal plus low rank.
     Dplr(Dplr<'a, S>),
+}
+
+/// Something to do with a problem whose family has kernels (see
+/// [`View::visit_kernels`]); a visitor because [`KernelScan`]'s methods are
+/// generic over the runner, so the problem cannot be a trait object.
+pub trait KernelVisitor<S> {
+    /// What the visit returns.
+    type Out;
+    /// Called with the problem.
+    fn visit<P: KernelScan<Elem = S>>(self, problem: &P) -> Self::Out;
+}
+
+impl<S: Storage + bytemuck::Pod> View<'_, S> {
+    /// Runs `visitor` on the problem when its family has kernels in
+    /// `kernels/*.cu`; `None` for families that run on the CPU engine only.
+    pub fn visit_kernels<V: KernelVisitor<S>>(&self, visitor: V) -> Option<V::Out> {
+        match self {
+            View::Diagonal(p) => Some(visitor.visit(p)),
+            View::PermDiagonal(_) => None,
+            View::BlockDiagonal(_) => None,
+            View::Dplr(_) => None,
+        }
+    }
 }

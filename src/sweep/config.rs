@@ -43,6 +43,12 @@ impl Family {
         Family::Dplr,
     ];
 
+    /// Whether the family has kernels in `kernels/*.cu` (it then runs on
+    /// them under `--backend cuda|emu` and in `check`).
+    pub fn has_kernels(self) -> bool {
+        matches!(self, Family::Diagonal)
+    }
+
     /// The command-line name (`diagonal`, `perm-diagonal`, ...).
     pub fn name(self) -> &'static str {
         match self {

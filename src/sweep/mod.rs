@@ -54,13 +54,10 @@ use crate::backend::launch::KernelRunner;
 use crate::backend::{BackendKind, Cpu};
 use crate::dtype::{DType, Storage};
 use crate::family::{Layout, LinearProblem};
-use crate::kernels::diagonal::{
-    launch_diagonal_buffers, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalBuffers,
-    DiagonalWorkspace, GpuPlanKind,
-};
+use crate::kernels::KernelScan;
 use crate::scan::depth::{measure, Measured};
 use crate::scan::PlanRequest;
-use cases::{mix_seed, Inputs, View};
+use cases::{mix_seed, Inputs, KernelVisitor};
 
 /// Errors of the sweep and `check` drivers.
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +252,6 @@ pub fn run(
         on_event,
         depth_cache: HashMap::new(),
         device: device.as_ref(),
-        workspace: DiagonalWorkspace::new(),
         gpu_depth_cache: HashMap::new(),
         rows: Vec::new(),
         skipped: Vec::new(),
@@ -324,10 +320,8 @@ struct Runner<'c, 'e> {
     depth_cache: HashMap<(usize, usize), Measured>,
     /// The kernel runner of `cuda` / `emu` (Diagonal rows), if any.
     device: Option<&'c Device>,
-    /// Scratch of the Diagonal kernels, reused across cases.
-    workspace: DiagonalWorkspace,
-    /// Kernel-measured depth by `([B,D,T] kernels, T, C, plan kind)`.
-    gpu_depth_cache: HashMap<(bool, usize, usize, GpuPlanKind), u64>,
+    /// Kernel-measured depth by [`KernelPlanSummary::depth_key`](crate::kernels::KernelPlanSummary).
+    gpu_depth_cache: HashMap<String, u64>,
     rows: Vec<Row>,
     skipped: Vec<Skipped>,
 }
@@ -367,21 +361,10 @@ impl Runner<'_, '_> {
             // One set of output buffers for every plan of this length: the
             // first warm-up faults its pages in, later plans reuse them.
             let mut bufs = Buffers::new(&inputs);
-            if let (Some(device), Shape::Diagonal { .. }) = (self.device, shape) {
-                for &request in &cfg.plans {
-                    self.progress
-                        .set_message(format!("{label} {} T={len} {request}", S::DTYPE));
-                    let row = match device {
-                        Device::Cuda(r) => self.kernel_case(r, &inputs, request)?,
-                        Device::Emu(r) => self.kernel_case(r, &inputs, request)?,
-                    };
-                    if let Some(row) = row {
-                        self.progress.inc(1);
-                        (self.on_event)(Event::Row(&row));
-                        self.rows.push(row);
-                    }
+            if let Some(device) = self.device {
+                if self.kernel_rows(device, &inputs)? {
+                    continue;
                 }
-                continue;
             }
             for &request in &cfg.plans {
                 let plan = self.cpu.plan(&inputs.problem(), request)?;
@@ -434,35 +417,76 @@ impl Runner<'_, '_> {
         self.skipped.push(s);
     }
 
-    /// One Diagonal case on the kernels of `kernels/diagonal.cu` through
-    /// `runner`: plans on the runner's SM count, measures the depth by
-    /// running the plan's launches on the `_depth` kernels, and times the
-    /// launches only (inputs uploaded once, outputs allocated once; each
-    /// timed run issues the plan's launches and waits with `synchronize`).
-    /// `None` when the case exceeds the memory cap (reported as skipped).
-    fn kernel_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
+    /// Every plan of one input set on the device's kernels, when the
+    /// family has kernels (`false` otherwise: the CPU engine runs it).
+    fn kernel_rows<S: Storage + bytemuck::Pod>(
         &mut self,
-        runner: &R,
+        device: &Device,
         inputs: &Inputs<S>,
-        request: PlanRequest,
-    ) -> Result<Option<Row>> {
+    ) -> Result<bool> {
+        let cfg = self.config;
         let shape = inputs.shape();
         let label = shape.label();
-        let View::Diagonal(p) = inputs.view() else {
-            return Err(SweepError::Output(format!(
-                "{label}: the kernel path runs the diagonal family only"
-            )));
-        };
-        let len = p.len;
-        let dshape = DiagShape::new(p.batch, p.len, p.dim);
-        let plan = plan_diagonal(dshape, p.layout, S::DTYPE, request, runner.sm_count())?;
+        let view = inputs.view();
+        let bytes = inputs.problem().bytes_moved();
+        for &request in &cfg.plans {
+            self.progress
+                .set_message(format!("{label} {} T={} {request}", S::DTYPE, inputs.len()));
+            let row = match device {
+                Device::Cuda(r) => view.visit_kernels(KernelRow {
+                    ctx: self,
+                    runner: r,
+                    shape,
+                    len: inputs.len(),
+                    bytes,
+                    request,
+                }),
+                Device::Emu(r) => view.visit_kernels(KernelRow {
+                    ctx: self,
+                    runner: r,
+                    shape,
+                    len: inputs.len(),
+                    bytes,
+                    request,
+                }),
+            };
+            let Some(row) = row else {
+                return Ok(false);
+            };
+            if let Some(row) = row? {
+                self.progress.inc(1);
+                (self.on_event)(Event::Row(&row));
+                self.rows.push(row);
+            }
+        }
+        Ok(true)
+    }
+
+    /// One case on a family's kernels through `runner`: plans on the
+    /// runner's SM count, measures the depth by running the plan's launches
+    /// on the depth-counting kernels, and times the launches only (inputs
+    /// uploaded once, outputs allocated once; each timed run issues the
+    /// plan's launches and waits with `synchronize`). `None` when the case
+    /// exceeds the memory cap (reported as skipped).
+    fn kernel_case<R: KernelRunner, P: KernelScan>(
+        &mut self,
+        runner: &R,
+        shape: Shape,
+        len: usize,
+        bytes: usize,
+        problem: &P,
+        request: PlanRequest,
+    ) -> Result<Option<Row>> {
+        let label = shape.label();
+        let dtype = <P::Elem as Storage>::DTYPE;
+        let plan = problem.kernel_plan(runner.sm_count(), request)?;
         let need = shape
-            .estimate_bytes(len, len, S::DTYPE)
-            .saturating_add(plan.scratch_bytes());
+            .estimate_bytes(len, len, dtype)
+            .saturating_add(plan.scratch_bytes);
         if need > self.config.max_case_bytes {
             self.skip(
                 &label,
-                S::DTYPE,
+                dtype,
                 len,
                 request.to_string(),
                 format!(
@@ -475,42 +499,23 @@ impl Runner<'_, '_> {
             );
             return Ok(None);
         }
-        let key = (
-            plan.kernel_layout == Layout::Bdt,
-            len,
-            plan.chunk,
-            plan.kind,
-        );
-        let depth = match self.gpu_depth_cache.get(&key) {
+        let depth = match self.gpu_depth_cache.get(&plan.depth_key) {
             Some(&d) => d,
             None => {
-                let d = measure_diagonal_depth(runner, &mut self.workspace, &plan)?;
-                self.gpu_depth_cache.insert(key, d);
+                let d = problem.kernel_depth(runner, request)?;
+                self.gpu_depth_cache.insert(plan.depth_key.clone(), d);
                 d
             }
         };
 
-        let size = std::mem::size_of::<S>();
-        let a = runner.upload(p.a)?;
-        let b = runner.upload(p.b)?;
-        let h0 = p.h0.map(|h0| runner.upload(h0)).transpose()?;
-        let h = runner.alloc(dshape.elements() * size)?;
-        let h_t = runner.alloc(dshape.lanes() * size)?;
-        let bufs = DiagonalBuffers {
-            a: &a,
-            b: &b,
-            h0: h0.as_ref(),
-            h: Some(&h),
-            h_t: &h_t,
-        };
-        let ws = &mut self.workspace;
+        let (plan, mut launches) = problem.kernel_prepare(runner, request)?;
         let timing = timing::time_runs(&self.config.timing, || {
-            launch_diagonal_buffers(runner, ws, &plan, bufs)?;
+            launches()?;
             runner.synchronize()
         })?;
+        drop(launches);
 
-        let elements = dshape.elements();
-        let bytes = p.bytes_moved();
+        let elements = shape.batch() * len * shape.lanes();
         let secs = timing.median_s.max(1e-12);
         let gb_per_s = bytes as f64 / secs / 1e9;
         Ok(Some(Row {
@@ -519,17 +524,17 @@ impl Runner<'_, '_> {
             timed: TIMED_LAUNCHES.to_string(),
             family: shape.family().name().to_string(),
             label,
-            dtype: S::DTYPE,
+            dtype,
             shape: shape.describe(),
             batch: shape.batch(),
             lanes: shape.lanes(),
             len,
-            plan: format!("{request} [{}]", plan.kind.label()),
+            plan: format!("{request} [{}]", plan.kind),
             chunk: plan.chunk,
             chunks: plan.chunks,
             depth,
             work: 0,
-            depth_formula: plan.depth,
+            depth_formula: plan.depth_formula,
             work_formula: 0,
             reps: timing.reps,
             median_ms: timing.median_s * 1e3,
@@ -598,6 +603,30 @@ impl Runner<'_, '_> {
             gb_per_s,
             pct_copy_bw: 100.0 * gb_per_s / self.copy_gbs,
         })
+    }
+}
+
+/// Visits a problem with [`Runner::kernel_case`].
+struct KernelRow<'x, 'c, 'e, R> {
+    ctx: &'x mut Runner<'c, 'e>,
+    runner: &'x R,
+    shape: Shape,
+    len: usize,
+    bytes: usize,
+    request: PlanRequest,
+}
+
+impl<R: KernelRunner, S> KernelVisitor<S> for KernelRow<'_, '_, '_, R> {
+    type Out = Result<Option<Row>>;
+    fn visit<P: KernelScan<Elem = S>>(self, problem: &P) -> Self::Out {
+        self.ctx.kernel_case(
+            self.runner,
+            self.shape,
+            self.len,
+            self.bytes,
+            problem,
+            self.request,
+        )
     }
 }
 

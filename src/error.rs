@@ -97,6 +97,9 @@ pub enum Error {
         /// The driver's message.
         message: String,
     },
+    /// A Newton solve diverged (policy [`Policy::Error`](crate::newton::Policy)).
+    #[error("Newton solve of `{}` ({}) diverged after {} iterations: {}; best residual {:.3e}", .0.cell, .0.mode, .0.residuals.len().saturating_sub(1), .0.reason, .0.best_residual)]
+    Diverged(Box<crate::newton::Diverged>),
     /// An I/O error while writing results.
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -31,6 +31,7 @@ pub mod dtype;
 pub mod error;
 pub mod family;
 pub mod kernels;
+pub mod newton;
 pub mod oracle;
 pub mod ptx;
 pub mod scan;

@@ -87,6 +87,15 @@ impl Cpu {
         self.pool.as_ref().or_else(|| shared_pool())
     }
 
+    /// Runs `f` on this engine's worker pool (FTZ/DAZ set), so rayon
+    /// iterators inside it use the same threads as the scans.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match self.pool() {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
     /// Worker threads this engine uses.
     pub fn threads(&self) -> usize {
         match self.pool() {

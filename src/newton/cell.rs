@@ -1,0 +1,334 @@
+//! Nonlinear recurrent cells `h_t = f(h_{t-1}, x_t)` with exact Jacobians.
+//!
+//! Inputs are pre-projected: `x_t` already holds `W x + bias` (the input
+//! GEMM is the caller's), so a cell only does the recurrent part. Every
+//! built-in cell has a CUDA twin in `kernels/newton.cu`; the formulas there
+//! and here are the same code, line for line.
+
+use crate::dtype::Real;
+use crate::error::{Error, Result};
+
+/// Which structure `∂f/∂h` has, which decides the scan family of a Newton
+/// iteration and the layout of the Jacobian buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Structure {
+    /// `n` diagonal entries: a Diagonal scan.
+    Diagonal,
+    /// `n/k` dense `k×k` blocks, row-major `[n/k, k, k]`: a BlockDiagonal(k) scan.
+    Block {
+        /// Block size `k` (divides the state size).
+        k: usize,
+    },
+    /// One dense `n×n` matrix, row-major: a Dense (BlockDiagonal(n)) scan.
+    Dense,
+}
+
+impl Structure {
+    /// Block size `k` of this structure for state size `n` (1 for diagonal).
+    pub fn block(self, n: usize) -> usize {
+        match self {
+            Structure::Diagonal => 1,
+            Structure::Block { k } => k,
+            Structure::Dense => n,
+        }
+    }
+
+    /// Scalars of one step's Jacobian for state size `n`.
+    pub fn len(self, n: usize) -> usize {
+        n * self.block(n)
+    }
+}
+
+/// A recurrent cell `h' = f(h, x)`: what the Newton solver needs on the CPU.
+///
+/// Implement it for your own cell to solve it with
+/// [`solve`](super::solve); `step_jacobian` must return the exact
+/// `∂f/∂h` (the tests of the built-in cells compare it with central finite
+/// differences, and the same check is a good idea for yours).
+pub trait Cell<T: Real>: Sync {
+    /// Short name for reports (`diag-gru`, ...).
+    fn name(&self) -> &str;
+    /// State size `n` (scalars per step of `h`).
+    fn state_dim(&self) -> usize;
+    /// Input size per step (scalars per step of `x`).
+    fn input_dim(&self) -> usize;
+    /// Structure of `∂f/∂h`.
+    fn structure(&self) -> Structure;
+    /// `out = f(h, x)`; `h, out: [n]`, `x: [input_dim]`.
+    fn step(&self, h: &[T], x: &[T], out: &mut [T]);
+    /// `out = f(h, x)` and `jac = ∂f/∂h` in the layout of
+    /// [`Cell::structure`] (`[n]`, `[n/k,k,k]` or `[n,n]`, row-major).
+    fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]);
+    /// `out = f(h, x)` and the diagonal of `∂f/∂h` (`diag: [n]`), for
+    /// quasi-Newton. The default extracts it from [`Cell::step_jacobian`].
+    fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
+        let n = self.state_dim();
+        let s = self.structure();
+        let k = s.block(n);
+        let mut jac = vec![T::zero(); s.len(n)];
+        self.step_jacobian(h, x, out, &mut jac);
+        for (i, d) in diag.iter_mut().enumerate().take(n) {
+            // Entry (i, i) of the block holding row i.
+            let (blk, r) = (i / k, i % k);
+            *d = jac[blk * k * k + r * k + r];
+        }
+    }
+}
+
+fn sigmoid<T: Real>(z: T) -> T {
+    T::one() / (T::one() + (-z).exp())
+}
+
+fn check_params<T: Real>(name: &'static str, v: &[T], n: usize) -> Result<()> {
+    if v.len() != n {
+        return Err(Error::shape(name, format!("[{n}]"), n, v.len()));
+    }
+    if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        return Err(Error::NonFinite {
+            arg: name,
+            index: i,
+            value: format!("{x:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// ParaRNN's GRU with diagonal recurrent weights, state `h: [n]`, input
+/// `x_t = [x_z | x_r | x_c]: [3n]`:
+///
+/// `z = σ(x_z + a_z⊙h)`, `r = σ(x_r + a_r⊙h)`,
+/// `c = tanh(x_c + a_c⊙(r⊙h))`, `h' = (1−z)⊙h + z⊙c`.
+///
+/// The Jacobian is diagonal. Contractive when `|a_*|` are small (below ~1).
+#[derive(Clone, Debug)]
+pub struct DiagGru<T> {
+    /// Recurrent weight of the update gate, `[n]`.
+    pub a_z: Vec<T>,
+    /// Recurrent weight of the reset gate, `[n]`.
+    pub a_r: Vec<T>,
+    /// Recurrent weight of the candidate, `[n]`.
+    pub a_c: Vec<T>,
+}
+
+impl<T: Real> DiagGru<T> {
+    /// A cell of `n = a_z.len()` units; all three weights must be `[n]` and finite.
+    pub fn new(a_z: Vec<T>, a_r: Vec<T>, a_c: Vec<T>) -> Result<Self> {
+        let n = a_z.len();
+        if n == 0 {
+            return Err(Error::size("a_z", 0, "at least one unit"));
+        }
+        check_params("a_z", &a_z, n)?;
+        check_params("a_r", &a_r, n)?;
+        check_params("a_c", &a_c, n)?;
+        Ok(Self { a_z, a_r, a_c })
+    }
+
+    /// One unit: `(h', ∂h'/∂h)`.
+    #[inline]
+    fn unit(&self, i: usize, h: T, x: &[T]) -> (T, T) {
+        let n = self.a_z.len();
+        let one = T::one();
+        let (az, ar, ac) = (self.a_z[i], self.a_r[i], self.a_c[i]);
+        let z = sigmoid(x[i] + az * h);
+        let r = sigmoid(x[n + i] + ar * h);
+        let c = (x[2 * n + i] + ac * (r * h)).tanh();
+        let out = (one - z) * h + z * c;
+        let dz = z * (one - z) * az;
+        let dr = r * (one - r) * ar;
+        let dc = (one - c * c) * ac * (r + h * dr);
+        let jac = (one - z) + (c - h) * dz + z * dc;
+        (out, jac)
+    }
+}
+
+impl<T: Real> Cell<T> for DiagGru<T> {
+    fn name(&self) -> &str {
+        "diag-gru"
+    }
+    fn state_dim(&self) -> usize {
+        self.a_z.len()
+    }
+    fn input_dim(&self) -> usize {
+        3 * self.a_z.len()
+    }
+    fn structure(&self) -> Structure {
+        Structure::Diagonal
+    }
+    fn step(&self, h: &[T], x: &[T], out: &mut [T]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.unit(i, h[i], x).0;
+        }
+    }
+    fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+        for i in 0..out.len() {
+            (out[i], jac[i]) = self.unit(i, h[i], x);
+        }
+    }
+    fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
+        self.step_jacobian(h, x, out, diag);
+    }
+}
+
+/// LSTM with coupled input/forget gates and diagonal recurrence. `n`
+/// units; the state interleaves them, `h = [c_0, h_0, c_1, h_1, …]: [2n]`,
+/// so each unit's `(c, h)` is one 2×2 Jacobian block. Input
+/// `x_t = [x_f | x_o | x_g]: [3n]`:
+///
+/// `f = σ(x_f + a_f⊙h)`, `o = σ(x_o + a_o⊙h)`, `g = tanh(x_g + a_g⊙h)`,
+/// `c' = f⊙c + (1−f)⊙g`, `h' = o⊙tanh(c')`.
+#[derive(Clone, Debug)]
+pub struct DiagLstm<T> {
+    /// Recurrent weight of the forget gate, `[n]`.
+    pub a_f: Vec<T>,
+    /// Recurrent weight of the output gate, `[n]`.
+    pub a_o: Vec<T>,
+    /// Recurrent weight of the cell input, `[n]`.
+    pub a_g: Vec<T>,
+}
+
+impl<T: Real> DiagLstm<T> {
+    /// A cell of `n = a_f.len()` units (state size `2n`).
+    pub fn new(a_f: Vec<T>, a_o: Vec<T>, a_g: Vec<T>) -> Result<Self> {
+        let n = a_f.len();
+        if n == 0 {
+            return Err(Error::size("a_f", 0, "at least one unit"));
+        }
+        check_params("a_f", &a_f, n)?;
+        check_params("a_o", &a_o, n)?;
+        check_params("a_g", &a_g, n)?;
+        Ok(Self { a_f, a_o, a_g })
+    }
+
+    /// One unit: `(c', h')` and the block `[[∂c'/∂c, ∂c'/∂h], [∂h'/∂c, ∂h'/∂h]]`.
+    #[inline]
+    fn unit(&self, i: usize, c: T, h: T, x: &[T]) -> ((T, T), [T; 4]) {
+        let n = self.a_f.len();
+        let one = T::one();
+        let (af, ao, ag) = (self.a_f[i], self.a_o[i], self.a_g[i]);
+        let f = sigmoid(x[i] + af * h);
+        let o = sigmoid(x[n + i] + ao * h);
+        let g = (x[2 * n + i] + ag * h).tanh();
+        let c2 = f * c + (one - f) * g;
+        let tc = c2.tanh();
+        let h2 = o * tc;
+        let df = f * (one - f) * af;
+        let dog = o * (one - o) * ao;
+        let dg = (one - g * g) * ag;
+        let dc_dc = f;
+        let dc_dh = (c - g) * df + (one - f) * dg;
+        let dt = o * (one - tc * tc);
+        let dh_dc = dt * dc_dc;
+        let dh_dh = dog * tc + dt * dc_dh;
+        ((c2, h2), [dc_dc, dc_dh, dh_dc, dh_dh])
+    }
+}
+
+impl<T: Real> Cell<T> for DiagLstm<T> {
+    fn name(&self) -> &str {
+        "diag-lstm"
+    }
+    fn state_dim(&self) -> usize {
+        2 * self.a_f.len()
+    }
+    fn input_dim(&self) -> usize {
+        3 * self.a_f.len()
+    }
+    fn structure(&self) -> Structure {
+        Structure::Block { k: 2 }
+    }
+    fn step(&self, h: &[T], x: &[T], out: &mut [T]) {
+        for i in 0..self.a_f.len() {
+            let ((c2, h2), _) = self.unit(i, h[2 * i], h[2 * i + 1], x);
+            out[2 * i] = c2;
+            out[2 * i + 1] = h2;
+        }
+    }
+    fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+        for i in 0..self.a_f.len() {
+            let ((c2, h2), blk) = self.unit(i, h[2 * i], h[2 * i + 1], x);
+            out[2 * i] = c2;
+            out[2 * i + 1] = h2;
+            jac[4 * i..4 * i + 4].copy_from_slice(&blk);
+        }
+    }
+    fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
+        for i in 0..self.a_f.len() {
+            let ((c2, h2), blk) = self.unit(i, h[2 * i], h[2 * i + 1], x);
+            out[2 * i] = c2;
+            out[2 * i + 1] = h2;
+            diag[2 * i] = blk[0];
+            diag[2 * i + 1] = blk[3];
+        }
+    }
+}
+
+/// Elman RNN `h' = tanh(W h + x)` with a dense recurrent matrix
+/// `W: [n, n]` (row-major) and input `x_t: [n]`. The Jacobian
+/// `diag(1 − h'²) W` is dense (DEER); quasi-Newton keeps its diagonal
+/// (quasi-DEER).
+#[derive(Clone, Debug)]
+pub struct Elman<T> {
+    /// State size.
+    pub n: usize,
+    /// Recurrent matrix, `[n, n]` row-major.
+    pub w: Vec<T>,
+}
+
+impl<T: Real> Elman<T> {
+    /// A cell with state size `n`; `w` must be `[n, n]` and finite.
+    pub fn new(n: usize, w: Vec<T>) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::size("n", 0, "at least 1"));
+        }
+        if w.len() != n * n {
+            return Err(Error::shape("w", format!("[{n}, {n}]"), n * n, w.len()));
+        }
+        check_params("w", &w, n * n)?;
+        Ok(Self { n, w })
+    }
+
+    #[inline]
+    fn pre(&self, i: usize, h: &[T], x: &[T]) -> T {
+        let row = &self.w[i * self.n..(i + 1) * self.n];
+        row.iter().zip(h).fold(x[i], |acc, (&w, &h)| acc + w * h)
+    }
+}
+
+impl<T: Real> Cell<T> for Elman<T> {
+    fn name(&self) -> &str {
+        "elman"
+    }
+    fn state_dim(&self) -> usize {
+        self.n
+    }
+    fn input_dim(&self) -> usize {
+        self.n
+    }
+    fn structure(&self) -> Structure {
+        Structure::Dense
+    }
+    fn step(&self, h: &[T], x: &[T], out: &mut [T]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.pre(i, h, x).tanh();
+        }
+    }
+    fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+        let n = self.n;
+        for i in 0..n {
+            let y = self.pre(i, h, x).tanh();
+            out[i] = y;
+            let s = T::one() - y * y;
+            for j in 0..n {
+                jac[i * n + j] = s * self.w[i * n + j];
+            }
+        }
+    }
+    fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
+        let n = self.n;
+        for i in 0..n {
+            let y = self.pre(i, h, x).tanh();
+            out[i] = y;
+            diag[i] = (T::one() - y * y) * self.w[i * n + i];
+        }
+    }
+}

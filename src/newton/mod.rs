@@ -1,0 +1,216 @@
+//! Newton-iteration parallel solver for nonlinear RNNs `h_t = f(h_{t-1}, x_t)`.
+//!
+//! Iteration `k` evaluates `f` and its Jacobian `J_t = ∂f/∂h` at the current
+//! guess of every state in parallel, then solves the linear recurrence
+//! `h^{k+1}_t = A_t h^{k+1}_{t-1} + (f(h^k_{t-1}, x_t) − A_t h^k_{t-1})` with
+//! the scan of `A_t`'s family ([`Mode`] picks `A_t`). After `k` undamped
+//! iterations the first `k` states are exact, so at most `T` iterations are
+//! ever needed; contractive cells need a handful.
+//!
+//! ```
+//! use parascan::backend::Cpu;
+//! use parascan::newton::{solve, sequential, DiagGru, NewtonOptions, NonlinearProblem};
+//!
+//! let n = 4;
+//! let cell = DiagGru::new(vec![0.5f32; n], vec![0.5; n], vec![0.5; n])?;
+//! let (batch, len) = (2, 1000);
+//! let x: Vec<f32> = (0..batch * len * 3 * n).map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0).collect();
+//! let problem = NonlinearProblem { x: &x, h0: None, batch, len };
+//! let cpu = Cpu::new();
+//! let sol = solve(&cpu, &cell, &problem, &NewtonOptions::default())?;
+//! assert!(sol.report.converged && sol.report.iterations <= 8);
+//! let reference = sequential(&cpu, &cell, &problem)?;
+//! let worst = sol.states.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+//! assert!(worst < 1e-4);
+//! # Ok::<(), parascan::Error>(())
+//! ```
+
+pub mod cell;
+pub mod report;
+pub mod solver;
+
+pub use cell::{Cell, DiagGru, DiagLstm, Elman, Structure};
+pub use report::{Diverged, Mode, SolveReport, StopReason};
+pub use solver::{sequential, solve, Solution};
+
+use crate::dtype::Real;
+use crate::error::{Error, Result};
+use crate::scan::PlanRequest;
+
+/// A batch of nonlinear recurrences to solve.
+#[derive(Clone, Copy, Debug)]
+pub struct NonlinearProblem<'a, T> {
+    /// Pre-projected inputs, `[B, T, input_dim]`.
+    pub x: &'a [T],
+    /// Initial states `[B, n]`; zeros when `None`.
+    pub h0: Option<&'a [T]>,
+    /// `B`.
+    pub batch: usize,
+    /// `T ≥ 1`.
+    pub len: usize,
+}
+
+impl<T: Real> NonlinearProblem<'_, T> {
+    /// Checks the shapes against `cell` and that every input is finite.
+    pub fn validate<C: cell::Cell<T> + ?Sized>(&self, cell: &C) -> Result<()> {
+        if self.batch == 0 {
+            return Err(Error::size("batch", 0, "B ≥ 1"));
+        }
+        if self.len == 0 {
+            return Err(Error::size("len", 0, "T ≥ 1"));
+        }
+        let (n, din) = (cell.state_dim(), cell.input_dim());
+        let want = self.batch * self.len * din;
+        if self.x.len() != want {
+            return Err(Error::shape(
+                "x",
+                format!("[{}, {}, {din}]", self.batch, self.len),
+                want,
+                self.x.len(),
+            ));
+        }
+        if let Some(h0) = self.h0 {
+            if h0.len() != self.batch * n {
+                return Err(Error::shape(
+                    "h0",
+                    format!("[{}, {n}]", self.batch),
+                    self.batch * n,
+                    h0.len(),
+                ));
+            }
+            finite("h0", h0)?;
+        }
+        finite("x", self.x)
+    }
+}
+
+fn finite<T: Real>(arg: &'static str, v: &[T]) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(Error::NonFinite {
+            arg,
+            index: i,
+            value: format!("{:?}", v[i]),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The first guess of every state.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum InitialGuess<'a, T> {
+    /// `h_t = 0`.
+    Zeros,
+    /// `h_t = f(0, x_t)` (ParaRNN's warm start).
+    #[default]
+    FirstStep,
+    /// A given guess, `[B, T, n]`.
+    Given(&'a [T]),
+}
+
+/// What to do when the iteration diverges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// Return [`Error::Diverged`] with the residual history and best iterate.
+    #[default]
+    Error,
+    /// Run the sequential loop instead (reported as `fell_back`).
+    FallbackSequential,
+}
+
+/// Solver settings.
+#[derive(Clone, Copy, Debug)]
+pub struct NewtonOptions<'a, T> {
+    /// How `A_t` is built.
+    pub mode: Mode,
+    /// First guess.
+    pub initial: InitialGuess<'a, T>,
+    /// Stop when `max |h_t − f(h_{t-1}, x_t)| ≤ atol + rtol·max|h|`.
+    pub atol: f64,
+    /// See `atol`.
+    pub rtol: f64,
+    /// Most linear solves; the solver also never needs more than `T`
+    /// undamped ones (after `k` iterations the first `k` states are exact).
+    pub max_iters: usize,
+    /// Divergence: the residual grew this many iterations in a row (`None`:
+    /// only non-finite values count as divergence).
+    pub growth_patience: Option<usize>,
+    /// What divergence does.
+    pub policy: Policy,
+    /// Plan of every scan.
+    pub plan: PlanRequest,
+}
+
+impl<T> Default for NewtonOptions<'_, T> {
+    /// Newton from `f(0, x_t)`, `atol = 1e-5`, `rtol = 1e-5`,
+    /// `max_iters = 100`, growth patience 8, error on divergence, auto plan.
+    fn default() -> Self {
+        Self {
+            mode: Mode::Newton,
+            initial: InitialGuess::FirstStep,
+            atol: 1e-5,
+            rtol: 1e-5,
+            max_iters: 100,
+            growth_patience: Some(8),
+            policy: Policy::Error,
+            plan: PlanRequest::Auto,
+        }
+    }
+}
+
+impl<T: Real> NewtonOptions<'_, T> {
+    /// Checks the settings against `cell` and `problem`.
+    pub fn validate<C: cell::Cell<T> + ?Sized>(
+        &self,
+        cell: &C,
+        problem: &NonlinearProblem<'_, T>,
+    ) -> Result<()> {
+        if !(self.atol >= 0.0 && self.rtol >= 0.0 && (self.atol + self.rtol).is_finite()) {
+            return Err(Error::size(
+                "atol/rtol",
+                0,
+                "finite tolerances ≥ 0".to_string(),
+            ));
+        }
+        if let Mode::Damped { shrink, relax } = self.mode {
+            if !(shrink >= 0.0 && shrink.is_finite()) {
+                return Err(Error::Plan(format!(
+                    "damped mode: shrink = {shrink}, expected a finite value ≥ 0"
+                )));
+            }
+            if !(relax > 0.0 && relax <= 1.0) {
+                return Err(Error::Plan(format!(
+                    "damped mode: relax = {relax}, expected a value in (0, 1]"
+                )));
+            }
+        }
+        let n = cell.state_dim();
+        let k = cell.structure().block(n);
+        if n % k != 0 {
+            return Err(Error::size(
+                "cell.structure",
+                k,
+                format!("a block size dividing the state size {n}"),
+            ));
+        }
+        if let InitialGuess::Given(h) = self.initial {
+            let want = problem.batch * problem.len * n;
+            if h.len() != want {
+                return Err(Error::shape(
+                    "initial",
+                    format!("[{}, {}, {n}]", problem.batch, problem.len),
+                    want,
+                    h.len(),
+                ));
+            }
+            finite("initial", h)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parallel steps of one evaluate-and-check pass over `T` steps, counted in
+/// the reported depth: 1 for evaluating the cell at every step at once,
+/// plus `⌈log2 T⌉` for the max-reduction of the residual over time.
+pub fn parallel_steps(len: usize) -> u64 {
+    1 + u64::from(len.max(1).next_power_of_two().trailing_zeros())
+}

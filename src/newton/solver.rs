@@ -1,0 +1,396 @@
+//! The Newton solver on the CPU engine: every iteration linearizes the cell
+//! around the current guess of all states and solves the linear recurrence
+//! with the scan of the Jacobian's family.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::cell::Cell;
+use super::report::{Diverged, Mode, SolveReport, StopReason};
+use super::{parallel_steps, InitialGuess, NewtonOptions, NonlinearProblem, Policy};
+use crate::backend::Cpu;
+use crate::dtype::{Real, Storage};
+use crate::error::{Error, Result};
+use crate::family::block_diagonal::BlockDiagonal;
+use crate::family::diagonal::Diagonal;
+use crate::family::Layout;
+use crate::scan::depth::measure;
+
+/// The states `h_1..h_T` of every sequence and how they were found.
+#[derive(Clone, Debug)]
+pub struct Solution<T> {
+    /// `[B, T, n]`: `h_t` for `t = 1..T`.
+    pub states: Vec<T>,
+    /// What the solve did.
+    pub report: SolveReport,
+}
+
+/// Runs `h_t = f(h_{t-1}, x_t)` step by step for every sequence (in
+/// parallel over the batch): the reference and the fallback. Returns
+/// `[B, T, n]`.
+pub fn sequential<T: Real, C: Cell<T> + ?Sized>(
+    cpu: &Cpu,
+    cell: &C,
+    problem: &NonlinearProblem<'_, T>,
+) -> Result<Vec<T>> {
+    problem.validate(cell)?;
+    let (n, len, din) = (cell.state_dim(), problem.len, cell.input_dim());
+    let mut states = vec![T::zero(); problem.batch * len * n];
+    cpu.install(|| {
+        states
+            .par_chunks_mut(len * n)
+            .enumerate()
+            .for_each(|(b, seq)| {
+                let mut prev = match problem.h0 {
+                    Some(h0) => h0[b * n..(b + 1) * n].to_vec(),
+                    None => vec![T::zero(); n],
+                };
+                for t in 0..len {
+                    let x = &problem.x[(b * len + t) * din..(b * len + t + 1) * din];
+                    let out = &mut seq[t * n..(t + 1) * n];
+                    cell.step(&prev, x, out);
+                    prev.copy_from_slice(out);
+                }
+            })
+    });
+    Ok(states)
+}
+
+/// Solves `problem` for `cell` with `options` on the CPU engine.
+///
+/// Errors: invalid shapes or options (before any work); divergence under
+/// [`Policy::Error`] returns [`Error::Diverged`] carrying the residual
+/// history and the best iterate.
+pub fn solve<T, C>(
+    cpu: &Cpu,
+    cell: &C,
+    problem: &NonlinearProblem<'_, T>,
+    options: &NewtonOptions<'_, T>,
+) -> Result<Solution<T>>
+where
+    T: Real + Storage<Compute = T>,
+    C: Cell<T> + ?Sized,
+{
+    problem.validate(cell)?;
+    options.validate(cell, problem)?;
+    let (batch, len, n) = (problem.batch, problem.len, cell.state_dim());
+    let mut report = SolveReport::new(cell.name(), options.mode, batch, len, n);
+    if options.mode == Mode::Sequential {
+        let t0 = Instant::now();
+        let states = sequential(cpu, cell, problem)?;
+        report.cell_s = t0.elapsed().as_secs_f64();
+        report.depth = len as u64;
+        report.converged = true;
+        report.stop = StopReason::Sequential;
+        return Ok(Solution { states, report });
+    }
+
+    let mut st = State::new(cell, problem, options);
+    let t0 = Instant::now();
+    let mut h = st.initial_guess(cpu, options.initial);
+    report.cell_s += t0.elapsed().as_secs_f64();
+
+    let cap = options.max_iters;
+    let mut best: Option<(f64, Vec<T>)> = None;
+    let mut growth = 0usize;
+    loop {
+        // One pass: f, the scan inputs and the residual at the current guess.
+        let t0 = Instant::now();
+        let chunk_max = st.assemble(cpu, &h);
+        let t1 = Instant::now();
+        let (residual, hmax) = chunk_max.iter().fold((0.0f64, 0.0f64), |(r, m), &(a, b)| {
+            (max_nan(r, a), m.max(b))
+        });
+        report.cell_s += (t1 - t0).as_secs_f64();
+        report.check_s += t1.elapsed().as_secs_f64();
+        report.depth += parallel_steps(len);
+        report.residuals.push(residual);
+        let tol = options.atol + options.rtol * hmax;
+        report.tolerance = tol;
+
+        if residual <= tol {
+            report.converged = true;
+            report.stop = StopReason::Tolerance;
+            break;
+        }
+        let finite = residual.is_finite();
+        if finite && best.as_ref().map_or(true, |(r, _)| residual < *r) {
+            best = Some((residual, h.clone()));
+        }
+        let k = report.residuals.len();
+        if k >= 2 && residual > report.residuals[k - 2] {
+            growth += 1;
+        } else {
+            growth = 0;
+        }
+        let diverged = if !finite {
+            Some("the residual is not finite".to_string())
+        } else if options.growth_patience.is_some_and(|p| growth >= p) {
+            Some(format!(
+                "the residual grew for {growth} iterations in a row"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = diverged {
+            match options.policy {
+                Policy::Error => {
+                    let (best_residual, best_h) = best.unwrap_or((f64::NAN, h));
+                    return Err(Error::Diverged(Box::new(Diverged {
+                        cell: cell.name().to_string(),
+                        mode: options.mode,
+                        reason: why,
+                        residuals: report.residuals,
+                        best_residual,
+                        best_iterate: best_h.iter().map(|&x| to_f64(x)).collect(),
+                    })));
+                }
+                Policy::FallbackSequential => {
+                    let t0 = Instant::now();
+                    h = sequential(cpu, cell, problem)?;
+                    report.cell_s += t0.elapsed().as_secs_f64();
+                    report.depth += len as u64;
+                    report.converged = true;
+                    report.fell_back = true;
+                    report.stop = StopReason::Fallback(why);
+                    break;
+                }
+            }
+        }
+        if report.iterations >= cap {
+            report.stop = StopReason::MaxIters;
+            break;
+        }
+
+        let t0 = Instant::now();
+        let scan_depth = st.linear_solve(cpu, &mut h, options)?;
+        report.scan_s += t0.elapsed().as_secs_f64();
+        report.depth += scan_depth;
+        report.scan_depths.push(scan_depth);
+        report.iterations += 1;
+    }
+    Ok(Solution { states: h, report })
+}
+
+/// NaN-propagating max (a NaN residual must not hide behind `f64::max`).
+fn max_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// Buffers of one solve.
+struct State<'p, 'c, T, C: ?Sized> {
+    cell: &'c C,
+    problem: &'p NonlinearProblem<'p, T>,
+    mode: Mode,
+    n: usize,
+    /// Scalars per step of the scan's transition (`n`, or `n·k`).
+    alen: usize,
+    /// Block size of the scan (1: Diagonal).
+    k: usize,
+    /// `[B, T, alen]` transitions of the linear recurrence.
+    a: Vec<T>,
+    /// `[B, T, n]` offsets `b_t = f_t − A_t h_{t-1}` (`= f_t` for Picard).
+    b: Vec<T>,
+    /// `[B, n]` final states of the scan (unused beyond the scan's contract).
+    h_last: Vec<T>,
+    /// Scratch output of the scan.
+    h_new: Vec<T>,
+    /// Scan depth by `(T, chunk)` (measured once).
+    depth_cache: Vec<((usize, usize), u64)>,
+}
+
+impl<'p, 'c, T, C> State<'p, 'c, T, C>
+where
+    T: Real + Storage<Compute = T>,
+    C: Cell<T> + ?Sized,
+{
+    fn new(
+        cell: &'c C,
+        problem: &'p NonlinearProblem<'p, T>,
+        options: &NewtonOptions<'_, T>,
+    ) -> Self {
+        let n = cell.state_dim();
+        let k = match options.mode {
+            Mode::Newton | Mode::Damped { .. } => cell.structure().block(n),
+            _ => 1,
+        };
+        let steps = problem.batch * problem.len;
+        // Picard keeps an all-zero `a` of diagonal size so one loop serves all modes.
+        let alen = n * k;
+        Self {
+            cell,
+            problem,
+            mode: options.mode,
+            n,
+            alen,
+            k,
+            a: vec![T::zero(); steps * alen],
+            b: vec![T::zero(); steps * n],
+            h_last: vec![T::zero(); problem.batch * n],
+            h_new: vec![T::zero(); steps * n],
+            depth_cache: Vec::new(),
+        }
+    }
+
+    fn initial_guess(&self, cpu: &Cpu, guess: InitialGuess<'_, T>) -> Vec<T> {
+        let (n, len, din) = (self.n, self.problem.len, self.cell.input_dim());
+        match guess {
+            InitialGuess::Zeros => vec![T::zero(); self.problem.batch * len * n],
+            InitialGuess::Given(h) => h.to_vec(),
+            InitialGuess::FirstStep => {
+                let mut h = vec![T::zero(); self.problem.batch * len * n];
+                let zero = vec![T::zero(); n];
+                let x = self.problem.x;
+                cpu.install(|| {
+                    h.par_chunks_mut(n)
+                        .enumerate()
+                        .with_min_len(64)
+                        .for_each(|(s, out)| self.cell.step(&zero, &x[s * din..(s + 1) * din], out))
+                });
+                h
+            }
+        }
+    }
+
+    /// Evaluates `f` (and the mode's transition) at the guess `h`, fills
+    /// `a` and `b`, and returns per-task `(max residual, max |h|)`.
+    fn assemble(&mut self, cpu: &Cpu, h: &[T]) -> Vec<(f64, f64)> {
+        let (n, len, alen, k) = (self.n, self.problem.len, self.alen, self.k);
+        let din = self.cell.input_dim();
+        let (cell, problem, mode) = (self.cell, self.problem, self.mode);
+        let scale = match mode {
+            Mode::Damped { shrink, .. } => <T as Storage>::from_f64(1.0 / (1.0 + shrink)),
+            _ => T::one(),
+        };
+        let zero = vec![T::zero(); n];
+        // Steps per task: enough to amortize rayon's per-task cost.
+        const STEPS: usize = 256;
+        let (a, b) = (&mut self.a, &mut self.b);
+        cpu.install(|| {
+            b.par_chunks_mut(STEPS * n)
+                .zip(a.par_chunks_mut(STEPS * alen))
+                .enumerate()
+                .map(|(ci, (bs, as_))| {
+                    let mut res = 0.0f64;
+                    let mut hmax = 0.0f64;
+                    for (j, (bt, at)) in bs.chunks_mut(n).zip(as_.chunks_mut(alen)).enumerate() {
+                        let s = ci * STEPS + j;
+                        let (bi, t) = (s / len, s % len);
+                        let prev: &[T] = if t > 0 {
+                            &h[(s - 1) * n..s * n]
+                        } else {
+                            match problem.h0 {
+                                Some(h0) => &h0[bi * n..(bi + 1) * n],
+                                None => &zero,
+                            }
+                        };
+                        let x = &problem.x[s * din..(s + 1) * din];
+                        // `bt` receives f first, then becomes b = f − A·prev.
+                        match mode {
+                            Mode::Picard => cell.step(prev, x, bt),
+                            Mode::QuasiNewton => cell.step_jacobian_diag(prev, x, bt, at),
+                            _ => cell.step_jacobian(prev, x, bt, at),
+                        }
+                        let cur = &h[s * n..(s + 1) * n];
+                        for (&c, &f) in cur.iter().zip(bt.iter()) {
+                            res = max_nan(res, to_f64(c - f).abs());
+                            hmax = hmax.max(to_f64(c).abs());
+                        }
+                        if mode == Mode::Picard {
+                            continue; // A = 0: b = f.
+                        }
+                        if scale != T::one() {
+                            at.iter_mut().for_each(|v| *v = *v * scale);
+                        }
+                        for (i, bv) in bt.iter_mut().enumerate() {
+                            let (blk, r) = (i / k, i % k);
+                            let row = &at[(blk * k + r) * k..(blk * k + r + 1) * k];
+                            let hp = &prev[blk * k..(blk + 1) * k];
+                            let ah = row
+                                .iter()
+                                .zip(hp)
+                                .fold(T::zero(), |acc, (&a, &h)| acc + a * h);
+                            *bv = *bv - ah;
+                        }
+                    }
+                    (res, hmax)
+                })
+                .collect()
+        })
+    }
+
+    /// Solves the assembled linear recurrence into `h` (with relaxation
+    /// for damped Newton) and returns the scan's measured depth.
+    fn linear_solve(
+        &mut self,
+        cpu: &Cpu,
+        h: &mut [T],
+        options: &NewtonOptions<'_, T>,
+    ) -> Result<u64> {
+        let (batch, len, n, k) = (self.problem.batch, self.problem.len, self.n, self.k);
+        if self.mode == Mode::Picard {
+            // A = 0: the solve is a copy, one parallel step.
+            h.copy_from_slice(&self.b);
+            return Ok(1);
+        }
+        let h0 = self.problem.h0;
+        let plan = if k == 1 {
+            let p = Diagonal {
+                a: &self.a,
+                b: &self.b,
+                h0,
+                batch,
+                len,
+                dim: n,
+                layout: Layout::Btd,
+            };
+            cpu.scan_into(&p, options.plan, &mut self.h_new, &mut self.h_last)?
+        } else {
+            let p = BlockDiagonal {
+                a: &self.a,
+                b: &self.b,
+                h0,
+                batch,
+                len,
+                blocks: n / k,
+                block: k,
+            };
+            cpu.scan_into(&p, options.plan, &mut self.h_new, &mut self.h_last)?
+        };
+        let key = (len, plan.chunk);
+        let depth = match self.depth_cache.iter().find(|(k, _)| *k == key) {
+            Some(&(_, d)) => d,
+            None => {
+                let d = cpu.install(|| measure(len, &plan)).depth;
+                self.depth_cache.push((key, d));
+                d
+            }
+        };
+        match self.mode {
+            Mode::Damped { relax, .. } if relax != 1.0 => {
+                let w = <T as Storage>::from_f64(relax);
+                let h_new = &self.h_new;
+                cpu.install(|| {
+                    h.par_iter_mut()
+                        .zip(h_new.par_iter())
+                        .with_min_len(4096)
+                        .for_each(|(h, &y)| *h = *h + w * (y - *h))
+                });
+                Ok(depth + 1)
+            }
+            _ => {
+                h.copy_from_slice(&self.h_new);
+                Ok(depth)
+            }
+        }
+    }
+}
+
+fn to_f64<T: Real>(x: T) -> f64 {
+    x.to_f64().unwrap_or(f64::NAN)
+}

@@ -253,7 +253,10 @@ fn contractive_gru_iterations_stay_flat_in_t() {
         );
         assert!(err <= 1e-5, "T={len}: max error {err:e}");
         // Depth (min-depth scans) is far below the sequential loop's T.
-        eprintln!("T={len}: {} iterations, depth {}", sol.report.iterations, sol.report.depth);
+        eprintln!(
+            "T={len}: {} iterations, depth {}",
+            sol.report.iterations, sol.report.depth
+        );
         assert!(
             sol.report.depth < len as u64 / 4,
             "T={len}: depth {}",

@@ -1,0 +1,485 @@
+//! The Newton solver on the kernels (`kernels/newton.cu` plus the scan
+//! kernels), on any [`KernelRunner`]: the CUDA backend on a GPU, the SIMT
+//! emulator everywhere else.
+//!
+//! The whole iteration stays on the device: the assemble kernel evaluates
+//! the cell, writes the scan inputs and reduces the residual into two
+//! device words; the scan writes the next guess. Per iteration the host
+//! reads back those two words (8 bytes) and nothing else. f32 only.
+
+use std::time::Instant;
+
+use super::cell::{Cell, DiagGru, DiagLstm, Elman, Structure};
+use super::report::{Diverged, Mode, SolveReport, StopReason};
+use super::solver::Solution;
+use super::{parallel_steps, InitialGuess, NewtonOptions, NonlinearProblem, Policy};
+use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::family::Layout;
+use crate::kernels::diagonal::{
+    launch_diagonal, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalIo,
+    DiagonalWorkspace, GpuPlan,
+};
+
+/// A built-in cell the kernels implement (f32 parameters).
+#[derive(Clone, Copy, Debug)]
+pub enum GpuCell<'a> {
+    /// [`DiagGru`]: diagonal Jacobian.
+    DiagGru(&'a DiagGru<f32>),
+    /// [`DiagLstm`]: 2×2-block Jacobian.
+    DiagLstm(&'a DiagLstm<f32>),
+    /// [`Elman`]: dense Jacobian.
+    Elman(&'a Elman<f32>),
+}
+
+impl<'a> From<&'a DiagGru<f32>> for GpuCell<'a> {
+    fn from(c: &'a DiagGru<f32>) -> Self {
+        GpuCell::DiagGru(c)
+    }
+}
+impl<'a> From<&'a DiagLstm<f32>> for GpuCell<'a> {
+    fn from(c: &'a DiagLstm<f32>) -> Self {
+        GpuCell::DiagLstm(c)
+    }
+}
+impl<'a> From<&'a Elman<f32>> for GpuCell<'a> {
+    fn from(c: &'a Elman<f32>) -> Self {
+        GpuCell::Elman(c)
+    }
+}
+
+impl GpuCell<'_> {
+    /// The CPU twin (same formulas), for validation and shapes.
+    pub fn as_cell(&self) -> &dyn Cell<f32> {
+        match *self {
+            GpuCell::DiagGru(c) => c,
+            GpuCell::DiagLstm(c) => c,
+            GpuCell::Elman(c) => c,
+        }
+    }
+
+    fn prefix(&self) -> &'static str {
+        match self {
+            GpuCell::DiagGru(_) => "newton_gru",
+            GpuCell::DiagLstm(_) => "newton_lstm",
+            GpuCell::Elman(_) => "newton_elman",
+        }
+    }
+
+    /// Units the kernels' `n` argument counts (`n` of `[B,T,n]` threads).
+    fn units(&self) -> usize {
+        match *self {
+            GpuCell::DiagGru(c) => c.a_z.len(),
+            GpuCell::DiagLstm(c) => c.a_f.len(),
+            GpuCell::Elman(c) => c.n,
+        }
+    }
+
+    fn params(&self) -> Vec<f32> {
+        match *self {
+            GpuCell::DiagGru(c) => [&c.a_z[..], &c.a_r, &c.a_c].concat(),
+            GpuCell::DiagLstm(c) => [&c.a_f[..], &c.a_o, &c.a_g].concat(),
+            GpuCell::Elman(c) => c.w.clone(),
+        }
+    }
+}
+
+/// Threads per block of the element-wise Newton kernels.
+const BLOCK: u32 = 256;
+
+fn grid_for<R: KernelRunner>(runner: &R, items: usize) -> u32 {
+    // Enough blocks to fill the device several times; grid-stride loops do the rest.
+    let cap = (runner.sm_count().max(1) * 32) as u64;
+    (items as u64).div_ceil(u64::from(BLOCK)).clamp(1, cap) as u32
+}
+
+/// Runs the sequential kernel of `cell` (depth `T`): `[B, T, n]` states.
+pub fn sequential_kernels<R: KernelRunner>(
+    runner: &R,
+    cell: GpuCell<'_>,
+    problem: &NonlinearProblem<'_, f32>,
+) -> Result<Vec<f32>> {
+    problem.validate(cell.as_cell())?;
+    let n_state = cell.as_cell().state_dim();
+    let x = runner.upload(problem.x)?;
+    let params = runner.upload(&cell.params())?;
+    let h0 = problem.h0.map(|h| runner.upload(h)).transpose()?;
+    let h = runner.alloc(problem.batch * problem.len * n_state * 4)?;
+    runner.fill(&h, 0xFF)?;
+    launch_sequential(runner, cell, problem, &x, h0.as_ref(), &params, &h)?;
+    runner.synchronize()?;
+    let mut out = vec![0f32; problem.batch * problem.len * n_state];
+    runner.download(&h, &mut out)?;
+    Ok(out)
+}
+
+fn launch_sequential<R: KernelRunner>(
+    runner: &R,
+    cell: GpuCell<'_>,
+    problem: &NonlinearProblem<'_, f32>,
+    x: &DeviceBuffer,
+    h0: Option<&DeviceBuffer>,
+    params: &DeviceBuffer,
+    h: &DeviceBuffer,
+) -> Result<()> {
+    let (batch, len, units) = (problem.batch, problem.len, cell.units());
+    let cfg = match cell {
+        GpuCell::Elman(_) => {
+            let threads = units.div_ceil(32) * 32;
+            if threads > 1024 {
+                return Err(Error::size(
+                    "n",
+                    units,
+                    "n ≤ 1024 for the sequential Elman kernel (one block per sequence)",
+                ));
+            }
+            let grid = batch.min(65_535) as u32;
+            LaunchConfig::linear(grid, threads as u32).with_shared_bytes((2 * units * 4) as u32)
+        }
+        _ => LaunchConfig::linear(grid_for(runner, batch * units), BLOCK),
+    };
+    runner.launch(
+        &format!("{}_sequential", cell.prefix()),
+        cfg,
+        &[
+            x.into(),
+            ptr_or_null(h0),
+            params.into(),
+            h.into(),
+            KernelArg::U64(batch as u64),
+            KernelArg::U64(len as u64),
+            KernelArg::U64(units as u64),
+        ],
+    )
+}
+
+fn ptr_or_null(b: Option<&DeviceBuffer>) -> KernelArg {
+    KernelArg::Ptr(b.map_or(0, DeviceBuffer::ptr))
+}
+
+/// The scan an iteration runs, planned once per solve.
+enum LinearScan {
+    /// `A_t = 0`: the next guess is `b` (a copy).
+    Copy,
+    /// A Diagonal scan over `[B, T, N]`.
+    Diagonal(Box<GpuPlan>),
+}
+
+/// Device buffers of one solve.
+struct Buffers {
+    x: DeviceBuffer,
+    params: DeviceBuffer,
+    h0: Option<DeviceBuffer>,
+    h: DeviceBuffer,
+    a: Option<DeviceBuffer>,
+    b: DeviceBuffer,
+    h_new: Option<DeviceBuffer>,
+    h_t: DeviceBuffer,
+    best: DeviceBuffer,
+    stats: DeviceBuffer,
+}
+
+/// Solves `problem` for a built-in `cell` on `runner`'s kernels, with the
+/// same options, stopping rules, divergence policy and report as the CPU
+/// [`solve`](super::solve). f32 only.
+///
+/// Full-Jacobian Newton (and damped Newton) for [`DiagLstm`] and [`Elman`]
+/// needs the BlockDiagonal scan kernels; until they are wired in, those
+/// combinations return [`Error::Plan`] (quasi-Newton and Picard work for
+/// every cell).
+pub fn solve_kernels<R: KernelRunner>(
+    runner: &R,
+    cell: GpuCell<'_>,
+    problem: &NonlinearProblem<'_, f32>,
+    options: &NewtonOptions<'_, f32>,
+) -> Result<Solution<f32>> {
+    let c = cell.as_cell();
+    problem.validate(c)?;
+    options.validate(c, problem)?;
+    let (batch, len, n) = (problem.batch, problem.len, c.state_dim());
+    let states = batch * len * n;
+    let mut report = SolveReport::new(c.name(), options.mode, batch, len, n);
+
+    let x = runner.upload(problem.x)?;
+    let params = runner.upload(&cell.params())?;
+    let h0 = problem.h0.map(|h| runner.upload(h)).transpose()?;
+    if options.mode == Mode::Sequential {
+        let h = runner.alloc(states * 4)?;
+        let t0 = Instant::now();
+        launch_sequential(runner, cell, problem, &x, h0.as_ref(), &params, &h)?;
+        runner.synchronize()?;
+        report.cell_s = t0.elapsed().as_secs_f64();
+        report.depth = len as u64;
+        report.converged = true;
+        report.stop = StopReason::Sequential;
+        let mut out = vec![0f32; states];
+        runner.download(&h, &mut out)?;
+        return Ok(Solution {
+            states: out,
+            report,
+        });
+    }
+
+    // Which A_t: form 0 (none), 1 (diagonal), 2 (the cell's full structure).
+    let full = matches!(options.mode, Mode::Newton | Mode::Damped { .. });
+    let form: i32 = match options.mode {
+        Mode::Picard => 0,
+        _ if full && c.structure() != Structure::Diagonal => 2,
+        _ => 1,
+    };
+    let scan = match form {
+        0 => LinearScan::Copy,
+        1 => LinearScan::Diagonal(Box::new(plan_diagonal(
+            DiagShape::new(batch, len, n),
+            Layout::Btd,
+            DType::F32,
+            options.plan,
+            runner.sm_count(),
+        )?)),
+        _ => {
+            return Err(Error::Plan(format!(
+                "{} mode for `{}` needs the block-diagonal scan kernels, which this build's \
+                 Newton path does not drive yet; use quasi-Newton or the CPU solver",
+                options.mode,
+                c.name()
+            )))
+        }
+    };
+    let a_len = match form {
+        0 => 0,
+        1 => states,
+        _ => batch * len * c.structure().len(n),
+    };
+    let relax = match options.mode {
+        Mode::Damped { relax, .. } if relax != 1.0 => Some(relax as f32),
+        _ => None,
+    };
+    let scale = match options.mode {
+        Mode::Damped { shrink, .. } => (1.0 / (1.0 + shrink)) as f32,
+        _ => 1.0,
+    };
+    let bufs = Buffers {
+        x,
+        params,
+        h0,
+        h: runner.alloc(states * 4)?,
+        a: (a_len > 0).then(|| runner.alloc(a_len * 4)).transpose()?,
+        b: runner.alloc(states * 4)?,
+        h_new: relax.map(|_| runner.alloc(states * 4)).transpose()?,
+        h_t: runner.alloc(batch * n * 4)?,
+        best: runner.alloc(states * 4)?,
+        stats: runner.alloc(8)?,
+    };
+    let mut ws = DiagonalWorkspace::new();
+
+    // Initial guess.
+    let t0 = Instant::now();
+    match options.initial {
+        InitialGuess::Zeros => runner.fill(&bufs.h, 0)?,
+        InitialGuess::Given(g) => {
+            let g = runner.upload(g)?;
+            copy(runner, &g, &bufs.h, states)?;
+        }
+        InitialGuess::FirstStep => {
+            // f(0, x_t) at every t: Picard's assemble on an all-zero guess
+            // with no h_0, then b → h.
+            runner.fill(&bufs.h, 0)?;
+            assemble(runner, cell, problem, &bufs, None, 0, 1.0)?;
+            copy(runner, &bufs.b, &bufs.h, states)?;
+        }
+    }
+    runner.synchronize()?;
+    report.cell_s += t0.elapsed().as_secs_f64();
+
+    let mut scan_depth: Option<u64> = None;
+    let mut best: Option<f64> = None;
+    let mut growth = 0usize;
+    loop {
+        let t0 = Instant::now();
+        runner.fill(&bufs.stats, 0)?;
+        assemble(runner, cell, problem, &bufs, bufs.h0.as_ref(), form, scale)?;
+        runner.synchronize()?;
+        let t1 = Instant::now();
+        let mut words = [0u32; 2];
+        runner.download(&bufs.stats, &mut words)?;
+        let residual = f64::from(f32::from_bits(words[0]));
+        let hmax = f64::from(f32::from_bits(words[1]));
+        report.cell_s += (t1 - t0).as_secs_f64();
+        report.check_s += t1.elapsed().as_secs_f64();
+        report.depth += parallel_steps(len);
+        report.residuals.push(residual);
+        let tol = options.atol + options.rtol * hmax;
+        report.tolerance = tol;
+        if residual <= tol {
+            report.converged = true;
+            report.stop = StopReason::Tolerance;
+            break;
+        }
+        let finite = residual.is_finite();
+        if finite && best.map_or(true, |r| residual < r) {
+            best = Some(residual);
+            copy(runner, &bufs.h, &bufs.best, states)?;
+        }
+        let k = report.residuals.len();
+        if k >= 2 && residual > report.residuals[k - 2] {
+            growth += 1;
+        } else {
+            growth = 0;
+        }
+        let diverged = if !finite {
+            Some("the residual is not finite".to_string())
+        } else if options.growth_patience.is_some_and(|p| growth >= p) {
+            Some(format!(
+                "the residual grew for {growth} iterations in a row"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = diverged {
+            match options.policy {
+                Policy::Error => {
+                    let mut iterate = vec![0f32; states];
+                    let source = if best.is_some() { &bufs.best } else { &bufs.h };
+                    runner.synchronize()?;
+                    runner.download(source, &mut iterate)?;
+                    return Err(Error::Diverged(Box::new(Diverged {
+                        cell: c.name().to_string(),
+                        mode: options.mode,
+                        reason: why,
+                        residuals: report.residuals,
+                        best_residual: best.unwrap_or(f64::NAN),
+                        best_iterate: iterate.iter().map(|&v| f64::from(v)).collect(),
+                    })));
+                }
+                Policy::FallbackSequential => {
+                    let t0 = Instant::now();
+                    launch_sequential(
+                        runner,
+                        cell,
+                        problem,
+                        &bufs.x,
+                        bufs.h0.as_ref(),
+                        &bufs.params,
+                        &bufs.h,
+                    )?;
+                    runner.synchronize()?;
+                    report.cell_s += t0.elapsed().as_secs_f64();
+                    report.depth += len as u64;
+                    report.converged = true;
+                    report.fell_back = true;
+                    report.stop = StopReason::Fallback(why);
+                    break;
+                }
+            }
+        }
+        if report.iterations >= options.max_iters {
+            report.stop = StopReason::MaxIters;
+            break;
+        }
+
+        let t0 = Instant::now();
+        let out = bufs.h_new.as_ref().unwrap_or(&bufs.h);
+        let mut depth = match &scan {
+            LinearScan::Copy => {
+                copy(runner, &bufs.b, &bufs.h, states)?;
+                1
+            }
+            LinearScan::Diagonal(plan) => {
+                let a = bufs.a.as_ref().map_or(0, DeviceBuffer::ptr);
+                launch_diagonal(
+                    runner,
+                    &mut ws,
+                    plan,
+                    DiagonalIo {
+                        a,
+                        b: bufs.b.ptr(),
+                        h0: bufs.h0.as_ref().map(DeviceBuffer::ptr),
+                        h: Some(out.ptr()),
+                        h_t: bufs.h_t.ptr(),
+                    },
+                )?;
+                match scan_depth {
+                    Some(d) => d,
+                    None => {
+                        runner.synchronize()?;
+                        let d = measure_diagonal_depth(runner, &mut ws, plan)?;
+                        scan_depth = Some(d);
+                        d
+                    }
+                }
+            }
+        };
+        if let (Some(w), Some(h_new)) = (relax, bufs.h_new.as_ref()) {
+            if !matches!(scan, LinearScan::Copy) {
+                runner.launch(
+                    "newton_relax",
+                    LaunchConfig::linear(grid_for(runner, states), BLOCK),
+                    &[
+                        (&bufs.h).into(),
+                        h_new.into(),
+                        KernelArg::F32(w),
+                        KernelArg::U64(states as u64),
+                    ],
+                )?;
+                depth += 1;
+            }
+        }
+        runner.synchronize()?;
+        report.scan_s += t0.elapsed().as_secs_f64();
+        report.depth += depth;
+        report.scan_depths.push(depth);
+        report.iterations += 1;
+    }
+    runner.synchronize()?;
+    let mut out = vec![0f32; states];
+    runner.download(&bufs.h, &mut out)?;
+    Ok(Solution {
+        states: out,
+        report,
+    })
+}
+
+fn assemble<R: KernelRunner>(
+    runner: &R,
+    cell: GpuCell<'_>,
+    problem: &NonlinearProblem<'_, f32>,
+    bufs: &Buffers,
+    h0: Option<&DeviceBuffer>,
+    form: i32,
+    scale: f32,
+) -> Result<()> {
+    let units = cell.units();
+    let items = problem.batch * problem.len * units;
+    runner.launch(
+        &format!("{}_assemble", cell.prefix()),
+        LaunchConfig::linear(grid_for(runner, items), BLOCK),
+        &[
+            (&bufs.x).into(),
+            (&bufs.h).into(),
+            ptr_or_null(h0),
+            (&bufs.params).into(),
+            ptr_or_null(bufs.a.as_ref()),
+            (&bufs.b).into(),
+            (&bufs.stats).into(),
+            KernelArg::U64(problem.batch as u64),
+            KernelArg::U64(problem.len as u64),
+            KernelArg::U64(units as u64),
+            KernelArg::I32(form),
+            KernelArg::F32(scale),
+        ],
+    )
+}
+
+fn copy<R: KernelRunner>(
+    runner: &R,
+    src: &DeviceBuffer,
+    dst: &DeviceBuffer,
+    count: usize,
+) -> Result<()> {
+    runner.launch(
+        "copy_f32",
+        LaunchConfig::linear(grid_for(runner, count.div_ceil(4)), BLOCK),
+        &[src.into(), dst.into(), KernelArg::U64(count as u64)],
+    )
+}

@@ -97,6 +97,23 @@ struct SweepArgs {
     /// Seed of the random inputs.
     #[arg(long)]
     seed: Option<u64>,
+    /// Nonlinear cells, comma-separated: diag-gru, diag-lstm, elman, parity (the hard
+    /// cell), all or none. Plan `sequential` is each cell's sequential loop, every other
+    /// plan a Newton solve whose scans use that plan.
+    #[arg(long, default_value = "diag-gru,parity")]
+    cells: String,
+    /// Longest T of the contractive cells' rows [default: 2^16].
+    #[arg(long, value_parser = parse_len)]
+    newton_max_t: Option<usize>,
+    /// Longest T of the hard cell's rows (Newton needs ~T iterations) [default: 2^12].
+    #[arg(long, value_parser = parse_len)]
+    hard_max_t: Option<usize>,
+    /// The depth-hierarchy preset: diagonal, perm-diagonal and dplr scans (min-depth),
+    /// Newton on diag-gru and parity, and the sequential loops, T = 2^6..2^14 (x2);
+    /// writes hierarchy.svg. Overrides --families, --plans, --cells and the grid unless
+    /// --min-t/--max-t/--step are given.
+    #[arg(long)]
+    hierarchy: bool,
 }
 
 #[derive(Args, Debug)]
@@ -196,13 +213,24 @@ fn progress_bar() -> ProgressBar {
 }
 
 fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
-    let mut cfg = if args.quick {
+    let mut cfg = if args.hierarchy {
+        SweepConfig::hierarchy()
+    } else if args.quick {
         SweepConfig::quick()
     } else {
         SweepConfig::default()
     };
-    cfg.families = config::parse_families(&args.families)?;
-    cfg.plans = config::parse_plans(&args.plans)?;
+    if !args.hierarchy {
+        cfg.families = config::parse_families(&args.families)?;
+        cfg.plans = config::parse_plans(&args.plans)?;
+        cfg.cells = parascan::sweep::cells::parse_cells(&args.cells)?;
+    }
+    if let Some(t) = args.newton_max_t {
+        cfg.newton_max_t = t;
+    }
+    if let Some(t) = args.hard_max_t {
+        cfg.hard_max_t = t;
+    }
     cfg.dtypes = config::parse_dtypes(&args.dtypes)?;
     cfg.diagonal_layouts = config::parse_layouts(&args.layouts)?;
     cfg.backend = args.backend.parse()?;
@@ -290,13 +318,14 @@ fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
     let out = sweep::write_outputs(&report, &args.out)
         .with_context(|| format!("writing results to {}", args.out.display()))?;
     println!(
-        "\n{} cases in {:.1} s; wrote {}, {}, {}, {}",
+        "\n{} cases in {:.1} s; wrote {}, {}, {}, {}, {}",
         report.rows.len() + usize::from(report.bandwidth.is_some()),
         report.meta.wall_s,
         out.csv.display(),
         out.json.display(),
         out.depth_plot.display(),
-        out.time_plot.display()
+        out.time_plot.display(),
+        out.hierarchy_plot.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -65,6 +65,8 @@ fn tiny_sweep_with_flags_writes_outputs() {
         "4",
         "--min-time-ms",
         "0",
+        "--cells",
+        "none",
         "--out",
         dir.to_str().unwrap(),
     ]);
@@ -194,6 +196,8 @@ fn emu_sweep_reports_the_kernels_measured_depth() {
         "diagonal",
         "--quick",
         "--no-bandwidth-case",
+        "--cells",
+        "none",
         "--out",
         dir.to_str().unwrap(),
     ]);

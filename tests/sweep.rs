@@ -53,6 +53,8 @@ fn tiny_config() -> SweepConfig {
             len: 512,
             dim: 8,
         }),
+        // Nonlinear rows have their own test.
+        cells: Vec::new(),
         ..SweepConfig::quick()
     }
 }
@@ -423,4 +425,78 @@ fn tolerance_rule_is_the_stated_one() {
         check::tolerance(DType::F32, 1),
         check::tolerance(DType::F32, 2)
     );
+}
+
+#[test]
+fn nonlinear_rows_show_flat_and_growing_newton_depth() {
+    use parascan::sweep::cells::CellKind;
+    let lengths = vec![64, 256, 1024];
+    let cfg = SweepConfig {
+        families: vec![Family::Diagonal],
+        plans: vec![PlanRequest::Sequential, PlanRequest::MinDepth],
+        lengths: lengths.clone(),
+        cells: vec![CellKind::DiagGru, CellKind::Parity],
+        bandwidth_case: None,
+        ..tiny_config()
+    };
+    let report = sweep::run(&cfg, &ProgressBar::hidden(), &mut |_| {}).expect("sweep runs");
+    let newton: Vec<&Row> = report
+        .rows
+        .iter()
+        .filter(|r| r.family == "newton")
+        .collect();
+    assert_eq!(newton.len(), 2 * 2 * lengths.len());
+    let get = |cell: &str, plan: &str, t: usize| -> &Row {
+        newton
+            .iter()
+            .copied()
+            .find(|r| r.label == cell && r.plan.starts_with(plan) && r.len == t)
+            .unwrap_or_else(|| panic!("no {cell} {plan} T={t} row"))
+    };
+    for &t in &lengths {
+        for cell in ["diag-gru", "parity"] {
+            let seq = get(cell, "sequential", t);
+            assert_eq!(
+                seq.depth, t as u64,
+                "{cell}: the sequential loop has depth T"
+            );
+            assert_eq!(seq.iterations, None);
+        }
+        let gru = get("diag-gru", "newton", t);
+        let iters = gru.iterations.expect("newton rows carry iterations");
+        assert!(
+            (1..=6).contains(&iters),
+            "diag-gru T={t}: {iters} iterations"
+        );
+        // min-depth scans: depth about iterations · (2·log2 T + 1 + log2 T).
+        let log = t.trailing_zeros() as u64;
+        assert!(
+            gru.depth <= (iters as u64 + 1) * (3 * log + 4),
+            "T={t}: depth {}",
+            gru.depth
+        );
+        let hard = get("parity", "newton", t);
+        // The hard cell needs about T iterations (never more than T).
+        let k = hard.iterations.unwrap();
+        assert!(k <= t && k >= t / 2, "parity T={t}: {k} iterations");
+        assert!(
+            hard.depth > t as u64,
+            "parity T={t}: depth {} not above T",
+            hard.depth
+        );
+    }
+    let dir = temp_dir("hierarchy");
+    let out = sweep::write_outputs(&report, &dir).expect("outputs");
+    let svg = std::fs::read_to_string(&out.hierarchy_plot).unwrap();
+    for needle in [
+        "newton · diag-gru",
+        "newton · parity",
+        "scan · diagonal",
+        "reference: T",
+    ] {
+        assert!(svg.contains(needle), "hierarchy.svg lacks `{needle}`");
+    }
+    let csv = std::fs::read_to_string(&out.csv).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",iterations"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -332,3 +332,78 @@ impl<T: Real> Cell<T> for Elman<T> {
         }
     }
 }
+
+/// A steep-sigmoid parity machine, the "hard" cell: state `h: [n]` near
+/// 0 or 1, input bits `x_t: [n]`, and
+///
+/// `h' = σ(β·(x + h − 2·x·h − ½))`,
+///
+/// a smooth `h' = h XOR x` (copy when `x = 0`, flip when `x = 1`). Each
+/// state depends on every earlier input, yet in the saturated regime the
+/// Jacobian `β·σ'·(1 − 2x)` is nearly zero, so a Newton linearization
+/// around a wrong guess carries almost no information from step to step:
+/// the iteration count grows with `T` (about one step of the sequence
+/// fixed per iteration), as the paper predicts for nonlinear RNNs whose
+/// state carries information over arbitrary distances. `β = 20` by
+/// default.
+#[derive(Clone, Debug)]
+pub struct Parity<T> {
+    /// Units.
+    pub n: usize,
+    /// Steepness `β > 0`.
+    pub beta: T,
+}
+
+impl<T: Real> Parity<T> {
+    /// A parity machine of `n` units with steepness `beta`.
+    pub fn new(n: usize, beta: T) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::size("n", 0, "at least 1"));
+        }
+        if !(beta.is_finite() && beta > T::zero()) {
+            return Err(Error::NonFinite {
+                arg: "beta",
+                index: 0,
+                value: format!("{beta:?} (expected a finite value > 0)"),
+            });
+        }
+        Ok(Self { n, beta })
+    }
+
+    #[inline]
+    fn unit(&self, h: T, x: T) -> (T, T) {
+        let one = T::one();
+        let two = one + one;
+        let half = one / two;
+        let s = sigmoid(self.beta * (x + h - two * x * h - half));
+        (s, self.beta * s * (one - s) * (one - two * x))
+    }
+}
+
+impl<T: Real> Cell<T> for Parity<T> {
+    fn name(&self) -> &str {
+        "parity"
+    }
+    fn state_dim(&self) -> usize {
+        self.n
+    }
+    fn input_dim(&self) -> usize {
+        self.n
+    }
+    fn structure(&self) -> Structure {
+        Structure::Diagonal
+    }
+    fn step(&self, h: &[T], x: &[T], out: &mut [T]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.unit(h[i], x[i]).0;
+        }
+    }
+    fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+        for i in 0..out.len() {
+            (out[i], jac[i]) = self.unit(h[i], x[i]);
+        }
+    }
+    fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
+        self.step_jacobian(h, x, out, diag);
+    }
+}

@@ -85,6 +85,10 @@ impl GpuCell<'_> {
     }
 }
 
+/// Whether full-Jacobian Newton for [`DiagLstm`] and [`Elman`] runs on the
+/// kernels (it needs the BlockDiagonal scan kernels).
+pub const FULL_JACOBIAN_KERNELS: bool = false;
+
 /// Threads per block of the element-wise Newton kernels.
 const BLOCK: u32 = 256;
 

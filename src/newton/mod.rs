@@ -30,7 +30,7 @@ pub mod gpu;
 pub mod report;
 pub mod solver;
 
-pub use cell::{Cell, DiagGru, DiagLstm, Elman, Structure};
+pub use cell::{Cell, DiagGru, DiagLstm, Elman, Parity, Structure};
 pub use gpu::{sequential_kernels, solve_kernels, GpuCell};
 pub use report::{Diverged, Mode, SolveReport, StopReason};
 pub use solver::{sequential, solve, Solution};

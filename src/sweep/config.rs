@@ -515,6 +515,14 @@ pub struct SweepConfig {
     pub max_case_bytes: usize,
     /// Base seed of the random inputs (each case derives its own).
     pub seed: u64,
+    /// Nonlinear cells: each one's sequential loop (plan `sequential`) and
+    /// Newton solves (every other plan) at every `T`.
+    pub cells: Vec<super::cells::CellKind>,
+    /// Longest `T` of the contractive cells' rows.
+    pub newton_max_t: usize,
+    /// Longest `T` of the hard cell ([`super::cells::CellKind::Parity`]):
+    /// Newton needs about `T` iterations there, so its cost grows as `T²`.
+    pub hard_max_t: usize,
 }
 
 /// Default grid: `2^8 … 2^20` in steps of ×4.
@@ -550,9 +558,20 @@ impl Default for SweepConfig {
             bandwidth_case: Some(BandwidthCase::default()),
             max_case_bytes: DEFAULT_MAX_CASE_BYTES,
             seed: 0x5eed,
+            cells: vec![
+                super::cells::CellKind::DiagGru,
+                super::cells::CellKind::Parity,
+            ],
+            newton_max_t: DEFAULT_NEWTON_MAX_T,
+            hard_max_t: DEFAULT_HARD_MAX_T,
         }
     }
 }
+
+/// Default cap on `T` of the contractive cells' rows.
+pub const DEFAULT_NEWTON_MAX_T: usize = 1 << 16;
+/// Default cap on `T` of the hard cell's rows.
+pub const DEFAULT_HARD_MAX_T: usize = 1 << 12;
 
 impl SweepConfig {
     /// A tiny sweep for tests and CI: `T = 64, 256, 1024`, short timing,
@@ -574,6 +593,32 @@ impl SweepConfig {
                 len: 4096,
                 dim: 64,
             }),
+            ..SweepConfig::default()
+        }
+    }
+
+    /// The `--hierarchy` preset: the paper's depth hierarchy in one plot
+    /// (`hierarchy.svg`): Diagonal, PermDiagonal and DPLR scans under
+    /// `min-depth`, the contractive `DiagGru` and the hard parity machine
+    /// under Newton (`min-depth` scans), and every sequential loop, at
+    /// `T = 2^6 … 2^14` (×2; the hard cell up to 2^12).
+    pub fn hierarchy() -> Self {
+        SweepConfig {
+            families: vec![Family::Diagonal, Family::PermDiagonal, Family::Dplr],
+            plans: vec![PlanRequest::Sequential, PlanRequest::MinDepth],
+            lengths: log_grid(1 << 6, 1 << 14, 2).unwrap_or_else(|_| vec![1 << 6]),
+            cells: vec![
+                super::cells::CellKind::DiagGru,
+                super::cells::CellKind::Parity,
+            ],
+            timing: TimingPolicy {
+                warmup: 1,
+                min_reps: 3,
+                min_time: Duration::from_millis(20),
+                max_reps: 50,
+            },
+            copy_bytes: 64 << 20,
+            bandwidth_case: None,
             ..SweepConfig::default()
         }
     }

@@ -33,6 +33,7 @@
 
 pub mod bandwidth;
 pub mod cases;
+pub mod cells;
 pub mod config;
 pub mod plot;
 pub mod report;
@@ -205,6 +206,7 @@ pub fn case_count(config: &SweepConfig) -> usize {
         .map(|&f| config::default_shapes(f, &config.diagonal_layouts).len())
         .sum();
     shapes * config.dtypes.len() * config.lengths.len() * config.plans.len()
+        + Runner::cell_steps(config)
         + usize::from(config.bandwidth_case.is_some())
 }
 
@@ -267,6 +269,9 @@ pub fn run(
                 }
             }
         }
+    }
+    for &cell in &config.cells {
+        ctx.run_cell(cell)?;
     }
     let bandwidth = match config.bandwidth_case {
         Some(bw) => {
@@ -544,6 +549,7 @@ impl Runner<'_, '_> {
             bytes_moved: bytes,
             gb_per_s,
             pct_copy_bw: 100.0 * gb_per_s / self.copy_gbs,
+            iterations: None,
         }))
     }
 
@@ -602,6 +608,7 @@ impl Runner<'_, '_> {
             bytes_moved: bytes,
             gb_per_s,
             pct_copy_bw: 100.0 * gb_per_s / self.copy_gbs,
+            iterations: None,
         })
     }
 }
@@ -669,6 +676,8 @@ pub struct Outputs {
     pub depth_plot: PathBuf,
     /// `time_vs_t.svg`.
     pub time_plot: PathBuf,
+    /// `hierarchy.svg`: see [`plot::hierarchy_plot`].
+    pub hierarchy_plot: PathBuf,
 }
 
 /// Writes the CSV, the JSON and the two plots into `dir` (created if
@@ -683,10 +692,12 @@ pub fn write_outputs(report: &SweepReport, dir: &Path) -> Result<Outputs> {
         json: dir.join("sweep.json"),
         depth_plot: dir.join("depth_vs_t.svg"),
         time_plot: dir.join("time_vs_t.svg"),
+        hierarchy_plot: dir.join("hierarchy.svg"),
     };
     report::write_file(&out.csv, &report.csv())?;
     report::write_file(&out.json, &report.json()?)?;
     plot::depth_plot(&report.rows, &out.depth_plot)?;
     plot::time_plot(&report.rows, &out.time_plot)?;
+    plot::hierarchy_plot(&report.rows, &out.hierarchy_plot)?;
     Ok(out)
 }

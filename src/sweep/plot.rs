@@ -43,6 +43,16 @@ enum Marker {
     Square,
 }
 
+/// Greys of the reference curves (told apart by shade).
+const REFERENCE_GREYS: [RGBColor; 3] = [
+    RGBColor(90, 90, 90),
+    RGBColor(140, 140, 140),
+    RGBColor(185, 185, 185),
+];
+
+/// Reference curves are drawn without markers.
+const NO_MARKER: Option<Marker> = None;
+
 const MARKERS: [Marker; 4] = [
     Marker::Circle,
     Marker::Triangle,
@@ -56,7 +66,7 @@ struct Series {
     color: RGBColor,
     /// Line width in pixels.
     width: u32,
-    marker: Marker,
+    marker: Option<Marker>,
     points: Vec<(f64, f64)>,
 }
 
@@ -126,7 +136,7 @@ fn time_series(rows: &[Row]) -> Vec<Series> {
                     name: format!("{instance} · {plan}"),
                     color: PALETTE[ci % PALETTE.len()],
                     width: 2,
-                    marker: MARKERS[pi % MARKERS.len()],
+                    marker: Some(MARKERS[pi % MARKERS.len()]),
                     points,
                 }
             },
@@ -171,7 +181,7 @@ fn depth_series(rows: &[Row]) -> Vec<Series> {
                 // is sequential at short T): earlier ones are drawn wider,
                 // so they show as a border around later ones.
                 width: 6u32.saturating_sub(i as u32).max(2),
-                marker: MARKERS[pi % MARKERS.len()],
+                marker: Some(MARKERS[pi % MARKERS.len()]),
                 points,
             }
         })
@@ -211,6 +221,156 @@ pub fn time_plot(rows: &[Row], path: &Path) -> Result<()> {
     )
 }
 
+/// Writes the hierarchy plot to `path`: measured depth versus `T` of the
+/// sequential loop, of the lowest-depth scan plan of every linear family
+/// instance, and of the Newton solves of every nonlinear cell, with the
+/// paper's predicted shapes as thin grey reference curves anchored at the
+/// first point of the curve they describe: `T` (sequential), `c·log2 T`
+/// (scans; and Newton with an iteration count flat in `T`, each iteration
+/// a log-depth scan) and `c·T·log2 T` (Newton needing about `T`
+/// iterations, each a log-depth scan).
+pub fn hierarchy_plot(rows: &[Row], path: &Path) -> Result<()> {
+    draw(
+        &hierarchy_series(rows),
+        path,
+        "Depth hierarchy: sequential, linear scans, Newton",
+        "measured depth (combines / parallel steps on the critical path)",
+    )
+}
+
+/// Minimum `y` per `T` of rows passing `keep`, sorted by `T`.
+fn min_per_t(rows: &[&Row], y: impl Fn(&Row) -> f64) -> Points {
+    let mut pts: Points = Vec::new();
+    for r in rows {
+        let v = y(r);
+        if !(v.is_finite() && v > 0.0) {
+            continue;
+        }
+        let t = r.len as f64;
+        match pts.iter_mut().find(|p| p.0 == t) {
+            Some(p) => p.1 = p.1.min(v),
+            None => pts.push((t, v)),
+        }
+    }
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pts
+}
+
+fn hierarchy_series(rows: &[Row]) -> Vec<Series> {
+    let grid: Vec<&Row> = rows.iter().filter(|r| r.kind == RowKind::Sweep).collect();
+    let depth = |r: &Row| r.depth as f64;
+    let sequential: Vec<&Row> = grid
+        .iter()
+        .copied()
+        .filter(|r| r.plan.starts_with("sequential"))
+        .collect();
+    let mut out = Vec::new();
+    let mut color = 0usize;
+    let mut push = |out: &mut Vec<Series>, name: String, marker: Marker, points: Points| {
+        if points.is_empty() {
+            return;
+        }
+        out.push(Series {
+            name,
+            color: PALETTE[color % PALETTE.len()],
+            width: 2,
+            marker: Some(marker),
+            points,
+        });
+        color += 1;
+    };
+    push(
+        &mut out,
+        "sequential loop (any family or cell)".into(),
+        Marker::Square,
+        min_per_t(&sequential, depth),
+    );
+    let mut labels: Vec<String> = Vec::new();
+    for r in &grid {
+        if !r.plan.starts_with("sequential") {
+            index_of(&mut labels, &format!("{}\u{1}{}", r.family, r.label));
+        }
+    }
+    let mut scan_first: Option<(f64, f64)> = None;
+    let mut newton: Vec<(String, Points)> = Vec::new();
+    for key in &labels {
+        let (family, label) = key.split_once('\u{1}').unwrap_or((key, key));
+        let mine: Vec<&Row> = grid
+            .iter()
+            .copied()
+            .filter(|r| r.family == family && r.label == label && !r.plan.starts_with("sequential"))
+            .collect();
+        let pts = min_per_t(&mine, depth);
+        if family == "newton" {
+            newton.push((label.to_string(), pts));
+        } else {
+            if scan_first.is_none() {
+                scan_first = pts.first().copied();
+            }
+            push(&mut out, format!("scan · {label}"), Marker::Circle, pts);
+        }
+    }
+    // Newton curves: contractive (flattest) first, the hard ones after.
+    let mut newton_first: Vec<(f64, f64, bool)> = Vec::new();
+    for (label, pts) in newton {
+        let growth = match (pts.first(), pts.last()) {
+            (Some(a), Some(b)) if b.0 > a.0 => (b.1 / a.1).ln() / (b.0 / a.0).ln(),
+            _ => 0.0,
+        };
+        // Slope ≥ 0.7 on log-log axes: depth grows like a power of T.
+        let hard = growth >= 0.7;
+        if let Some(&(t, d)) = pts.first() {
+            newton_first.push((t, d, hard));
+        }
+        let marker = if hard {
+            Marker::Cross
+        } else {
+            Marker::Triangle
+        };
+        push(&mut out, format!("newton · {label}"), marker, pts);
+    }
+
+    // Reference curves over the plotted T range.
+    let ts: Vec<f64> = {
+        let mut v: Vec<f64> = grid.iter().map(|r| r.len as f64).collect();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v
+    };
+    let lg = |t: f64| t.log2().max(1.0);
+    let mut reference = |name: &str, anchor: Option<(f64, f64)>, f: &dyn Fn(f64) -> f64| {
+        if let Some((t0, d0)) = anchor {
+            let c = d0 / f(t0);
+            out.push(Series {
+                name: name.to_string(),
+                color: REFERENCE_GREYS[out.len() % REFERENCE_GREYS.len()],
+                width: 2,
+                marker: NO_MARKER,
+                points: ts.iter().map(|&t| (t, c * f(t))).collect(),
+            });
+        }
+    };
+    reference(
+        "reference: T (sequential)",
+        ts.first().map(|&t| (t, t)),
+        &|t| t,
+    );
+    reference("reference: c·log2 T (scans, NC¹/PNC¹)", scan_first, &lg);
+    let contractive = newton_first.iter().find(|x| !x.2).map(|x| (x.0, x.1));
+    reference(
+        "reference: c·log2 T (Newton, flat iterations × log-depth scans)",
+        contractive,
+        &lg,
+    );
+    let hard = newton_first.iter().find(|x| x.2).map(|x| (x.0, x.1));
+    reference(
+        "reference: c·T·log2 T (Newton, ~T iterations)",
+        hard,
+        &|t| t * lg(t),
+    );
+    out
+}
+
 fn draw(all: &[Series], path: &Path, title: &str, y_desc: &str) -> Result<()> {
     let err =
         |e: &dyn std::fmt::Display| SweepError::Output(format!("drawing {}: {e}", path.display()));
@@ -237,6 +397,18 @@ fn draw(all: &[Series], path: &Path, title: &str, y_desc: &str) -> Result<()> {
         .map_err(|e| err(&e))?;
 
     for s in all {
+        if s.marker.is_none() {
+            // Reference curves: dashed, so they read as guides, not data.
+            chart
+                .draw_series(DashedLineSeries::new(
+                    s.points.iter().copied(),
+                    8,
+                    6,
+                    s.color.stroke_width(s.width),
+                ))
+                .map_err(|e| err(&e))?;
+            continue;
+        }
         chart
             .draw_series(LineSeries::new(
                 s.points.iter().copied(),
@@ -245,7 +417,10 @@ fn draw(all: &[Series], path: &Path, title: &str, y_desc: &str) -> Result<()> {
             .map_err(|e| err(&e))?;
         let (c, pts) = (s.color, s.points.iter().copied());
         // One arm per marker type: each is a different element type.
-        match s.marker {
+        let Some(marker) = s.marker else {
+            continue;
+        };
+        match marker {
             Marker::Circle => chart
                 .draw_series(pts.map(|p| Circle::new(p, 4, c.filled())))
                 .map(|_| ()),
@@ -285,10 +460,13 @@ fn legend(
         area.draw(&PathElement::new(vec![(8, y), (36, y)], c.stroke_width(2)))?;
         let at = (22, y);
         match s.marker {
-            Marker::Circle => area.draw(&Circle::new(at, 4, c.filled()))?,
-            Marker::Triangle => area.draw(&TriangleMarker::new(at, 5, c.filled()))?,
-            Marker::Cross => area.draw(&Cross::new(at, 4, c.stroke_width(2)))?,
-            Marker::Square => area.draw(&Rectangle::new([(18, y - 4), (26, y + 4)], c.filled()))?,
+            Some(Marker::Circle) => area.draw(&Circle::new(at, 4, c.filled()))?,
+            Some(Marker::Triangle) => area.draw(&TriangleMarker::new(at, 5, c.filled()))?,
+            Some(Marker::Cross) => area.draw(&Cross::new(at, 4, c.stroke_width(2)))?,
+            Some(Marker::Square) => {
+                area.draw(&Rectangle::new([(18, y - 4), (26, y + 4)], c.filled()))?
+            }
+            None => {}
         }
         for line in wrap(&s.name, MAX_CHARS) {
             area.draw(&Text::new(line, (44, y - 7), font.clone()))?;

@@ -82,6 +82,10 @@ pub struct Row {
     pub gb_per_s: f64,
     /// `gb_per_s` as a percentage of this run's measured copy bandwidth.
     pub pct_copy_bw: f64,
+    /// Newton iterations (linear solves) of nonlinear rows; `None` for
+    /// the linear families.
+    #[serde(default)]
+    pub iterations: Option<usize>,
 }
 
 /// A case that did not run, and why.
@@ -185,7 +189,10 @@ pub fn table_row(r: &Row) -> String {
         r.backend,
         r.shape,
         r.len,
-        r.plan,
+        match r.iterations {
+            Some(k) => format!("{} ·{k}it", r.plan),
+            None => r.plan.clone(),
+        },
         r.chunk,
         r.depth,
         r.work,
@@ -283,7 +290,7 @@ impl SweepReport {
 pub const CSV_HEADER: &str =
     "kind,backend,timed,family,label,dtype,shape,batch,lanes,T,plan,chunk,chunks,\
 depth,work,depth_formula,work_formula,reps,median_ms,min_ms,elements,melem_per_s,bytes_moved,\
-gb_per_s,pct_copy_bw";
+gb_per_s,pct_copy_bw,iterations";
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -324,6 +331,7 @@ fn csv_row(r: &Row) -> String {
         r.bytes_moved.to_string(),
         format!("{:.4}", r.gb_per_s),
         format!("{:.3}", r.pct_copy_bw),
+        r.iterations.map_or(String::new(), |i| i.to_string()),
     ]
     .join(",")
 }

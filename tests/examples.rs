@@ -15,3 +15,11 @@ fn s5_word_problem_is_exact() {
 fn iterated_matmul_is_exact() {
     iterated_matmul::run(10).unwrap();
 }
+
+#[path = "../examples/newton_hardness.rs"]
+mod newton_hardness;
+
+#[test]
+fn newton_hardness_checks_both_cells() {
+    newton_hardness::run(8).unwrap();
+}

@@ -321,7 +321,9 @@ pub fn check_depth<R: KernelRunner>(
 /// Depth plans over several `T`, `C`, `k`, every plan kind and both radices.
 pub fn depth_plans(sm_count: usize) -> Vec<BlockPlan> {
     use PlanRequest::*;
-    let specs: &[((usize, usize, usize, usize), PlanRequest)] = &[
+    // ((B, T, nb, k), request)
+    type Spec = ((usize, usize, usize, usize), PlanRequest);
+    let specs: &[Spec] = &[
         ((1, 1, 1, 2), Auto),
         ((1, 77, 2, 2), Sequential),
         ((1, 77, 1, 4), Chunk(100)),

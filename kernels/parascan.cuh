@@ -212,6 +212,10 @@ struct PermDiagonal {
 // give each block to its own thread or warp.
 // combine: A = A2 * A1 and b = A2 * b1 + b2, blockwise. Outputs must not
 // alias inputs (a matrix product reads whole rows and columns).
+// The kernels (block_diagonal.cu, psb::step) evaluate the same thing one
+// column at a time: column c of A2 * A1 is A2 * (column c of A1), and b is
+// A2 * b1 + b2, each the row loop below with the same summation order (acc
+// from 0 or from b2[r], then j = 0..k-1), as the Rust fold_step does.
 // ---------------------------------------------------------------------------
 
 template <typename T>

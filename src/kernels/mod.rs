@@ -10,10 +10,13 @@
 //!
 //! - [`diagonal`]: the Diagonal family (`kernels/diagonal.cu`), both layouts,
 //!   f32/f16/bf16/f64 storage, and its depth-counting instantiation.
+//! - [`block_diagonal`]: BlockDiagonal(k) and Dense (`kernels/block_diagonal.cu`),
+//!   `k ∈ {1,2,3,4,8,16,32,64}`, f32/f16/bf16/f64 storage, depth-counting too.
 //!
 //! Every family also implements [`KernelScan`], the family-independent face
 //! that `parascan check` and `parascan sweep` drive.
 
+pub mod block_diagonal;
 pub mod diagonal;
 
 pub use diagonal::{

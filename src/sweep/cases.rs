@@ -582,7 +582,7 @@ impl<S: Storage + bytemuck::Pod> View<'_, S> {
         match self {
             View::Diagonal(p) => Some(visitor.visit(p)),
             View::PermDiagonal(_) => None,
-            View::BlockDiagonal(_) => None,
+            View::BlockDiagonal(p) => Some(visitor.visit(p)),
             View::Dplr(_) => None,
         }
     }

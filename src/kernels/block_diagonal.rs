@@ -1,0 +1,1329 @@
+//! The BlockDiagonal(k) family (and Dense, `k = n`) on the kernels of
+//! `kernels/block_diagonal.cu`: planner, scratch workspace and launch
+//! sequences, for any [`KernelRunner`].
+//!
+//! This module implements the launch contract written at the top of
+//! `kernels/block_diagonal.cu`: kernel names, argument lists, launch shapes,
+//! the plans P0 (sequential), P1 (single pass) and P2 (chunked, with the
+//! chunk aggregates scanned by a radix-`R` tree of the same kernels), the
+//! scratch layout and the measured-depth formula.
+//!
+//! # Layers
+//!
+//! - [`plan_block_diagonal`]: a [`BlockPlan`] (kind, chunk `C`, radix `R`,
+//!   the levels of the tree, the exact launches, scratch bytes, the depth
+//!   the `_depth` kernels will measure). Pure, no device.
+//! - [`launch_block_diagonal_buffers`] (caller-owned [`DeviceBuffer`]s, sizes
+//!   checked) and [`launch_block_diagonal`] (raw device addresses): issue a
+//!   plan's launches without synchronizing and, once the
+//!   [`BlockDiagonalWorkspace`] is warm, without allocating. This is the
+//!   entry point for callers that assemble `A` on the device (the Newton
+//!   solver's Jacobians).
+//! - [`scan_block_diagonal`]: host-slice convenience (validate, upload,
+//!   poison the outputs, run, download).
+//! - [`measure_block_diagonal_depth`]: the plan's launches on the `_depth`
+//!   kernels; the deepest output.
+//!
+//! # Planner rules
+//!
+//! - `Sequential` → P0 (depth `T`).
+//! - `Chunk(C)` → P1 when `C ≥ T`, else P2 with radix [`TREE_RADIX`] (2: the
+//!   tree is Blelloch's up-sweep and down-sweep, one level per launch pair).
+//! - `MinDepth` → the least formula depth among `C = T` and the powers of
+//!   two below `T`, radix 2; ties go to the longer chunk (less work).
+//! - `Auto` → P1 when the `B·nb` (row, block) pairs alone give
+//!   `sm_count × 2048` rescan threads; otherwise about that many threads
+//!   from chunks along `T` (`C ≥` [`AUTO_MIN_CHUNK`]), radix [`AUTO_RADIX`]
+//!   (fewer launches), and no more than [`AUTO_SCRATCH_BYTES`] of scratch.
+
+use std::fmt;
+
+use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
+use crate::dtype::{DType, Storage};
+use crate::error::{Error, Result};
+use crate::family::block_diagonal::BlockDiagonal;
+use crate::family::LinearProblem;
+use crate::scan::PlanRequest;
+
+/// Block sizes `k` the kernels are instantiated for.
+pub const SUPPORTED_BLOCKS: [usize; 8] = [1, 2, 3, 4, 8, 16, 32, 64];
+/// Threads per block of every launch.
+pub const THREADS_PER_BLOCK: u32 = 128;
+/// Radix of the aggregate tree for `Chunk` and `MinDepth` plans.
+pub const TREE_RADIX: usize = 2;
+/// Radix of the aggregate tree for `Auto` plans.
+pub const AUTO_RADIX: usize = 8;
+/// Shortest chunk `Auto` picks.
+pub const AUTO_MIN_CHUNK: usize = 16;
+/// Most scratch an `Auto` plan asks for, in bytes.
+pub const AUTO_SCRATCH_BYTES: usize = 256 << 20;
+/// Resident threads per SM that `Auto` aims to fill with rescan threads.
+const THREADS_PER_SM: usize = 2048;
+/// Alignment of each scratch array inside the workspace.
+const SCRATCH_ALIGN: usize = 256;
+
+// ---------------------------------------------------------------------------
+// Shape
+// ---------------------------------------------------------------------------
+
+/// `(B, T, nb, k)` of a BlockDiagonal problem: batch, length, number of
+/// blocks, block size; the state has `n = nb·k` entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockShape {
+    /// `B`.
+    pub batch: usize,
+    /// `T`.
+    pub len: usize,
+    /// `nb`.
+    pub blocks: usize,
+    /// `k`.
+    pub block: usize,
+}
+
+impl BlockShape {
+    /// `(B, T, nb, k)`.
+    pub fn new(batch: usize, len: usize, blocks: usize, block: usize) -> Self {
+        BlockShape {
+            batch,
+            len,
+            blocks,
+            block,
+        }
+    }
+
+    /// State size `n = nb·k`.
+    pub fn n(&self) -> usize {
+        self.blocks * self.block
+    }
+
+    /// Elements of `A`: `B·T·nb·k·k`.
+    pub fn a_elements(&self) -> usize {
+        self.batch * self.len * self.blocks * self.block * self.block
+    }
+
+    /// Elements of `b` and `h`: `B·T·n`.
+    pub fn elements(&self) -> usize {
+        self.batch * self.len * self.n()
+    }
+
+    /// Elements of `h0` and `h_T`: `B·n`.
+    pub fn state_elements(&self) -> usize {
+        self.batch * self.n()
+    }
+
+    fn describe_a(&self) -> String {
+        let (b, t, nb, k) = (self.batch, self.len, self.blocks, self.block);
+        format!("[B,T,nb,k,k] = [{b},{t},{nb},{k},{k}]")
+    }
+
+    fn describe(&self) -> String {
+        format!("[B,T,n] = [{},{},{}]", self.batch, self.len, self.n())
+    }
+
+    fn describe_state(&self) -> String {
+        format!("[B,n] = [{},{}]", self.batch, self.n())
+    }
+
+    /// `B, T, nb` are C `int`s ≥ 1, `k` is a supported block size, and
+    /// every byte size fits a `usize`.
+    pub fn validate(&self) -> Result<()> {
+        check_int("batch", self.batch)?;
+        check_int("len", self.len)?;
+        check_int("blocks", self.blocks)?;
+        if !SUPPORTED_BLOCKS.contains(&self.block) {
+            return Err(Error::size(
+                "block",
+                self.block,
+                format!("a block size the kernels support: one of {SUPPORTED_BLOCKS:?}"),
+            ));
+        }
+        check_int("blocks", self.n())
+            .map_err(|_| Error::size("blocks", self.blocks, "nb·k ≤ 2^31 − 1"))?;
+        self.batch
+            .checked_mul(self.len)
+            .and_then(|x| x.checked_mul(self.n()))
+            .and_then(|x| x.checked_mul(self.block + 2))
+            .and_then(|x| x.checked_mul(16))
+            .ok_or_else(|| {
+                Error::size(
+                    "len",
+                    self.len,
+                    format!(
+                        "B·T·nb·k·k = {} elements that fit in memory",
+                        self.describe_a()
+                    ),
+                )
+            })?;
+        Ok(())
+    }
+}
+
+fn check_int(arg: &'static str, v: usize) -> Result<()> {
+    if v == 0 || v > i32::MAX as usize {
+        return Err(Error::size(arg, v, "1 ≤ value ≤ 2^31 − 1 (a C int)"));
+    }
+    Ok(())
+}
+
+/// One instantiation of the kernels: a storage dtype or the depth counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelType {
+    Data(DType),
+    Depth,
+}
+
+impl KernelType {
+    fn suffix(self) -> &'static str {
+        match self {
+            KernelType::Data(d) => d.name(),
+            KernelType::Depth => "depth",
+        }
+    }
+
+    /// Bytes of one compute value (aggregates, carries).
+    fn value_bytes(self) -> usize {
+        match self {
+            KernelType::Data(DType::F64) => 8,
+            _ => 4,
+        }
+    }
+
+    /// Whether the levels above 0 need their own ("up") kernels: only when
+    /// storage and compute types differ.
+    fn has_up(self) -> bool {
+        matches!(self, KernelType::Data(DType::F16 | DType::Bf16))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The plan
+// ---------------------------------------------------------------------------
+
+/// Which launch sequence of the contract a plan uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockPlanKind {
+    /// P0: `bd<k>_sequential`, one thread per (row, block) over all `T`.
+    Sequential,
+    /// P1: one `bd<k>_rescan` with `C = T` and no carries.
+    SinglePass,
+    /// P2: reduce levels up a radix-`R` tree of chunk aggregates, then
+    /// rescans down it.
+    Tree,
+}
+
+impl BlockPlanKind {
+    /// `"P0"`, `"P1"`, `"P2"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            BlockPlanKind::Sequential => "P0",
+            BlockPlanKind::SinglePass => "P1",
+            BlockPlanKind::Tree => "P2",
+        }
+    }
+
+    /// `"sequential"`, `"single-pass"`, `"tree"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockPlanKind::Sequential => "sequential",
+            BlockPlanKind::SinglePass => "single-pass",
+            BlockPlanKind::Tree => "tree",
+        }
+    }
+}
+
+impl fmt::Display for BlockPlanKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.label(), self.name())
+    }
+}
+
+/// What one launch does (it decides the argument list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockLaunchRole {
+    /// P0: `bd<k>_sequential(A, b, h, hT, h0, B, T, nb)`.
+    Sequential,
+    /// Level `l` → aggregates of level `l + 1`: `bd<k>_reduce[_up]`.
+    Reduce,
+    /// Rescan of level `l` from the states of level `l + 1` (or `h0`):
+    /// `bd<k>_rescan[_up]`.
+    Rescan,
+}
+
+/// One kernel launch of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockLaunch {
+    /// What it does.
+    pub role: BlockLaunchRole,
+    /// The tree level it works on (0 = the problem itself).
+    pub level: usize,
+    /// The `extern "C"` kernel name.
+    pub kernel: String,
+    /// Grid and block (no dynamic shared memory).
+    pub cfg: LaunchConfig,
+}
+
+/// One level of the tree: level 0 is the problem, level `l + 1` the
+/// sequence of level `l`'s chunk aggregates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockLevel {
+    /// Steps `T_l` of this level.
+    pub len: usize,
+    /// Chunk `C_l` (`= T_l` on the top level).
+    pub chunk: usize,
+}
+
+impl BlockLevel {
+    /// Chunks `⌈T_l / C_l⌉` (= `T_{l+1}`).
+    pub fn chunks(&self) -> usize {
+        self.len.div_ceil(self.chunk)
+    }
+}
+
+/// Byte offsets of one level's scratch arrays inside the workspace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LevelScratch {
+    agg_a: usize,
+    agg_b: usize,
+    states: usize,
+}
+
+/// A resolved GPU plan for the BlockDiagonal kernels: everything that will
+/// be launched, and what it costs, before anything runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockPlan {
+    /// What was asked for.
+    pub request: PlanRequest,
+    /// P0–P2.
+    pub kind: BlockPlanKind,
+    /// Storage type of `A`, `b`, `h0`, `h`, `h_T`.
+    pub dtype: DType,
+    /// `(B, T, nb, k)`.
+    pub shape: BlockShape,
+    /// Steps per chunk `C` at level 0 (`T` for P0 and P1).
+    pub chunk: usize,
+    /// Chunks per sequence at level 0, `⌈T/C⌉`.
+    pub chunks: usize,
+    /// Chunk of the levels above 0 (`R`); 0 for P0 and P1.
+    pub radix: usize,
+    /// Levels `0..=m` (one for P0 and P1).
+    pub levels: Vec<BlockLevel>,
+    /// The launches, in order.
+    pub launches: Vec<BlockLaunch>,
+    /// Device scratch in bytes (levels `1..=m`).
+    pub scratch_bytes: usize,
+    /// The depth the `_depth` instantiation measures (maximum over all
+    /// outputs of the contract's formula, [`BlockPlan::depth_at`]).
+    pub depth: u64,
+}
+
+impl fmt::Display for BlockPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}) {} k={} {}: C={} NC={}",
+            self.kind,
+            self.request,
+            self.dtype,
+            self.shape.block,
+            self.shape.describe(),
+            self.chunk,
+            self.chunks
+        )?;
+        if self.kind == BlockPlanKind::Tree {
+            write!(f, " R={} levels={}", self.radix, self.levels.len())?;
+        }
+        write!(
+            f,
+            ", {} launch(es), scratch {} B, depth {}",
+            self.launches.len(),
+            self.scratch_bytes,
+            self.depth
+        )
+    }
+}
+
+impl BlockPlan {
+    /// Number of launches.
+    pub fn launch_count(&self) -> usize {
+        self.launches.len()
+    }
+
+    /// The measured depth of output step `t` (0-based, `t < T`) of any
+    /// state entry; `h_T` has the depth of `t = T − 1`.
+    pub fn depth_at(&self, t: usize) -> u64 {
+        DepthModel::new(self.kind, &self.levels).state(0, t as u64)
+    }
+
+    /// The family-independent summary of this plan.
+    pub fn summary(&self) -> super::KernelPlanSummary {
+        super::KernelPlanSummary {
+            kind: self.kind.label().to_string(),
+            chunk: self.chunk,
+            chunks: self.chunks,
+            depth_formula: self.depth,
+            scratch_bytes: self.scratch_bytes,
+            depth_key: format!(
+                "block-diagonal/T={}/C={}/R={}/{}",
+                self.shape.len,
+                self.chunk,
+                self.radix,
+                self.kind.label()
+            ),
+        }
+    }
+}
+
+/// Resolves `request` for a problem of `shape` stored as `dtype` on a
+/// device with `sm_count` SMs (module docs). Errors: sizes that are not C
+/// `int`s ≥ 1, an unsupported block size `k` (listing the supported ones),
+/// `Chunk(0)`, launch shapes outside CUDA's limits.
+pub fn plan_block_diagonal(
+    shape: BlockShape,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+) -> Result<BlockPlan> {
+    shape.validate()?;
+    let t = shape.len;
+    let sm = sm_count.max(1);
+    let (kind, chunk, radix) = match request {
+        PlanRequest::Sequential => (BlockPlanKind::Sequential, t, 0),
+        PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
+        PlanRequest::Chunk(c) => chunked(t, c, TREE_RADIX),
+        PlanRequest::Auto => match auto_chunk(shape, dtype, sm) {
+            Some(c) => chunked(t, c, AUTO_RADIX),
+            None => (BlockPlanKind::SinglePass, t, 0),
+        },
+        PlanRequest::MinDepth => min_depth(t),
+    };
+    build(request, kind, dtype, shape, chunk, radix)
+}
+
+fn chunked(t: usize, c: usize, radix: usize) -> (BlockPlanKind, usize, usize) {
+    if c >= t {
+        (BlockPlanKind::SinglePass, t, 0)
+    } else {
+        (BlockPlanKind::Tree, c, radix)
+    }
+}
+
+/// The `Auto` chunk, or `None` for the single pass.
+fn auto_chunk(shape: BlockShape, dtype: DType, sm: usize) -> Option<usize> {
+    let lanes = shape.batch * shape.blocks;
+    let target = sm.saturating_mul(THREADS_PER_SM);
+    if lanes >= target {
+        return None;
+    }
+    let (k, n) = (shape.block, shape.n());
+    // Scratch per level-1 chunk (all rows), with the geometric series of the
+    // levels above bounded by 2×.
+    let per_chunk =
+        2 * shape.batch * (shape.blocks * k * k + 2 * n) * KernelType::Data(dtype).value_bytes();
+    let budget_chunks = (AUTO_SCRATCH_BYTES / per_chunk.max(1)).max(1);
+    let want = target.div_ceil(lanes).min(budget_chunks).max(1);
+    let c = shape.len.div_ceil(want).max(AUTO_MIN_CHUNK);
+    (c < shape.len).then_some(c)
+}
+
+fn min_depth(t: usize) -> (BlockPlanKind, usize, usize) {
+    let mut best = (BlockPlanKind::SinglePass, t, 0usize);
+    let mut best_depth = t as u64;
+    let mut c = 1usize;
+    while c < t {
+        let levels = tree_levels(t, c, TREE_RADIX);
+        let d = DepthModel::new(BlockPlanKind::Tree, &levels).max_depth();
+        // Ties go to the longer chunk (less work and scratch); the single
+        // pass (C = T) is the longest of all.
+        if d < best_depth || (d == best_depth && c > best.1) {
+            best = (BlockPlanKind::Tree, c, TREE_RADIX);
+            best_depth = d;
+        }
+        c *= 2;
+    }
+    best
+}
+
+/// Levels `0..=m` of a tree with level-0 chunk `c < t` and radix `r ≥ 2`.
+fn tree_levels(t: usize, c: usize, r: usize) -> Vec<BlockLevel> {
+    let mut levels = vec![BlockLevel { len: t, chunk: c }];
+    let mut len = t.div_ceil(c);
+    while len > r {
+        levels.push(BlockLevel { len, chunk: r });
+        len = len.div_ceil(r);
+    }
+    levels.push(BlockLevel { len, chunk: len });
+    levels
+}
+
+fn build(
+    request: PlanRequest,
+    kind: BlockPlanKind,
+    dtype: DType,
+    shape: BlockShape,
+    chunk: usize,
+    radix: usize,
+) -> Result<BlockPlan> {
+    let t = shape.len;
+    let levels = match kind {
+        BlockPlanKind::Tree => tree_levels(t, chunk, radix),
+        _ => vec![BlockLevel { len: t, chunk: t }],
+    };
+    let kt = KernelType::Data(dtype);
+    let launches = launches(kind, shape, &levels, kt)?;
+    let (_, scratch_bytes) = scratch_layout(shape, &levels, kt)?;
+    let depth = DepthModel::new(kind, &levels).max_depth();
+    Ok(BlockPlan {
+        request,
+        kind,
+        dtype,
+        shape,
+        chunk: levels[0].chunk,
+        chunks: levels[0].chunks(),
+        radix,
+        levels,
+        launches,
+        scratch_bytes,
+        depth,
+    })
+}
+
+fn kernel_name(k: usize, role: &str, up: bool, kt: KernelType) -> String {
+    let up = if up && kt.has_up() { "_up" } else { "" };
+    format!("bd{k}_{role}{up}_{}", kt.suffix())
+}
+
+fn grid_for(kernel: &str, threads: u64) -> Result<LaunchConfig> {
+    let blocks = threads.div_ceil(u64::from(THREADS_PER_BLOCK));
+    let gx = u32::try_from(blocks).map_err(|_| {
+        Error::Plan(format!(
+            "{kernel}: a grid of {blocks} blocks exceeds CUDA's limits (shape too large for this plan)"
+        ))
+    })?;
+    let cfg = LaunchConfig::linear(gx, THREADS_PER_BLOCK);
+    cfg.validate()
+        .map_err(|e| Error::Plan(format!("{kernel}: {e} (shape too large for this plan)")))?;
+    Ok(cfg)
+}
+
+/// The launch sequence of the contract for instantiation `kt`.
+fn launches(
+    kind: BlockPlanKind,
+    shape: BlockShape,
+    levels: &[BlockLevel],
+    kt: KernelType,
+) -> Result<Vec<BlockLaunch>> {
+    let k = shape.block;
+    let lanes = (shape.batch * shape.blocks) as u64;
+    let mut out = Vec::with_capacity(2 * levels.len());
+    let mut push = |role, level: usize, name: &str, up: bool, threads: u64| -> Result<()> {
+        let kernel = kernel_name(k, name, up, kt);
+        let cfg = grid_for(&kernel, threads)?;
+        out.push(BlockLaunch {
+            role,
+            level,
+            kernel,
+            cfg,
+        });
+        Ok(())
+    };
+    match kind {
+        BlockPlanKind::Sequential => {
+            push(BlockLaunchRole::Sequential, 0, "sequential", false, lanes)?
+        }
+        BlockPlanKind::SinglePass => push(BlockLaunchRole::Rescan, 0, "rescan", false, lanes)?,
+        BlockPlanKind::Tree => {
+            let m = levels.len() - 1;
+            for (l, lv) in levels[..m].iter().enumerate() {
+                let teams = lanes * lv.chunks() as u64;
+                push(
+                    BlockLaunchRole::Reduce,
+                    l,
+                    "reduce",
+                    l > 0,
+                    teams * (k as u64 + 1),
+                )?;
+            }
+            for (l, lv) in levels.iter().enumerate().rev() {
+                push(
+                    BlockLaunchRole::Rescan,
+                    l,
+                    "rescan",
+                    l > 0,
+                    lanes * lv.chunks() as u64,
+                )?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Offsets of every level's scratch (index `l` for level `l ≥ 1`; entry 0
+/// unused) and the total bytes, for instantiation `kt`.
+fn scratch_layout(
+    shape: BlockShape,
+    levels: &[BlockLevel],
+    kt: KernelType,
+) -> Result<(Vec<LevelScratch>, usize)> {
+    let v = kt.value_bytes();
+    let too_big = || {
+        Error::Plan(format!(
+            "the scratch of {} levels for {} does not fit in memory",
+            levels.len(),
+            shape.describe_a()
+        ))
+    };
+    let mut offsets = vec![LevelScratch::default(); levels.len()];
+    let mut at = 0usize;
+    let mut take = |elements: usize| -> Result<usize> {
+        let bytes = elements.checked_mul(v).ok_or_else(too_big)?;
+        let start = at;
+        at = at
+            .checked_add(bytes)
+            .and_then(|x| x.checked_next_multiple_of(SCRATCH_ALIGN))
+            .ok_or_else(too_big)?;
+        Ok(start)
+    };
+    for (l, lv) in levels.iter().enumerate().skip(1) {
+        let rows = shape.batch * lv.len;
+        let per_a = shape.blocks * shape.block * shape.block;
+        offsets[l] = LevelScratch {
+            agg_a: take(rows.checked_mul(per_a).ok_or_else(too_big)?)?,
+            agg_b: take(rows * shape.n())?,
+            states: take(rows * shape.n())?,
+        };
+    }
+    Ok((offsets, at))
+}
+
+// ---------------------------------------------------------------------------
+// Depth (the contract's DEPTH section)
+// ---------------------------------------------------------------------------
+
+/// Per level: `T_l`, `C_l`, `D_l` (depth of every input entry but the last
+/// step's) and `E_l` (the last step's).
+struct DepthModel {
+    len: Vec<u64>,
+    chunk: Vec<u64>,
+    d: Vec<u64>,
+    e: Vec<u64>,
+}
+
+impl DepthModel {
+    fn new(kind: BlockPlanKind, levels: &[BlockLevel]) -> Self {
+        let mut m = DepthModel {
+            len: levels.iter().map(|l| l.len as u64).collect(),
+            chunk: levels.iter().map(|l| l.chunk as u64).collect(),
+            d: vec![0; levels.len()],
+            e: vec![0; levels.len()],
+        };
+        if kind == BlockPlanKind::Tree {
+            for l in 0..levels.len() - 1 {
+                let nc = m.len[l + 1];
+                let r = m.len[l] - (nc - 1) * m.chunk[l];
+                // A chunk's aggregate starts from its first step (no
+                // combine) and folds the other C − 1 in.
+                m.d[l + 1] = m.d[l] + m.chunk[l] - 1;
+                m.e[l + 1] = if r == 1 {
+                    m.e[l]
+                } else {
+                    (m.d[l] + r - 1).max(m.e[l] + 1)
+                };
+            }
+        }
+        m
+    }
+
+    /// `s_l(t)`: depth of the state after step `t` of level `l`.
+    fn state(&self, l: usize, t: u64) -> u64 {
+        let (tl, cl) = (self.len[l], self.chunk[l]);
+        let (c, i) = (t / cl, t % cl);
+        let s_in = if c == 0 { 0 } else { self.state(l + 1, c - 1) };
+        let inputs = if t + 1 < tl {
+            self.d[l] + i + 1
+        } else if i == 0 {
+            self.e[l] + 1
+        } else {
+            (self.d[l] + i + 1).max(self.e[l] + 1)
+        };
+        (s_in + i + 1).max(inputs)
+    }
+
+    /// `max_{t < p} s_l(t)` for `p ≥ 1`: depth grows along a chunk, so
+    /// full chunks only need their deepest carry-in.
+    fn prefix_max(&self, l: usize, p: u64) -> u64 {
+        let cl = self.chunk[l];
+        let c_last = (p - 1) / cl;
+        let mut best = self.state(l, p - 1);
+        if c_last >= 1 {
+            let s_in = if c_last >= 2 {
+                self.prefix_max(l + 1, c_last - 1)
+            } else {
+                0
+            };
+            best = best.max(s_in.max(self.d[l]) + cl);
+        }
+        best
+    }
+
+    fn max_depth(&self) -> u64 {
+        self.prefix_max(0, self.len[0])
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workspace
+// ---------------------------------------------------------------------------
+
+/// Scratch reused across calls: one device buffer that grows to the
+/// largest plan seen and never shrinks, so a warm workspace allocates
+/// nothing per call. Use one workspace per stream.
+#[derive(Debug, Default)]
+pub struct BlockDiagonalWorkspace {
+    buf: Option<DeviceBuffer>,
+    allocations: usize,
+}
+
+impl BlockDiagonalWorkspace {
+    /// An empty workspace (allocates on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the buffer at least `bytes` long, on `runner`.
+    pub fn reserve<R: KernelRunner>(&mut self, runner: &R, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let fits = self
+            .buf
+            .as_ref()
+            .is_some_and(|b| b.backend_name() == runner.backend_name() && b.len_bytes() >= bytes);
+        if !fits {
+            self.buf = None;
+            self.buf = Some(runner.alloc(bytes)?);
+            self.allocations += 1;
+        }
+        Ok(())
+    }
+
+    /// Bytes held.
+    pub fn capacity_bytes(&self) -> usize {
+        self.buf.as_ref().map_or(0, DeviceBuffer::len_bytes)
+    }
+
+    /// Device allocations made so far (constant once warm).
+    pub fn allocations(&self) -> usize {
+        self.allocations
+    }
+
+    fn base(&self) -> u64 {
+        self.buf.as_ref().map_or(0, DeviceBuffer::ptr)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Launching
+// ---------------------------------------------------------------------------
+
+/// Device addresses of one BlockDiagonal scan (a `CUdeviceptr` on CUDA, a
+/// host address in the emulator). Sizes in elements of the storage type:
+/// `a`: `B·T·nb·k·k` (`[B,T,nb,k,k]`, row-major blocks); `b`, `h`: `B·T·n`
+/// (`[B,T,n]`); `h0`, `h_t`: `B·n`. `h0 = None` means zeros; `h = None`
+/// computes only `h_t`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockDiagonalIo {
+    /// Transition blocks `A`.
+    pub a: u64,
+    /// Inputs `b`.
+    pub b: u64,
+    /// Initial state `[B,n]`.
+    pub h0: Option<u64>,
+    /// All states (output).
+    pub h: Option<u64>,
+    /// Final state `[B,n]` (output).
+    pub h_t: u64,
+}
+
+/// The same as [`BlockDiagonalIo`], as buffers whose sizes are checked:
+/// each must hold exactly the elements its shape implies.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockDiagonalBuffers<'a> {
+    /// `A`: `B·T·nb·k·k` elements.
+    pub a: &'a DeviceBuffer,
+    /// `b`: `B·T·n` elements.
+    pub b: &'a DeviceBuffer,
+    /// `h0`: `B·n` elements, or zeros.
+    pub h0: Option<&'a DeviceBuffer>,
+    /// `h`: `B·T·n` elements, or only `h_t` is computed.
+    pub h: Option<&'a DeviceBuffer>,
+    /// `h_t`: `B·n` elements.
+    pub h_t: &'a DeviceBuffer,
+}
+
+/// Plans `request` and issues the plan's launches on device pointers, in
+/// order, without synchronizing; returns the plan. See
+/// [`launch_block_diagonal`] for the checks and the caller's obligations.
+pub fn scan_block_diagonal_device<R: KernelRunner>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    dtype: DType,
+    shape: BlockShape,
+    io: BlockDiagonalIo,
+    request: PlanRequest,
+) -> Result<BlockPlan> {
+    let plan = plan_block_diagonal(shape, dtype, request, runner.sm_count())?;
+    launch_block_diagonal(runner, ws, &plan, io)?;
+    Ok(plan)
+}
+
+/// Issues the launches of `plan` on device pointers, without
+/// synchronizing. Checked before the first launch: the plan (it must be
+/// what [`plan_block_diagonal`] makes), that `a`, `b`, `h_t` are non-null,
+/// alignment to the element size, and that no two ranges overlap. The
+/// scratch comes from `ws` (allocated only when it grows).
+///
+/// The pointers must address memory of `runner` holding at least the sizes
+/// of [`BlockDiagonalIo`] (no runner can check that; on the GPU a violation
+/// is a device fault). [`launch_block_diagonal_buffers`] checks sizes.
+pub fn launch_block_diagonal<R: KernelRunner>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    plan: &BlockPlan,
+    io: BlockDiagonalIo,
+) -> Result<()> {
+    check_plan(plan)?;
+    check_io(plan, &io)?;
+    ws.reserve(runner, plan.scratch_bytes)?;
+    let (offsets, _) = scratch_layout(plan.shape, &plan.levels, KernelType::Data(plan.dtype))?;
+    issue(runner, plan, &plan.launches, &offsets, ws.base(), io)
+}
+
+/// The device-buffer entry point: issues the launches of `plan` (from
+/// [`plan_block_diagonal`]) on caller-owned buffers of `runner`, without
+/// synchronizing and, once `ws` is warm, without allocating. Each buffer
+/// must hold exactly the elements its shape implies (typed
+/// [`Error::Shape`] naming it otherwise) and belong to `runner`.
+pub fn launch_block_diagonal_buffers<R: KernelRunner>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    plan: &BlockPlan,
+    bufs: BlockDiagonalBuffers<'_>,
+) -> Result<()> {
+    let size = plan.dtype.size();
+    let s = plan.shape;
+    check_buffer(runner, "a", bufs.a, s.a_elements(), size, || s.describe_a())?;
+    check_buffer(runner, "b", bufs.b, s.elements(), size, || s.describe())?;
+    if let Some(h0) = bufs.h0 {
+        check_buffer(runner, "h0", h0, s.state_elements(), size, || {
+            s.describe_state()
+        })?;
+    }
+    if let Some(h) = bufs.h {
+        check_buffer(runner, "h", h, s.elements(), size, || s.describe())?;
+    }
+    check_buffer(runner, "h_t", bufs.h_t, s.state_elements(), size, || {
+        s.describe_state()
+    })?;
+    let io = BlockDiagonalIo {
+        a: bufs.a.ptr(),
+        b: bufs.b.ptr(),
+        h0: bufs.h0.map(DeviceBuffer::ptr),
+        h: bufs.h.map(DeviceBuffer::ptr),
+        h_t: bufs.h_t.ptr(),
+    };
+    launch_block_diagonal(runner, ws, plan, io)
+}
+
+fn check_buffer<R: KernelRunner>(
+    runner: &R,
+    arg: &'static str,
+    buf: &DeviceBuffer,
+    elements: usize,
+    size: usize,
+    shape: impl Fn() -> String,
+) -> Result<()> {
+    if buf.backend_name() != runner.backend_name() {
+        return Err(Error::BackendUnavailable {
+            backend: runner.backend_name(),
+            reason: format!(
+                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
+                buf.backend_name(),
+                runner.backend_name()
+            ),
+        });
+    }
+    if buf.len_bytes() != elements * size {
+        return Err(Error::shape(
+            arg,
+            format!("{} of {size}-byte elements", shape()),
+            elements,
+            buf.len_bytes() / size,
+        ));
+    }
+    Ok(())
+}
+
+/// Plans have public fields: a plan that is not what the planner makes for
+/// its own request is rejected.
+fn check_plan(plan: &BlockPlan) -> Result<()> {
+    plan.shape.validate()?;
+    let fresh = build(
+        plan.request,
+        plan.kind,
+        plan.dtype,
+        plan.shape,
+        plan.chunk,
+        plan.radix,
+    );
+    let consistent = match (&fresh, plan.kind) {
+        (Ok(f), _) => f == plan,
+        (Err(_), _) => false,
+    };
+    let radix_ok = match plan.kind {
+        BlockPlanKind::Tree => plan.radix >= 2 && plan.chunk >= 1 && plan.chunk < plan.shape.len,
+        _ => plan.radix == 0 && plan.chunk == plan.shape.len,
+    };
+    if !consistent || !radix_ok {
+        return Err(Error::Plan(format!(
+            "the fields of {plan} are not consistent; make plans with plan_block_diagonal"
+        )));
+    }
+    Ok(())
+}
+
+fn check_io(plan: &BlockPlan, io: &BlockDiagonalIo) -> Result<()> {
+    let size = plan.dtype.size();
+    let s = plan.shape;
+    let a_bytes = s.a_elements() * size;
+    let n_bytes = s.elements() * size;
+    let st_bytes = s.state_elements() * size;
+    let ranges: [(&'static str, u64, usize, bool); 5] = [
+        ("a", io.a, a_bytes, true),
+        ("b", io.b, n_bytes, true),
+        ("h0", io.h0.unwrap_or(0), st_bytes, false),
+        ("h", io.h.unwrap_or(0), n_bytes, false),
+        ("h_t", io.h_t, st_bytes, true),
+    ];
+    for &(arg, ptr, _, required) in &ranges {
+        if required && ptr == 0 {
+            return Err(Error::size(arg, 0, "a non-null device address"));
+        }
+        if ptr % size as u64 != 0 {
+            return Err(Error::size(
+                arg,
+                ptr as usize,
+                format!(
+                    "an address aligned to the {size}-byte {} element",
+                    plan.dtype
+                ),
+            ));
+        }
+    }
+    for (i, &(arg_i, p, len_p, _)) in ranges.iter().enumerate() {
+        for &(arg_j, q, len_q, _) in &ranges[..i] {
+            if p == 0 || q == 0 {
+                continue;
+            }
+            if p < q.saturating_add(len_q as u64) && q < p.saturating_add(len_p as u64) {
+                return Err(Error::size(
+                    arg_i,
+                    p as usize,
+                    format!(
+                        "a range of {len_p} bytes that does not overlap `{arg_j}` ({q:#x}, {len_q} bytes)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn i32_arg(v: usize) -> KernelArg {
+    // Every size was checked to be a C int by the planner.
+    KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX))
+}
+
+/// Issues `launches` (the plan's, for one instantiation) with scratch at
+/// `base + offsets`.
+fn issue<R: KernelRunner>(
+    runner: &R,
+    plan: &BlockPlan,
+    launches: &[BlockLaunch],
+    offsets: &[LevelScratch],
+    base: u64,
+    io: BlockDiagonalIo,
+) -> Result<()> {
+    use KernelArg::Ptr;
+    let s = plan.shape;
+    let (bsz, nb) = (i32_arg(s.batch), i32_arg(s.blocks));
+    let h0 = Ptr(io.h0.unwrap_or(0));
+    let at = |off: usize| Ptr(base + off as u64);
+    let levels = &plan.levels;
+    let m = levels.len() - 1;
+    for l in launches {
+        let lv = levels[l.level];
+        let (t, c) = (i32_arg(lv.len), i32_arg(lv.chunk));
+        // Inputs of this level: the problem's, or the aggregates below.
+        let (a_in, b_in) = if l.level == 0 {
+            (Ptr(io.a), Ptr(io.b))
+        } else {
+            let o = offsets[l.level];
+            (at(o.agg_a), at(o.agg_b))
+        };
+        let args: Vec<KernelArg> = match l.role {
+            BlockLaunchRole::Sequential => vec![
+                a_in,
+                b_in,
+                Ptr(io.h.unwrap_or(0)),
+                Ptr(io.h_t),
+                h0,
+                bsz,
+                t,
+                nb,
+            ],
+            BlockLaunchRole::Reduce => {
+                let up = offsets[l.level + 1];
+                vec![a_in, b_in, at(up.agg_a), at(up.agg_b), bsz, t, nb, c]
+            }
+            BlockLaunchRole::Rescan => {
+                let (h, h_t) = if l.level == 0 {
+                    (Ptr(io.h.unwrap_or(0)), Ptr(io.h_t))
+                } else {
+                    (at(offsets[l.level].states), Ptr(0))
+                };
+                let carry = if l.level < m {
+                    at(offsets[l.level + 1].states)
+                } else {
+                    Ptr(0)
+                };
+                vec![a_in, b_in, h, h_t, carry, h0, bsz, t, nb, c]
+            }
+        };
+        runner.launch(&l.kernel, l.cfg, &args)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Host convenience and depth measurement
+// ---------------------------------------------------------------------------
+
+fn shape_of<S>(p: &BlockDiagonal<'_, S>) -> BlockShape {
+    BlockShape::new(p.batch, p.len, p.blocks, p.block)
+}
+
+/// Runs a host-side problem on `runner`: validates it, plans `request`,
+/// uploads `A`, `b`, `h0`, poisons the outputs (`0xFF` bytes: NaN, so an
+/// unwritten element shows), launches, downloads. Returns `(h [B,T,n],
+/// h_T [B,n], plan)`.
+pub fn scan_block_diagonal<R, S>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    problem: &BlockDiagonal<'_, S>,
+    request: PlanRequest,
+) -> Result<(Vec<S>, Vec<S>, BlockPlan)>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    problem.validate()?;
+    let shape = shape_of(problem);
+    let plan = plan_block_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
+    let a = runner.upload(problem.a)?;
+    let b = runner.upload(problem.b)?;
+    let h0 = problem.h0.map(|h0| runner.upload(h0)).transpose()?;
+    let size = std::mem::size_of::<S>();
+    let h = runner.alloc(shape.elements() * size)?;
+    let h_t = runner.alloc(shape.state_elements() * size)?;
+    runner.fill(&h, 0xFF)?;
+    runner.fill(&h_t, 0xFF)?;
+    launch_block_diagonal_buffers(
+        runner,
+        ws,
+        &plan,
+        BlockDiagonalBuffers {
+            a: &a,
+            b: &b,
+            h0: h0.as_ref(),
+            h: Some(&h),
+            h_t: &h_t,
+        },
+    )?;
+    let mut out = vec![S::default(); shape.elements()];
+    let mut out_t = vec![S::default(); shape.state_elements()];
+    runner.download(&h, &mut out)?;
+    runner.download(&h_t, &mut out_t)?;
+    Ok((out, out_t, plan))
+}
+
+/// Runs `plan`'s launch sequence on the `_depth` kernels (inputs and `h0`
+/// null: depth 0) and returns the depth of every output, `(h [B,T,n],
+/// h_T [B,n])`. Outputs are poisoned first (an unwritten one reads
+/// `u32::MAX`).
+pub fn measure_block_diagonal_depth_outputs<R: KernelRunner>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    plan: &BlockPlan,
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    check_plan(plan)?;
+    let kt = KernelType::Depth;
+    let launches = launches(plan.kind, plan.shape, &plan.levels, kt)?;
+    let (offsets, bytes) = scratch_layout(plan.shape, &plan.levels, kt)?;
+    let (n, st) = (plan.shape.elements(), plan.shape.state_elements());
+    let h = runner.alloc(n * 4)?;
+    let h_t = runner.alloc(st * 4)?;
+    runner.fill(&h, 0xFF)?;
+    runner.fill(&h_t, 0xFF)?;
+    ws.reserve(runner, bytes)?;
+    let io = BlockDiagonalIo {
+        a: 0,
+        b: 0,
+        h0: None,
+        h: Some(h.ptr()),
+        h_t: h_t.ptr(),
+    };
+    issue(runner, plan, &launches, &offsets, ws.base(), io)?;
+    let mut out = vec![0u32; n];
+    let mut out_t = vec![0u32; st];
+    runner.download(&h, &mut out)?;
+    runner.download(&h_t, &mut out_t)?;
+    Ok((out, out_t))
+}
+
+/// The measured depth of `plan`: the deepest output of its launch sequence
+/// on the `_depth` kernels. Equals [`BlockPlan::depth`].
+pub fn measure_block_diagonal_depth<R: KernelRunner>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    plan: &BlockPlan,
+) -> Result<u64> {
+    let (h, h_t) = measure_block_diagonal_depth_outputs(runner, ws, plan)?;
+    Ok(h.iter().chain(&h_t).copied().max().map_or(0, u64::from))
+}
+
+impl<S: Storage + bytemuck::Pod> super::KernelScan for BlockDiagonal<'_, S> {
+    type Elem = S;
+
+    fn kernel_plan(
+        &self,
+        sm_count: usize,
+        request: PlanRequest,
+    ) -> Result<super::KernelPlanSummary> {
+        self.validate()?;
+        Ok(plan_block_diagonal(shape_of(self), S::DTYPE, request, sm_count)?.summary())
+    }
+
+    fn kernel_scan<R: KernelRunner>(
+        &self,
+        runner: &R,
+        request: PlanRequest,
+    ) -> Result<super::KernelOutputs<S>> {
+        let mut ws = BlockDiagonalWorkspace::new();
+        let (out, h_last, plan) = scan_block_diagonal(runner, &mut ws, self, request)?;
+        Ok(super::KernelOutputs {
+            out,
+            h_last,
+            plan: plan.summary(),
+        })
+    }
+
+    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
+        self.validate()?;
+        let plan = plan_block_diagonal(shape_of(self), S::DTYPE, request, runner.sm_count())?;
+        measure_block_diagonal_depth(runner, &mut BlockDiagonalWorkspace::new(), &plan)
+    }
+
+    fn kernel_prepare<'r, R: KernelRunner>(
+        &self,
+        runner: &'r R,
+        request: PlanRequest,
+    ) -> Result<(super::KernelPlanSummary, super::PreparedLaunches<'r>)> {
+        self.validate()?;
+        let shape = shape_of(self);
+        let plan = plan_block_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
+        let size = std::mem::size_of::<S>();
+        let a = runner.upload(self.a)?;
+        let b = runner.upload(self.b)?;
+        let h0 = self.h0.map(|h0| runner.upload(h0)).transpose()?;
+        let h = runner.alloc(shape.elements() * size)?;
+        let h_t = runner.alloc(shape.state_elements() * size)?;
+        let mut ws = BlockDiagonalWorkspace::new();
+        ws.reserve(runner, plan.scratch_bytes)?;
+        let summary = plan.summary();
+        let run = move || {
+            launch_block_diagonal_buffers(
+                runner,
+                &mut ws,
+                &plan,
+                BlockDiagonalBuffers {
+                    a: &a,
+                    b: &b,
+                    h0: h0.as_ref(),
+                    h: Some(&h),
+                    h_t: &h_t,
+                },
+            )
+        };
+        Ok((summary, Box::new(run)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(b: usize, t: usize, nb: usize, k: usize, r: PlanRequest) -> BlockPlan {
+        plan_block_diagonal(BlockShape::new(b, t, nb, k), DType::F32, r, 2).unwrap()
+    }
+
+    /// The algorithm's depth, simulated level by level on the host (the
+    /// kernels' loops with max-plus arithmetic): an independent check of
+    /// the closed form.
+    fn simulate(p: &BlockPlan) -> Vec<u64> {
+        fn run(levels: &[BlockLevel], l: usize, d: &[u64]) -> Vec<u64> {
+            let lv = levels[l];
+            let nc = lv.chunks();
+            let carries = if l + 1 < levels.len() {
+                let mut up = Vec::with_capacity(nc);
+                for c in 0..nc {
+                    let (t0, t1) = (c * lv.chunk, ((c + 1) * lv.chunk).min(lv.len));
+                    let mut acc = d[t0];
+                    for &x in &d[t0 + 1..t1] {
+                        acc = acc.max(x) + 1;
+                    }
+                    up.push(acc);
+                }
+                run(levels, l + 1, &up)
+            } else {
+                vec![]
+            };
+            let mut out = vec![0; lv.len];
+            for c in 0..nc {
+                let mut s = if c == 0 { 0 } else { carries[c - 1] };
+                for t in c * lv.chunk..((c + 1) * lv.chunk).min(lv.len) {
+                    s = s.max(d[t]) + 1;
+                    out[t] = s;
+                }
+            }
+            out
+        }
+        run(&p.levels, 0, &vec![0; p.shape.len])
+    }
+
+    #[test]
+    fn depth_formula_matches_simulation() {
+        let requests = [
+            PlanRequest::Sequential,
+            PlanRequest::Chunk(1),
+            PlanRequest::Chunk(2),
+            PlanRequest::Chunk(3),
+            PlanRequest::Chunk(7),
+            PlanRequest::Chunk(16),
+            PlanRequest::Chunk(100),
+            PlanRequest::MinDepth,
+            PlanRequest::Auto,
+        ];
+        for t in [
+            1usize, 2, 3, 4, 5, 7, 8, 9, 17, 31, 33, 64, 100, 255, 257, 1000, 4097,
+        ] {
+            for &r in &requests {
+                let p = plan(1, t, 2, 4, r);
+                let sim = simulate(&p);
+                for (i, &want) in sim.iter().enumerate() {
+                    assert_eq!(p.depth_at(i), want, "t={i} of {p}");
+                }
+                assert_eq!(p.depth, *sim.iter().max().unwrap(), "{p}");
+            }
+        }
+        // Other radices (Auto's) too.
+        for t in [9usize, 64, 65, 300, 1000, 5000] {
+            for c in [1usize, 2, 5, 16] {
+                let shape = BlockShape::new(1, t, 1, 2);
+                let p = build(
+                    PlanRequest::Auto,
+                    BlockPlanKind::Tree,
+                    DType::F32,
+                    shape,
+                    c,
+                    AUTO_RADIX,
+                )
+                .unwrap();
+                let sim = simulate(&p);
+                assert_eq!(p.depth, *sim.iter().max().unwrap(), "{p}");
+                assert_eq!(p.depth_at(t - 1), sim[t - 1], "{p}");
+            }
+        }
+    }
+
+    #[test]
+    fn plan_shapes() {
+        let p = plan(2, 100, 3, 4, PlanRequest::Sequential);
+        assert_eq!(
+            (p.kind, p.launch_count(), p.depth),
+            (BlockPlanKind::Sequential, 1, 100)
+        );
+        let p = plan(2, 100, 3, 4, PlanRequest::Chunk(100));
+        assert_eq!(
+            (p.kind, p.launch_count(), p.depth),
+            (BlockPlanKind::SinglePass, 1, 100)
+        );
+        let p = plan(2, 100, 3, 4, PlanRequest::Chunk(10));
+        assert_eq!(p.kind, BlockPlanKind::Tree);
+        // 100 -> 10 -> 5 -> 3 -> 2: levels 0..=4, 4 reduces + 5 rescans.
+        assert_eq!(p.levels.len(), 5);
+        assert_eq!(p.launch_count(), 9);
+        assert_eq!(p.launches[0].kernel, "bd4_reduce_f32");
+        assert!(p.scratch_bytes > 0);
+        let p = plan_block_diagonal(
+            BlockShape::new(1, 100, 1, 16),
+            DType::Bf16,
+            PlanRequest::Chunk(10),
+            2,
+        )
+        .unwrap();
+        assert_eq!(p.launches[1].kernel, "bd16_reduce_up_bf16");
+        assert_eq!(p.launches.last().unwrap().kernel, "bd16_rescan_bf16");
+        // MinDepth is no deeper than any power-of-two chunk.
+        for t in [1usize, 5, 64, 1000, 3000] {
+            let best = plan(1, t, 1, 2, PlanRequest::MinDepth);
+            for k in 0..13 {
+                let p = plan(1, t, 1, 2, PlanRequest::Chunk(1 << k));
+                assert!(best.depth <= p.depth, "{best} vs {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let bad = |s: BlockShape| plan_block_diagonal(s, DType::F32, PlanRequest::Auto, 2);
+        assert!(matches!(
+            bad(BlockShape::new(1, 5, 1, 5)),
+            Err(Error::Size {
+                arg: "block",
+                got: 5,
+                ..
+            })
+        ));
+        assert!(matches!(
+            bad(BlockShape::new(1, 0, 1, 4)),
+            Err(Error::Size { arg: "len", .. })
+        ));
+        assert!(matches!(
+            bad(BlockShape::new(0, 5, 1, 4)),
+            Err(Error::Size { arg: "batch", .. })
+        ));
+        assert!(matches!(
+            bad(BlockShape::new(1, 5, 0, 4)),
+            Err(Error::Size { arg: "blocks", .. })
+        ));
+        assert!(matches!(
+            plan_block_diagonal(
+                BlockShape::new(1, 5, 1, 4),
+                DType::F32,
+                PlanRequest::Chunk(0),
+                2
+            ),
+            Err(Error::Plan(_))
+        ));
+    }
+}

@@ -17,6 +17,10 @@ use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::family::Layout;
+use crate::kernels::block_diagonal::{
+    launch_block_diagonal, measure_block_diagonal_depth, plan_block_diagonal, BlockDiagonalIo,
+    BlockDiagonalWorkspace, BlockPlan, BlockShape,
+};
 use crate::kernels::diagonal::{
     launch_diagonal, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalIo,
     DiagonalWorkspace, GpuPlan,
@@ -84,10 +88,6 @@ impl GpuCell<'_> {
         }
     }
 }
-
-/// Whether full-Jacobian Newton for [`DiagLstm`] and [`Elman`] runs on the
-/// kernels (it needs the BlockDiagonal scan kernels).
-pub const FULL_JACOBIAN_KERNELS: bool = false;
 
 /// Threads per block of the element-wise Newton kernels.
 const BLOCK: u32 = 256;
@@ -168,6 +168,8 @@ enum LinearScan {
     Copy,
     /// A Diagonal scan over `[B, T, N]`.
     Diagonal(Box<GpuPlan>),
+    /// A BlockDiagonal(k) scan (`A: [B, T, N/k, k, k]`).
+    Block(Box<BlockPlan>),
 }
 
 /// Device buffers of one solve.
@@ -189,9 +191,9 @@ struct Buffers {
 /// [`solve`](super::solve). f32 only.
 ///
 /// Full-Jacobian Newton (and damped Newton) for [`DiagLstm`] and [`Elman`]
-/// needs the BlockDiagonal scan kernels; until they are wired in, those
-/// combinations return [`Error::Plan`] (quasi-Newton and Picard work for
-/// every cell).
+/// runs the BlockDiagonal scan kernels (2×2 blocks, or one dense block);
+/// an Elman size the dense kernels do not support is a typed error before
+/// any launch (quasi-Newton and Picard work for every size).
 pub fn solve_kernels<R: KernelRunner>(
     runner: &R,
     cell: GpuCell<'_>,
@@ -242,12 +244,13 @@ pub fn solve_kernels<R: KernelRunner>(
             runner.sm_count(),
         )?)),
         _ => {
-            return Err(Error::Plan(format!(
-                "{} mode for `{}` needs the block-diagonal scan kernels, which this build's \
-                 Newton path does not drive yet; use quasi-Newton or the CPU solver",
-                options.mode,
-                c.name()
-            )))
+            let k = c.structure().block(n);
+            LinearScan::Block(Box::new(plan_block_diagonal(
+                BlockShape::new(batch, len, n / k, k),
+                DType::F32,
+                options.plan,
+                runner.sm_count(),
+            )?))
         }
     };
     let a_len = match form {
@@ -276,6 +279,7 @@ pub fn solve_kernels<R: KernelRunner>(
         stats: runner.alloc(8)?,
     };
     let mut ws = DiagonalWorkspace::new();
+    let mut block_ws = BlockDiagonalWorkspace::new();
 
     // Initial guess.
     let t0 = Instant::now();
@@ -408,6 +412,30 @@ pub fn solve_kernels<R: KernelRunner>(
                     None => {
                         runner.synchronize()?;
                         let d = measure_diagonal_depth(runner, &mut ws, plan)?;
+                        scan_depth = Some(d);
+                        d
+                    }
+                }
+            }
+            LinearScan::Block(plan) => {
+                let a = bufs.a.as_ref().map_or(0, DeviceBuffer::ptr);
+                launch_block_diagonal(
+                    runner,
+                    &mut block_ws,
+                    plan,
+                    BlockDiagonalIo {
+                        a,
+                        b: bufs.b.ptr(),
+                        h0: bufs.h0.as_ref().map(DeviceBuffer::ptr),
+                        h: Some(out.ptr()),
+                        h_t: bufs.h_t.ptr(),
+                    },
+                )?;
+                match scan_depth {
+                    Some(d) => d,
+                    None => {
+                        runner.synchronize()?;
+                        let d = measure_block_diagonal_depth(runner, &mut block_ws, plan)?;
                         scan_depth = Some(d);
                         d
                     }

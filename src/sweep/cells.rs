@@ -138,18 +138,13 @@ impl AnyCell {
         }
     }
 
-    /// The kernels' cell, if `mode` runs on them.
-    fn gpu(&self, mode: Mode) -> Option<GpuCell<'_>> {
-        let full = matches!(mode, Mode::Newton | Mode::Damped { .. });
+    /// The kernels' cell (the parity machine is CPU-only).
+    fn gpu(&self) -> Option<GpuCell<'_>> {
         match self {
             AnyCell::Gru(c) => Some(GpuCell::DiagGru(c)),
-            AnyCell::Lstm(c) if !full || crate::newton::gpu::FULL_JACOBIAN_KERNELS => {
-                Some(GpuCell::DiagLstm(c))
-            }
-            AnyCell::Elman(c) if !full || crate::newton::gpu::FULL_JACOBIAN_KERNELS => {
-                Some(GpuCell::Elman(c))
-            }
-            _ => None,
+            AnyCell::Lstm(c) => Some(GpuCell::DiagLstm(c)),
+            AnyCell::Elman(c) => Some(GpuCell::Elman(c)),
+            AnyCell::Parity(_) => None,
         }
     }
 
@@ -236,7 +231,7 @@ impl Runner<'_, '_> {
         problem: &NonlinearProblem<'_, f32>,
         options: &NewtonOptions<'_, f32>,
     ) -> Result<Row> {
-        let gpu = cell.gpu(options.mode);
+        let gpu = cell.gpu();
         let (backend, timed, (timing, sol)) = match (self.device, gpu) {
             (Some(Device::Cuda(r)), Some(g)) => (
                 r.backend_name(),

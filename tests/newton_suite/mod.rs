@@ -40,20 +40,21 @@ pub fn elman(n: usize, scale: f64, seed: u64) -> Elman<f32> {
 }
 
 /// Modes every cell runs on the kernels.
-pub fn modes_for(cell: GpuCell<'_>) -> Vec<Mode> {
-    let mut m = vec![Mode::QuasiNewton, Mode::Picard, Mode::Sequential];
-    if let GpuCell::DiagGru(_) = cell {
-        m.push(Mode::Newton);
-        m.push(Mode::Damped {
+pub fn modes_for(_cell: GpuCell<'_>) -> Vec<Mode> {
+    vec![
+        Mode::QuasiNewton,
+        Mode::Picard,
+        Mode::Sequential,
+        Mode::Newton,
+        Mode::Damped {
             shrink: 0.5,
             relax: 1.0,
-        });
-        m.push(Mode::Damped {
+        },
+        Mode::Damped {
             shrink: 0.0,
             relax: 0.7,
-        });
-    }
-    m
+        },
+    ]
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
@@ -148,7 +149,8 @@ pub fn run_suite<R: KernelRunner>(runner: &R, seed: u64, what: &str) {
     // so it runs the short cases only.
     let cells_gru = [gru(5, 0.8, seed), gru(3, 3.0, seed + 1)];
     let cells_lstm = [lstm(3, 0.8, seed + 2)];
-    let cells_elman = [elman(6, 0.7, seed + 3), elman(33, 0.5, seed + 4)];
+    // Dense sizes the BlockDiagonal kernels support (full Newton).
+    let cells_elman = [elman(8, 0.7, seed + 3), elman(32, 0.5, seed + 4)];
     let mut cells: Vec<GpuCell<'_>> = Vec::new();
     cells.extend(cells_gru.iter().map(GpuCell::from));
     cells.extend(cells_lstm.iter().map(GpuCell::from));
@@ -287,6 +289,23 @@ pub fn run_errors<R: KernelRunner>(runner: &R) {
     )
     .unwrap_err();
     assert!(matches!(e, Error::Size { arg: "len", .. }), "{e}");
+    // Full Newton on a dense size the BlockDiagonal kernels lack: typed
+    // error before any launch; quasi-Newton works at that size.
+    let odd = elman(6, 0.5, 1);
+    let x6 = vec![0f32; 2 * 5 * 6];
+    let p6 = NonlinearProblem {
+        x: &x6,
+        h0: None,
+        batch: 2,
+        len: 5,
+    };
+    let e = solve_kernels(runner, GpuCell::from(&odd), &p6, &opts).unwrap_err();
+    assert!(matches!(e, Error::Size { arg: "block", .. }), "{e}");
+    let quasi = NewtonOptions {
+        mode: Mode::QuasiNewton,
+        ..opts
+    };
+    assert!(solve_kernels(runner, GpuCell::from(&odd), &p6, &quasi).is_ok());
     let big = elman(1025, 0.5, 1);
     let xb = vec![0f32; 1025];
     let e = sequential_kernels(

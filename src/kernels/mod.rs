@@ -10,11 +10,15 @@
 //!
 //! - [`diagonal`]: the Diagonal family (`kernels/diagonal.cu`), both layouts,
 //!   f32/f16/bf16/f64 storage, and its depth-counting instantiation.
+//! - [`perm_diagonal`]: the PermDiagonal family (`kernels/perm_diagonal.cu`),
+//!   `n ≤ 256` with `u8` permutations, f32/f16/bf16/f64 storage, and its
+//!   depth-counting instantiation.
 //!
 //! Every family also implements [`KernelScan`], the family-independent face
 //! that `parascan check` and `parascan sweep` drive.
 
 pub mod diagonal;
+pub mod perm_diagonal;
 
 pub use diagonal::{
     launch_diagonal, launch_diagonal_buffers, measure_diagonal_depth,

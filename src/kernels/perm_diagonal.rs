@@ -502,10 +502,13 @@ fn min_depth_geometry(shape: PdShape, kt: KernelType) -> Result<Geometry> {
         if g.scratch(kt)?.total() > MIN_DEPTH_SCRATCH_CAP {
             continue;
         }
-        let better = best.as_ref().is_none_or(|b| {
-            let (dg, db) = (g.depth(), b.depth());
-            dg < db || (dg == db && g.chunk > b.chunk)
-        });
+        let better = match &best {
+            None => true,
+            Some(b) => {
+                let (dg, db) = (g.depth(), b.depth());
+                dg < db || (dg == db && g.chunk > b.chunk)
+            }
+        };
         if better {
             best = Some(g);
         }

@@ -185,3 +185,9 @@ fn large_depth() {
     }
     assert!(kinds.iter().all(|&k| k > 0), "P0..P2 = {kinds:?}");
 }
+
+#[test]
+fn kernel_scan_face() {
+    let Some(cuda) = cuda() else { return };
+    perm_diagonal_suite::check_kernel_scan(&cuda);
+}

@@ -119,3 +119,8 @@ fn kernels_are_registered() {
         }
     }
 }
+
+#[test]
+fn kernel_scan_face() {
+    perm_diagonal_suite::check_kernel_scan(&EmuBackend::shuffled(21));
+}

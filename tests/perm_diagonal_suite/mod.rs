@@ -958,3 +958,66 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     assert!(ws.allocations() > allocs.0);
     assert!(ws.capacity_bytes() >= plan.scratch_bytes());
 }
+
+// ---------------------------------------------------------------------------
+// The family-independent face (what `check` and `sweep` drive)
+// ---------------------------------------------------------------------------
+
+/// `KernelScan` on a PD problem: the plan summary matches the planner, the
+/// scan matches the oracle, the measured depth matches the formula, and a
+/// prepared run writes the same outputs as `kernel_scan`.
+pub fn check_kernel_scan<R: KernelRunner>(runner: &R) {
+    use parascan::kernels::KernelScan;
+    for (n, request) in [(5, PlanRequest::Chunk(9)), (64, PlanRequest::Auto)] {
+        let (batch, len) = (2, 200);
+        let inp = inputs::<f32>(batch, len, n, 0x77 + n as u64);
+        let problem = inp.problem(batch, len, n, true);
+        let summary = problem.kernel_plan(runner.sm_count(), request).unwrap();
+        let plan = plan_perm_diagonal(
+            PdShape::new(batch, len, n),
+            DType::F32,
+            request,
+            runner.sm_count(),
+        )
+        .unwrap();
+        assert_eq!(summary, plan.summary());
+        assert_eq!(summary.chunks, len.div_ceil(summary.chunk));
+        let outputs = problem.kernel_scan(runner, request).unwrap();
+        assert_eq!(outputs.plan, summary);
+        let (want, want_t) = oracle::perm_diagonal(&problem);
+        let tol = common::tolerance::<f32>(len);
+        assert!(oracle::rel_l2(&outputs.out, &want) <= tol, "{plan}");
+        assert!(oracle::rel_l2(&outputs.h_last, &want_t) <= tol, "{plan}");
+        assert_eq!(
+            problem.kernel_depth(runner, request).unwrap(),
+            summary.depth_formula
+        );
+        let (prepared, mut run) = problem.kernel_prepare(runner, request).unwrap();
+        assert_eq!(prepared, summary);
+        run().unwrap();
+        run().unwrap();
+        runner.synchronize().unwrap();
+        // Invalid permutations are refused by every method, before any launch.
+        let mut bad = inp.perm.clone();
+        bad[n] = bad[n + 1];
+        let bad_problem = PermDiagonal {
+            perm: &bad,
+            ..problem
+        };
+        let rec = Recorder::new(runner);
+        assert!(matches!(
+            bad_problem.kernel_plan(rec.sm_count(), request),
+            Err(Error::NotPermutation { .. })
+        ));
+        assert!(matches!(
+            bad_problem.kernel_scan(&rec, request),
+            Err(Error::NotPermutation { .. })
+        ));
+        assert!(matches!(
+            bad_problem.kernel_depth(&rec, request),
+            Err(Error::NotPermutation { .. })
+        ));
+        assert!(bad_problem.kernel_prepare(&rec, request).is_err());
+        assert_eq!((rec.launch_count(), rec.allocs.get()), (0, 0));
+    }
+}

@@ -64,8 +64,19 @@
 //       carry[(bb*NC + c)*n + i] = apply(prefix_c, h0[bb])_i for c < NC (h0 nullable =
 //       zeros). Teams of G = min(32, next_pow2(n)) lanes each own slots r + G*k; a
 //       down-sweep combine reads all its inputs, __syncwarp, then writes (it overwrites
-//       the element it gathers from). Any NC (no hierarchy needed: the tree lives in
-//       global memory); cost O(M*n) work and 2*log2(M) barriers in one block.
+//       the element it gathers from). Any NC (the tree lives in global memory); O(M*n)
+//       work and 2*log2(M) barriers in one block per problem, so P3 splits large NC.
+//  K5 pd_scan_tiles_<sfx>(u8* agg_p, V* agg_d, V* agg_b, u8* tile_p, V* tile_d, V* tile_b,
+//                         int B, int n, int NC, int M, int TL, int MT)
+//       Phase 2a (two levels): tiles of TL (a power of two dividing M) aggregates,
+//       NTL = ceil(NC / TL) per problem, MT = next_pow2(NTL). One block per (problem,
+//       tile), block id = bb*NTL + j: the same in-place Blelloch scan over the tile
+//       (identity past NC), so agg[(bb*M + j*TL + r)] <- exclusive prefix of r inside the
+//       tile; tile_*[(bb*MT + j)*n ..] <- the tile's total.
+//  K6 pd_scan_apply_<sfx>(const u8* agg_p, const V* agg_d, const V* agg_b,
+//                         const V* tile_carry, V* carry, int B, int n, int NC, int M, int TL)
+//       Phase 2c (two levels): carry[(bb*NC + c)*n + i] =
+//           apply(agg[(bb*M + c)], tile_carry[(bb*NTL + c/TL)*n ..])_i.
 //
 // Launch shapes (grid and block are (x,1,1); shared bytes 0):
 //   pd_small_reduce / _rescan / _sequential: block = 128 (any multiple of 32 in [32, 256]
@@ -73,6 +84,8 @@
 //   pd_wide_reduce / _rescan / _sequential: block = 128 exactly (4 warps, traps
 //        otherwise); grid = ceil(U / 4).
 //   pd_scan: block = 256 (any multiple of 32 in [32, 256]); grid = B.
+//   pd_scan_tiles: block = 256 (as pd_scan); grid = B * NTL.
+//   pd_scan_apply: block = 256 (any); grid = ceil(B * NC * n / 256).
 //
 // Plans (exact launch sequences; <K> = small for n <= 32, wide otherwise):
 //   P0 sequential: pd_<K>_sequential(perm, d, b, h, hT, h0, B, T, n)                 1 launch
@@ -81,6 +94,13 @@
 //        1. pd_<K>_reduce(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M)
 //        2. pd_scan(agg_p, agg_d, agg_b, carry, h0, B, n, NC, M)
 //        3. pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)              3 launches
+//   P3 chunked, two-level scan (for many chunks: phase 2 on B*NTL blocks instead of B).
+//      Scratch as P2 plus tile_p u8[B*MT*n], tile_d, tile_b V[B*MT*n], tile_carry V[B*NTL*n].
+//        1. pd_<K>_reduce(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M)
+//        2. pd_scan_tiles(agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, B, n, NC, M, TL, MT)
+//        3. pd_scan(tile_p, tile_d, tile_b, tile_carry, h0, B, n, NTL, MT)
+//        4. pd_scan_apply(agg_p, agg_d, agg_b, tile_carry, carry, B, n, NC, M, TL)
+//        5. pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)              5 launches
 //   All on one stream, in order; no launch synchronizes.
 //   Bytes per slot and step (f32): P0/P1 13 (read perm 1, d 4, b 4; write h 4); P2 22 (the
 //   inputs are read twice), plus scratch 9 B per slot and chunk.
@@ -97,6 +117,8 @@
 //   Blelloch exclusive prefix of chunk c over leaves of depth L = C (a full chunk's serial
 //   fold from the identity): P(C, c) = 0 if c == 0, else C + hb(c) + pc(c).
 //   carry depth dc(c): P0/P1: 0 (h0).  P2: P(C, c) + 1 (applying the prefix to h0).
+//        P3, c = j*TL + r: max(P(C, r), P(C + log2 TL, j) + 1) + 1 (a full tile's total has
+//        depth C + log2 TL; the tile carry is its prefix applied to h0).
 //   depth(t) = dc(c) + i     (P0: t + 1).   hT has the depth of t = T - 1.
 //   Plan depth = max over t = max(dc(NC-1) + (T - (NC-1)*C), max_{c < NC-1} dc(c) + C).
 //   Example: T = 1024, C = 64 (NC = 16): worst c = 15, dc = 64 + 3 + 4 + 1 = 72, depth 136
@@ -480,34 +502,35 @@ PSP_DEV void wide_reduce_any(const unsigned char* perm, const typename Ops::In* 
 }
 
 // ---------------------------------------------------------------------------------------
-// Phase 2: Blelloch exclusive scan of one problem's M aggregates, in place in global
-// memory (one block per problem). Plain loads and stores (no __ldg, no const __restrict__):
-// the block rewrites what it reads, and __syncthreads / __syncwarp order those accesses.
+// Phase 2: Blelloch exclusive scans of PD elements in place in global memory, by one
+// block. Plain loads and stores (no __ldg, no const __restrict__): the block rewrites what
+// it reads, and __syncthreads / __syncwarp order those accesses. Teams of G = min(32,
+// next_pow2(n)) lanes each own slots r + G*k of one element.
 // ---------------------------------------------------------------------------------------
 
+// Exclusive scan of the m elements (m a power of two) at P/Dd/Bb, element k at k*n. The
+// first `valid` are real; the others are set to the identity here. If tot_p is non-null,
+// team 0 writes the total of all m elements there (elements of n slots) before clearing
+// the root. Every thread of the block must call it (it has barriers).
 template <class Ops>
-PSP_DEV void scan_chunks(unsigned char* agg_p, typename Ops::V* agg_d, typename Ops::V* agg_b,
-                         typename Ops::V* carry, const typename Ops::In* h0, int B, int n, int NC, int M) {
+PSP_DEV void blelloch_global(unsigned char* P, typename Ops::V* Dd, typename Ops::V* Bb, long long m,
+                             long long valid, int n, unsigned char* tot_p, typename Ops::V* tot_d,
+                             typename Ops::V* tot_b) {
     using V = typename Ops::V;
-    if (n < 1 || n > kMaxN || NC < 1 || M < NC || (M & (M - 1)) != 0 || (blockDim.x & 31u)) __trap();
-    const long long bb = blockIdx.x;
-    if (bb >= B) return;  // whole block
     const int G = small_team(n < 32 ? n : 32);
     const int spl = (n + G - 1) / G;
     const int tid = threadIdx.x;
     const int r = tid % G;
     const int lid = tid & 31;
     const int wid = tid >> 5;
-    const int tpw = 32 / G;                    // teams per warp
+    const int tpw = 32 / G;  // teams per warp
     const int nwarps = blockDim.x >> 5;
     const long long team_in_warp = lid / G;
-    unsigned char* const P = agg_p + bb * M * n;
-    V* const Dd = agg_d + bb * M * n;
-    V* const Bb = agg_b + bb * M * n;
+    const long long stride = static_cast<long long>(nwarps) * tpw;
 
-    // Identity padding past the last chunk.
-    for (long long x = tid; x < static_cast<long long>(M - NC) * n; x += blockDim.x) {
-        const long long at = static_cast<long long>(NC) * n + x;
+    // Identity padding past the last real element.
+    for (long long x = tid; x < (m - valid) * n; x += blockDim.x) {
+        const long long at = valid * n + x;
         P[at] = static_cast<unsigned char>(x % n);
         Dd[at] = Ops::one();
         Bb[at] = Ops::zero();
@@ -515,11 +538,10 @@ PSP_DEV void scan_chunks(unsigned char* agg_p, typename Ops::V* agg_d, typename 
 
     // Up-sweep: node (2q+2)*off - 1 <- combine(node (2q+1)*off - 1, itself). The output
     // aliases only e2, whose slot i is read and written by the same lane.
-    for (long long off = 1; off < M; off <<= 1) {
+    for (long long off = 1; off < m; off <<= 1) {
         __syncthreads();
-        const long long pairs = M / (2 * off);
-        for (long long q = static_cast<long long>(wid) * tpw + team_in_warp; q < pairs;
-             q += static_cast<long long>(nwarps) * tpw) {
+        const long long pairs = m / (2 * off);
+        for (long long q = static_cast<long long>(wid) * tpw + team_in_warp; q < pairs; q += stride) {
             const long long ai = (off * (2 * q + 1) - 1) * n;
             const long long bi = (off * (2 * q + 2) - 1) * n;
             for (int k = 0; k < spl; ++k) {
@@ -541,7 +563,12 @@ PSP_DEV void scan_chunks(unsigned char* agg_p, typename Ops::V* agg_d, typename 
         for (int k = 0; k < spl; ++k) {
             const int i = r + G * k;
             if (i < n) {
-                const long long at = static_cast<long long>(M - 1) * n + i;
+                const long long at = (m - 1) * n + i;
+                if (tot_p) {
+                    tot_p[i] = P[at];
+                    tot_d[i] = Dd[at];
+                    tot_b[i] = Bb[at];
+                }
                 P[at] = static_cast<unsigned char>(i);
                 Dd[at] = Ops::one();
                 Bb[at] = Ops::zero();
@@ -552,10 +579,10 @@ PSP_DEV void scan_chunks(unsigned char* agg_p, typename Ops::V* agg_d, typename 
     // Down-sweep: left = node ai; node ai <- node bi; node bi <- combine(node bi, left).
     // The combine gathers from node bi, which the team overwrites: read everything first,
     // __syncwarp, then write. Trip counts are uniform per warp (q steps by whole warps).
-    for (long long off = M / 2; off >= 1; off >>= 1) {
+    for (long long off = m / 2; off >= 1; off >>= 1) {
         __syncthreads();
-        const long long pairs = M / (2 * off);
-        for (long long q0 = static_cast<long long>(wid) * tpw; q0 < pairs; q0 += static_cast<long long>(nwarps) * tpw) {
+        const long long pairs = m / (2 * off);
+        for (long long q0 = static_cast<long long>(wid) * tpw; q0 < pairs; q0 += stride) {
             const long long q = q0 + team_in_warp;
             const bool on = q < pairs;
             const long long ai = (off * (2 * q + 1) - 1) * n;
@@ -592,10 +619,27 @@ PSP_UNROLL
         }
     }
     __syncthreads();
+}
 
-    // Carries: chunk c starts from apply(prefix_c, h0).
-    const long long teams = static_cast<long long>(nwarps) * tpw;
-    for (long long c = static_cast<long long>(wid) * tpw + team_in_warp; c < NC; c += teams) {
+// K4: one block per problem; exclusive scan of its NC aggregates (tree width M), then
+// carry_c = apply(prefix_c, h0).
+template <class Ops>
+PSP_DEV void scan_chunks(unsigned char* agg_p, typename Ops::V* agg_d, typename Ops::V* agg_b,
+                         typename Ops::V* carry, const typename Ops::In* h0, int B, int n, int NC, int M) {
+    if (n < 1 || n > kMaxN || NC < 1 || M < NC || (M & (M - 1)) != 0 || (blockDim.x & 31u)) __trap();
+    const long long bb = blockIdx.x;
+    if (bb >= B) return;  // whole block
+    const long long base = bb * M * n;
+    unsigned char* const P = agg_p + base;
+    typename Ops::V* const Dd = agg_d + base;
+    typename Ops::V* const Bb = agg_b + base;
+    blelloch_global<Ops>(P, Dd, Bb, M, NC, n, nullptr, nullptr, nullptr);
+
+    const int G = small_team(n < 32 ? n : 32);
+    const int spl = (n + G - 1) / G;
+    const int r = threadIdx.x % G;
+    const long long teams = static_cast<long long>(blockDim.x) / G;
+    for (long long c = threadIdx.x / G; c < NC; c += teams) {
         for (int k = 0; k < spl; ++k) {
             const int i = r + G * k;
             if (i < n) {
@@ -607,6 +651,44 @@ PSP_UNROLL
     }
 }
 
+// K5: one block per (problem, tile of TL aggregates): in-place exclusive scan inside the
+// tile, and the tile's total to tile_*[(bb*MT + j)*n ..].
+template <class Ops>
+PSP_DEV void scan_tiles(unsigned char* agg_p, typename Ops::V* agg_d, typename Ops::V* agg_b,
+                        unsigned char* tile_p, typename Ops::V* tile_d, typename Ops::V* tile_b, int B, int n,
+                        int NC, int M, int TL, int MT) {
+    const long long ntl = (static_cast<long long>(NC) + TL - 1) / TL;
+    if (n < 1 || n > kMaxN || TL < 2 || (TL & (TL - 1)) != 0 || M % TL != 0 || ntl * TL > M || MT < ntl ||
+        (blockDim.x & 31u))
+        __trap();
+    const long long bid = blockIdx.x;
+    if (bid >= static_cast<long long>(B) * ntl) return;  // whole block
+    const long long bb = bid / ntl;
+    const long long j = bid % ntl;
+    const long long first = j * TL;
+    const long long base = (bb * M + first) * n;
+    const long long tot = (bb * MT + j) * n;
+    const long long valid = min_ll(TL, NC - first);
+    blelloch_global<Ops>(agg_p + base, agg_d + base, agg_b + base, TL, valid, n, tile_p + tot, tile_d + tot,
+                         tile_b + tot);
+}
+
+// K6: one thread per carry slot: carry_c = apply(in-tile prefix_c, tile_carry[c / TL]).
+template <class Ops>
+PSP_DEV void scan_apply(const unsigned char* agg_p, const typename Ops::V* agg_d, const typename Ops::V* agg_b,
+                        const typename Ops::V* tile_carry, typename Ops::V* carry, int B, int n, int NC, int M,
+                        int TL) {
+    const long long x = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (x >= static_cast<long long>(B) * NC * n) return;
+    const long long ntl = (static_cast<long long>(NC) + TL - 1) / TL;
+    const int i = static_cast<int>(x % n);
+    const long long c = (x / n) % NC;
+    const long long bb = x / (static_cast<long long>(n) * NC);
+    const long long at = (bb * M + c) * n + i;
+    const int j = Ops::load_perm(agg_p, at, i, n);
+    carry[x] = Ops::apply_slot(agg_d[at], tile_carry[(bb * ntl + c / TL) * n + j], agg_b[at]);
+}
+
 using OpsF32 = PdOps<float, float>;
 using OpsF64 = PdOps<double, double>;
 using OpsF16 = PdOps<__half, float>;
@@ -616,7 +698,7 @@ using OpsDepth = PdDepthOps;
 }  // namespace psp
 
 // ---------------------------------------------------------------------------------------
-// extern "C" instantiations: seven kernels per data type.
+// extern "C" instantiations: nine kernels per data type.
 // ---------------------------------------------------------------------------------------
 
 #define PSP_KERNELS(SFX, OPS)                                                                                  \
@@ -670,12 +752,25 @@ using OpsDepth = PdDepthOps;
         psp::wide_rescan_any<OPS>(perm, d, b, h, hT, nullptr, h0, B, T, n, T);                                 \
     }                                                                                                          \
     PS_REGISTER_KERNEL(pd_wide_sequential_##SFX);                                                              \
-    extern "C" __global__ void __launch_bounds__(256)                                                          \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                                       \
         pd_scan_##SFX(unsigned char* agg_p, OPS::V* agg_d, OPS::V* agg_b, OPS::V* carry,                       \
                       const OPS::In* __restrict__ h0, int B, int n, int NC, int M) {                           \
         psp::scan_chunks<OPS>(agg_p, agg_d, agg_b, carry, h0, B, n, NC, M);                                    \
     }                                                                                                          \
-    PS_REGISTER_KERNEL(pd_scan_##SFX)
+    PS_REGISTER_KERNEL(pd_scan_##SFX);                                                                         \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                                       \
+        pd_scan_tiles_##SFX(unsigned char* agg_p, OPS::V* agg_d, OPS::V* agg_b, unsigned char* tile_p,          \
+                            OPS::V* tile_d, OPS::V* tile_b, int B, int n, int NC, int M, int TL, int MT) {      \
+        psp::scan_tiles<OPS>(agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, B, n, NC, M, TL, MT);                \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_scan_tiles_##SFX);                                                                   \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        pd_scan_apply_##SFX(const unsigned char* __restrict__ agg_p, const OPS::V* __restrict__ agg_d,         \
+                            const OPS::V* __restrict__ agg_b, const OPS::V* __restrict__ tile_carry,           \
+                            OPS::V* __restrict__ carry, int B, int n, int NC, int M, int TL) {                 \
+        psp::scan_apply<OPS>(agg_p, agg_d, agg_b, tile_carry, carry, B, n, NC, M, TL);                         \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_scan_apply_##SFX)
 
 PSP_KERNELS(f32, psp::OpsF32);
 PSP_KERNELS(f64, psp::OpsF64);

@@ -1,6 +1,6 @@
 //! The PermDiagonal kernels (`kernels/perm_diagonal.cu`) driven by the Rust
 //! orchestration (`parascan::kernels::perm_diagonal`) on the SIMT emulator:
-//! every dtype × plan (P0–P2 through Sequential, Chunk, MinDepth, Auto) ×
+//! every dtype × plan (P0–P3 through Sequential, Chunk, MinDepth, Auto) ×
 //! team shape (small n ≤ 32, wide n > 32 with 2/4/8 slots per lane) ×
 //! awkward shapes, under every fiber order, against the f64 oracle;
 //! measured depth against the plan's formula, element by element; typed
@@ -78,6 +78,7 @@ fn auto_with_more_sms() {
     // Add one of each kind so the coverage assertion holds.
     cases.push(Case::new((1, 40, 5), PlanRequest::Sequential, true));
     cases.push(Case::new((1, 40, 5), PlanRequest::Chunk(40), false));
+    cases.push(Case::new((1, 1100, 5), PlanRequest::Chunk(1), false));
     perm_diagonal_suite::run_cases(&runner, &cases, 0x5000, "emu 16 workers");
 }
 

@@ -33,9 +33,12 @@
 //! # Planner rules
 //!
 //! - `Sequential` → P0 (`pd_<K>_sequential`, one team per problem, depth `T`).
-//! - `Chunk(C)` → P1 when `C ≥ T`, else P2 (reduce, one-block-per-problem
-//!   Blelloch scan of the `NC` chunk aggregates, rescan); `NC` may be
-//!   anything up to [`MAX_CHUNKS`] (the scan tree lives in global memory).
+//! - `Chunk(C)` → P1 when `C ≥ T`; P2 (reduce, one-block-per-problem
+//!   Blelloch scan of the `NC` chunk aggregates, rescan) when
+//!   `NC ≤` [`ONE_LEVEL_MAX_CHUNKS`]; else P3, the same with the scan split
+//!   into tiles of `TL = next_pow2(⌈√NC⌉)` (at least 64) aggregates, one
+//!   block per problem and tile, a top-level scan of the tile totals and an
+//!   apply pass. `NC ≤` [`MAX_CHUNKS`] (the scan trees live in global memory).
 //! - `MinDepth` → among `C = T`, the powers of two up to 2¹⁶ and the
 //!   smallest legal chunk, the least formula depth whose scratch is at most
 //!   [`MIN_DEPTH_SCRATCH_CAP`] (ties to the longer chunk); `C = 1`–`2` for
@@ -60,9 +63,14 @@ pub const MAX_N: usize = 256;
 pub const SMALL_MAX_N: usize = 32;
 /// Most chunks per problem any plan takes.
 pub const MAX_CHUNKS: usize = 1 << 24;
+/// Most chunks per problem of the one-level plan P2 (one scan block per
+/// problem); more chunks use the two-level plan P3.
+pub const ONE_LEVEL_MAX_CHUNKS: usize = 1024;
+/// Smallest tile `TL` of P3.
+pub const MIN_TILE: usize = 64;
 /// Threads per block of the reduce, rescan and sequential kernels.
 pub const CHUNK_BLOCK: u32 = 128;
-/// Threads per block of `pd_scan`.
+/// Threads per block of `pd_scan`, `pd_scan_tiles` and `pd_scan_apply`.
 pub const SCAN_BLOCK: u32 = 256;
 /// Warps (teams) per block of the wide kernels.
 pub const WIDE_WARPS: usize = 4;
@@ -193,6 +201,8 @@ struct KernelNames {
     wide_rescan: &'static str,
     wide_sequential: &'static str,
     scan: &'static str,
+    scan_tiles: &'static str,
+    scan_apply: &'static str,
 }
 
 macro_rules! kernel_names {
@@ -205,6 +215,8 @@ macro_rules! kernel_names {
             wide_rescan: concat!("pd_wide_rescan_", $sfx),
             wide_sequential: concat!("pd_wide_sequential_", $sfx),
             scan: concat!("pd_scan_", $sfx),
+            scan_tiles: concat!("pd_scan_tiles_", $sfx),
+            scan_apply: concat!("pd_scan_apply_", $sfx),
         }
     };
 }
@@ -253,26 +265,30 @@ pub enum PdPlanKind {
     Sequential,
     /// P1: one `pd_<K>_rescan` with `C = T` and no carries.
     SinglePass,
-    /// P2: reduce, Blelloch scan of the `NC ≥ 2` chunk aggregates, rescan.
+    /// P2: reduce, Blelloch scan of the `2 ≤ NC ≤ 1024` chunk aggregates, rescan.
     Chunked,
+    /// P3: reduce, tile scans, top-level scan of the tile totals, apply, rescan.
+    TwoLevel,
 }
 
 impl PdPlanKind {
-    /// `"P0"`, `"P1"`, `"P2"`: the contract's names.
+    /// `"P0"` … `"P3"`: the contract's names.
     pub fn label(self) -> &'static str {
         match self {
             PdPlanKind::Sequential => "P0",
             PdPlanKind::SinglePass => "P1",
             PdPlanKind::Chunked => "P2",
+            PdPlanKind::TwoLevel => "P3",
         }
     }
 
-    /// `"sequential"`, `"single-pass"`, `"chunked"`.
+    /// `"sequential"`, `"single-pass"`, `"chunked"`, `"two-level"`.
     pub fn name(self) -> &'static str {
         match self {
             PdPlanKind::Sequential => "sequential",
             PdPlanKind::SinglePass => "single-pass",
             PdPlanKind::Chunked => "chunked",
+            PdPlanKind::TwoLevel => "two-level",
         }
     }
 }
@@ -290,8 +306,15 @@ pub enum PdLaunchRole {
     Sequential,
     /// Phase 1: `pd_<K>_reduce(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M)`.
     Reduce,
-    /// Phase 2: `pd_scan(agg_p, agg_d, agg_b, carry, h0, B, n, NC, M)`.
+    /// P2 phase 2: `pd_scan(agg_p, agg_d, agg_b, carry, h0, B, n, NC, M)`.
     Scan,
+    /// P3 phase 2a: `pd_scan_tiles(agg_p, agg_d, agg_b, tile_p, tile_d,
+    /// tile_b, B, n, NC, M, TL, MT)`.
+    ScanTiles,
+    /// P3 phase 2b: `pd_scan(tile_p, tile_d, tile_b, tile_carry, h0, B, n, NTL, MT)`.
+    ScanTileCarries,
+    /// P3 phase 2c: `pd_scan_apply(agg_p, agg_d, agg_b, tile_carry, carry, B, n, NC, M, TL)`.
+    ScanApply,
     /// Phase 3 (and P1): `pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)`.
     Rescan,
 }
@@ -307,7 +330,8 @@ pub struct PdLaunch {
     pub cfg: LaunchConfig,
 }
 
-/// Scratch a plan needs, in bytes per buffer (all zero for P0 and P1).
+/// Scratch a plan needs, in bytes per buffer (all zero for P0 and P1; the
+/// tile buffers only for P3). `V` is the compute type (f32, or f64 for f64).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PdScratch {
     /// Aggregate permutations `u8[B·M·n]`.
@@ -318,16 +342,33 @@ pub struct PdScratch {
     pub agg_b: usize,
     /// Chunk carries `V[B·NC·n]`.
     pub carry: usize,
+    /// Tile-total permutations `u8[B·MT·n]` (P3).
+    pub tile_perm: usize,
+    /// Tile-total scales `V[B·MT·n]` (P3).
+    pub tile_d: usize,
+    /// Tile-total offsets `V[B·MT·n]` (P3).
+    pub tile_b: usize,
+    /// Tile carries `V[B·NTL·n]` (P3).
+    pub tile_carry: usize,
 }
 
 impl PdScratch {
-    /// Sum of the four buffers.
+    /// Sum of the buffers.
     pub fn total(&self) -> usize {
-        self.agg_perm + self.agg_d + self.agg_b + self.carry
+        self.as_array().iter().sum()
     }
 
-    fn as_array(&self) -> [usize; 4] {
-        [self.agg_perm, self.agg_d, self.agg_b, self.carry]
+    fn as_array(&self) -> [usize; 8] {
+        [
+            self.agg_perm,
+            self.agg_d,
+            self.agg_b,
+            self.carry,
+            self.tile_perm,
+            self.tile_d,
+            self.tile_b,
+            self.tile_carry,
+        ]
     }
 }
 
@@ -349,8 +390,14 @@ pub struct PdGpuPlan {
     pub chunk: usize,
     /// Chunks per problem `NC = ⌈T/C⌉`.
     pub chunks: usize,
-    /// Width `M` of the scan tree: the power of two `≥ NC` (P2), else 0.
+    /// Width `M` of the scan tree: the power of two `≥ NC` (P2, P3), else 0.
     pub tree: usize,
+    /// Aggregates per tile `TL`, a power of two (P3), else 0.
+    pub tile: usize,
+    /// Tiles per problem `NTL = ⌈NC/TL⌉` (P3), else 0.
+    pub tiles: usize,
+    /// Width `MT` of the top-level tree: the power of two `≥ NTL` (P3), else 0.
+    pub tile_tree: usize,
     /// The launches, in order, for [`PdGpuPlan::dtype`].
     pub launches: Vec<PdLaunch>,
     /// Scratch buffers for [`PdGpuPlan::dtype`].
@@ -399,6 +446,9 @@ impl PdGpuPlan {
             chunk: self.chunk,
             chunks: self.chunks,
             tree: self.tree,
+            tile: self.tile,
+            tiles: self.tiles,
+            tile_tree: self.tile_tree,
         }
     }
 }
@@ -421,7 +471,11 @@ impl fmt::Display for PdGpuPlan {
             self.launches.len(),
             self.scratch_bytes(),
             self.depth
-        )
+        )?;
+        if self.tile > 0 {
+            write!(f, " (TL={} NTL={})", self.tile, self.tiles)?;
+        }
+        Ok(())
     }
 }
 
@@ -434,6 +488,9 @@ struct Geometry {
     chunk: usize,
     chunks: usize,
     tree: usize,
+    tile: usize,
+    tiles: usize,
+    tile_tree: usize,
 }
 
 /// Resolves `request` for a PD problem of `shape` stored as `dtype` on a
@@ -465,6 +522,9 @@ pub fn plan_perm_diagonal(
         chunk: geometry.chunk,
         chunks: geometry.chunks,
         tree: geometry.tree,
+        tile: geometry.tile,
+        tiles: geometry.tiles,
+        tile_tree: geometry.tile_tree,
         launches: geometry.launches(kt)?,
         scratch: geometry.scratch(kt)?,
         depth: geometry.depth(),
@@ -538,6 +598,17 @@ fn highest_bit(x: u64) -> u64 {
     u64::from(63 - x.leading_zeros())
 }
 
+/// `TL` of P3 for `nc` chunks: the power of two at or above `√nc`, at least
+/// [`MIN_TILE`] (so both levels have about `√nc` elements).
+fn p3_tile(nc: usize) -> usize {
+    let root = (nc as f64).sqrt().ceil() as usize;
+    root.next_power_of_two().max(MIN_TILE)
+}
+
+fn ceil_log2(x: usize) -> u64 {
+    u64::from(usize::BITS - (x.max(1) - 1).leading_zeros())
+}
+
 /// `P(L, i)`: depth of the Blelloch exclusive prefix of leaf `i` over
 /// leaves of depth `L`.
 fn prefix_depth(l: u64, i: u64) -> u64 {
@@ -566,6 +637,9 @@ impl Geometry {
             chunk: shape.len,
             chunks: 1,
             tree: 0,
+            tile: 0,
+            tiles: 0,
+            tile_tree: 0,
         }
     }
 
@@ -581,19 +655,27 @@ impl Geometry {
                 t.div_ceil(MAX_CHUNKS)
             )));
         }
-        let (kind, tree) = if nc == 1 {
-            (PdPlanKind::SinglePass, 0)
-        } else {
-            (PdPlanKind::Chunked, nc.next_power_of_two())
-        };
-        let g = Geometry {
-            kind,
+        let mut g = Geometry {
+            kind: PdPlanKind::SinglePass,
             shape,
             teams: PdTeams::for_n(shape.n),
             chunk: c,
             chunks: nc,
-            tree,
+            tree: 0,
+            tile: 0,
+            tiles: 0,
+            tile_tree: 0,
         };
+        if nc >= 2 {
+            g.tree = nc.next_power_of_two();
+            g.kind = PdPlanKind::Chunked;
+        }
+        if nc > ONE_LEVEL_MAX_CHUNKS {
+            g.kind = PdPlanKind::TwoLevel;
+            g.tile = p3_tile(nc);
+            g.tiles = nc.div_ceil(g.tile);
+            g.tile_tree = g.tiles.next_power_of_two();
+        }
         // Reject launch shapes outside CUDA's limits for every request.
         g.launches(KernelType::Depth)?;
         Ok(g)
@@ -611,14 +693,25 @@ impl Geometry {
         if self.teams != PdTeams::for_n(self.shape.n) {
             return Err(format!("{:?} kernels for n = {}", self.teams, self.shape.n));
         }
+        let no_tiles = self.tile == 0 && self.tiles == 0 && self.tile_tree == 0;
+        let tree_ok = self.tree == self.chunks.next_power_of_two();
         let ok = match self.kind {
             PdPlanKind::Sequential | PdPlanKind::SinglePass => {
-                self.chunk == t && self.chunks == 1 && self.tree == 0
+                self.chunk == t && self.chunks == 1 && self.tree == 0 && no_tiles
             }
             PdPlanKind::Chunked => {
-                self.chunks >= 2
+                (2..=ONE_LEVEL_MAX_CHUNKS).contains(&self.chunks) && tree_ok && no_tiles
+            }
+            PdPlanKind::TwoLevel => {
+                self.chunks > ONE_LEVEL_MAX_CHUNKS
                     && self.chunks <= MAX_CHUNKS
-                    && self.tree == self.chunks.next_power_of_two()
+                    && tree_ok
+                    && self.tile.is_power_of_two()
+                    && self.tile >= 2
+                    && self.tile <= self.tree
+                    && self.tile <= i32::MAX as usize
+                    && self.tiles == self.chunks.div_ceil(self.tile)
+                    && self.tile_tree == self.tiles.next_power_of_two()
             }
         };
         if !ok {
@@ -643,6 +736,7 @@ impl Geometry {
         };
         let b = self.shape.batch as u64;
         let units = b * self.chunks as u64;
+        let slots = units * self.shape.n as u64;
         let chunk_grid = match self.teams {
             PdTeams::Small => {
                 let g = self.teams.width(self.shape.n) as u64;
@@ -675,12 +769,29 @@ impl Geometry {
                 launch(PdLaunchRole::Scan, names.scan, b, SCAN_BLOCK)?,
                 launch(PdLaunchRole::Rescan, rescan, chunk_grid, CHUNK_BLOCK)?,
             ],
+            PdPlanKind::TwoLevel => vec![
+                launch(PdLaunchRole::Reduce, reduce, chunk_grid, CHUNK_BLOCK)?,
+                launch(
+                    PdLaunchRole::ScanTiles,
+                    names.scan_tiles,
+                    b * self.tiles as u64,
+                    SCAN_BLOCK,
+                )?,
+                launch(PdLaunchRole::ScanTileCarries, names.scan, b, SCAN_BLOCK)?,
+                launch(
+                    PdLaunchRole::ScanApply,
+                    names.scan_apply,
+                    slots.div_ceil(u64::from(SCAN_BLOCK)),
+                    SCAN_BLOCK,
+                )?,
+                launch(PdLaunchRole::Rescan, rescan, chunk_grid, CHUNK_BLOCK)?,
+            ],
         })
     }
 
     /// Scratch bytes for instantiation `kt`.
     fn scratch(&self, kt: KernelType) -> Result<PdScratch> {
-        if self.kind != PdPlanKind::Chunked {
+        if !matches!(self.kind, PdPlanKind::Chunked | PdPlanKind::TwoLevel) {
             return Ok(PdScratch::default());
         }
         // Slot counts whose 8-byte values still fit a usize.
@@ -700,12 +811,18 @@ impl Geometry {
         };
         let tree = slots(self.tree)?;
         let carry = slots(self.chunks)?;
+        let tile_tree = slots(self.tile_tree)?;
+        let tile_carry = slots(self.tiles)?;
         let v = kt.value_bytes();
         Ok(PdScratch {
             agg_perm: tree,
             agg_d: tree * v,
             agg_b: tree * v,
             carry: carry * v,
+            tile_perm: tile_tree,
+            tile_d: tile_tree * v,
+            tile_b: tile_tree * v,
+            tile_carry: tile_carry * v,
         })
     }
 
@@ -713,17 +830,31 @@ impl Geometry {
 
     /// Carry depth `dc(c)` of chunk `c`.
     fn carry_depth(&self, c: u64) -> u64 {
+        let l = self.chunk as u64;
         match self.kind {
             PdPlanKind::Sequential | PdPlanKind::SinglePass => 0,
-            PdPlanKind::Chunked => prefix_depth(self.chunk as u64, c) + 1,
+            PdPlanKind::Chunked => prefix_depth(l, c) + 1,
+            PdPlanKind::TwoLevel => {
+                let tl = self.tile as u64;
+                let (j, r) = (c / tl, c % tl);
+                prefix_depth(l, r).max(prefix_depth(l + ceil_log2(self.tile), j) + 1) + 1
+            }
         }
     }
 
     /// `max dc(c)` over `0 ≤ c < m` (`m ≥ 1`).
     fn max_carry_depth(&self, m: u64) -> u64 {
+        let l = self.chunk as u64;
         match self.kind {
             PdPlanKind::Sequential | PdPlanKind::SinglePass => 0,
-            PdPlanKind::Chunked => max_prefix_depth(self.chunk as u64, m) + 1,
+            PdPlanKind::Chunked => max_prefix_depth(l, m) + 1,
+            PdPlanKind::TwoLevel => {
+                // The deepest in-tile prefix and the deepest tile carry are each
+                // reached by some chunk below m (r alone in tile 0; j with r = 0).
+                let tl = self.tile as u64;
+                let lt = l + ceil_log2(self.tile);
+                max_prefix_depth(l, m.min(tl)).max(max_prefix_depth(lt, m.div_ceil(tl)) + 1) + 1
+            }
         }
     }
 
@@ -771,8 +902,8 @@ fn launch_config(kernel: &str, grid: u64, block: u32) -> Result<LaunchConfig> {
 /// Use one workspace per stream (every call overwrites its buffers).
 #[derive(Debug, Default)]
 pub struct PdWorkspace {
-    /// agg_perm, agg_d, agg_b, carry.
-    bufs: [Option<DeviceBuffer>; 4],
+    /// The [`PdScratch`] buffers, in its field order.
+    bufs: [Option<DeviceBuffer>; 8],
     allocations: usize,
 }
 
@@ -812,6 +943,10 @@ impl PdWorkspace {
             agg_d: len(1),
             agg_b: len(2),
             carry: len(3),
+            tile_perm: len(4),
+            tile_d: len(5),
+            tile_b: len(6),
+            tile_carry: len(7),
         }
     }
 
@@ -1088,8 +1223,19 @@ fn issue<R: KernelRunner>(
         Ptr(ws.ptr(2)),
         Ptr(ws.ptr(3)),
     );
-    // P1 rescans without carries: its one chunk starts from h0.
-    let rescan_carry = if plan.kind == PdPlanKind::Chunked {
+    let (tile_p, tile_d, tile_b, tile_carry) = (
+        Ptr(ws.ptr(4)),
+        Ptr(ws.ptr(5)),
+        Ptr(ws.ptr(6)),
+        Ptr(ws.ptr(7)),
+    );
+    let (tl, ntl, mt) = (
+        i32_arg(plan.tile),
+        i32_arg(plan.tiles),
+        i32_arg(plan.tile_tree),
+    );
+    // P0/P1 run without carries: their one chunk starts from h0.
+    let rescan_carry = if matches!(plan.kind, PdPlanKind::Chunked | PdPlanKind::TwoLevel) {
         carry
     } else {
         Ptr(0)
@@ -1104,6 +1250,23 @@ fn issue<R: KernelRunner>(
             PdLaunchRole::Scan => {
                 runner.launch(k, cfg, &[agg_p, agg_d, agg_b, carry, h0, bsz, n, nc, m])
             }
+            PdLaunchRole::ScanTiles => runner.launch(
+                k,
+                cfg,
+                &[
+                    agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, bsz, n, nc, m, tl, mt,
+                ],
+            ),
+            PdLaunchRole::ScanTileCarries => runner.launch(
+                k,
+                cfg,
+                &[tile_p, tile_d, tile_b, tile_carry, h0, bsz, n, ntl, mt],
+            ),
+            PdLaunchRole::ScanApply => runner.launch(
+                k,
+                cfg,
+                &[agg_p, agg_d, agg_b, tile_carry, carry, bsz, n, nc, m, tl],
+            ),
             PdLaunchRole::Rescan => {
                 runner.launch(k, cfg, &[perm, d, b, h, ht, rescan_carry, h0, bsz, t, n, c])
             }
@@ -1327,7 +1490,7 @@ mod tests {
             PlanRequest::MinDepth,
             PlanRequest::Auto,
         ];
-        for t in [1, 2, 5, 17, 64, 255, 1000, 2049, 9000, 20_000] {
+        for t in [1, 2, 5, 17, 64, 255, 1000, 1025, 2049, 9000, 20_000, 70_000] {
             for &r in &requests {
                 for n in [2, 64] {
                     let p = plan(2, t, n, r, 2);
@@ -1358,6 +1521,31 @@ mod tests {
         // 45 warps, 4 per block.
         assert_eq!(p.launches[0].cfg.grid[0], 12);
         assert_eq!(p.launches[1].cfg.grid[0], 3);
+        // More than ONE_LEVEL_MAX_CHUNKS chunks: two levels, 5 launches.
+        let p = plan(2, 5000, 64, PlanRequest::Chunk(1), 2);
+        assert_eq!(p.kind, PdPlanKind::TwoLevel);
+        assert_eq!((p.tree, p.tile, p.tiles, p.tile_tree), (8192, 128, 40, 64));
+        let kernels: Vec<&str> = p.launches.iter().map(|l| l.kernel).collect();
+        assert_eq!(
+            kernels,
+            [
+                "pd_wide_reduce_f32",
+                "pd_scan_tiles_f32",
+                "pd_scan_f32",
+                "pd_scan_apply_f32",
+                "pd_wide_rescan_f32"
+            ]
+        );
+        assert_eq!(p.launches[1].cfg.grid[0], 80);
+        assert_eq!(p.launches[3].cfg.grid[0], 2 * 5000 * 64 / 256);
+        assert_eq!(
+            plan(1, ONE_LEVEL_MAX_CHUNKS, 5, PlanRequest::Chunk(1), 2).kind,
+            PdPlanKind::Chunked
+        );
+        assert_eq!(
+            plan(1, ONE_LEVEL_MAX_CHUNKS + 1, 5, PlanRequest::Chunk(1), 2).kind,
+            PdPlanKind::TwoLevel
+        );
         assert_eq!(plan(1, 10, 32, PlanRequest::Auto, 2).teams, PdTeams::Small);
         assert_eq!(plan(1, 10, 33, PlanRequest::Auto, 2).teams, PdTeams::Wide);
         assert!(matches!(
@@ -1429,9 +1617,18 @@ mod tests {
         assert_eq!(p.scratch.agg_perm, 2 * 16 * 3);
         assert_eq!(p.scratch.agg_d, 2 * 16 * 3 * 8);
         assert_eq!(p.scratch.carry, 2 * 10 * 3 * 8);
+        assert_eq!(p.scratch.tile_perm, 0);
         assert_eq!(
             plan(2, 100, 3, PlanRequest::Sequential, 2).scratch_bytes(),
             0
         );
+        // P3: NC = 2000, M = 2048, TL = 64, NTL = 32 = MT.
+        let p = plan(2, 2000, 3, PlanRequest::Chunk(1), 2);
+        assert_eq!((p.tile, p.tiles, p.tile_tree), (64, 32, 32));
+        assert_eq!(p.scratch.agg_perm, 2 * 2048 * 3);
+        assert_eq!(p.scratch.tile_perm, 2 * 32 * 3);
+        assert_eq!(p.scratch.tile_d, 2 * 32 * 3 * 4);
+        assert_eq!(p.scratch.tile_carry, 2 * 32 * 3 * 4);
+        assert_eq!(p.scratch.carry, 2 * 2000 * 3 * 4);
     }
 }

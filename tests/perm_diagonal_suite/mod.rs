@@ -16,7 +16,7 @@ use parascan::kernels::perm_diagonal::{
     launch_perm_diagonal, launch_perm_diagonal_buffers, measure_perm_diagonal_depth,
     measure_perm_diagonal_depth_outputs, plan_perm_diagonal, scan_perm_diagonal,
     scan_perm_diagonal_device, PdBuffers, PdGpuPlan, PdIo, PdPlanKind, PdShape, PdTeams,
-    PdWorkspace, MAX_CHUNKS,
+    PdWorkspace, MAX_CHUNKS, ONE_LEVEL_MAX_CHUNKS,
 };
 use parascan::{oracle, DType, Error, PlanRequest, Storage};
 use rand::seq::SliceRandom;
@@ -179,13 +179,20 @@ pub fn check_plan_shape(case: &Case, plan: &PdGpuPlan) -> Result<(), String> {
         PlanRequest::Sequential => plan.kind == PdPlanKind::Sequential,
         PlanRequest::Chunk(c) if c >= t => plan.kind == PdPlanKind::SinglePass && plan.chunk == t,
         PlanRequest::Chunk(c) => {
-            plan.kind == PdPlanKind::Chunked && plan.chunk == c && plan.chunks == t.div_ceil(c)
+            let nc = t.div_ceil(c);
+            let kind = if nc <= ONE_LEVEL_MAX_CHUNKS {
+                PdPlanKind::Chunked
+            } else {
+                PdPlanKind::TwoLevel
+            };
+            plan.kind == kind && plan.chunk == c && plan.chunks == nc
         }
         PlanRequest::MinDepth | PlanRequest::Auto => plan.chunks == t.div_ceil(plan.chunk),
     };
     let launches = match plan.kind {
         PdPlanKind::Sequential | PdPlanKind::SinglePass => 1,
         PdPlanKind::Chunked => 3,
+        PdPlanKind::TwoLevel => 5,
     };
     let teams = if case.n <= 32 {
         PdTeams::Small
@@ -302,20 +309,23 @@ pub fn standard_cases() -> Vec<Case> {
     for n in [1, 3, 31, 32, 33, 100, 129] {
         push((2, 45, n), &[Sequential, Chunk(4), Chunk(45)]);
     }
-    // Many chunks (a deep scan tree) and many problems (many blocks).
-    push((1, 2500, 5), &[Chunk(1)]);
-    push((2, 1200, 64), &[Chunk(2)]);
+    // Many chunks (deep scan trees; more than 1024 chunks: the two-level scan, with a
+    // partial last tile) and many problems (many blocks).
+    push((1, 2500, 5), &[Chunk(1), Chunk(2)]);
+    push((2, 1200, 64), &[Chunk(1), Chunk(2)]);
+    push((2, 1100, 200), &[Chunk(1)]);
+    push((3, 5000, 2), &[Chunk(1)]);
     push((40, 20, 5), &[Chunk(3), Sequential]);
     cases
 }
 
 /// Runs every case for every dtype, collecting failures; panics listing
-/// them, or when a plan kind (P0–P2) or team shape was not covered.
+/// them, or when a plan kind (P0–P3) or team shape was not covered.
 pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: &str) {
     let start = Instant::now();
     let mut ws = PdWorkspace::new();
     let mut failures = Vec::new();
-    let mut kinds = [0usize; 3];
+    let mut kinds = [0usize; 4];
     let mut teams = [0usize; 2];
     for (i, case) in cases.iter().enumerate() {
         let case_start = Instant::now();
@@ -337,7 +347,7 @@ pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: 
         }
     }
     eprintln!(
-        "{label}: {} cases x 4 dtypes, plans P0/P1/P2 = {kinds:?}, small/wide = {teams:?}, \
+        "{label}: {} cases x 4 dtypes, plans P0..P3 = {kinds:?}, small/wide = {teams:?}, \
          {} failure(s), {:.1} s",
         cases.len(),
         failures.len(),
@@ -351,7 +361,7 @@ pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: 
     );
     assert!(
         kinds.iter().chain(&teams).all(|&k| k > 0),
-        "{label}: every plan kind and team shape must be covered: P0..P2 = {kinds:?}, \
+        "{label}: every plan kind and team shape must be covered: P0..P3 = {kinds:?}, \
          small/wide = {teams:?}"
     );
 }
@@ -496,6 +506,8 @@ pub fn depth_plans(sm_count: usize) -> Vec<PdGpuPlan> {
         ((1, 1024, 5), Chunk(64)),
         ((2, 1000, 3), Chunk(7)),
         ((1, 2500, 2), Chunk(1)),
+        ((2, 1500, 64), Chunk(1)),
+        ((1, 5000, 3), Chunk(2)),
         ((1, 77, 5), Sequential),
         ((1, 77, 64), Sequential),
         ((1, 77, 5), Chunk(100)),
@@ -519,7 +531,7 @@ pub fn run_depth_plans<R: KernelRunner>(runner: &R, label: &str) {
     let start = Instant::now();
     let mut ws = PdWorkspace::new();
     let plans = depth_plans(runner.sm_count());
-    let mut kinds = [0usize; 3];
+    let mut kinds = [0usize; 4];
     let mut failures = Vec::new();
     for plan in &plans {
         kinds[plan.kind as usize] += 1;
@@ -529,12 +541,12 @@ pub fn run_depth_plans<R: KernelRunner>(runner: &R, label: &str) {
         }
     }
     eprintln!(
-        "{label}: {} depth plans, P0..P2 = {kinds:?}, {:.1} s",
+        "{label}: {} depth plans, P0..P3 = {kinds:?}, {:.1} s",
         plans.len(),
         start.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(kinds.iter().all(|&k| k > 0), "P0..P2 = {kinds:?}");
+    assert!(kinds.iter().all(|&k| k > 0), "P0..P3 = {kinds:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -884,7 +896,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
 pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     let runner = Recorder::new(inner);
     let mut ws = PdWorkspace::new();
-    let shape = PdShape::new(2, 1000, 5);
+    let shape = PdShape::new(2, 1500, 5);
     let total = shape.elements();
     // A cyclic shift: slot i reads slot i+1; with d = 0.9, b = 0.1 every slot
     // follows h_t = 0.9 h_{t-1} + 0.1 from zeros.
@@ -911,7 +923,7 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
         plan
     };
     let first = run(&mut ws, PlanRequest::Chunk(1));
-    assert_eq!(first.kind, PdPlanKind::Chunked);
+    assert_eq!(first.kind, PdPlanKind::TwoLevel);
     assert!(ws.capacity_bytes() >= first.scratch_bytes());
     let allocs = (ws.allocations(), runner.allocs.get());
     for request in [
@@ -936,7 +948,7 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     inner.synchronize().unwrap();
     let mut out = vec![0f32; total];
     inner.download(&dh, &mut out).unwrap();
-    for t in [0usize, 1, 999] {
+    for t in [0usize, 1, 1499] {
         let want = 1.0 - 0.9f64.powi(t as i32 + 1);
         for i in 0..5 {
             let got = f64::from(out[t * 5 + i]);

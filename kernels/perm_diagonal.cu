@@ -29,8 +29,10 @@
 //
 // Teams. A unit is handled by a team of lanes; each lane owns some slots of the element or
 // state and keeps them in registers. Gathers (x[perm_i]) go
-//   "small" kernels (n <= 32): team = G = next_pow2(n) consecutive lanes of one warp, lane
-//        r owns slot r (r < n); x[j] = __shfl_sync(x, j, width G). 32/G teams per warp.
+//   "small" kernels (n <= 32): team = n consecutive lanes of one warp, TPW = floor(32/n)
+//        teams per warp (lanes TPW*n..31 are spares); lane r of a team owns slot r and
+//        x[j] = __shfl_sync(x, team's first lane + j). Team k of the grid is lanes
+//        (k mod TPW)*n .. of warp floor(k / TPW) (warp = global thread id / 32).
 //   "wide" kernels (any n <= 256, used for n > 32): team = one warp, lane l owns slots
 //        l + 32k, k < SPL = 2, 4 or 8 (n <= 64, 128, 256); gathers through a per-warp
 //        double-buffered shared array (one __syncwarp per step). Static shared memory:
@@ -80,7 +82,7 @@
 //
 // Launch shapes (grid and block are (x,1,1); shared bytes 0):
 //   pd_small_reduce / _rescan / _sequential: block = 128 (any multiple of 32 in [32, 256]
-//        works); grid = ceil(U * G / block), U = B*NC units (B for sequential).
+//        works); grid = ceil(ceil(U / TPW) * 32 / block), U = B*NC units (B for sequential).
 //   pd_wide_reduce / _rescan / _sequential: block = 128 exactly (4 warps, traps
 //        otherwise); grid = ceil(U / 4).
 //   pd_scan: block = 256 (any multiple of 32 in [32, 256]); grid = B.
@@ -129,7 +131,7 @@
 // at t = T - 1; results do not depend on block scheduling or thread interleaving.
 //
 // Performance design (not measured on a GPU yet):
-//   * n = 5: G = 8, four problems/chunks per warp; a step is 3 coalesced-per-team loads,
+//   * n = 5: six problems/chunks per warp (30 of 32 lanes busy); a step is 3 coalesced-per-team loads,
 //     one shuffle (rescan) or three (reduce) and one store per lane; loads are batched
 //     8 steps ahead so the serial chain does not wait on memory each step.
 //   * n = 64: a warp per unit, 2 slots per lane; a step is one shared store, one
@@ -222,8 +224,9 @@ struct PdDepthOps {
 };
 
 // ---------------------------------------------------------------------------------------
-// Small kernels (n <= 32): a team of G lanes per unit, one slot per lane, shuffle gathers.
-// REDUCE folds the unit's chunk into an aggregate; otherwise rescans it from the carry-in
+// Small kernels (n <= 32): a team of n consecutive lanes per unit, one slot per lane,
+// shuffle gathers; floor(32/n) teams per warp (6 for n = 5), the warp's last 32 mod n lanes
+// are spares that only take part in the shuffles. REDUCE folds the unit's chunk into an aggregate; otherwise rescans it from the carry-in
 // (or from h0 when carry == 0). Sequential = rescan with C = T.
 // ---------------------------------------------------------------------------------------
 template <class Ops, bool REDUCE>
@@ -236,18 +239,21 @@ PSP_DEV void small_chunk(const unsigned char* __restrict__ perm, const typename 
     using V = typename Ops::V;
     constexpr int U = kSmallBatch;
     if (n < 1 || n > 32) __trap();  // contract: the wide kernels take larger n
-    const int G = small_team(n);
+    const int tpw = 32 / n;  // teams per warp
     const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
     const long long units = static_cast<long long>(B) * nchunks;
-    const long long gtid = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const long long warp = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
     // A warp with no unit at all leaves (no lane of it takes part in any shuffle).
-    if ((gtid - (threadIdx.x & 31u)) / G >= units) return;
-    const long long team = gtid / G;
-    const int r = static_cast<int>(gtid % G);
-    const bool active = team < units;
+    if (warp * tpw >= units) return;
+    const int tiw = lane / n;                   // team in warp; tpw for the spare lanes
+    const bool slot_ok = tiw < tpw;             // a real lane of a team
+    const int r = slot_ok ? lane - tiw * n : 0;  // its slot
+    const int lane0 = slot_ok ? tiw * n : lane;  // shuffle source of slot 0 (spares: self)
+    const long long team = warp * tpw + tiw;
+    const bool active = slot_ok && team < units;
     const long long c = active ? team % nchunks : 0;
     const long long bb = active ? team / nchunks : 0;
-    const bool slot_ok = r < n;
     const long long t0 = c * C;
     const long long len = active ? min_ll(C, T - t0) : 0;  // steps this team really runs
     const long long base = (bb * T + t0) * n + r;          // slot r of the chunk's first step
@@ -279,13 +285,14 @@ PSP_UNROLL
             const long long s = s0 + u;
             if (s < C) {  // uniform across the warp
                 const bool step = s < len;
+                const int src = lane0 + pj[u];
                 if (REDUCE) {
-                    const int gp = __shfl_sync(PS_FULL_MASK, ap, pj[u], G);
-                    const V gd = __shfl_sync(PS_FULL_MASK, ad, pj[u], G);
-                    const V gb = __shfl_sync(PS_FULL_MASK, ab, pj[u], G);
+                    const int gp = __shfl_sync(PS_FULL_MASK, ap, src);
+                    const V gd = __shfl_sync(PS_FULL_MASK, ad, src);
+                    const V gb = __shfl_sync(PS_FULL_MASK, ab, src);
                     if (step) Ops::combine_slot(gp, gd, gb, dv[u], bv[u], ap, ad, ab);
                 } else {
-                    const V gh = __shfl_sync(PS_FULL_MASK, hv, pj[u], G);
+                    const V gh = __shfl_sync(PS_FULL_MASK, hv, src);
                     if (step) {
                         hv = Ops::apply_slot(dv[u], gh, bv[u]);
                         if (h && slot_ok) h[at_st] = Ops::narrow(hv);

@@ -11,8 +11,9 @@
 //! # Layers
 //!
 //! - [`plan_perm_diagonal`] resolves a [`PlanRequest`] into a [`PdGpuPlan`]:
-//!   plan kind, team shape (`small`: `n ≤ 32`, a shuffle segment of
-//!   `next_pow2(n)` lanes per chunk; `wide`: a warp per chunk), chunk `C`,
+//!   plan kind, team shape (`small`: `n ≤ 32`, `n` lanes per chunk and
+//!   `⌊32/n⌋` chunks per warp, gathers by shuffles; `wide`: a warp per
+//!   chunk, gathers through shared memory), chunk `C`,
 //!   chunk count `NC`, the exact launches, scratch bytes and the depth the
 //!   `_depth` kernels will measure. Pure, no device.
 //! - [`launch_perm_diagonal`] issues a plan on device pointers ([`PdIo`]),
@@ -43,10 +44,12 @@
 //!   smallest legal chunk, the least formula depth whose scratch is at most
 //!   [`MIN_DEPTH_SCRATCH_CAP`] (ties to the longer chunk); `C = 1`–`2` for
 //!   long `T` and modest `B·T·n`.
-//! - `Auto`: with `G` lanes per team (`next_pow2(n)` for `n ≤ 32`, else 32),
-//!   P1 when `B·G ≥ sm_count × 2048` (teams fill the GPU); otherwise
-//!   `NC ≈ sm_count × 2048 / (B·G)`, at most [`AUTO_MAX_CHUNKS`] (the scan
-//!   phase runs one block per problem), `C = ⌈T/NC⌉ ≥` [`AUTO_MIN_CHUNK`].
+//! - `Auto`: with `W` the threads of the warps that `B` teams occupy
+//!   (`32·⌈B/⌊32/n⌋⌉` for `n ≤ 32`, `32·B` otherwise), P1 when
+//!   `W ≥ sm_count × 2048` (teams fill the GPU); otherwise
+//!   `NC ≈ sm_count × 2048 / W`, at most [`AUTO_MAX_CHUNKS`] (so P2, whose
+//!   scan phase runs one block per problem), `C = ⌈T/NC⌉ ≥`
+//!   [`AUTO_MIN_CHUNK`].
 
 use std::fmt;
 
@@ -72,7 +75,8 @@ pub const MIN_TILE: usize = 64;
 pub const CHUNK_BLOCK: u32 = 128;
 /// Threads per block of `pd_scan`, `pd_scan_tiles` and `pd_scan_apply`.
 pub const SCAN_BLOCK: u32 = 256;
-/// Warps (teams) per block of the wide kernels.
+/// Warps per block of the chunk kernels (the wide kernels' shared arrays
+/// are sized for it).
 pub const WIDE_WARPS: usize = 4;
 /// Resident threads per SM the `Auto` planner aims to fill.
 pub const THREADS_PER_SM: usize = 2048;
@@ -167,8 +171,8 @@ fn check_int(arg: &'static str, v: usize) -> Result<()> {
 /// Which kernels (team shape) a plan uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PdTeams {
-    /// `n ≤ 32`: `pd_small_*`, a shuffle segment of `next_pow2(n)` lanes per
-    /// chunk, one slot per lane.
+    /// `n ≤ 32`: `pd_small_*`, `n` lanes per chunk (one slot each) and
+    /// `⌊32/n⌋` chunks per warp, gathers by shuffles.
     Small,
     /// `n > 32`: `pd_wide_*`, one warp per chunk, gathers through shared memory.
     Wide,
@@ -183,12 +187,17 @@ impl PdTeams {
         }
     }
 
-    /// Lanes per team: `next_pow2(n)` (small) or 32 (wide).
-    pub fn width(self, n: usize) -> usize {
+    /// Teams (chunks) per warp: `⌊32/n⌋` (small) or 1 (wide).
+    pub fn per_warp(self, n: usize) -> usize {
         match self {
-            PdTeams::Small => n.next_power_of_two(),
-            PdTeams::Wide => 32,
+            PdTeams::Small => (32 / n.max(1)).max(1),
+            PdTeams::Wide => 1,
         }
+    }
+
+    /// Warps that `units` teams occupy.
+    pub fn warps(self, n: usize, units: usize) -> usize {
+        units.div_ceil(self.per_warp(n))
     }
 }
 
@@ -534,9 +543,9 @@ pub fn plan_perm_diagonal(
 /// The `Auto` chunk (`T` for the single pass).
 fn auto_chunk(shape: PdShape, sm: usize) -> usize {
     let t = shape.len;
-    let busy = shape
-        .batch
-        .saturating_mul(PdTeams::for_n(shape.n).width(shape.n));
+    let busy = PdTeams::for_n(shape.n)
+        .warps(shape.n, shape.batch)
+        .saturating_mul(32);
     let target = sm.saturating_mul(THREADS_PER_SM);
     if busy >= target {
         return t;
@@ -737,13 +746,9 @@ impl Geometry {
         let b = self.shape.batch as u64;
         let units = b * self.chunks as u64;
         let slots = units * self.shape.n as u64;
-        let chunk_grid = match self.teams {
-            PdTeams::Small => {
-                let g = self.teams.width(self.shape.n) as u64;
-                (units * g).div_ceil(u64::from(CHUNK_BLOCK))
-            }
-            PdTeams::Wide => units.div_ceil(WIDE_WARPS as u64),
-        };
+        // Both kernels: whole warps of teams, CHUNK_BLOCK / 32 warps per block.
+        let warps = units.div_ceil(self.teams.per_warp(self.shape.n) as u64);
+        let chunk_grid = warps.div_ceil(u64::from(CHUNK_BLOCK) / 32);
         let launch = |role, kernel: &'static str, grid: u64, block: u32| -> Result<PdLaunch> {
             Ok(PdLaunch {
                 role,
@@ -1580,7 +1585,7 @@ mod tests {
         let p = plan(1, 1 << 20, 64, PlanRequest::Auto, 132);
         assert!(p.chunks >= 512, "{p}");
         // Problems fill the GPU: single pass.
-        let p = plan(132 * 2048 / 8, 100, 5, PlanRequest::Auto, 132);
+        let p = plan(60_000, 100, 5, PlanRequest::Auto, 132);
         assert_eq!(p.kind, PdPlanKind::SinglePass);
         // Short T: single pass.
         assert_eq!(

@@ -92,11 +92,12 @@
 // Plans (exact launch sequences; <K> = small for n <= 32, wide otherwise):
 //   P0 sequential: pd_<K>_sequential(perm, d, b, h, hT, h0, B, T, n)                 1 launch
 //   P1 single pass (NC == 1): pd_<K>_rescan(perm, d, b, h, hT, carry=0, h0, B, T, n, C=T)
-//   P2 chunked (NC >= 2). Scratch: agg_p u8[B*M*n], agg_d, agg_b V[B*M*n], carry V[B*NC*n].
+//   P2 chunked (2 <= NC <= 1024). Scratch: agg_p u8[B*M*n], agg_d, agg_b V[B*M*n], carry V[B*NC*n].
 //        1. pd_<K>_reduce(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M)
 //        2. pd_scan(agg_p, agg_d, agg_b, carry, h0, B, n, NC, M)
 //        3. pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)              3 launches
-//   P3 chunked, two-level scan (for many chunks: phase 2 on B*NTL blocks instead of B).
+//   P3 chunked, two-level scan (NC > 1024: phase 2 on B*NTL blocks instead of B; the
+//      planner takes TL = max(64, next_pow2(ceil(sqrt(NC))))).
 //      Scratch as P2 plus tile_p u8[B*MT*n], tile_d, tile_b V[B*MT*n], tile_carry V[B*NTL*n].
 //        1. pd_<K>_reduce(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M)
 //        2. pd_scan_tiles(agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, B, n, NC, M, TL, MT)
@@ -131,9 +132,10 @@
 // at t = T - 1; results do not depend on block scheduling or thread interleaving.
 //
 // Performance design (not measured on a GPU yet):
-//   * n = 5: six problems/chunks per warp (30 of 32 lanes busy); a step is 3 coalesced-per-team loads,
-//     one shuffle (rescan) or three (reduce) and one store per lane; loads are batched
-//     8 steps ahead so the serial chain does not wait on memory each step.
+//   * n = 5: six problems/chunks per warp (30 of 32 lanes busy); a step is 3 loads per
+//     lane (contiguous per team), one shuffle (rescan) or three (reduce) and one store;
+//     loads are batched 8 steps ahead so the serial chain does not wait on memory each
+//     step.
 //   * n = 64: a warp per unit, 2 slots per lane; a step is one shared store, one
 //     __syncwarp and one shared gather per slot; loads batched 4 steps ahead.
 //   * Phase 2 only touches B*M*n aggregate slots; Auto keeps NC <= 1024 so it is small

@@ -191,3 +191,9 @@ fn kernel_scan_face() {
     let Some(cuda) = cuda() else { return };
     perm_diagonal_suite::check_kernel_scan(&cuda);
 }
+
+#[test]
+fn s5_word_problem_is_exact() {
+    let Some(cuda) = cuda() else { return };
+    perm_diagonal_suite::check_s5_exact(&cuda);
+}

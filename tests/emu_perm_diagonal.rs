@@ -125,3 +125,8 @@ fn kernels_are_registered() {
 fn kernel_scan_face() {
     perm_diagonal_suite::check_kernel_scan(&EmuBackend::shuffled(21));
 }
+
+#[test]
+fn s5_word_problem_is_exact() {
+    perm_diagonal_suite::check_s5_exact(&EmuBackend::shuffled(5));
+}

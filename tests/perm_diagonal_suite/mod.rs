@@ -1033,3 +1033,71 @@ pub fn check_kernel_scan<R: KernelRunner>(runner: &R) {
         assert_eq!((rec.launch_count(), rec.allocs.get()), (0, 0));
     }
 }
+
+// ---------------------------------------------------------------------------
+// The S5 word problem, exactly
+// ---------------------------------------------------------------------------
+
+/// The S5 word problem (SPEC §6) on the kernels: `d = 1`, `b = 0`,
+/// `h0 = (0, 1, 2, 3, 4)`, so `h_t` is `h0` permuted by the composition of
+/// the first `t` permutations (`h_t[i] = h_{t−1}[π_t(i)]`). Small integers
+/// are exact in every dtype, so every output must equal direct composition
+/// bit for bit, under every plan (P0–P3).
+pub fn check_s5_exact<R: KernelRunner>(runner: &R) {
+    fn run<R: KernelRunner, S: Storage + bytemuck::Pod>(runner: &R) {
+        let (batch, len, n) = (3, 2100, 5);
+        let inp = inputs::<S>(batch, len, n, 0x55);
+        let ones = vec![S::from_f64(1.0); batch * len * n];
+        let zeros = vec![S::from_f64(0.0); batch * len * n];
+        let h0: Vec<S> = (0..batch * n)
+            .map(|k| S::from_f64((k % n) as f64))
+            .collect();
+        let problem = PermDiagonal {
+            perm: &inp.perm,
+            d: &ones,
+            b: &zeros,
+            h0: Some(&h0),
+            batch,
+            len,
+            n,
+        };
+        // Direct composition on integers.
+        let mut want = Vec::with_capacity(batch * len * n);
+        for bb in 0..batch {
+            let mut h: Vec<usize> = (0..n).collect();
+            for t in 0..len {
+                let row = &inp.perm[(bb * len + t) * n..(bb * len + t + 1) * n];
+                h = row.iter().map(|&p| h[p as usize]).collect();
+                want.extend(h.iter().map(|&x| x as f64));
+            }
+        }
+        let mut ws = PdWorkspace::new();
+        let mut kinds = [0usize; 4];
+        for request in [
+            PlanRequest::Sequential,
+            PlanRequest::Chunk(len),
+            PlanRequest::Chunk(7),
+            PlanRequest::Chunk(1),
+            PlanRequest::MinDepth,
+        ] {
+            let (h, h_t, plan) = scan_perm_diagonal(runner, &mut ws, &problem, request).unwrap();
+            kinds[plan.kind as usize] += 1;
+            let got: Vec<f64> = h.iter().map(|x| x.to_f64()).collect();
+            if let Some(k) = (0..got.len()).find(|&k| got[k] != want[k]) {
+                panic!(
+                    "{plan}: h[{k}] = {}, direct composition {}",
+                    got[k], want[k]
+                );
+            }
+            for bb in 0..batch {
+                let last = (bb * len + len - 1) * n;
+                for i in 0..n {
+                    assert_eq!(h_t[bb * n + i].to_f64(), want[last + i], "{plan}");
+                }
+            }
+        }
+        assert!(kinds.iter().all(|&k| k > 0), "P0..P3 = {kinds:?}");
+    }
+    run::<R, f32>(runner);
+    run::<R, bf16>(runner);
+}

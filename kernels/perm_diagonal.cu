@@ -138,7 +138,7 @@
 //     step.
 //   * n = 64: a warp per unit, 2 slots per lane; a step is one shared store, one
 //     __syncwarp and one shared gather per slot; loads batched 4 steps ahead.
-//   * Phase 2 only touches B*M*n aggregate slots; Auto keeps NC <= 1024 so it is small
+//   * Phase 2 only touches B*M*n aggregate slots; Auto keeps C >= 64 so it is small
 //     next to phases 1 and 3.
 //
 // Emulator. Everything stays inside the CUDA subset of kernels/emu/README.md.

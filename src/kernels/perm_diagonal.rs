@@ -47,9 +47,9 @@
 //! - `Auto`: with `W` the threads of the warps that `B` teams occupy
 //!   (`32·⌈B/⌊32/n⌋⌉` for `n ≤ 32`, `32·B` otherwise), P1 when
 //!   `W ≥ sm_count × 2048` (teams fill the GPU); otherwise
-//!   `NC ≈ sm_count × 2048 / W`, at most [`AUTO_MAX_CHUNKS`] (so P2, whose
-//!   scan phase runs one block per problem), `C = ⌈T/NC⌉ ≥`
-//!   [`AUTO_MIN_CHUNK`].
+//!   `NC ≈ sm_count × 2048 / W`, at most [`AUTO_MAX_CHUNKS`], `C = ⌈T/NC⌉ ≥`
+//!   [`AUTO_MIN_CHUNK`]; P2 up to 1024 chunks, P3 beyond (its scan phase
+//!   spreads over `B·NTL` blocks, so one problem still fills the GPU).
 
 use std::fmt;
 
@@ -83,8 +83,9 @@ pub const THREADS_PER_SM: usize = 2048;
 /// Shortest chunk `Auto` picks (shorter chunks make the scan phase and the
 /// scratch traffic a noticeable share of the work).
 pub const AUTO_MIN_CHUNK: usize = 64;
-/// Most chunks per problem `Auto` picks (the scan phase is one block per problem).
-pub const AUTO_MAX_CHUNKS: usize = 1024;
+/// Most chunks per problem `Auto` picks (beyond what fills an H100 with one
+/// problem of `n ≤ 32`; bounds the scratch and the scan phase).
+pub const AUTO_MAX_CHUNKS: usize = 16384;
 /// Most scratch bytes a `MinDepth` plan may take when a shallower plan
 /// would need more.
 pub const MIN_DEPTH_SCRATCH_CAP: usize = 1 << 30;
@@ -543,14 +544,16 @@ pub fn plan_perm_diagonal(
 /// The `Auto` chunk (`T` for the single pass).
 fn auto_chunk(shape: PdShape, sm: usize) -> usize {
     let t = shape.len;
-    let busy = PdTeams::for_n(shape.n)
-        .warps(shape.n, shape.batch)
-        .saturating_mul(32);
-    let target = sm.saturating_mul(THREADS_PER_SM);
-    if busy >= target {
+    let teams = PdTeams::for_n(shape.n);
+    let target_warps = sm.saturating_mul(THREADS_PER_SM / 32);
+    if teams.warps(shape.n, shape.batch) >= target_warps {
         return t;
     }
-    let want = target.div_ceil(busy).min(AUTO_MAX_CHUNKS);
+    // Chunks per problem so that B·NC teams occupy the target warps.
+    let want = target_warps
+        .saturating_mul(teams.per_warp(shape.n))
+        .div_ceil(shape.batch)
+        .min(AUTO_MAX_CHUNKS);
     t.div_ceil(want).max(AUTO_MIN_CHUNK).min(t)
 }
 
@@ -1578,12 +1581,21 @@ mod tests {
 
     #[test]
     fn auto_rules() {
-        // Few problems, long T: many chunks, bounded by AUTO_MAX_CHUNKS.
+        // Few problems, long T: enough chunks to fill 132 SMs × 2048 threads.
         let p = plan(16, 1 << 20, 5, PlanRequest::Auto, 132);
+        assert_eq!(p.kind, PdPlanKind::TwoLevel);
+        // Within rounding of C = ⌈T/NC⌉.
+        let target = 132 * 2048 * 99 / 100;
+        let warps = (16 * p.chunks).div_ceil(6);
+        assert!(warps * 32 >= target && p.chunks <= AUTO_MAX_CHUNKS, "{p}");
+        let p = plan(16, 1 << 20, 64, PlanRequest::Auto, 132);
         assert_eq!(p.kind, PdPlanKind::Chunked);
-        assert!(p.chunks > 100 && p.chunks <= AUTO_MAX_CHUNKS, "{p}");
+        assert!(16 * p.chunks * 32 >= target, "{p}");
+        // One problem still spreads over the GPU.
         let p = plan(1, 1 << 20, 64, PlanRequest::Auto, 132);
-        assert!(p.chunks >= 512, "{p}");
+        assert!(p.chunks * 32 >= target, "{p}");
+        assert_eq!(p.kind, PdPlanKind::TwoLevel);
+        assert!(p.chunk >= AUTO_MIN_CHUNK);
         // Problems fill the GPU: single pass.
         let p = plan(60_000, 100, 5, PlanRequest::Auto, 132);
         assert_eq!(p.kind, PdPlanKind::SinglePass);

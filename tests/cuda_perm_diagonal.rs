@@ -202,3 +202,9 @@ fn s5_word_problem_is_exact() {
     let Some(cuda) = cuda() else { return };
     perm_diagonal_suite::check_s5_exact(&cuda);
 }
+
+#[test]
+fn no_writes_outside_the_outputs() {
+    let Some(cuda) = cuda() else { return };
+    perm_diagonal_suite::check_no_writes_outside(&cuda);
+}

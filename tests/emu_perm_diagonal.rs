@@ -130,3 +130,8 @@ fn kernel_scan_face() {
 fn s5_word_problem_is_exact() {
     perm_diagonal_suite::check_s5_exact(&EmuBackend::shuffled(5));
 }
+
+#[test]
+fn no_writes_outside_the_outputs() {
+    perm_diagonal_suite::check_no_writes_outside(&EmuBackend::forward());
+}

@@ -1101,3 +1101,60 @@ pub fn check_s5_exact<R: KernelRunner>(runner: &R) {
     run::<R, f32>(runner);
     run::<R, bf16>(runner);
 }
+
+/// Nothing is written outside `h` and `h_T`: both sit inside larger buffers
+/// whose guard bytes must come back untouched (small and wide kernels, a
+/// partial last chunk, P0–P3).
+pub fn check_no_writes_outside<R: KernelRunner>(runner: &R) {
+    const GUARD: usize = 4096;
+    const FILL: u8 = 0xA5;
+    let mut ws = PdWorkspace::new();
+    for n in [5, 33] {
+        let shape = PdShape::new(3, 1103, n);
+        let inp = inputs::<f32>(shape.batch, shape.len, n, 0x99);
+        let (want, want_t) = oracle::perm_diagonal(&inp.problem(shape.batch, shape.len, n, true));
+        let dp = runner.upload(&inp.perm).unwrap();
+        let dd = runner.upload(&inp.d).unwrap();
+        let db = runner.upload(&inp.b).unwrap();
+        let dh0 = runner.upload(&inp.h0).unwrap();
+        let (h_bytes, t_bytes) = (shape.elements() * 4, shape.states() * 4);
+        let dh = runner.alloc(h_bytes + 2 * GUARD).unwrap();
+        let dht = runner.alloc(t_bytes + 2 * GUARD).unwrap();
+        for request in [
+            PlanRequest::Sequential,
+            PlanRequest::Chunk(2000),
+            PlanRequest::Chunk(10),
+            PlanRequest::Chunk(1),
+        ] {
+            runner.fill(&dh, FILL).unwrap();
+            runner.fill(&dht, FILL).unwrap();
+            let io = PdIo {
+                perm: dp.ptr(),
+                d: dd.ptr(),
+                b: db.ptr(),
+                h0: Some(dh0.ptr()),
+                h: Some(dh.ptr() + GUARD as u64),
+                h_t: dht.ptr() + GUARD as u64,
+            };
+            let plan =
+                scan_perm_diagonal_device(runner, &mut ws, DType::F32, shape, io, request).unwrap();
+            runner.synchronize().unwrap();
+            let mut h = vec![0u8; h_bytes + 2 * GUARD];
+            let mut h_t = vec![0u8; t_bytes + 2 * GUARD];
+            runner.download(&dh, &mut h).unwrap();
+            runner.download(&dht, &mut h_t).unwrap();
+            for (name, buf, len) in [("h", &h, h_bytes), ("h_T", &h_t, t_bytes)] {
+                let outside = buf[..GUARD].iter().chain(&buf[GUARD + len..]);
+                assert!(
+                    outside.into_iter().all(|&x| x == FILL),
+                    "{plan}: a guard byte around {name} was written"
+                );
+            }
+            let vals: &[f32] = bytemuck::cast_slice(&h[GUARD..GUARD + h_bytes]);
+            let vals_t: &[f32] = bytemuck::cast_slice(&h_t[GUARD..GUARD + t_bytes]);
+            let tol = common::tolerance::<f32>(shape.len);
+            let (e, e_t) = (oracle::rel_l2(vals, &want), oracle::rel_l2(vals_t, &want_t));
+            assert!(e <= tol && e_t <= tol, "{plan}: {e:.3e} {e_t:.3e}");
+        }
+    }
+}

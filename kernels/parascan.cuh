@@ -157,24 +157,36 @@ PS_HD inline void pd_identity(int n, I* perm, T* d, T* b) {
     }
 }
 
+// One output slot i of pd_combine, given e1 gathered at j = p2_i (p1j, d1j, b1j) and
+// e2 at slot i (d2i, b2i). The kernels distribute slots over the lanes of a team and
+// gather e1 through shuffles or shared memory, then call exactly this.
+template <typename T, typename I>
+PS_HD inline void pd_combine_slot(I p1j, T d1j, T b1j, T d2i, T b2i, I& perm, T& d, T& b) {
+    perm = p1j;
+    d = d2i * d1j;
+    b = d2i * b1j + b2i;
+}
+
+// One output slot of pd_apply: h_out_i = d_i * h_in[perm_i] + b_i with hj = h_in[perm_i].
+template <typename T>
+PS_HD inline T pd_apply_slot(T di, T hj, T bi) {
+    return di * hj + bi;
+}
+
 template <typename T, typename I = unsigned char>
 PS_HD inline void pd_combine(int n, const I* p1, const T* d1, const T* b1, const I* p2, const T* d2,
                              const T* b2, I* perm, T* d, T* b) {
     for (int i = 0; i < n; ++i) {
-        // Read everything at slot i before writing it: outputs may alias e2.
+        // Arguments are read (by value) before anything is written: outputs may alias e2.
         const int j = static_cast<int>(p2[i]);
-        const T d2i = d2[i];
-        const T b2i = b2[i];
-        perm[i] = p1[j];
-        d[i] = d2i * d1[j];
-        b[i] = d2i * b1[j] + b2i;
+        pd_combine_slot<T, I>(p1[j], d1[j], b1[j], d2[i], b2[i], perm[i], d[i], b[i]);
     }
 }
 
 // h_out must not alias h_in: slot i gathers from any slot of h_in.
 template <typename T, typename I = unsigned char>
 PS_HD inline void pd_apply(int n, const I* perm, const T* d, const T* b, const T* h_in, T* h_out) {
-    for (int i = 0; i < n; ++i) h_out[i] = d[i] * h_in[static_cast<int>(perm[i])] + b[i];
+    for (int i = 0; i < n; ++i) h_out[i] = pd_apply_slot(d[i], h_in[static_cast<int>(perm[i])], b[i]);
 }
 
 // Register-resident element for a compile-time n (e.g. the S5 word problem,

@@ -12,12 +12,16 @@
 //!   f32/f16/bf16/f64 storage, and its depth-counting instantiation.
 //! - [`block_diagonal`]: BlockDiagonal(k) and Dense (`kernels/block_diagonal.cu`),
 //!   `k ∈ {1,2,3,4,8,16,32,64}`, f32/f16/bf16/f64 storage, depth-counting too.
+//! - [`perm_diagonal`]: the PermDiagonal family (`kernels/perm_diagonal.cu`),
+//!   `n ≤ 256` with `u8` permutations, f32/f16/bf16/f64 storage, and its
+//!   depth-counting instantiation.
 //!
 //! Every family also implements [`KernelScan`], the family-independent face
 //! that `parascan check` and `parascan sweep` drive.
 
 pub mod block_diagonal;
 pub mod diagonal;
+pub mod perm_diagonal;
 
 pub use diagonal::{
     launch_diagonal, launch_diagonal_buffers, measure_diagonal_depth,

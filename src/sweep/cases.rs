@@ -581,7 +581,7 @@ impl<S: Storage + bytemuck::Pod> View<'_, S> {
     pub fn visit_kernels<V: KernelVisitor<S>>(&self, visitor: V) -> Option<V::Out> {
         match self {
             View::Diagonal(p) => Some(visitor.visit(p)),
-            View::PermDiagonal(_) => None,
+            View::PermDiagonal(p) => Some(visitor.visit(p)),
             View::BlockDiagonal(p) => Some(visitor.visit(p)),
             View::Dplr(_) => None,
         }

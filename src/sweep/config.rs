@@ -48,7 +48,7 @@ impl Family {
     pub fn has_kernels(self) -> bool {
         matches!(
             self,
-            Family::Diagonal | Family::BlockDiagonal | Family::Dense
+            Family::Diagonal | Family::PermDiagonal | Family::BlockDiagonal | Family::Dense
         )
     }
 

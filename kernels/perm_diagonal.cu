@@ -1,0 +1,788 @@
+// perm_diagonal.cu: the PermDiagonal (PD) family h_t[i] = d_t[i] * h_{t-1}[perm_t[i]] + b_t[i],
+// evaluated in parallel over time with a chunked, work-efficient scan (SPEC §1, §2).
+//
+// =====================================================================================
+// LAUNCH CONTRACT (src/kernels/perm_diagonal.rs implements exactly this)
+// =====================================================================================
+//
+// Notation. B batch rows ("problems"), T >= 1 steps, n slots with 1 <= n <= 256. C >= 1 is
+// the chunk length (C <= T), NC = ceil(T / C) chunks per problem, M = the smallest power of
+// two >= NC (the scan tree's width). A "unit" is one (problem, chunk) pair, unit = bb*NC + c.
+// Every integer argument is a C `int` (KernelArg::I32), >= 1; index products are formed in
+// 64 bits inside the kernels. Pointers are KernelArg::Ptr; "nullable" ones may be 0.
+// Buffers of one launch never alias. Dynamic shared memory is 0 for every kernel.
+//
+// Layout. perm, d, b, h are [B,T,n]: element (bb,t,i) at (bb*T + t)*n + i. h0, hT are [B,n].
+// perm is unsigned char (n <= 256). An index perm >= n is clamped to n-1 when loaded, so a
+// bad permutation can give wrong numbers but never an out-of-bounds access (the Rust side
+// rejects bad permutations before any launch; the clamp protects the device entry point).
+//
+// Types. One instantiation per data type, the kernel name ending in the suffix:
+//   suffix  storage S (d, b, h0, h, hT)   compute V (aggregates, carries)
+//   _f32    float                          float
+//   _f16    __half (u16 bits)              float
+//   _bf16   __nv_bfloat16 (u16 bits)       float
+//   _f64    double                         double
+//   _depth  unsigned (see DEPTH)           unsigned
+// Aggregates (scratch) are struct-of-arrays: agg_p unsigned char[B*M*n], agg_d, agg_b
+// V[B*M*n], element (bb, k) at (bb*M + k)*n. Carries: V[B*NC*n], (bb, c) at (bb*NC + c)*n.
+//
+// Teams. A unit is handled by a team of lanes; each lane owns some slots of the element or
+// state and keeps them in registers. Gathers (x[perm_i]) go
+//   "small" kernels (n <= 32): team = n consecutive lanes of one warp, TPW = floor(32/n)
+//        teams per warp (lanes TPW*n..31 are spares); lane r of a team owns slot r and
+//        x[j] = __shfl_sync(x, team's first lane + j). Team k of the grid is lanes
+//        (k mod TPW)*n .. of warp floor(k / TPW) (warp = global thread id / 32).
+//   "wide" kernels (any n <= 256, used for n > 32): team = one warp, lane l owns slots
+//        l + 32k, k < SPL = 2, 4 or 8 (n <= 64, 128, 256); gathers through a per-warp
+//        double-buffered shared array (one __syncwarp per step). Static shared memory:
+//        2 * 4 warps * 256 * sizeof(V) (rescan) or twice that plus 2 KiB (reduce).
+//   Every lane of a warp runs the same number of steps (shuffles and __syncwarp use the
+//   full mask): a team whose chunk is shorter (the last chunk) or that has no unit runs
+//   no-op steps. A warp with no unit at all returns at once.
+//
+// Kernels (argument lists in order; "In" = S for _f32/_f16/_bf16/_f64, unsigned for _depth):
+//  K1 pd_small_reduce_<sfx>(const u8* perm, const In* d, const In* b, u8* agg_p, V* agg_d,
+//                           V* agg_b, int B, int T, int n, int C, int M)
+//  K1 pd_wide_reduce_<sfx>(same arguments)
+//       Phase 1: agg[(bb*M + c)] = the aggregate of chunk c of problem bb, for c < NC,
+//       folded serially from the identity: agg <- combine(agg, step t).
+//  K2 pd_small_rescan_<sfx>(const u8* perm, const In* d, const In* b, Out* h, Out* hT,
+//                           const V* carry, const In* h0, int B, int T, int n, int C)
+//  K2 pd_wide_rescan_<sfx>(same arguments)
+//       Phase 3: runs chunk c from its carry-in carry[(bb*NC + c)*n ..] serially and writes
+//       h (nullable: then only hT) and hT (nullable) from the last chunk. carry == 0 means
+//       "start from h0" and is only valid with NC == 1 (C == T): the single pass. h0
+//       nullable (zeros); read only when carry == 0.
+//  K3 pd_small_sequential_<sfx>(const u8* perm, const In* d, const In* b, Out* h, Out* hT,
+//                               const In* h0, int B, int T, int n)
+//  K3 pd_wide_sequential_<sfx>(same arguments)
+//       The baseline: one team per problem over all T steps (depth T).
+//  K4 pd_scan_<sfx>(u8* agg_p, V* agg_d, V* agg_b, V* carry, const In* h0, int B, int n,
+//                   int NC, int M)
+//       Phase 2: one block per problem. Pads aggregates NC..M-1 with the identity, runs a
+//       Blelloch exclusive scan (up-sweep, root := identity, down-sweep) over the M
+//       aggregates in place in global memory (one __syncthreads per tree level), then
+//       carry[(bb*NC + c)*n + i] = apply(prefix_c, h0[bb])_i for c < NC (h0 nullable =
+//       zeros). Teams of G = min(32, next_pow2(n)) lanes each own slots r + G*k; a
+//       down-sweep combine reads all its inputs, __syncwarp, then writes (it overwrites
+//       the element it gathers from). Any NC (the tree lives in global memory); O(M*n)
+//       work and 2*log2(M) barriers in one block per problem, so P3 splits large NC.
+//  K5 pd_scan_tiles_<sfx>(u8* agg_p, V* agg_d, V* agg_b, u8* tile_p, V* tile_d, V* tile_b,
+//                         int B, int n, int NC, int M, int TL, int MT)
+//       Phase 2a (two levels): tiles of TL (a power of two dividing M) aggregates,
+//       NTL = ceil(NC / TL) per problem, MT = next_pow2(NTL). One block per (problem,
+//       tile), block id = bb*NTL + j: the same in-place Blelloch scan over the tile
+//       (identity past NC), so agg[(bb*M + j*TL + r)] <- exclusive prefix of r inside the
+//       tile; tile_*[(bb*MT + j)*n ..] <- the tile's total.
+//  K6 pd_scan_apply_<sfx>(const u8* agg_p, const V* agg_d, const V* agg_b,
+//                         const V* tile_carry, V* carry, int B, int n, int NC, int M, int TL)
+//       Phase 2c (two levels): carry[(bb*NC + c)*n + i] =
+//           apply(agg[(bb*M + c)], tile_carry[(bb*NTL + c/TL)*n ..])_i.
+//
+// Launch shapes (grid and block are (x,1,1); shared bytes 0):
+//   pd_small_reduce / _rescan / _sequential: block = 128 (any multiple of 32 in [32, 256]
+//        works); grid = ceil(ceil(U / TPW) * 32 / block), U = B*NC units (B for sequential).
+//   pd_wide_reduce / _rescan / _sequential: block = 128 exactly (4 warps, traps
+//        otherwise); grid = ceil(U / 4).
+//   pd_scan: block = 256 (any multiple of 32 in [32, 256]); grid = B.
+//   pd_scan_tiles: block = 256 (as pd_scan); grid = B * NTL.
+//   pd_scan_apply: block = 256 (any); grid = ceil(B * NC * n / 256).
+//
+// Plans (exact launch sequences; <K> = small for n <= 32, wide otherwise):
+//   P0 sequential: pd_<K>_sequential(perm, d, b, h, hT, h0, B, T, n)                 1 launch
+//   P1 single pass (NC == 1): pd_<K>_rescan(perm, d, b, h, hT, carry=0, h0, B, T, n, C=T)
+//   P2 chunked (2 <= NC <= 1024). Scratch: agg_p u8[B*M*n], agg_d, agg_b V[B*M*n], carry V[B*NC*n].
+//        1. pd_<K>_reduce(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M)
+//        2. pd_scan(agg_p, agg_d, agg_b, carry, h0, B, n, NC, M)
+//        3. pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)              3 launches
+//   P3 chunked, two-level scan (NC > 1024: phase 2 on B*NTL blocks instead of B; the
+//      planner takes TL = max(64, next_pow2(ceil(sqrt(NC))))).
+//      Scratch as P2 plus tile_p u8[B*MT*n], tile_d, tile_b V[B*MT*n], tile_carry V[B*NTL*n].
+//        1. pd_<K>_reduce(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M)
+//        2. pd_scan_tiles(agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, B, n, NC, M, TL, MT)
+//        3. pd_scan(tile_p, tile_d, tile_b, tile_carry, h0, B, n, NTL, MT)
+//        4. pd_scan_apply(agg_p, agg_d, agg_b, tile_carry, carry, B, n, NC, M, TL)
+//        5. pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)              5 launches
+//   All on one stream, in order; no launch synchronizes.
+//   Bytes per slot and step (f32): P0/P1 13 (read perm 1, d 4, b 4; write h 4); P2 22 (the
+//   inputs are read twice), plus scratch 9 B per slot and chunk.
+//
+// DEPTH. The _depth kernels are the same templates over a depth-counter element: every
+// value (d, b of an aggregate, a state slot) is an unsigned depth, input steps, h0 and
+// identity padding are depth 0, perm is the identity (inputs are never read: pass 0), and
+//   combine slot:  d = max(d1[j], d2_i) + 1,  b = max(b1[j], d2_i, b2_i) + 1
+//   apply slot:    h' = max(d_i, h[j], b_i) + 1
+// which is ps::DepthCounter (max + 1) per slot; all slots of an element have equal depth.
+// They write depths where the other types write h / hT. The measured depth of output step
+// t (0-based) of any problem and slot is, with c = t / C, i = t mod C + 1:
+//   hb(x) = floor(log2 x), pc(x) = popcount(x).
+//   Blelloch exclusive prefix of chunk c over leaves of depth L = C (a full chunk's serial
+//   fold from the identity): P(C, c) = 0 if c == 0, else C + hb(c) + pc(c).
+//   carry depth dc(c): P0/P1: 0 (h0).  P2: P(C, c) + 1 (applying the prefix to h0).
+//        P3, c = j*TL + r: max(P(C, r), P(C + log2 TL, j) + 1) + 1 (a full tile's total has
+//        depth C + log2 TL; the tile carry is its prefix applied to h0).
+//   depth(t) = dc(c) + i     (P0: t + 1).   hT has the depth of t = T - 1.
+//   Plan depth = max over t = max(dc(NC-1) + (T - (NC-1)*C), max_{c < NC-1} dc(c) + C).
+//   Example: T = 1024, C = 64 (NC = 16): worst c = 15, dc = 64 + 3 + 4 + 1 = 72, depth 136
+//   (~ 2C + 2 log2 NC; the sequential kernel: 1024).
+//
+// Guarantees the tests rely on: every element of h (when non-null) and hT (when non-null)
+// is written exactly once, nothing else outside the scratch is; hT is bit-identical to h
+// at t = T - 1; results do not depend on block scheduling or thread interleaving.
+//
+// Performance design (not measured on a GPU yet):
+//   * n = 5: six problems/chunks per warp (30 of 32 lanes busy); a step is 3 loads per
+//     lane (contiguous per team), one shuffle (rescan) or three (reduce) and one store;
+//     loads are batched 8 steps ahead so the serial chain does not wait on memory each
+//     step.
+//   * n = 64: a warp per unit, 2 slots per lane; a step is one shared store, one
+//     __syncwarp and one shared gather per slot; loads batched 4 steps ahead.
+//   * Phase 2 only touches B*M*n aggregate slots; Auto keeps C >= 64 so it is small
+//     next to phases 1 and 3.
+//
+// Emulator. Everything stays inside the CUDA subset of kernels/emu/README.md.
+// =====================================================================================
+
+#include <stdint.h>
+
+#include "emu/portable.cuh"
+#include "parascan.cuh"
+
+#define PSP_DEV __device__ __forceinline__
+#if defined(__CUDACC__) || defined(__clang__)
+#define PSP_UNROLL _Pragma("unroll")
+#else
+#define PSP_UNROLL _Pragma("GCC unroll 16")
+#endif
+
+namespace psp {
+
+// Largest n (perm is one byte).
+constexpr int kMaxN = 256;
+// Warps per block of the wide kernels (their shared arrays are sized for it).
+constexpr int kWideWarps = 4;
+// Most slots a scan-kernel lane owns (n = 256, team of 32).
+constexpr int kMaxSlots = 8;
+// Steps whose inputs a small-kernel lane loads ahead of the serial chain.
+constexpr int kSmallBatch = 8;
+
+PSP_DEV long long min_ll(long long x, long long y) { return x < y ? x : y; }
+
+// Team width for n <= 32: the next power of two (a shuffle segment).
+PSP_DEV int small_team(int n) {
+    int g = 1;
+    while (g < n) g <<= 1;
+    return g;
+}
+
+// ---------------------------------------------------------------------------------------
+// Element policies: the templates below only talk to these.
+// ---------------------------------------------------------------------------------------
+
+// Real values: storage S, compute T; slot algebra from parascan.cuh.
+template <typename S, typename T>
+struct PdOps {
+    using In = S;
+    using Out = S;
+    using V = T;
+
+    PSP_DEV static V one() { return T(1); }
+    PSP_DEV static V zero() { return T(0); }
+    PSP_DEV static V load(const In* p, long long i) { return ps::load<T>(p + i); }
+    // Clamped so that any byte indexes inside the element (see the contract).
+    PSP_DEV static int load_perm(const unsigned char* p, long long i, int, int n) {
+        const int j = p[i];
+        return j < n ? j : n - 1;
+    }
+    PSP_DEV static V initial(const In* h0, long long i) { return h0 ? ps::load<T>(h0 + i) : T(0); }
+    PSP_DEV static Out narrow(V x) { return ps::Narrow<S>::from(x); }
+    PSP_DEV static void combine_slot(int p1j, V d1j, V b1j, V d2i, V b2i, int& p, V& d, V& b) {
+        ps::pd_combine_slot<T, int>(p1j, d1j, b1j, d2i, b2i, p, d, b);
+    }
+    PSP_DEV static V apply_slot(V di, V hj, V bi) { return ps::pd_apply_slot<T>(di, hj, bi); }
+};
+
+// Depth counting: same skeleton; every value is the depth of the longest combine chain.
+struct PdDepthOps {
+    using In = unsigned;
+    using Out = unsigned;
+    using V = unsigned;
+    using D = ps::DepthCounter;
+
+    PSP_DEV static V one() { return D::identity(); }
+    PSP_DEV static V zero() { return D::identity(); }
+    PSP_DEV static V load(const In*, long long) { return 0u; }  // never dereferences
+    PSP_DEV static int load_perm(const unsigned char*, long long, int slot, int) { return slot; }
+    PSP_DEV static V initial(const In*, long long) { return 0u; }
+    PSP_DEV static Out narrow(V x) { return x; }
+    PSP_DEV static V max2(V x, V y) { return x > y ? x : y; }
+    PSP_DEV static void combine_slot(int p1j, V d1j, V b1j, V d2i, V b2i, int& p, V& d, V& b) {
+        p = p1j;
+        d = D::combine(d1j, d2i);
+        b = D::combine(max2(b1j, d2i), b2i);
+    }
+    PSP_DEV static V apply_slot(V di, V hj, V bi) { return D::combine(max2(di, hj), bi); }
+};
+
+// ---------------------------------------------------------------------------------------
+// Small kernels (n <= 32): a team of n consecutive lanes per unit, one slot per lane,
+// shuffle gathers; floor(32/n) teams per warp (6 for n = 5), the warp's last 32 mod n lanes
+// are spares that only take part in the shuffles. REDUCE folds the unit's chunk into an aggregate; otherwise rescans it from the carry-in
+// (or from h0 when carry == 0). Sequential = rescan with C = T.
+// ---------------------------------------------------------------------------------------
+template <class Ops, bool REDUCE>
+PSP_DEV void small_chunk(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
+                         const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
+                         typename Ops::Out* __restrict__ hT, const typename Ops::V* __restrict__ carry,
+                         const typename Ops::In* __restrict__ h0, unsigned char* __restrict__ agg_p,
+                         typename Ops::V* __restrict__ agg_d, typename Ops::V* __restrict__ agg_b, int B, int T,
+                         int n, int C, int M) {
+    using V = typename Ops::V;
+    constexpr int U = kSmallBatch;
+    if (n < 1 || n > 32) __trap();  // contract: the wide kernels take larger n
+    const int tpw = 32 / n;  // teams per warp
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long units = static_cast<long long>(B) * nchunks;
+    const long long warp = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    // A warp with no unit at all leaves (no lane of it takes part in any shuffle).
+    if (warp * tpw >= units) return;
+    const int tiw = lane / n;                   // team in warp; tpw for the spare lanes
+    const bool slot_ok = tiw < tpw;             // a real lane of a team
+    const int r = slot_ok ? lane - tiw * n : 0;  // its slot
+    const int lane0 = slot_ok ? tiw * n : lane;  // shuffle source of slot 0 (spares: self)
+    const long long team = warp * tpw + tiw;
+    const bool active = slot_ok && team < units;
+    const long long c = active ? team % nchunks : 0;
+    const long long bb = active ? team / nchunks : 0;
+    const long long t0 = c * C;
+    const long long len = active ? min_ll(C, T - t0) : 0;  // steps this team really runs
+    const long long base = (bb * T + t0) * n + r;          // slot r of the chunk's first step
+
+    V hv = Ops::zero();
+    int ap = r;
+    V ad = Ops::one();
+    V ab = Ops::zero();
+    if (!REDUCE && active && slot_ok)
+        hv = carry ? carry[(bb * nchunks + c) * n + r] : Ops::initial(h0, bb * n + r);
+
+    // Running offsets (one 64-bit add per step instead of U precomputed addresses).
+    long long at_ld = base;
+    long long at_st = base;
+    // C is the same for every team, so every lane of the warp runs the same iterations.
+    for (long long s0 = 0; s0 < C; s0 += U) {
+        int pj[U];
+        V dv[U], bv[U];
+PSP_UNROLL
+        for (int u = 0; u < U; ++u) {
+            const bool ld = s0 + u < len && slot_ok;
+            pj[u] = ld ? Ops::load_perm(perm, at_ld, r, n) : r;
+            dv[u] = ld ? Ops::load(d, at_ld) : Ops::one();
+            bv[u] = ld ? Ops::load(b, at_ld) : Ops::zero();
+            at_ld += n;
+        }
+PSP_UNROLL
+        for (int u = 0; u < U; ++u) {
+            const long long s = s0 + u;
+            if (s < C) {  // uniform across the warp
+                const bool step = s < len;
+                const int src = lane0 + pj[u];
+                if (REDUCE) {
+                    const int gp = __shfl_sync(PS_FULL_MASK, ap, src);
+                    const V gd = __shfl_sync(PS_FULL_MASK, ad, src);
+                    const V gb = __shfl_sync(PS_FULL_MASK, ab, src);
+                    if (step) Ops::combine_slot(gp, gd, gb, dv[u], bv[u], ap, ad, ab);
+                } else {
+                    const V gh = __shfl_sync(PS_FULL_MASK, hv, src);
+                    if (step) {
+                        hv = Ops::apply_slot(dv[u], gh, bv[u]);
+                        if (h && slot_ok) h[at_st] = Ops::narrow(hv);
+                    }
+                }
+                at_st += n;
+            }
+        }
+    }
+    if (!active || !slot_ok) return;  // no warp primitive follows
+    if (REDUCE) {
+        const long long k = (bb * M + c) * n + r;
+        agg_p[k] = static_cast<unsigned char>(ap);
+        agg_d[k] = ad;
+        agg_b[k] = ab;
+    } else if (hT && c == nchunks - 1) {
+        hT[bb * n + r] = Ops::narrow(hv);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wide kernels: one warp per unit, SPL slots per lane (slot l + 32k), gathers through a
+// per-warp shared array. The array alternates between two banks from step to step, so one
+// __syncwarp per step suffices: a bank is rewritten two steps later, after every lane has
+// passed the intervening __syncwarp, i.e. finished reading it.
+// ---------------------------------------------------------------------------------------
+template <class Ops, int SPL>
+PSP_DEV void wide_rescan(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
+                         const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
+                         typename Ops::Out* __restrict__ hT, const typename Ops::V* __restrict__ carry,
+                         const typename Ops::In* __restrict__ h0, int B, int T, int n, int C,
+                         typename Ops::V* s_h) {
+    using V = typename Ops::V;
+    constexpr int U = 8 / SPL > 1 ? 8 / SPL : 1;
+    const int wid = threadIdx.x >> 5;
+    const int lid = threadIdx.x & 31;
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long team = static_cast<long long>(blockIdx.x) * kWideWarps + wid;
+    if (team >= static_cast<long long>(B) * nchunks) return;  // whole warp; no block barriers
+    const long long c = team % nchunks;
+    const long long bb = team / nchunks;
+    const long long t0 = c * C;
+    const long long len = min_ll(C, T - t0);  // the same for every lane: the loop is uniform
+    const long long base = (bb * T + t0) * n + lid;
+    V* const bank0 = s_h + wid * kMaxN;
+    V* const bank1 = s_h + (kWideWarps + wid) * kMaxN;
+
+    V hv[SPL];
+PSP_UNROLL
+    for (int k = 0; k < SPL; ++k) {
+        const int i = lid + 32 * k;
+        hv[k] = Ops::zero();
+        if (i < n) hv[k] = carry ? carry[(bb * nchunks + c) * n + i] : Ops::initial(h0, bb * n + i);
+    }
+    int bank = 0;
+    for (long long s0 = 0; s0 < len; s0 += U) {
+        int pj[U][SPL];
+        V dv[U][SPL], bv[U][SPL];
+PSP_UNROLL
+        for (int u = 0; u < U; ++u) {
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                const int i = lid + 32 * k;
+                const long long s = s0 + u;
+                const bool ld = s < len && i < n;
+                const long long at = base + s * n + 32 * k;
+                pj[u][k] = ld ? Ops::load_perm(perm, at, i, n) : 0;
+                dv[u][k] = ld ? Ops::load(d, at) : Ops::one();
+                bv[u][k] = ld ? Ops::load(b, at) : Ops::zero();
+            }
+        }
+PSP_UNROLL
+        for (int u = 0; u < U; ++u) {
+            const long long s = s0 + u;
+            if (s < len) {  // uniform across the warp
+                V* const buf = bank ? bank1 : bank0;
+PSP_UNROLL
+                for (int k = 0; k < SPL; ++k)
+                    if (lid + 32 * k < n) buf[lid + 32 * k] = hv[k];
+                __syncwarp(PS_FULL_MASK);
+PSP_UNROLL
+                for (int k = 0; k < SPL; ++k) {
+                    if (lid + 32 * k < n) {
+                        hv[k] = Ops::apply_slot(dv[u][k], buf[pj[u][k]], bv[u][k]);
+                        if (h) h[base + s * n + 32 * k] = Ops::narrow(hv[k]);
+                    }
+                }
+                bank ^= 1;
+            }
+        }
+    }
+    if (hT && c == nchunks - 1) {
+PSP_UNROLL
+        for (int k = 0; k < SPL; ++k)
+            if (lid + 32 * k < n) hT[bb * n + lid + 32 * k] = Ops::narrow(hv[k]);
+    }
+}
+
+template <class Ops, int SPL>
+PSP_DEV void wide_reduce(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
+                         const typename Ops::In* __restrict__ b, unsigned char* __restrict__ agg_p,
+                         typename Ops::V* __restrict__ agg_d, typename Ops::V* __restrict__ agg_b, int B, int T,
+                         int n, int C, int M, typename Ops::V* s_d, typename Ops::V* s_b, unsigned char* s_p) {
+    using V = typename Ops::V;
+    constexpr int U = 8 / SPL > 1 ? 8 / SPL : 1;
+    const int wid = threadIdx.x >> 5;
+    const int lid = threadIdx.x & 31;
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long team = static_cast<long long>(blockIdx.x) * kWideWarps + wid;
+    if (team >= static_cast<long long>(B) * nchunks) return;  // whole warp; no block barriers
+    const long long c = team % nchunks;
+    const long long bb = team / nchunks;
+    const long long t0 = c * C;
+    const long long len = min_ll(C, T - t0);
+    const long long base = (bb * T + t0) * n + lid;
+
+    int ap[SPL];
+    V ad[SPL], ab[SPL];
+PSP_UNROLL
+    for (int k = 0; k < SPL; ++k) {
+        ap[k] = lid + 32 * k;
+        ad[k] = Ops::one();
+        ab[k] = Ops::zero();
+    }
+    int bank = 0;
+    for (long long s0 = 0; s0 < len; s0 += U) {
+        int pj[U][SPL];
+        V dv[U][SPL], bv[U][SPL];
+PSP_UNROLL
+        for (int u = 0; u < U; ++u) {
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                const int i = lid + 32 * k;
+                const long long s = s0 + u;
+                const bool ld = s < len && i < n;
+                const long long at = base + s * n + 32 * k;
+                pj[u][k] = ld ? Ops::load_perm(perm, at, i, n) : 0;
+                dv[u][k] = ld ? Ops::load(d, at) : Ops::one();
+                bv[u][k] = ld ? Ops::load(b, at) : Ops::zero();
+            }
+        }
+PSP_UNROLL
+        for (int u = 0; u < U; ++u) {
+            const long long s = s0 + u;
+            if (s < len) {  // uniform across the warp
+                const int off = (bank ? kWideWarps + wid : wid) * kMaxN;
+PSP_UNROLL
+                for (int k = 0; k < SPL; ++k) {
+                    const int i = lid + 32 * k;
+                    if (i < n) {
+                        s_p[off + i] = static_cast<unsigned char>(ap[k]);
+                        s_d[off + i] = ad[k];
+                        s_b[off + i] = ab[k];
+                    }
+                }
+                __syncwarp(PS_FULL_MASK);
+PSP_UNROLL
+                for (int k = 0; k < SPL; ++k) {
+                    if (lid + 32 * k < n) {
+                        const int j = off + pj[u][k];
+                        Ops::combine_slot(s_p[j], s_d[j], s_b[j], dv[u][k], bv[u][k], ap[k], ad[k], ab[k]);
+                    }
+                }
+                bank ^= 1;
+            }
+        }
+    }
+PSP_UNROLL
+    for (int k = 0; k < SPL; ++k) {
+        const int i = lid + 32 * k;
+        if (i < n) {
+            const long long at = (bb * M + c) * n + i;
+            agg_p[at] = static_cast<unsigned char>(ap[k]);
+            agg_d[at] = ad[k];
+            agg_b[at] = ab[k];
+        }
+    }
+}
+
+// Slots per lane of the wide kernels for n (2, 4 or 8), 0 if n is out of range.
+PSP_DEV int wide_spl(int n) { return n < 1 ? 0 : n <= 64 ? 2 : n <= 128 ? 4 : n <= kMaxN ? 8 : 0; }
+
+template <class Ops>
+PSP_DEV void wide_rescan_any(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
+                             typename Ops::Out* h, typename Ops::Out* hT, const typename Ops::V* carry,
+                             const typename Ops::In* h0, int B, int T, int n, int C) {
+    using V = typename Ops::V;
+    // Declared once here, not per SPL instantiation (static shared memory adds up).
+    PS_SHARED(V, s_h, 2 * kWideWarps * kMaxN);
+    if (blockDim.x != 32 * kWideWarps) __trap();  // contract: the shared arrays hold 4 warps
+    switch (wide_spl(n)) {
+        case 2: wide_rescan<Ops, 2>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
+        case 4: wide_rescan<Ops, 4>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
+        case 8: wide_rescan<Ops, 8>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
+        default: __trap();
+    }
+}
+
+template <class Ops>
+PSP_DEV void wide_reduce_any(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
+                             unsigned char* agg_p, typename Ops::V* agg_d, typename Ops::V* agg_b, int B, int T,
+                             int n, int C, int M) {
+    using V = typename Ops::V;
+    PS_SHARED(V, s_d, 2 * kWideWarps * kMaxN);
+    PS_SHARED(V, s_b, 2 * kWideWarps * kMaxN);
+    PS_SHARED(unsigned char, s_p, 2 * kWideWarps * kMaxN);
+    if (blockDim.x != 32 * kWideWarps) __trap();
+    switch (wide_spl(n)) {
+        case 2: wide_reduce<Ops, 2>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
+        case 4: wide_reduce<Ops, 4>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
+        case 8: wide_reduce<Ops, 8>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
+        default: __trap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Phase 2: Blelloch exclusive scans of PD elements in place in global memory, by one
+// block. Plain loads and stores (no __ldg, no const __restrict__): the block rewrites what
+// it reads, and __syncthreads / __syncwarp order those accesses. Teams of G = min(32,
+// next_pow2(n)) lanes each own slots r + G*k of one element.
+// ---------------------------------------------------------------------------------------
+
+// Exclusive scan of the m elements (m a power of two) at P/Dd/Bb, element k at k*n. The
+// first `valid` are real; the others are set to the identity here. If tot_p is non-null,
+// team 0 writes the total of all m elements there (elements of n slots) before clearing
+// the root. Every thread of the block must call it (it has barriers).
+template <class Ops>
+PSP_DEV void blelloch_global(unsigned char* P, typename Ops::V* Dd, typename Ops::V* Bb, long long m,
+                             long long valid, int n, unsigned char* tot_p, typename Ops::V* tot_d,
+                             typename Ops::V* tot_b) {
+    using V = typename Ops::V;
+    const int G = small_team(n < 32 ? n : 32);
+    const int spl = (n + G - 1) / G;
+    const int tid = threadIdx.x;
+    const int r = tid % G;
+    const int lid = tid & 31;
+    const int wid = tid >> 5;
+    const int tpw = 32 / G;  // teams per warp
+    const int nwarps = blockDim.x >> 5;
+    const long long team_in_warp = lid / G;
+    const long long stride = static_cast<long long>(nwarps) * tpw;
+
+    // Identity padding past the last real element.
+    for (long long x = tid; x < (m - valid) * n; x += blockDim.x) {
+        const long long at = valid * n + x;
+        P[at] = static_cast<unsigned char>(x % n);
+        Dd[at] = Ops::one();
+        Bb[at] = Ops::zero();
+    }
+
+    // Up-sweep: node (2q+2)*off - 1 <- combine(node (2q+1)*off - 1, itself). The output
+    // aliases only e2, whose slot i is read and written by the same lane.
+    for (long long off = 1; off < m; off <<= 1) {
+        __syncthreads();
+        const long long pairs = m / (2 * off);
+        for (long long q = static_cast<long long>(wid) * tpw + team_in_warp; q < pairs; q += stride) {
+            const long long ai = (off * (2 * q + 1) - 1) * n;
+            const long long bi = (off * (2 * q + 2) - 1) * n;
+            for (int k = 0; k < spl; ++k) {
+                const int i = r + G * k;
+                if (i < n) {
+                    const int j = Ops::load_perm(P, bi + i, i, n);
+                    int p;
+                    V dd, bv;
+                    Ops::combine_slot(P[ai + j], Dd[ai + j], Bb[ai + j], Dd[bi + i], Bb[bi + i], p, dd, bv);
+                    P[bi + i] = static_cast<unsigned char>(p);
+                    Dd[bi + i] = dd;
+                    Bb[bi + i] = bv;
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if (tid < G) {
+        for (int k = 0; k < spl; ++k) {
+            const int i = r + G * k;
+            if (i < n) {
+                const long long at = (m - 1) * n + i;
+                if (tot_p) {
+                    tot_p[i] = P[at];
+                    tot_d[i] = Dd[at];
+                    tot_b[i] = Bb[at];
+                }
+                P[at] = static_cast<unsigned char>(i);
+                Dd[at] = Ops::one();
+                Bb[at] = Ops::zero();
+            }
+        }
+    }
+
+    // Down-sweep: left = node ai; node ai <- node bi; node bi <- combine(node bi, left).
+    // The combine gathers from node bi, which the team overwrites: read everything first,
+    // __syncwarp, then write. Trip counts are uniform per warp (q steps by whole warps).
+    for (long long off = m / 2; off >= 1; off >>= 1) {
+        __syncthreads();
+        const long long pairs = m / (2 * off);
+        for (long long q0 = static_cast<long long>(wid) * tpw; q0 < pairs; q0 += stride) {
+            const long long q = q0 + team_in_warp;
+            const bool on = q < pairs;
+            const long long ai = (off * (2 * q + 1) - 1) * n;
+            const long long bi = (off * (2 * q + 2) - 1) * n;
+            int cp[kMaxSlots], np[kMaxSlots];
+            V cd[kMaxSlots], cb[kMaxSlots], nd[kMaxSlots], nb[kMaxSlots];
+PSP_UNROLL
+            for (int k = 0; k < kMaxSlots; ++k) {
+                const int i = r + G * k;
+                cp[k] = np[k] = 0;
+                cd[k] = cb[k] = nd[k] = nb[k] = Ops::zero();
+                if (on && k < spl && i < n) {
+                    cp[k] = P[bi + i];
+                    cd[k] = Dd[bi + i];
+                    cb[k] = Bb[bi + i];
+                    const int j = Ops::load_perm(P, ai + i, i, n);
+                    Ops::combine_slot(P[bi + j], Dd[bi + j], Bb[bi + j], Dd[ai + i], Bb[ai + i], np[k], nd[k],
+                                      nb[k]);
+                }
+            }
+            __syncwarp(PS_FULL_MASK);
+PSP_UNROLL
+            for (int k = 0; k < kMaxSlots; ++k) {
+                const int i = r + G * k;
+                if (on && k < spl && i < n) {
+                    P[ai + i] = static_cast<unsigned char>(cp[k]);
+                    Dd[ai + i] = cd[k];
+                    Bb[ai + i] = cb[k];
+                    P[bi + i] = static_cast<unsigned char>(np[k]);
+                    Dd[bi + i] = nd[k];
+                    Bb[bi + i] = nb[k];
+                }
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// K4: one block per problem; exclusive scan of its NC aggregates (tree width M), then
+// carry_c = apply(prefix_c, h0).
+template <class Ops>
+PSP_DEV void scan_chunks(unsigned char* agg_p, typename Ops::V* agg_d, typename Ops::V* agg_b,
+                         typename Ops::V* carry, const typename Ops::In* h0, int B, int n, int NC, int M) {
+    if (n < 1 || n > kMaxN || NC < 1 || M < NC || (M & (M - 1)) != 0 || (blockDim.x & 31u)) __trap();
+    const long long bb = blockIdx.x;
+    if (bb >= B) return;  // whole block
+    const long long base = bb * M * n;
+    unsigned char* const P = agg_p + base;
+    typename Ops::V* const Dd = agg_d + base;
+    typename Ops::V* const Bb = agg_b + base;
+    blelloch_global<Ops>(P, Dd, Bb, M, NC, n, nullptr, nullptr, nullptr);
+
+    const int G = small_team(n < 32 ? n : 32);
+    const int spl = (n + G - 1) / G;
+    const int r = threadIdx.x % G;
+    const long long teams = static_cast<long long>(blockDim.x) / G;
+    for (long long c = threadIdx.x / G; c < NC; c += teams) {
+        for (int k = 0; k < spl; ++k) {
+            const int i = r + G * k;
+            if (i < n) {
+                const long long at = c * n + i;
+                const int j = Ops::load_perm(P, at, i, n);
+                carry[(bb * NC + c) * n + i] = Ops::apply_slot(Dd[at], Ops::initial(h0, bb * n + j), Bb[at]);
+            }
+        }
+    }
+}
+
+// K5: one block per (problem, tile of TL aggregates): in-place exclusive scan inside the
+// tile, and the tile's total to tile_*[(bb*MT + j)*n ..].
+template <class Ops>
+PSP_DEV void scan_tiles(unsigned char* agg_p, typename Ops::V* agg_d, typename Ops::V* agg_b,
+                        unsigned char* tile_p, typename Ops::V* tile_d, typename Ops::V* tile_b, int B, int n,
+                        int NC, int M, int TL, int MT) {
+    const long long ntl = (static_cast<long long>(NC) + TL - 1) / TL;
+    if (n < 1 || n > kMaxN || TL < 2 || (TL & (TL - 1)) != 0 || M % TL != 0 || ntl * TL > M || MT < ntl ||
+        (blockDim.x & 31u))
+        __trap();
+    const long long bid = blockIdx.x;
+    if (bid >= static_cast<long long>(B) * ntl) return;  // whole block
+    const long long bb = bid / ntl;
+    const long long j = bid % ntl;
+    const long long first = j * TL;
+    const long long base = (bb * M + first) * n;
+    const long long tot = (bb * MT + j) * n;
+    const long long valid = min_ll(TL, NC - first);
+    blelloch_global<Ops>(agg_p + base, agg_d + base, agg_b + base, TL, valid, n, tile_p + tot, tile_d + tot,
+                         tile_b + tot);
+}
+
+// K6: one thread per carry slot: carry_c = apply(in-tile prefix_c, tile_carry[c / TL]).
+template <class Ops>
+PSP_DEV void scan_apply(const unsigned char* agg_p, const typename Ops::V* agg_d, const typename Ops::V* agg_b,
+                        const typename Ops::V* tile_carry, typename Ops::V* carry, int B, int n, int NC, int M,
+                        int TL) {
+    const long long x = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (x >= static_cast<long long>(B) * NC * n) return;
+    const long long ntl = (static_cast<long long>(NC) + TL - 1) / TL;
+    const int i = static_cast<int>(x % n);
+    const long long c = (x / n) % NC;
+    const long long bb = x / (static_cast<long long>(n) * NC);
+    const long long at = (bb * M + c) * n + i;
+    const int j = Ops::load_perm(agg_p, at, i, n);
+    carry[x] = Ops::apply_slot(agg_d[at], tile_carry[(bb * ntl + c / TL) * n + j], agg_b[at]);
+}
+
+using OpsF32 = PdOps<float, float>;
+using OpsF64 = PdOps<double, double>;
+using OpsF16 = PdOps<__half, float>;
+using OpsBF16 = PdOps<__nv_bfloat16, float>;
+using OpsDepth = PdDepthOps;
+
+}  // namespace psp
+
+// ---------------------------------------------------------------------------------------
+// extern "C" instantiations: nine kernels per data type.
+// ---------------------------------------------------------------------------------------
+
+#define PSP_KERNELS(SFX, OPS)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        pd_small_reduce_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,           \
+                              const OPS::In* __restrict__ b, unsigned char* __restrict__ agg_p,                \
+                              OPS::V* __restrict__ agg_d, OPS::V* __restrict__ agg_b, int B, int T, int n,     \
+                              int C, int M) {                                                                  \
+        psp::small_chunk<OPS, true>(perm, d, b, nullptr, nullptr, nullptr, nullptr, agg_p, agg_d, agg_b, B, T, \
+                                    n, C, M);                                                                  \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_small_reduce_##SFX);                                                                 \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        pd_small_rescan_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,           \
+                              const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                         \
+                              OPS::Out* __restrict__ hT, const OPS::V* __restrict__ carry,                     \
+                              const OPS::In* __restrict__ h0, int B, int T, int n, int C) {                    \
+        psp::small_chunk<OPS, false>(perm, d, b, h, hT, carry, h0, nullptr, nullptr, nullptr, B, T, n, C, 1);  \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_small_rescan_##SFX);                                                                 \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        pd_small_sequential_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,       \
+                                  const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                     \
+                                  OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0, int B, int T,     \
+                                  int n) {                                                                     \
+        psp::small_chunk<OPS, false>(perm, d, b, h, hT, nullptr, h0, nullptr, nullptr, nullptr, B, T, n, T,    \
+                                     1);                                                                       \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_small_sequential_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(128)                                                          \
+        pd_wide_reduce_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,            \
+                             const OPS::In* __restrict__ b, unsigned char* __restrict__ agg_p,                 \
+                             OPS::V* __restrict__ agg_d, OPS::V* __restrict__ agg_b, int B, int T, int n,      \
+                             int C, int M) {                                                                   \
+        psp::wide_reduce_any<OPS>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M);                             \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_wide_reduce_##SFX);                                                                  \
+    extern "C" __global__ void __launch_bounds__(128)                                                          \
+        pd_wide_rescan_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,            \
+                             const OPS::In* __restrict__ b, OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT, \
+                             const OPS::V* __restrict__ carry, const OPS::In* __restrict__ h0, int B, int T,   \
+                             int n, int C) {                                                                   \
+        psp::wide_rescan_any<OPS>(perm, d, b, h, hT, carry, h0, B, T, n, C);                                   \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_wide_rescan_##SFX);                                                                  \
+    extern "C" __global__ void __launch_bounds__(128)                                                          \
+        pd_wide_sequential_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,        \
+                                 const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                      \
+                                 OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0, int B, int T,      \
+                                 int n) {                                                                      \
+        psp::wide_rescan_any<OPS>(perm, d, b, h, hT, nullptr, h0, B, T, n, T);                                 \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_wide_sequential_##SFX);                                                              \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                                       \
+        pd_scan_##SFX(unsigned char* agg_p, OPS::V* agg_d, OPS::V* agg_b, OPS::V* carry,                       \
+                      const OPS::In* __restrict__ h0, int B, int n, int NC, int M) {                           \
+        psp::scan_chunks<OPS>(agg_p, agg_d, agg_b, carry, h0, B, n, NC, M);                                    \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_scan_##SFX);                                                                         \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                                       \
+        pd_scan_tiles_##SFX(unsigned char* agg_p, OPS::V* agg_d, OPS::V* agg_b, unsigned char* tile_p,          \
+                            OPS::V* tile_d, OPS::V* tile_b, int B, int n, int NC, int M, int TL, int MT) {      \
+        psp::scan_tiles<OPS>(agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, B, n, NC, M, TL, MT);                \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_scan_tiles_##SFX);                                                                   \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        pd_scan_apply_##SFX(const unsigned char* __restrict__ agg_p, const OPS::V* __restrict__ agg_d,         \
+                            const OPS::V* __restrict__ agg_b, const OPS::V* __restrict__ tile_carry,           \
+                            OPS::V* __restrict__ carry, int B, int n, int NC, int M, int TL) {                 \
+        psp::scan_apply<OPS>(agg_p, agg_d, agg_b, tile_carry, carry, B, n, NC, M, TL);                         \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_scan_apply_##SFX)
+
+PSP_KERNELS(f32, psp::OpsF32);
+PSP_KERNELS(f64, psp::OpsF64);
+PSP_KERNELS(f16, psp::OpsF16);
+PSP_KERNELS(bf16, psp::OpsBF16);
+PSP_KERNELS(depth, psp::OpsDepth);

@@ -1,0 +1,1651 @@
+//! The PermDiagonal (PD) family on the kernels of `kernels/perm_diagonal.cu`:
+//! planner, scratch workspace and launch sequences, for any [`KernelRunner`].
+//!
+//! A PD step is `h_t[i] = d_t[i] · h_{t-1}[perm_t[i]] + b_t[i]` with
+//! `perm, d, b: [B,T,n]` (`perm` as `u8`, so `n ≤ 256`), `h0, h_T: [B,n]`.
+//! This module implements the *launch contract* written at the top of
+//! `kernels/perm_diagonal.cu` (kernel names, argument lists, launch shapes,
+//! the plans P0–P2, scratch sizes and the measured-depth formula); the same
+//! launch sequence runs on the GPU and in the SIMT emulator.
+//!
+//! # Layers
+//!
+//! - [`plan_perm_diagonal`] resolves a [`PlanRequest`] into a [`PdGpuPlan`]:
+//!   plan kind, team shape (`small`: `n ≤ 32`, `n` lanes per chunk and
+//!   `⌊32/n⌋` chunks per warp, gathers by shuffles; `wide`: a warp per
+//!   chunk, gathers through shared memory), chunk `C`,
+//!   chunk count `NC`, the exact launches, scratch bytes and the depth the
+//!   `_depth` kernels will measure. Pure, no device.
+//! - [`launch_perm_diagonal`] issues a plan on device pointers ([`PdIo`]),
+//!   without synchronizing and, once the [`PdWorkspace`] is warm, without
+//!   allocating; [`scan_perm_diagonal_device`] plans and launches in one
+//!   call; [`launch_perm_diagonal_buffers`] checks [`DeviceBuffer`] sizes.
+//! - [`scan_perm_diagonal`] is the host-slice convenience (validate,
+//!   upload, poison the outputs, run, download).
+//! - [`measure_perm_diagonal_depth`] runs the plan on the `_depth`
+//!   instantiation and returns the deepest output.
+//!
+//! Every shape, pointer and plan problem is a typed [`Error`] returned before
+//! the first launch. Permutations in host slices are checked by
+//! [`LinearProblem::validate`]; on the device path they cannot be (the data
+//! never leaves the device), and the kernels clamp every index to `n − 1`, so
+//! a bad permutation there gives wrong numbers, never an out-of-bounds access.
+//!
+//! # Planner rules
+//!
+//! - `Sequential` → P0 (`pd_<K>_sequential`, one team per problem, depth `T`).
+//! - `Chunk(C)` → P1 when `C ≥ T`; P2 (reduce, one-block-per-problem
+//!   Blelloch scan of the `NC` chunk aggregates, rescan) when
+//!   `NC ≤` [`ONE_LEVEL_MAX_CHUNKS`]; else P3, the same with the scan split
+//!   into tiles of `TL = next_pow2(⌈√NC⌉)` (at least 64) aggregates, one
+//!   block per problem and tile, a top-level scan of the tile totals and an
+//!   apply pass. `NC ≤` [`MAX_CHUNKS`] (the scan trees live in global memory).
+//! - `MinDepth` → among `C = T`, the powers of two up to 2¹⁶ and the
+//!   smallest legal chunk, the least formula depth whose scratch is at most
+//!   [`MIN_DEPTH_SCRATCH_CAP`] (ties to the longer chunk); `C = 1`–`2` for
+//!   long `T` and modest `B·T·n`.
+//! - `Auto`: with `W` the threads of the warps that `B` teams occupy
+//!   (`32·⌈B/⌊32/n⌋⌉` for `n ≤ 32`, `32·B` otherwise), P1 when
+//!   `W ≥ sm_count × 2048` (teams fill the GPU); otherwise
+//!   `NC ≈ sm_count × 2048 / W`, at most [`AUTO_MAX_CHUNKS`], `C = ⌈T/NC⌉ ≥`
+//!   [`AUTO_MIN_CHUNK`]; P2 up to 1024 chunks, P3 beyond (its scan phase
+//!   spreads over `B·NTL` blocks, so one problem still fills the GPU).
+
+use std::fmt;
+
+use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
+use crate::dtype::{DType, Storage};
+use crate::error::{Error, Result};
+use crate::family::perm_diagonal::PermDiagonal;
+use crate::family::LinearProblem;
+use crate::scan::PlanRequest;
+
+/// Largest `n` (a `u8` permutation index).
+pub const MAX_N: usize = 256;
+/// Largest `n` of the small (shuffle) kernels; larger `n` use the wide kernels.
+pub const SMALL_MAX_N: usize = 32;
+/// Most chunks per problem any plan takes.
+pub const MAX_CHUNKS: usize = 1 << 24;
+/// Most chunks per problem of the one-level plan P2 (one scan block per
+/// problem); more chunks use the two-level plan P3.
+pub const ONE_LEVEL_MAX_CHUNKS: usize = 1024;
+/// Smallest tile `TL` of P3.
+pub const MIN_TILE: usize = 64;
+/// Threads per block of the reduce, rescan and sequential kernels.
+pub const CHUNK_BLOCK: u32 = 128;
+/// Threads per block of `pd_scan`, `pd_scan_tiles` and `pd_scan_apply`.
+pub const SCAN_BLOCK: u32 = 256;
+/// Warps per block of the chunk kernels (the wide kernels' shared arrays
+/// are sized for it).
+pub const WIDE_WARPS: usize = 4;
+/// Resident threads per SM the `Auto` planner aims to fill.
+pub const THREADS_PER_SM: usize = 2048;
+/// Shortest chunk `Auto` picks (shorter chunks make the scan phase and the
+/// scratch traffic a noticeable share of the work).
+pub const AUTO_MIN_CHUNK: usize = 64;
+/// Most chunks per problem `Auto` picks (beyond what fills an H100 with one
+/// problem of `n ≤ 32`; bounds the scratch and the scan phase).
+pub const AUTO_MAX_CHUNKS: usize = 16384;
+/// Most scratch bytes a `MinDepth` plan may take when a shallower plan
+/// would need more.
+pub const MIN_DEPTH_SCRATCH_CAP: usize = 1 << 30;
+/// Byte granularity of workspace allocations.
+const WORKSPACE_GRANULE: usize = 4096;
+
+// ---------------------------------------------------------------------------
+// Shapes and kernel names
+// ---------------------------------------------------------------------------
+
+/// `(B, T, n)` of a PD problem: batch, length, state size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PdShape {
+    /// `B`.
+    pub batch: usize,
+    /// `T`.
+    pub len: usize,
+    /// `n` (`1 ≤ n ≤ 256`).
+    pub n: usize,
+}
+
+impl PdShape {
+    /// `(B, T, n)`.
+    pub fn new(batch: usize, len: usize, n: usize) -> Self {
+        PdShape { batch, len, n }
+    }
+
+    /// `B·T·n`: elements of `perm`, `d`, `b` and `h`.
+    pub fn elements(&self) -> usize {
+        self.batch * self.len * self.n
+    }
+
+    /// `B·n`: elements of `h0` and `h_T`.
+    pub fn states(&self) -> usize {
+        self.batch * self.n
+    }
+
+    /// `[B,T,n] = [..]`.
+    pub fn describe(&self) -> String {
+        format!("[B,T,n] = [{},{},{}]", self.batch, self.len, self.n)
+    }
+
+    fn describe_bn(&self) -> String {
+        format!("[B,n] = [{},{}]", self.batch, self.n)
+    }
+
+    /// Checks `B, T, n` are C `int`s ≥ 1, `n ≤ 256`, and that byte sizes fit.
+    fn validate(&self) -> Result<()> {
+        check_int("batch", self.batch)?;
+        check_int("len", self.len)?;
+        check_int("n", self.n)?;
+        if self.n > MAX_N {
+            return Err(Error::size(
+                "n",
+                self.n,
+                format!("1 ≤ n ≤ {MAX_N} (perm is stored as u8)"),
+            ));
+        }
+        self.batch
+            .checked_mul(self.len)
+            .and_then(|x| x.checked_mul(self.n))
+            .and_then(|x| x.checked_mul(16))
+            .ok_or_else(|| {
+                Error::size(
+                    "len",
+                    self.len,
+                    format!(
+                        "B·T·n = {}·{}·{} elements that fit in memory",
+                        self.batch, self.len, self.n
+                    ),
+                )
+            })?;
+        Ok(())
+    }
+}
+
+fn check_int(arg: &'static str, v: usize) -> Result<()> {
+    if v == 0 || v > i32::MAX as usize {
+        return Err(Error::size(arg, v, "1 ≤ value ≤ 2^31 − 1 (a C int)"));
+    }
+    Ok(())
+}
+
+/// Which kernels (team shape) a plan uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PdTeams {
+    /// `n ≤ 32`: `pd_small_*`, `n` lanes per chunk (one slot each) and
+    /// `⌊32/n⌋` chunks per warp, gathers by shuffles.
+    Small,
+    /// `n > 32`: `pd_wide_*`, one warp per chunk, gathers through shared memory.
+    Wide,
+}
+
+impl PdTeams {
+    fn for_n(n: usize) -> PdTeams {
+        if n <= SMALL_MAX_N {
+            PdTeams::Small
+        } else {
+            PdTeams::Wide
+        }
+    }
+
+    /// Teams (chunks) per warp: `⌊32/n⌋` (small) or 1 (wide).
+    pub fn per_warp(self, n: usize) -> usize {
+        match self {
+            PdTeams::Small => (32 / n.max(1)).max(1),
+            PdTeams::Wide => 1,
+        }
+    }
+
+    /// Warps that `units` teams occupy.
+    pub fn warps(self, n: usize, units: usize) -> usize {
+        units.div_ceil(self.per_warp(n))
+    }
+}
+
+/// The `extern "C"` kernels of one instantiation.
+struct KernelNames {
+    small_reduce: &'static str,
+    small_rescan: &'static str,
+    small_sequential: &'static str,
+    wide_reduce: &'static str,
+    wide_rescan: &'static str,
+    wide_sequential: &'static str,
+    scan: &'static str,
+    scan_tiles: &'static str,
+    scan_apply: &'static str,
+}
+
+macro_rules! kernel_names {
+    ($sfx:literal) => {
+        KernelNames {
+            small_reduce: concat!("pd_small_reduce_", $sfx),
+            small_rescan: concat!("pd_small_rescan_", $sfx),
+            small_sequential: concat!("pd_small_sequential_", $sfx),
+            wide_reduce: concat!("pd_wide_reduce_", $sfx),
+            wide_rescan: concat!("pd_wide_rescan_", $sfx),
+            wide_sequential: concat!("pd_wide_sequential_", $sfx),
+            scan: concat!("pd_scan_", $sfx),
+            scan_tiles: concat!("pd_scan_tiles_", $sfx),
+            scan_apply: concat!("pd_scan_apply_", $sfx),
+        }
+    };
+}
+
+static NAMES_F32: KernelNames = kernel_names!("f32");
+static NAMES_F16: KernelNames = kernel_names!("f16");
+static NAMES_BF16: KernelNames = kernel_names!("bf16");
+static NAMES_F64: KernelNames = kernel_names!("f64");
+static NAMES_DEPTH: KernelNames = kernel_names!("depth");
+
+/// One instantiation of the kernels: a storage dtype or the depth counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelType {
+    Data(DType),
+    Depth,
+}
+
+impl KernelType {
+    fn names(self) -> &'static KernelNames {
+        match self {
+            KernelType::Data(DType::F32) => &NAMES_F32,
+            KernelType::Data(DType::F16) => &NAMES_F16,
+            KernelType::Data(DType::Bf16) => &NAMES_BF16,
+            KernelType::Data(DType::F64) => &NAMES_F64,
+            KernelType::Depth => &NAMES_DEPTH,
+        }
+    }
+
+    /// Bytes of one compute value `V` (aggregate `d`/`b` slot, carry slot).
+    fn value_bytes(self) -> usize {
+        match self {
+            KernelType::Data(DType::F64) => 8,
+            _ => 4,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The plan
+// ---------------------------------------------------------------------------
+
+/// Which launch sequence of the contract a plan uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PdPlanKind {
+    /// P0: `pd_<K>_sequential`, one team per problem over all `T` steps.
+    Sequential,
+    /// P1: one `pd_<K>_rescan` with `C = T` and no carries.
+    SinglePass,
+    /// P2: reduce, Blelloch scan of the `2 ≤ NC ≤ 1024` chunk aggregates, rescan.
+    Chunked,
+    /// P3: reduce, tile scans, top-level scan of the tile totals, apply, rescan.
+    TwoLevel,
+}
+
+impl PdPlanKind {
+    /// `"P0"` … `"P3"`: the contract's names.
+    pub fn label(self) -> &'static str {
+        match self {
+            PdPlanKind::Sequential => "P0",
+            PdPlanKind::SinglePass => "P1",
+            PdPlanKind::Chunked => "P2",
+            PdPlanKind::TwoLevel => "P3",
+        }
+    }
+
+    /// `"sequential"`, `"single-pass"`, `"chunked"`, `"two-level"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PdPlanKind::Sequential => "sequential",
+            PdPlanKind::SinglePass => "single-pass",
+            PdPlanKind::Chunked => "chunked",
+            PdPlanKind::TwoLevel => "two-level",
+        }
+    }
+}
+
+impl fmt::Display for PdPlanKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.label(), self.name())
+    }
+}
+
+/// What one launch of a plan does (it decides the argument list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PdLaunchRole {
+    /// P0: `pd_<K>_sequential(perm, d, b, h, hT, h0, B, T, n)`.
+    Sequential,
+    /// Phase 1: `pd_<K>_reduce(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M)`.
+    Reduce,
+    /// P2 phase 2: `pd_scan(agg_p, agg_d, agg_b, carry, h0, B, n, NC, M)`.
+    Scan,
+    /// P3 phase 2a: `pd_scan_tiles(agg_p, agg_d, agg_b, tile_p, tile_d,
+    /// tile_b, B, n, NC, M, TL, MT)`.
+    ScanTiles,
+    /// P3 phase 2b: `pd_scan(tile_p, tile_d, tile_b, tile_carry, h0, B, n, NTL, MT)`.
+    ScanTileCarries,
+    /// P3 phase 2c: `pd_scan_apply(agg_p, agg_d, agg_b, tile_carry, carry, B, n, NC, M, TL)`.
+    ScanApply,
+    /// Phase 3 (and P1): `pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)`.
+    Rescan,
+}
+
+/// One kernel launch of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PdLaunch {
+    /// What it does.
+    pub role: PdLaunchRole,
+    /// The `extern "C"` kernel name, with the dtype suffix.
+    pub kernel: &'static str,
+    /// Grid and block (no dynamic shared memory).
+    pub cfg: LaunchConfig,
+}
+
+/// Scratch a plan needs, in bytes per buffer (all zero for P0 and P1; the
+/// tile buffers only for P3). `V` is the compute type (f32, or f64 for f64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PdScratch {
+    /// Aggregate permutations `u8[B·M·n]`.
+    pub agg_perm: usize,
+    /// Aggregate scales `V[B·M·n]`.
+    pub agg_d: usize,
+    /// Aggregate offsets `V[B·M·n]`.
+    pub agg_b: usize,
+    /// Chunk carries `V[B·NC·n]`.
+    pub carry: usize,
+    /// Tile-total permutations `u8[B·MT·n]` (P3).
+    pub tile_perm: usize,
+    /// Tile-total scales `V[B·MT·n]` (P3).
+    pub tile_d: usize,
+    /// Tile-total offsets `V[B·MT·n]` (P3).
+    pub tile_b: usize,
+    /// Tile carries `V[B·NTL·n]` (P3).
+    pub tile_carry: usize,
+}
+
+impl PdScratch {
+    /// Sum of the buffers.
+    pub fn total(&self) -> usize {
+        self.as_array().iter().sum()
+    }
+
+    fn as_array(&self) -> [usize; 8] {
+        [
+            self.agg_perm,
+            self.agg_d,
+            self.agg_b,
+            self.carry,
+            self.tile_perm,
+            self.tile_d,
+            self.tile_b,
+            self.tile_carry,
+        ]
+    }
+}
+
+/// A resolved GPU plan for the PD kernels: everything that will be
+/// launched, and what it costs, before anything runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PdGpuPlan {
+    /// What was asked for.
+    pub request: PlanRequest,
+    /// P0–P2.
+    pub kind: PdPlanKind,
+    /// Storage type of `d`, `b`, `h0`, `h`, `h_T` (names the kernels).
+    pub dtype: DType,
+    /// `(B, T, n)`.
+    pub shape: PdShape,
+    /// Small or wide kernels.
+    pub teams: PdTeams,
+    /// Steps per chunk `C` (`T` for P0 and P1).
+    pub chunk: usize,
+    /// Chunks per problem `NC = ⌈T/C⌉`.
+    pub chunks: usize,
+    /// Width `M` of the scan tree: the power of two `≥ NC` (P2, P3), else 0.
+    pub tree: usize,
+    /// Aggregates per tile `TL`, a power of two (P3), else 0.
+    pub tile: usize,
+    /// Tiles per problem `NTL = ⌈NC/TL⌉` (P3), else 0.
+    pub tiles: usize,
+    /// Width `MT` of the top-level tree: the power of two `≥ NTL` (P3), else 0.
+    pub tile_tree: usize,
+    /// The launches, in order, for [`PdGpuPlan::dtype`].
+    pub launches: Vec<PdLaunch>,
+    /// Scratch buffers for [`PdGpuPlan::dtype`].
+    pub scratch: PdScratch,
+    /// The depth the `_depth` instantiation measures: the maximum over all
+    /// outputs of [`PdGpuPlan::depth_at`].
+    pub depth: u64,
+}
+
+impl PdGpuPlan {
+    /// Total scratch bytes.
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratch.total()
+    }
+
+    /// The measured depth of output step `t` (0-based, `t < T`) of any
+    /// problem and slot, by the contract's formula; `h_T` has the depth of
+    /// `t = T − 1`.
+    pub fn depth_at(&self, t: usize) -> u64 {
+        self.geometry().depth_at(t as u64)
+    }
+
+    /// The family-independent summary of this plan.
+    pub fn summary(&self) -> super::KernelPlanSummary {
+        super::KernelPlanSummary {
+            kind: self.kind.label().to_string(),
+            chunk: self.chunk,
+            chunks: self.chunks,
+            depth_formula: self.depth,
+            scratch_bytes: self.scratch_bytes(),
+            // Depth depends on T, C and the plan kind only (not on B, n, dtype).
+            depth_key: format!(
+                "perm-diagonal/T={}/C={}/{}",
+                self.shape.len,
+                self.chunk,
+                self.kind.label()
+            ),
+        }
+    }
+
+    fn geometry(&self) -> Geometry {
+        Geometry {
+            kind: self.kind,
+            shape: self.shape,
+            teams: self.teams,
+            chunk: self.chunk,
+            chunks: self.chunks,
+            tree: self.tree,
+            tile: self.tile,
+            tiles: self.tiles,
+            tile_tree: self.tile_tree,
+        }
+    }
+}
+
+impl fmt::Display for PdGpuPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}) {} {} on {} kernels: C={} NC={}, {} launch(es), scratch {} B, depth {}",
+            self.kind,
+            self.request,
+            self.dtype,
+            self.shape.describe(),
+            match self.teams {
+                PdTeams::Small => "small",
+                PdTeams::Wide => "wide",
+            },
+            self.chunk,
+            self.chunks,
+            self.launches.len(),
+            self.scratch_bytes(),
+            self.depth
+        )?;
+        if self.tile > 0 {
+            write!(f, " (TL={} NTL={})", self.tile, self.tiles)?;
+        }
+        Ok(())
+    }
+}
+
+/// The dtype-independent part of a plan.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    kind: PdPlanKind,
+    shape: PdShape,
+    teams: PdTeams,
+    chunk: usize,
+    chunks: usize,
+    tree: usize,
+    tile: usize,
+    tiles: usize,
+    tile_tree: usize,
+}
+
+/// Resolves `request` for a PD problem of `shape` stored as `dtype` on a
+/// device with `sm_count` SMs (module docs). Errors: sizes that are not C
+/// `int`s ≥ 1, `n > 256`, `Chunk(0)`, more than [`MAX_CHUNKS`] chunks,
+/// launch shapes outside CUDA's limits.
+pub fn plan_perm_diagonal(
+    shape: PdShape,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+) -> Result<PdGpuPlan> {
+    shape.validate()?;
+    let sm = sm_count.max(1);
+    let kt = KernelType::Data(dtype);
+    let geometry = match request {
+        PlanRequest::Sequential => Geometry::sequential(shape),
+        PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
+        PlanRequest::Chunk(c) => Geometry::chunked(shape, c)?,
+        PlanRequest::Auto => Geometry::chunked(shape, auto_chunk(shape, sm))?,
+        PlanRequest::MinDepth => min_depth_geometry(shape, kt)?,
+    };
+    Ok(PdGpuPlan {
+        request,
+        kind: geometry.kind,
+        dtype,
+        shape,
+        teams: geometry.teams,
+        chunk: geometry.chunk,
+        chunks: geometry.chunks,
+        tree: geometry.tree,
+        tile: geometry.tile,
+        tiles: geometry.tiles,
+        tile_tree: geometry.tile_tree,
+        launches: geometry.launches(kt)?,
+        scratch: geometry.scratch(kt)?,
+        depth: geometry.depth(),
+    })
+}
+
+/// The `Auto` chunk (`T` for the single pass).
+fn auto_chunk(shape: PdShape, sm: usize) -> usize {
+    let t = shape.len;
+    let teams = PdTeams::for_n(shape.n);
+    let target_warps = sm.saturating_mul(THREADS_PER_SM / 32);
+    if teams.warps(shape.n, shape.batch) >= target_warps {
+        return t;
+    }
+    // Chunks per problem so that B·NC teams occupy the target warps.
+    let want = target_warps
+        .saturating_mul(teams.per_warp(shape.n))
+        .div_ceil(shape.batch)
+        .min(AUTO_MAX_CHUNKS);
+    t.div_ceil(want).max(AUTO_MIN_CHUNK).min(t)
+}
+
+/// The least-depth plan among a few candidate chunks whose scratch fits
+/// [`MIN_DEPTH_SCRATCH_CAP`] (the single pass always does).
+fn min_depth_geometry(shape: PdShape, kt: KernelType) -> Result<Geometry> {
+    let t = shape.len;
+    let c_min = t.div_ceil(MAX_CHUNKS).max(1);
+    let mut candidates = vec![t, c_min];
+    candidates.extend(
+        (0..=16)
+            .map(|k| 1usize << k)
+            .filter(|&c| c >= c_min && c < t),
+    );
+    let mut best: Option<Geometry> = None;
+    for c in candidates {
+        let g = Geometry::chunked(shape, c)?;
+        if g.scratch(kt)?.total() > MIN_DEPTH_SCRATCH_CAP {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some(b) => {
+                let (dg, db) = (g.depth(), b.depth());
+                dg < db || (dg == db && g.chunk > b.chunk)
+            }
+        };
+        if better {
+            best = Some(g);
+        }
+    }
+    best.ok_or_else(|| Error::Plan("min-depth: no candidate chunk".into()))
+}
+
+/// `max_{1 ≤ i ≤ m} hb(i) + pc(i)` for `m ≥ 1`, in O(log m): every `i < m`
+/// is dominated bitwise (hence in both terms) by `m` with one set bit
+/// cleared and all bits below it set.
+fn max_hb_pc(m: u64) -> u64 {
+    let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
+    let mut best = score(m);
+    let mut bits = m;
+    while bits != 0 {
+        let k = bits.trailing_zeros();
+        bits &= bits - 1;
+        let x = (m & !(1u64 << k)) | ((1u64 << k) - 1);
+        if x >= 1 {
+            best = best.max(score(x));
+        }
+    }
+    best
+}
+
+fn highest_bit(x: u64) -> u64 {
+    u64::from(63 - x.leading_zeros())
+}
+
+/// `TL` of P3 for `nc` chunks: the power of two at or above `√nc`, at least
+/// [`MIN_TILE`] (so both levels have about `√nc` elements).
+fn p3_tile(nc: usize) -> usize {
+    let root = (nc as f64).sqrt().ceil() as usize;
+    root.next_power_of_two().max(MIN_TILE)
+}
+
+fn ceil_log2(x: usize) -> u64 {
+    u64::from(usize::BITS - (x.max(1) - 1).leading_zeros())
+}
+
+/// `P(L, i)`: depth of the Blelloch exclusive prefix of leaf `i` over
+/// leaves of depth `L`.
+fn prefix_depth(l: u64, i: u64) -> u64 {
+    if i == 0 {
+        0
+    } else {
+        l + highest_bit(i) + u64::from(i.count_ones())
+    }
+}
+
+/// `max_{0 ≤ i < m} P(L, i)`.
+fn max_prefix_depth(l: u64, m: u64) -> u64 {
+    if m <= 1 {
+        0
+    } else {
+        l + max_hb_pc(m - 1)
+    }
+}
+
+impl Geometry {
+    fn sequential(shape: PdShape) -> Geometry {
+        Geometry {
+            kind: PdPlanKind::Sequential,
+            shape,
+            teams: PdTeams::for_n(shape.n),
+            chunk: shape.len,
+            chunks: 1,
+            tree: 0,
+            tile: 0,
+            tiles: 0,
+            tile_tree: 0,
+        }
+    }
+
+    /// Chunks of `c ≥ 1` steps: P1 when one chunk covers `T`, else P2.
+    fn chunked(shape: PdShape, c: usize) -> Result<Geometry> {
+        let t = shape.len;
+        let c = c.clamp(1, t);
+        let nc = t.div_ceil(c);
+        if nc > MAX_CHUNKS {
+            return Err(Error::Plan(format!(
+                "chunk={c} gives {nc} chunks per problem for T = {t}; at most {MAX_CHUNKS}: use \
+                 chunk ≥ {}",
+                t.div_ceil(MAX_CHUNKS)
+            )));
+        }
+        let mut g = Geometry {
+            kind: PdPlanKind::SinglePass,
+            shape,
+            teams: PdTeams::for_n(shape.n),
+            chunk: c,
+            chunks: nc,
+            tree: 0,
+            tile: 0,
+            tiles: 0,
+            tile_tree: 0,
+        };
+        if nc >= 2 {
+            g.tree = nc.next_power_of_two();
+            g.kind = PdPlanKind::Chunked;
+        }
+        if nc > ONE_LEVEL_MAX_CHUNKS {
+            g.kind = PdPlanKind::TwoLevel;
+            g.tile = p3_tile(nc);
+            g.tiles = nc.div_ceil(g.tile);
+            g.tile_tree = g.tiles.next_power_of_two();
+        }
+        // Reject launch shapes outside CUDA's limits for every request.
+        g.launches(KernelType::Depth)?;
+        Ok(g)
+    }
+
+    /// The contract's limits (a plan's fields are public and may be edited).
+    fn check_contract(&self) -> std::result::Result<(), String> {
+        let t = self.shape.len;
+        if self.chunk == 0 || self.chunk > t || self.chunks != t.div_ceil(self.chunk) {
+            return Err(format!(
+                "chunk {} / {} chunks do not split T = {t}",
+                self.chunk, self.chunks
+            ));
+        }
+        if self.teams != PdTeams::for_n(self.shape.n) {
+            return Err(format!("{:?} kernels for n = {}", self.teams, self.shape.n));
+        }
+        let no_tiles = self.tile == 0 && self.tiles == 0 && self.tile_tree == 0;
+        let tree_ok = self.tree == self.chunks.next_power_of_two();
+        let ok = match self.kind {
+            PdPlanKind::Sequential | PdPlanKind::SinglePass => {
+                self.chunk == t && self.chunks == 1 && self.tree == 0 && no_tiles
+            }
+            PdPlanKind::Chunked => {
+                (2..=ONE_LEVEL_MAX_CHUNKS).contains(&self.chunks) && tree_ok && no_tiles
+            }
+            PdPlanKind::TwoLevel => {
+                self.chunks > ONE_LEVEL_MAX_CHUNKS
+                    && self.chunks <= MAX_CHUNKS
+                    && tree_ok
+                    && self.tile.is_power_of_two()
+                    && self.tile >= 2
+                    && self.tile <= self.tree
+                    && self.tile <= i32::MAX as usize
+                    && self.tiles == self.chunks.div_ceil(self.tile)
+                    && self.tile_tree == self.tiles.next_power_of_two()
+            }
+        };
+        if !ok {
+            return Err(format!(
+                "{} chunks (tree {}) do not fit plan {}",
+                self.chunks, self.tree, self.kind
+            ));
+        }
+        Ok(())
+    }
+
+    /// The launch sequence for instantiation `kt`.
+    fn launches(&self, kt: KernelType) -> Result<Vec<PdLaunch>> {
+        let names = kt.names();
+        let (reduce, rescan, sequential) = match self.teams {
+            PdTeams::Small => (
+                names.small_reduce,
+                names.small_rescan,
+                names.small_sequential,
+            ),
+            PdTeams::Wide => (names.wide_reduce, names.wide_rescan, names.wide_sequential),
+        };
+        let b = self.shape.batch as u64;
+        let units = b * self.chunks as u64;
+        let slots = units * self.shape.n as u64;
+        // Both kernels: whole warps of teams, CHUNK_BLOCK / 32 warps per block.
+        let warps = units.div_ceil(self.teams.per_warp(self.shape.n) as u64);
+        let chunk_grid = warps.div_ceil(u64::from(CHUNK_BLOCK) / 32);
+        let launch = |role, kernel: &'static str, grid: u64, block: u32| -> Result<PdLaunch> {
+            Ok(PdLaunch {
+                role,
+                kernel,
+                cfg: launch_config(kernel, grid, block)?,
+            })
+        };
+        Ok(match self.kind {
+            PdPlanKind::Sequential => vec![launch(
+                PdLaunchRole::Sequential,
+                sequential,
+                chunk_grid,
+                CHUNK_BLOCK,
+            )?],
+            PdPlanKind::SinglePass => vec![launch(
+                PdLaunchRole::Rescan,
+                rescan,
+                chunk_grid,
+                CHUNK_BLOCK,
+            )?],
+            PdPlanKind::Chunked => vec![
+                launch(PdLaunchRole::Reduce, reduce, chunk_grid, CHUNK_BLOCK)?,
+                launch(PdLaunchRole::Scan, names.scan, b, SCAN_BLOCK)?,
+                launch(PdLaunchRole::Rescan, rescan, chunk_grid, CHUNK_BLOCK)?,
+            ],
+            PdPlanKind::TwoLevel => vec![
+                launch(PdLaunchRole::Reduce, reduce, chunk_grid, CHUNK_BLOCK)?,
+                launch(
+                    PdLaunchRole::ScanTiles,
+                    names.scan_tiles,
+                    b * self.tiles as u64,
+                    SCAN_BLOCK,
+                )?,
+                launch(PdLaunchRole::ScanTileCarries, names.scan, b, SCAN_BLOCK)?,
+                launch(
+                    PdLaunchRole::ScanApply,
+                    names.scan_apply,
+                    slots.div_ceil(u64::from(SCAN_BLOCK)),
+                    SCAN_BLOCK,
+                )?,
+                launch(PdLaunchRole::Rescan, rescan, chunk_grid, CHUNK_BLOCK)?,
+            ],
+        })
+    }
+
+    /// Scratch bytes for instantiation `kt`.
+    fn scratch(&self, kt: KernelType) -> Result<PdScratch> {
+        if !matches!(self.kind, PdPlanKind::Chunked | PdPlanKind::TwoLevel) {
+            return Ok(PdScratch::default());
+        }
+        // Slot counts whose 8-byte values still fit a usize.
+        let slots = |items: usize| {
+            self.shape
+                .batch
+                .checked_mul(items)
+                .and_then(|x| x.checked_mul(self.shape.n))
+                .and_then(|x| x.checked_mul(8))
+                .map(|x| x / 8)
+                .ok_or_else(|| {
+                    Error::Plan(format!(
+                        "scratch of {} problems × {items} chunks × {} slots does not fit in memory",
+                        self.shape.batch, self.shape.n
+                    ))
+                })
+        };
+        let tree = slots(self.tree)?;
+        let carry = slots(self.chunks)?;
+        let tile_tree = slots(self.tile_tree)?;
+        let tile_carry = slots(self.tiles)?;
+        let v = kt.value_bytes();
+        Ok(PdScratch {
+            agg_perm: tree,
+            agg_d: tree * v,
+            agg_b: tree * v,
+            carry: carry * v,
+            tile_perm: tile_tree,
+            tile_d: tile_tree * v,
+            tile_b: tile_tree * v,
+            tile_carry: tile_carry * v,
+        })
+    }
+
+    // --- depth (the contract's DEPTH section) ------------------------------
+
+    /// Carry depth `dc(c)` of chunk `c`.
+    fn carry_depth(&self, c: u64) -> u64 {
+        let l = self.chunk as u64;
+        match self.kind {
+            PdPlanKind::Sequential | PdPlanKind::SinglePass => 0,
+            PdPlanKind::Chunked => prefix_depth(l, c) + 1,
+            PdPlanKind::TwoLevel => {
+                let tl = self.tile as u64;
+                let (j, r) = (c / tl, c % tl);
+                prefix_depth(l, r).max(prefix_depth(l + ceil_log2(self.tile), j) + 1) + 1
+            }
+        }
+    }
+
+    /// `max dc(c)` over `0 ≤ c < m` (`m ≥ 1`).
+    fn max_carry_depth(&self, m: u64) -> u64 {
+        let l = self.chunk as u64;
+        match self.kind {
+            PdPlanKind::Sequential | PdPlanKind::SinglePass => 0,
+            PdPlanKind::Chunked => max_prefix_depth(l, m) + 1,
+            PdPlanKind::TwoLevel => {
+                // The deepest in-tile prefix and the deepest tile carry are each
+                // reached by some chunk below m (r alone in tile 0; j with r = 0).
+                let tl = self.tile as u64;
+                let lt = l + ceil_log2(self.tile);
+                max_prefix_depth(l, m.min(tl)).max(max_prefix_depth(lt, m.div_ceil(tl)) + 1) + 1
+            }
+        }
+    }
+
+    /// The measured depth of output step `t` (0-based).
+    fn depth_at(&self, t: u64) -> u64 {
+        let c_len = self.chunk as u64;
+        self.carry_depth(t / c_len) + t % c_len + 1
+    }
+
+    /// The maximum of [`Geometry::depth_at`] over all steps: depth grows
+    /// along a chunk and with the carry depth, so the last step of the last
+    /// chunk and of the deepest full chunk decide.
+    fn depth(&self) -> u64 {
+        let t = self.shape.len as u64;
+        let c_len = self.chunk as u64;
+        let nc = self.chunks as u64;
+        let last_len = t - (nc - 1) * c_len;
+        let mut best = self.carry_depth(nc - 1) + last_len;
+        if nc >= 2 {
+            best = best.max(self.max_carry_depth(nc - 1) + c_len);
+        }
+        best
+    }
+}
+
+fn launch_config(kernel: &str, grid: u64, block: u32) -> Result<LaunchConfig> {
+    let gx = u32::try_from(grid).map_err(|_| {
+        Error::Plan(format!(
+            "{kernel}: a grid of {grid} blocks exceeds CUDA's limits (shape too large for this plan)"
+        ))
+    })?;
+    let cfg = LaunchConfig::linear(gx.max(1), block);
+    cfg.validate()
+        .map_err(|e| Error::Plan(format!("{kernel}: {e} (shape too large for this plan)")))?;
+    Ok(cfg)
+}
+
+// ---------------------------------------------------------------------------
+// Workspace
+// ---------------------------------------------------------------------------
+
+/// Scratch buffers reused across calls: they grow to the largest plan seen
+/// and never shrink, so a warm workspace allocates nothing per call.
+///
+/// Use one workspace per stream (every call overwrites its buffers).
+#[derive(Debug, Default)]
+pub struct PdWorkspace {
+    /// The [`PdScratch`] buffers, in its field order.
+    bufs: [Option<DeviceBuffer>; 8],
+    allocations: usize,
+}
+
+impl PdWorkspace {
+    /// An empty workspace (allocates on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every buffer at least as large as `need` (bytes), on `runner`.
+    pub fn reserve<R: KernelRunner>(&mut self, runner: &R, need: PdScratch) -> Result<()> {
+        for (slot, bytes) in self.bufs.iter_mut().zip(need.as_array()) {
+            if bytes == 0 {
+                continue;
+            }
+            let fits = slot.as_ref().is_some_and(|buf| {
+                buf.backend_name() == runner.backend_name() && buf.len_bytes() >= bytes
+            });
+            if !fits {
+                // Free the old buffer first (stream-ordered on CUDA).
+                *slot = None;
+                let size = bytes
+                    .checked_next_multiple_of(WORKSPACE_GRANULE)
+                    .unwrap_or(bytes);
+                *slot = Some(runner.alloc(size)?);
+                self.allocations += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes held per buffer.
+    pub fn capacity(&self) -> PdScratch {
+        let len = |i: usize| self.bufs[i].as_ref().map_or(0, DeviceBuffer::len_bytes);
+        PdScratch {
+            agg_perm: len(0),
+            agg_d: len(1),
+            agg_b: len(2),
+            carry: len(3),
+            tile_perm: len(4),
+            tile_d: len(5),
+            tile_b: len(6),
+            tile_carry: len(7),
+        }
+    }
+
+    /// Total bytes held.
+    pub fn capacity_bytes(&self) -> usize {
+        self.capacity().total()
+    }
+
+    /// Device allocations made so far (constant once warm).
+    pub fn allocations(&self) -> usize {
+        self.allocations
+    }
+
+    /// Frees every buffer.
+    pub fn clear(&mut self) {
+        self.bufs = Default::default();
+    }
+
+    fn ptr(&self, i: usize) -> u64 {
+        self.bufs[i].as_ref().map_or(0, DeviceBuffer::ptr)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Launching
+// ---------------------------------------------------------------------------
+
+/// Device addresses of one PD scan (a `CUdeviceptr` on CUDA, a host address
+/// in the emulator; [`DeviceBuffer::ptr`] plus a byte offset).
+///
+/// Sizes in elements: `perm` (`u8`), `d`, `b`, `h` (storage type):
+/// `B·T·n`, layout `[B,T,n]`; `h0`, `h_t`: `B·n`, layout `[B,n]`.
+/// `h0 = None` (or `Some(0)`) means zeros; `h = None` computes only `h_t`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PdIo {
+    /// Permutations, one row of `n` bytes per step.
+    pub perm: u64,
+    /// Scales `d`.
+    pub d: u64,
+    /// Inputs `b`.
+    pub b: u64,
+    /// Initial state `[B,n]`.
+    pub h0: Option<u64>,
+    /// All states (output).
+    pub h: Option<u64>,
+    /// Final state `[B,n]` (output).
+    pub h_t: u64,
+}
+
+/// The same as [`PdIo`], as buffers whose sizes are checked: each must hold
+/// exactly the bytes its shape implies.
+#[derive(Clone, Copy, Debug)]
+pub struct PdBuffers<'a> {
+    /// `perm`: `B·T·n` bytes.
+    pub perm: &'a DeviceBuffer,
+    /// `d`: `B·T·n` elements.
+    pub d: &'a DeviceBuffer,
+    /// `b`: `B·T·n` elements.
+    pub b: &'a DeviceBuffer,
+    /// `h0`: `B·n` elements, or zeros.
+    pub h0: Option<&'a DeviceBuffer>,
+    /// `h`: `B·T·n` elements, or only `h_t` is computed.
+    pub h: Option<&'a DeviceBuffer>,
+    /// `h_t`: `B·n` elements.
+    pub h_t: &'a DeviceBuffer,
+}
+
+/// Plans `request` and issues the plan's launches on device pointers, in
+/// order, without synchronizing; returns the plan.
+///
+/// Checked before the first launch: the shape, the plan, that `perm`, `d`,
+/// `b`, `h_t` are non-null, that pointers are aligned to their element
+/// size and that no two ranges overlap. Scratch comes from `ws` (allocated
+/// only when it grows).
+///
+/// The caller guarantees that the pointers address memory of `runner` of at
+/// least those sizes (no runner can check it) and that every `perm` row is
+/// a permutation of `0..n` (the data is on the device; the kernels clamp
+/// indices to `n − 1`, so a violation gives wrong values but stays in
+/// bounds). [`launch_perm_diagonal_buffers`] checks sizes for
+/// [`DeviceBuffer`]s.
+pub fn scan_perm_diagonal_device<R: KernelRunner>(
+    runner: &R,
+    ws: &mut PdWorkspace,
+    dtype: DType,
+    shape: PdShape,
+    io: PdIo,
+    request: PlanRequest,
+) -> Result<PdGpuPlan> {
+    let plan = plan_perm_diagonal(shape, dtype, request, runner.sm_count())?;
+    launch_perm_diagonal(runner, ws, &plan, io)?;
+    Ok(plan)
+}
+
+/// Issues the launches of a ready `plan` on device pointers (see
+/// [`scan_perm_diagonal_device`] for the checks and the caller's duties).
+pub fn launch_perm_diagonal<R: KernelRunner>(
+    runner: &R,
+    ws: &mut PdWorkspace,
+    plan: &PdGpuPlan,
+    io: PdIo,
+) -> Result<()> {
+    check_plan(plan)?;
+    check_io(plan, &io)?;
+    ws.reserve(runner, plan.scratch)?;
+    issue(runner, plan, &plan.launches, ws, io)
+}
+
+/// Issues the launches of `plan` on buffers of `runner`, after checking
+/// that each holds exactly the bytes its shape implies (typed
+/// [`Error::Shape`] naming the buffer) and belongs to `runner`.
+pub fn launch_perm_diagonal_buffers<R: KernelRunner>(
+    runner: &R,
+    ws: &mut PdWorkspace,
+    plan: &PdGpuPlan,
+    bufs: PdBuffers<'_>,
+) -> Result<()> {
+    let size = plan.dtype.size();
+    let n = plan.shape.elements();
+    let states = plan.shape.states();
+    let full = || plan.shape.describe();
+    let bn = || plan.shape.describe_bn();
+    check_buffer(runner, "perm", bufs.perm, n, 1, full)?;
+    check_buffer(runner, "d", bufs.d, n, size, full)?;
+    check_buffer(runner, "b", bufs.b, n, size, full)?;
+    if let Some(h0) = bufs.h0 {
+        check_buffer(runner, "h0", h0, states, size, bn)?;
+    }
+    if let Some(h) = bufs.h {
+        check_buffer(runner, "h", h, n, size, full)?;
+    }
+    check_buffer(runner, "h_t", bufs.h_t, states, size, bn)?;
+    let io = PdIo {
+        perm: bufs.perm.ptr(),
+        d: bufs.d.ptr(),
+        b: bufs.b.ptr(),
+        h0: bufs.h0.map(DeviceBuffer::ptr),
+        h: bufs.h.map(DeviceBuffer::ptr),
+        h_t: bufs.h_t.ptr(),
+    };
+    launch_perm_diagonal(runner, ws, plan, io)
+}
+
+fn check_buffer<R: KernelRunner>(
+    runner: &R,
+    arg: &'static str,
+    buf: &DeviceBuffer,
+    elements: usize,
+    size: usize,
+    shape: impl Fn() -> String,
+) -> Result<()> {
+    if buf.backend_name() != runner.backend_name() {
+        return Err(Error::BackendUnavailable {
+            backend: runner.backend_name(),
+            reason: format!(
+                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
+                buf.backend_name(),
+                runner.backend_name()
+            ),
+        });
+    }
+    if buf.len_bytes() != elements * size {
+        return Err(Error::shape(
+            arg,
+            format!("{} of {size}-byte elements", shape()),
+            elements,
+            buf.len_bytes() / size,
+        ));
+    }
+    Ok(())
+}
+
+/// A plan must meet the launch contract and be consistent (its fields are
+/// public, so it may have been edited since [`plan_perm_diagonal`]).
+fn check_plan(plan: &PdGpuPlan) -> Result<()> {
+    plan.shape.validate()?;
+    let g = plan.geometry();
+    g.check_contract().map_err(|why| {
+        Error::Plan(format!(
+            "{why} in {plan}; make plans with plan_perm_diagonal"
+        ))
+    })?;
+    let kt = KernelType::Data(plan.dtype);
+    if g.launches(kt)? != plan.launches || g.scratch(kt)? != plan.scratch || g.depth() != plan.depth
+    {
+        return Err(Error::Plan(format!(
+            "the launches, scratch or depth of {plan} do not follow from its fields; make plans \
+             with plan_perm_diagonal"
+        )));
+    }
+    Ok(())
+}
+
+fn check_io(plan: &PdGpuPlan, io: &PdIo) -> Result<()> {
+    let size = plan.dtype.size();
+    let n = plan.shape.elements();
+    let states = plan.shape.states();
+    // (name, address, bytes, element alignment, required)
+    let ranges: [(&'static str, u64, usize, usize, bool); 6] = [
+        ("perm", io.perm, n, 1, true),
+        ("d", io.d, n * size, size, true),
+        ("b", io.b, n * size, size, true),
+        ("h0", io.h0.unwrap_or(0), states * size, size, false),
+        ("h", io.h.unwrap_or(0), n * size, size, false),
+        ("h_t", io.h_t, states * size, size, true),
+    ];
+    for &(arg, ptr, _, align, required) in &ranges {
+        if required && ptr == 0 {
+            return Err(Error::size(arg, 0, "a non-null device address"));
+        }
+        if ptr % align as u64 != 0 {
+            return Err(Error::size(
+                arg,
+                ptr as usize,
+                format!("an address aligned to the {align}-byte element"),
+            ));
+        }
+    }
+    for (i, &(arg_i, p, len_p, _, _)) in ranges.iter().enumerate() {
+        for &(arg_j, q, len_q, _, _) in &ranges[..i] {
+            if p == 0 || q == 0 {
+                continue;
+            }
+            let overlap = p < q.saturating_add(len_q as u64) && q < p.saturating_add(len_p as u64);
+            if overlap {
+                return Err(Error::size(
+                    arg_i,
+                    p as usize,
+                    format!(
+                        "a range of {len_p} bytes that does not overlap `{arg_j}` ({q:#x}, {len_q} bytes)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn i32_arg(v: usize) -> KernelArg {
+    // Every size was checked to be a C int by the planner.
+    KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX))
+}
+
+/// Issues `launches` (the plan's, for one instantiation) with `io`.
+fn issue<R: KernelRunner>(
+    runner: &R,
+    plan: &PdGpuPlan,
+    launches: &[PdLaunch],
+    ws: &PdWorkspace,
+    io: PdIo,
+) -> Result<()> {
+    use KernelArg::Ptr;
+    let (bsz, t, n) = (
+        i32_arg(plan.shape.batch),
+        i32_arg(plan.shape.len),
+        i32_arg(plan.shape.n),
+    );
+    let (c, nc, m) = (
+        i32_arg(plan.chunk),
+        i32_arg(plan.chunks),
+        i32_arg(plan.tree),
+    );
+    let (perm, d, b, h0, h, ht) = (
+        Ptr(io.perm),
+        Ptr(io.d),
+        Ptr(io.b),
+        Ptr(io.h0.unwrap_or(0)),
+        Ptr(io.h.unwrap_or(0)),
+        Ptr(io.h_t),
+    );
+    let (agg_p, agg_d, agg_b, carry) = (
+        Ptr(ws.ptr(0)),
+        Ptr(ws.ptr(1)),
+        Ptr(ws.ptr(2)),
+        Ptr(ws.ptr(3)),
+    );
+    let (tile_p, tile_d, tile_b, tile_carry) = (
+        Ptr(ws.ptr(4)),
+        Ptr(ws.ptr(5)),
+        Ptr(ws.ptr(6)),
+        Ptr(ws.ptr(7)),
+    );
+    let (tl, ntl, mt) = (
+        i32_arg(plan.tile),
+        i32_arg(plan.tiles),
+        i32_arg(plan.tile_tree),
+    );
+    // P0/P1 run without carries: their one chunk starts from h0.
+    let rescan_carry = if matches!(plan.kind, PdPlanKind::Chunked | PdPlanKind::TwoLevel) {
+        carry
+    } else {
+        Ptr(0)
+    };
+    for l in launches {
+        let (k, cfg) = (l.kernel, l.cfg);
+        match l.role {
+            PdLaunchRole::Sequential => runner.launch(k, cfg, &[perm, d, b, h, ht, h0, bsz, t, n]),
+            PdLaunchRole::Reduce => {
+                runner.launch(k, cfg, &[perm, d, b, agg_p, agg_d, agg_b, bsz, t, n, c, m])
+            }
+            PdLaunchRole::Scan => {
+                runner.launch(k, cfg, &[agg_p, agg_d, agg_b, carry, h0, bsz, n, nc, m])
+            }
+            PdLaunchRole::ScanTiles => runner.launch(
+                k,
+                cfg,
+                &[
+                    agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, bsz, n, nc, m, tl, mt,
+                ],
+            ),
+            PdLaunchRole::ScanTileCarries => runner.launch(
+                k,
+                cfg,
+                &[tile_p, tile_d, tile_b, tile_carry, h0, bsz, n, ntl, mt],
+            ),
+            PdLaunchRole::ScanApply => runner.launch(
+                k,
+                cfg,
+                &[agg_p, agg_d, agg_b, tile_carry, carry, bsz, n, nc, m, tl],
+            ),
+            PdLaunchRole::Rescan => {
+                runner.launch(k, cfg, &[perm, d, b, h, ht, rescan_carry, h0, bsz, t, n, c])
+            }
+        }?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Host convenience and depth measurement
+// ---------------------------------------------------------------------------
+
+/// Runs a host-side PD problem on `runner`: validates it (shapes and every
+/// `perm` row), plans `request`, uploads, poisons the outputs (`0xFF`
+/// bytes: NaN, so an unwritten element shows), launches, downloads.
+///
+/// Returns `(h [B,T,n], h_T [B,n])` and the plan that ran.
+pub fn scan_perm_diagonal<R, S>(
+    runner: &R,
+    ws: &mut PdWorkspace,
+    problem: &PermDiagonal<'_, S, u8>,
+    request: PlanRequest,
+) -> Result<(Vec<S>, Vec<S>, PdGpuPlan)>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    problem.validate()?;
+    let shape = PdShape::new(problem.batch, problem.len, problem.n);
+    let plan = plan_perm_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
+    let perm = runner.upload(problem.perm)?;
+    let d = runner.upload(problem.d)?;
+    let b = runner.upload(problem.b)?;
+    let h0 = problem.h0.map(|h0| runner.upload(h0)).transpose()?;
+    let size = std::mem::size_of::<S>();
+    let h = runner.alloc(shape.elements() * size)?;
+    let h_t = runner.alloc(shape.states() * size)?;
+    runner.fill(&h, 0xFF)?;
+    runner.fill(&h_t, 0xFF)?;
+    launch_perm_diagonal_buffers(
+        runner,
+        ws,
+        &plan,
+        PdBuffers {
+            perm: &perm,
+            d: &d,
+            b: &b,
+            h0: h0.as_ref(),
+            h: Some(&h),
+            h_t: &h_t,
+        },
+    )?;
+    let mut out = vec![S::default(); shape.elements()];
+    let mut out_t = vec![S::default(); shape.states()];
+    runner.download(&h, &mut out)?;
+    runner.download(&h_t, &mut out_t)?;
+    Ok((out, out_t, plan))
+}
+
+/// Runs `plan`'s launch sequence on the `_depth` instantiation (no inputs:
+/// every step and `h0` has depth 0) and returns the depth of every output,
+/// `(h [B,T,n], h_T [B,n])` as `u32`. Outputs are poisoned first, so an
+/// unwritten element reads `u32::MAX`.
+pub fn measure_perm_diagonal_depth_outputs<R: KernelRunner>(
+    runner: &R,
+    ws: &mut PdWorkspace,
+    plan: &PdGpuPlan,
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    check_plan(plan)?;
+    let g = plan.geometry();
+    let kt = KernelType::Depth;
+    let launches = g.launches(kt)?;
+    let scratch = g.scratch(kt)?;
+    let n = plan.shape.elements();
+    let states = plan.shape.states();
+    let h = runner.alloc(n * 4)?;
+    let h_t = runner.alloc(states * 4)?;
+    runner.fill(&h, 0xFF)?;
+    runner.fill(&h_t, 0xFF)?;
+    ws.reserve(runner, scratch)?;
+    let io = PdIo {
+        perm: 0,
+        d: 0,
+        b: 0,
+        h0: None,
+        h: Some(h.ptr()),
+        h_t: h_t.ptr(),
+    };
+    issue(runner, plan, &launches, ws, io)?;
+    let mut out = vec![0u32; n];
+    let mut out_t = vec![0u32; states];
+    runner.download(&h, &mut out)?;
+    runner.download(&h_t, &mut out_t)?;
+    Ok((out, out_t))
+}
+
+/// The measured depth of `plan`: the deepest output (`h` and `h_T`) of its
+/// launch sequence on the `_depth` kernels. Equals [`PdGpuPlan::depth`]
+/// when the kernels follow their contract.
+pub fn measure_perm_diagonal_depth<R: KernelRunner>(
+    runner: &R,
+    ws: &mut PdWorkspace,
+    plan: &PdGpuPlan,
+) -> Result<u64> {
+    let (h, h_t) = measure_perm_diagonal_depth_outputs(runner, ws, plan)?;
+    Ok(h.iter().chain(&h_t).copied().max().map_or(0, u64::from))
+}
+
+impl<S: Storage + bytemuck::Pod> super::KernelScan for PermDiagonal<'_, S, u8> {
+    type Elem = S;
+
+    fn kernel_plan(
+        &self,
+        sm_count: usize,
+        request: PlanRequest,
+    ) -> Result<super::KernelPlanSummary> {
+        self.validate()?;
+        let shape = PdShape::new(self.batch, self.len, self.n);
+        Ok(plan_perm_diagonal(shape, S::DTYPE, request, sm_count)?.summary())
+    }
+
+    fn kernel_scan<R: KernelRunner>(
+        &self,
+        runner: &R,
+        request: PlanRequest,
+    ) -> Result<super::KernelOutputs<S>> {
+        let mut ws = PdWorkspace::new();
+        let (out, h_last, plan) = scan_perm_diagonal(runner, &mut ws, self, request)?;
+        Ok(super::KernelOutputs {
+            out,
+            h_last,
+            plan: plan.summary(),
+        })
+    }
+
+    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
+        self.validate()?;
+        let shape = PdShape::new(self.batch, self.len, self.n);
+        let plan = plan_perm_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
+        measure_perm_diagonal_depth(runner, &mut PdWorkspace::new(), &plan)
+    }
+
+    fn kernel_prepare<'r, R: KernelRunner>(
+        &self,
+        runner: &'r R,
+        request: PlanRequest,
+    ) -> Result<(super::KernelPlanSummary, super::PreparedLaunches<'r>)> {
+        self.validate()?;
+        let shape = PdShape::new(self.batch, self.len, self.n);
+        let plan = plan_perm_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
+        let size = std::mem::size_of::<S>();
+        let perm = runner.upload(self.perm)?;
+        let d = runner.upload(self.d)?;
+        let b = runner.upload(self.b)?;
+        let h0 = self.h0.map(|h0| runner.upload(h0)).transpose()?;
+        let h = runner.alloc(shape.elements() * size)?;
+        let h_t = runner.alloc(shape.states() * size)?;
+        let mut ws = PdWorkspace::new();
+        ws.reserve(runner, plan.scratch)?;
+        let summary = plan.summary();
+        let run = move || {
+            launch_perm_diagonal_buffers(
+                runner,
+                &mut ws,
+                &plan,
+                PdBuffers {
+                    perm: &perm,
+                    d: &d,
+                    b: &b,
+                    h0: h0.as_ref(),
+                    h: Some(&h),
+                    h_t: &h_t,
+                },
+            )
+        };
+        Ok((summary, Box::new(run)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(b: usize, t: usize, n: usize, request: PlanRequest, sm: usize) -> PdGpuPlan {
+        plan_perm_diagonal(PdShape::new(b, t, n), DType::F32, request, sm).unwrap()
+    }
+
+    fn brute_max_depth(p: &PdGpuPlan) -> u64 {
+        (0..p.shape.len).map(|t| p.depth_at(t)).max().unwrap()
+    }
+
+    #[test]
+    fn max_hb_pc_matches_brute_force() {
+        let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
+        let mut best = 0;
+        for m in 1..5000u64 {
+            best = best.max(score(m));
+            assert_eq!(max_hb_pc(m), best, "m = {m}");
+        }
+    }
+
+    #[test]
+    fn contract_worked_example() {
+        // T = 1024, C = 64: NC = 16, depth 136; sequential 1024.
+        let p = plan(1, 1024, 5, PlanRequest::Chunk(64), 132);
+        assert_eq!((p.kind, p.chunks, p.tree), (PdPlanKind::Chunked, 16, 16));
+        assert_eq!(p.depth, 136);
+        assert_eq!(plan(1, 1024, 5, PlanRequest::Sequential, 132).depth, 1024);
+    }
+
+    #[test]
+    fn plan_depth_is_the_max_of_the_per_step_formula() {
+        let requests = [
+            PlanRequest::Sequential,
+            PlanRequest::Chunk(1),
+            PlanRequest::Chunk(3),
+            PlanRequest::Chunk(7),
+            PlanRequest::Chunk(64),
+            PlanRequest::Chunk(100),
+            PlanRequest::Chunk(5000),
+            PlanRequest::MinDepth,
+            PlanRequest::Auto,
+        ];
+        for t in [1, 2, 5, 17, 64, 255, 1000, 1025, 2049, 9000, 20_000, 70_000] {
+            for &r in &requests {
+                for n in [2, 64] {
+                    let p = plan(2, t, n, r, 2);
+                    assert_eq!(p.depth, brute_max_depth(&p), "{p}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_teams_and_launches() {
+        let p = plan(3, 100, 5, PlanRequest::Sequential, 2);
+        assert_eq!((p.kind, p.teams), (PdPlanKind::Sequential, PdTeams::Small));
+        assert_eq!(p.launches[0].kernel, "pd_small_sequential_f32");
+        // 3 teams of 8 lanes: one block of 128.
+        assert_eq!(p.launches[0].cfg.grid[0], 1);
+        let p = plan(3, 100, 5, PlanRequest::Chunk(100), 2);
+        assert_eq!(p.kind, PdPlanKind::SinglePass);
+        assert_eq!(p.launches.len(), 1);
+        let p = plan(3, 100, 64, PlanRequest::Chunk(7), 2);
+        assert_eq!((p.kind, p.teams), (PdPlanKind::Chunked, PdTeams::Wide));
+        assert_eq!((p.chunks, p.tree), (15, 16));
+        let kernels: Vec<&str> = p.launches.iter().map(|l| l.kernel).collect();
+        assert_eq!(
+            kernels,
+            ["pd_wide_reduce_f32", "pd_scan_f32", "pd_wide_rescan_f32"]
+        );
+        // 45 warps, 4 per block.
+        assert_eq!(p.launches[0].cfg.grid[0], 12);
+        assert_eq!(p.launches[1].cfg.grid[0], 3);
+        // More than ONE_LEVEL_MAX_CHUNKS chunks: two levels, 5 launches.
+        let p = plan(2, 5000, 64, PlanRequest::Chunk(1), 2);
+        assert_eq!(p.kind, PdPlanKind::TwoLevel);
+        assert_eq!((p.tree, p.tile, p.tiles, p.tile_tree), (8192, 128, 40, 64));
+        let kernels: Vec<&str> = p.launches.iter().map(|l| l.kernel).collect();
+        assert_eq!(
+            kernels,
+            [
+                "pd_wide_reduce_f32",
+                "pd_scan_tiles_f32",
+                "pd_scan_f32",
+                "pd_scan_apply_f32",
+                "pd_wide_rescan_f32"
+            ]
+        );
+        assert_eq!(p.launches[1].cfg.grid[0], 80);
+        assert_eq!(p.launches[3].cfg.grid[0], 2 * 5000 * 64 / 256);
+        assert_eq!(
+            plan(1, ONE_LEVEL_MAX_CHUNKS, 5, PlanRequest::Chunk(1), 2).kind,
+            PdPlanKind::Chunked
+        );
+        assert_eq!(
+            plan(1, ONE_LEVEL_MAX_CHUNKS + 1, 5, PlanRequest::Chunk(1), 2).kind,
+            PdPlanKind::TwoLevel
+        );
+        assert_eq!(plan(1, 10, 32, PlanRequest::Auto, 2).teams, PdTeams::Small);
+        assert_eq!(plan(1, 10, 33, PlanRequest::Auto, 2).teams, PdTeams::Wide);
+        assert!(matches!(
+            plan_perm_diagonal(PdShape::new(1, 9, 4), DType::F32, PlanRequest::Chunk(0), 2),
+            Err(Error::Plan(_))
+        ));
+        assert!(matches!(
+            plan_perm_diagonal(PdShape::new(1, 9, 257), DType::F32, PlanRequest::Auto, 2),
+            Err(Error::Size { arg: "n", .. })
+        ));
+        assert!(matches!(
+            plan_perm_diagonal(PdShape::new(1, 0, 4), DType::F32, PlanRequest::Auto, 2),
+            Err(Error::Size { arg: "len", .. })
+        ));
+        assert!(matches!(
+            plan_perm_diagonal(
+                PdShape::new(1, MAX_CHUNKS + 1, 4),
+                DType::F32,
+                PlanRequest::Chunk(1),
+                2
+            ),
+            Err(Error::Plan(_))
+        ));
+    }
+
+    #[test]
+    fn auto_rules() {
+        // Few problems, long T: enough chunks to fill 132 SMs × 2048 threads.
+        let p = plan(16, 1 << 20, 5, PlanRequest::Auto, 132);
+        assert_eq!(p.kind, PdPlanKind::TwoLevel);
+        // Within rounding of C = ⌈T/NC⌉.
+        let target = 132 * 2048 * 99 / 100;
+        let warps = (16 * p.chunks).div_ceil(6);
+        assert!(warps * 32 >= target && p.chunks <= AUTO_MAX_CHUNKS, "{p}");
+        let p = plan(16, 1 << 20, 64, PlanRequest::Auto, 132);
+        assert_eq!(p.kind, PdPlanKind::Chunked);
+        assert!(16 * p.chunks * 32 >= target, "{p}");
+        // One problem still spreads over the GPU.
+        let p = plan(1, 1 << 20, 64, PlanRequest::Auto, 132);
+        assert!(p.chunks * 32 >= target, "{p}");
+        assert_eq!(p.kind, PdPlanKind::TwoLevel);
+        assert!(p.chunk >= AUTO_MIN_CHUNK);
+        // Problems fill the GPU: single pass.
+        let p = plan(60_000, 100, 5, PlanRequest::Auto, 132);
+        assert_eq!(p.kind, PdPlanKind::SinglePass);
+        // Short T: single pass.
+        assert_eq!(
+            plan(1, 50, 5, PlanRequest::Auto, 132).kind,
+            PdPlanKind::SinglePass
+        );
+    }
+
+    #[test]
+    fn min_depth_is_minimal_and_capped() {
+        for t in [1usize, 3, 40, 1000, 70_000] {
+            let best = plan(1, t, 4, PlanRequest::MinDepth, 2);
+            for k in 0..17 {
+                let p = plan(1, t, 4, PlanRequest::Chunk(1 << k), 2);
+                assert!(best.depth <= p.depth, "{best} vs {p}");
+            }
+        }
+        // B = 16, T = 2^20, n = 64 at C = 1 would need ~10 GB of scratch.
+        let p = plan(16, 1 << 20, 64, PlanRequest::MinDepth, 132);
+        assert!(p.scratch_bytes() <= MIN_DEPTH_SCRATCH_CAP, "{p}");
+        assert!(p.chunks > 1);
+    }
+
+    #[test]
+    fn scratch_sizes() {
+        let p = plan_perm_diagonal(
+            PdShape::new(2, 100, 3),
+            DType::F64,
+            PlanRequest::Chunk(10),
+            2,
+        )
+        .unwrap();
+        // NC = 10, M = 16.
+        assert_eq!(p.scratch.agg_perm, 2 * 16 * 3);
+        assert_eq!(p.scratch.agg_d, 2 * 16 * 3 * 8);
+        assert_eq!(p.scratch.carry, 2 * 10 * 3 * 8);
+        assert_eq!(p.scratch.tile_perm, 0);
+        assert_eq!(
+            plan(2, 100, 3, PlanRequest::Sequential, 2).scratch_bytes(),
+            0
+        );
+        // P3: NC = 2000, M = 2048, TL = 64, NTL = 32 = MT.
+        let p = plan(2, 2000, 3, PlanRequest::Chunk(1), 2);
+        assert_eq!((p.tile, p.tiles, p.tile_tree), (64, 32, 32));
+        assert_eq!(p.scratch.agg_perm, 2 * 2048 * 3);
+        assert_eq!(p.scratch.tile_perm, 2 * 32 * 3);
+        assert_eq!(p.scratch.tile_d, 2 * 32 * 3 * 4);
+        assert_eq!(p.scratch.tile_carry, 2 * 32 * 3 * 4);
+        assert_eq!(p.scratch.carry, 2 * 2000 * 3 * 4);
+    }
+}

@@ -480,7 +480,7 @@ fn kernel_cases(
     cases
 }
 
-/// Cases of [`check_kernels`] at `lengths`: for every configured family
+/// Cases of `check_kernels` at `lengths`: for every configured family
 /// with kernels, every check shape × dtype × with/without `h_0` × length ×
 /// plan (plus [`KERNEL_P3_CASE`] for Diagonal).
 pub fn kernel_case_count(cfg: &CheckConfig, lengths: &[usize]) -> usize {

@@ -63,8 +63,8 @@ struct SweepArgs {
     #[arg(long, default_value = "btd")]
     layouts: String,
     /// Backend: auto (CUDA when a device opens, else CPU), cpu, cuda, emu (SIMT emulator
-    /// of the kernels, small T: default grid capped at 2^14). On cuda/emu the diagonal
-    /// family runs on its kernels and the other families on the CPU engine (rows say which).
+    /// of the kernels, small T: default grid capped at 2^14). On cuda/emu every family with
+    /// kernels runs on them, the rest on the CPU engine (rows say which).
     #[arg(long, default_value = "auto")]
     backend: String,
     /// Worker threads (default: every core).

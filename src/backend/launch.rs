@@ -210,7 +210,7 @@ impl LaunchConfig {
     }
 }
 
-/// Device memory owned by a runner (host memory for the emulator, a CudaSlice<u8> for CUDA).
+/// Device memory owned by a runner (host memory for the emulator, a `CudaSlice<u8>` for CUDA).
 ///
 /// Freed when dropped (on CUDA, stream-ordered after the work already
 /// queued). Use a buffer only with the runner that allocated it (on CUDA:

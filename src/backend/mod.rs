@@ -73,7 +73,7 @@ impl BackendKind {
     }
 }
 
-/// Whether this build's CUDA backend has scan kernels: the Diagonal family
-/// runs on them ([`crate::kernels::diagonal`]); the other families fall
-/// back to the CPU engine per case (labelled `cpu` in the reports).
+/// Whether this build's CUDA backend has scan kernels: every family with
+/// kernels ([`crate::kernels`]) runs on them; families without fall back
+/// to the CPU engine per case (labelled `cpu` in the reports).
 pub const HAS_SCAN_KERNELS: bool = true;

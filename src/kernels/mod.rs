@@ -1,10 +1,10 @@
 //! Host-side orchestration of the handwritten kernels: one small safe
 //! wrapper per kernel family.
 //!
-//! Each wrapper turns a problem and a [`PlanRequest`](crate::PlanRequest)
+//! Each wrapper turns a problem and a [`PlanRequest`]
 //! into an inspectable GPU plan (which kernels, in which order, with which
 //! launch shapes and scratch), and issues that launch sequence on any
-//! [`KernelRunner`](crate::backend::launch::KernelRunner): the CUDA backend
+//! [`KernelRunner`]: the CUDA backend
 //! on a GPU, the SIMT emulator everywhere else. The emulator runs the same
 //! `kernels/*.cu` sources, so the code path CI tests is the one the GPU runs.
 //!

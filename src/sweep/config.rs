@@ -102,11 +102,11 @@ pub enum BackendChoice {
     Auto,
     /// The native rayon engine.
     Cpu,
-    /// The CUDA backend (an error when no device opens); Diagonal runs on
-    /// its kernels, other families on the CPU engine.
+    /// The CUDA backend (an error when no device opens); families with
+    /// kernels run on them, the others on the CPU engine.
     Cuda,
-    /// The SIMT emulator of the CUDA kernels (small sizes only); Diagonal
-    /// runs on the emulated kernels, other families on the CPU engine.
+    /// The SIMT emulator of the CUDA kernels (small sizes only); families
+    /// with kernels run on the emulated kernels, the others on the CPU engine.
     Emu,
 }
 

@@ -20,16 +20,18 @@
 //! backend must make) plus the scan on the backend's own worker pool.
 //! Input generation, allocation and the depth measurement are not timed.
 //!
-//! Under `--backend cuda` or `--backend emu` the Diagonal rows run on the
-//! kernels of `kernels/diagonal.cu` ([`crate::kernels::diagonal`]) on that
-//! runner: the plan column adds the GPU plan kind (`auto [P2]`), the chunk
-//! column is the GPU plan's chunk, the depth is measured by the plan's own
-//! launches on the `_depth` kernels
-//! ([`crate::kernels::diagonal::measure_diagonal_depth`]; work is not
-//! counted there and reads 0), and the time covers the launches plus a
-//! `synchronize` on inputs uploaded once (`timed = launches+sync`).
-//! Families without kernels run on the CPU engine, rows labelled `cpu`
-//! (the bandwidth line too: it is quoted against the CPU copy bandwidth).
+//! Under `--backend cuda` or `--backend emu` every family with kernels
+//! ([`Family::has_kernels`]) runs on them through
+//! [`KernelScan`] on that runner: the plan
+//! column adds the GPU plan kind (`auto [P2]`), the chunk column is the GPU
+//! plan's chunk, the depth is measured by the plan's own launches on the
+//! depth-counting kernels (work is not counted there and reads 0), and the
+//! time covers the launches plus a `synchronize` on inputs uploaded once
+//! (`timed = launches+sync`). Families without kernels run on the CPU
+//! engine, rows labelled `cpu` (the bandwidth line too: it is quoted
+//! against the CPU copy bandwidth). Nonlinear cells run on the Newton
+//! kernels ([`crate::newton::solve_kernels`], `timed = solve`) except the
+//! parity machine, which is CPU-only.
 
 pub mod bandwidth;
 pub mod cases;
@@ -95,12 +97,11 @@ pub struct BackendSelection {
 ///
 /// `Cuda` opens the device (an error, with the reason, when none opens);
 /// `Emu` always works; `Auto` follows [`BackendKind::auto`]. On `cuda` and
-/// `emu` the Diagonal family runs on the kernels of `kernels/diagonal.cu`
-/// and every other family on the CPU engine, each row labelled with the
-/// backend that ran it.
+/// `emu` every family with kernels runs on them and the others on the CPU
+/// engine, each row labelled with the backend that ran it.
 pub fn select_backend(choice: BackendChoice) -> Result<BackendSelection> {
     const FALLBACK: &str =
-        "diagonal on its kernels; other families on the CPU engine (rows labelled cpu)";
+        "families with kernels run on them; the rest on the CPU engine (rows say which)";
     match choice {
         BackendChoice::Cpu => Ok(BackendSelection {
             kind: BackendKind::Cpu,
@@ -136,7 +137,7 @@ pub fn select_backend(choice: BackendChoice) -> Result<BackendSelection> {
     }
 }
 
-/// A kernel runner the sweep drives the Diagonal family on.
+/// A kernel runner the sweep drives the families with kernels on.
 enum Device {
     Cuda(CudaBackend),
     Emu(EmuBackend),
@@ -323,7 +324,7 @@ struct Runner<'c, 'e> {
     on_event: &'e mut dyn FnMut(Event<'_>),
     /// Depth and work depend only on `(T, C)`: measure each pair once.
     depth_cache: HashMap<(usize, usize), Measured>,
-    /// The kernel runner of `cuda` / `emu` (Diagonal rows), if any.
+    /// The kernel runner of `cuda` / `emu`, if any.
     device: Option<&'c Device>,
     /// Kernel-measured depth by [`KernelPlanSummary::depth_key`](crate::kernels::KernelPlanSummary).
     gpu_depth_cache: HashMap<String, u64>,

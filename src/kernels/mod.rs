@@ -10,11 +10,14 @@
 //!
 //! - [`diagonal`]: the Diagonal family (`kernels/diagonal.cu`), both layouts,
 //!   f32/f16/bf16/f64 storage, and its depth-counting instantiation.
+//! - [`dplr`]: the DPLR family (`kernels/dplr.cu`): readout and all-states
+//!   outputs, rank ≤ 4, `n, m ≤ 128`, f32/f16/bf16/f64 storage and depth.
 //!
 //! Every family also implements [`KernelScan`], the family-independent face
 //! that `parascan check` and `parascan sweep` drive.
 
 pub mod diagonal;
+pub mod dplr;
 
 pub use diagonal::{
     launch_diagonal, launch_diagonal_buffers, measure_diagonal_depth,

@@ -583,7 +583,7 @@ impl<S: Storage + bytemuck::Pod> View<'_, S> {
             View::Diagonal(p) => Some(visitor.visit(p)),
             View::PermDiagonal(_) => None,
             View::BlockDiagonal(_) => None,
-            View::Dplr(_) => None,
+            View::Dplr(p) => Some(visitor.visit(p)),
         }
     }
 }

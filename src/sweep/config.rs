@@ -46,7 +46,7 @@ impl Family {
     /// Whether the family has kernels in `kernels/*.cu` (it then runs on
     /// them under `--backend cuda|emu` and in `check`).
     pub fn has_kernels(self) -> bool {
-        matches!(self, Family::Diagonal)
+        matches!(self, Family::Diagonal | Family::Dplr)
     }
 
     /// The command-line name (`diagonal`, `perm-diagonal`, ...).

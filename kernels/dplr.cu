@@ -58,15 +58,16 @@
 // Launch shapes (grid (x,1,1), block (bx,1,1)):
 //   K1: bx = CB in {32, 64}; tiles = ceil((n+m)/CB) (thread j < n: column j of M,
 //       n <= j < n+m: column j-n of N); grid = B*NC*tiles, block id = (b*NC + c)*tiles + tile.
-//       shared = SB*(2R+3)*NMAX*sizeof(A) + SB*CB*sizeof(A), SB = 8 staged steps.
+//       shared = (SB*(2R+3)*NMAX + SB*CB + 4*CB)*sizeof(A), SB = 8 staged steps: the
+//       staged step vectors, x of the block's columns, each thread's R projections.
 //   K2, K3: bx = CB in {32, 64}; tiles = ceil(m/CB); grid = B*NC*tiles (K3: NC = 1);
 //       shared as K1.
 //   K4: bx in [32, 256], a multiple of 32 (recommended round32(n+m) clamped);
 //       grid = B*floor(NC/(2*half)), block id = b*npairs + p; shared = n*NMAX*sizeof(A).
 //   K5: bx in [32, 128], a multiple of 32 (recommended round32(m) clamped);
 //       grid = B*cnt, cnt = (NC-1-half)/(2*half) + 1; shared = n*NMAX*sizeof(A).
-//   Shared memory is dynamic; above 48 KiB (n = 128 with A = float in K4/K5, R = 4 and
-//   n = 128 in K1-K3) the launcher must opt in (the CUDA runner does).
+//   Shared memory is dynamic; above 48 KiB (n = 128 in K4/K5; R = 4 and n = 128 in
+//   K1-K3; f64 sooner) the launcher must opt in (the CUDA runner does).
 //
 // Plans. LV = ceil(log2 NC).
 //   Sequential:   K3.                                                        1 launch
@@ -108,6 +109,11 @@
 //   * Parallelism: B * NC * ceil(cols/CB) blocks; few problems and long T get many
 //     chunks. Tensor cores (mma for the dense level kernels and a WY-form chunk fold)
 //     are not used yet.
+//   * ptxas (sm_90, scripts/check-kernels.sh): no spills at NMAX <= 64 except small ones
+//     in dplr_reduce_n64 (60/100 B) and dplr_up_n32 (4 B); NMAX = 128 spills in
+//     dplr_down (524 B) and f64 spills at NMAX = 128. Correct, but those widths are slower.
+//   * The depth instantiation keeps one counter per column (dcol) rather than NMAX equal
+//     counters: nvcc 13.0's cicc crashed (SIGSEGV) on the 128-wide array of counters.
 // =====================================================================================
 
 #include <stdint.h>

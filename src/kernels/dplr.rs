@@ -711,10 +711,10 @@ fn min_depth_geometry(shape: DplrShape, kt: KernelType) -> Result<Geometry> {
         if !fits {
             continue;
         }
-        if fallback.is_none_or(|f| g.chunk < f.chunk) {
+        if fallback.map_or(true, |f| g.chunk < f.chunk) {
             fallback = Some(g);
         }
-        let better = best.is_none_or(|b| {
+        let better = best.map_or(true, |b| {
             let (dg, db) = (g.depth(), b.depth());
             dg < db || (dg == db && g.chunk > b.chunk)
         });

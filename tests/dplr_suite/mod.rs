@@ -79,6 +79,9 @@ impl<R: KernelRunner> KernelRunner for Counter<'_, R> {
     }
 }
 
+/// `(B, T, n, m, R)`.
+pub type Dims = (usize, usize, usize, usize, usize);
+
 // ---------------------------------------------------------------------------
 // Inputs and cases
 // ---------------------------------------------------------------------------
@@ -109,7 +112,7 @@ pub struct Case {
 
 impl Case {
     pub fn new(
-        (batch, len, n, m, rank): (usize, usize, usize, usize, usize),
+        (batch, len, n, m, rank): Dims,
         request: PlanRequest,
         h0: bool,
         output: DplrOutput,
@@ -303,7 +306,7 @@ pub fn standard_cases() -> Vec<Case> {
     use PlanRequest::*;
     let mut cases = Vec::new();
     let mut flip = 0usize;
-    let mut push = |shape: (usize, usize, usize, usize, usize), requests: &[PlanRequest]| {
+    let mut push = |shape: Dims, requests: &[PlanRequest]| {
         for &r in requests {
             flip += 1;
             let output = if flip % 3 == 0 {
@@ -447,7 +450,7 @@ pub fn check_depth<R: KernelRunner>(runner: &R, plan: &DplrPlan) -> Result<(), S
 pub fn depth_plans(sm_count: usize) -> Vec<DplrPlan> {
     use PlanRequest::*;
     let mut plans = Vec::new();
-    let specs: [((usize, usize, usize, usize, usize), PlanRequest, DplrOutput); 12] = [
+    let specs: [(Dims, PlanRequest, DplrOutput); 12] = [
         ((1, 1, 3, 2, 1), Sequential, DplrOutput::Readout),
         ((2, 9, 3, 2, 2), Chunk(9), DplrOutput::States),
         ((1, 100, 4, 3, 1), Sequential, DplrOutput::Readout),
@@ -462,12 +465,17 @@ pub fn depth_plans(sm_count: usize) -> Vec<DplrPlan> {
         ((1, 7, 128, 5, 2), Chunk(2), DplrOutput::States),
     ];
     for ((b, t, n, m, r), req, out) in specs {
-        for dtype in [DType::F32] {
-            plans.push(
-                plan_dplr(DplrShape::new(b, t, n, m, r), out, dtype, req, sm_count)
-                    .expect("valid plan"),
-            );
-        }
+        // The depth kernels are the same for every dtype.
+        plans.push(
+            plan_dplr(
+                DplrShape::new(b, t, n, m, r),
+                out,
+                DType::F32,
+                req,
+                sm_count,
+            )
+            .expect("valid plan"),
+        );
     }
     plans
 }
@@ -493,11 +501,11 @@ struct Owned {
     x: Vec<f32>,
     q: Vec<f32>,
     h0: Vec<f32>,
-    shape: (usize, usize, usize, usize, usize),
+    shape: Dims,
 }
 
 impl Owned {
-    fn new(shape: (usize, usize, usize, usize, usize)) -> Self {
+    fn new(shape: Dims) -> Self {
         let (b, t, n, m, r) = shape;
         let case = Case::new(shape, PlanRequest::Auto, true, DplrOutput::Readout);
         let (w, u, v, k, x, q, h0) = inputs::<f32>(&case, 1);

@@ -109,9 +109,10 @@
 //   * Parallelism: B * NC * ceil(cols/CB) blocks; few problems and long T get many
 //     chunks. Tensor cores (mma for the dense level kernels and a WY-form chunk fold)
 //     are not used yet.
-//   * ptxas (sm_90, scripts/check-kernels.sh): no spills at NMAX <= 64 except small ones
-//     in dplr_reduce_n64 (60/100 B) and dplr_up_n32 (4 B); NMAX = 128 spills in
-//     dplr_down (524 B) and f64 spills at NMAX = 128. Correct, but those widths are slower.
+//   * ptxas (sm_90, scripts/check-kernels.sh): __launch_bounds__(64, 4) on the chunk
+//     kernels lets ptxas use ~140 registers at NMAX = 64 (without the minimum-blocks
+//     hint it capped dplr_reduce_n64 at 128 and spilled). NMAX = 128 spills in dplr_down
+//     (524 B), and f64 at NMAX = 128 everywhere: correct, but those widths are slower.
 //   * The depth instantiation keeps one counter per column (dcol) rather than NMAX equal
 //     counters: nvcc 13.0's cicc crashed (SIGSEGV) on the 128-wide array of counters.
 // =====================================================================================
@@ -122,6 +123,13 @@
 #include "parascan.cuh"
 
 #define PSP_DEV __device__ __forceinline__
+
+// -DPS_DPLR_DROP_BARRIER=1 removes the barrier that protects the staged step inputs
+// from being overwritten while other threads still read them (a deliberately broken
+// build: the emulator tests fail under the reverse and shuffled fiber orders).
+#ifndef PS_DPLR_DROP_BARRIER
+#define PS_DPLR_DROP_BARRIER 0
+#endif
 
 namespace psp {
 
@@ -226,7 +234,9 @@ PS_UNROLL
 
     for (long long ts = t0; ts < t1; ts += kStage) {  // uniform across the block
         const int ns = static_cast<int>(min_ll(kStage, t1 - ts));
+#if PS_DPLR_DROP_BARRIER != 1
         __syncthreads();  // the previous batch's readers are done with smem
+#endif
         if (!Ops::kDepth) {
             for (int e = tid; e < ns * ss; e += cb) {
                 const int s = e / ss;
@@ -411,7 +421,7 @@ using OpsBF16 = RealOps<__nv_bfloat16, float>;
 // ---------------------------------------------------------------------------------------
 
 #define PSP_KERNELS(NM, SFX, OPS)                                                                            \
-    extern "C" __global__ void __launch_bounds__(64)                                                         \
+    extern "C" __global__ void __launch_bounds__(64, 4)                                                      \
         dplr_reduce_n##NM##_##SFX(const OPS::In* __restrict__ w, const OPS::In* __restrict__ u,              \
                                   const OPS::In* __restrict__ v, const OPS::In* __restrict__ k,              \
                                   const OPS::In* __restrict__ x, OPS::Acc* __restrict__ agg, int B, int T,   \
@@ -420,7 +430,7 @@ using OpsBF16 = RealOps<__nv_bfloat16, float>;
                                       agg, B, T, n, m, R, C);                                                \
     }                                                                                                        \
     PS_REGISTER_KERNEL(dplr_reduce_n##NM##_##SFX);                                                           \
-    extern "C" __global__ void __launch_bounds__(64)                                                         \
+    extern "C" __global__ void __launch_bounds__(64, 4)                                                      \
         dplr_rescan_n##NM##_##SFX(const OPS::In* __restrict__ w, const OPS::In* __restrict__ u,              \
                                   const OPS::In* __restrict__ v, const OPS::In* __restrict__ k,              \
                                   const OPS::In* __restrict__ x, const OPS::In* __restrict__ q,              \
@@ -431,7 +441,7 @@ using OpsBF16 = RealOps<__nv_bfloat16, float>;
                                        C);                                                                   \
     }                                                                                                        \
     PS_REGISTER_KERNEL(dplr_rescan_n##NM##_##SFX);                                                           \
-    extern "C" __global__ void __launch_bounds__(64)                                                         \
+    extern "C" __global__ void __launch_bounds__(64, 4)                                                      \
         dplr_sequential_n##NM##_##SFX(const OPS::In* __restrict__ w, const OPS::In* __restrict__ u,          \
                                       const OPS::In* __restrict__ v, const OPS::In* __restrict__ k,          \
                                       const OPS::In* __restrict__ x, const OPS::In* __restrict__ q,          \

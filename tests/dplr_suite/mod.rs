@@ -329,8 +329,11 @@ pub fn standard_cases() -> Vec<Case> {
     push((1, 12, 16, 40, 4), &[Chunk(5), Auto]);
     push((2, 9, 7, 70, 1), &[Sequential, Chunk(2)]);
     push((1, 5, 65, 6, 2), &[Chunk(2)]);
-    // The widest shape, tiny B·T.
+    // T ≫ C with several problems: 7 up/down levels.
+    push((3, 2000, 12, 7, 2), &[Chunk(16), Auto]);
+    // The widest shape: tiny B·T, then more chunks.
     push((1, 3, 128, 128, 4), &[Chunk(2)]);
+    push((1, 150, 128, 128, 4), &[Chunk(11)]);
     push((1, 2, 100, 9, 1), &[Sequential]);
     cases
 }

@@ -86,3 +86,68 @@ fn errors_before_any_launch() {
 fn workspace_is_reused() {
     dplr_suite::check_workspace_reuse(&EmuBackend::reverse());
 }
+
+/// The family-independent face used by `check` and `sweep`: plan summary,
+/// scan, measured depth and prepared launches agree with the module API.
+#[test]
+fn kernel_scan_face() {
+    use parascan::backend::launch::KernelRunner;
+    use parascan::family::dplr::Dplr;
+    use parascan::kernels::dplr::{plan_dplr, DplrShape};
+    use parascan::kernels::KernelScan;
+    let runner = EmuBackend::shuffled(21);
+    let case = dplr_suite::Case::new(
+        (2, 90, 6, 5, 2),
+        PlanRequest::Chunk(9),
+        true,
+        DplrOutput::Readout,
+    );
+    let (w, u, v, k, x, q, h0) = dplr_suite::inputs::<f32>(&case, 0x77);
+    let p = Dplr {
+        w: &w,
+        u: &u,
+        v: &v,
+        k: &k,
+        x: &x,
+        q: Some(&q),
+        h0: Some(&h0),
+        batch: 2,
+        len: 90,
+        n: 6,
+        m: 5,
+        rank: 2,
+        output: DplrOutput::Readout,
+    };
+    let summary = p.kernel_plan(runner.sm_count(), case.request).unwrap();
+    let plan = plan_dplr(
+        DplrShape::of(&p),
+        p.output,
+        parascan::DType::F32,
+        case.request,
+        runner.sm_count(),
+    )
+    .unwrap();
+    assert_eq!(summary, plan.summary());
+    assert_eq!(
+        (summary.kind.as_str(), summary.chunk, summary.chunks),
+        ("P2", 9, 10)
+    );
+    assert_eq!(
+        p.kernel_depth(&runner, case.request).unwrap(),
+        summary.depth_formula
+    );
+    let outs = p.kernel_scan(&runner, case.request).unwrap();
+    let (want, want_t) = parascan::oracle::dplr(&p);
+    let tol = common::tolerance::<f32>(90);
+    assert!(parascan::oracle::rel_l2(&outs.out, &want) <= tol);
+    assert!(parascan::oracle::rel_l2(&outs.h_last, &want_t) <= tol);
+    let counter = dplr_suite::Counter::new(&runner);
+    let (prepared, mut run) = p.kernel_prepare(&counter, case.request).unwrap();
+    assert_eq!(prepared, summary);
+    let allocs = counter.allocs.get();
+    run().unwrap();
+    run().unwrap();
+    assert_eq!(counter.launches.get(), 2 * plan.launches.len());
+    assert_eq!(counter.allocs.get(), allocs, "a prepared run allocated");
+    assert_eq!(counter.syncs.get(), 0, "a prepared run synchronized");
+}

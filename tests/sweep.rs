@@ -381,8 +381,9 @@ fn check_passes_on_the_cpu_backend() {
     let on = |b: &str| report.rows.iter().filter(|r| r.backend == b).count();
     assert_eq!(on("cpu"), check::case_count(&cfg));
     // The emulated Diagonal kernels: 2 shapes × 4 dtypes × 2 h0 × (3 T × 4
-    // plans + the two-level case).
-    assert_eq!(on("emu"), 2 * 4 * 2 * (3 * 4 + 1));
+    // plans + the two-level case); DPLR: 2 shapes × 4 dtypes × 2 h0 × 3 T ×
+    // 4 plans.
+    assert_eq!(on("emu"), 2 * 4 * 2 * (3 * 4 + 1) + 2 * 4 * 2 * 3 * 4);
     assert_eq!(on("emu"), check::kernel_case_count(&cfg, &cfg.lengths));
     assert!(report
         .rows

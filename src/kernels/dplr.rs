@@ -6,7 +6,7 @@
 //! plans, scratch sizes and the measured-depth formula). The recurrence is
 //! `H_t = (diag(w_t) + Σ_r u_{t,r} v_{t,r}ᵀ) H_{t-1} + k_t x_tᵀ` on a state
 //! `H ∈ R^{n×m}` (row-major), with readout `y_t = H_tᵀ q_t`; see
-//! [`Dplr`](crate::family::dplr::Dplr) for shapes.
+//! [`Dplr`] for shapes.
 //!
 //! # Layers
 //!

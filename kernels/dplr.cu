@@ -109,10 +109,11 @@
 //   * Parallelism: B * NC * ceil(cols/CB) blocks; few problems and long T get many
 //     chunks. Tensor cores (mma for the dense level kernels and a WY-form chunk fold)
 //     are not used yet.
-//   * ptxas (sm_90, scripts/check-kernels.sh): __launch_bounds__(64, 4) on the chunk
-//     kernels lets ptxas use ~140 registers at NMAX = 64 (without the minimum-blocks
-//     hint it capped dplr_reduce_n64 at 128 and spilled). NMAX = 128 spills in dplr_down
-//     (524 B), and f64 at NMAX = 128 everywhere: correct, but those widths are slower.
+//   * ptxas (sm_90, scripts/check-kernels.sh): no spill at NMAX <= 64 in the chunk
+//     kernels (f32: 123-164 registers; __launch_bounds__(64, 4): without the
+//     minimum-blocks hint ptxas capped dplr_reduce_n64 at 128 registers and spilled).
+//     Spills: dplr_up_n32 4 B; NMAX = 128: rescan/sequential <= 32 B, dplr_down 524 B;
+//     f64 at NMAX = 128 everywhere (up to ~1.2 KB). Correct, but slower there.
 //   * The depth instantiation keeps one counter per column (dcol) rather than NMAX equal
 //     counters: nvcc 13.0's cicc crashed (SIGSEGV) on the 128-wide array of counters.
 // =====================================================================================

@@ -379,10 +379,12 @@ PS_HD inline void dplr_readout(int n, int m, const T* H, const T* q, T* y) {
 
 // Full unrolling on the GPU (register arrays need constant indices); the
 // emulator's host compiler gets plain loops, which compile fast.
+#ifndef PS_UNROLL
 #if defined(__CUDACC__) || defined(__clang__)
 #define PS_UNROLL _Pragma("unroll")
 #else
 #define PS_UNROLL
+#endif
 #endif
 
 // Column of dplr_step (has_input) or of dplr_lmul (a column of M, no input).

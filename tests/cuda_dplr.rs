@@ -8,6 +8,9 @@
 //!
 //! Without a usable GPU every test prints `skipped: <reason>` and passes,
 //! except under `REQUIRE_GPU=1`, where it fails (see `tests/common/gpu.rs`).
+//! The two benchmark tests are `#[ignore]`d so that the sanitizer passes of
+//! `scripts/device-bundle.sh` stay short: run them with
+//! `cuda_dplr --ignored --nocapture --test-threads=1`.
 
 mod common;
 mod dplr_suite;
@@ -55,6 +58,7 @@ fn workspace_is_reused() {
 /// The benchmark shape (DeltaNet parameters), f32 and bf16, every plan
 /// against the oracle on problem 0, with the median time of each plan.
 #[test]
+#[ignore = "benchmark (~1 GB of inputs): run with --ignored on a GPU, not under compute-sanitizer"]
 fn deltanet_benchmark_shape() {
     let Some(cuda) = cuda() else { return };
     bench::<f32>(&cuda, 0x7000);
@@ -143,6 +147,7 @@ fn bench<S: Storage + bytemuck::Pod>(cuda: &CudaBackend, seed: u64) {
 /// Time per token of the `Auto` plan from `T = 2^12` to `2^16` (printed):
 /// the project wants it flat.
 #[test]
+#[ignore = "benchmark (up to 3 GB of inputs): run with --ignored on a GPU, not under compute-sanitizer"]
 fn time_per_token_over_length() {
     let Some(cuda) = cuda() else { return };
     for log_t in 12..=16 {

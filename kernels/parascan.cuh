@@ -381,6 +381,75 @@ PS_HD inline void dplr_readout(int n, int m, const T* H, const T* q, T* y) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// DPLR, one column at a time (what kernels/dplr.cu runs).
+//
+// The columns of H (and of a chunk aggregate [M | N]) evolve independently:
+// column j of dplr_step is h <- w (.) h + sum_r u_r (v_r^T h) + k x_j, with
+// the same summation order as dplr_lmul (projections over rows ascending, then
+// w*h first and the rank terms in r order, then + k x_j). A kernel thread
+// keeps one column h[0..NMAX) in registers; the step vectors w, u_r, v_r, k
+// are staged with stride NMAX and zero padding, so entries l >= n of h stay 0
+// and no loop needs a bound check (adding 0 products changes no sum).
+// ---------------------------------------------------------------------------
+
+// Full unrolling on the GPU (register arrays need constant indices); the
+// emulator's host compiler gets plain loops, which compile fast.
+#ifndef PS_UNROLL
+#if defined(__CUDACC__) || defined(__clang__)
+#define PS_UNROLL _Pragma("unroll")
+#else
+#define PS_UNROLL
+#endif
+#endif
+
+// Column of dplr_step (has_input) or of dplr_lmul (a column of M, no input).
+// u, v: R vectors of stride NMAX. The R projections go to s[r * s_stride] (a
+// per-thread slot in shared memory on the GPU) so that the rank loop is a
+// runtime loop around unrolled row loops: code size does not grow with R.
+template <typename T, int NMAX>
+PS_HD inline void dplr_col_step(int R, const T* w, const T* u, const T* v, const T* k, T xj,
+                                bool has_input, T* h, T* s, int s_stride) {
+    for (int r = 0; r < R; ++r) {
+        T acc = T(0);
+PS_UNROLL
+        for (int l = 0; l < NMAX; ++l) acc += v[r * NMAX + l] * h[l];
+        s[r * s_stride] = acc;
+    }
+PS_UNROLL
+    for (int l = 0; l < NMAX; ++l) h[l] = w[l] * h[l];
+    for (int r = 0; r < R; ++r) {
+        const T sr = s[r * s_stride];
+PS_UNROLL
+        for (int l = 0; l < NMAX; ++l) h[l] += u[r * NMAX + l] * sr;
+    }
+    if (has_input) {
+PS_UNROLL
+        for (int l = 0; l < NMAX; ++l) h[l] += k[l] * xj;
+    }
+}
+
+// Column j of dplr_readout: y_j = sum_i H[i][j] q_i, i ascending.
+template <typename T, int NMAX>
+PS_HD inline T dplr_col_readout(const T* h, const T* q) {
+    T acc = T(0);
+PS_UNROLL
+    for (int l = 0; l < NMAX; ++l) acc += h[l] * q[l];
+    return acc;
+}
+
+// Row i of a dense product applied to one column: init + sum_l Mrow[l] a[l],
+// l ascending. With init = 0 and a = column j of M1 this is M[i][j] of
+// dplr_combine; with init = N2[i][j] (or N[i][j]) and a = column j of N1 (or
+// H_in) it is N[i][j] of dplr_combine (or H_out[i][j] of dplr_apply).
+template <typename T, int NMAX>
+PS_HD inline T dplr_row_dot(T init, const T* mrow, const T* a) {
+    T acc = init;
+PS_UNROLL
+    for (int l = 0; l < NMAX; ++l) acc += mrow[l] * a[l];
+    return acc;
+}
+
 }  // namespace ps
 
 #endif  // PARASCAN_CUH

@@ -15,12 +15,15 @@
 //! - [`perm_diagonal`]: the PermDiagonal family (`kernels/perm_diagonal.cu`),
 //!   `n ≤ 256` with `u8` permutations, f32/f16/bf16/f64 storage, and its
 //!   depth-counting instantiation.
+//! - [`dplr`]: the DPLR family (`kernels/dplr.cu`): readout and all-states
+//!   outputs, rank ≤ 4, `n, m ≤ 128`, f32/f16/bf16/f64 storage and depth.
 //!
 //! Every family also implements [`KernelScan`], the family-independent face
 //! that `parascan check` and `parascan sweep` drive.
 
 pub mod block_diagonal;
 pub mod diagonal;
+pub mod dplr;
 pub mod perm_diagonal;
 
 pub use diagonal::{

@@ -583,7 +583,7 @@ impl<S: Storage + bytemuck::Pod> View<'_, S> {
             View::Diagonal(p) => Some(visitor.visit(p)),
             View::PermDiagonal(p) => Some(visitor.visit(p)),
             View::BlockDiagonal(p) => Some(visitor.visit(p)),
-            View::Dplr(_) => None,
+            View::Dplr(p) => Some(visitor.visit(p)),
         }
     }
 }

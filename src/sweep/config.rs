@@ -46,9 +46,15 @@ impl Family {
     /// Whether the family has kernels in `kernels/*.cu` (it then runs on
     /// them under `--backend cuda|emu` and in `check`).
     pub fn has_kernels(self) -> bool {
+        // Every family has kernels; kept as a function so a future family
+        // can start CPU-only.
         matches!(
             self,
-            Family::Diagonal | Family::PermDiagonal | Family::BlockDiagonal | Family::Dense
+            Family::Diagonal
+                | Family::PermDiagonal
+                | Family::BlockDiagonal
+                | Family::Dense
+                | Family::Dplr
         )
     }
 

@@ -1,0 +1,477 @@
+// dplr.cu: the DPLR family on matrix states (SPEC §1), evaluated in parallel over time
+// with a chunked, work-efficient Blelloch scan (SPEC §2):
+//   H_t = A_t H_{t-1} + k_t x_t^T,   A_t = diag(w_t) + sum_{r<R} u_{t,r} v_{t,r}^T,
+//   H in R^{n x m} (row-major), readout y_t = H_t^T q_t.
+//
+// =====================================================================================
+// LAUNCH CONTRACT (src/kernels/dplr.rs implements exactly this)
+// =====================================================================================
+//
+// Notation. B problems, T >= 1 steps, 1 <= n, m <= 128, rank 1 <= R <= 4. C >= 1 is the
+// chunk length, NC = ceil(T / C). NMAX in {32, 64, 128} is the kernel's register width,
+// the smallest one >= n (part of the kernel name). Every integer argument is a C `int`
+// (KernelArg::I32); products are formed in 64 bits inside. Pointers are KernelArg::Ptr;
+// "nullable" ones may be 0. Buffers of one launch never alias each other except where
+// stated (agg and carry are updated in place by the level kernels).
+//
+// Layouts (storage S): w, k, q: [B,T,n]; u, v: [B,T,R,n]; x: [B,T,m]; y: [B,T,m];
+// states: [B,T,n,m]; h0, hT: [B,n,m]. Scratch (compute type A): an aggregate is
+// M (n x n, row-major) followed by N (n x m, row-major), E = n*(n+m) values;
+// agg: A[B*NC*E], aggregate of chunk c of problem b at (b*NC + c)*E; carry: A[B*NC*n*m],
+// the state entering chunk c at (b*NC + c)*n*m (chunk 0's slot is never used: chunk 0
+// starts from h0).
+//
+// Types (kernel-name suffix):
+//   suffix  storage S (inputs, y, states, h0, hT)   compute / scratch A
+//   _f32    float                                    float
+//   _f16    __half                                   float
+//   _bf16   __nv_bfloat16                            float
+//   _f64    double                                   double
+//   _depth  unsigned (see DEPTH)                     unsigned
+// Half-precision storage is widened on load and rounded once per stored output.
+//
+// Kernels (<N> = NMAX, e.g. dplr_rescan_n64_f32):
+//  K1 dplr_reduce_n<N>_<sfx>(const S* w, const S* u, const S* v, const S* k, const S* x,
+//                            A* agg, int B, int T, int n, int m, int R, int C)
+//       agg of chunk c = fold of its steps from the identity: M = A_{t1-1}...A_{t0},
+//       N = the state the chunk produces from H = 0.
+//  K2 dplr_rescan_n<N>_<sfx>(const S* w, u, v, k, x, const S* q, S* y, S* states, S* hT,
+//                            const A* carry, const S* h0, int B, int T, int n, int m,
+//                            int R, int C)
+//       Runs chunk c from its carry-in (h0 for c == 0; carry == 0 is allowed only when
+//       NC == 1) and writes y (nullable; needs q), states (nullable), hT (nullable; from
+//       the last chunk). h0 nullable = zeros.
+//  K3 dplr_sequential_n<N>_<sfx>(w, u, v, k, x, q, y, states, hT, h0, B, T, n, m, R)
+//       The baseline: K2 with C = T, one pass over all T steps.
+//  K4 dplr_up_n<N>_<sfx>(A* agg, int B, int NC, int n, int m, int half)
+//       Blelloch up-sweep level (node size 2*half, half = 2^(k-1), k >= 1): for every
+//       p with (p+1)*2*half <= NC: agg[bi] <- combine(agg[ai], agg[bi]),
+//       ai = p*2*half + half - 1, bi = p*2*half + 2*half - 1 (in place).
+//       Only nodes whose range is all real chunks are formed: no padding elements.
+//  K5 dplr_down_n<N>_<sfx>(const A* agg, A* carry, const S* h0, int B, int NC, int n,
+//                          int m, int half)
+//       Blelloch down-sweep level on states (half = 2^k, k >= 0): for every p with
+//       r = p*2*half + half < NC: carry[r] <- M_L carry[src] + N_L, src = p*2*half,
+//       (M_L, N_L) = agg[r - 1] (the left sibling's up-sweep total), carry[0] = h0
+//       (nullable = zeros). Folding h0 in on the way down gives carries directly.
+//
+// Launch shapes (grid (x,1,1), block (bx,1,1)):
+//   K1: bx = CB in {32, 64}; tiles = ceil((n+m)/CB) (thread j < n: column j of M,
+//       n <= j < n+m: column j-n of N); grid = B*NC*tiles, block id = (b*NC + c)*tiles + tile.
+//       shared = (SB*(2R+3)*NMAX + SB*CB + 4*CB)*sizeof(A), SB = 8 staged steps: the
+//       staged step vectors, x of the block's columns, each thread's R projections.
+//   K2, K3: bx = CB in {32, 64}; tiles = ceil(m/CB); grid = B*NC*tiles (K3: NC = 1);
+//       shared as K1.
+//   K4: bx in [32, 256], a multiple of 32 (recommended round32(n+m) clamped);
+//       grid = B*floor(NC/(2*half)), block id = b*npairs + p; shared = n*NMAX*sizeof(A).
+//   K5: bx in [32, 128], a multiple of 32 (recommended round32(m) clamped);
+//       grid = B*cnt, cnt = (NC-1-half)/(2*half) + 1; shared = n*NMAX*sizeof(A).
+//   Shared memory is dynamic; above 48 KiB (n = 128 in K4/K5; R = 4 and n = 128 in
+//   K1-K3; f64 sooner) the launcher must opt in (the CUDA runner does).
+//
+// Plans. LV = ceil(log2 NC).
+//   Sequential:   K3.                                                        1 launch
+//   Single pass (NC == 1): K2 with carry = 0, C = T (the same work as K3).  1 launch
+//   Chunked (NC >= 2): K1; K4 for half = 1, 2, ..., 2^(LV-2) (LV-1 launches); K5 for
+//       half = 2^(LV-1), ..., 2, 1 (LV launches); K2.                2*LV + 1 launches
+//   Scratch: agg B*NC*E, carry B*NC*n*m values of A. Same stream, in order, no syncs.
+//
+// DEPTH. The _depth kernels run the same launches over counters: every matrix entry
+// holds the depth of its element; a step (one combine) sets a column to its maximum
+// plus one; a dense combine/apply entry is max(inputs it reads) + 1; inputs and h0
+// have depth 0; y_t has the depth of H_t. Measured depth follows exactly:
+//   hb = floor(log2), pc = popcount. Chunk aggregates (full chunks) have depth C; the
+//   up-sweep node of 2^k chunks has depth C + k; the carry of chunk c is
+//   D(c) = 0 for c == 0, else C + hb(c) + pc(c) (each set bit of c is one apply, on
+//   the way down from the highest); output step i (1-based) of chunk c has depth
+//   D(c) + i. Sequential and single pass: step t (1-based) has depth t.
+//   Plan depth = max over steps: e.g. T = 8192, C = 256 (NC = 32): D(31) = 256 + 4 + 5,
+//   depth 521 (sequential: 8192).
+//
+// Errors. n outside [1, NMAX], R outside [1, 4] trap (__trap(); in the emulator
+// PS_EMU_ERR_KERNEL_FAULT). Shapes are otherwise validated on the Rust side.
+//
+// Guarantees: every element of y / states / hT (when non-null) is written exactly once;
+// nothing outside them; hT equals states at t = T bit for bit; results do not depend on
+// block order or thread interleaving (no atomics; every barrier separates writers and
+// readers of shared memory).
+//
+// Performance design (not measured on a GPU yet):
+//   * Columns of H are independent given the step vectors, so one thread owns one
+//     column (n values in registers, NMAX-unrolled, zero-padded: no bounds checks) and
+//     a step is (2R+3)*NMAX FMAs with no barrier and no shuffle. The block stages SB
+//     steps of w, u, v, k, q (shared by all its columns) in shared memory, read as
+//     broadcasts, with 2 barriers per SB steps.
+//   * The chunk fold runs the same engine on the n+m columns of [M | N] (M columns
+//     start at e_j, no input), so a chunk costs (n+m)/m rescans; the scan of chunk
+//     aggregates is dense (n^2 (n+m) per combine, n^2 m per apply) but only ~2 NC of
+//     them per problem.
+//   * Parallelism: B * NC * ceil(cols/CB) blocks; few problems and long T get many
+//     chunks. Tensor cores (mma for the dense level kernels and a WY-form chunk fold)
+//     are not used yet.
+//   * ptxas (sm_90, scripts/check-kernels.sh): no spill at NMAX <= 64 in the chunk
+//     kernels (f32: 123-164 registers; __launch_bounds__(64, 4): without the
+//     minimum-blocks hint ptxas capped dplr_reduce_n64 at 128 registers and spilled).
+//     Spills: dplr_up_n32 4 B; NMAX = 128: rescan/sequential <= 32 B, dplr_down 524 B;
+//     f64 at NMAX = 128 everywhere (up to ~1.2 KB). Correct, but slower there.
+//   * The depth instantiation keeps one counter per column (dcol) rather than NMAX equal
+//     counters: nvcc 13.0's cicc crashed (SIGSEGV) on the 128-wide array of counters.
+// =====================================================================================
+
+#include <stdint.h>
+
+#include "emu/portable.cuh"
+#include "parascan.cuh"
+
+#define PSP_DEV __device__ __forceinline__
+
+// -DPS_DPLR_DROP_BARRIER=1 removes the barrier that protects the staged step inputs
+// from being overwritten while other threads still read them (a deliberately broken
+// build: the emulator tests fail under the reverse and shuffled fiber orders).
+#ifndef PS_DPLR_DROP_BARRIER
+#define PS_DPLR_DROP_BARRIER 0
+#endif
+
+namespace psp {
+
+// Steps whose inputs a block stages in shared memory at once.
+constexpr int kStage = 8;
+// Largest rank the kernels accept.
+constexpr int kMaxRank = 4;
+
+PSP_DEV long long min_ll(long long a, long long b) { return a < b ? a : b; }
+
+// Real values: storage S, compute A.
+template <typename S, typename A>
+struct RealOps {
+    using In = S;
+    using Out = S;
+    using Acc = A;
+    static constexpr bool kDepth = false;
+    PSP_DEV static A ld(const S* p, long long i) { return ps::load<A>(p + i); }
+    PSP_DEV static Out narrow(A x) { return ps::Narrow<S>::from(x); }
+    PSP_DEV static A one() { return A(1); }
+};
+
+// Depth counters: same launches, every input has depth 0.
+struct DepthOps {
+    using In = unsigned;
+    using Out = unsigned;
+    using Acc = unsigned;
+    static constexpr bool kDepth = true;
+    PSP_DEV static unsigned ld(const unsigned*, long long) { return 0u; }  // never dereferences
+    PSP_DEV static unsigned narrow(unsigned x) { return x; }
+    PSP_DEV static unsigned one() { return 0u; }  // the identity has depth 0
+};
+
+PSP_DEV unsigned umax(unsigned a, unsigned b) { return a > b ? a : b; }
+
+// ---------------------------------------------------------------------------------------
+// K1/K2/K3: one thread per column, one block per (problem, chunk, column tile).
+// REDUCE: columns are those of [M | N], starting from the identity; writes agg.
+// Otherwise: columns of H, starting from the carry-in; writes y / states / hT.
+// ---------------------------------------------------------------------------------------
+template <class Ops, int NMAX, bool REDUCE>
+PSP_DEV void chunk_run(const typename Ops::In* __restrict__ w, const typename Ops::In* __restrict__ u,
+                       const typename Ops::In* __restrict__ v, const typename Ops::In* __restrict__ k,
+                       const typename Ops::In* __restrict__ x, const typename Ops::In* __restrict__ q,
+                       typename Ops::Out* __restrict__ y, typename Ops::Out* __restrict__ states,
+                       typename Ops::Out* __restrict__ hT, const typename Ops::Acc* __restrict__ carry,
+                       const typename Ops::In* __restrict__ h0, typename Ops::Acc* __restrict__ agg, int B,
+                       int T, int n, int m, int R, int C) {
+    using A = typename Ops::Acc;
+    PS_DYNAMIC_SHARED(A, smem);
+    if (n < 1 || n > NMAX || R < 1 || R > kMaxRank) __trap();  // contract
+    const int cols = REDUCE ? n + m : m;
+    const int cb = static_cast<int>(blockDim.x);
+    const long long tiles = (cols + cb - 1) / cb;
+    const long long nc = (static_cast<long long>(T) + C - 1) / C;
+    const long long bid = blockIdx.x;
+    const long long tile = bid % tiles;
+    const long long c = (bid / tiles) % nc;
+    const long long b = bid / (tiles * nc);
+    if (b >= B) return;  // whole block: no barrier divergence
+    const int tid = static_cast<int>(threadIdx.x);
+    const int j = static_cast<int>(tile) * cb + tid;  // column of [M | N] or of H
+    const bool live = j < cols;
+    const bool mcol = REDUCE && j < n;  // a column of M: no input
+    const int xc = REDUCE ? j - n : j;  // column of x, N, H
+    const long long t0 = c * C;
+    const long long t1 = min_ll(t0 + C, T);
+    // Staged step s: w | u_0..u_{R-1} | v_0..v_{R-1} | k | q, each NMAX wide, zero-padded.
+    const int nvec = 2 * R + 3;
+    const int ss = nvec * NMAX;
+    A* sx = smem + kStage * ss;  // x of this block's columns: [kStage][cb]
+    A* sproj = sx + kStage * cb;  // each thread's R projections: [kMaxRank][cb]
+
+    A h[NMAX];
+PS_UNROLL
+    for (int l = 0; l < NMAX; ++l) h[l] = A(0);
+    if (live) {
+        if (REDUCE) {
+            if (mcol) {
+PS_UNROLL
+                for (int l = 0; l < NMAX; ++l) h[l] = (l == j) ? Ops::one() : A(0);
+            }
+        } else if (c > 0 && carry) {
+            const typename Ops::Acc* src = carry + (b * nc + c) * n * m + xc;
+PS_UNROLL
+            for (int l = 0; l < NMAX; ++l)
+                if (l < n) h[l] = src[static_cast<long long>(l) * m];
+        } else if (h0) {
+PS_UNROLL
+            for (int l = 0; l < NMAX; ++l)
+                if (l < n) h[l] = Ops::ld(h0, (b * n + l) * m + xc);
+        }
+    }
+
+    // Depth counters: every entry of a column has the column's depth, kept in one
+    // register (a 128-wide array of equal counters crashes nvcc 13.0's cicc).
+    A dcol = A(0);
+    if constexpr (Ops::kDepth) {
+PS_UNROLL
+        for (int l = 0; l < NMAX; ++l) dcol = umax(dcol, h[l]);
+    }
+
+    for (long long ts = t0; ts < t1; ts += kStage) {  // uniform across the block
+        const int ns = static_cast<int>(min_ll(kStage, t1 - ts));
+#if PS_DPLR_DROP_BARRIER != 1
+        __syncthreads();  // the previous batch's readers are done with smem
+#endif
+        if (!Ops::kDepth) {
+            for (int e = tid; e < ns * ss; e += cb) {
+                const int s = e / ss;
+                const int o = e % ss;
+                const int vi = o / NMAX;
+                const int l = o % NMAX;
+                const long long bt = b * T + ts + s;
+                A val = A(0);
+                if (l < n) {
+                    if (vi == 0) {
+                        val = Ops::ld(w, bt * n + l);
+                    } else if (vi <= R) {
+                        val = Ops::ld(u, (bt * R + (vi - 1)) * n + l);
+                    } else if (vi <= 2 * R) {
+                        val = Ops::ld(v, (bt * R + (vi - 1 - R)) * n + l);
+                    } else if (vi == 2 * R + 1) {
+                        val = Ops::ld(k, bt * n + l);
+                    } else if (q) {
+                        val = Ops::ld(q, bt * n + l);
+                    }
+                }
+                smem[e] = val;
+            }
+            for (int s = 0; s < ns; ++s)
+                sx[s * cb + tid] = (live && !mcol) ? Ops::ld(x, (b * T + ts + s) * m + xc) : A(0);
+        }
+        __syncthreads();
+        if (live) {
+            for (int s = 0; s < ns; ++s) {
+                const long long bt = b * T + ts + s;
+                const A* st = smem + s * ss;
+                A yv;
+                if constexpr (Ops::kDepth) {
+                    dcol += 1u;  // one combine per step
+                    yv = dcol;
+                } else {
+                    ps::dplr_col_step<A, NMAX>(R, st, st + NMAX, st + (R + 1) * NMAX, st + (2 * R + 1) * NMAX,
+                                               sx[s * cb + tid], !mcol, h, sproj + tid, cb);
+                    yv = (!REDUCE && y) ? ps::dplr_col_readout<A, NMAX>(h, st + (2 * R + 2) * NMAX) : A(0);
+                }
+                if (!REDUCE) {
+                    if (y) y[bt * m + xc] = Ops::narrow(yv);
+                    if (states) {
+                        typename Ops::Out* dst = states + bt * n * m + xc;
+PS_UNROLL
+                        for (int l = 0; l < NMAX; ++l)
+                            if (l < n) dst[static_cast<long long>(l) * m] = Ops::narrow(Ops::kDepth ? dcol : h[l]);
+                    }
+                }
+            }
+        }
+    }
+
+    if (!live) return;  // no barrier below
+    if (REDUCE) {
+        A* e = agg + (b * nc + c) * n * (n + m);
+        if (mcol) {
+PS_UNROLL
+            for (int l = 0; l < NMAX; ++l)
+                if (l < n) e[static_cast<long long>(l) * n + j] = Ops::kDepth ? dcol : h[l];
+        } else {
+PS_UNROLL
+            for (int l = 0; l < NMAX; ++l)
+                if (l < n) e[static_cast<long long>(n) * n + static_cast<long long>(l) * m + xc] = Ops::kDepth ? dcol : h[l];
+        }
+    } else if (hT && c == nc - 1) {
+PS_UNROLL
+        for (int l = 0; l < NMAX; ++l)
+            if (l < n) hT[(b * n + l) * m + xc] = Ops::narrow(Ops::kDepth ? dcol : h[l]);
+    }
+}
+
+// Loads M (n x n, row-major) of an aggregate into shared memory with row stride NMAX,
+// zero-padded, so row dots need no bounds checks.
+template <class Ops, int NMAX>
+PSP_DEV void load_m(const typename Ops::Acc* __restrict__ m_src, typename Ops::Acc* sm, int n) {
+    for (int e = static_cast<int>(threadIdx.x); e < n * NMAX; e += static_cast<int>(blockDim.x)) {
+        const int i = e / NMAX;
+        const int l = e % NMAX;
+        sm[e] = l < n ? m_src[i * n + l] : typename Ops::Acc(0);
+    }
+}
+
+// out = init + Mrow . a (real) or max(init, Mrow, a) + 1 (depth).
+template <class Ops, int NMAX>
+PSP_DEV typename Ops::Acc dense_entry(typename Ops::Acc init, const typename Ops::Acc* mrow,
+                                      const typename Ops::Acc* a) {
+    if constexpr (Ops::kDepth) {
+        unsigned mx = init;
+PS_UNROLL
+        for (int l = 0; l < NMAX; ++l) mx = umax(mx, umax(mrow[l], a[l]));
+        return mx + 1u;
+    } else {
+        return ps::dplr_row_dot<typename Ops::Acc, NMAX>(init, mrow, a);
+    }
+}
+
+// K4: one block per (problem, pair). M of the later element goes to shared memory
+// first, so the block may overwrite it in place; every N entry is read and written by
+// the thread that owns its column.
+template <class Ops, int NMAX>
+PSP_DEV void up_level(typename Ops::Acc* __restrict__ agg, int B, int NC, int n, int m, int half) {
+    using A = typename Ops::Acc;
+    PS_DYNAMIC_SHARED(A, sm);
+    if (n < 1 || n > NMAX || half < 1) __trap();
+    const long long span = 2LL * half;
+    const long long npairs = NC / span;
+    if (npairs < 1) __trap();
+    const long long bid = blockIdx.x;
+    const long long p = bid % npairs;
+    const long long b = bid / npairs;
+    if (b >= B) return;
+    const long long E = static_cast<long long>(n) * (n + m);
+    const long long nn = static_cast<long long>(n) * n;
+    const A* ea = agg + (b * NC + p * span + half - 1) * E;
+    A* eb = agg + (b * NC + p * span + span - 1) * E;
+    load_m<Ops, NMAX>(eb, sm, n);
+    __syncthreads();
+    for (int j = static_cast<int>(threadIdx.x); j < n + m; j += static_cast<int>(blockDim.x)) {
+        A a[NMAX];
+PS_UNROLL
+        for (int l = 0; l < NMAX; ++l)
+            a[l] = l < n ? (j < n ? ea[l * n + j] : ea[nn + static_cast<long long>(l) * m + (j - n)]) : A(0);
+        for (int i = 0; i < n; ++i) {
+            A* dst = j < n ? eb + i * n + j : eb + nn + static_cast<long long>(i) * m + (j - n);
+            const A init = j < n ? A(0) : *dst;
+            *dst = dense_entry<Ops, NMAX>(init, sm + i * NMAX, a);
+        }
+    }
+}
+
+// K5: one block per (problem, right child); thread per column of H.
+template <class Ops, int NMAX>
+PSP_DEV void down_level(const typename Ops::Acc* __restrict__ agg, typename Ops::Acc* __restrict__ carry,
+                        const typename Ops::In* __restrict__ h0, int B, int NC, int n, int m, int half) {
+    using A = typename Ops::Acc;
+    PS_DYNAMIC_SHARED(A, sm);
+    if (n < 1 || n > NMAX || half < 1 || NC - 1 < half) __trap();
+    const long long span = 2LL * half;
+    const long long cnt = (static_cast<long long>(NC) - 1 - half) / span + 1;
+    const long long bid = blockIdx.x;
+    const long long p = bid % cnt;
+    const long long b = bid / cnt;
+    if (b >= B) return;
+    const long long E = static_cast<long long>(n) * (n + m);
+    const long long nn = static_cast<long long>(n) * n;
+    const long long nm = static_cast<long long>(n) * m;
+    const long long src = p * span;
+    const long long r = src + half;
+    const A* el = agg + (b * NC + r - 1) * E;
+    load_m<Ops, NMAX>(el, sm, n);
+    __syncthreads();
+    for (int j = static_cast<int>(threadIdx.x); j < m; j += static_cast<int>(blockDim.x)) {
+        A a[NMAX];
+PS_UNROLL
+        for (int l = 0; l < NMAX; ++l) {
+            A val = A(0);
+            if (l < n) {
+                if (src > 0)
+                    val = carry[(b * NC + src) * nm + static_cast<long long>(l) * m + j];
+                else if (h0)
+                    val = Ops::ld(h0, (b * n + l) * m + j);
+            }
+            a[l] = val;
+        }
+        A* dst = carry + (b * NC + r) * nm + j;
+        for (int i = 0; i < n; ++i)
+            dst[static_cast<long long>(i) * m] =
+                dense_entry<Ops, NMAX>(el[nn + static_cast<long long>(i) * m + j], sm + i * NMAX, a);
+    }
+}
+
+using OpsF32 = RealOps<float, float>;
+using OpsF64 = RealOps<double, double>;
+using OpsF16 = RealOps<__half, float>;
+using OpsBF16 = RealOps<__nv_bfloat16, float>;
+
+}  // namespace psp
+
+// ---------------------------------------------------------------------------------------
+// extern "C" instantiations: five kernels per (NMAX, type).
+// ---------------------------------------------------------------------------------------
+
+#define PSP_KERNELS(NM, SFX, OPS)                                                                            \
+    extern "C" __global__ void __launch_bounds__(64, 4)                                                      \
+        dplr_reduce_n##NM##_##SFX(const OPS::In* __restrict__ w, const OPS::In* __restrict__ u,              \
+                                  const OPS::In* __restrict__ v, const OPS::In* __restrict__ k,              \
+                                  const OPS::In* __restrict__ x, OPS::Acc* __restrict__ agg, int B, int T,   \
+                                  int n, int m, int R, int C) {                                              \
+        psp::chunk_run<OPS, NM, true>(w, u, v, k, x, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,  \
+                                      agg, B, T, n, m, R, C);                                                \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(dplr_reduce_n##NM##_##SFX);                                                           \
+    extern "C" __global__ void __launch_bounds__(64, 4)                                                      \
+        dplr_rescan_n##NM##_##SFX(const OPS::In* __restrict__ w, const OPS::In* __restrict__ u,              \
+                                  const OPS::In* __restrict__ v, const OPS::In* __restrict__ k,              \
+                                  const OPS::In* __restrict__ x, const OPS::In* __restrict__ q,              \
+                                  OPS::Out* __restrict__ y, OPS::Out* __restrict__ states,                   \
+                                  OPS::Out* __restrict__ hT, const OPS::Acc* __restrict__ carry,             \
+                                  const OPS::In* __restrict__ h0, int B, int T, int n, int m, int R, int C) { \
+        psp::chunk_run<OPS, NM, false>(w, u, v, k, x, q, y, states, hT, carry, h0, nullptr, B, T, n, m, R,   \
+                                       C);                                                                   \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(dplr_rescan_n##NM##_##SFX);                                                           \
+    extern "C" __global__ void __launch_bounds__(64, 4)                                                      \
+        dplr_sequential_n##NM##_##SFX(const OPS::In* __restrict__ w, const OPS::In* __restrict__ u,          \
+                                      const OPS::In* __restrict__ v, const OPS::In* __restrict__ k,          \
+                                      const OPS::In* __restrict__ x, const OPS::In* __restrict__ q,          \
+                                      OPS::Out* __restrict__ y, OPS::Out* __restrict__ states,               \
+                                      OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0, int B,      \
+                                      int T, int n, int m, int R) {                                          \
+        psp::chunk_run<OPS, NM, false>(w, u, v, k, x, q, y, states, hT, nullptr, h0, nullptr, B, T, n, m, R, \
+                                       T);                                                                   \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(dplr_sequential_n##NM##_##SFX);                                                       \
+    extern "C" __global__ void __launch_bounds__(256)                                                        \
+        dplr_up_n##NM##_##SFX(OPS::Acc* __restrict__ agg, int B, int NC, int n, int m, int half) {           \
+        psp::up_level<OPS, NM>(agg, B, NC, n, m, half);                                                      \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(dplr_up_n##NM##_##SFX);                                                               \
+    extern "C" __global__ void __launch_bounds__(128)                                                        \
+        dplr_down_n##NM##_##SFX(const OPS::Acc* __restrict__ agg, OPS::Acc* __restrict__ carry,              \
+                                const OPS::In* __restrict__ h0, int B, int NC, int n, int m, int half) {     \
+        psp::down_level<OPS, NM>(agg, carry, h0, B, NC, n, m, half);                                         \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(dplr_down_n##NM##_##SFX)
+
+#define PSP_KERNELS_ALL_N(SFX, OPS) \
+    PSP_KERNELS(32, SFX, OPS);      \
+    PSP_KERNELS(64, SFX, OPS);      \
+    PSP_KERNELS(128, SFX, OPS)
+
+PSP_KERNELS_ALL_N(f32, psp::OpsF32);
+PSP_KERNELS_ALL_N(f64, psp::OpsF64);
+PSP_KERNELS_ALL_N(f16, psp::OpsF16);
+PSP_KERNELS_ALL_N(bf16, psp::OpsBF16);
+PSP_KERNELS_ALL_N(depth, psp::DepthOps);

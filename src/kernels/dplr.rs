@@ -1,0 +1,1590 @@
+//! The DPLR family on the kernels of `kernels/dplr.cu`: planner, scratch
+//! workspace and launch sequences, for any [`KernelRunner`].
+//!
+//! This module implements the *launch contract* written at the top of
+//! `kernels/dplr.cu` (kernel names, argument lists, launch shapes, the
+//! plans, scratch sizes and the measured-depth formula). The recurrence is
+//! `H_t = (diag(w_t) + Σ_r u_{t,r} v_{t,r}ᵀ) H_{t-1} + k_t x_tᵀ` on a state
+//! `H ∈ R^{n×m}` (row-major), with readout `y_t = H_tᵀ q_t`; see
+//! [`Dplr`] for shapes.
+//!
+//! # Layers
+//!
+//! - [`plan_dplr`] resolves a [`PlanRequest`] into a [`DplrPlan`]: kind,
+//!   chunk `C`, chunk count `NC`, register width `NMAX`, the exact launches
+//!   (with dynamic shared memory), scratch bytes and the depth the `_depth`
+//!   kernels will measure. Pure, cheap, no device.
+//! - [`launch_dplr`] issues a plan on device pointers ([`DplrIo`]) without
+//!   synchronizing and without allocating once the [`DplrWorkspace`] is
+//!   warm; [`scan_dplr_device`] plans and launches in one call;
+//!   [`launch_dplr_buffers`] does the same on [`DeviceBuffer`]s whose sizes
+//!   it checks.
+//! - [`scan_dplr`] is the host-slice convenience: validate, upload, poison
+//!   the outputs, run, download.
+//! - [`measure_dplr_depth`] runs the plan's launch sequence on the `_depth`
+//!   instantiation and returns the deepest output.
+//!
+//! Limits of the kernels: `1 ≤ n, m ≤ 128` ([`MAX_DIM`]), rank
+//! `1 ≤ R ≤ 4` ([`MAX_RANK`]); the CPU engine has none. Every violation is a
+//! typed [`Error`] naming the argument, returned before the first launch.
+//!
+//! # Plans
+//!
+//! - `P0 sequential`: one pass over all `T` (one block per problem and
+//!   column tile; depth `T`): the baseline.
+//! - `P1 single-pass`: the rescan kernel with one chunk (`C ≥ T`), the same
+//!   work as P0.
+//! - `P2 chunked` (`NC ≥ 2`): fold every chunk into a dense aggregate
+//!   `(M, N)`, a Blelloch up-sweep over the aggregates (one launch per
+//!   level), a down-sweep that carries states (`h_0` folded in at the root,
+//!   one launch per level), and a rescan of every chunk from its carry:
+//!   `2·⌈log2 NC⌉ + 1` launches. Depth `max_c D(c) + len(c)` with
+//!   `D(0) = 0`, `D(c) = C + hb(c) + pc(c)` (about `2C + 2 log2 NC`).
+//!
+//! # Planner rules
+//!
+//! - `Sequential` → P0. `Chunk(C)` → P1 when `C ≥ T`, else P2 (error above
+//!   [`MAX_CHUNKS`] chunks).
+//! - `Auto`: P1 when `B·⌈m/CB⌉·CB` column threads reach
+//!   `sm_count × AUTO_THREADS_PER_SM`; otherwise enough chunks to get
+//!   there, `C = ⌈T / NC⌉` rounded down to whole staged batches, at least
+//!   [`AUTO_MIN_CHUNK`].
+//! - `MinDepth`: the chunk among `T` and the powers of two below it with the
+//!   least formula depth (ties to the longer chunk), among those whose
+//!   scratch stays under [`MIN_DEPTH_MAX_SCRATCH`] (the shortest chunk that
+//!   does otherwise).
+
+use std::fmt;
+
+use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
+use crate::dtype::{DType, Storage};
+use crate::error::{Error, Result};
+use crate::family::dplr::{Dplr, DplrOutput};
+use crate::family::LinearProblem;
+use crate::scan::PlanRequest;
+
+/// Largest `n` and `m` the kernels take (their widest register column).
+pub const MAX_DIM: usize = 128;
+/// Largest rank `R` the kernels take.
+pub const MAX_RANK: usize = 4;
+/// Steps whose inputs a chunk block stages in shared memory at once (`SB`).
+pub const STAGE_STEPS: usize = 8;
+/// Column threads per SM that `Auto` aims for.
+pub const AUTO_THREADS_PER_SM: usize = 1024;
+/// Shortest chunk `Auto` picks (below it the dense aggregates cost more
+/// memory traffic than the chunk's inputs).
+pub const AUTO_MIN_CHUNK: usize = 32;
+/// Most chunks per problem any plan takes.
+pub const MAX_CHUNKS: usize = 1 << 24;
+/// Scratch above which `MinDepth` prefers a longer chunk (bytes).
+pub const MIN_DEPTH_MAX_SCRATCH: usize = 1 << 30;
+/// Byte granularity of workspace allocations.
+const WORKSPACE_GRANULE: usize = 4096;
+/// The register widths `NMAX` the kernels are instantiated for.
+const WIDTHS: [usize; 3] = [32, 64, 128];
+
+// ---------------------------------------------------------------------------
+// Shapes and kernel names
+// ---------------------------------------------------------------------------
+
+/// `(B, T, n, m, R)` of a DPLR problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DplrShape {
+    /// `B`.
+    pub batch: usize,
+    /// `T`.
+    pub len: usize,
+    /// State rows `n`.
+    pub n: usize,
+    /// State columns `m`.
+    pub m: usize,
+    /// Rank `R`.
+    pub rank: usize,
+}
+
+impl DplrShape {
+    /// `(B, T, n, m, R)`.
+    pub fn new(batch: usize, len: usize, n: usize, m: usize, rank: usize) -> Self {
+        DplrShape {
+            batch,
+            len,
+            n,
+            m,
+            rank,
+        }
+    }
+
+    /// The shape of a problem.
+    pub fn of<S>(p: &Dplr<'_, S>) -> Self {
+        DplrShape::new(p.batch, p.len, p.n, p.m, p.rank)
+    }
+
+    /// Elements of the output: `B·T·m` (readout) or `B·T·n·m` (states).
+    pub fn out_elements(&self, output: DplrOutput) -> usize {
+        match output {
+            DplrOutput::Readout => self.batch * self.len * self.m,
+            DplrOutput::States => self.batch * self.len * self.n * self.m,
+        }
+    }
+
+    /// Elements of `h_0` and `h_T`: `B·n·m`.
+    pub fn state_elements(&self) -> usize {
+        self.batch * self.n * self.m
+    }
+
+    /// `NMAX`: the smallest register width that holds `n`.
+    pub fn width(&self) -> usize {
+        WIDTHS
+            .iter()
+            .copied()
+            .find(|&w| w >= self.n)
+            .unwrap_or(MAX_DIM)
+    }
+
+    /// Checks the kernels' limits and that every size fits a C `int` and
+    /// memory.
+    pub fn validate(&self) -> Result<()> {
+        check_int("batch", self.batch)?;
+        check_int("len", self.len)?;
+        let dim = |arg: &'static str, v: usize| {
+            if (1..=MAX_DIM).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::size(
+                    arg,
+                    v,
+                    format!("1 ≤ {arg} ≤ {MAX_DIM} (the DPLR kernels' limit)"),
+                ))
+            }
+        };
+        dim("n", self.n)?;
+        dim("m", self.m)?;
+        if !(1..=MAX_RANK).contains(&self.rank) {
+            return Err(Error::size(
+                "rank",
+                self.rank,
+                format!("1 ≤ rank ≤ {MAX_RANK} (the DPLR kernels' limit)"),
+            ));
+        }
+        self.batch
+            .checked_mul(self.len)
+            .and_then(|x| x.checked_mul(self.n.max(self.m)))
+            .and_then(|x| x.checked_mul(self.n.max(self.rank)))
+            .and_then(|x| x.checked_mul(16))
+            .ok_or_else(|| {
+                Error::size(
+                    "len",
+                    self.len,
+                    format!(
+                        "B·T·n·m = {}·{}·{}·{} elements that fit in memory",
+                        self.batch, self.len, self.n, self.m
+                    ),
+                )
+            })?;
+        Ok(())
+    }
+}
+
+fn check_int(arg: &'static str, v: usize) -> Result<()> {
+    if v == 0 || v > i32::MAX as usize {
+        return Err(Error::size(arg, v, "1 ≤ value ≤ 2^31 − 1 (a C int)"));
+    }
+    Ok(())
+}
+
+/// The five `extern "C"` kernels of one (type, `NMAX`) instantiation.
+struct Names {
+    reduce: &'static str,
+    rescan: &'static str,
+    sequential: &'static str,
+    up: &'static str,
+    down: &'static str,
+}
+
+macro_rules! names {
+    ($nm:literal, $sfx:literal) => {
+        Names {
+            reduce: concat!("dplr_reduce_n", $nm, "_", $sfx),
+            rescan: concat!("dplr_rescan_n", $nm, "_", $sfx),
+            sequential: concat!("dplr_sequential_n", $nm, "_", $sfx),
+            up: concat!("dplr_up_n", $nm, "_", $sfx),
+            down: concat!("dplr_down_n", $nm, "_", $sfx),
+        }
+    };
+}
+
+macro_rules! widths {
+    ($sfx:literal) => {
+        [names!("32", $sfx), names!("64", $sfx), names!("128", $sfx)]
+    };
+}
+
+static NAMES: [[Names; 3]; 5] = [
+    widths!("f32"),
+    widths!("f64"),
+    widths!("f16"),
+    widths!("bf16"),
+    widths!("depth"),
+];
+
+/// One instantiation of the kernels: a storage dtype or the depth counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelType {
+    Data(DType),
+    Depth,
+}
+
+impl KernelType {
+    fn names(self, width: usize) -> &'static Names {
+        let t = match self {
+            KernelType::Data(DType::F32) => 0,
+            KernelType::Data(DType::F64) => 1,
+            KernelType::Data(DType::F16) => 2,
+            KernelType::Data(DType::Bf16) => 3,
+            KernelType::Depth => 4,
+        };
+        let w = WIDTHS.iter().position(|&x| x == width).unwrap_or(2);
+        &NAMES[t][w]
+    }
+
+    /// Bytes of one compute/scratch value.
+    fn acc_bytes(self) -> usize {
+        match self {
+            KernelType::Data(DType::F64) => 8,
+            _ => 4,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The plan
+// ---------------------------------------------------------------------------
+
+/// Which launch sequence of the contract a plan uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DplrPlanKind {
+    /// P0: `dplr_sequential`, one pass over all `T`.
+    Sequential,
+    /// P1: one `dplr_rescan` with `C = T` and no carries.
+    SinglePass,
+    /// P2: reduce, Blelloch up-sweep and down-sweep levels, rescan.
+    Chunked,
+}
+
+impl DplrPlanKind {
+    /// `"P0"`, `"P1"`, `"P2"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DplrPlanKind::Sequential => "P0",
+            DplrPlanKind::SinglePass => "P1",
+            DplrPlanKind::Chunked => "P2",
+        }
+    }
+
+    /// `"sequential"`, `"single-pass"`, `"chunked"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DplrPlanKind::Sequential => "sequential",
+            DplrPlanKind::SinglePass => "single-pass",
+            DplrPlanKind::Chunked => "chunked",
+        }
+    }
+}
+
+impl fmt::Display for DplrPlanKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.label(), self.name())
+    }
+}
+
+/// What one launch of a plan does (it decides the argument list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DplrRole {
+    /// P0: `dplr_sequential(w, u, v, k, x, q, y, states, hT, h0, B, T, n, m, R)`.
+    Sequential,
+    /// `dplr_reduce(w, u, v, k, x, agg, B, T, n, m, R, C)`.
+    Reduce,
+    /// Up-sweep level `dplr_up(agg, B, NC, n, m, half)`.
+    Up {
+        /// Half the node size, `2^(k-1)` for level `k ≥ 1`.
+        half: usize,
+    },
+    /// Down-sweep level `dplr_down(agg, carry, h0, B, NC, n, m, half)`.
+    Down {
+        /// The left child's size, `2^k`.
+        half: usize,
+    },
+    /// `dplr_rescan(w, u, v, k, x, q, y, states, hT, carry, h0, B, T, n, m, R, C)`.
+    Rescan,
+}
+
+/// One kernel launch of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DplrLaunch {
+    /// What it does.
+    pub role: DplrRole,
+    /// The `extern "C"` kernel name.
+    pub kernel: &'static str,
+    /// Grid, block and dynamic shared memory.
+    pub cfg: LaunchConfig,
+}
+
+/// Scratch a plan needs, in bytes per buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DplrScratch {
+    /// Chunk aggregates `(M, N)`: `B·NC·n·(n+m)` compute values.
+    pub agg: usize,
+    /// Chunk carries: `B·NC·n·m` compute values.
+    pub carry: usize,
+}
+
+impl DplrScratch {
+    /// Sum of both buffers.
+    pub fn total(&self) -> usize {
+        self.agg + self.carry
+    }
+}
+
+/// A resolved GPU plan for the DPLR kernels: everything that will be
+/// launched, and what it costs, before anything runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DplrPlan {
+    /// What was asked for.
+    pub request: PlanRequest,
+    /// P0–P2.
+    pub kind: DplrPlanKind,
+    /// Storage type of inputs and outputs.
+    pub dtype: DType,
+    /// Readout `y` or every state.
+    pub output: DplrOutput,
+    /// `(B, T, n, m, R)`.
+    pub shape: DplrShape,
+    /// Steps per chunk `C` (`T` for P0 and P1).
+    pub chunk: usize,
+    /// Chunks per problem `NC = ⌈T/C⌉`.
+    pub chunks: usize,
+    /// `⌈log2 NC⌉`: up-sweep levels + 1 = down-sweep levels.
+    pub levels: usize,
+    /// Register width `NMAX` of the kernels (32, 64 or 128).
+    pub width: usize,
+    /// Threads per block of the chunk kernels (`CB`, one column each).
+    pub col_block: u32,
+    /// The launches, in order, for [`DplrPlan::dtype`].
+    pub launches: Vec<DplrLaunch>,
+    /// Scratch for [`DplrPlan::dtype`].
+    pub scratch: DplrScratch,
+    /// The depth the `_depth` instantiation measures (maximum over outputs).
+    pub depth: u64,
+}
+
+/// The dtype-independent part of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    kind: DplrPlanKind,
+    shape: DplrShape,
+    chunk: usize,
+    chunks: usize,
+}
+
+fn ceil_log2(x: usize) -> usize {
+    (usize::BITS - (x.max(1) - 1).leading_zeros()) as usize
+}
+
+fn highest_bit(x: u64) -> u64 {
+    u64::from(63 - x.leading_zeros())
+}
+
+/// `max_{1 ≤ i ≤ k} hb(i) + pc(i)` for `k ≥ 1`, in O(log k): every `i < k`
+/// is dominated bitwise by `k` with one set bit cleared and all bits below
+/// it set.
+fn max_hb_pc(k: u64) -> u64 {
+    let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
+    let mut best = score(k);
+    let mut bits = k;
+    while bits != 0 {
+        let b = bits.trailing_zeros();
+        bits &= bits - 1;
+        let x = (k & !(1u64 << b)) | ((1u64 << b) - 1);
+        if x >= 1 {
+            best = best.max(score(x));
+        }
+    }
+    best
+}
+
+impl Geometry {
+    fn sequential(shape: DplrShape) -> Geometry {
+        Geometry {
+            kind: DplrPlanKind::Sequential,
+            shape,
+            chunk: shape.len,
+            chunks: 1,
+        }
+    }
+
+    fn chunked(shape: DplrShape, c: usize) -> Result<Geometry> {
+        let t = shape.len;
+        let c = c.clamp(1, t);
+        let nc = t.div_ceil(c);
+        if nc > MAX_CHUNKS {
+            return Err(Error::Plan(format!(
+                "chunk={c} gives {nc} chunks per problem for T = {t}; at most {MAX_CHUNKS}: use \
+                 chunk ≥ {}",
+                t.div_ceil(MAX_CHUNKS)
+            )));
+        }
+        Ok(if nc == 1 {
+            Geometry {
+                kind: DplrPlanKind::SinglePass,
+                shape,
+                chunk: t,
+                chunks: 1,
+            }
+        } else {
+            Geometry {
+                kind: DplrPlanKind::Chunked,
+                shape,
+                chunk: c,
+                chunks: nc,
+            }
+        })
+    }
+
+    fn levels(&self) -> usize {
+        ceil_log2(self.chunks)
+    }
+
+    /// `CB`: 32 columns per block for narrow states, else 64.
+    fn col_block(&self) -> u32 {
+        if self.shape.m <= 32 {
+            32
+        } else {
+            64
+        }
+    }
+
+    fn scratch(&self, kt: KernelType) -> Result<DplrScratch> {
+        if self.kind != DplrPlanKind::Chunked {
+            return Ok(DplrScratch::default());
+        }
+        let s = self.shape;
+        let too_big = || {
+            Error::Plan(format!(
+                "{} chunks of a {}x{} state need more scratch than fits in memory",
+                self.chunks, s.n, s.m
+            ))
+        };
+        let per = s.batch.checked_mul(self.chunks).ok_or_else(too_big)?;
+        let agg = per
+            .checked_mul(s.n * (s.n + s.m) * kt.acc_bytes())
+            .ok_or_else(too_big)?;
+        let carry = per
+            .checked_mul(s.n * s.m * kt.acc_bytes())
+            .ok_or_else(too_big)?;
+        Ok(DplrScratch { agg, carry })
+    }
+
+    /// The launch sequence for instantiation `kt`.
+    fn launches(&self, kt: KernelType) -> Result<Vec<DplrLaunch>> {
+        let s = self.shape;
+        let width = s.width();
+        let names = kt.names(width);
+        let acc = kt.acc_bytes() as u64;
+        let b = s.batch as u64;
+        let nc = self.chunks as u64;
+        let cb = self.col_block();
+        let cbu = u64::from(cb);
+        let chunk_shared = acc
+            * ((STAGE_STEPS * (2 * s.rank + 3) * width) as u64
+                + STAGE_STEPS as u64 * cbu
+                + MAX_RANK as u64 * cbu);
+        let dense_shared = acc * (s.n * width) as u64;
+        let m_tiles = (s.m as u64).div_ceil(cbu);
+        let nm_tiles = ((s.n + s.m) as u64).div_ceil(cbu);
+        let round32 = |x: usize, hi: usize| (x.next_multiple_of(32)).clamp(32, hi) as u32;
+        let up_block = round32(s.n + s.m, 256);
+        let down_block = round32(s.m, 128);
+        let mut out = Vec::new();
+        let mut push = |role, kernel: &'static str, grid: u64, block: u32, shared: u64| {
+            out.push(DplrLaunch {
+                role,
+                kernel,
+                cfg: launch_config(kernel, grid, block, shared)?,
+            });
+            Ok::<(), Error>(())
+        };
+        match self.kind {
+            DplrPlanKind::Sequential => push(
+                DplrRole::Sequential,
+                names.sequential,
+                b * m_tiles,
+                cb,
+                chunk_shared,
+            )?,
+            DplrPlanKind::SinglePass => push(
+                DplrRole::Rescan,
+                names.rescan,
+                b * m_tiles,
+                cb,
+                chunk_shared,
+            )?,
+            DplrPlanKind::Chunked => {
+                push(
+                    DplrRole::Reduce,
+                    names.reduce,
+                    b * nc * nm_tiles,
+                    cb,
+                    chunk_shared,
+                )?;
+                let lv = self.levels();
+                for k in 1..lv {
+                    let half = 1usize << (k - 1);
+                    let pairs = nc / (2 * half as u64);
+                    push(
+                        DplrRole::Up { half },
+                        names.up,
+                        b * pairs,
+                        up_block,
+                        dense_shared,
+                    )?;
+                }
+                for k in (0..lv).rev() {
+                    let half = 1usize << k;
+                    let h = half as u64;
+                    let count = (nc - 1 - h) / (2 * h) + 1;
+                    push(
+                        DplrRole::Down { half },
+                        names.down,
+                        b * count,
+                        down_block,
+                        dense_shared,
+                    )?;
+                }
+                push(
+                    DplrRole::Rescan,
+                    names.rescan,
+                    b * nc * m_tiles,
+                    cb,
+                    chunk_shared,
+                )?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `D(c)`: depth of the carry entering chunk `c`.
+    fn carry_depth(&self, c: u64) -> u64 {
+        if c == 0 {
+            0
+        } else {
+            self.chunk as u64 + highest_bit(c) + u64::from(c.count_ones())
+        }
+    }
+
+    /// Measured depth of output step `t` (0-based).
+    fn depth_at(&self, t: u64) -> u64 {
+        if self.kind != DplrPlanKind::Chunked {
+            return t + 1;
+        }
+        let c_len = self.chunk as u64;
+        self.carry_depth(t / c_len) + t % c_len + 1
+    }
+
+    /// The maximum of [`Geometry::depth_at`], in O(log NC): the last chunk on
+    /// its own, the full chunks by their deepest carry.
+    fn depth(&self) -> u64 {
+        let t = self.shape.len as u64;
+        if self.kind != DplrPlanKind::Chunked {
+            return t;
+        }
+        let c_len = self.chunk as u64;
+        let nc = self.chunks as u64;
+        let last = self.carry_depth(nc - 1) + (t - (nc - 1) * c_len);
+        let full = if nc >= 3 {
+            c_len + max_hb_pc(nc - 2) + c_len
+        } else {
+            c_len
+        };
+        last.max(full)
+    }
+}
+
+fn launch_config(kernel: &str, grid: u64, block: u32, shared: u64) -> Result<LaunchConfig> {
+    let too_large =
+        |what: String| Error::Plan(format!("{kernel}: {what} (shape too large for this plan)"));
+    let gx = u32::try_from(grid)
+        .map_err(|_| too_large(format!("a grid of {grid} blocks exceeds CUDA's limits")))?;
+    let shared =
+        u32::try_from(shared).map_err(|_| too_large(format!("{shared} bytes of shared memory")))?;
+    let cfg = LaunchConfig::linear(gx, block).with_shared_bytes(shared);
+    cfg.validate().map_err(too_large)?;
+    Ok(cfg)
+}
+
+/// Resolves `request` for a DPLR problem of `shape` writing `output`,
+/// stored as `dtype`, on a device with `sm_count` SMs (see the module docs
+/// for the rules). Errors: sizes outside the kernels' limits, `Chunk(0)`,
+/// too many chunks, launch shapes outside CUDA's limits.
+pub fn plan_dplr(
+    shape: DplrShape,
+    output: DplrOutput,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+) -> Result<DplrPlan> {
+    shape.validate()?;
+    let sm = sm_count.max(1);
+    let kt = KernelType::Data(dtype);
+    let g = match request {
+        PlanRequest::Sequential => Geometry::sequential(shape),
+        PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
+        PlanRequest::Chunk(c) => Geometry::chunked(shape, c)?,
+        PlanRequest::Auto => Geometry::chunked(shape, auto_chunk(shape, sm))?,
+        PlanRequest::MinDepth => min_depth_geometry(shape, kt)?,
+    };
+    make_plan(g, request, dtype, output)
+}
+
+fn make_plan(
+    g: Geometry,
+    request: PlanRequest,
+    dtype: DType,
+    output: DplrOutput,
+) -> Result<DplrPlan> {
+    let kt = KernelType::Data(dtype);
+    // Launch shapes of the depth instantiation are the same but for shared
+    // bytes; check both so a depth measurement never fails where a run works.
+    g.launches(KernelType::Depth)?;
+    Ok(DplrPlan {
+        request,
+        kind: g.kind,
+        dtype,
+        output,
+        shape: g.shape,
+        chunk: g.chunk,
+        chunks: g.chunks,
+        levels: g.levels(),
+        width: g.shape.width(),
+        col_block: g.col_block(),
+        launches: g.launches(kt)?,
+        scratch: g.scratch(kt)?,
+        depth: g.depth(),
+    })
+}
+
+/// The `Auto` chunk (`T` for a single pass).
+fn auto_chunk(shape: DplrShape, sm: usize) -> usize {
+    let t = shape.len;
+    let cb = if shape.m <= 32 { 32 } else { 64 };
+    let threads = shape.batch.saturating_mul(shape.m.next_multiple_of(cb));
+    let target = sm.saturating_mul(AUTO_THREADS_PER_SM);
+    if threads >= target {
+        return t;
+    }
+    let want = target.div_ceil(threads);
+    // Rounded down to whole staged batches, so at least `want` chunks.
+    (t.div_ceil(want) / STAGE_STEPS * STAGE_STEPS)
+        .max(AUTO_MIN_CHUNK)
+        .max(t.div_ceil(MAX_CHUNKS))
+        .min(t)
+}
+
+/// The least-depth geometry among `T` and the powers of two below it
+/// (module docs).
+fn min_depth_geometry(shape: DplrShape, kt: KernelType) -> Result<Geometry> {
+    let t = shape.len;
+    let c_min = t.div_ceil(MAX_CHUNKS).max(1);
+    let mut candidates = vec![t, c_min];
+    candidates.extend(
+        (0..usize::BITS)
+            .map(|k| 1usize << k)
+            .take_while(|&c| c < t)
+            .filter(|&c| c >= c_min),
+    );
+    let mut best: Option<Geometry> = None;
+    let mut fallback: Option<Geometry> = None;
+    for c in candidates {
+        let g = Geometry::chunked(shape, c)?;
+        let fits = g
+            .scratch(kt)
+            .is_ok_and(|s| s.total() <= MIN_DEPTH_MAX_SCRATCH);
+        if !fits {
+            continue;
+        }
+        if fallback.map_or(true, |f| g.chunk < f.chunk) {
+            fallback = Some(g);
+        }
+        let better = best.map_or(true, |b| {
+            let (dg, db) = (g.depth(), b.depth());
+            dg < db || (dg == db && g.chunk > b.chunk)
+        });
+        if better {
+            best = Some(g);
+        }
+    }
+    // The single pass (C = T) always fits, so `best` is set.
+    best.or(fallback)
+        .ok_or_else(|| Error::Plan("min-depth: no candidate chunk".into()))
+}
+
+impl DplrPlan {
+    /// Total scratch bytes.
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratch.total()
+    }
+
+    /// The measured depth of output step `t` (0-based, `t < T`) of any
+    /// problem and column, by the contract's formula; `h_T` has the depth of
+    /// `t = T − 1`.
+    pub fn depth_at(&self, t: usize) -> u64 {
+        self.geometry().depth_at(t as u64)
+    }
+
+    fn geometry(&self) -> Geometry {
+        Geometry {
+            kind: self.kind,
+            shape: self.shape,
+            chunk: self.chunk,
+            chunks: self.chunks,
+        }
+    }
+
+    /// The family-independent summary of this plan.
+    pub fn summary(&self) -> super::KernelPlanSummary {
+        super::KernelPlanSummary {
+            kind: self.kind.label().to_string(),
+            chunk: self.chunk,
+            chunks: self.chunks,
+            depth_formula: self.depth,
+            scratch_bytes: self.scratch_bytes(),
+            depth_key: format!(
+                "dplr/T={}/C={}/{}",
+                self.shape.len,
+                self.chunk,
+                self.kind.label()
+            ),
+        }
+    }
+}
+
+impl fmt::Display for DplrPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.shape;
+        write!(
+            f,
+            "{} ({}) {} dplr B={} T={} n={} m={} R={} {:?}: C={} NC={} NMAX={}, {} launch(es), \
+             scratch {} B, depth {}",
+            self.kind,
+            self.request,
+            self.dtype,
+            s.batch,
+            s.len,
+            s.n,
+            s.m,
+            s.rank,
+            self.output,
+            self.chunk,
+            self.chunks,
+            self.width,
+            self.launches.len(),
+            self.scratch_bytes(),
+            self.depth
+        )
+    }
+}
+
+/// A plan must meet the contract and be internally consistent (its fields
+/// are public, so it may have been edited since [`plan_dplr`]).
+fn check_plan(plan: &DplrPlan) -> Result<()> {
+    plan.shape.validate()?;
+    let g = plan.geometry();
+    let t = plan.shape.len;
+    let split_ok = match plan.kind {
+        DplrPlanKind::Sequential | DplrPlanKind::SinglePass => plan.chunk == t && plan.chunks == 1,
+        DplrPlanKind::Chunked => {
+            plan.chunk >= 1
+                && plan.chunk < t
+                && plan.chunks == t.div_ceil(plan.chunk)
+                && plan.chunks <= MAX_CHUNKS
+        }
+    };
+    let kt = KernelType::Data(plan.dtype);
+    if !split_ok
+        || plan.levels != g.levels()
+        || plan.width != plan.shape.width()
+        || plan.col_block != g.col_block()
+        || g.launches(kt)? != plan.launches
+        || g.scratch(kt)? != plan.scratch
+        || g.depth() != plan.depth
+    {
+        return Err(Error::Plan(format!(
+            "the fields of {plan} are inconsistent; make plans with plan_dplr"
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Workspace
+// ---------------------------------------------------------------------------
+
+/// Scratch buffers reused across calls: they grow to the largest plan seen
+/// and never shrink, so a warm workspace allocates nothing per call.
+///
+/// A buffer belongs to one runner kind; using the workspace with another
+/// kind reallocates. Use one workspace per stream.
+#[derive(Debug, Default)]
+pub struct DplrWorkspace {
+    /// agg, carry.
+    bufs: [Option<DeviceBuffer>; 2],
+    allocations: usize,
+}
+
+impl DplrWorkspace {
+    /// An empty workspace (allocates on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes both buffers at least as large as `need` (bytes), on `runner`.
+    pub fn reserve<R: KernelRunner>(&mut self, runner: &R, need: DplrScratch) -> Result<()> {
+        for (slot, bytes) in self.bufs.iter_mut().zip([need.agg, need.carry]) {
+            if bytes == 0 {
+                continue;
+            }
+            let fits = slot.as_ref().is_some_and(|buf| {
+                buf.backend_name() == runner.backend_name() && buf.len_bytes() >= bytes
+            });
+            if !fits {
+                *slot = None; // free first (stream-ordered on CUDA)
+                let size = bytes
+                    .checked_next_multiple_of(WORKSPACE_GRANULE)
+                    .unwrap_or(bytes);
+                *slot = Some(runner.alloc(size)?);
+                self.allocations += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes held per buffer.
+    pub fn capacity(&self) -> DplrScratch {
+        let len = |i: usize| self.bufs[i].as_ref().map_or(0, DeviceBuffer::len_bytes);
+        DplrScratch {
+            agg: len(0),
+            carry: len(1),
+        }
+    }
+
+    /// Number of device allocations made so far (constant once warm).
+    pub fn allocations(&self) -> usize {
+        self.allocations
+    }
+
+    /// Frees every buffer.
+    pub fn clear(&mut self) {
+        self.bufs = Default::default();
+    }
+
+    fn ptr(&self, i: usize) -> u64 {
+        self.bufs[i].as_ref().map_or(0, DeviceBuffer::ptr)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Launching
+// ---------------------------------------------------------------------------
+
+/// Device addresses of one DPLR scan (a `CUdeviceptr` on CUDA, a host
+/// address in the emulator).
+///
+/// Sizes, in storage elements: `w, k, q`: `B·T·n`; `u, v`: `B·T·R·n`;
+/// `x`: `B·T·m`; `out`: `B·T·m` (`y`, readout) or `B·T·n·m` (every state,
+/// `[B,T,n,m]`) as the plan's output says; `h0`, `h_t`: `B·n·m`.
+/// `q` is required for the readout and ignored for states; `h0 = None`
+/// (or `Some(0)`) means zeros.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DplrIo {
+    /// `w: [B,T,n]`.
+    pub w: u64,
+    /// `u: [B,T,R,n]`.
+    pub u: u64,
+    /// `v: [B,T,R,n]`.
+    pub v: u64,
+    /// `k: [B,T,n]`.
+    pub k: u64,
+    /// `x: [B,T,m]`.
+    pub x: u64,
+    /// `q: [B,T,n]` (readout only).
+    pub q: Option<u64>,
+    /// `h0: [B,n,m]`.
+    pub h0: Option<u64>,
+    /// `y: [B,T,m]` or states `[B,T,n,m]` (output).
+    pub out: u64,
+    /// `h_T: [B,n,m]` (output).
+    pub h_t: u64,
+}
+
+/// The same as [`DplrIo`], as buffers whose sizes are checked.
+#[derive(Clone, Copy, Debug)]
+pub struct DplrBuffers<'a> {
+    /// `w: [B,T,n]`.
+    pub w: &'a DeviceBuffer,
+    /// `u: [B,T,R,n]`.
+    pub u: &'a DeviceBuffer,
+    /// `v: [B,T,R,n]`.
+    pub v: &'a DeviceBuffer,
+    /// `k: [B,T,n]`.
+    pub k: &'a DeviceBuffer,
+    /// `x: [B,T,m]`.
+    pub x: &'a DeviceBuffer,
+    /// `q: [B,T,n]`, required for the readout.
+    pub q: Option<&'a DeviceBuffer>,
+    /// `h0: [B,n,m]`, or zeros.
+    pub h0: Option<&'a DeviceBuffer>,
+    /// `y: [B,T,m]` or states `[B,T,n,m]`.
+    pub out: &'a DeviceBuffer,
+    /// `h_T: [B,n,m]`.
+    pub h_t: &'a DeviceBuffer,
+}
+
+/// Plans `request` and issues the plan's launches on device pointers, in
+/// order, without synchronizing; returns the plan.
+///
+/// Checked before the first launch: the shape, the plan, that every
+/// required pointer is non-null and aligned to the element size, and that
+/// no two ranges overlap. The scratch comes from `ws` (allocated only when
+/// it grows). The pointers must address memory of `runner` holding at
+/// least the sizes of [`DplrIo`] (the kernels' contract, which no runner
+/// can check); [`launch_dplr_buffers`] checks sizes for [`DeviceBuffer`]s.
+pub fn scan_dplr_device<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DplrWorkspace,
+    dtype: DType,
+    output: DplrOutput,
+    shape: DplrShape,
+    io: DplrIo,
+    request: PlanRequest,
+) -> Result<DplrPlan> {
+    let plan = plan_dplr(shape, output, dtype, request, runner.sm_count())?;
+    launch_dplr(runner, ws, &plan, io)?;
+    Ok(plan)
+}
+
+/// Issues the launches of a ready `plan` on device pointers (see
+/// [`scan_dplr_device`] for the checks and the caller's obligations).
+pub fn launch_dplr<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DplrWorkspace,
+    plan: &DplrPlan,
+    io: DplrIo,
+) -> Result<()> {
+    check_plan(plan)?;
+    check_io(plan, &io)?;
+    ws.reserve(runner, plan.scratch)?;
+    issue(runner, plan, &plan.launches, ws, io, false)
+}
+
+/// Issues the launches of `plan` on buffers of `runner`, after checking
+/// that each holds exactly the elements its shape implies (typed
+/// [`Error::Shape`] naming the buffer otherwise) and belongs to `runner`.
+pub fn launch_dplr_buffers<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DplrWorkspace,
+    plan: &DplrPlan,
+    bufs: DplrBuffers<'_>,
+) -> Result<()> {
+    let s = plan.shape;
+    let size = plan.dtype.size();
+    let (b, t, n, m, r) = (s.batch, s.len, s.n, s.m, s.rank);
+    let btn = || format!("[B,T,n] = [{b},{t},{n}]");
+    let btrn = || format!("[B,T,R,n] = [{b},{t},{r},{n}]");
+    let bnm = || format!("[B,n,m] = [{b},{n},{m}]");
+    check_buffer(runner, "w", bufs.w, b * t * n, size, btn)?;
+    check_buffer(runner, "u", bufs.u, b * t * r * n, size, btrn)?;
+    check_buffer(runner, "v", bufs.v, b * t * r * n, size, btrn)?;
+    check_buffer(runner, "k", bufs.k, b * t * n, size, btn)?;
+    check_buffer(runner, "x", bufs.x, b * t * m, size, || {
+        format!("[B,T,m] = [{b},{t},{m}]")
+    })?;
+    let q = match (plan.output, bufs.q) {
+        (DplrOutput::Readout, Some(q)) => {
+            check_buffer(runner, "q", q, b * t * n, size, btn)?;
+            Some(q.ptr())
+        }
+        (DplrOutput::Readout, None) => {
+            return Err(Error::shape(
+                "q",
+                format!("{} (required for the Readout output)", btn()),
+                b * t * n,
+                0,
+            ))
+        }
+        (DplrOutput::States, _) => None,
+    };
+    if let Some(h0) = bufs.h0 {
+        check_buffer(runner, "h0", h0, s.state_elements(), size, bnm)?;
+    }
+    let out_shape = || match plan.output {
+        DplrOutput::Readout => format!("[B,T,m] = [{b},{t},{m}]"),
+        DplrOutput::States => format!("[B,T,n,m] = [{b},{t},{n},{m}]"),
+    };
+    check_buffer(
+        runner,
+        "out",
+        bufs.out,
+        s.out_elements(plan.output),
+        size,
+        out_shape,
+    )?;
+    check_buffer(runner, "h_t", bufs.h_t, s.state_elements(), size, bnm)?;
+    let io = DplrIo {
+        w: bufs.w.ptr(),
+        u: bufs.u.ptr(),
+        v: bufs.v.ptr(),
+        k: bufs.k.ptr(),
+        x: bufs.x.ptr(),
+        q,
+        h0: bufs.h0.map(DeviceBuffer::ptr),
+        out: bufs.out.ptr(),
+        h_t: bufs.h_t.ptr(),
+    };
+    launch_dplr(runner, ws, plan, io)
+}
+
+fn check_buffer<R: KernelRunner>(
+    runner: &R,
+    arg: &'static str,
+    buf: &DeviceBuffer,
+    elements: usize,
+    size: usize,
+    shape: impl Fn() -> String,
+) -> Result<()> {
+    if buf.backend_name() != runner.backend_name() {
+        return Err(Error::BackendUnavailable {
+            backend: runner.backend_name(),
+            reason: format!(
+                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
+                buf.backend_name(),
+                runner.backend_name()
+            ),
+        });
+    }
+    if buf.len_bytes() != elements * size {
+        return Err(Error::shape(
+            arg,
+            format!("{} of {size}-byte elements", shape()),
+            elements,
+            buf.len_bytes() / size,
+        ));
+    }
+    Ok(())
+}
+
+fn check_io(plan: &DplrPlan, io: &DplrIo) -> Result<()> {
+    let s = plan.shape;
+    let size = plan.dtype.size();
+    let btn = s.batch * s.len * s.n * size;
+    let btrn = btn * s.rank;
+    let btm = s.batch * s.len * s.m * size;
+    let state = s.state_elements() * size;
+    let out = s.out_elements(plan.output) * size;
+    let readout = plan.output == DplrOutput::Readout;
+    let q = if readout { io.q.unwrap_or(0) } else { 0 };
+    let ranges: [(&'static str, u64, usize, bool); 9] = [
+        ("w", io.w, btn, true),
+        ("u", io.u, btrn, true),
+        ("v", io.v, btrn, true),
+        ("k", io.k, btn, true),
+        ("x", io.x, btm, true),
+        ("q", q, btn, readout),
+        ("h0", io.h0.unwrap_or(0), state, false),
+        ("out", io.out, out, true),
+        ("h_t", io.h_t, state, true),
+    ];
+    for &(arg, ptr, _, required) in &ranges {
+        if required && ptr == 0 {
+            return Err(Error::size(arg, 0, "a non-null device address"));
+        }
+        if ptr % size as u64 != 0 {
+            return Err(Error::size(
+                arg,
+                ptr as usize,
+                format!(
+                    "an address aligned to the {size}-byte {} element",
+                    plan.dtype
+                ),
+            ));
+        }
+    }
+    for (i, &(arg_i, p, len_p, _)) in ranges.iter().enumerate() {
+        for &(arg_j, q, len_q, _) in &ranges[..i] {
+            if p == 0 || q == 0 {
+                continue;
+            }
+            let overlap = p < q.saturating_add(len_q as u64) && q < p.saturating_add(len_p as u64);
+            if overlap {
+                return Err(Error::size(
+                    arg_i,
+                    p as usize,
+                    format!(
+                        "a range of {len_p} bytes that does not overlap `{arg_j}` ({q:#x}, \
+                         {len_q} bytes)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn i32_arg(v: usize) -> KernelArg {
+    // Every size was checked to be a C int by the planner.
+    KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX))
+}
+
+/// Issues `launches` (the plan's, for one instantiation) with `io`.
+/// `depth`: the counters' run (inputs are never read).
+fn issue<R: KernelRunner>(
+    runner: &R,
+    plan: &DplrPlan,
+    launches: &[DplrLaunch],
+    ws: &DplrWorkspace,
+    io: DplrIo,
+    depth: bool,
+) -> Result<()> {
+    use KernelArg::Ptr;
+    let s = plan.shape;
+    let (b, t, n, m, r) = (
+        i32_arg(s.batch),
+        i32_arg(s.len),
+        i32_arg(s.n),
+        i32_arg(s.m),
+        i32_arg(s.rank),
+    );
+    let c = i32_arg(plan.chunk);
+    let nc = i32_arg(plan.chunks);
+    let (w, u, v, k, x) = (Ptr(io.w), Ptr(io.u), Ptr(io.v), Ptr(io.k), Ptr(io.x));
+    let readout = plan.output == DplrOutput::Readout;
+    let q = Ptr(if readout && !depth {
+        io.q.unwrap_or(0)
+    } else {
+        0
+    });
+    let (y, states) = if readout {
+        (Ptr(io.out), Ptr(0))
+    } else {
+        (Ptr(0), Ptr(io.out))
+    };
+    let (h0, ht) = (Ptr(io.h0.unwrap_or(0)), Ptr(io.h_t));
+    let (agg, carry) = (Ptr(ws.ptr(0)), Ptr(ws.ptr(1)));
+    // P1 runs the rescan without carries: its only chunk starts from h0.
+    let rescan_carry = if plan.kind == DplrPlanKind::Chunked {
+        carry
+    } else {
+        Ptr(0)
+    };
+    for l in launches {
+        let (kn, cfg) = (l.kernel, l.cfg);
+        match l.role {
+            DplrRole::Sequential => runner.launch(
+                kn,
+                cfg,
+                &[w, u, v, k, x, q, y, states, ht, h0, b, t, n, m, r],
+            ),
+            DplrRole::Reduce => runner.launch(kn, cfg, &[w, u, v, k, x, agg, b, t, n, m, r, c]),
+            DplrRole::Up { half } => runner.launch(kn, cfg, &[agg, b, nc, n, m, i32_arg(half)]),
+            DplrRole::Down { half } => {
+                runner.launch(kn, cfg, &[agg, carry, h0, b, nc, n, m, i32_arg(half)])
+            }
+            DplrRole::Rescan => runner.launch(
+                kn,
+                cfg,
+                &[
+                    w,
+                    u,
+                    v,
+                    k,
+                    x,
+                    q,
+                    y,
+                    states,
+                    ht,
+                    rescan_carry,
+                    h0,
+                    b,
+                    t,
+                    n,
+                    m,
+                    r,
+                    c,
+                ],
+            ),
+        }?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Host convenience and depth measurement
+// ---------------------------------------------------------------------------
+
+/// Runs a host-side DPLR problem on `runner`: validates it (and the
+/// kernels' limits), plans `request`, uploads the inputs, poisons the
+/// outputs (`0xFF` bytes: NaN, so an unwritten element shows), launches,
+/// downloads.
+///
+/// Returns `(out, h_T, plan)`: `out` is `y: [B,T,m]` or every state
+/// `[B,T,n,m]` as `problem.output` says, `h_T: [B,n,m]`.
+pub fn scan_dplr<R, S>(
+    runner: &R,
+    ws: &mut DplrWorkspace,
+    problem: &Dplr<'_, S>,
+    request: PlanRequest,
+) -> Result<(Vec<S>, Vec<S>, DplrPlan)>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    problem.validate()?;
+    let shape = DplrShape::of(problem);
+    let plan = plan_dplr(shape, problem.output, S::DTYPE, request, runner.sm_count())?;
+    let inputs = Uploaded::new(runner, problem)?;
+    let size = std::mem::size_of::<S>();
+    let out = runner.alloc(shape.out_elements(problem.output) * size)?;
+    let h_t = runner.alloc(shape.state_elements() * size)?;
+    runner.fill(&out, 0xFF)?;
+    runner.fill(&h_t, 0xFF)?;
+    launch_dplr_buffers(runner, ws, &plan, inputs.buffers(&out, &h_t))?;
+    let mut host_out = vec![S::default(); shape.out_elements(problem.output)];
+    let mut host_t = vec![S::default(); shape.state_elements()];
+    runner.download(&out, &mut host_out)?;
+    runner.download(&h_t, &mut host_t)?;
+    Ok((host_out, host_t, plan))
+}
+
+/// A problem's inputs on a runner.
+struct Uploaded {
+    w: DeviceBuffer,
+    u: DeviceBuffer,
+    v: DeviceBuffer,
+    k: DeviceBuffer,
+    x: DeviceBuffer,
+    q: Option<DeviceBuffer>,
+    h0: Option<DeviceBuffer>,
+}
+
+impl Uploaded {
+    fn new<R: KernelRunner, S: Storage + bytemuck::Pod>(
+        runner: &R,
+        p: &Dplr<'_, S>,
+    ) -> Result<Self> {
+        let q = match p.output {
+            DplrOutput::Readout => p.q.map(|q| runner.upload(q)).transpose()?,
+            DplrOutput::States => None,
+        };
+        Ok(Uploaded {
+            w: runner.upload(p.w)?,
+            u: runner.upload(p.u)?,
+            v: runner.upload(p.v)?,
+            k: runner.upload(p.k)?,
+            x: runner.upload(p.x)?,
+            q,
+            h0: p.h0.map(|h0| runner.upload(h0)).transpose()?,
+        })
+    }
+
+    fn buffers<'a>(&'a self, out: &'a DeviceBuffer, h_t: &'a DeviceBuffer) -> DplrBuffers<'a> {
+        DplrBuffers {
+            w: &self.w,
+            u: &self.u,
+            v: &self.v,
+            k: &self.k,
+            x: &self.x,
+            q: self.q.as_ref(),
+            h0: self.h0.as_ref(),
+            out,
+            h_t,
+        }
+    }
+}
+
+/// Runs `plan`'s launch sequence on the `_depth` instantiation (inputs and
+/// `h0` are null: every step and `h0` has depth 0) and returns the depth of
+/// every output, `(out, h_T)` as `u32` in the plan's output shape. Outputs
+/// are poisoned first, so an unwritten element reads `u32::MAX`.
+pub fn measure_dplr_depth_outputs<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DplrWorkspace,
+    plan: &DplrPlan,
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    check_plan(plan)?;
+    let g = plan.geometry();
+    let kt = KernelType::Depth;
+    let launches = g.launches(kt)?;
+    let s = plan.shape;
+    let n_out = s.out_elements(plan.output);
+    let n_state = s.state_elements();
+    let out = runner.alloc(n_out * 4)?;
+    let h_t = runner.alloc(n_state * 4)?;
+    runner.fill(&out, 0xFF)?;
+    runner.fill(&h_t, 0xFF)?;
+    ws.reserve(runner, g.scratch(kt)?)?;
+    let io = DplrIo {
+        out: out.ptr(),
+        h_t: h_t.ptr(),
+        ..DplrIo::default()
+    };
+    issue(runner, plan, &launches, ws, io, true)?;
+    let mut host_out = vec![0u32; n_out];
+    let mut host_t = vec![0u32; n_state];
+    runner.download(&out, &mut host_out)?;
+    runner.download(&h_t, &mut host_t)?;
+    Ok((host_out, host_t))
+}
+
+/// The measured depth of `plan`: the deepest output of its launch sequence
+/// on the `_depth` kernels. Equals [`DplrPlan::depth`] when the kernels
+/// follow their contract.
+pub fn measure_dplr_depth<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DplrWorkspace,
+    plan: &DplrPlan,
+) -> Result<u64> {
+    let (out, h_t) = measure_dplr_depth_outputs(runner, ws, plan)?;
+    Ok(out.iter().chain(&h_t).copied().max().map_or(0, u64::from))
+}
+
+fn plan_for<S: Storage>(
+    p: &Dplr<'_, S>,
+    sm_count: usize,
+    request: PlanRequest,
+) -> Result<DplrPlan> {
+    p.validate()?;
+    plan_dplr(DplrShape::of(p), p.output, S::DTYPE, request, sm_count)
+}
+
+impl<S: Storage + bytemuck::Pod> super::KernelScan for Dplr<'_, S> {
+    type Elem = S;
+
+    fn kernel_plan(
+        &self,
+        sm_count: usize,
+        request: PlanRequest,
+    ) -> Result<super::KernelPlanSummary> {
+        Ok(plan_for(self, sm_count, request)?.summary())
+    }
+
+    fn kernel_scan<R: KernelRunner>(
+        &self,
+        runner: &R,
+        request: PlanRequest,
+    ) -> Result<super::KernelOutputs<S>> {
+        let mut ws = DplrWorkspace::new();
+        let (out, h_last, plan) = scan_dplr(runner, &mut ws, self, request)?;
+        Ok(super::KernelOutputs {
+            out,
+            h_last,
+            plan: plan.summary(),
+        })
+    }
+
+    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
+        let plan = plan_for(self, runner.sm_count(), request)?;
+        measure_dplr_depth(runner, &mut DplrWorkspace::new(), &plan)
+    }
+
+    fn kernel_prepare<'r, R: KernelRunner>(
+        &self,
+        runner: &'r R,
+        request: PlanRequest,
+    ) -> Result<(super::KernelPlanSummary, super::PreparedLaunches<'r>)> {
+        let plan = plan_for(self, runner.sm_count(), request)?;
+        let s = plan.shape;
+        let size = std::mem::size_of::<S>();
+        let inputs = Uploaded::new(runner, self)?;
+        let out = runner.alloc(s.out_elements(plan.output) * size)?;
+        let h_t = runner.alloc(s.state_elements() * size)?;
+        let mut ws = DplrWorkspace::new();
+        ws.reserve(runner, plan.scratch)?;
+        let summary = plan.summary();
+        let run = move || launch_dplr_buffers(runner, &mut ws, &plan, inputs.buffers(&out, &h_t));
+        Ok((summary, Box::new(run)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(b: usize, t: usize, n: usize, m: usize, r: usize, req: PlanRequest) -> DplrPlan {
+        plan_dplr(
+            DplrShape::new(b, t, n, m, r),
+            DplrOutput::Readout,
+            DType::F32,
+            req,
+            2,
+        )
+        .unwrap()
+    }
+
+    fn brute_depth(p: &DplrPlan) -> u64 {
+        (0..p.shape.len).map(|t| p.depth_at(t)).max().unwrap()
+    }
+
+    /// An independent evaluation of the Blelloch level structure: simulate
+    /// the launches on per-chunk counters.
+    fn simulated_depth(p: &DplrPlan) -> u64 {
+        if p.kind != DplrPlanKind::Chunked {
+            return p.shape.len as u64;
+        }
+        let nc = p.chunks;
+        let t = p.shape.len;
+        let mut agg: Vec<u64> = (0..nc)
+            .map(|i| (t - i * p.chunk).min(p.chunk) as u64)
+            .collect();
+        let mut carry = vec![0u64; nc];
+        for l in &p.launches {
+            match l.role {
+                DplrRole::Up { half } => {
+                    let span = 2 * half;
+                    for q in 0..nc / span {
+                        let (ai, bi) = (q * span + half - 1, q * span + span - 1);
+                        agg[bi] = agg[ai].max(agg[bi]) + 1;
+                    }
+                }
+                DplrRole::Down { half } => {
+                    let span = 2 * half;
+                    let mut q = 0;
+                    while q * span + half < nc {
+                        let (src, r) = (q * span, q * span + half);
+                        carry[r] = agg[r - 1].max(carry[src]) + 1;
+                        q += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        (0..t)
+            .map(|s| carry[s / p.chunk] + (s % p.chunk) as u64 + 1)
+            .max()
+            .unwrap()
+    }
+
+    #[test]
+    fn depth_formula_matches_brute_force_and_simulation() {
+        for t in [1usize, 2, 3, 7, 8, 9, 33, 100, 257, 1000, 4097] {
+            for req in [
+                PlanRequest::Sequential,
+                PlanRequest::Chunk(1),
+                PlanRequest::Chunk(2),
+                PlanRequest::Chunk(3),
+                PlanRequest::Chunk(8),
+                PlanRequest::Chunk(64),
+                PlanRequest::Chunk(5000),
+                PlanRequest::MinDepth,
+                PlanRequest::Auto,
+            ] {
+                let p = plan(2, t, 5, 3, 2, req);
+                assert_eq!(p.depth, brute_depth(&p), "{p}");
+                assert_eq!(p.depth, simulated_depth(&p), "{p}");
+            }
+        }
+    }
+
+    #[test]
+    fn worked_example_and_launch_counts() {
+        let p = plan(64, 8192, 64, 64, 1, PlanRequest::Chunk(256));
+        assert_eq!((p.kind, p.chunks, p.levels), (DplrPlanKind::Chunked, 32, 5));
+        assert_eq!(p.depth, 256 + 4 + 5 + 256);
+        assert_eq!(p.launches.len(), 2 * 5 + 1);
+        let p = plan(1, 100, 4, 3, 1, PlanRequest::Chunk(50));
+        assert_eq!(p.launches.len(), 3);
+        let p = plan(1, 100, 4, 3, 1, PlanRequest::Chunk(100));
+        assert_eq!((p.kind, p.launches.len()), (DplrPlanKind::SinglePass, 1));
+        let p = plan(1, 100, 4, 3, 1, PlanRequest::Sequential);
+        assert_eq!((p.kind, p.depth), (DplrPlanKind::Sequential, 100));
+        assert!(p.launches[0].kernel.starts_with("dplr_sequential_n32_"));
+    }
+
+    #[test]
+    fn min_depth_is_minimal() {
+        for t in [1usize, 5, 100, 3000] {
+            let best = plan(1, t, 4, 4, 1, PlanRequest::MinDepth);
+            for k in 0..13 {
+                let p = plan(1, t, 4, 4, 1, PlanRequest::Chunk(1 << k));
+                assert!(best.depth <= p.depth, "{best} vs {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_typed_errors() {
+        let bad = |b, t, n, m, r| {
+            plan_dplr(
+                DplrShape::new(b, t, n, m, r),
+                DplrOutput::Readout,
+                DType::F32,
+                PlanRequest::Auto,
+                2,
+            )
+        };
+        assert!(matches!(
+            bad(1, 4, 129, 4, 1),
+            Err(Error::Size { arg: "n", .. })
+        ));
+        assert!(matches!(
+            bad(1, 4, 4, 129, 1),
+            Err(Error::Size { arg: "m", .. })
+        ));
+        assert!(matches!(
+            bad(1, 4, 4, 4, 5),
+            Err(Error::Size { arg: "rank", .. })
+        ));
+        assert!(matches!(
+            bad(1, 4, 4, 4, 0),
+            Err(Error::Size { arg: "rank", .. })
+        ));
+        assert!(matches!(
+            bad(1, 0, 4, 4, 1),
+            Err(Error::Size { arg: "len", .. })
+        ));
+        assert!(matches!(
+            plan_dplr(
+                DplrShape::new(1, 9, 4, 4, 1),
+                DplrOutput::Readout,
+                DType::F32,
+                PlanRequest::Chunk(0),
+                2
+            ),
+            Err(Error::Plan(_))
+        ));
+        // The widest shape fits the launch limits, with opt-in shared memory.
+        let p = plan(1, 40, 128, 128, 4, PlanRequest::Chunk(8));
+        assert!(p.launches.iter().all(|l| l.cfg.validate().is_ok()));
+        assert_eq!(p.width, 128);
+    }
+
+    #[test]
+    fn auto_splits_few_problems() {
+        let p = plan_dplr(
+            DplrShape::new(64, 8192, 64, 64, 1),
+            DplrOutput::Readout,
+            DType::Bf16,
+            PlanRequest::Auto,
+            132,
+        )
+        .unwrap();
+        assert_eq!(p.kind, DplrPlanKind::Chunked);
+        assert!(64 * 64 * p.chunks >= 132 * AUTO_THREADS_PER_SM, "{p}");
+        let p = plan_dplr(
+            DplrShape::new(8192, 1000, 16, 16, 1),
+            DplrOutput::Readout,
+            DType::F32,
+            PlanRequest::Auto,
+            132,
+        )
+        .unwrap();
+        assert_eq!(p.kind, DplrPlanKind::SinglePass);
+    }
+}

@@ -108,6 +108,12 @@ struct SweepArgs {
     /// Longest T of the hard cell's rows (Newton needs ~T iterations) [default: 2^12].
     #[arg(long, value_parser = parse_len)]
     hard_max_t: Option<usize>,
+    /// Sequences per nonlinear case [default: 1].
+    #[arg(long)]
+    cell_batch: Option<usize>,
+    /// Units of every nonlinear cell [default: 16 diag-gru/elman, 8 diag-lstm, 4 parity].
+    #[arg(long)]
+    cell_units: Option<usize>,
     /// The depth-hierarchy preset: diagonal, perm-diagonal and dplr scans (min-depth),
     /// Newton on diag-gru and parity, and the sequential loops, T = 2^6..2^14 (x2);
     /// writes hierarchy.svg. Overrides --families, --plans, --cells and the grid unless
@@ -230,6 +236,12 @@ fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
     }
     if let Some(t) = args.hard_max_t {
         cfg.hard_max_t = t;
+    }
+    if let Some(b) = args.cell_batch {
+        cfg.cell_batch = b;
+    }
+    if args.cell_units.is_some() {
+        cfg.cell_units = args.cell_units;
     }
     cfg.dtypes = config::parse_dtypes(&args.dtypes)?;
     cfg.diagonal_layouts = config::parse_layouts(&args.layouts)?;

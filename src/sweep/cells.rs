@@ -28,7 +28,7 @@ use crate::scan::PlanRequest;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CellKind {
-    /// [`DiagGru`], 16 units, contractive weights `|a| < 0.5`.
+    /// [`DiagGru`], 16 units (default), contractive weights `|a| < 0.5`.
     DiagGru,
     /// [`DiagLstm`], 8 units (state 16), contractive weights.
     DiagLstm,
@@ -57,8 +57,8 @@ impl CellKind {
         }
     }
 
-    /// Units of the cell (the kernels' `n`).
-    fn units(self) -> usize {
+    /// Default units of the cell (the kernels' `n`).
+    pub fn default_units(self) -> usize {
         match self {
             CellKind::DiagGru | CellKind::Elman => 16,
             CellKind::DiagLstm => 8,
@@ -113,9 +113,9 @@ enum AnyCell {
 }
 
 impl AnyCell {
-    fn new(kind: CellKind, seed: u64) -> Result<Self> {
+    fn new(kind: CellKind, units: Option<usize>, seed: u64) -> Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let n = kind.units();
+        let n = units.unwrap_or(kind.default_units());
         let mut w =
             |len: usize, s: f32| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-s..s)).collect() };
         Ok(match kind {
@@ -162,9 +162,6 @@ impl AnyCell {
     }
 }
 
-/// Sequences per nonlinear case.
-pub const CELL_BATCH: usize = 1;
-
 impl Runner<'_, '_> {
     /// Number of progress steps of the nonlinear rows.
     pub(super) fn cell_steps(config: &super::SweepConfig) -> usize {
@@ -175,7 +172,12 @@ impl Runner<'_, '_> {
     /// sequential loop, every other plan a Newton solve whose scans use it.
     pub(super) fn run_cell(&mut self, kind: CellKind) -> Result<()> {
         let cfg = self.config;
-        let cell = AnyCell::new(kind, super::mix_seed(cfg.seed, 0xce11 ^ kind as u64))?;
+        let cell = AnyCell::new(
+            kind,
+            cfg.cell_units,
+            super::mix_seed(cfg.seed, 0xce11 ^ kind as u64),
+        )?;
+        let batch = cfg.cell_batch;
         let cap = match kind {
             CellKind::Parity => cfg.hard_max_t,
             _ => cfg.newton_max_t,
@@ -193,11 +195,11 @@ impl Runner<'_, '_> {
                 );
                 continue;
             }
-            let x = cell.inputs(CELL_BATCH, len, super::mix_seed(cfg.seed, len as u64));
+            let x = cell.inputs(batch, len, super::mix_seed(cfg.seed, len as u64));
             let problem = NonlinearProblem {
                 x: &x,
                 h0: None,
-                batch: CELL_BATCH,
+                batch,
                 len,
             };
             for &request in &cfg.plans {

@@ -532,6 +532,10 @@ pub struct SweepConfig {
     /// Longest `T` of the hard cell ([`super::cells::CellKind::Parity`]):
     /// Newton needs about `T` iterations there, so its cost grows as `T²`.
     pub hard_max_t: usize,
+    /// Sequences per nonlinear case (`B`).
+    pub cell_batch: usize,
+    /// Units of every cell; `None`: each cell's default (16, 8, 16, 4).
+    pub cell_units: Option<usize>,
 }
 
 /// Default grid: `2^8 … 2^20` in steps of ×4.
@@ -573,6 +577,8 @@ impl Default for SweepConfig {
             ],
             newton_max_t: DEFAULT_NEWTON_MAX_T,
             hard_max_t: DEFAULT_HARD_MAX_T,
+            cell_batch: 1,
+            cell_units: None,
         }
     }
 }
@@ -648,6 +654,12 @@ impl SweepConfig {
         }
         if self.lengths.is_empty() || self.lengths.contains(&0) {
             return Err(invalid("lengths", "expected T values ≥ 1".into()));
+        }
+        if self.cell_batch == 0 || self.cell_units == Some(0) {
+            return Err(invalid(
+                "cell-batch/cell-units",
+                "expected values ≥ 1".into(),
+            ));
         }
         if self.threads == Some(0) {
             return Err(Error::size("threads", 0, "≥ 1").into());

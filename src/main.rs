@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Depth, work and time versus sequence length for every family (the default).
-    Sweep(SweepArgs),
+    Sweep(Box<SweepArgs>),
     /// Every family × dtype × plan on every available backend against the f64 oracle.
     Check(CheckArgs),
     /// Backend choice, devices, PTX build and copy bandwidth.
@@ -191,7 +191,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => run_sweep(cli.sweep),
-        Some(Command::Sweep(args)) => run_sweep(args),
+        Some(Command::Sweep(args)) => run_sweep(*args),
         Some(Command::Check(args)) => run_check(args),
         Some(Command::Info(args)) => run_info(args),
     };

@@ -38,6 +38,7 @@
 
 use std::fmt;
 
+use super::common::{check_buffer, check_int, i32_arg};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -156,13 +157,6 @@ impl BlockShape {
             })?;
         Ok(())
     }
-}
-
-fn check_int(arg: &'static str, v: usize) -> Result<()> {
-    if v == 0 || v > i32::MAX as usize {
-        return Err(Error::size(arg, v, "1 ≤ value ≤ 2^31 − 1 (a C int)"));
-    }
-    Ok(())
 }
 
 /// One instantiation of the kernels: a storage dtype or the depth counter.
@@ -834,35 +828,6 @@ pub fn launch_block_diagonal_buffers<R: KernelRunner>(
     launch_block_diagonal(runner, ws, plan, io)
 }
 
-fn check_buffer<R: KernelRunner>(
-    runner: &R,
-    arg: &'static str,
-    buf: &DeviceBuffer,
-    elements: usize,
-    size: usize,
-    shape: impl Fn() -> String,
-) -> Result<()> {
-    if buf.backend_name() != runner.backend_name() {
-        return Err(Error::BackendUnavailable {
-            backend: runner.backend_name(),
-            reason: format!(
-                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
-                buf.backend_name(),
-                runner.backend_name()
-            ),
-        });
-    }
-    if buf.len_bytes() != elements * size {
-        return Err(Error::shape(
-            arg,
-            format!("{} of {size}-byte elements", shape()),
-            elements,
-            buf.len_bytes() / size,
-        ));
-    }
-    Ok(())
-}
-
 /// Plans have public fields: a plan that is not what the planner makes for
 /// its own request is rejected.
 fn check_plan(plan: &BlockPlan) -> Result<()> {
@@ -936,11 +901,6 @@ fn check_io(plan: &BlockPlan, io: &BlockDiagonalIo) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn i32_arg(v: usize) -> KernelArg {
-    // Every size was checked to be a C int by the planner.
-    KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX))
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with scratch at

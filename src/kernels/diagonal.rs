@@ -70,6 +70,7 @@
 
 use std::fmt;
 
+use super::common::{ceil_log2, check_buffer, check_int, highest_bit, i32_arg};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -164,13 +165,6 @@ impl DiagShape {
             })?;
         Ok(())
     }
-}
-
-fn check_int(arg: &'static str, v: usize) -> Result<()> {
-    if v == 0 || v > i32::MAX as usize {
-        return Err(Error::size(arg, v, "1 ≤ value ≤ 2^31 − 1 (a C int)"));
-    }
-    Ok(())
 }
 
 /// The `extern "C"` kernels of one instantiation (one dtype suffix).
@@ -639,10 +633,6 @@ fn p3_tile(nc: usize) -> usize {
     tl
 }
 
-fn ceil_log2(x: usize) -> u64 {
-    u64::from(usize::BITS - (x.max(1) - 1).leading_zeros())
-}
-
 impl Geometry {
     fn sequential(shape: DiagShape, kernel_layout: Layout, sm: usize) -> Result<Geometry> {
         Ok(Geometry {
@@ -1032,10 +1022,6 @@ fn launch_config(kernel: &str, grid: [u64; 3], block: u32) -> Result<LaunchConfi
     Ok(cfg)
 }
 
-fn highest_bit(x: u64) -> u64 {
-    u64::from(63 - x.leading_zeros())
-}
-
 fn bit_length(x: u64) -> u64 {
     u64::from(64 - x.leading_zeros())
 }
@@ -1280,35 +1266,6 @@ pub fn launch_diagonal_buffers<R: KernelRunner>(
     launch_diagonal(runner, ws, plan, io)
 }
 
-fn check_buffer<R: KernelRunner>(
-    runner: &R,
-    arg: &'static str,
-    buf: &DeviceBuffer,
-    elements: usize,
-    size: usize,
-    shape: impl Fn() -> String,
-) -> Result<()> {
-    if buf.backend_name() != runner.backend_name() {
-        return Err(Error::BackendUnavailable {
-            backend: runner.backend_name(),
-            reason: format!(
-                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
-                buf.backend_name(),
-                runner.backend_name()
-            ),
-        });
-    }
-    if buf.len_bytes() != elements * size {
-        return Err(Error::shape(
-            arg,
-            format!("{} of {size}-byte elements", shape()),
-            elements,
-            buf.len_bytes() / size,
-        ));
-    }
-    Ok(())
-}
-
 /// A plan must meet the launch contract and be internally consistent (its
 /// fields are public, so it may have been edited since [`plan_diagonal`]).
 fn check_plan(plan: &GpuPlan) -> Result<()> {
@@ -1376,11 +1333,6 @@ fn check_io(plan: &GpuPlan, io: &DiagonalIo) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn i32_arg(v: usize) -> KernelArg {
-    // Every size was checked to be a C int by the planner.
-    KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX))
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with `io`.

@@ -56,6 +56,7 @@
 
 use std::fmt;
 
+use super::common::{check_buffer, check_int, highest_bit, i32_arg};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -183,13 +184,6 @@ impl DplrShape {
             })?;
         Ok(())
     }
-}
-
-fn check_int(arg: &'static str, v: usize) -> Result<()> {
-    if v == 0 || v > i32::MAX as usize {
-        return Err(Error::size(arg, v, "1 ≤ value ≤ 2^31 − 1 (a C int)"));
-    }
-    Ok(())
 }
 
 /// The five `extern "C"` kernels of one (type, `NMAX`) instantiation.
@@ -388,10 +382,6 @@ struct Geometry {
 
 fn ceil_log2(x: usize) -> usize {
     (usize::BITS - (x.max(1) - 1).leading_zeros()) as usize
-}
-
-fn highest_bit(x: u64) -> u64 {
-    u64::from(63 - x.leading_zeros())
 }
 
 /// `max_{1 ≤ i ≤ k} hb(i) + pc(i)` for `k ≥ 1`, in O(log k): every `i < k`
@@ -1052,35 +1042,6 @@ pub fn launch_dplr_buffers<R: KernelRunner>(
     launch_dplr(runner, ws, plan, io)
 }
 
-fn check_buffer<R: KernelRunner>(
-    runner: &R,
-    arg: &'static str,
-    buf: &DeviceBuffer,
-    elements: usize,
-    size: usize,
-    shape: impl Fn() -> String,
-) -> Result<()> {
-    if buf.backend_name() != runner.backend_name() {
-        return Err(Error::BackendUnavailable {
-            backend: runner.backend_name(),
-            reason: format!(
-                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
-                buf.backend_name(),
-                runner.backend_name()
-            ),
-        });
-    }
-    if buf.len_bytes() != elements * size {
-        return Err(Error::shape(
-            arg,
-            format!("{} of {size}-byte elements", shape()),
-            elements,
-            buf.len_bytes() / size,
-        ));
-    }
-    Ok(())
-}
-
 fn check_io(plan: &DplrPlan, io: &DplrIo) -> Result<()> {
     let s = plan.shape;
     let size = plan.dtype.size();
@@ -1136,11 +1097,6 @@ fn check_io(plan: &DplrPlan, io: &DplrIo) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn i32_arg(v: usize) -> KernelArg {
-    // Every size was checked to be a C int by the planner.
-    KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX))
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with `io`.

@@ -22,6 +22,7 @@
 //! that `parascan check` and `parascan sweep` drive.
 
 pub mod block_diagonal;
+mod common;
 pub mod diagonal;
 pub mod dplr;
 pub mod perm_diagonal;

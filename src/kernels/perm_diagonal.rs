@@ -53,6 +53,7 @@
 
 use std::fmt;
 
+use super::common::{ceil_log2, check_buffer, check_int, highest_bit, i32_arg};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -160,13 +161,6 @@ impl PdShape {
             })?;
         Ok(())
     }
-}
-
-fn check_int(arg: &'static str, v: usize) -> Result<()> {
-    if v == 0 || v > i32::MAX as usize {
-        return Err(Error::size(arg, v, "1 ≤ value ≤ 2^31 − 1 (a C int)"));
-    }
-    Ok(())
 }
 
 /// Which kernels (team shape) a plan uses.
@@ -606,19 +600,11 @@ fn max_hb_pc(m: u64) -> u64 {
     best
 }
 
-fn highest_bit(x: u64) -> u64 {
-    u64::from(63 - x.leading_zeros())
-}
-
 /// `TL` of P3 for `nc` chunks: the power of two at or above `√nc`, at least
 /// [`MIN_TILE`] (so both levels have about `√nc` elements).
 fn p3_tile(nc: usize) -> usize {
     let root = (nc as f64).sqrt().ceil() as usize;
     root.next_power_of_two().max(MIN_TILE)
-}
-
-fn ceil_log2(x: usize) -> u64 {
-    u64::from(usize::BITS - (x.max(1) - 1).leading_zeros())
 }
 
 /// `P(L, i)`: depth of the Blelloch exclusive prefix of leaf `i` over
@@ -1098,35 +1084,6 @@ pub fn launch_perm_diagonal_buffers<R: KernelRunner>(
     launch_perm_diagonal(runner, ws, plan, io)
 }
 
-fn check_buffer<R: KernelRunner>(
-    runner: &R,
-    arg: &'static str,
-    buf: &DeviceBuffer,
-    elements: usize,
-    size: usize,
-    shape: impl Fn() -> String,
-) -> Result<()> {
-    if buf.backend_name() != runner.backend_name() {
-        return Err(Error::BackendUnavailable {
-            backend: runner.backend_name(),
-            reason: format!(
-                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
-                buf.backend_name(),
-                runner.backend_name()
-            ),
-        });
-    }
-    if buf.len_bytes() != elements * size {
-        return Err(Error::shape(
-            arg,
-            format!("{} of {size}-byte elements", shape()),
-            elements,
-            buf.len_bytes() / size,
-        ));
-    }
-    Ok(())
-}
-
 /// A plan must meet the launch contract and be consistent (its fields are
 /// public, so it may have been edited since [`plan_perm_diagonal`]).
 fn check_plan(plan: &PdGpuPlan) -> Result<()> {
@@ -1191,11 +1148,6 @@ fn check_io(plan: &PdGpuPlan, io: &PdIo) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn i32_arg(v: usize) -> KernelArg {
-    // Every size was checked to be a C int by the planner.
-    KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX))
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with `io`.

@@ -1,0 +1,61 @@
+//! Helpers every family's kernel orchestration shares: buffer and size
+//! checks before a launch, C-int kernel arguments, bit arithmetic of the
+//! depth formulas.
+
+use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner};
+use crate::error::{Error, Result};
+
+/// Checks that `buf` belongs to `runner`'s backend and holds exactly
+/// `elements` values of `size` bytes (`shape` describes them in the error).
+pub(crate) fn check_buffer<R: KernelRunner>(
+    runner: &R,
+    arg: &'static str,
+    buf: &DeviceBuffer,
+    elements: usize,
+    size: usize,
+    shape: impl Fn() -> String,
+) -> Result<()> {
+    if buf.backend_name() != runner.backend_name() {
+        return Err(Error::BackendUnavailable {
+            backend: runner.backend_name(),
+            reason: format!(
+                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
+                buf.backend_name(),
+                runner.backend_name()
+            ),
+        });
+    }
+    if buf.len_bytes() != elements * size {
+        return Err(Error::shape(
+            arg,
+            format!("{} of {size}-byte elements", shape()),
+            elements,
+            buf.len_bytes() / size,
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a size passed to a kernel as a C `int` is in `1..=2^31 − 1`.
+pub(crate) fn check_int(arg: &'static str, v: usize) -> Result<()> {
+    if v == 0 || v > i32::MAX as usize {
+        return Err(Error::size(arg, v, "1 ≤ value ≤ 2^31 − 1 (a C int)"));
+    }
+    Ok(())
+}
+
+/// A size as a C `int` kernel argument (checked by [`check_int`] before).
+pub(crate) fn i32_arg(v: usize) -> KernelArg {
+    // Every size was checked to be a C int by the planner.
+    KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX))
+}
+
+/// `⌊log2 x⌋` for `x ≥ 1` (the `hb` of the depth formulas).
+pub(crate) fn highest_bit(x: u64) -> u64 {
+    u64::from(63 - x.leading_zeros())
+}
+
+/// `⌈log2 x⌉` (0 for `x ≤ 1`).
+pub(crate) fn ceil_log2(x: usize) -> u64 {
+    u64::from(usize::BITS - (x.max(1) - 1).leading_zeros())
+}

@@ -38,7 +38,7 @@
 
 use std::fmt;
 
-use super::common::{check_buffer, check_int, i32_arg};
+use super::common::{check_buffer, check_int, grow_slot, i32_arg};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -685,19 +685,8 @@ impl BlockDiagonalWorkspace {
 
     /// Makes the buffer at least `bytes` long, on `runner`.
     pub fn reserve<R: KernelRunner>(&mut self, runner: &R, bytes: usize) -> Result<()> {
-        if bytes == 0 {
-            return Ok(());
-        }
-        let fits = self
-            .buf
-            .as_ref()
-            .is_some_and(|b| b.backend_name() == runner.backend_name() && b.len_bytes() >= bytes);
-        if !fits {
-            self.buf = None;
-            self.buf = Some(runner.alloc(bytes)?);
-            self.allocations += 1;
-        }
-        Ok(())
+        // Granule 1: exactly `bytes`, as this workspace always allocated.
+        grow_slot(runner, &mut self.buf, bytes, 1, &mut self.allocations)
     }
 
     /// Bytes held.

@@ -70,7 +70,9 @@
 
 use std::fmt;
 
-use super::common::{ceil_log2, check_buffer, check_int, highest_bit, i32_arg};
+use super::common::{
+    ceil_log2, check_buffer, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE,
+};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -97,8 +99,6 @@ pub const BTD_AUTO_MIN_CHUNK: usize = 64;
 pub const BDT_AUTO_MIN_CHUNK: usize = 512;
 /// Threads per block of `diag_scan_apply`.
 const APPLY_BLOCK: u32 = 256;
-/// Byte granularity of workspace allocations.
-const WORKSPACE_GRANULE: usize = 4096;
 
 // ---------------------------------------------------------------------------
 // Shapes and kernel names
@@ -1103,21 +1103,13 @@ impl DiagonalWorkspace {
     /// Makes every buffer at least as large as `need` (in bytes), on `runner`.
     pub fn reserve<R: KernelRunner>(&mut self, runner: &R, need: ScratchSizes) -> Result<()> {
         for (slot, bytes) in self.bufs.iter_mut().zip(need.as_array()) {
-            if bytes == 0 {
-                continue;
-            }
-            let fits = slot.as_ref().is_some_and(|buf| {
-                buf.backend_name() == runner.backend_name() && buf.len_bytes() >= bytes
-            });
-            if !fits {
-                // Free the old buffer first (stream-ordered on CUDA).
-                *slot = None;
-                let size = bytes
-                    .checked_next_multiple_of(WORKSPACE_GRANULE)
-                    .unwrap_or(bytes);
-                *slot = Some(runner.alloc(size)?);
-                self.allocations += 1;
-            }
+            grow_slot(
+                runner,
+                slot,
+                bytes,
+                WORKSPACE_GRANULE,
+                &mut self.allocations,
+            )?;
         }
         Ok(())
     }

@@ -56,7 +56,7 @@
 
 use std::fmt;
 
-use super::common::{check_buffer, check_int, highest_bit, i32_arg};
+use super::common::{check_buffer, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -79,8 +79,6 @@ pub const AUTO_MIN_CHUNK: usize = 32;
 pub const MAX_CHUNKS: usize = 1 << 24;
 /// Scratch above which `MinDepth` prefers a longer chunk (bytes).
 pub const MIN_DEPTH_MAX_SCRATCH: usize = 1 << 30;
-/// Byte granularity of workspace allocations.
-const WORKSPACE_GRANULE: usize = 4096;
 /// The register widths `NMAX` the kernels are instantiated for.
 const WIDTHS: [usize; 3] = [32, 64, 128];
 
@@ -839,20 +837,13 @@ impl DplrWorkspace {
     /// Makes both buffers at least as large as `need` (bytes), on `runner`.
     pub fn reserve<R: KernelRunner>(&mut self, runner: &R, need: DplrScratch) -> Result<()> {
         for (slot, bytes) in self.bufs.iter_mut().zip([need.agg, need.carry]) {
-            if bytes == 0 {
-                continue;
-            }
-            let fits = slot.as_ref().is_some_and(|buf| {
-                buf.backend_name() == runner.backend_name() && buf.len_bytes() >= bytes
-            });
-            if !fits {
-                *slot = None; // free first (stream-ordered on CUDA)
-                let size = bytes
-                    .checked_next_multiple_of(WORKSPACE_GRANULE)
-                    .unwrap_or(bytes);
-                *slot = Some(runner.alloc(size)?);
-                self.allocations += 1;
-            }
+            grow_slot(
+                runner,
+                slot,
+                bytes,
+                WORKSPACE_GRANULE,
+                &mut self.allocations,
+            )?;
         }
         Ok(())
     }

@@ -53,7 +53,9 @@
 
 use std::fmt;
 
-use super::common::{ceil_log2, check_buffer, check_int, highest_bit, i32_arg};
+use super::common::{
+    ceil_log2, check_buffer, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE,
+};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -90,8 +92,6 @@ pub const AUTO_MAX_CHUNKS: usize = 16384;
 /// Most scratch bytes a `MinDepth` plan may take when a shallower plan
 /// would need more.
 pub const MIN_DEPTH_SCRATCH_CAP: usize = 1 << 30;
-/// Byte granularity of workspace allocations.
-const WORKSPACE_GRANULE: usize = 4096;
 
 // ---------------------------------------------------------------------------
 // Shapes and kernel names
@@ -910,21 +910,13 @@ impl PdWorkspace {
     /// Makes every buffer at least as large as `need` (bytes), on `runner`.
     pub fn reserve<R: KernelRunner>(&mut self, runner: &R, need: PdScratch) -> Result<()> {
         for (slot, bytes) in self.bufs.iter_mut().zip(need.as_array()) {
-            if bytes == 0 {
-                continue;
-            }
-            let fits = slot.as_ref().is_some_and(|buf| {
-                buf.backend_name() == runner.backend_name() && buf.len_bytes() >= bytes
-            });
-            if !fits {
-                // Free the old buffer first (stream-ordered on CUDA).
-                *slot = None;
-                let size = bytes
-                    .checked_next_multiple_of(WORKSPACE_GRANULE)
-                    .unwrap_or(bytes);
-                *slot = Some(runner.alloc(size)?);
-                self.allocations += 1;
-            }
+            grow_slot(
+                runner,
+                slot,
+                bytes,
+                WORKSPACE_GRANULE,
+                &mut self.allocations,
+            )?;
         }
         Ok(())
     }

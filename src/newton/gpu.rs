@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::cell::{Cell, DiagGru, DiagLstm, Elman, Structure};
 use super::report::{Diverged, Mode, SolveReport, StopReason};
 use super::solver::Solution;
-use super::{parallel_steps, InitialGuess, NewtonOptions, NonlinearProblem, Policy};
+use super::{InitialGuess, NewtonOptions, NonlinearProblem, Policy, Verdict, Watch};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -301,8 +301,7 @@ pub fn solve_kernels<R: KernelRunner>(
     report.cell_s += t0.elapsed().as_secs_f64();
 
     let mut scan_depth: Option<u64> = None;
-    let mut best: Option<f64> = None;
-    let mut growth = 0usize;
+    let mut watch = Watch::new();
     loop {
         let t0 = Instant::now();
         runner.fill(&bufs.stats, 0)?;
@@ -315,39 +314,17 @@ pub fn solve_kernels<R: KernelRunner>(
         let hmax = f64::from(f32::from_bits(words[1]));
         report.cell_s += (t1 - t0).as_secs_f64();
         report.check_s += t1.elapsed().as_secs_f64();
-        report.depth += parallel_steps(len);
-        report.residuals.push(residual);
-        let tol = options.atol + options.rtol * hmax;
-        report.tolerance = tol;
-        if residual <= tol {
-            report.converged = true;
-            report.stop = StopReason::Tolerance;
-            break;
-        }
-        let finite = residual.is_finite();
-        if finite && best.map_or(true, |r| residual < r) {
-            best = Some(residual);
+        let (verdict, improved) = watch.observe(&mut report, residual, hmax, options);
+        if improved {
             copy(runner, &bufs.h, &bufs.best, states)?;
         }
-        let k = report.residuals.len();
-        if k >= 2 && residual > report.residuals[k - 2] {
-            growth += 1;
-        } else {
-            growth = 0;
-        }
-        let diverged = if !finite {
-            Some("the residual is not finite".to_string())
-        } else if options.growth_patience.is_some_and(|p| growth >= p) {
-            Some(format!(
-                "the residual grew for {growth} iterations in a row"
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = diverged {
-            match options.policy {
+        match verdict {
+            Verdict::Converged => break,
+            Verdict::Continue => {}
+            Verdict::Diverged(why) => match options.policy {
                 Policy::Error => {
                     let mut iterate = vec![0f32; states];
+                    let best = watch.best();
                     let source = if best.is_some() { &bufs.best } else { &bufs.h };
                     runner.synchronize()?;
                     runner.download(source, &mut iterate)?;
@@ -379,7 +356,7 @@ pub fn solve_kernels<R: KernelRunner>(
                     report.stop = StopReason::Fallback(why);
                     break;
                 }
-            }
+            },
         }
         if report.iterations >= options.max_iters {
             report.stop = StopReason::MaxIters;

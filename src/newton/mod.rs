@@ -210,6 +210,84 @@ impl<T: Real> NewtonOptions<'_, T> {
     }
 }
 
+/// What the solver does after a residual check (see [`Watch`]).
+pub(crate) enum Verdict {
+    /// The residual met the tolerance.
+    Converged,
+    /// Iterate again.
+    Continue,
+    /// Divergence detected, with the reason.
+    Diverged(String),
+}
+
+/// Convergence bookkeeping of one solve, shared by the CPU solver and the
+/// kernel-driven one: records every residual in the report and applies the
+/// stopping and divergence rules of [`NewtonOptions`].
+pub(crate) struct Watch {
+    /// Consecutive iterations whose residual grew.
+    growth: usize,
+    /// The smallest finite residual so far.
+    best: Option<f64>,
+}
+
+impl Watch {
+    pub(crate) fn new() -> Self {
+        Self {
+            growth: 0,
+            best: None,
+        }
+    }
+
+    /// The smallest finite residual seen (its iterate is the caller's).
+    pub(crate) fn best(&self) -> Option<f64> {
+        self.best
+    }
+
+    /// Records one evaluate-and-check pass over `T` steps (residual, max|h|)
+    /// in `report` (residual history, tolerance, depth of the pass) and says
+    /// what to do next; `improved` is whether the current iterate is the
+    /// best so far (the caller keeps a copy of it).
+    pub(crate) fn observe<T>(
+        &mut self,
+        report: &mut SolveReport,
+        residual: f64,
+        hmax: f64,
+        options: &NewtonOptions<'_, T>,
+    ) -> (Verdict, bool) {
+        report.depth += parallel_steps(report.shape.1);
+        report.residuals.push(residual);
+        let tol = options.atol + options.rtol * hmax;
+        report.tolerance = tol;
+        if residual <= tol {
+            report.converged = true;
+            report.stop = StopReason::Tolerance;
+            return (Verdict::Converged, false);
+        }
+        let finite = residual.is_finite();
+        let improved = finite && self.best.map_or(true, |r| residual < r);
+        if improved {
+            self.best = Some(residual);
+        }
+        let k = report.residuals.len();
+        if k >= 2 && residual > report.residuals[k - 2] {
+            self.growth += 1;
+        } else {
+            self.growth = 0;
+        }
+        let verdict = if !finite {
+            Verdict::Diverged("the residual is not finite".to_string())
+        } else if options.growth_patience.is_some_and(|p| self.growth >= p) {
+            Verdict::Diverged(format!(
+                "the residual grew for {} iterations in a row",
+                self.growth
+            ))
+        } else {
+            Verdict::Continue
+        };
+        (verdict, improved)
+    }
+}
+
 /// Parallel steps of one evaluate-and-check pass over `T` steps, counted in
 /// the reported depth: 1 for evaluating the cell at every step at once,
 /// plus `⌈log2 T⌉` for the max-reduction of the residual over time.

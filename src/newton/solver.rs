@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::cell::Cell;
 use super::report::{Diverged, Mode, SolveReport, StopReason};
-use super::{parallel_steps, InitialGuess, NewtonOptions, NonlinearProblem, Policy};
+use super::{InitialGuess, NewtonOptions, NonlinearProblem, Policy, Verdict, Watch};
 use crate::backend::Cpu;
 use crate::dtype::{Real, Storage};
 use crate::error::{Error, Result};
@@ -92,8 +92,8 @@ where
     report.cell_s += t0.elapsed().as_secs_f64();
 
     let cap = options.max_iters;
-    let mut best: Option<(f64, Vec<T>)> = None;
-    let mut growth = 0usize;
+    let mut watch = Watch::new();
+    let mut best: Option<Vec<T>> = None;
     loop {
         // One pass: f, the scan inputs and the residual at the current guess.
         let t0 = Instant::now();
@@ -104,39 +104,17 @@ where
         });
         report.cell_s += (t1 - t0).as_secs_f64();
         report.check_s += t1.elapsed().as_secs_f64();
-        report.depth += parallel_steps(len);
-        report.residuals.push(residual);
-        let tol = options.atol + options.rtol * hmax;
-        report.tolerance = tol;
-
-        if residual <= tol {
-            report.converged = true;
-            report.stop = StopReason::Tolerance;
-            break;
+        let (verdict, improved) = watch.observe(&mut report, residual, hmax, options);
+        if improved {
+            best = Some(h.clone());
         }
-        let finite = residual.is_finite();
-        if finite && best.as_ref().map_or(true, |(r, _)| residual < *r) {
-            best = Some((residual, h.clone()));
-        }
-        let k = report.residuals.len();
-        if k >= 2 && residual > report.residuals[k - 2] {
-            growth += 1;
-        } else {
-            growth = 0;
-        }
-        let diverged = if !finite {
-            Some("the residual is not finite".to_string())
-        } else if options.growth_patience.is_some_and(|p| growth >= p) {
-            Some(format!(
-                "the residual grew for {growth} iterations in a row"
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = diverged {
-            match options.policy {
+        match verdict {
+            Verdict::Converged => break,
+            Verdict::Continue => {}
+            Verdict::Diverged(why) => match options.policy {
                 Policy::Error => {
-                    let (best_residual, best_h) = best.unwrap_or((f64::NAN, h));
+                    let best_residual = watch.best().unwrap_or(f64::NAN);
+                    let best_h = best.unwrap_or(h);
                     return Err(Error::Diverged(Box::new(Diverged {
                         cell: cell.name().to_string(),
                         mode: options.mode,
@@ -156,7 +134,7 @@ where
                     report.stop = StopReason::Fallback(why);
                     break;
                 }
-            }
+            },
         }
         if report.iterations >= cap {
             report.stop = StopReason::MaxIters;

@@ -59,6 +59,21 @@
 //                            int B, int D, int n, int TL)
 //       Phase 2c (two levels): carry[(b*n + i)*D + d] =
 //           apply(agg[(b*n + i)*D + d], tile_carry[(b*NTL + i/TL)*D + d]).
+//  K7 diag_bdt_lookback_<sfx>(const In* a, const In* b, Out* h, Out* hT, const In* h0,
+//                             unsigned* status, Elem* lagg, State* lpre, int B, int T, int D,
+//                             int C, int prefix_every)
+//  K7 diag_btd_lookback_<sfx>(same arguments)
+//       Plan P4, the whole scan in one pass with a decoupled look-back (see the section
+//       "Single pass with decoupled look-back" below). Chains: BDT one per lane
+//       (chains = B*D, 1 channel each); BTD one per batch row and group of 32 channels
+//       (chains = B*ceil(D/32), 32 channels each). C = blockDim.x * 16 (BDT) or
+//       (blockDim.x / 32) * 16 (BTD), else the launch traps. status: u32[chains*NC + 1],
+//       all zero (K8); lagg: Elem[chains*NC*channels]; lpre: State[chains*NC*channels].
+//       prefix_every >= 1 (1 in production; n > 1 publishes inclusive prefixes only for
+//       chunks c with c % n == 0, a test hook that forces the aggregate path; the _depth
+//       kernels ignore it). h nullable (only hT), hT nullable, h0 nullable (zeros).
+//  K8 diag_lb_clear(unsigned* status, int n)      (no dtype suffix)
+//       status[0..n) = 0.
 //
 // Launch shapes (grid and block are (x,1,1) unless noted; shared bytes always 0):
 //   diag_btd_reduce / diag_btd_rescan : block = NB in [32, 256] (any, multiple of 32
@@ -77,6 +92,11 @@
 //   diag_scan_tiles : block = NS1 power of two in [32, 1024], TL = 2*NS1;
 //        grid = (B*D, NTL, 1), NTL = ceil(n / TL) (<= 2048 so that the top level fits).
 //   diag_scan_apply : block = 256; grid = ceil(B*D*n / 256).
+//   diag_<L>_lookback : grid = chains * NC (one block per chain and chunk, in any order:
+//        the kernel takes tickets); block NT = 32 * ceil(min(T, 4096) / 512) for BDT
+//        (C = 16*NT <= 4096), 32 * W with W = clamp(next_pow2(ceil(T / 16)), 1, 8) for BTD
+//        (C = 16*W <= 128).
+//   diag_lb_clear : block = 256; grid = ceil(n / 256).
 //   Vector (16-byte) accesses in the BDT kernels are used when T and C are multiples of
 //   16/sizeof(S) and a, b (loads) / h (stores) are 16-byte aligned; otherwise the kernels
 //   fall back to scalar accesses (correct for any shape and any element alignment).
@@ -98,11 +118,16 @@
 //        3. diag_scan(tile_agg, tile_carry, h0, B, D, NTL) block NS2 >= NTL/2
 //        4. diag_scan_apply(agg, tile_carry, carry, B, D, NC, TL)
 //        5. diag_<L>_rescan(a, b, h, hT, carry, h0, B, T, D, C)                  5 launches
+//   P4 look-back (chains*NC + 1 <= 2^31 - 1). Scratch: status u32[chains*NC + 1],
+//      lagg Elem[chains*NC*channels], lpre State[chains*NC*channels].
+//        1. diag_lb_clear(status, chains*NC + 1)
+//        2. diag_<L>_lookback(a, b, h, hT, h0, status, lagg, lpre, B, T, D, C, 1)     2 launches
 //   The planner must keep NC <= 4,194,304 (i.e. C >= T / 4,194,304); P2 also works for
 //   NC == 1 but P1 is the same result in one launch. Every launch of a plan goes on the
 //   same stream, in order; no launch synchronizes.
-//   Bytes moved per element (f32): P0/P1 12 (read a, b, write h); P2/P3 20 (a, b read
-//   twice) plus the scratch (16 B per chunk and lane, negligible for C >= 64).
+//   Bytes moved per element (f32): P0/P1/P4 12 (read a, b, write h); P2/P3 20 (a, b read
+//   twice) plus the scratch (16 B per chunk and lane, negligible for C >= 64; P4: 12 B
+//   per chunk and channel plus 4 B per chunk and chain).
 //
 // DEPTH. The _depth kernels are the same templates instantiated over the depth-counter
 // element (ps::DepthCounter: combine = max(d1, d2) + 1, identity 0; apply(e, h) =
@@ -135,6 +160,15 @@
 //   (hb + pc = 7): dc = 72, depth 136 (~ 2C + 2 log2 NC). P2 BDT, T = 2^24, C = 2^16
 //   (NC = 256), NT = 256: nw = 8, J = 32, L = 51, dc(255) = 67, e_31 = 98, depth 108
 //   (the sequential kernel: 16,777,216).
+//   P4 (look-back), K = 16, nw = blockDim.x / 32. The _depth kernels take the worst case
+//   of the look-back, deterministically: every block waits for its predecessor's inclusive
+//   prefix (the data kernels, which may fold aggregates instead, are never deeper). Carry-in
+//   depth of chunk c: 0 for c = 0, else BDT: K + 3 + nw + c, BTD: K + nw - 2 + c.
+//        BDT: step i of the chunk (0-based): the tile formula above with K = 16, e = carry-in,
+//             u = i / K, k = i mod K.
+//        BTD: step i in warp w = i / K, position k = i mod K:
+//             depth = max(dW, carry-in) + 1 + (k + 1), dW = 0 for w = 0, else K + w - 2.
+//   So P4's depth grows by one per chunk (NC + O(K)): the single pass trades depth for bytes.
 //   The CPU engine's plan depth differs: it has no intra-chunk warp/block scans.
 //
 // Errors. Contract violations that would corrupt memory trap (__trap(): the launch fails;
@@ -154,7 +188,12 @@
 //   * BDT: 16-byte loads/stores, one __syncthreads per tile of NT*8 steps, warp shuffles
 //     for the intra-warp scan; 39 registers (f32) -> 6 blocks of 256 per SM.
 //   * P1 moves the minimum 12 B/element (f32); P2/P3 read a, b twice (20 B/element),
-//     so they are capped at 60% of copy bandwidth: use P1 whenever lanes fill the GPU.
+//     so they are capped at 60% of copy bandwidth: use P1 whenever lanes fill the GPU,
+//     else P4, which also moves 12 B/element (its chunk stays in registers: 16 steps per
+//     thread) and spreads one lane over as many blocks as T / 4096 (BDT).
+//   * P4's results are exact whichever way the look-back finds a carry, but not bitwise
+//     reproducible from run to run (folding aggregates or taking a prefix rounds
+//     differently); P0-P3 are deterministic.
 //
 // Emulator. Everything here stays inside the CUDA subset of kernels/emu/README.md, so the
 // same source runs on the CPU emulator; kernels/emu/diagonal_selftest.sh tests it.
@@ -299,6 +338,24 @@ struct DiagOps {
     PSD_DEV static Elem shfl_up(const Elem& e, unsigned off) {
         return Elem{__shfl_up_sync(PS_FULL_MASK, e.a, off), __shfl_up_sync(PS_FULL_MASK, e.b, off)};
     }
+    PSD_DEV static Elem shfl_down(const Elem& e, unsigned off) {
+        return Elem{__shfl_down_sync(PS_FULL_MASK, e.a, off), __shfl_down_sync(PS_FULL_MASK, e.b, off)};
+    }
+    PSD_DEV static Elem shfl_idx(const Elem& e, int src) {
+        return Elem{__shfl_sync(PS_FULL_MASK, e.a, src), __shfl_sync(PS_FULL_MASK, e.b, src)};
+    }
+    PSD_DEV static State shfl_state(State x, int src) { return __shfl_sync(PS_FULL_MASK, x, src); }
+    // Look-back payloads bypass L1 (ld/st.cg): a block may have cached a neighbouring
+    // slot's line before this slot was published.
+    PSD_DEV static Elem load_agg(const Elem* p) { return Elem{__ldcg(&p->a), __ldcg(&p->b)}; }
+    PSD_DEV static void store_agg(Elem* p, const Elem& e) {
+        __stcg(&p->a, e.a);
+        __stcg(&p->b, e.b);
+    }
+    PSD_DEV static State load_state(const State* p) { return __ldcg(p); }
+    PSD_DEV static void store_state(State* p, State x) { __stcg(p, x); }
+    // The look-back may fold predecessors' aggregates (timing-dependent, see lookback).
+    static constexpr bool kChainOnly = false;
 };
 
 // Depth counting: same skeleton, element = depth of the longest combine chain.
@@ -320,6 +377,16 @@ struct DepthOps {
     PSD_DEV static State initial(const In*, long long) { return 0u; }
     PSD_DEV static Out narrow(State x) { return x; }
     PSD_DEV static Elem shfl_up(Elem e, unsigned off) { return __shfl_up_sync(PS_FULL_MASK, e, off); }
+    PSD_DEV static Elem shfl_down(Elem e, unsigned off) { return __shfl_down_sync(PS_FULL_MASK, e, off); }
+    PSD_DEV static Elem shfl_idx(Elem e, int src) { return __shfl_sync(PS_FULL_MASK, e, src); }
+    PSD_DEV static State shfl_state(State x, int src) { return __shfl_sync(PS_FULL_MASK, x, src); }
+    PSD_DEV static Elem load_agg(const Elem* p) { return __ldcg(p); }
+    PSD_DEV static void store_agg(Elem* p, Elem e) { __stcg(p, e); }
+    PSD_DEV static State load_state(const State* p) { return __ldcg(p); }
+    PSD_DEV static void store_state(State* p, State x) { __stcg(p, x); }
+    // Depth is measured on the deterministic worst case of the look-back: every block
+    // waits for its predecessor's inclusive prefix (a chain of one combine per chunk).
+    static constexpr bool kChainOnly = true;
 };
 
 // K consecutive raw values from a 16-byte aligned address, as K*sizeof/16 vector loads.
@@ -681,6 +748,328 @@ PSD_DEV void scan_apply(const typename Ops::Elem* __restrict__ agg, const typena
     carry[i] = Ops::apply(agg[i], tile_carry[(bb * ntiles + c / TL) * D + d]);
 }
 
+// ---------------------------------------------------------------------------------------
+// Single pass with decoupled look-back (plan P4): every element is read once.
+//
+// A "chain" is a run of chunks whose carries feed each other: one lane ([B,D,T]) or one
+// group of 32 consecutive channels of a batch row ([B,T,D]). Block `id` (a ticket taken
+// with atomicAdd, so that every smaller ticket belongs to a block that is already running)
+// owns chunk c = id / chains of chain id % chains. It loads its chunk into registers,
+// reduces it, publishes the aggregate, looks back over its predecessors' status words for
+// its carry-in, publishes its inclusive prefix (a State: h0 is folded in from chunk 0 on)
+// and rescans from registers. Status word of (chain, c) at index c*chains + chain;
+// the ticket counter follows the last status word; both start at zero (diag_lb_clear).
+//
+// Publishing: payload stores (st.cg), __threadfence(), __syncwarp(), then one volatile
+// status store. Reading: volatile status load until non-empty, __threadfence(), payload
+// loads (ld.cg). Waiting is only ever for a smaller ticket, which always progresses (on
+// the GPU it is resident; in the emulator it runs on another worker or has finished).
+// ---------------------------------------------------------------------------------------
+
+constexpr unsigned kLbEmpty = 0u;
+constexpr unsigned kLbAggregate = 1u;
+constexpr unsigned kLbPrefix = 2u;
+// Steps per thread of the look-back kernels (a multiple of every vector width).
+constexpr int kLbSteps = 16;
+
+PSD_DEV unsigned lb_peek(const unsigned* p) { return *reinterpret_cast<const volatile unsigned*>(p); }
+
+// Spins until the status word is non-empty (with `want` != kLbEmpty: until it equals `want`),
+// then fences so that the payload loads that follow see what the publisher wrote before it.
+PSD_DEV unsigned lb_wait(const unsigned* p, unsigned want) {
+    unsigned s = lb_peek(p);
+    while (want == kLbEmpty ? s == kLbEmpty : s != want) {
+        __nanosleep(32);
+        s = lb_peek(p);
+    }
+    __threadfence();
+    return s;
+}
+
+// Called by every lane of one warp after each lane stored its part of the payload.
+PSD_DEV void lb_publish(unsigned* p, unsigned s) {
+    __threadfence();
+    __syncwarp();
+    if ((threadIdx.x & 31) == 0) *reinterpret_cast<volatile unsigned*>(p) = s;
+}
+
+// The block's ticket, taken by thread 0 and shared (contains a __syncthreads).
+PSD_DEV long long lb_ticket(unsigned* counter) {
+    PS_SHARED_VAR(unsigned, s_ticket);
+    if (threadIdx.x == 0) s_ticket = atomicAdd(counter, 1u);
+    __syncthreads();
+    return static_cast<long long>(s_ticket);
+}
+
+// Look-back of a one-lane chain ([B,D,T]) by one whole warp: publishes `total` (the
+// chunk's aggregate, in every lane) and returns the carry-in. Lane l inspects chunk
+// cj - l, so one round trip covers 32 predecessors (CUB's window); the aggregates in
+// front of the nearest inclusive prefix are reduced with shuffles (earlier = higher lane).
+template <class Ops>
+PSD_DEV typename Ops::State lookback_lane(unsigned* status, typename Ops::Elem* lagg, typename Ops::State* lpre,
+                                          long long chain, long long chains, long long c,
+                                          const typename Ops::Elem& total, typename Ops::State h_init,
+                                          int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    const int lid = threadIdx.x & 31;
+    const long long me = c * chains + chain;
+    State hin = h_init;
+    if (c > 0) {
+        if (lid == 0) Ops::store_agg(lagg + me, total);
+        lb_publish(status + me, kLbAggregate);
+        if constexpr (Ops::kChainOnly) {
+            State p{};
+            if (lid == 0) {
+                lb_wait(status + me - chains, kLbPrefix);
+                p = Ops::load_state(lpre + me - chains);
+            }
+            hin = Ops::shfl_state(p, 0);
+        } else {
+            Elem acc = Ops::identity();
+            bool have_acc = false;
+            for (long long cj = c - 1;; cj -= 32) {
+                const long long cc = cj - lid;
+                // Chunk 0 always publishes a prefix, so lanes past it are never used.
+                const unsigned st = cc >= 0 ? lb_wait(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
+                const unsigned pmask = __ballot_sync(PS_FULL_MASK, st == kLbPrefix);
+                const int lp = pmask ? __ffs(static_cast<int>(pmask)) - 1 : 32;
+                Elem v = Ops::identity();
+                State pv{};
+                if (lid < lp) v = Ops::load_agg(lagg + cc * chains + chain);
+                if (lid == lp) pv = Ops::load_state(lpre + cc * chains + chain);
+                if (lp > 0) {
+PSD_UNROLL
+                    for (unsigned off = 1; off < 32; off <<= 1) {
+                        const Elem o = Ops::shfl_down(v, off);
+                        if (lid + static_cast<int>(off) < 32) v = Ops::combine(o, v);
+                    }
+                    const Elem win = Ops::shfl_idx(v, 0);
+                    acc = have_acc ? Ops::combine(win, acc) : win;
+                    have_acc = true;
+                }
+                if (lp < 32) {
+                    const State p = Ops::shfl_state(pv, lp);
+                    hin = have_acc ? Ops::apply(acc, p) : p;
+                    break;
+                }
+            }
+        }
+    }
+    if (Ops::kChainOnly || c % prefix_every == 0) {
+        if (lid == 0) Ops::store_state(lpre + me, Ops::apply(total, hin));
+        lb_publish(status + me, kLbPrefix);
+    }
+    return hin;
+}
+
+// Look-back of a 32-channel chain ([B,T,D]) by one warp, lane = channel, one status word
+// per chunk for all 32 channels. Lane l polls chunk cj - l (the same 32-chunk window as
+// lookback_lane); then every lane folds its own channel's aggregates of the chunks in
+// front of the nearest prefix, nearest first (independent loads), and applies them to
+// that prefix. The __syncwarp after the ballot orders lane l's acquire (in lb_wait)
+// before the other lanes' payload loads of chunk cj - l.
+template <class Ops>
+PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem* lagg, typename Ops::State* lpre,
+                                           long long chain, long long chains, long long c,
+                                           const typename Ops::Elem& total, typename Ops::State h_init,
+                                           int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    const int lid = threadIdx.x & 31;
+    const long long me = c * chains + chain;
+    State hin = h_init;
+    if (c > 0) {
+        Ops::store_agg(lagg + me * 32 + lid, total);
+        lb_publish(status + me, kLbAggregate);
+        if constexpr (Ops::kChainOnly) {
+            lb_wait(status + me - chains, kLbPrefix);
+            hin = Ops::load_state(lpre + (me - chains) * 32 + lid);
+        } else {
+            Elem acc = Ops::identity();
+            bool have_acc = false;
+            for (long long cj = c - 1;; cj -= 32) {
+                const long long cc = cj - lid;
+                const unsigned st = cc >= 0 ? lb_wait(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
+                const unsigned pmask = __ballot_sync(PS_FULL_MASK, st == kLbPrefix);
+                __syncwarp();
+                const int lp = pmask ? __ffs(static_cast<int>(pmask)) - 1 : 32;
+                for (int q = 0; q < lp; ++q) {
+                    const Elem e = Ops::load_agg(lagg + ((cj - q) * chains + chain) * 32 + lid);
+                    acc = have_acc ? Ops::combine(e, acc) : e;
+                    have_acc = true;
+                }
+                if (lp < 32) {
+                    const State p = Ops::load_state(lpre + ((cj - lp) * chains + chain) * 32 + lid);
+                    hin = have_acc ? Ops::apply(acc, p) : p;
+                    break;
+                }
+            }
+        }
+    }
+    if (Ops::kChainOnly || c % prefix_every == 0) {
+        Ops::store_state(lpre + me * 32 + lid, Ops::apply(total, hin));
+        lb_publish(status + me, kLbPrefix);
+    }
+    return hin;
+}
+
+// [B,D,T] single pass: one block per (lane, chunk of C = blockDim.x * kLbSteps steps).
+template <class Ops>
+PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                          typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                          const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
+                          typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre, int B,
+                          int T, int D, int C, int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    using Raw = typename Ops::Raw;
+    constexpr int K = kLbSteps;
+    constexpr int VI = Vec16<typename Ops::In>::N;
+    constexpr int VO = Vec16<typename Ops::Out>::N;
+    PS_SHARED(Elem, s_tot, 32);
+    PS_SHARED_VAR(State, s_hin);
+    if ((blockDim.x & 31u) != 0 || static_cast<long long>(blockDim.x) * K != C || prefix_every < 1) __trap();
+    const long long lanes = static_cast<long long>(B) * D;
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long id = lb_ticket(status + lanes * nchunks);
+    const long long c = id / lanes;
+    const long long lane = id % lanes;
+    const long long row = lane * T;
+    const long long t1 = min_ll(c * C + C, T);
+    const int tid = threadIdx.x;
+    const int wid = tid >> 5;
+    const int lid = tid & 31;
+    const int nw = blockDim.x >> 5;
+    const long long s = c * C + static_cast<long long>(tid) * K;
+    const bool full = s + K <= t1;
+    const bool vec_in = Ops::kReads && T % VI == 0 && aligned16(a) && aligned16(b);
+    const bool vec_out = T % VO == 0 && aligned16(h);
+
+    Elem e[K];
+    if (vec_in && full) {
+        Raw ra[K], rb[K];
+        load_vec<Ops, K>(a + row + s, ra);
+        load_vec<Ops, K>(b + row + s, rb);
+PSD_UNROLL
+        for (int k = 0; k < K; ++k) e[k] = Ops::make(ra[k], rb[k]);
+    } else {
+PSD_UNROLL
+        for (int k = 0; k < K; ++k)
+            e[k] = s + k < t1 ? Ops::make(Ops::load(a + row + s + k), Ops::load(b + row + s + k)) : Ops::identity();
+    }
+    Elem x = e[0];
+PSD_UNROLL
+    for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
+    Elem incl = x;
+PSD_UNROLL
+    for (unsigned off = 1; off < 32; off <<= 1) {
+        const Elem y = Ops::shfl_up(incl, off);
+        if (lid >= static_cast<int>(off)) incl = Ops::combine(y, incl);
+    }
+    if (lid == 31) s_tot[wid] = incl;
+    __syncthreads();
+    Elem run = s_tot[0];
+    Elem W = Ops::identity();
+    for (int w = 1; w < nw; ++w) {
+        if (w == wid) W = run;
+        run = Ops::combine(run, s_tot[w]);
+    }
+    if (wid == 0) {
+        const State hin = lookback_lane<Ops>(status, lagg, lpre, lane, lanes, c, run, Ops::initial(h0, lane),
+                                                  prefix_every);
+        if (lid == 0) s_hin = hin;
+    }
+    __syncthreads();
+    Elem ex = Ops::shfl_up(incl, 1);
+    if (lid == 0) ex = Ops::identity();
+    State hh = Ops::apply(ex, Ops::apply(W, s_hin));
+    State o[K];
+PSD_UNROLL
+    for (int k = 0; k < K; ++k) {
+        hh = Ops::apply(e[k], hh);
+        o[k] = hh;
+    }
+    if (h) {
+        if (vec_out && full) {
+            store_vec<Ops, K>(h + row + s, o);
+        } else {
+PSD_UNROLL
+            for (int k = 0; k < K; ++k)
+                if (s + k < t1) h[row + s + k] = Ops::narrow(o[k]);
+        }
+    }
+    if (hT && s <= T - 1 && T - 1 < s + K) {
+PSD_UNROLL
+        for (int k = 0; k < K; ++k)
+            if (s + k == T - 1) hT[lane] = Ops::narrow(o[k]);
+    }
+}
+
+// [B,T,D] single pass: one block per (batch row, 32-channel group, chunk of
+// C = (blockDim.x / 32) * kLbSteps steps); warp w holds steps [w*K, (w+1)*K) of the chunk
+// for the group's 32 channels (lane = channel: every load is one coalesced row segment).
+template <class Ops>
+PSD_DEV void btd_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                          typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                          const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
+                          typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre, int B,
+                          int T, int D, int C, int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    constexpr int K = kLbSteps;
+    PS_SHARED(Elem, s_w, 32 * 32);
+    PS_SHARED(State, s_hin, 32);
+    if ((blockDim.x & 31u) != 0 || static_cast<long long>(blockDim.x / 32) * K != C || prefix_every < 1) __trap();
+    const long long groups = (static_cast<long long>(D) + 31) / 32;
+    const long long chains = static_cast<long long>(B) * groups;
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long id = lb_ticket(status + chains * nchunks);
+    const long long c = id / chains;
+    const long long chain = id % chains;
+    const long long bb = chain / groups;
+    const int wid = threadIdx.x >> 5;
+    const int lid = threadIdx.x & 31;
+    const int nw = blockDim.x >> 5;
+    const long long d = (chain % groups) * 32 + lid;
+    const bool active = d < D;
+    const long long ts = c * C + static_cast<long long>(wid) * K;
+    const long long len = active ? min_ll(K, T - ts) : 0;  // may be <= 0 in the last chunk
+    const long long base = (bb * T + ts) * D + d;
+
+    Elem e[K];
+PSD_UNROLL
+    for (int k = 0; k < K; ++k)
+        e[k] = k < len ? Ops::make(Ops::load(a + base + k * static_cast<long long>(D)),
+                                   Ops::load(b + base + k * static_cast<long long>(D)))
+                       : Ops::identity();
+    Elem x = e[0];
+PSD_UNROLL
+    for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
+    s_w[wid * 32 + lid] = x;
+    __syncthreads();
+    Elem run = s_w[lid];
+    Elem W = Ops::identity();
+    for (int w = 1; w < nw; ++w) {
+        if (w == wid) W = run;
+        run = Ops::combine(run, s_w[w * 32 + lid]);
+    }
+    if (wid == 0) {
+        const State init = active ? Ops::initial(h0, bb * D + d) : State{};
+        s_hin[lid] = lookback_group<Ops>(status, lagg, lpre, chain, chains, c, run, init, prefix_every);
+    }
+    __syncthreads();
+    State hh = Ops::apply(W, s_hin[lid]);
+PSD_UNROLL
+    for (int k = 0; k < K; ++k) {
+        if (k < len) {
+            hh = Ops::apply(e[k], hh);
+            if (h) h[base + k * static_cast<long long>(D)] = Ops::narrow(hh);
+            if (hT && ts + k == T - 1) hT[bb * D + d] = Ops::narrow(hh);
+        }
+    }
+}
+
 using OpsF32 = DiagOps<float, float>;
 using OpsF64 = DiagOps<double, double>;
 using OpsF16 = DiagOps<__half, float>;
@@ -753,10 +1142,35 @@ using OpsDepth = DepthOps;
                               OPS::State* __restrict__ carry, int B, int D, int n, int TL) {                   \
         psd::scan_apply<OPS>(agg, tile_carry, carry, B, D, n, TL);                                             \
     }                                                                                                          \
-    PS_REGISTER_KERNEL(diag_scan_apply_##SFX)
+    PS_REGISTER_KERNEL(diag_scan_apply_##SFX);                                                                \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_bdt_lookback_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                  \
+                                OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                           \
+                                const OPS::In* __restrict__ h0, unsigned* __restrict__ status,                 \
+                                OPS::Elem* __restrict__ lagg, OPS::State* __restrict__ lpre, int B, int T,     \
+                                int D, int C, int prefix_every) {                                              \
+        psd::bdt_lookback<OPS>(a, b, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);                 \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_bdt_lookback_##SFX);                                                               \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_btd_lookback_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                  \
+                                OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                           \
+                                const OPS::In* __restrict__ h0, unsigned* __restrict__ status,                 \
+                                OPS::Elem* __restrict__ lagg, OPS::State* __restrict__ lpre, int B, int T,     \
+                                int D, int C, int prefix_every) {                                              \
+        psd::btd_lookback<OPS>(a, b, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);                 \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_btd_lookback_##SFX)
 
 PSD_KERNELS(f32, psd::OpsF32);
 PSD_KERNELS(f64, psd::OpsF64);
 PSD_KERNELS(f16, psd::OpsF16);
 PSD_KERNELS(bf16, psd::OpsBF16);
 PSD_KERNELS(depth, psd::OpsDepth);
+
+// Zeroes the look-back status words and the ticket counter (n words) before P4.
+extern "C" __global__ void __launch_bounds__(256) diag_lb_clear(unsigned* __restrict__ status, int n) {
+    const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) status[i] = 0u;
+}
+PS_REGISTER_KERNEL(diag_lb_clear);

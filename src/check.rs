@@ -12,7 +12,7 @@
 //! Families with kernels ([`Family::has_kernels`]) also run on them through
 //! [`KernelScan`]: in the SIMT emulator always (lengths up to
 //! [`EMU_CHECK_MAX_T`], rotating forward, reverse and shuffled fiber orders
-//! from case to case, plus [`KERNEL_P3_CASE`] for Diagonal), and on the GPU when a
+//! from case to case, plus [`KERNEL_P3_CASE`] and [`KERNEL_P4_CASE`] for Diagonal), and on the GPU when a
 //! device opens (else the report says `cuda: not checked: <reason>`).
 
 use std::fmt::Write as _;
@@ -466,6 +466,11 @@ fn emu_lengths(cfg: &CheckConfig) -> Vec<usize> {
 /// Diagonal check shape, dtype and with/without `h_0`.
 pub const KERNEL_P3_CASE: (usize, PlanRequest) = (4099, PlanRequest::Chunk(2));
 
+/// The extra kernel case for the Diagonal single-pass look-back P4 across
+/// several chunks: `T = 9000` (3 chunks of 4096 on `[B,D,T]`, 71 of 128 on
+/// `[B,T,D]`) under `look-back`.
+pub const KERNEL_P4_CASE: (usize, PlanRequest) = (9000, PlanRequest::LookBack);
+
 /// `(T, plans)` of the kernel cases of one family at `lengths`.
 fn kernel_cases(
     cfg: &CheckConfig,
@@ -476,13 +481,14 @@ fn kernel_cases(
         lengths.iter().map(|&t| (t, cfg.plans.clone())).collect();
     if family == Family::Diagonal {
         cases.push((KERNEL_P3_CASE.0, vec![KERNEL_P3_CASE.1]));
+        cases.push((KERNEL_P4_CASE.0, vec![KERNEL_P4_CASE.1]));
     }
     cases
 }
 
 /// Cases of `check_kernels` at `lengths`: for every configured family
 /// with kernels, every check shape × dtype × with/without `h_0` × length ×
-/// plan (plus [`KERNEL_P3_CASE`] for Diagonal).
+/// plan (plus [`KERNEL_P3_CASE`] and [`KERNEL_P4_CASE`] for Diagonal).
 pub fn kernel_case_count(cfg: &CheckConfig, lengths: &[usize]) -> usize {
     cfg.families
         .iter()

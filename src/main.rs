@@ -53,7 +53,8 @@ struct SweepArgs {
     /// Families, comma-separated: diagonal, perm-diagonal, block-diagonal, dense, dplr (or all).
     #[arg(long, default_value = "all")]
     families: String,
-    /// Plans, comma-separated: sequential, min-depth, auto, chunk=C.
+    /// Plans, comma-separated: sequential, min-depth, auto, chunk=C, look-back (Diagonal
+    /// kernels only; skipped elsewhere).
     #[arg(long, default_value = "sequential,auto,chunk=64")]
     plans: String,
     /// Storage dtypes, comma-separated: f32, bf16, f16, f64 (or all).

@@ -54,6 +54,14 @@ fn workspace_is_reused_and_launches_are_in_order() {
     diagonal_suite::check_workspace_reuse(&cuda);
 }
 
+/// The look-back (P4) folding predecessors' aggregates (prefixes published
+/// only every n-th chunk).
+#[test]
+fn lookback_aggregate_path() {
+    let Some(cuda) = cuda() else { return };
+    diagonal_suite::check_lookback_aggregate_path(&cuda, "cuda look-back");
+}
+
 #[test]
 fn final_state_only() {
     let Some(cuda) = cuda() else { return };
@@ -79,6 +87,7 @@ fn large_case<S: Storage + bytemuck::Pod>(cuda: &CudaBackend, shape: DiagShape, 
         PlanRequest::Chunk(1 << 14),
         PlanRequest::MinDepth,
         PlanRequest::Auto,
+        PlanRequest::LookBack,
     ];
     let (a, b, h0) = diagonal_suite::inputs::<S>(shape.batch, shape.len, shape.dim, seed);
     let mut ws = DiagonalWorkspace::new();
@@ -168,7 +177,7 @@ fn time_plan<S: Storage + bytemuck::Pod>(
 fn large_depth() {
     let Some(cuda) = cuda() else { return };
     let mut ws = DiagonalWorkspace::new();
-    let mut kinds = [0usize; 4];
+    let mut kinds = [0usize; 5];
     for layout in [Layout::Btd, Layout::Bdt] {
         for request in [
             PlanRequest::Sequential,
@@ -178,6 +187,7 @@ fn large_depth() {
             PlanRequest::Chunk(1 << 21),
             PlanRequest::MinDepth,
             PlanRequest::Auto,
+            PlanRequest::LookBack,
         ] {
             let plan = plan_diagonal(
                 DiagShape::new(1, (1 << 20) + 3, 3),
@@ -192,5 +202,5 @@ fn large_depth() {
             eprintln!("  depth {depth:>8}  {plan}");
         }
     }
-    assert!(kinds.iter().all(|&k| k > 0), "P0..P3 = {kinds:?}");
+    assert!(kinds.iter().all(|&k| k > 0), "P0..P4 = {kinds:?}");
 }

@@ -83,6 +83,22 @@ fn auto_with_more_sms() {
     diagonal_suite::run_cases_any_kinds(&runner, &cases, 0x5000, "emu 16 workers");
 }
 
+/// The look-back (P4) folding predecessors' aggregates, forced by
+/// publishing prefixes only every n-th chunk, under every fiber order.
+#[test]
+fn lookback_aggregate_path() {
+    for runner in [
+        EmuBackend::forward(),
+        EmuBackend::reverse(),
+        EmuBackend::shuffled(17),
+    ] {
+        diagonal_suite::check_lookback_aggregate_path(
+            &runner,
+            &format!("emu {} look-back", runner.order()),
+        );
+    }
+}
+
 #[test]
 fn final_state_only() {
     diagonal_suite::check_final_state_only(&EmuBackend::shuffled(13));

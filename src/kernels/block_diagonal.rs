@@ -388,6 +388,11 @@ pub fn plan_block_diagonal(
             Some(c) => chunked(t, c, AUTO_RADIX),
             None => (BlockPlanKind::SinglePass, t, 0),
         },
+        PlanRequest::LookBack => {
+            return Err(crate::scan::plan::look_back_unsupported(
+                "the BlockDiagonal kernels",
+            ))
+        }
         PlanRequest::MinDepth => min_depth(t),
     };
     build(request, kind, dtype, shape, chunk, radix)

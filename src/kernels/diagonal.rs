@@ -3,7 +3,7 @@
 //!
 //! This module implements the *launch contract* written at the top of
 //! `kernels/diagonal.cu` (kernel names, argument lists, launch shapes, the
-//! plans P0–P3, scratch sizes and the measured-depth formula). Nothing here
+//! plans P0–P4, scratch sizes and the measured-depth formula). Nothing here
 //! knows which runner executes the launches: the same sequence runs on the
 //! GPU ([`CudaBackend`](crate::backend::cuda::CudaBackend)) and in the SIMT
 //! emulator ([`EmuBackend`](crate::backend::emu::EmuBackend)).
@@ -11,7 +11,7 @@
 //! # Layers
 //!
 //! - [`plan_diagonal`] resolves a [`PlanRequest`] for a shape on a device
-//!   with a given SM count into a [`GpuPlan`]: plan kind (P0–P3), chunk `C`,
+//!   with a given SM count into a [`GpuPlan`]: plan kind (P0–P4), chunk `C`,
 //!   chunk count `NC`, block sizes, the exact launches, scratch bytes and
 //!   the depth the `_depth` kernels will measure. Pure, cheap, no device.
 //! - [`launch_diagonal`] issues a plan's launches on device pointers (no
@@ -48,7 +48,14 @@
 //!   P0 when it is shallower still (`T ≤ 12` on the `[B,D,T]` kernels).
 //!   Min-depth plans can need a lot of scratch (`12 B × B·D·NC` for f32:
 //!   0.8 GB at `B·D = 128`, `T = 2²⁰`); that is the price of the request.
-//! - `Auto`:
+//! - `LookBack` → P4: one pass with a decoupled look-back, the chunk being
+//!   what one block holds in registers (`[B,D,T]`: up to 4096 steps of one
+//!   lane; `[B,T,D]`: up to 128 steps of 32 channels). It reads every input
+//!   once (12 B per f32 element, against 20 for P2/P3) but its depth grows
+//!   by one per chunk, and results are not bitwise reproducible run to run.
+//! - `Auto`: P1 when the lanes alone fill the GPU (below); otherwise P4
+//!   (the three-pass chunk rules below remain for a look-back that does not
+//!   fit one launch).
 //!   - `[B,T,D]` kernels (one thread per lane and chunk): P1 when
 //!     `lanes ≥ sm_count × 2048` (resident threads fill the GPU); otherwise
 //!     `NC ≈ sm_count × 2048 / lanes` chunks (at most 2048, i.e. P2,
@@ -99,6 +106,18 @@ pub const BTD_AUTO_MIN_CHUNK: usize = 64;
 pub const BDT_AUTO_MIN_CHUNK: usize = 512;
 /// Threads per block of `diag_scan_apply`.
 const APPLY_BLOCK: u32 = 256;
+/// Steps per thread (`[B,D,T]`) or per warp and channel (`[B,T,D]`) of the
+/// look-back kernels (P4), which hold their whole chunk in registers.
+pub const LOOKBACK_STEPS: usize = 16;
+/// Most threads of a `[B,D,T]` look-back block: chunks of `256·16 = 4096` steps.
+pub const LOOKBACK_BDT_BLOCK: usize = 256;
+/// Most warps of a `[B,T,D]` look-back block: chunks of `8·16 = 128` steps
+/// for 32 channels.
+pub const LOOKBACK_BTD_WARPS: usize = 8;
+/// Threads per block of `diag_lb_clear`.
+const CLEAR_BLOCK: u32 = 256;
+/// The status-clearing kernel of P4 (one instantiation for every dtype).
+const LB_CLEAR: &str = "diag_lb_clear";
 
 // ---------------------------------------------------------------------------
 // Shapes and kernel names
@@ -178,6 +197,8 @@ struct KernelNames {
     scan: &'static str,
     scan_tiles: &'static str,
     scan_apply: &'static str,
+    btd_lookback: &'static str,
+    bdt_lookback: &'static str,
 }
 
 macro_rules! kernel_names {
@@ -192,6 +213,8 @@ macro_rules! kernel_names {
             scan: concat!("diag_scan_", $sfx),
             scan_tiles: concat!("diag_scan_tiles_", $sfx),
             scan_apply: concat!("diag_scan_apply_", $sfx),
+            btd_lookback: concat!("diag_btd_lookback_", $sfx),
+            bdt_lookback: concat!("diag_bdt_lookback_", $sfx),
         }
     };
 }
@@ -255,6 +278,11 @@ pub enum GpuPlanKind {
     /// P3: reduce, tile scans, top-level scan of the tile totals, apply,
     /// rescan (`NC ≤ 4,194,304`).
     TwoLevel,
+    /// P4: one pass with a decoupled look-back between chunks
+    /// (`diag_lb_clear`, then `diag_<L>_lookback`): every input is read
+    /// once (12 B per f32 element), but the carries form a chain, so the
+    /// depth grows by one per chunk.
+    LookBack,
 }
 
 impl GpuPlanKind {
@@ -265,16 +293,18 @@ impl GpuPlanKind {
             GpuPlanKind::SinglePass => "P1",
             GpuPlanKind::OneLevel => "P2",
             GpuPlanKind::TwoLevel => "P3",
+            GpuPlanKind::LookBack => "P4",
         }
     }
 
-    /// `"sequential"`, `"single-pass"`, `"one-level"`, `"two-level"`.
+    /// `"sequential"`, `"single-pass"`, `"one-level"`, `"two-level"`, `"look-back"`.
     pub fn name(self) -> &'static str {
         match self {
             GpuPlanKind::Sequential => "sequential",
             GpuPlanKind::SinglePass => "single-pass",
             GpuPlanKind::OneLevel => "one-level",
             GpuPlanKind::TwoLevel => "two-level",
+            GpuPlanKind::LookBack => "look-back",
         }
     }
 }
@@ -302,6 +332,10 @@ pub enum LaunchRole {
     ScanApply,
     /// Phase 3 (and P1): `diag_<L>_rescan(a, b, h, hT, carry, h0, B, T, D, C)`.
     Rescan,
+    /// P4: `diag_lb_clear(status, words)` zeroes the status words and the ticket.
+    ClearStatus,
+    /// P4: `diag_<L>_lookback(a, b, h, hT, h0, status, agg, carry, B, T, D, C)`.
+    LookBack,
 }
 
 /// One kernel launch of a plan.
@@ -326,16 +360,26 @@ pub struct ScratchSizes {
     pub tile_agg: usize,
     /// Tile carries `State[B·D·NTL]` (P3).
     pub tile_carry: usize,
+    /// Look-back status words and the ticket counter, `u32[chains·NC + 1]`
+    /// (P4, which keeps its aggregates in `agg` and its inclusive prefixes
+    /// in `carry`, `32` channels per chain on the `[B,T,D]` kernels).
+    pub status: usize,
 }
 
 impl ScratchSizes {
-    /// Sum of the four buffers.
+    /// Sum of the buffers.
     pub fn total(&self) -> usize {
-        self.agg + self.carry + self.tile_agg + self.tile_carry
+        self.agg + self.carry + self.tile_agg + self.tile_carry + self.status
     }
 
-    fn as_array(&self) -> [usize; 4] {
-        [self.agg, self.carry, self.tile_agg, self.tile_carry]
+    fn as_array(&self) -> [usize; 5] {
+        [
+            self.agg,
+            self.carry,
+            self.tile_agg,
+            self.tile_carry,
+            self.status,
+        ]
     }
 }
 
@@ -345,7 +389,7 @@ impl ScratchSizes {
 pub struct GpuPlan {
     /// What was asked for.
     pub request: PlanRequest,
-    /// P0–P3.
+    /// P0–P4.
     pub kind: GpuPlanKind,
     /// Storage type of `a`, `b`, `h0`, `h`, `hT` (names the kernels).
     pub dtype: DType,
@@ -378,6 +422,12 @@ pub struct GpuPlan {
     /// The depth the `_depth` instantiation measures: the maximum over all
     /// outputs of the contract's per-element formula ([`GpuPlan::depth_at`]).
     pub depth: u64,
+    /// P4 only, a test hook: chunks publish their inclusive prefix only when
+    /// their index is a multiple of this (`1`, the planner's value, is every
+    /// chunk and the fast setting). Larger values force successors through
+    /// the look-back's aggregate path, which otherwise only timing decides;
+    /// results stay exact. Must be ≥ 1.
+    pub lookback_prefix_every: u32,
 }
 
 impl GpuPlan {
@@ -492,11 +542,15 @@ pub fn plan_diagonal(
         PlanRequest::Sequential => Geometry::sequential(shape, kernel_layout, sm)?,
         PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
         PlanRequest::Chunk(c) => Geometry::chunked(shape, kernel_layout, c, sm)?,
-        PlanRequest::Auto => {
-            let c = auto_chunk(shape, kernel_layout, sm).unwrap_or(t);
-            Geometry::chunked(shape, kernel_layout, c, sm)?
-        }
+        PlanRequest::Auto => match auto_chunk(shape, kernel_layout, sm) {
+            Some(c) => match Geometry::lookback(shape, kernel_layout) {
+                Ok(g) if lookback_pays(shape, kernel_layout, sm) => g,
+                _ => Geometry::chunked(shape, kernel_layout, c, sm)?,
+            },
+            None => Geometry::chunked(shape, kernel_layout, t, sm)?,
+        },
         PlanRequest::MinDepth => min_depth_geometry(shape, kernel_layout, sm)?,
+        PlanRequest::LookBack => Geometry::lookback(shape, kernel_layout)?,
     };
     let kt = KernelType::Data(dtype);
     Ok(GpuPlan {
@@ -516,6 +570,7 @@ pub fn plan_diagonal(
         launches: geometry.launches(kt)?,
         scratch: geometry.scratch(kt)?,
         depth: geometry.depth(),
+        lookback_prefix_every: 1,
     })
 }
 
@@ -555,6 +610,16 @@ fn auto_chunk(shape: DiagShape, kernel_layout: Layout, sm: usize) -> Option<usiz
         }
     };
     (c < t).then_some(c)
+}
+
+/// Whether `Auto` prefers the look-back (P4) to the three-pass plans where
+/// the lanes alone do not fill the GPU: P4 moves 12 B per f32 element where
+/// P2/P3 move 20, and its look-back inspects 32 predecessors per round
+/// trip on both layouts, so chains of any count keep up (as CUB's
+/// single-sequence scans do). A rule rather than a constant so that a
+/// measured exception has one place to go.
+fn lookback_pays(_shape: DiagShape, _kernel_layout: Layout, _sm: usize) -> bool {
+    true
 }
 
 /// The least-depth plan among a few candidate chunks (module docs).
@@ -649,6 +714,75 @@ impl Geometry {
         })
     }
 
+    /// The look-back plan P4: the chunk is what one block holds in registers
+    /// (`NT·16` steps on `[B,D,T]`, `NT/32·16` on `[B,T,D]`), the block as
+    /// large as `T` needs, up to 256 threads.
+    fn lookback(shape: DiagShape, kernel_layout: Layout) -> Result<Geometry> {
+        let t = shape.len;
+        let k = LOOKBACK_STEPS;
+        let (chunk, block) = match kernel_layout {
+            Layout::Bdt => {
+                let nt = (32 * t.div_ceil(32 * k)).clamp(32, LOOKBACK_BDT_BLOCK);
+                (nt * k, nt)
+            }
+            Layout::Btd => {
+                let w = t
+                    .div_ceil(k)
+                    .next_power_of_two()
+                    .clamp(1, LOOKBACK_BTD_WARPS);
+                (w * k, 32 * w)
+            }
+        };
+        let g = Geometry {
+            kind: GpuPlanKind::LookBack,
+            kernel_layout,
+            shape,
+            chunk,
+            chunks: t.div_ceil(chunk),
+            chunk_block: block as u32,
+            scan_block: 0,
+            tile_block: 0,
+            tile: 0,
+            tiles: 0,
+        };
+        g.lookback_words()?;
+        g.launches(KernelType::Depth)?;
+        Ok(g)
+    }
+
+    /// Look-back chains: lanes (`[B,D,T]`) or batch rows × 32-channel groups (`[B,T,D]`).
+    fn lookback_chains(&self) -> usize {
+        match self.kernel_layout {
+            Layout::Bdt => self.lanes(),
+            Layout::Btd => self.shape.batch * self.shape.dim.div_ceil(32),
+        }
+    }
+
+    /// Channels per look-back chain (payload slots per status word).
+    fn lookback_width(&self) -> usize {
+        match self.kernel_layout {
+            Layout::Bdt => 1,
+            Layout::Btd => 32,
+        }
+    }
+
+    /// Status words plus the ticket counter, `chains·NC + 1` (a C `int`).
+    fn lookback_words(&self) -> Result<usize> {
+        self.lookback_chains()
+            .checked_mul(self.chunks)
+            .and_then(|w| w.checked_add(1))
+            .filter(|&w| w <= i32::MAX as usize)
+            .ok_or_else(|| {
+                Error::Plan(format!(
+                    "look-back: {} chains × {} chunks of {} steps exceed one launch's 2^31 − 1 \
+                     blocks; use chunk=C",
+                    self.lookback_chains(),
+                    self.chunks,
+                    self.chunk
+                ))
+            })
+    }
+
     /// Chunks of `c ≥ 1` steps: P1, P2 or P3 by the chunk count.
     fn chunked(shape: DiagShape, kernel_layout: Layout, c: usize, sm: usize) -> Result<Geometry> {
         let t = shape.len;
@@ -705,6 +839,30 @@ impl Geometry {
     fn check_contract(&self) -> std::result::Result<(), String> {
         let t = self.shape.len;
         let pow2_in = |x: u32, lo: u32, hi: u32| x.is_power_of_two() && (lo..=hi).contains(&x);
+        if self.kind == GpuPlanKind::LookBack {
+            let nb = self.chunk_block as usize;
+            let c = match self.kernel_layout {
+                Layout::Bdt => nb * LOOKBACK_STEPS,
+                Layout::Btd => nb / 32 * LOOKBACK_STEPS,
+            };
+            let ok = nb % 32 == 0
+                && (32..=256).contains(&nb)
+                && self.chunk == c
+                && self.chunks == t.div_ceil(c)
+                && self.scan_block == 0
+                && self.tile_block == 0
+                && self.tile == 0
+                && self.tiles == 0
+                && self.lookback_words().is_ok();
+            return if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "look-back block {nb} with chunk {} / {} chunks outside the contract",
+                    self.chunk, self.chunks
+                ))
+            };
+        }
         if self.chunk == 0 || self.chunk > t || self.chunks != t.div_ceil(self.chunk) {
             return Err(format!(
                 "chunk {} / {} chunks do not split T = {t}",
@@ -715,6 +873,7 @@ impl Geometry {
             GpuPlanKind::Sequential | GpuPlanKind::SinglePass => self.chunk == t,
             GpuPlanKind::OneLevel => (2..=MAX_SCAN_TILE).contains(&self.chunks),
             GpuPlanKind::TwoLevel => self.chunks > MAX_SCAN_TILE && self.chunks <= MAX_CHUNKS,
+            GpuPlanKind::LookBack => true, // checked above
         };
         if !nc_ok {
             return Err(format!(
@@ -752,7 +911,7 @@ impl Geometry {
                     ));
                 }
             }
-            GpuPlanKind::Sequential | GpuPlanKind::SinglePass => {}
+            GpuPlanKind::Sequential | GpuPlanKind::SinglePass | GpuPlanKind::LookBack => {}
         }
         Ok(())
     }
@@ -848,6 +1007,25 @@ impl Geometry {
                     self.chunk_block,
                 )?;
             }
+            GpuPlanKind::LookBack => {
+                let words = self.lookback_words()? as u64;
+                push(
+                    LaunchRole::ClearStatus,
+                    LB_CLEAR,
+                    [words.div_ceil(u64::from(CLEAR_BLOCK)), 1, 1],
+                    CLEAR_BLOCK,
+                )?;
+                push(
+                    LaunchRole::LookBack,
+                    if btd {
+                        names.btd_lookback
+                    } else {
+                        names.bdt_lookback
+                    },
+                    [self.lookback_chains() as u64 * nc, 1, 1],
+                    self.chunk_block,
+                )?;
+            }
         }
         Ok(out)
     }
@@ -874,6 +1052,13 @@ impl Geometry {
             s.tile_agg = bytes(self.tiles, kt.elem_bytes())?;
             s.tile_carry = bytes(self.tiles, kt.state_bytes())?;
         }
+        if self.kind == GpuPlanKind::LookBack {
+            // `bytes` counts per lane; a chain's slots are `width` per chunk.
+            let slots = self.lookback_chains() * self.lookback_width() * self.chunks;
+            s.agg = slots * kt.elem_bytes();
+            s.carry = slots * kt.state_bytes();
+            s.status = self.lookback_words()? * 4;
+        }
         Ok(s)
     }
 
@@ -895,7 +1080,7 @@ impl Geometry {
     fn carry_depth(&self, c: u64) -> u64 {
         let l = self.chunk_agg_depth();
         match self.kind {
-            GpuPlanKind::Sequential | GpuPlanKind::SinglePass => 0,
+            GpuPlanKind::Sequential | GpuPlanKind::SinglePass | GpuPlanKind::LookBack => 0,
             GpuPlanKind::OneLevel => prefix_depth(l, c) + 1,
             GpuPlanKind::TwoLevel => {
                 let tl = self.tile as u64;
@@ -909,7 +1094,7 @@ impl Geometry {
     fn max_carry_depth(&self, m: u64) -> u64 {
         let l = self.chunk_agg_depth();
         match self.kind {
-            GpuPlanKind::Sequential | GpuPlanKind::SinglePass => 0,
+            GpuPlanKind::Sequential | GpuPlanKind::SinglePass | GpuPlanKind::LookBack => 0,
             GpuPlanKind::OneLevel => max_prefix_depth(l, m) + 1,
             GpuPlanKind::TwoLevel => {
                 let tl = self.tile as u64;
@@ -974,10 +1159,54 @@ impl Geometry {
         best
     }
 
+    /// P4's depth of output step `t`, on the deterministic worst case the
+    /// `_depth` kernels take: every block waits for its predecessor's
+    /// inclusive prefix (the data kernels' critical path is never longer).
+    /// `[B,D,T]`: the tile formula with `K = 16` and carry-in depth
+    /// `K + 3 + nw + c`; `[B,T,D]`: warp `w`'s exclusive prefix has depth
+    /// `K + w − 2` (`w ≥ 1`), the carry-in `K + nw − 2 + c` (`c ≥ 1`).
+    fn lookback_depth_at(&self, t: u64) -> u64 {
+        let k = LOOKBACK_STEPS as u64;
+        let nw = u64::from(self.chunk_block) / 32;
+        let c_len = self.chunk as u64;
+        let (c, i) = (t / c_len, t % c_len);
+        match self.kernel_layout {
+            Layout::Bdt => {
+                let hin = if c == 0 { 0 } else { k + 3 + nw + c };
+                tile_thread_depth(k, hin, i / k, i % k)
+            }
+            Layout::Btd => {
+                let hin = if c == 0 { 0 } else { k + nw - 2 + c };
+                let w = i / k;
+                let dw = if w == 0 { 0 } else { k + w - 2 };
+                dw.max(hin) + 1 + i % k + 1
+            }
+        }
+    }
+
+    /// P4's deepest output: the last step of every thread (`[B,D,T]`) or
+    /// warp (`[B,T,D]`) of the last two chunks (carry depth grows with the chunk).
+    fn lookback_depth(&self) -> u64 {
+        let t = self.shape.len as u64;
+        let (k, c_len, nc) = (LOOKBACK_STEPS as u64, self.chunk as u64, self.chunks as u64);
+        let mut best = 0;
+        for c in nc.saturating_sub(2)..nc {
+            let start = c * c_len;
+            let len = c_len.min(t - start);
+            for u in 0..len.div_ceil(k) {
+                best = best.max(self.lookback_depth_at(start + ((u + 1) * k).min(len) - 1));
+            }
+        }
+        best
+    }
+
     /// The measured depth of output step `t` (0-based).
     fn depth_at(&self, t: u64) -> u64 {
         if self.kind == GpuPlanKind::Sequential {
             return t + 1;
+        }
+        if self.kind == GpuPlanKind::LookBack {
+            return self.lookback_depth_at(t);
         }
         let c_len = self.chunk as u64;
         let (c, i) = (t / c_len, t % c_len + 1);
@@ -992,6 +1221,9 @@ impl Geometry {
         let t = self.shape.len as u64;
         if self.kind == GpuPlanKind::Sequential {
             return t;
+        }
+        if self.kind == GpuPlanKind::LookBack {
+            return self.lookback_depth();
         }
         let c_len = self.chunk as u64;
         let nc = self.chunks as u64;
@@ -1066,7 +1298,11 @@ fn max_prefix_depth(l: u64, n: u64) -> u64 {
 /// Depth of position `k` of thread `u` in a `[B,D,T]` tile whose running
 /// state enters with depth `e`.
 fn bdt_thread_depth(e: u64, u: u64, k: u64) -> u64 {
-    let kk = STEPS_PER_THREAD as u64;
+    tile_thread_depth(STEPS_PER_THREAD as u64, e, u, k)
+}
+
+/// The same for a tile of `kk` steps per thread (the look-back kernels' 16).
+fn tile_thread_depth(kk: u64, e: u64, u: u64, k: u64) -> u64 {
     let (w, l) = (u / 32, u % 32);
     let dw = if w == 0 { 0 } else { kk + 3 + w };
     let dx = if l == 0 {
@@ -1089,8 +1325,8 @@ fn bdt_thread_depth(e: u64, u: u64, k: u64) -> u64 {
 /// overwritten by every call).
 #[derive(Debug, Default)]
 pub struct DiagonalWorkspace {
-    /// agg, carry, tile_agg, tile_carry.
-    bufs: [Option<DeviceBuffer>; 4],
+    /// agg, carry, tile_agg, tile_carry, status.
+    bufs: [Option<DeviceBuffer>; 5],
     allocations: usize,
 }
 
@@ -1122,6 +1358,7 @@ impl DiagonalWorkspace {
             carry: len(1),
             tile_agg: len(2),
             tile_carry: len(3),
+            status: len(4),
         }
     }
 
@@ -1266,6 +1503,12 @@ fn check_plan(plan: &GpuPlan) -> Result<()> {
     g.check_contract()
         .map_err(|why| Error::Plan(format!("{why} in {plan}; make plans with plan_diagonal")))?;
     let kt = KernelType::Data(plan.dtype);
+    if plan.lookback_prefix_every == 0 || plan.lookback_prefix_every > i32::MAX as u32 {
+        return Err(Error::Plan(format!(
+            "lookback_prefix_every = {}: expected 1 ≤ n < 2^31",
+            plan.lookback_prefix_every
+        )));
+    }
     let kernel_layout_ok = plan.kernel_layout == plan.layout
         || (plan.shape.dim == 1 && plan.kernel_layout == Layout::Bdt);
     if !kernel_layout_ok
@@ -1350,11 +1593,12 @@ fn issue<R: KernelRunner>(
         Ptr(io.h.unwrap_or(0)),
         Ptr(io.h_t),
     );
-    let (agg, carry, tile_agg, tile_carry) = (
+    let (agg, carry, tile_agg, tile_carry, status) = (
         Ptr(ws.ptr(0)),
         Ptr(ws.ptr(1)),
         Ptr(ws.ptr(2)),
         Ptr(ws.ptr(3)),
+        Ptr(ws.ptr(4)),
     );
     // P1 runs the rescan without carries: every chunk (the only one) starts from h0.
     let rescan_carry = if plan.kind == GpuPlanKind::SinglePass {
@@ -1382,6 +1626,29 @@ fn issue<R: KernelRunner>(
             LaunchRole::Rescan => {
                 runner.launch(k, cfg, &[a_p, b_p, h, ht, rescan_carry, h0, b, t, d, c])
             }
+            LaunchRole::ClearStatus => {
+                let words = plan.geometry().lookback_words()?;
+                runner.launch(k, cfg, &[status, i32_arg(words)])
+            }
+            LaunchRole::LookBack => runner.launch(
+                k,
+                cfg,
+                &[
+                    a_p,
+                    b_p,
+                    h,
+                    ht,
+                    h0,
+                    status,
+                    agg,
+                    carry,
+                    b,
+                    t,
+                    d,
+                    c,
+                    KernelArg::I32(plan.lookback_prefix_every as i32),
+                ],
+            ),
         }?;
     }
     Ok(())
@@ -1633,6 +1900,7 @@ mod tests {
             PlanRequest::Chunk(5000),
             PlanRequest::MinDepth,
             PlanRequest::Auto,
+            PlanRequest::LookBack,
         ];
         for layout in [Layout::Btd, Layout::Bdt] {
             for t in [1, 2, 5, 17, 64, 255, 1000, 2049, 4097, 9000, 20_000] {
@@ -1697,20 +1965,60 @@ mod tests {
         assert_eq!(p.chunk_block, 128);
         let p = plan(4, 1 << 20, 256, Layout::Bdt, PlanRequest::Auto, 132);
         assert_eq!(p.kind, GpuPlanKind::SinglePass);
-        // Few lanes, long T: chunks along T.
+        // Few lanes, long T: the single-pass look-back along T.
         let p = plan(1, 1 << 20, 64, Layout::Btd, PlanRequest::Auto, 132);
-        assert!(p.chunks > 1);
-        assert!(64 * p.chunks >= 132 * 2048 / 2, "{p}");
-        assert_eq!(p.kind, GpuPlanKind::TwoLevel);
-        // Just above the one-level limit: P2 with 2048 chunks.
-        let p = plan(2, 1 << 20, 64, Layout::Btd, PlanRequest::Auto, 132);
-        assert_eq!((p.kind, p.chunks), (GpuPlanKind::OneLevel, 2048), "{p}");
+        assert_eq!(
+            (p.kind, p.chunk, p.chunk_block),
+            (GpuPlanKind::LookBack, 128, 256)
+        );
+        assert_eq!(p.chunks, (1 << 20) / 128);
+        assert_eq!(p.launches.len(), 2);
         let p = plan(2, 1 << 20, 8, Layout::Bdt, PlanRequest::Auto, 132);
-        assert!(16 * p.chunks >= 4 * 132, "{p}");
-        assert_eq!(p.chunk % 2048, 0);
+        assert_eq!(
+            (p.kind, p.chunk, p.chunk_block),
+            (GpuPlanKind::LookBack, 4096, 256)
+        );
+        assert_eq!(p.scratch.status, 4 * (16 * 256 + 1));
+        assert_eq!(p.scratch.agg, 16 * 256 * 8);
+        // Its depth grows by one per chunk.
+        let q = plan(2, 1 << 21, 8, Layout::Bdt, PlanRequest::Auto, 132);
+        assert_eq!(q.depth, p.depth + 256);
+        // The explicit three-pass plans stay available.
+        let p = plan(2, 1 << 20, 64, Layout::Btd, PlanRequest::Chunk(512), 132);
+        assert_eq!((p.kind, p.chunks), (GpuPlanKind::OneLevel, 2048), "{p}");
         // Short T: one pass.
         let p = plan(1, 50, 4, Layout::Btd, PlanRequest::Auto, 132);
         assert_eq!(p.kind, GpuPlanKind::SinglePass);
+    }
+
+    #[test]
+    fn lookback_geometry() {
+        // Short T: one block of as few warps as T needs.
+        let p = plan(1, 5, 3, Layout::Btd, PlanRequest::LookBack, 2);
+        assert_eq!((p.chunk, p.chunks, p.chunk_block), (16, 1, 32));
+        let p = plan(1, 100, 3, Layout::Bdt, PlanRequest::LookBack, 2);
+        assert_eq!((p.chunk, p.chunks, p.chunk_block), (512, 1, 32));
+        assert_eq!(p.launches[0].kernel, "diag_lb_clear");
+        assert_eq!(p.launches[1].kernel, "diag_bdt_lookback_f32");
+        // [B,T,D]: chains are batch rows × 32-channel groups.
+        let p = plan(3, 1000, 70, Layout::Btd, PlanRequest::LookBack, 2);
+        assert_eq!((p.chunk, p.chunks), (128, 8));
+        assert_eq!(p.launches[1].cfg.grid[0], 3 * 3 * 8);
+        assert_eq!(p.scratch.agg, 3 * 3 * 8 * 32 * 8);
+        assert_eq!(p.scratch.carry, 3 * 3 * 8 * 32 * 4);
+        // Other families refuse the request; so does the CPU engine.
+        assert!(matches!(
+            crate::scan::plan::Plan::resolve(
+                PlanRequest::LookBack,
+                crate::scan::plan::ScanShape {
+                    problems: 1,
+                    len: 10,
+                    fold_cost: 1.0
+                },
+                2
+            ),
+            Err(Error::Plan(_))
+        ));
     }
 
     #[test]

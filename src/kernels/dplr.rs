@@ -628,6 +628,9 @@ pub fn plan_dplr(
         PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
         PlanRequest::Chunk(c) => Geometry::chunked(shape, c)?,
         PlanRequest::Auto => Geometry::chunked(shape, auto_chunk(shape, sm))?,
+        PlanRequest::LookBack => {
+            return Err(crate::scan::plan::look_back_unsupported("the DPLR kernels"))
+        }
         PlanRequest::MinDepth => min_depth_geometry(shape, kt)?,
     };
     make_plan(g, request, dtype, output)

@@ -515,6 +515,11 @@ pub fn plan_perm_diagonal(
         PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
         PlanRequest::Chunk(c) => Geometry::chunked(shape, c)?,
         PlanRequest::Auto => Geometry::chunked(shape, auto_chunk(shape, sm))?,
+        PlanRequest::LookBack => {
+            return Err(crate::scan::plan::look_back_unsupported(
+                "the PermDiagonal kernels",
+            ))
+        }
         PlanRequest::MinDepth => min_depth_geometry(shape, kt)?,
     };
     Ok(PdGpuPlan {

@@ -38,6 +38,11 @@ pub enum PlanRequest {
     MinDepth,
     /// Let the planner choose from the shape and the machine.
     Auto,
+    /// One pass over the data with a decoupled look-back between chunks (the
+    /// Diagonal kernels' plan P4): every input is read once, but the carries
+    /// form a chain, so depth grows by one per chunk. Only the Diagonal
+    /// kernels have it; elsewhere it is an [`Error::Plan`].
+    LookBack,
 }
 
 impl std::fmt::Display for PlanRequest {
@@ -47,26 +52,28 @@ impl std::fmt::Display for PlanRequest {
             PlanRequest::Chunk(c) => write!(f, "chunk={c}"),
             PlanRequest::MinDepth => f.write_str("min-depth"),
             PlanRequest::Auto => f.write_str("auto"),
+            PlanRequest::LookBack => f.write_str("look-back"),
         }
     }
 }
 
 impl std::str::FromStr for PlanRequest {
     type Err = Error;
-    /// Parses `sequential`, `min-depth`, `auto` or `chunk=C`.
+    /// Parses `sequential`, `min-depth`, `auto`, `look-back` or `chunk=C`.
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
         match s {
             "sequential" | "seq" => Ok(PlanRequest::Sequential),
             "min-depth" => Ok(PlanRequest::MinDepth),
             "auto" => Ok(PlanRequest::Auto),
+            "look-back" | "lookback" => Ok(PlanRequest::LookBack),
             _ => {
                 let c = s
                     .strip_prefix("chunk=")
                     .and_then(|c| c.parse::<usize>().ok())
                     .ok_or_else(|| {
                         Error::Plan(format!(
-                            "`{s}`: expected sequential, min-depth, auto or chunk=C with C ≥ 1"
+                            "`{s}`: expected sequential, min-depth, auto, look-back or chunk=C with C ≥ 1"
                         ))
                     })?;
                 if c == 0 {
@@ -142,6 +149,7 @@ impl Plan {
             PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
             PlanRequest::Chunk(c) => c.min(t),
             PlanRequest::MinDepth => 1,
+            PlanRequest::LookBack => return Err(look_back_unsupported("the CPU engine")),
             PlanRequest::Auto => {
                 let threads = threads.max(1);
                 let problems = shape.problems.max(1);
@@ -205,4 +213,12 @@ pub fn work_formula(len: usize, chunk: usize) -> u64 {
     }
     let p = n.next_power_of_two();
     (2 * len + 2 * p - 3) as u64
+}
+
+/// The error for [`PlanRequest::LookBack`] on an engine or family without it.
+pub fn look_back_unsupported(what: &str) -> Error {
+    Error::Plan(format!(
+        "look-back: {what} has no single-pass look-back plan (only the Diagonal kernels do); \
+         expected sequential, chunk=C, min-depth or auto"
+    ))
 }

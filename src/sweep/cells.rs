@@ -218,7 +218,16 @@ impl Runner<'_, '_> {
                 };
                 self.progress
                     .set_message(format!("{label} T={len} {request}"));
-                let row = self.cell_case(&cell, &problem, &options)?;
+                let row = match self.cell_case(&cell, &problem, &options) {
+                    // A plan only some engines have (look-back) is skipped, not fatal.
+                    Err(SweepError::Core(crate::Error::Plan(why)))
+                        if request == PlanRequest::LookBack =>
+                    {
+                        self.skip(&label, DType::F32, len, request.to_string(), why, 1);
+                        continue;
+                    }
+                    r => r?,
+                };
                 self.progress.inc(1);
                 (self.on_event)(super::Event::Row(&row));
                 self.rows.push(row);

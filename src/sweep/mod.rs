@@ -56,6 +56,7 @@ use crate::backend::emu::EmuBackend;
 use crate::backend::launch::KernelRunner;
 use crate::backend::{BackendKind, Cpu};
 use crate::dtype::{DType, Storage};
+use crate::error::Error;
 use crate::family::{Layout, LinearProblem};
 use crate::kernels::KernelScan;
 use crate::scan::depth::{measure, Measured};
@@ -373,7 +374,14 @@ impl Runner<'_, '_> {
                 }
             }
             for &request in &cfg.plans {
-                let plan = self.cpu.plan(&inputs.problem(), request)?;
+                let plan = match self.cpu.plan(&inputs.problem(), request) {
+                    // A plan only some engines have (look-back) is skipped, not fatal.
+                    Err(Error::Plan(why)) if request == PlanRequest::LookBack => {
+                        self.skip(&label, S::DTYPE, len, request.to_string(), why, 1);
+                        continue;
+                    }
+                    r => r?,
+                };
                 let need = shape.estimate_bytes(len, plan.chunk, S::DTYPE);
                 if need > cfg.max_case_bytes {
                     self.skip(
@@ -485,7 +493,13 @@ impl Runner<'_, '_> {
     ) -> Result<Option<Row>> {
         let label = shape.label();
         let dtype = <P::Elem as Storage>::DTYPE;
-        let plan = problem.kernel_plan(runner.sm_count(), request)?;
+        let plan = match problem.kernel_plan(runner.sm_count(), request) {
+            Err(Error::Plan(why)) if request == PlanRequest::LookBack => {
+                self.skip(&label, dtype, len, request.to_string(), why, 1);
+                return Ok(None);
+            }
+            r => r?,
+        };
         let need = shape
             .estimate_bytes(len, len, dtype)
             .saturating_add(plan.scratch_bytes);

@@ -67,6 +67,8 @@ fn check_plan_shape(case: &Case, plan: &BlockPlan) -> Result<(), String> {
         PlanRequest::Chunk(c) => {
             plan.kind == BlockPlanKind::Tree && plan.chunk == c && plan.chunks == t.div_ceil(c)
         }
+        // Only the Diagonal kernels have a look-back plan: the planner refuses it.
+        PlanRequest::LookBack => false,
         PlanRequest::MinDepth | PlanRequest::Auto => plan.chunks == t.div_ceil(plan.chunk),
     };
     let launches = match plan.kind {

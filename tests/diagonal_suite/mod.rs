@@ -171,9 +171,13 @@ pub fn check_plan_shape(case: &Case, plan: &GpuPlan) -> Result<(), String> {
             plan.kind == kind && plan.chunk == c && plan.chunks == nc
         }
         PlanRequest::MinDepth | PlanRequest::Auto => plan.chunks == t.div_ceil(plan.chunk),
+        PlanRequest::LookBack => {
+            plan.kind == GpuPlanKind::LookBack && plan.chunks == t.div_ceil(plan.chunk)
+        }
     };
     let launches = match plan.kind {
         GpuPlanKind::Sequential | GpuPlanKind::SinglePass => 1,
+        GpuPlanKind::LookBack => 2,
         GpuPlanKind::OneLevel => 3,
         GpuPlanKind::TwoLevel => 5,
     };
@@ -186,7 +190,10 @@ pub fn check_plan_shape(case: &Case, plan: &GpuPlan) -> Result<(), String> {
     if !ok
         || plan.launches.len() != launches
         || plan.kernel_layout != expected_kernel_layout
-        || !plan.launches.iter().all(|l| l.kernel.ends_with(&suffix))
+        || !plan
+            .launches
+            .iter()
+            .all(|l| l.kernel.ends_with(&suffix) || l.kernel == "diag_lb_clear")
     {
         return Err(format!("unexpected plan for {}: {plan}", case.describe()));
     }
@@ -258,13 +265,14 @@ pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
 }
 
 /// Every request kind, with a chunk of one step, an odd one and a power of two.
-pub const REQUESTS: [PlanRequest; 6] = [
+pub const REQUESTS: [PlanRequest; 7] = [
     PlanRequest::Sequential,
     PlanRequest::Chunk(1),
     PlanRequest::Chunk(3),
     PlanRequest::Chunk(16),
     PlanRequest::MinDepth,
     PlanRequest::Auto,
+    PlanRequest::LookBack,
 ];
 
 /// The correctness cases, for both layouts, `h0` given in every other one.
@@ -300,6 +308,10 @@ pub fn standard_cases() -> Vec<Case> {
     push((1, 2500, 2), &[Chunk(1)]);
     push((2, 4200, 1), &[Chunk(2)]);
     push((3, 2100, 3), &[Chunk(1)]);
+    // Look-back across many chunks: [B,D,T] chunks of 4096 steps, [B,T,D]
+    // chunks of 128 steps for 32-channel groups (D = 70: a partial group).
+    push((1, 9000, 2), &[LookBack]);
+    push((2, 1500, 70), &[LookBack]);
     cases
 }
 
@@ -318,27 +330,27 @@ pub fn run_case_all_dtypes<R: KernelRunner>(
 }
 
 /// Runs every case for every dtype, collecting failures; panics listing
-/// them, or when a plan kind (P0–P3) was not covered.
+/// them, or when a plan kind (P0–P4) was not covered.
 pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: &str) {
     let kinds = run_cases_any_kinds(runner, cases, seed, label);
     assert!(
         kinds.iter().all(|&k| k > 0),
-        "{label}: every plan kind must be covered, got P0..P3 = {kinds:?}"
+        "{label}: every plan kind must be covered, got P0..P4 = {kinds:?}"
     );
 }
 
 /// Runs every case for every dtype, collecting failures; panics listing
-/// them. Returns how many cases ran P0, P1, P2, P3.
+/// them. Returns how many cases ran P0, P1, P2, P3, P4.
 pub fn run_cases_any_kinds<R: KernelRunner>(
     runner: &R,
     cases: &[Case],
     seed: u64,
     label: &str,
-) -> [usize; 4] {
+) -> [usize; 5] {
     let start = Instant::now();
     let mut ws = DiagonalWorkspace::new();
     let mut failures = Vec::new();
-    let mut kinds = [0usize; 4];
+    let mut kinds = [0usize; 5];
     for (i, case) in cases.iter().enumerate() {
         let case_start = Instant::now();
         match run_case_all_dtypes(runner, &mut ws, case, seed + 16 * i as u64) {
@@ -361,7 +373,7 @@ pub fn run_cases_any_kinds<R: KernelRunner>(
         }
     }
     eprintln!(
-        "{label}: {} cases x 4 dtypes, plans P0/P1/P2/P3 = {kinds:?}, {} failure(s), {:.1} s",
+        "{label}: {} cases x 4 dtypes, plans P0/P1/P2/P3/P4 = {kinds:?}, {} failure(s), {:.1} s",
         cases.len(),
         failures.len(),
         start.elapsed().as_secs_f64()
@@ -494,6 +506,12 @@ pub fn depth_plans(sm_count: usize) -> Vec<GpuPlan> {
         ((2, 4000, 2), Layout::Bdt, Auto),
         ((1, 1, 2), Layout::Bdt, Auto),
         ((1, 9, 2), Layout::Bdt, MinDepth),
+        ((1, 9000, 2), Layout::Bdt, LookBack),
+        ((2, 300, 1), Layout::Btd, LookBack),
+        ((1, 1, 2), Layout::Bdt, LookBack),
+        ((2, 1000, 3), Layout::Btd, LookBack),
+        ((1, 77, 40), Layout::Btd, LookBack),
+        ((1, 5, 3), Layout::Btd, LookBack),
     ];
     specs
         .iter()
@@ -508,7 +526,7 @@ pub fn run_depth_plans<R: KernelRunner>(runner: &R, label: &str) {
     let start = Instant::now();
     let mut ws = DiagonalWorkspace::new();
     let plans = depth_plans(runner.sm_count());
-    let mut kinds = [0usize; 4];
+    let mut kinds = [0usize; 5];
     let mut failures = Vec::new();
     for plan in &plans {
         kinds[plan.kind as usize] += 1;
@@ -518,12 +536,12 @@ pub fn run_depth_plans<R: KernelRunner>(runner: &R, label: &str) {
         }
     }
     eprintln!(
-        "{label}: {} depth plans, P0..P3 = {kinds:?}, {:.1} s",
+        "{label}: {} depth plans, P0..P4 = {kinds:?}, {:.1} s",
         plans.len(),
         start.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(kinds.iter().all(|&k| k > 0), "P0..P3 = {kinds:?}");
+    assert!(kinds.iter().all(|&k| k > 0), "P0..P4 = {kinds:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -854,6 +872,8 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     let p3 = run(&mut ws, PlanRequest::Chunk(1));
     assert_eq!(p3.kind, GpuPlanKind::TwoLevel);
     assert!(ws.capacity_bytes() >= p3.scratch_bytes());
+    let p4 = run(&mut ws, PlanRequest::LookBack);
+    assert_eq!(p4.kind, GpuPlanKind::LookBack);
     let allocs = (ws.allocations(), runner.allocs.get());
     // Smaller and equal plans reuse the buffers.
     for request in [
@@ -861,6 +881,7 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
         PlanRequest::Chunk(7),
         PlanRequest::Chunk(100),
         PlanRequest::Sequential,
+        PlanRequest::LookBack,
         PlanRequest::Chunk(1),
     ] {
         run(&mut ws, request);
@@ -897,4 +918,136 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     ws.reserve(&runner, plan.scratch).unwrap();
     assert!(ws.allocations() > allocs.0);
     assert!(ws.capacity_bytes() >= plan.scratch_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// The look-back's aggregate path
+// ---------------------------------------------------------------------------
+
+/// P4 with inclusive prefixes published only every `n`-th chunk
+/// ([`GpuPlan::lookback_prefix_every`]): successors must fold their
+/// predecessors' aggregates (across several 32-chunk windows for `n > 32`
+/// on `[B,D,T]`), a path that otherwise only timing exercises. Every dtype,
+/// both layouts, against the oracle, outputs poisoned first.
+pub fn check_lookback_aggregate_path<R: KernelRunner>(runner: &R, label: &str) {
+    let start = Instant::now();
+    let mut ws = DiagonalWorkspace::new();
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for (shape, layout) in [
+        ((1, 150_000, 1), Layout::Bdt), // 37 chunks of 4096: two windows
+        ((2, 2500, 40), Layout::Btd),   // 20 chunks of 128, 2 groups per row
+        ((1, 9000, 3), Layout::Btd),    // 71 chunks: windows of one group
+    ] {
+        let (bsz, t, d) = shape;
+        let nc = plan_diagonal(
+            DiagShape::new(bsz, t, d),
+            layout,
+            DType::F32,
+            PlanRequest::LookBack,
+            runner.sm_count(),
+        )
+        .map(|p| p.chunks as u32)
+        .unwrap_or(1);
+        for every in [2u32, 5, 37, nc.max(1)] {
+            for (i, dtype) in [DType::F32, DType::F64, DType::F16, DType::Bf16]
+                .into_iter()
+                .enumerate()
+            {
+                let seed = 0xabc0 + 64 * u64::from(every) + i as u64 + t as u64;
+                let r = match dtype {
+                    DType::F32 => {
+                        aggregate_path_case::<R, f32>(runner, &mut ws, shape, layout, every, seed)
+                    }
+                    DType::F64 => {
+                        aggregate_path_case::<R, f64>(runner, &mut ws, shape, layout, every, seed)
+                    }
+                    DType::F16 => {
+                        aggregate_path_case::<R, f16>(runner, &mut ws, shape, layout, every, seed)
+                    }
+                    DType::Bf16 => {
+                        aggregate_path_case::<R, bf16>(runner, &mut ws, shape, layout, every, seed)
+                    }
+                };
+                runs += 1;
+                if let Err(e) = r {
+                    failures.push(e);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{label}: {runs} look-back aggregate-path runs, {} failure(s), {:.1} s",
+        failures.len(),
+        start.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "{label}:\n{}", failures.join("\n"));
+}
+
+fn aggregate_path_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    (bsz, t, d): (usize, usize, usize),
+    layout: Layout,
+    every: u32,
+    seed: u64,
+) -> Result<(), String> {
+    let shape = DiagShape::new(bsz, t, d);
+    let (a, b, h0) = inputs::<S>(bsz, t, d, seed);
+    let problem = Diagonal {
+        a: &a,
+        b: &b,
+        h0: Some(&h0),
+        batch: bsz,
+        len: t,
+        dim: d,
+        layout,
+    };
+    let mut plan = plan_diagonal(
+        shape,
+        layout,
+        S::DTYPE,
+        PlanRequest::LookBack,
+        runner.sm_count(),
+    )
+    .map_err(|e| e.to_string())?;
+    plan.lookback_prefix_every = every;
+    let ctx = format!(
+        "{} {} every={every} [{plan}]",
+        runner.backend_name(),
+        S::DTYPE
+    );
+    let up = |v: &[S]| runner.upload(v).map_err(|e| format!("{ctx}: {e}"));
+    let (da, db, dh0) = (up(&a)?, up(&b)?, up(&h0)?);
+    let size = std::mem::size_of::<S>();
+    let dh = runner
+        .alloc(shape.elements() * size)
+        .map_err(|e| e.to_string())?;
+    let dht = runner
+        .alloc(shape.lanes() * size)
+        .map_err(|e| e.to_string())?;
+    runner.fill(&dh, 0xFF).map_err(|e| e.to_string())?;
+    runner.fill(&dht, 0xFF).map_err(|e| e.to_string())?;
+    let bufs = DiagonalBuffers {
+        a: &da,
+        b: &db,
+        h0: Some(&dh0),
+        h: Some(&dh),
+        h_t: &dht,
+    };
+    launch_diagonal_buffers(runner, ws, &plan, bufs).map_err(|e| format!("{ctx}: {e}"))?;
+    runner.synchronize().map_err(|e| format!("{ctx}: {e}"))?;
+    let mut h = vec![S::default(); shape.elements()];
+    let mut h_t = vec![S::default(); shape.lanes()];
+    runner.download(&dh, &mut h).map_err(|e| e.to_string())?;
+    runner.download(&dht, &mut h_t).map_err(|e| e.to_string())?;
+    let (want, want_t) = oracle::diagonal(&problem);
+    let tol = common::tolerance::<S>(t);
+    let (e, e_t) = (oracle::rel_l2(&h, &want), oracle::rel_l2(&h_t, &want_t));
+    if !(e <= tol && e_t <= tol) {
+        return Err(format!(
+            "{ctx}: relative L2 error h {e:.3e}, h_T {e_t:.3e} > {tol:.3e}"
+        ));
+    }
+    Ok(())
 }

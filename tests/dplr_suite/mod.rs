@@ -207,6 +207,8 @@ pub fn check_plan_shape(case: &Case, plan: &DplrPlan) -> Result<(), String> {
         PlanRequest::Chunk(c) => {
             plan.kind == DplrPlanKind::Chunked && plan.chunk == c && plan.chunks == t.div_ceil(c)
         }
+        // Only the Diagonal kernels have a look-back plan: the planner refuses it.
+        PlanRequest::LookBack => false,
         PlanRequest::MinDepth | PlanRequest::Auto => plan.chunks == t.div_ceil(plan.chunk),
     };
     let launches = match plan.kind {

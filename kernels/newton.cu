@@ -29,13 +29,21 @@
 // Non-negative floats order like their bit patterns, so atomicMax on the
 // bits is a float max (CUDA has no float atomicMax).
 //
-// Launch contract (every kernel): 1-D grid, any grid and block size (the
+// Fused iteration (newton_gru_lookback): on a Diagonal look-back plan (P4) over
+// [B,T,n], gru's assemble runs inside the scan's load phase, so an iteration is one
+// pass (x 12 B + guess 4 B + next guess 4 B per state entry) instead of an assemble
+// (24 B) plus a scan; src/newton/gpu.rs uses it for gru's diagonal forms (Newton,
+// quasi-Newton, damped without relaxation) and rotates guess/next/best buffers.
+//
+// Launch contract (every kernel but newton_gru_lookback, whose contract is the
+// look-back's): 1-D grid, any grid and block size (the
 // grid-stride loops cover every index once; block size a multiple of 32 so
 // the warp reduction has full warps). h0 may be null (zeros). All pointers
 // address the sizes above; the Rust side (src/newton/gpu.rs) checks them.
 
 #include <stdint.h>
 
+#include "diagonal.cuh"
 #include "emu/portable.cuh"
 #include "parascan.cuh"
 
@@ -148,6 +156,53 @@ extern "C" __global__ void newton_gru_assemble(const float* __restrict__ x,
     publish_stats(res, hmax, stats);
 }
 PS_REGISTER_KERNEL(newton_gru_assemble);
+
+namespace {
+
+// gru's Newton iteration fused into the Diagonal [B,T,D] look-back scan (diagonal.cuh):
+// the scan assembles each step's element A_t = scale * J_t, b_t = f_t - A_t h_{t-1} from x_t
+// and the current guess where it would load a_t, b_t, accumulating the residual and max|h|
+// of the guess on the way, and writes the next guess. 20 bytes per state entry and
+// iteration (x 12, guess 4, next guess 4) instead of assemble (24) plus a scan (12-20).
+struct GruSteps {
+    const float* __restrict__ x;
+    const float* __restrict__ h;  // the guess h^k: [B,T,n]
+    const float* __restrict__ h0;
+    const float* __restrict__ params;
+    long long T, n;
+    float scale;
+    float res, hmax;
+
+    __device__ ps::DiagElem<float> step(long long bb, long long t, long long d, long long i) {
+        const float hp = t > 0 ? h[i - n] : (h0 ? h0[bb * n + d] : 0.0f);
+        const float* xs = x + (bb * T + t) * 3 * n;
+        float f, j;
+        gru_unit(params[d], params[n + d], params[2 * n + d], hp, xs[d], xs[n + d], xs[2 * n + d], &f, &j);
+        const float cur = h[i];
+        res = max_nan(res, fabsf(cur - f));
+        hmax = fmaxf(hmax, fabsf(cur));
+        j *= scale;
+        return ps::DiagElem<float>{j, f - j * hp};
+    }
+};
+
+}  // namespace
+
+// One Newton (or quasi/damped, scale = 1/(1+λ)) iteration of gru in one pass: the Diagonal
+// look-back plan P4 on [B,T,n] (launch contract of diag_btd_lookback_f32 in diagonal.cu, with
+// status cleared by diag_lb_clear first), reading the guess h and writing the next guess
+// h_next (must not alias h) and hT; stats as newton_gru_assemble's (zeroed by the host).
+extern "C" __global__ void __launch_bounds__(256)
+    newton_gru_lookback(const float* __restrict__ x, const float* __restrict__ h, const float* __restrict__ h0,
+                        const float* __restrict__ params, float* __restrict__ h_next, float* __restrict__ hT,
+                        unsigned* __restrict__ stats, float scale, unsigned* __restrict__ status,
+                        psd::OpsF32::Elem* __restrict__ lagg, float* __restrict__ lpre, int B, int T, int n,
+                        int C, int prefix_every) {
+    GruSteps src{x, h, h0, params, T, n, scale, 0.0f, 0.0f};
+    psd::btd_lookback_steps<psd::OpsF32>(src, h_next, hT, h0, status, lagg, lpre, B, T, n, C, prefix_every);
+    publish_stats(src.res, src.hmax, stats);
+}
+PS_REGISTER_KERNEL(newton_gru_lookback);
 
 // One thread per (step, unit) over B*T*n; the state has N = 2n entries.
 extern "C" __global__ void newton_lstm_assemble(const float* __restrict__ x,

@@ -12,6 +12,7 @@ fn every_cell_and_mode_on_cuda() {
         return;
     };
     newton_suite::run_suite(&cuda, 42, "cuda");
+    newton_suite::run_fused_suite(&cuda, 44, "cuda fused");
     newton_suite::run_sequential(&cuda, 43);
     newton_suite::run_divergence(&cuda);
     newton_suite::run_errors(&cuda);

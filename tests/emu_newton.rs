@@ -16,6 +16,15 @@ fn every_cell_and_mode_under_every_fiber_order() {
     }
 }
 
+/// gru's fused iterations (the assemble inside the look-back scan).
+#[test]
+fn fused_gru_iterations_under_every_fiber_order() {
+    for (i, order) in FiberOrder::ALL.into_iter().enumerate() {
+        let runner = EmuBackend::new(order, 0xf00d + i as u64);
+        newton_suite::run_fused_suite(&runner, 500 * i as u64, &format!("emu {order} fused"));
+    }
+}
+
 #[test]
 fn sequential_kernels_match_the_cpu_loop() {
     for order in FiberOrder::ALL {

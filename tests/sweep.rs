@@ -392,13 +392,13 @@ fn check_passes_on_the_cpu_backend() {
     let on = |b: &str| report.rows.iter().filter(|r| r.backend == b).count();
     assert_eq!(on("cpu"), check::case_count(&cfg));
     // The emulated Diagonal kernels: 2 shapes × 4 dtypes × 2 h0 × (3 T × 4
-    // plans + the two-level case).
+    // plans + the two-level case + the look-back case).
     let diagonal_on_emu = report
         .rows
         .iter()
         .filter(|r| r.backend == "emu" && r.label.starts_with("diagonal"))
         .count();
-    assert_eq!(diagonal_on_emu, 2 * 4 * 2 * (3 * 4 + 1));
+    assert_eq!(diagonal_on_emu, 2 * 4 * 2 * (3 * 4 + 2));
     assert_eq!(on("emu"), check::kernel_case_count(&cfg, &cfg.lengths));
     assert!(report
         .rows

@@ -1654,6 +1654,43 @@ fn issue<R: KernelRunner>(
     Ok(())
 }
 
+/// The parts of a `[B,T,D]` look-back plan (P4) that a fused kernel running
+/// the same scan with another step source needs (the Newton solver's
+/// `newton_gru_lookback`): the status-clearing launch, the main launch
+/// shape and the scratch, taken from `ws` (call [`DiagonalWorkspace::reserve`]
+/// with the plan's scratch first).
+pub(crate) struct LookBackParts {
+    /// `diag_lb_clear` and its word count.
+    pub clear: Launch,
+    pub words: usize,
+    /// Grid and block of the look-back launch.
+    pub cfg: LaunchConfig,
+    /// Status words, aggregates and prefixes.
+    pub status: u64,
+    pub agg: u64,
+    pub pre: u64,
+}
+
+/// [`LookBackParts`] of `plan`, or `None` unless it is P4 on the `[B,T,D]` kernels.
+pub(crate) fn lookback_parts(plan: &GpuPlan, ws: &DiagonalWorkspace) -> Option<LookBackParts> {
+    if plan.kind != GpuPlanKind::LookBack || plan.kernel_layout != Layout::Btd {
+        return None;
+    }
+    let words = plan.geometry().lookback_words().ok()?;
+    let (clear, main) = (*plan.launches.first()?, *plan.launches.get(1)?);
+    (ws.capacity().status >= plan.scratch.status
+        && ws.capacity().agg >= plan.scratch.agg
+        && ws.capacity().carry >= plan.scratch.carry)
+        .then(|| LookBackParts {
+            clear,
+            words,
+            cfg: main.cfg,
+            status: ws.ptr(4),
+            agg: ws.ptr(0),
+            pre: ws.ptr(1),
+        })
+}
+
 // ---------------------------------------------------------------------------
 // Host convenience and depth measurement
 // ---------------------------------------------------------------------------

@@ -22,8 +22,8 @@ use crate::kernels::block_diagonal::{
     BlockDiagonalWorkspace, BlockPlan, BlockShape,
 };
 use crate::kernels::diagonal::{
-    launch_diagonal, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalIo,
-    DiagonalWorkspace, GpuPlan,
+    launch_diagonal, lookback_parts, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalIo,
+    DiagonalWorkspace, GpuPlan, LookBackParts,
 };
 
 /// A built-in cell the kernels implement (f32 parameters).
@@ -253,14 +253,25 @@ pub fn solve_kernels<R: KernelRunner>(
             )?))
         }
     };
-    let a_len = match form {
-        0 => 0,
-        1 => states,
-        _ => batch * len * c.structure().len(n),
-    };
     let relax = match options.mode {
         Mode::Damped { relax, .. } if relax != 1.0 => Some(relax as f32),
         _ => None,
+    };
+    // gru's diagonal iterations fuse the assemble into a [B,T,n] look-back
+    // scan (one pass per iteration) whenever the plan is P4 there.
+    let mut ws = DiagonalWorkspace::new();
+    let fused = match (&scan, cell) {
+        (LinearScan::Diagonal(plan), GpuCell::DiagGru(_)) if form == 1 && relax.is_none() => {
+            ws.reserve(runner, plan.scratch)?;
+            lookback_parts(plan, &ws).map(|_| plan.as_ref().clone())
+        }
+        _ => None,
+    };
+    let a_len = match form {
+        _ if fused.is_some() => 0,
+        0 => 0,
+        1 => states,
+        _ => batch * len * c.structure().len(n),
     };
     let scale = match options.mode {
         Mode::Damped { shrink, .. } => (1.0 / (1.0 + shrink)) as f32,
@@ -278,7 +289,6 @@ pub fn solve_kernels<R: KernelRunner>(
         best: runner.alloc(states * 4)?,
         stats: runner.alloc(8)?,
     };
-    let mut ws = DiagonalWorkspace::new();
     let mut block_ws = BlockDiagonalWorkspace::new();
 
     // Initial guess.
@@ -299,6 +309,19 @@ pub fn solve_kernels<R: KernelRunner>(
     }
     runner.synchronize()?;
     report.cell_s += t0.elapsed().as_secs_f64();
+
+    if let Some(plan) = fused {
+        return fused_gru_iterations(
+            runner,
+            cell,
+            problem,
+            options,
+            &bufs,
+            (&plan, &mut ws),
+            scale,
+            report,
+        );
+    }
 
     let mut scan_depth: Option<u64> = None;
     let mut watch = Watch::new();
@@ -443,6 +466,136 @@ pub fn solve_kernels<R: KernelRunner>(
     runner.synchronize()?;
     let mut out = vec![0f32; states];
     runner.download(&bufs.h, &mut out)?;
+    Ok(Solution {
+        states: out,
+        report,
+    })
+}
+
+/// The iterations of [`solve_kernels`] for gru on a `[B,T,n]` look-back
+/// plan: one `newton_gru_lookback` pass per iteration evaluates the cell at
+/// the guess, reduces its residual and writes the next guess. The guess,
+/// the next guess and the best iterate rotate among three buffers (`h`,
+/// `b`, `best`) instead of being copied. The pass that meets the tolerance
+/// (or the iteration cap) also computed a next guess, which is dropped: the
+/// answer and the report are those of the unfused loop.
+#[allow(clippy::too_many_arguments)]
+fn fused_gru_iterations<R: KernelRunner>(
+    runner: &R,
+    cell: GpuCell<'_>,
+    problem: &NonlinearProblem<'_, f32>,
+    options: &NewtonOptions<'_, f32>,
+    bufs: &Buffers,
+    (plan, ws): (&GpuPlan, &mut DiagonalWorkspace),
+    scale: f32,
+    mut report: SolveReport,
+) -> Result<Solution<f32>> {
+    let c = cell.as_cell();
+    let (batch, len, n) = (problem.batch, problem.len, c.state_dim());
+    let states = batch * len * n;
+    let slots = [&bufs.h, &bufs.b, &bufs.best];
+    let (mut cur, mut best): (usize, Option<usize>) = (0, None);
+    let scan_depth = measure_diagonal_depth(runner, ws, plan)?;
+    ws.reserve(runner, plan.scratch)?;
+    report.fused = true;
+    let parts: LookBackParts = lookback_parts(plan, ws)
+        .ok_or_else(|| Error::Plan(format!("{plan} is not a [B,T,D] look-back plan")))?;
+    let int = |v: usize| KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX));
+    let mut watch = Watch::new();
+    loop {
+        let next = (0..3)
+            .find(|&i| i != cur && Some(i) != best)
+            .unwrap_or((cur + 1) % 3);
+        let t0 = Instant::now();
+        runner.fill(&bufs.stats, 0)?;
+        runner.launch(
+            parts.clear.kernel,
+            parts.clear.cfg,
+            &[KernelArg::Ptr(parts.status), int(parts.words)],
+        )?;
+        runner.launch(
+            "newton_gru_lookback",
+            parts.cfg,
+            &[
+                (&bufs.x).into(),
+                slots[cur].into(),
+                ptr_or_null(bufs.h0.as_ref()),
+                (&bufs.params).into(),
+                slots[next].into(),
+                (&bufs.h_t).into(),
+                (&bufs.stats).into(),
+                KernelArg::F32(scale),
+                KernelArg::Ptr(parts.status),
+                KernelArg::Ptr(parts.agg),
+                KernelArg::Ptr(parts.pre),
+                int(batch),
+                int(len),
+                int(n),
+                int(plan.chunk),
+                int(plan.lookback_prefix_every as usize),
+            ],
+        )?;
+        runner.synchronize()?;
+        let t1 = Instant::now();
+        let mut words = [0u32; 2];
+        runner.download(&bufs.stats, &mut words)?;
+        let residual = f64::from(f32::from_bits(words[0]));
+        let hmax = f64::from(f32::from_bits(words[1]));
+        // One pass both evaluates the cell and scans: its time counts as scan time.
+        report.scan_s += (t1 - t0).as_secs_f64();
+        report.check_s += t1.elapsed().as_secs_f64();
+        let (verdict, improved) = watch.observe(&mut report, residual, hmax, options);
+        if improved {
+            best = Some(cur);
+        }
+        match verdict {
+            Verdict::Converged => break,
+            Verdict::Continue => {}
+            Verdict::Diverged(why) => match options.policy {
+                Policy::Error => {
+                    let mut iterate = vec![0f32; states];
+                    runner.download(slots[best.unwrap_or(cur)], &mut iterate)?;
+                    return Err(Error::Diverged(Box::new(Diverged {
+                        cell: c.name().to_string(),
+                        mode: options.mode,
+                        reason: why,
+                        residuals: report.residuals,
+                        best_residual: watch.best().unwrap_or(f64::NAN),
+                        best_iterate: iterate.iter().map(|&v| f64::from(v)).collect(),
+                    })));
+                }
+                Policy::FallbackSequential => {
+                    let t0 = Instant::now();
+                    launch_sequential(
+                        runner,
+                        cell,
+                        problem,
+                        &bufs.x,
+                        bufs.h0.as_ref(),
+                        &bufs.params,
+                        slots[cur],
+                    )?;
+                    runner.synchronize()?;
+                    report.cell_s += t0.elapsed().as_secs_f64();
+                    report.depth += len as u64;
+                    report.converged = true;
+                    report.fell_back = true;
+                    report.stop = StopReason::Fallback(why);
+                    break;
+                }
+            },
+        }
+        if report.iterations >= options.max_iters {
+            report.stop = StopReason::MaxIters;
+            break;
+        }
+        report.depth += scan_depth;
+        report.scan_depths.push(scan_depth);
+        report.iterations += 1;
+        cur = next;
+    }
+    let mut out = vec![0f32; states];
+    runner.download(slots[cur], &mut out)?;
     Ok(Solution {
         states: out,
         report,

@@ -116,6 +116,10 @@ pub struct SolveReport {
     pub stop: StopReason,
     /// Whether the sequential fallback produced the states.
     pub fell_back: bool,
+    /// Whether each iteration evaluated the cell inside the scan (one pass
+    /// per iteration: the kernels' `DiagGru` on a `[B,T,n]` look-back
+    /// plan); then the pass's time counts as scan time.
+    pub fused: bool,
     /// Measured depth of each iteration's scan (combines on the critical
     /// path, from the engine run over depth counters).
     pub scan_depths: Vec<u64>,
@@ -143,6 +147,7 @@ impl SolveReport {
             converged: false,
             stop: StopReason::MaxIters,
             fell_back: false,
+            fused: false,
             scan_depths: Vec::new(),
             depth: 0,
             cell_s: 0.0,

@@ -66,7 +66,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// One case: the kernels' solve against the CPU sequential loop and the
-/// CPU solver's iteration count.
+/// CPU solver's iteration count, with the scans under `chunk=8`.
 #[allow(clippy::too_many_arguments)]
 pub fn check_case<R: KernelRunner>(
     runner: &R,
@@ -77,6 +77,32 @@ pub fn check_case<R: KernelRunner>(
     initial: &str,
     seed: u64,
     what: &str,
+) {
+    let shape = (batch, len);
+    check_case_plan(
+        runner,
+        cell,
+        shape,
+        mode,
+        initial,
+        seed,
+        what,
+        PlanRequest::Chunk(8),
+    );
+}
+
+/// [`check_case`] with the kernels' scans under `plan` (the CPU solver it
+/// is compared with runs `chunk=8` when `plan` is a kernels-only plan).
+#[allow(clippy::too_many_arguments)]
+pub fn check_case_plan<R: KernelRunner>(
+    runner: &R,
+    cell: GpuCell<'_>,
+    (batch, len): (usize, usize),
+    mode: Mode,
+    initial: &str,
+    seed: u64,
+    what: &str,
+    plan: PlanRequest,
 ) {
     let c = cell.as_cell();
     let mut r = rng(seed);
@@ -102,14 +128,26 @@ pub fn check_case<R: KernelRunner>(
         rtol: 2e-6,
         max_iters: 10 * len + 10,
         growth_patience: None,
-        plan: PlanRequest::Chunk(8),
+        plan,
         ..Default::default()
     };
-    let label = format!("{what}: {} {mode} {initial} B={batch} T={len}", c.name());
+    let label = format!(
+        "{what}: {} {mode} {initial} B={batch} T={len} {plan}",
+        c.name()
+    );
     let sol =
         solve_kernels(runner, cell, &problem, &options).unwrap_or_else(|e| panic!("{label}: {e}"));
     let rep = &sol.report;
     assert!(rep.converged, "{label}: not converged: {rep:?}");
+    // gru's diagonal iterations run fused into the look-back scan.
+    let fusable = matches!(cell, GpuCell::DiagGru(_))
+        && !matches!(mode, Mode::Picard | Mode::Sequential)
+        && !matches!(mode, Mode::Damped { relax, .. } if relax != 1.0);
+    assert_eq!(
+        rep.fused,
+        fusable && plan == PlanRequest::LookBack,
+        "{label}: fused"
+    );
     let err = max_abs_diff(&sol.states, &want);
     assert!(err <= 2e-5, "{label}: max |kernels − sequential| = {err:e}");
     if mode == Mode::Sequential {
@@ -133,7 +171,14 @@ pub fn check_case<R: KernelRunner>(
     );
     // Same algorithm as the CPU solver: the iteration counts agree up to
     // rounding near the tolerance.
-    let cpu_rep = solve(&cpu, c, &problem, &options).unwrap().report;
+    let cpu_options = NewtonOptions {
+        plan: match plan {
+            PlanRequest::LookBack => PlanRequest::Chunk(8),
+            p => p,
+        },
+        ..options
+    };
+    let cpu_rep = solve(&cpu, c, &problem, &cpu_options).unwrap().report;
     assert!(
         rep.iterations.abs_diff(cpu_rep.iterations) <= 1,
         "{label}: kernels {} vs cpu {} iterations",
@@ -170,6 +215,87 @@ pub fn run_suite<R: KernelRunner>(runner: &R, seed: u64, what: &str) {
                 check_case(runner, cell, batch, len, mode, initial, seed + 17 * i, what);
             }
         }
+    }
+}
+
+/// gru's fused iterations (assemble inside the `[B,T,n]` look-back scan,
+/// `plan = look-back`): every undamped-relaxation mode and guess, one and
+/// several chunks (128 steps each), a partial 32-channel group (n = 40).
+pub fn run_fused_suite<R: KernelRunner>(runner: &R, seed: u64, what: &str) {
+    let cells = [gru(5, 0.8, seed), gru(40, 0.7, seed + 1)];
+    let mut i = 0u64;
+    for g in &cells {
+        let cell = GpuCell::from(g);
+        for mode in modes_for(cell) {
+            if matches!(mode, Mode::Damped { relax, .. } if relax != 1.0)
+                || mode == Mode::Sequential
+            {
+                continue;
+            }
+            for (batch, len, initial) in [(1, 1, "first"), (2, 37, "zeros"), (3, 600, "given")] {
+                i += 1;
+                let shape = (batch, len);
+                let plan = PlanRequest::LookBack;
+                check_case_plan(
+                    runner,
+                    cell,
+                    shape,
+                    mode,
+                    initial,
+                    seed + 31 * i,
+                    what,
+                    plan,
+                );
+            }
+        }
+    }
+    check_fused_stops(runner, seed + 7);
+}
+
+/// The fused loop rotates three buffers (guess, next guess, best): stopping
+/// at the iteration cap returns the last accepted guess with the residual
+/// history of the unfused loop.
+fn check_fused_stops<R: KernelRunner>(runner: &R, seed: u64) {
+    let g = gru(24, 0.9, seed);
+    let cell = GpuCell::from(&g);
+    let (batch, len) = (2, 300);
+    let mut r = rng(seed);
+    let x: Vec<f32> = uniform(&mut r, batch * len * 3 * 24, -1.0, 1.0);
+    let problem = NonlinearProblem {
+        x: &x,
+        h0: None,
+        batch,
+        len,
+    };
+    for max_iters in [1, 2, 3] {
+        let opt = |plan| NewtonOptions {
+            mode: Mode::Newton,
+            initial: InitialGuess::Zeros,
+            max_iters,
+            atol: 0.0,
+            rtol: 0.0,
+            growth_patience: None,
+            plan,
+            ..Default::default()
+        };
+        let fused = solve_kernels(runner, cell, &problem, &opt(PlanRequest::LookBack)).unwrap();
+        let plain = solve_kernels(runner, cell, &problem, &opt(PlanRequest::Chunk(8))).unwrap();
+        let (f, p) = (&fused.report, &plain.report);
+        assert!(f.fused && !p.fused);
+        assert_eq!((f.iterations, p.iterations), (max_iters, max_iters));
+        assert!(matches!(f.stop, StopReason::MaxIters), "{f:?}");
+        assert_eq!(f.residuals.len(), p.residuals.len());
+        for (a, b) in f.residuals.iter().zip(&p.residuals) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "residuals {a} vs {b}"
+            );
+        }
+        let err = max_abs_diff(&fused.states, &plain.states);
+        assert!(
+            err <= 1e-5,
+            "max_iters {max_iters}: fused vs unfused states differ by {err:e}"
+        );
     }
 }
 

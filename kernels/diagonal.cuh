@@ -1,0 +1,905 @@
+// diagonal.cuh: the Diagonal family's scan building blocks (element policies, vector
+// loads, thread-serial runs, [B,D,T] tiles, Blelloch block scans, and the single-pass
+// look-back), in namespace psd. diagonal.cu instantiates them as the Diagonal kernels
+// (its header comment is the launch contract); newton.cu reuses the [B,T,D] look-back
+// with a step source that evaluates a cell, fusing Newton's assemble into the scan.
+#ifndef PARASCAN_DIAGONAL_CUH
+#define PARASCAN_DIAGONAL_CUH
+
+#include <stdint.h>
+
+#include "emu/portable.cuh"
+#include "parascan.cuh"
+
+#ifndef PS_DIAG_DROP_BARRIER
+#define PS_DIAG_DROP_BARRIER 0
+#endif
+
+#define PSD_DEV __device__ __forceinline__
+// Full unrolling of the fixed-trip loops (register arrays must only see constant indices).
+#if defined(__CUDACC__) || defined(__clang__)
+#define PSD_UNROLL _Pragma("unroll")
+#else
+#define PSD_UNROLL _Pragma("GCC unroll 16")
+#endif
+
+namespace psd {
+
+// Steps per thread and tile in the BDT kernels (a multiple of every vector width).
+constexpr int kStepsPerThread = 8;
+// Largest Blelloch tile (2 * 1024 threads).
+constexpr int kMaxScanTile = 2048;
+
+PSD_DEV bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+PSD_DEV long long min_ll(long long x, long long y) { return x < y ? x : y; }
+
+// 16 bytes <-> storage values, with explicit bit moves. The 16-byte accesses go through
+// __ldg / __stwb (intrinsics nvcc cannot split; a plain uint4 dereference or a union
+// was split into 4- and 8-byte accesses by the optimizer).
+template <typename S>
+struct Vec16;
+template <>
+struct Vec16<float> {
+    static constexpr int N = 4;
+    PSD_DEV static void unpack(const uint4& u, float* r) {
+        r[0] = __uint_as_float(u.x);
+        r[1] = __uint_as_float(u.y);
+        r[2] = __uint_as_float(u.z);
+        r[3] = __uint_as_float(u.w);
+    }
+    PSD_DEV static uint4 pack(const float* r) {
+        return make_uint4(__float_as_uint(r[0]), __float_as_uint(r[1]), __float_as_uint(r[2]),
+                          __float_as_uint(r[3]));
+    }
+};
+template <>
+struct Vec16<unsigned> {
+    static constexpr int N = 4;
+    PSD_DEV static void unpack(const uint4& u, unsigned* r) {
+        r[0] = u.x;
+        r[1] = u.y;
+        r[2] = u.z;
+        r[3] = u.w;
+    }
+    PSD_DEV static uint4 pack(const unsigned* r) { return make_uint4(r[0], r[1], r[2], r[3]); }
+};
+template <>
+struct Vec16<double> {
+    static constexpr int N = 2;
+    PSD_DEV static double join(unsigned lo, unsigned hi) {
+        return __longlong_as_double(static_cast<long long>((static_cast<unsigned long long>(hi) << 32) | lo));
+    }
+    PSD_DEV static unsigned lo(double x) {
+        return static_cast<unsigned>(static_cast<unsigned long long>(__double_as_longlong(x)));
+    }
+    PSD_DEV static unsigned hi(double x) {
+        return static_cast<unsigned>(static_cast<unsigned long long>(__double_as_longlong(x)) >> 32);
+    }
+    PSD_DEV static void unpack(const uint4& u, double* r) {
+        r[0] = join(u.x, u.y);
+        r[1] = join(u.z, u.w);
+    }
+    PSD_DEV static uint4 pack(const double* r) { return make_uint4(lo(r[0]), hi(r[0]), lo(r[1]), hi(r[1])); }
+};
+#if defined(PS_HAS_HALF)
+// 16-bit storage: two values per 32-bit word, the lower address in the low half.
+template <typename H>
+struct Vec16Half {
+    static constexpr int N = 8;
+    PSD_DEV static unsigned short bits(__half x) { return __half_as_ushort(x); }
+    PSD_DEV static unsigned short bits(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
+    PSD_DEV static void from_bits(unsigned short u, __half& x) { x = __ushort_as_half(u); }
+    PSD_DEV static void from_bits(unsigned short u, __nv_bfloat16& x) { x = __ushort_as_bfloat16(u); }
+    PSD_DEV static void split(unsigned w, H* r) {
+        from_bits(static_cast<unsigned short>(w & 0xffffu), r[0]);
+        from_bits(static_cast<unsigned short>(w >> 16), r[1]);
+    }
+    PSD_DEV static unsigned word(const H* r) {
+        return static_cast<unsigned>(bits(r[0])) | (static_cast<unsigned>(bits(r[1])) << 16);
+    }
+    PSD_DEV static void unpack(const uint4& u, H* r) {
+        split(u.x, r);
+        split(u.y, r + 2);
+        split(u.z, r + 4);
+        split(u.w, r + 6);
+    }
+    PSD_DEV static uint4 pack(const H* r) { return make_uint4(word(r), word(r + 2), word(r + 4), word(r + 6)); }
+};
+template <>
+struct Vec16<__half> : Vec16Half<__half> {};
+template <>
+struct Vec16<__nv_bfloat16> : Vec16Half<__nv_bfloat16> {};
+#endif
+
+// ---------------------------------------------------------------------------------------
+// Element policies: the scan templates below only talk to these.
+// ---------------------------------------------------------------------------------------
+
+// Real values: storage S, compute T, combine from parascan.cuh's Diagonal.
+template <typename S, typename T>
+struct DiagOps {
+    using In = S;
+    using Out = S;
+    using Raw = S;  // what a load keeps in registers before widening
+    using Elem = ps::DiagElem<T>;
+    using State = T;
+    using Fam = ps::Diagonal<T>;
+    static constexpr bool kReads = true;
+    // Steps a BTD/sequential thread keeps in flight per array (double-buffered).
+    static constexpr int kBatch = sizeof(S) == 8 ? 8 : 16;
+
+    PSD_DEV static Elem identity() { return Fam::identity(); }
+    PSD_DEV static Elem combine(const Elem& x, const Elem& y) { return Fam::combine(x, y); }
+    PSD_DEV static State apply(const Elem& e, State h) { return Fam::apply(e, h); }
+    PSD_DEV static Raw load(const In* p) { return *p; }
+    PSD_DEV static Elem make(Raw a, Raw b) {
+        return Elem{static_cast<T>(ps::widen(a)), static_cast<T>(ps::widen(b))};
+    }
+    PSD_DEV static State initial(const In* h0, long long lane) {
+        return h0 ? ps::load<T>(h0 + lane) : T(0);
+    }
+    PSD_DEV static Out narrow(State x) { return ps::Narrow<S>::from(x); }
+    PSD_DEV static Elem shfl_up(const Elem& e, unsigned off) {
+        return Elem{__shfl_up_sync(PS_FULL_MASK, e.a, off), __shfl_up_sync(PS_FULL_MASK, e.b, off)};
+    }
+    PSD_DEV static Elem shfl_down(const Elem& e, unsigned off) {
+        return Elem{__shfl_down_sync(PS_FULL_MASK, e.a, off), __shfl_down_sync(PS_FULL_MASK, e.b, off)};
+    }
+    PSD_DEV static Elem shfl_idx(const Elem& e, int src) {
+        return Elem{__shfl_sync(PS_FULL_MASK, e.a, src), __shfl_sync(PS_FULL_MASK, e.b, src)};
+    }
+    PSD_DEV static State shfl_state(State x, int src) { return __shfl_sync(PS_FULL_MASK, x, src); }
+    // Look-back payloads bypass L1 (ld/st.cg): a block may have cached a neighbouring
+    // slot's line before this slot was published.
+    PSD_DEV static Elem load_agg(const Elem* p) { return Elem{__ldcg(&p->a), __ldcg(&p->b)}; }
+    PSD_DEV static void store_agg(Elem* p, const Elem& e) {
+        __stcg(&p->a, e.a);
+        __stcg(&p->b, e.b);
+    }
+    PSD_DEV static State load_state(const State* p) { return __ldcg(p); }
+    PSD_DEV static void store_state(State* p, State x) { __stcg(p, x); }
+    // The look-back may fold predecessors' aggregates (timing-dependent, see lookback).
+    static constexpr bool kChainOnly = false;
+};
+
+// Depth counting: same skeleton, element = depth of the longest combine chain.
+struct DepthOps {
+    using In = unsigned;
+    using Out = unsigned;
+    using Raw = unsigned;
+    using Elem = unsigned;
+    using State = unsigned;
+    static constexpr bool kReads = false;
+    static constexpr int kBatch = 16;
+
+    PSD_DEV static Elem identity() { return ps::DepthCounter::identity(); }
+    PSD_DEV static Elem combine(Elem x, Elem y) { return ps::DepthCounter::combine(x, y); }
+    // Applying a map to a state is one combine, too.
+    PSD_DEV static State apply(Elem e, State h) { return ps::DepthCounter::combine(e, h); }
+    PSD_DEV static Raw load(const In*) { return 0u; }  // never dereferences
+    PSD_DEV static Elem make(Raw, Raw) { return 0u; }  // every input step has depth 0
+    PSD_DEV static State initial(const In*, long long) { return 0u; }
+    PSD_DEV static Out narrow(State x) { return x; }
+    PSD_DEV static Elem shfl_up(Elem e, unsigned off) { return __shfl_up_sync(PS_FULL_MASK, e, off); }
+    PSD_DEV static Elem shfl_down(Elem e, unsigned off) { return __shfl_down_sync(PS_FULL_MASK, e, off); }
+    PSD_DEV static Elem shfl_idx(Elem e, int src) { return __shfl_sync(PS_FULL_MASK, e, src); }
+    PSD_DEV static State shfl_state(State x, int src) { return __shfl_sync(PS_FULL_MASK, x, src); }
+    PSD_DEV static Elem load_agg(const Elem* p) { return __ldcg(p); }
+    PSD_DEV static void store_agg(Elem* p, Elem e) { __stcg(p, e); }
+    PSD_DEV static State load_state(const State* p) { return __ldcg(p); }
+    PSD_DEV static void store_state(State* p, State x) { __stcg(p, x); }
+    // Depth is measured on the deterministic worst case of the look-back: every block
+    // waits for its predecessor's inclusive prefix (a chain of one combine per chunk).
+    static constexpr bool kChainOnly = true;
+};
+
+// K consecutive raw values from a 16-byte aligned address, as K*sizeof/16 vector loads.
+template <class Ops, int K>
+PSD_DEV void load_vec(const typename Ops::In* __restrict__ p, typename Ops::Raw (&r)[K]) {
+    using In = typename Ops::In;
+    constexpr int V = Vec16<In>::N;
+    static_assert(K % V == 0, "K must be a multiple of the vector width");
+    if constexpr (!Ops::kReads) {
+PSD_UNROLL
+        for (int k = 0; k < K; ++k) r[k] = Ops::load(p);
+    } else {
+        const uint4* __restrict__ q = reinterpret_cast<const uint4*>(p);
+PSD_UNROLL
+        for (int v = 0; v < K / V; ++v) Vec16<In>::unpack(__ldg(q + v), r + v * V);
+    }
+}
+
+// K consecutive outputs to a 16-byte aligned address.
+template <class Ops, int K>
+PSD_DEV void store_vec(typename Ops::Out* __restrict__ p, const typename Ops::State (&x)[K]) {
+    using Out = typename Ops::Out;
+    constexpr int V = Vec16<Out>::N;
+    static_assert(K % V == 0, "K must be a multiple of the vector width");
+    uint4* __restrict__ q = reinterpret_cast<uint4*>(p);
+PSD_UNROLL
+    for (int v = 0; v < K / V; ++v) {
+        Out o[V];
+PSD_UNROLL
+        for (int j = 0; j < V; ++j) o[j] = Ops::narrow(x[v * V + j]);
+        __stwb(q + v, Vec16<Out>::pack(o));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Thread-serial run over `len` steps at base + i*stride (BTD chunks, sequential kernels).
+// REDUCE: acc <- acc (+) step for every step. Otherwise: hh <- apply(step, hh) and the
+// result is written to h (if non-null). Loads are double-buffered: the next kBatch steps
+// are requested before the current ones are consumed, so 1-2 batches are in flight.
+// ---------------------------------------------------------------------------------------
+template <class Ops, bool REDUCE>
+PSD_DEV void serial_run(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                        typename Ops::Out* __restrict__ h, long long base, long long stride, long long len,
+                        typename Ops::State& hh, typename Ops::Elem& acc) {
+    using Raw = typename Ops::Raw;
+    constexpr int U = Ops::kBatch;
+    Raw ca[U], cb[U], na[U], nb[U];
+    // Running pointers, bumped by `stride` per step: keeps the address arithmetic to one
+    // 64-bit add per load instead of U precomputed 64-bit offsets held in registers.
+    const typename Ops::In* pa = a + base;
+    const typename Ops::In* pb = b + base;
+    typename Ops::Out* ph = h ? h + base : nullptr;
+PSD_UNROLL
+    for (int u = 0; u < U; ++u) {
+        ca[u] = Raw{};
+        cb[u] = Raw{};
+        na[u] = Raw{};
+        nb[u] = Raw{};
+        if (u < len) {
+            ca[u] = Ops::load(pa);
+            cb[u] = Ops::load(pb);
+        }
+        pa += stride;
+        pb += stride;
+    }
+    for (long long j = 0; j < len; j += U) {
+        if (j + U < len) {
+PSD_UNROLL
+            for (int u = 0; u < U; ++u) {
+                if (j + U + u < len) {
+                    na[u] = Ops::load(pa);
+                    nb[u] = Ops::load(pb);
+                }
+                pa += stride;
+                pb += stride;
+            }
+        }
+PSD_UNROLL
+        for (int u = 0; u < U; ++u) {
+            if (j + u < len) {
+                const typename Ops::Elem e = Ops::make(ca[u], cb[u]);
+                if (REDUCE) {
+                    acc = Ops::combine(acc, e);
+                } else {
+                    hh = Ops::apply(e, hh);
+                    if (ph) *ph = Ops::narrow(hh);
+                }
+            }
+            if (ph) ph += stride;
+        }
+PSD_UNROLL
+        for (int u = 0; u < U; ++u) {
+            ca[u] = na[u];
+            cb[u] = nb[u];
+        }
+    }
+}
+
+// One thread per (lane, chunk) of the [B,T,D] layout; d varies fastest across threads,
+// so a warp reads 32 consecutive channels of one time step (coalesced).
+// REDUCE writes the chunk aggregate to agg; otherwise rescans from the carry-in.
+template <class Ops, bool REDUCE>
+PSD_DEV void btd_chunk(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                       typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                       const typename Ops::State* __restrict__ carry, const typename Ops::In* __restrict__ h0,
+                       typename Ops::Elem* __restrict__ agg, int B, int T, int D, int C) {
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long w = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (w >= static_cast<long long>(B) * nchunks * D) return;  // no barriers in this kernel
+    const long long d = w % D;
+    const long long r = w / D;
+    const long long c = r % nchunks;
+    const long long bb = r / nchunks;
+    const long long t0 = c * C;
+    const long long len = min_ll(C, T - t0);
+    const long long base = (bb * T + t0) * D + d;
+    const long long lane = bb * D + d;
+    typename Ops::State hh{};
+    typename Ops::Elem acc = Ops::identity();
+    if (!REDUCE) hh = carry ? carry[w] : Ops::initial(h0, lane);  // carry index == w
+    serial_run<Ops, REDUCE>(a, b, h, base, D, len, hh, acc);
+    if (REDUCE) {
+        agg[w] = acc;
+    } else if (hT && c == nchunks - 1) {
+        hT[lane] = Ops::narrow(hh);
+    }
+}
+
+// One thread per lane of the [B,D,T] layout, looping over all of T (the baseline).
+template <class Ops>
+PSD_DEV void bdt_sequential(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                            typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                            const typename Ops::In* __restrict__ h0, int B, int T, int D) {
+    const long long lane = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (lane >= static_cast<long long>(B) * D) return;
+    typename Ops::State hh = Ops::initial(h0, lane);
+    typename Ops::Elem acc = Ops::identity();
+    serial_run<Ops, false>(a, b, h, lane * T, 1, T, hh, acc);
+    if (hT) hT[lane] = Ops::narrow(hh);
+}
+
+// ---------------------------------------------------------------------------------------
+// [B,D,T] chunk: one block per (lane, chunk), walking the chunk in tiles of NT*K steps.
+// Per tile: each thread loads K consecutive steps (16-byte vectors when aligned), folds
+// them serially, the warp scans the 32 thread aggregates with shuffles (inclusive,
+// Kogge-Stone), lane 31 publishes the warp total to shared memory, one barrier, then
+// every thread folds the warp totals serially (its warp's exclusive prefix W and the
+// tile total). Warp-total slots alternate between two banks so that one barrier per
+// tile suffices (a bank is rewritten two tiles later, after an intervening barrier).
+// REDUCE: chunk aggregate = identity (+) tile totals, written by thread 0.
+// RESCAN: h at the thread's first step = apply(lane prefix, apply(W, h_tile_in)),
+// then K serial steps; h_tile_in advances by the tile total.
+// ---------------------------------------------------------------------------------------
+template <class Ops, bool RESCAN>
+PSD_DEV void bdt_chunk(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                       typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                       const typename Ops::State* __restrict__ carry, const typename Ops::In* __restrict__ h0,
+                       typename Ops::Elem* __restrict__ agg, int B, int T, int D, int C) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    using Raw = typename Ops::Raw;
+    using In = typename Ops::In;
+    using Out = typename Ops::Out;
+    constexpr int K = kStepsPerThread;
+    constexpr int VI = Vec16<In>::N;
+    constexpr int VO = Vec16<Out>::N;
+    PS_SHARED(Elem, s_tot, 64);
+
+    if (blockDim.x & 31u) __trap();  // contract: whole warps (shuffles use the full mask)
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long bid = blockIdx.x;
+    const long long c = bid % nchunks;
+    const long long lane = bid / nchunks;
+    if (lane >= static_cast<long long>(B) * D) return;  // whole block: no barrier divergence
+    const long long row = lane * T;
+    const long long t0 = c * C;
+    const long long t1 = min_ll(t0 + C, T);
+    const int tid = threadIdx.x;
+    const int wid = tid >> 5;
+    const int lid = tid & 31;
+    const int nw = blockDim.x >> 5;
+    const bool vec_in = Ops::kReads && T % VI == 0 && C % VI == 0 && aligned16(a) && aligned16(b);
+    const bool vec_out = T % VO == 0 && C % VO == 0 && aligned16(h);
+    const long long bb = lane / D;
+    const long long d = lane % D;
+    const long long cidx = (bb * nchunks + c) * D + d;
+
+    State hin{};
+    if (RESCAN) hin = carry ? carry[cidx] : Ops::initial(h0, lane);
+    Elem acc = Ops::identity();
+    int bank = 0;
+    const long long tile = static_cast<long long>(blockDim.x) * K;
+    for (long long ts = t0; ts < t1; ts += tile) {  // uniform across the block
+        const long long s = ts + static_cast<long long>(tid) * K;
+        const bool full = s + K <= t1;
+        Elem e[K];
+        if (vec_in && full) {
+            Raw ra[K], rb[K];
+            load_vec<Ops, K>(a + row + s, ra);
+            load_vec<Ops, K>(b + row + s, rb);
+PSD_UNROLL
+            for (int k = 0; k < K; ++k) e[k] = Ops::make(ra[k], rb[k]);
+        } else {
+PSD_UNROLL
+            for (int k = 0; k < K; ++k)
+                e[k] = s + k < t1 ? Ops::make(Ops::load(a + row + s + k), Ops::load(b + row + s + k))
+                                  : Ops::identity();
+        }
+        Elem x = e[0];
+PSD_UNROLL
+        for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
+
+        Elem incl = x;
+PSD_UNROLL
+        for (unsigned off = 1; off < 32; off <<= 1) {
+            const Elem y = Ops::shfl_up(incl, off);
+            if (lid >= static_cast<int>(off)) incl = Ops::combine(y, incl);
+        }
+        if (lid == 31) s_tot[bank * 32 + wid] = incl;
+        __syncthreads();
+        Elem run = s_tot[bank * 32];
+        Elem W = Ops::identity();
+        for (int w = 1; w < nw; ++w) {
+            if (w == wid) W = run;
+            run = Ops::combine(run, s_tot[bank * 32 + w]);
+        }
+        if (!RESCAN) {
+            acc = Ops::combine(acc, run);
+        } else {
+            Elem ex = Ops::shfl_up(incl, 1);
+            if (lid == 0) ex = Ops::identity();
+            State hh = Ops::apply(ex, Ops::apply(W, hin));
+            State o[K];
+PSD_UNROLL
+            for (int k = 0; k < K; ++k) {
+                hh = Ops::apply(e[k], hh);
+                o[k] = hh;
+            }
+            if (h) {
+                if (vec_out && full) {
+                    store_vec<Ops, K>(h + row + s, o);
+                } else {
+PSD_UNROLL
+                    for (int k = 0; k < K; ++k)
+                        if (s + k < t1) h[row + s + k] = Ops::narrow(o[k]);
+                }
+            }
+            if (hT && t1 == T && s <= T - 1 && T - 1 < s + K) {
+PSD_UNROLL
+                for (int k = 0; k < K; ++k)
+                    if (s + k == T - 1) hT[lane] = Ops::narrow(o[k]);
+            }
+            hin = Ops::apply(run, hin);
+        }
+        bank ^= 1;
+    }
+    if (!RESCAN && tid == 0) agg[cidx] = acc;
+}
+
+// ---------------------------------------------------------------------------------------
+// Blelloch exclusive scan of s[0..n) in shared memory, n = 2*blockDim.x (a power of
+// two): up-sweep (reduce) then down-sweep, combine(earlier, later) order throughout.
+// Returns the total of all n elements in thread 0's `total`.
+// ---------------------------------------------------------------------------------------
+template <class Ops>
+PSD_DEV void blelloch_exclusive(typename Ops::Elem* s, int n, typename Ops::Elem& total) {
+    const int tid = threadIdx.x;
+    int offset = 1;
+    for (int d = n >> 1; d > 0; d >>= 1) {
+        __syncthreads();
+        if (tid < d) {
+            const int ai = offset * (2 * tid + 1) - 1;
+            const int bi = offset * (2 * tid + 2) - 1;
+            s[bi] = Ops::combine(s[ai], s[bi]);
+        }
+        offset <<= 1;
+    }
+    __syncthreads();
+    if (tid == 0) {
+        total = s[n - 1];
+        s[n - 1] = Ops::identity();
+    }
+    for (int d = 1; d < n; d <<= 1) {
+        offset >>= 1;
+#if PS_DIAG_DROP_BARRIER != 1
+        __syncthreads();
+#endif
+        if (tid < d) {
+            const int ai = offset * (2 * tid + 1) - 1;
+            const int bi = offset * (2 * tid + 2) - 1;
+            const typename Ops::Elem left = s[ai];
+            s[ai] = s[bi];
+            s[bi] = Ops::combine(s[bi], left);
+        }
+    }
+    __syncthreads();
+}
+
+// Loads one tile of a lane's aggregates (identity past n) into s.
+template <class Ops>
+PSD_DEV void load_tile(const typename Ops::Elem* __restrict__ agg, typename Ops::Elem* s, long long bb, long long d,
+                       int D, long long n, long long c0, int m) {
+    for (int i = threadIdx.x; i < m; i += blockDim.x) {
+        const long long c = c0 + i;
+        s[i] = c < n ? agg[(bb * n + c) * D + d] : Ops::identity();
+    }
+}
+
+template <class Ops>
+PSD_DEV void scan_one_level(const typename Ops::Elem* __restrict__ agg, typename Ops::State* __restrict__ carry,
+                            const typename Ops::In* __restrict__ h0, int B, int D, int n) {
+    using Elem = typename Ops::Elem;
+    PS_SHARED(Elem, s, kMaxScanTile);
+    const int m = 2 * blockDim.x;
+    if (n > m || m > kMaxScanTile) __trap();  // contract: 2*blockDim.x >= n, blockDim.x <= 1024
+    const long long lane = blockIdx.x;
+    if (lane >= static_cast<long long>(B) * D) return;  // whole block
+    const long long bb = lane / D;
+    const long long d = lane % D;
+    load_tile<Ops>(agg, s, bb, d, D, n, 0, m);
+    Elem total;
+    blelloch_exclusive<Ops>(s, m, total);
+    const typename Ops::State h = Ops::initial(h0, lane);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) carry[(bb * n + i) * D + d] = Ops::apply(s[i], h);
+}
+
+template <class Ops>
+PSD_DEV void scan_tiles(typename Ops::Elem* __restrict__ agg, typename Ops::Elem* __restrict__ tile_agg, int B,
+                        int D, int n) {
+    using Elem = typename Ops::Elem;
+    PS_SHARED(Elem, s, kMaxScanTile);
+    const int m = 2 * blockDim.x;
+    if (m > kMaxScanTile) __trap();
+    const long long lane = blockIdx.x;
+    if (lane >= static_cast<long long>(B) * D) return;  // whole block
+    const long long ntiles = (static_cast<long long>(n) + m - 1) / m;
+    const long long tile = blockIdx.y;
+    const long long bb = lane / D;
+    const long long d = lane % D;
+    const long long c0 = tile * m;
+    load_tile<Ops>(agg, s, bb, d, D, n, c0, m);
+    Elem total;
+    blelloch_exclusive<Ops>(s, m, total);
+    for (int i = threadIdx.x; i < m; i += blockDim.x)
+        if (c0 + i < n) agg[(bb * n + c0 + i) * D + d] = s[i];
+    if (threadIdx.x == 0) tile_agg[(bb * ntiles + tile) * D + d] = total;
+}
+
+template <class Ops>
+PSD_DEV void scan_apply(const typename Ops::Elem* __restrict__ agg, const typename Ops::State* __restrict__ tile_carry,
+                        typename Ops::State* __restrict__ carry, int B, int D, int n, int TL) {
+    const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= static_cast<long long>(B) * n * D) return;
+    const long long ntiles = (static_cast<long long>(n) + TL - 1) / TL;
+    const long long d = i % D;
+    const long long r = i / D;
+    const long long c = r % n;
+    const long long bb = r / n;
+    carry[i] = Ops::apply(agg[i], tile_carry[(bb * ntiles + c / TL) * D + d]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Single pass with decoupled look-back (plan P4): every element is read once.
+//
+// A "chain" is a run of chunks whose carries feed each other: one lane ([B,D,T]) or one
+// group of 32 consecutive channels of a batch row ([B,T,D]). Block `id` (a ticket taken
+// with atomicAdd, so that every smaller ticket belongs to a block that is already running)
+// owns chunk c = id / chains of chain id % chains. It loads its chunk into registers,
+// reduces it, publishes the aggregate, looks back over its predecessors' status words for
+// its carry-in, publishes its inclusive prefix (a State: h0 is folded in from chunk 0 on)
+// and rescans from registers. Status word of (chain, c) at index c*chains + chain;
+// the ticket counter follows the last status word; both start at zero (diag_lb_clear).
+//
+// Publishing: payload stores (st.cg), __threadfence(), __syncwarp(), then one volatile
+// status store. Reading: volatile status load until non-empty, __threadfence(), payload
+// loads (ld.cg). Waiting is only ever for a smaller ticket, which always progresses (on
+// the GPU it is resident; in the emulator it runs on another worker or has finished).
+// ---------------------------------------------------------------------------------------
+
+constexpr unsigned kLbEmpty = 0u;
+constexpr unsigned kLbAggregate = 1u;
+constexpr unsigned kLbPrefix = 2u;
+// Steps per thread of the look-back kernels (a multiple of every vector width).
+constexpr int kLbSteps = 16;
+
+PSD_DEV unsigned lb_peek(const unsigned* p) { return *reinterpret_cast<const volatile unsigned*>(p); }
+
+// Spins until the status word is non-empty (with `want` != kLbEmpty: until it equals `want`),
+// then fences so that the payload loads that follow see what the publisher wrote before it.
+PSD_DEV unsigned lb_wait(const unsigned* p, unsigned want) {
+    unsigned s = lb_peek(p);
+    while (want == kLbEmpty ? s == kLbEmpty : s != want) {
+        __nanosleep(32);
+        s = lb_peek(p);
+    }
+    __threadfence();
+    return s;
+}
+
+// Called by every lane of one warp after each lane stored its part of the payload.
+PSD_DEV void lb_publish(unsigned* p, unsigned s) {
+    __threadfence();
+    __syncwarp();
+    if ((threadIdx.x & 31) == 0) *reinterpret_cast<volatile unsigned*>(p) = s;
+}
+
+// The block's ticket, taken by thread 0 and shared (contains a __syncthreads).
+PSD_DEV long long lb_ticket(unsigned* counter) {
+    PS_SHARED_VAR(unsigned, s_ticket);
+    if (threadIdx.x == 0) s_ticket = atomicAdd(counter, 1u);
+    __syncthreads();
+    return static_cast<long long>(s_ticket);
+}
+
+// Look-back of a one-lane chain ([B,D,T]) by one whole warp: publishes `total` (the
+// chunk's aggregate, in every lane) and returns the carry-in. Lane l inspects chunk
+// cj - l, so one round trip covers 32 predecessors (CUB's window); the aggregates in
+// front of the nearest inclusive prefix are reduced with shuffles (earlier = higher lane).
+template <class Ops>
+PSD_DEV typename Ops::State lookback_lane(unsigned* status, typename Ops::Elem* lagg, typename Ops::State* lpre,
+                                          long long chain, long long chains, long long c,
+                                          const typename Ops::Elem& total, typename Ops::State h_init,
+                                          int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    const int lid = threadIdx.x & 31;
+    const long long me = c * chains + chain;
+    State hin = h_init;
+    if (c > 0) {
+        if (lid == 0) Ops::store_agg(lagg + me, total);
+        lb_publish(status + me, kLbAggregate);
+        if constexpr (Ops::kChainOnly) {
+            State p{};
+            if (lid == 0) {
+                lb_wait(status + me - chains, kLbPrefix);
+                p = Ops::load_state(lpre + me - chains);
+            }
+            hin = Ops::shfl_state(p, 0);
+        } else {
+            Elem acc = Ops::identity();
+            bool have_acc = false;
+            for (long long cj = c - 1;; cj -= 32) {
+                const long long cc = cj - lid;
+                // Chunk 0 always publishes a prefix, so lanes past it are never used.
+                const unsigned st = cc >= 0 ? lb_wait(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
+                const unsigned pmask = __ballot_sync(PS_FULL_MASK, st == kLbPrefix);
+                const int lp = pmask ? __ffs(static_cast<int>(pmask)) - 1 : 32;
+                Elem v = Ops::identity();
+                State pv{};
+                if (lid < lp) v = Ops::load_agg(lagg + cc * chains + chain);
+                if (lid == lp) pv = Ops::load_state(lpre + cc * chains + chain);
+                if (lp > 0) {
+PSD_UNROLL
+                    for (unsigned off = 1; off < 32; off <<= 1) {
+                        const Elem o = Ops::shfl_down(v, off);
+                        if (lid + static_cast<int>(off) < 32) v = Ops::combine(o, v);
+                    }
+                    const Elem win = Ops::shfl_idx(v, 0);
+                    acc = have_acc ? Ops::combine(win, acc) : win;
+                    have_acc = true;
+                }
+                if (lp < 32) {
+                    const State p = Ops::shfl_state(pv, lp);
+                    hin = have_acc ? Ops::apply(acc, p) : p;
+                    break;
+                }
+            }
+        }
+    }
+    if (Ops::kChainOnly || c % prefix_every == 0) {
+        if (lid == 0) Ops::store_state(lpre + me, Ops::apply(total, hin));
+        lb_publish(status + me, kLbPrefix);
+    }
+    return hin;
+}
+
+// Look-back of a 32-channel chain ([B,T,D]) by one warp, lane = channel, one status word
+// per chunk for all 32 channels. Lane l polls chunk cj - l (the same 32-chunk window as
+// lookback_lane); then every lane folds its own channel's aggregates of the chunks in
+// front of the nearest prefix, nearest first (independent loads), and applies them to
+// that prefix. The __syncwarp after the ballot orders lane l's acquire (in lb_wait)
+// before the other lanes' payload loads of chunk cj - l.
+template <class Ops>
+PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem* lagg, typename Ops::State* lpre,
+                                           long long chain, long long chains, long long c,
+                                           const typename Ops::Elem& total, typename Ops::State h_init,
+                                           int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    const int lid = threadIdx.x & 31;
+    const long long me = c * chains + chain;
+    State hin = h_init;
+    if (c > 0) {
+        Ops::store_agg(lagg + me * 32 + lid, total);
+        lb_publish(status + me, kLbAggregate);
+        if constexpr (Ops::kChainOnly) {
+            lb_wait(status + me - chains, kLbPrefix);
+            hin = Ops::load_state(lpre + (me - chains) * 32 + lid);
+        } else {
+            Elem acc = Ops::identity();
+            bool have_acc = false;
+            for (long long cj = c - 1;; cj -= 32) {
+                const long long cc = cj - lid;
+                const unsigned st = cc >= 0 ? lb_wait(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
+                const unsigned pmask = __ballot_sync(PS_FULL_MASK, st == kLbPrefix);
+                __syncwarp();
+                const int lp = pmask ? __ffs(static_cast<int>(pmask)) - 1 : 32;
+                for (int q = 0; q < lp; ++q) {
+                    const Elem e = Ops::load_agg(lagg + ((cj - q) * chains + chain) * 32 + lid);
+                    acc = have_acc ? Ops::combine(e, acc) : e;
+                    have_acc = true;
+                }
+                if (lp < 32) {
+                    const State p = Ops::load_state(lpre + ((cj - lp) * chains + chain) * 32 + lid);
+                    hin = have_acc ? Ops::apply(acc, p) : p;
+                    break;
+                }
+            }
+        }
+    }
+    if (Ops::kChainOnly || c % prefix_every == 0) {
+        Ops::store_state(lpre + me * 32 + lid, Ops::apply(total, hin));
+        lb_publish(status + me, kLbPrefix);
+    }
+    return hin;
+}
+
+// [B,D,T] single pass: one block per (lane, chunk of C = blockDim.x * kLbSteps steps).
+template <class Ops>
+PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                          typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                          const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
+                          typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre, int B,
+                          int T, int D, int C, int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    using Raw = typename Ops::Raw;
+    constexpr int K = kLbSteps;
+    constexpr int VI = Vec16<typename Ops::In>::N;
+    constexpr int VO = Vec16<typename Ops::Out>::N;
+    PS_SHARED(Elem, s_tot, 32);
+    PS_SHARED_VAR(State, s_hin);
+    if ((blockDim.x & 31u) != 0 || static_cast<long long>(blockDim.x) * K != C || prefix_every < 1) __trap();
+    const long long lanes = static_cast<long long>(B) * D;
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long id = lb_ticket(status + lanes * nchunks);
+    const long long c = id / lanes;
+    const long long lane = id % lanes;
+    const long long row = lane * T;
+    const long long t1 = min_ll(c * C + C, T);
+    const int tid = threadIdx.x;
+    const int wid = tid >> 5;
+    const int lid = tid & 31;
+    const int nw = blockDim.x >> 5;
+    const long long s = c * C + static_cast<long long>(tid) * K;
+    const bool full = s + K <= t1;
+    const bool vec_in = Ops::kReads && T % VI == 0 && aligned16(a) && aligned16(b);
+    const bool vec_out = T % VO == 0 && aligned16(h);
+
+    Elem e[K];
+    if (vec_in && full) {
+        Raw ra[K], rb[K];
+        load_vec<Ops, K>(a + row + s, ra);
+        load_vec<Ops, K>(b + row + s, rb);
+PSD_UNROLL
+        for (int k = 0; k < K; ++k) e[k] = Ops::make(ra[k], rb[k]);
+    } else {
+PSD_UNROLL
+        for (int k = 0; k < K; ++k)
+            e[k] = s + k < t1 ? Ops::make(Ops::load(a + row + s + k), Ops::load(b + row + s + k)) : Ops::identity();
+    }
+    Elem x = e[0];
+PSD_UNROLL
+    for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
+    Elem incl = x;
+PSD_UNROLL
+    for (unsigned off = 1; off < 32; off <<= 1) {
+        const Elem y = Ops::shfl_up(incl, off);
+        if (lid >= static_cast<int>(off)) incl = Ops::combine(y, incl);
+    }
+    if (lid == 31) s_tot[wid] = incl;
+    __syncthreads();
+    Elem run = s_tot[0];
+    Elem W = Ops::identity();
+    for (int w = 1; w < nw; ++w) {
+        if (w == wid) W = run;
+        run = Ops::combine(run, s_tot[w]);
+    }
+    if (wid == 0) {
+        const State hin = lookback_lane<Ops>(status, lagg, lpre, lane, lanes, c, run, Ops::initial(h0, lane),
+                                                  prefix_every);
+        if (lid == 0) s_hin = hin;
+    }
+    __syncthreads();
+    Elem ex = Ops::shfl_up(incl, 1);
+    if (lid == 0) ex = Ops::identity();
+    State hh = Ops::apply(ex, Ops::apply(W, s_hin));
+    State o[K];
+PSD_UNROLL
+    for (int k = 0; k < K; ++k) {
+        hh = Ops::apply(e[k], hh);
+        o[k] = hh;
+    }
+    if (h) {
+        if (vec_out && full) {
+            store_vec<Ops, K>(h + row + s, o);
+        } else {
+PSD_UNROLL
+            for (int k = 0; k < K; ++k)
+                if (s + k < t1) h[row + s + k] = Ops::narrow(o[k]);
+        }
+    }
+    if (hT && s <= T - 1 && T - 1 < s + K) {
+PSD_UNROLL
+        for (int k = 0; k < K; ++k)
+            if (s + k == T - 1) hT[lane] = Ops::narrow(o[k]);
+    }
+}
+
+// Where the [B,T,D] look-back's steps come from: step(bb, t, d, i) is the element of step
+// (bb, t, d), i = (bb*T + t)*D + d its flat index, called once per real step.
+// DiagSteps reads the Diagonal inputs; newton.cu's sources evaluate a cell instead.
+template <class Ops>
+struct DiagSteps {
+    const typename Ops::In* __restrict__ a;
+    const typename Ops::In* __restrict__ b;
+    PSD_DEV typename Ops::Elem step(long long, long long, long long, long long i) {
+        return Ops::make(Ops::load(a + i), Ops::load(b + i));
+    }
+};
+
+// [B,T,D] single pass: one block per (batch row, 32-channel group, chunk of
+// C = (blockDim.x / 32) * kLbSteps steps); warp w holds steps [w*K, (w+1)*K) of the chunk
+// for the group's 32 channels (lane = channel: every load is one coalesced row segment).
+template <class Ops, class Steps>
+PSD_DEV void btd_lookback_steps(Steps& src, typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                                const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
+                                typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre,
+                                int B, int T, int D, int C, int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    constexpr int K = kLbSteps;
+    PS_SHARED(Elem, s_w, 32 * 32);
+    PS_SHARED(State, s_hin, 32);
+    if ((blockDim.x & 31u) != 0 || static_cast<long long>(blockDim.x / 32) * K != C || prefix_every < 1) __trap();
+    const long long groups = (static_cast<long long>(D) + 31) / 32;
+    const long long chains = static_cast<long long>(B) * groups;
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long id = lb_ticket(status + chains * nchunks);
+    const long long c = id / chains;
+    const long long chain = id % chains;
+    const long long bb = chain / groups;
+    const int wid = threadIdx.x >> 5;
+    const int lid = threadIdx.x & 31;
+    const int nw = blockDim.x >> 5;
+    const long long d = (chain % groups) * 32 + lid;
+    const bool active = d < D;
+    const long long ts = c * C + static_cast<long long>(wid) * K;
+    const long long len = active ? min_ll(K, T - ts) : 0;  // may be <= 0 in the last chunk
+    const long long base = (bb * T + ts) * D + d;
+
+    Elem e[K];
+PSD_UNROLL
+    for (int k = 0; k < K; ++k)
+        e[k] = k < len ? src.step(bb, ts + k, d, base + k * static_cast<long long>(D)) : Ops::identity();
+    Elem x = e[0];
+PSD_UNROLL
+    for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
+    s_w[wid * 32 + lid] = x;
+    __syncthreads();
+    Elem run = s_w[lid];
+    Elem W = Ops::identity();
+    for (int w = 1; w < nw; ++w) {
+        if (w == wid) W = run;
+        run = Ops::combine(run, s_w[w * 32 + lid]);
+    }
+    if (wid == 0) {
+        const State init = active ? Ops::initial(h0, bb * D + d) : State{};
+        s_hin[lid] = lookback_group<Ops>(status, lagg, lpre, chain, chains, c, run, init, prefix_every);
+    }
+    __syncthreads();
+    State hh = Ops::apply(W, s_hin[lid]);
+PSD_UNROLL
+    for (int k = 0; k < K; ++k) {
+        if (k < len) {
+            hh = Ops::apply(e[k], hh);
+            if (h) h[base + k * static_cast<long long>(D)] = Ops::narrow(hh);
+            if (hT && ts + k == T - 1) hT[bb * D + d] = Ops::narrow(hh);
+        }
+    }
+}
+
+template <class Ops>
+PSD_DEV void btd_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                          typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                          const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
+                          typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre, int B,
+                          int T, int D, int C, int prefix_every) {
+    DiagSteps<Ops> src{a, b};
+    btd_lookback_steps<Ops>(src, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);
+}
+
+using OpsF32 = DiagOps<float, float>;
+using OpsF64 = DiagOps<double, double>;
+using OpsF16 = DiagOps<__half, float>;
+using OpsBF16 = DiagOps<__nv_bfloat16, float>;
+using OpsDepth = DepthOps;
+
+}  // namespace psd
+
+#endif  // PARASCAN_DIAGONAL_CUH

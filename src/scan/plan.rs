@@ -218,7 +218,7 @@ pub fn work_formula(len: usize, chunk: usize) -> u64 {
 /// The error for [`PlanRequest::LookBack`] on an engine or family without it.
 pub fn look_back_unsupported(what: &str) -> Error {
     Error::Plan(format!(
-        "look-back: {what} has no single-pass look-back plan (only the Diagonal kernels do); \
+        "look-back is a plan of the Diagonal kernels only, not of {what}; \
          expected sequential, chunk=C, min-depth or auto"
     ))
 }

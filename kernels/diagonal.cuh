@@ -334,6 +334,88 @@ PSD_DEV void bdt_sequential(const typename Ops::In* __restrict__ a, const typena
 }
 
 // ---------------------------------------------------------------------------------------
+// One [B,D,T] tile of blockDim.x * K steps, shared by the chunk kernels and the look-back:
+// bdt_tile_scan loads this thread's K steps from s (steps at or past t1 are the identity;
+// 16-byte vectors when vec_in and the K steps are all real), folds them serially, scans the
+// folds across the warp with shuffles (inclusive, Kogge-Stone: incl), lane 31 publishes the
+// warp total to s_tot[wid], one barrier, then every thread folds the warp totals serially:
+// W = its warp's exclusive prefix, run = the tile's total. bdt_tile_store then rescans the
+// thread's steps from the state hin entering the tile and writes them to h (nullable) and,
+// at step T - 1, to hT[lane].
+// ---------------------------------------------------------------------------------------
+template <class Ops, int K>
+PSD_DEV void bdt_tile_scan(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                           long long row, long long s, long long t1, bool vec_in, typename Ops::Elem (&e)[K],
+                           typename Ops::Elem* s_tot, typename Ops::Elem& incl, typename Ops::Elem& W,
+                           typename Ops::Elem& run) {
+    using Elem = typename Ops::Elem;
+    using Raw = typename Ops::Raw;
+    const int wid = threadIdx.x >> 5;
+    const int lid = threadIdx.x & 31;
+    const int nw = blockDim.x >> 5;
+    if (vec_in && s + K <= t1) {
+        Raw ra[K], rb[K];
+        load_vec<Ops, K>(a + row + s, ra);
+        load_vec<Ops, K>(b + row + s, rb);
+PSD_UNROLL
+        for (int k = 0; k < K; ++k) e[k] = Ops::make(ra[k], rb[k]);
+    } else {
+PSD_UNROLL
+        for (int k = 0; k < K; ++k)
+            e[k] = s + k < t1 ? Ops::make(Ops::load(a + row + s + k), Ops::load(b + row + s + k)) : Ops::identity();
+    }
+    Elem x = e[0];
+PSD_UNROLL
+    for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
+    incl = x;
+PSD_UNROLL
+    for (unsigned off = 1; off < 32; off <<= 1) {
+        const Elem y = Ops::shfl_up(incl, off);
+        if (lid >= static_cast<int>(off)) incl = Ops::combine(y, incl);
+    }
+    if (lid == 31) s_tot[wid] = incl;
+    __syncthreads();
+    run = s_tot[0];
+    W = Ops::identity();
+    for (int w = 1; w < nw; ++w) {
+        if (w == wid) W = run;
+        run = Ops::combine(run, s_tot[w]);
+    }
+}
+
+template <class Ops, int K>
+PSD_DEV void bdt_tile_store(const typename Ops::Elem (&e)[K], const typename Ops::Elem& incl,
+                            const typename Ops::Elem& W, typename Ops::State hin, typename Ops::Out* __restrict__ h,
+                            typename Ops::Out* __restrict__ hT, long long row, long long s, long long t1, int T,
+                            bool vec_out, long long lane) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    Elem ex = Ops::shfl_up(incl, 1);
+    if ((threadIdx.x & 31) == 0) ex = Ops::identity();
+    State hh = Ops::apply(ex, Ops::apply(W, hin));
+    State o[K];
+PSD_UNROLL
+    for (int k = 0; k < K; ++k) {
+        hh = Ops::apply(e[k], hh);
+        o[k] = hh;
+    }
+    if (h) {
+        if (vec_out && s + K <= t1) {
+            store_vec<Ops, K>(h + row + s, o);
+        } else {
+PSD_UNROLL
+            for (int k = 0; k < K; ++k)
+                if (s + k < t1) h[row + s + k] = Ops::narrow(o[k]);
+        }
+    }
+    if (hT && t1 == T && s <= T - 1 && T - 1 < s + K) {
+PSD_UNROLL
+        for (int k = 0; k < K; ++k)
+            if (s + k == T - 1) hT[lane] = Ops::narrow(o[k]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // [B,D,T] chunk: one block per (lane, chunk), walking the chunk in tiles of NT*K steps.
 // Per tile: each thread loads K consecutive steps (16-byte vectors when aligned), folds
 // them serially, the warp scans the 32 thread aggregates with shuffles (inclusive,
@@ -352,7 +434,6 @@ PSD_DEV void bdt_chunk(const typename Ops::In* __restrict__ a, const typename Op
                        typename Ops::Elem* __restrict__ agg, int B, int T, int D, int C) {
     using Elem = typename Ops::Elem;
     using State = typename Ops::State;
-    using Raw = typename Ops::Raw;
     using In = typename Ops::In;
     using Out = typename Ops::Out;
     constexpr int K = kStepsPerThread;
@@ -370,9 +451,6 @@ PSD_DEV void bdt_chunk(const typename Ops::In* __restrict__ a, const typename Op
     const long long t0 = c * C;
     const long long t1 = min_ll(t0 + C, T);
     const int tid = threadIdx.x;
-    const int wid = tid >> 5;
-    const int lid = tid & 31;
-    const int nw = blockDim.x >> 5;
     const bool vec_in = Ops::kReads && T % VI == 0 && C % VI == 0 && aligned16(a) && aligned16(b);
     const bool vec_out = T % VO == 0 && C % VO == 0 && aligned16(h);
     const long long bb = lane / D;
@@ -386,64 +464,12 @@ PSD_DEV void bdt_chunk(const typename Ops::In* __restrict__ a, const typename Op
     const long long tile = static_cast<long long>(blockDim.x) * K;
     for (long long ts = t0; ts < t1; ts += tile) {  // uniform across the block
         const long long s = ts + static_cast<long long>(tid) * K;
-        const bool full = s + K <= t1;
-        Elem e[K];
-        if (vec_in && full) {
-            Raw ra[K], rb[K];
-            load_vec<Ops, K>(a + row + s, ra);
-            load_vec<Ops, K>(b + row + s, rb);
-PSD_UNROLL
-            for (int k = 0; k < K; ++k) e[k] = Ops::make(ra[k], rb[k]);
-        } else {
-PSD_UNROLL
-            for (int k = 0; k < K; ++k)
-                e[k] = s + k < t1 ? Ops::make(Ops::load(a + row + s + k), Ops::load(b + row + s + k))
-                                  : Ops::identity();
-        }
-        Elem x = e[0];
-PSD_UNROLL
-        for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
-
-        Elem incl = x;
-PSD_UNROLL
-        for (unsigned off = 1; off < 32; off <<= 1) {
-            const Elem y = Ops::shfl_up(incl, off);
-            if (lid >= static_cast<int>(off)) incl = Ops::combine(y, incl);
-        }
-        if (lid == 31) s_tot[bank * 32 + wid] = incl;
-        __syncthreads();
-        Elem run = s_tot[bank * 32];
-        Elem W = Ops::identity();
-        for (int w = 1; w < nw; ++w) {
-            if (w == wid) W = run;
-            run = Ops::combine(run, s_tot[bank * 32 + w]);
-        }
+        Elem e[K], incl, W, run;
+        bdt_tile_scan<Ops, K>(a, b, row, s, t1, vec_in, e, s_tot + bank * 32, incl, W, run);
         if (!RESCAN) {
             acc = Ops::combine(acc, run);
         } else {
-            Elem ex = Ops::shfl_up(incl, 1);
-            if (lid == 0) ex = Ops::identity();
-            State hh = Ops::apply(ex, Ops::apply(W, hin));
-            State o[K];
-PSD_UNROLL
-            for (int k = 0; k < K; ++k) {
-                hh = Ops::apply(e[k], hh);
-                o[k] = hh;
-            }
-            if (h) {
-                if (vec_out && full) {
-                    store_vec<Ops, K>(h + row + s, o);
-                } else {
-PSD_UNROLL
-                    for (int k = 0; k < K; ++k)
-                        if (s + k < t1) h[row + s + k] = Ops::narrow(o[k]);
-                }
-            }
-            if (hT && t1 == T && s <= T - 1 && T - 1 < s + K) {
-PSD_UNROLL
-                for (int k = 0; k < K; ++k)
-                    if (s + k == T - 1) hT[lane] = Ops::narrow(o[k]);
-            }
+            bdt_tile_store<Ops, K>(e, incl, W, hin, h, hT, row, s, t1, T, vec_out, lane);
             hin = Ops::apply(run, hin);
         }
         bank ^= 1;
@@ -728,7 +754,6 @@ PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename
                           int T, int D, int C, int prefix_every) {
     using Elem = typename Ops::Elem;
     using State = typename Ops::State;
-    using Raw = typename Ops::Raw;
     constexpr int K = kLbSteps;
     constexpr int VI = Vec16<typename Ops::In>::N;
     constexpr int VO = Vec16<typename Ops::Out>::N;
@@ -742,73 +767,18 @@ PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename
     const long long lane = id % lanes;
     const long long row = lane * T;
     const long long t1 = min_ll(c * C + C, T);
-    const int tid = threadIdx.x;
-    const int wid = tid >> 5;
-    const int lid = tid & 31;
-    const int nw = blockDim.x >> 5;
-    const long long s = c * C + static_cast<long long>(tid) * K;
-    const bool full = s + K <= t1;
+    const long long s = c * C + static_cast<long long>(threadIdx.x) * K;
     const bool vec_in = Ops::kReads && T % VI == 0 && aligned16(a) && aligned16(b);
     const bool vec_out = T % VO == 0 && aligned16(h);
-
-    Elem e[K];
-    if (vec_in && full) {
-        Raw ra[K], rb[K];
-        load_vec<Ops, K>(a + row + s, ra);
-        load_vec<Ops, K>(b + row + s, rb);
-PSD_UNROLL
-        for (int k = 0; k < K; ++k) e[k] = Ops::make(ra[k], rb[k]);
-    } else {
-PSD_UNROLL
-        for (int k = 0; k < K; ++k)
-            e[k] = s + k < t1 ? Ops::make(Ops::load(a + row + s + k), Ops::load(b + row + s + k)) : Ops::identity();
-    }
-    Elem x = e[0];
-PSD_UNROLL
-    for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
-    Elem incl = x;
-PSD_UNROLL
-    for (unsigned off = 1; off < 32; off <<= 1) {
-        const Elem y = Ops::shfl_up(incl, off);
-        if (lid >= static_cast<int>(off)) incl = Ops::combine(y, incl);
-    }
-    if (lid == 31) s_tot[wid] = incl;
-    __syncthreads();
-    Elem run = s_tot[0];
-    Elem W = Ops::identity();
-    for (int w = 1; w < nw; ++w) {
-        if (w == wid) W = run;
-        run = Ops::combine(run, s_tot[w]);
-    }
-    if (wid == 0) {
+    Elem e[K], incl, W, run;
+    bdt_tile_scan<Ops, K>(a, b, row, s, t1, vec_in, e, s_tot, incl, W, run);
+    if ((threadIdx.x >> 5) == 0) {
         const State hin = lookback_lane<Ops>(status, lagg, lpre, lane, lanes, c, run, Ops::initial(h0, lane),
-                                                  prefix_every);
-        if (lid == 0) s_hin = hin;
+                                             prefix_every);
+        if (threadIdx.x == 0) s_hin = hin;
     }
     __syncthreads();
-    Elem ex = Ops::shfl_up(incl, 1);
-    if (lid == 0) ex = Ops::identity();
-    State hh = Ops::apply(ex, Ops::apply(W, s_hin));
-    State o[K];
-PSD_UNROLL
-    for (int k = 0; k < K; ++k) {
-        hh = Ops::apply(e[k], hh);
-        o[k] = hh;
-    }
-    if (h) {
-        if (vec_out && full) {
-            store_vec<Ops, K>(h + row + s, o);
-        } else {
-PSD_UNROLL
-            for (int k = 0; k < K; ++k)
-                if (s + k < t1) h[row + s + k] = Ops::narrow(o[k]);
-        }
-    }
-    if (hT && s <= T - 1 && T - 1 < s + K) {
-PSD_UNROLL
-        for (int k = 0; k < K; ++k)
-            if (s + k == T - 1) hT[lane] = Ops::narrow(o[k]);
-    }
+    bdt_tile_store<Ops, K>(e, incl, W, s_hin, h, hT, row, s, t1, T, vec_out, lane);
 }
 
 // Where the [B,T,D] look-back's steps come from: step(bb, t, d, i) is the element of step

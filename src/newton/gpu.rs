@@ -344,42 +344,16 @@ pub fn solve_kernels<R: KernelRunner>(
         match verdict {
             Verdict::Converged => break,
             Verdict::Continue => {}
-            Verdict::Diverged(why) => match options.policy {
-                Policy::Error => {
-                    let mut iterate = vec![0f32; states];
-                    let best = watch.best();
-                    let source = if best.is_some() { &bufs.best } else { &bufs.h };
-                    runner.synchronize()?;
-                    runner.download(source, &mut iterate)?;
-                    return Err(Error::Diverged(Box::new(Diverged {
-                        cell: c.name().to_string(),
-                        mode: options.mode,
-                        reason: why,
-                        residuals: report.residuals,
-                        best_residual: best.unwrap_or(f64::NAN),
-                        best_iterate: iterate.iter().map(|&v| f64::from(v)).collect(),
-                    })));
-                }
-                Policy::FallbackSequential => {
-                    let t0 = Instant::now();
-                    launch_sequential(
-                        runner,
-                        cell,
-                        problem,
-                        &bufs.x,
-                        bufs.h0.as_ref(),
-                        &bufs.params,
-                        &bufs.h,
-                    )?;
-                    runner.synchronize()?;
-                    report.cell_s += t0.elapsed().as_secs_f64();
-                    report.depth += len as u64;
-                    report.converged = true;
-                    report.fell_back = true;
-                    report.stop = StopReason::Fallback(why);
-                    break;
-                }
-            },
+            Verdict::Diverged(why) => {
+                let iterate = if watch.best().is_some() {
+                    &bufs.best
+                } else {
+                    &bufs.h
+                };
+                let ctx = (cell, problem, options, &bufs);
+                on_diverged(runner, ctx, why, &mut report, &watch, iterate, &bufs.h)?;
+                break;
+            }
         }
         if report.iterations >= options.max_iters {
             report.stop = StopReason::MaxIters;
@@ -551,39 +525,12 @@ fn fused_gru_iterations<R: KernelRunner>(
         match verdict {
             Verdict::Converged => break,
             Verdict::Continue => {}
-            Verdict::Diverged(why) => match options.policy {
-                Policy::Error => {
-                    let mut iterate = vec![0f32; states];
-                    runner.download(slots[best.unwrap_or(cur)], &mut iterate)?;
-                    return Err(Error::Diverged(Box::new(Diverged {
-                        cell: c.name().to_string(),
-                        mode: options.mode,
-                        reason: why,
-                        residuals: report.residuals,
-                        best_residual: watch.best().unwrap_or(f64::NAN),
-                        best_iterate: iterate.iter().map(|&v| f64::from(v)).collect(),
-                    })));
-                }
-                Policy::FallbackSequential => {
-                    let t0 = Instant::now();
-                    launch_sequential(
-                        runner,
-                        cell,
-                        problem,
-                        &bufs.x,
-                        bufs.h0.as_ref(),
-                        &bufs.params,
-                        slots[cur],
-                    )?;
-                    runner.synchronize()?;
-                    report.cell_s += t0.elapsed().as_secs_f64();
-                    report.depth += len as u64;
-                    report.converged = true;
-                    report.fell_back = true;
-                    report.stop = StopReason::Fallback(why);
-                    break;
-                }
-            },
+            Verdict::Diverged(why) => {
+                let iterate = slots[best.unwrap_or(cur)];
+                let ctx = (cell, problem, options, bufs);
+                on_diverged(runner, ctx, why, &mut report, &watch, iterate, slots[cur])?;
+                break;
+            }
         }
         if report.iterations >= options.max_iters {
             report.stop = StopReason::MaxIters;
@@ -600,6 +547,60 @@ fn fused_gru_iterations<R: KernelRunner>(
         states: out,
         report,
     })
+}
+
+/// A divergence under `options.policy`: `Policy::Error` returns
+/// [`Error::Diverged`] carrying the residual history and `iterate` (the best
+/// guess so far, else the current one); `Policy::FallbackSequential` runs
+/// the cell's sequential kernel into `into` and marks the report.
+fn on_diverged<R: KernelRunner>(
+    runner: &R,
+    (cell, problem, options, bufs): (
+        GpuCell<'_>,
+        &NonlinearProblem<'_, f32>,
+        &NewtonOptions<'_, f32>,
+        &Buffers,
+    ),
+    why: String,
+    report: &mut SolveReport,
+    watch: &Watch,
+    iterate: &DeviceBuffer,
+    into: &DeviceBuffer,
+) -> Result<()> {
+    match options.policy {
+        Policy::Error => {
+            let mut host = vec![0f32; iterate.len_bytes() / 4];
+            runner.synchronize()?;
+            runner.download(iterate, &mut host)?;
+            Err(Error::Diverged(Box::new(Diverged {
+                cell: cell.as_cell().name().to_string(),
+                mode: options.mode,
+                reason: why,
+                residuals: std::mem::take(&mut report.residuals),
+                best_residual: watch.best().unwrap_or(f64::NAN),
+                best_iterate: host.iter().map(|&v| f64::from(v)).collect(),
+            })))
+        }
+        Policy::FallbackSequential => {
+            let t0 = Instant::now();
+            launch_sequential(
+                runner,
+                cell,
+                problem,
+                &bufs.x,
+                bufs.h0.as_ref(),
+                &bufs.params,
+                into,
+            )?;
+            runner.synchronize()?;
+            report.cell_s += t0.elapsed().as_secs_f64();
+            report.depth += problem.len as u64;
+            report.converged = true;
+            report.fell_back = true;
+            report.stop = StopReason::Fallback(why);
+            Ok(())
+        }
+    }
 }
 
 fn assemble<R: KernelRunner>(

@@ -331,10 +331,7 @@ pub fn solve_kernels<R: KernelRunner>(
         assemble(runner, cell, problem, &bufs, bufs.h0.as_ref(), form, scale)?;
         runner.synchronize()?;
         let t1 = Instant::now();
-        let mut words = [0u32; 2];
-        runner.download(&bufs.stats, &mut words)?;
-        let residual = f64::from(f32::from_bits(words[0]));
-        let hmax = f64::from(f32::from_bits(words[1]));
+        let (residual, hmax) = read_stats(runner, &bufs.stats)?;
         report.cell_s += (t1 - t0).as_secs_f64();
         report.check_s += t1.elapsed().as_secs_f64();
         let (verdict, improved) = watch.observe(&mut report, residual, hmax, options);
@@ -511,10 +508,7 @@ fn fused_gru_iterations<R: KernelRunner>(
         )?;
         runner.synchronize()?;
         let t1 = Instant::now();
-        let mut words = [0u32; 2];
-        runner.download(&bufs.stats, &mut words)?;
-        let residual = f64::from(f32::from_bits(words[0]));
-        let hmax = f64::from(f32::from_bits(words[1]));
+        let (residual, hmax) = read_stats(runner, &bufs.stats)?;
         // One pass both evaluates the cell and scans: its time counts as scan time.
         report.scan_s += (t1 - t0).as_secs_f64();
         report.check_s += t1.elapsed().as_secs_f64();
@@ -547,6 +541,14 @@ fn fused_gru_iterations<R: KernelRunner>(
         states: out,
         report,
     })
+}
+
+/// The residual and max|h| words the cell kernels reduced (`stats`).
+fn read_stats<R: KernelRunner>(runner: &R, stats: &DeviceBuffer) -> Result<(f64, f64)> {
+    let mut words = [0u32; 2];
+    runner.download(stats, &mut words)?;
+    let value = |w: u32| f64::from(f32::from_bits(w));
+    Ok((value(words[0]), value(words[1])))
 }
 
 /// A divergence under `options.policy`: `Policy::Error` returns

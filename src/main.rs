@@ -154,6 +154,10 @@ struct CheckArgs {
     /// Print every case, not only the summary and the failures.
     #[arg(long, short)]
     verbose: bool,
+    /// Backends, comma-separated: cpu, emu, cuda, or all (cuda when a device opens).
+    /// Named backends must open: `--backends cuda` fails without a GPU.
+    #[arg(long, default_value = "all")]
+    backends: String,
 }
 
 #[derive(Args, Debug)]
@@ -402,6 +406,15 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
     cfg.threads = args.threads;
     if let Some(seed) = args.seed {
         cfg.seed = seed;
+    }
+    if !args.backends.trim().eq_ignore_ascii_case("all") {
+        cfg.backends = Some(config::parse_list("backends", &args.backends, |s| {
+            s.parse::<BackendKind>()
+                .map_err(|_| sweep::SweepError::Invalid {
+                    arg: "backends",
+                    expected: format!("cpu, emu, cuda or all; got `{s}`"),
+                })
+        })?);
     }
     let pb = progress_bar();
     let start = Instant::now();

@@ -147,6 +147,38 @@ fn check_passes_and_prints_a_table() {
 }
 
 #[test]
+fn check_runs_only_the_named_backends() {
+    let out = parascan(&[
+        "check",
+        "--quick",
+        "--families",
+        "diagonal",
+        "--dtypes",
+        "f32",
+        "--backends",
+        "cpu",
+        "--threads",
+        "2",
+        "--verbose",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("PASS cpu"), "{stdout}");
+    assert!(
+        !stdout.contains(" emu ") && !stdout.contains("cuda"),
+        "{stdout}"
+    );
+
+    let out = parascan(&["check", "--backends", "cpu,tpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("argument `backends`") && stderr.contains("`tpu`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_flags_fail_with_a_message() {
     let out = parascan(&["sweep", "--families", "bogus", "--quick"]);
     assert!(!out.status.success());

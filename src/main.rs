@@ -562,9 +562,10 @@ fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     let mut sink_error = None;
     let report = bench::run(&cfg, &mut |event| match event {
         bench::Event::Started(m) => println!(
-            "parascan bench on {} ({}); copy bandwidth {:.1} GB/s ({}){}\n{}",
+            "parascan bench on {} ({}; opened in {:.1} s); copy bandwidth {:.1} GB/s ({}){}\n{}",
             m.device,
             m.backend_reason,
+            m.device_open_s,
             m.copy_gbs,
             m.copy_method,
             if m.scale > 0 {

@@ -94,7 +94,7 @@ impl Default for BenchConfig {
             quick: false,
             scale: None,
             reps: RepPolicy::full(),
-            newton_budget: Duration::from_millis(1500),
+            newton_budget: Duration::from_millis(1000),
             copy_bytes: 256 << 20,
             seed: 0xbe4c,
             depth_measure_max: 1 << 24,
@@ -195,6 +195,7 @@ pub fn run(config: &BenchConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let (device, reason) = open(config.backend)?;
+    let device_open_s = started.elapsed().as_secs_f64();
     match &device {
         Device::Cuda(dev) => {
             let copy_gbs = dev.copy_bandwidth_gbs(config.copy_bytes, 20)?;
@@ -211,7 +212,7 @@ pub fn run(config: &BenchConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
                 timing: "Times: CUDA events around each run's launches, inputs already on the \
                          device, median after warm-up."
                     .into(),
-                ..meta_base(config, started_unix_s, 0)
+                ..meta_base(config, started_unix_s, 0, device_open_s)
             };
             Bench::new(config, dev, meta, started, on_event).run()
         }
@@ -232,7 +233,7 @@ pub fn run(config: &BenchConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
                 timing: "Times: wall clock around each run's emulated launches (correctness \
                          backend: the numbers say nothing about a GPU)."
                     .into(),
-                ..meta_base(config, started_unix_s, EMU_DEFAULT_SCALE)
+                ..meta_base(config, started_unix_s, EMU_DEFAULT_SCALE, device_open_s)
             };
             Bench::new(config, emu, meta, started, on_event).run()
         }
@@ -242,7 +243,12 @@ pub fn run(config: &BenchConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
 /// Copy-probe buffers in the emulator (it copies at memcpy speed at best).
 const EMU_COPY_BYTES: usize = 16 << 20;
 
-fn meta_base(config: &BenchConfig, started_unix_s: u64, default_scale: u32) -> Meta {
+fn meta_base(
+    config: &BenchConfig,
+    started_unix_s: u64,
+    default_scale: u32,
+    device_open_s: f64,
+) -> Meta {
     Meta {
         version: env!("CARGO_PKG_VERSION").into(),
         commit: commit(),
@@ -260,6 +266,7 @@ fn meta_base(config: &BenchConfig, started_unix_s: u64, default_scale: u32) -> M
         scale: config.scale.unwrap_or(default_scale),
         quick: config.quick,
         families: config.families.clone(),
+        device_open_s,
         wall_s: 0.0,
     }
 }

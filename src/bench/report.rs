@@ -125,6 +125,9 @@ pub struct Meta {
     pub quick: bool,
     /// The families run.
     pub families: Vec<BenchFamily>,
+    /// Seconds to open the device (on CUDA: loading every PTX module,
+    /// which JIT-compiles it unless the driver's cache has it).
+    pub device_open_s: f64,
     /// Wall seconds of the whole run.
     pub wall_s: f64,
 }
@@ -158,7 +161,8 @@ impl BenchReport {
             s,
             "`{}` (parascan {}; backend {}, {} SMs to the planners{}). Copy bandwidth \
              **{:.1} GB/s** ({}). {} Depth: measured on the depth-counting kernels, \
-             or the plan's formula where marked (f). Wall time of the run: {:.0} s.\n",
+             or the plan's formula where marked (f). Wall time of the run: {:.0} s \
+             (opening the device: {:.1} s).\n",
             m.command,
             m.version,
             m.backend,
@@ -171,7 +175,8 @@ impl BenchReport {
             m.copy_gbs,
             m.copy_method,
             m.timing,
-            m.wall_s
+            m.wall_s,
+            m.device_open_s
         );
         let scans: Vec<&BenchRow> = self
             .rows

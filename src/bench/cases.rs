@@ -188,7 +188,8 @@ pub fn newton_cases(quick: bool, scale: u32) -> Vec<NewtonCase> {
         .collect()
 }
 
-/// The plans a case of `family` with `T = len` runs under.
+/// The plans a case of `family` with `T = len` runs under, `Sequential`
+/// first (later rows quote their speed-up over it).
 pub fn plans(family: BenchFamily, len: usize) -> Vec<PlanRequest> {
     match family {
         BenchFamily::Diagonal => diagonal_plans(len),

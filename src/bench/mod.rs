@@ -593,9 +593,10 @@ pub fn list_cases(config: &BenchConfig) -> String {
                 let plans = cases::newton_plans(c.len);
                 let x = 4 * c.batch * c.len * 3 * c.units;
                 let scan = 12 * c.batch * c.len * c.units;
-                // An iteration moves about x, three state-sized arrays
-                // and one scan; four iterations per solve, two solves at least.
-                let solve = 4.0 * (x + scan + 3 * scan / 3) as f64 / (LIST_DEVICE_GBS * 1e9);
+                // An iteration reads x and writes the scan's inputs (about
+                // two scans' bytes), then scans; about four per solve, and
+                // at least two solves (warm-up and one timed) per plan.
+                let solve = 4.0 * (x + 2 * scan) as f64 / (LIST_DEVICE_GBS * 1e9);
                 let case_s = (plans.len() - 1) as f64 * (plan_s(scan) + 2.0 * solve)
                     + plans.len() as f64 * 2.0 * x as f64 / (LIST_UPLOAD_GBS * 1e9);
                 total_s += case_s;

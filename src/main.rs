@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use parascan::backend::cuda::{cuda_status, CudaBackend};
+use parascan::backend::cuda::{cuda_status, ptx_fingerprint as cuda_fingerprint, CudaBackend};
 use parascan::backend::{BackendKind, Cpu, HAS_SCAN_KERNELS};
 use parascan::bench;
 use parascan::check::{self, CheckConfig};
@@ -168,6 +168,10 @@ struct InfoArgs {
     /// Buffer size of the copy probes, MiB.
     #[arg(long, default_value_t = 256)]
     copy_mb: usize,
+    /// Write every embedded PTX module to DIR/<module>.ptx, with its fingerprint in
+    /// DIR/<module>.ptx-fnv (for compiling cubins ahead of time), and exit.
+    #[arg(long, value_name = "DIR")]
+    write_ptx: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -460,6 +464,23 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
 }
 
 fn run_info(args: InfoArgs) -> Result<ExitCode> {
+    if let Some(dir) = &args.write_ptx {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (module, text) in ptx::MODULES {
+            let path = dir.join(format!("{module}.ptx"));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            let key = dir.join(format!("{module}.ptx-fnv"));
+            std::fs::write(&key, format!("{}\n", cuda_fingerprint(text)))
+                .with_context(|| format!("writing {}", key.display()))?;
+        }
+        println!(
+            "wrote {} PTX module(s) for {} to {}",
+            ptx::MODULES.len(),
+            ptx::CUDA_ARCH,
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("parascan {}", env!("CARGO_PKG_VERSION"));
     let (kind, reason) = BackendKind::auto();
     println!("backend (auto): {kind} — {reason}");

@@ -40,6 +40,24 @@ fn info_reports_backend_ptx_and_bandwidth() {
 }
 
 #[test]
+fn info_writes_the_embedded_ptx_with_fingerprints() {
+    let dir = temp_dir("ptx");
+    let out = parascan(&[
+        "info",
+        "--write-ptx",
+        dir.to_str().expect("utf-8 temp path"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (module, ptx) in parascan::ptx::MODULES {
+        let written = std::fs::read_to_string(dir.join(format!("{module}.ptx"))).expect("ptx");
+        assert_eq!(&written, ptx);
+        let key = std::fs::read_to_string(dir.join(format!("{module}.ptx-fnv"))).expect("fnv");
+        assert_eq!(key.trim(), parascan::backend::cuda::ptx_fingerprint(ptx));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn tiny_sweep_with_flags_writes_outputs() {
     let dir = temp_dir("sweep");
     let out = parascan(&[

@@ -2,9 +2,10 @@
 # Bundles what a lent GPU machine needs (it has CUDA 13 and a driver but no
 # Rust): the release CLI, the GPU test executables (cuda_* and emu_backend)
 # and a run script, into dist/device/ (git-ignored). The executables are
-# stripped and packed into bin.tar.gz (each embeds ~15 MB of PTX, which
-# compresses about 5x), keeping the folder well under the 64 MiB a device
-# call may carry; run.sh unpacks them into a temporary folder.
+# stripped and packed, with sm_90 cubins of every kernel module (so the
+# device skips JIT-compiling ~15 MB of PTX in each process), into
+# bin.tar.gz, keeping the folder well under the 64 MiB a device call may
+# carry; run.sh unpacks them into a temporary folder.
 #
 #   bash scripts/device-bundle.sh
 #   then, with the device tool: run `bash dist/device/run.sh` carrying
@@ -22,10 +23,12 @@
 # `run.sh` alone runs every stage within RUN_TOTAL_S (default 540 s, under
 # the device's 600 s per call); `run.sh tests bench` or `run.sh sanitize`
 # runs only those, so the work can be split across two device calls.
+# Checkouts that share one CARGO_TARGET_DIR share the build script's
+# output (the PTX): do not build another checkout into it meanwhile.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/install-cuda-toolchain.sh >/dev/null
+nvcc="$(bash scripts/install-cuda-toolchain.sh | tail -n 1)"
 dest=dist/device
 rm -rf "$dest"
 mkdir -p "$dest"
@@ -59,7 +62,30 @@ done
 [ -x "$stage/parascan" ] || { echo "device-bundle: the parascan binary was not built" >&2; exit 1; }
 ls "$stage"/tests/cuda_* >/dev/null 2>&1 || { echo "device-bundle: no cuda_* test executables" >&2; exit 1; }
 strip "$stage/parascan" "$stage"/tests/* 2>/dev/null || true
-tar -czf "$dest/bin.tar.gz" -C "$stage" parascan tests
+
+# Device code compiled ahead of time from exactly the PTX the CLI embeds
+# (PARASCAN_CUBIN_DIR, see src/backend/cuda.rs): saves every process on the
+# device the driver's JIT compilation, about a minute for all modules. A
+# module whose cubin is missing, or whose PTX in a test executable differs
+# (fingerprint), is JIT-compiled as before.
+arch="${PARASCAN_CUDA_ARCH:-sm_90}"
+ptxas="$(dirname "$nvcc")/ptxas"
+mkdir -p "$stage/cubin"
+if "$stage/parascan" info --write-ptx "$stage/ptx" >/dev/null && [ -x "$ptxas" ]; then
+  pids=()
+  for ptx in "$stage"/ptx/*.ptx; do
+    m="$(basename "$ptx" .ptx)"
+    ( "$ptxas" -arch="$arch" -O3 "$ptx" -o "$stage/cubin/$m.$arch.cubin" &&
+      cp "$stage/ptx/$m.ptx-fnv" "$stage/cubin/$m.$arch.ptx-fnv" ) &
+    pids+=("$!")
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" || echo "device-bundle: ptxas failed on one module (it will be JIT-compiled)" >&2
+  done
+else
+  echo "device-bundle: no PTX or no ptxas; the device will JIT-compile the PTX" >&2
+fi
+tar -czf "$dest/bin.tar.gz" -C "$stage" parascan tests cubin
 
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
@@ -106,9 +132,10 @@ if ! tar -xzf "$here/bin.tar.gz" -C "$bin"; then
   exit 2
 fi
 export PARASCAN_COMMIT="$(cat "$here/COMMIT" 2>/dev/null || echo unknown)"
+export PARASCAN_CUBIN_DIR="$bin/cubin"
 export REQUIRE_GPU=1
-# Keep the driver's JIT of the PTX between processes (every test executable
-# loads the same modules).
+# Modules without a prebuilt cubin are JIT-compiled from PTX: keep the
+# driver's cache of that between processes.
 export CUDA_CACHE_MAXSIZE="${CUDA_CACHE_MAXSIZE:-4294967296}"
 
 total="${RUN_TOTAL_S:-540}"
@@ -225,7 +252,7 @@ cat "$summary"
 exit $status
 RUN
 chmod +x "$dest/run.sh"
-du -sh "$dest" "$dest"/*
+ls -l "$dest"
 size_kb=$(du -sk "$dest" | cut -f1)
 if (( size_kb > 60 * 1024 )); then
   echo "device-bundle: $dest is $(( size_kb / 1024 )) MiB, close to the 64 MiB a device call may carry" >&2

@@ -80,6 +80,8 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
+    record_commit(&manifest_dir);
+
     let kernels = list_kernels(&kernels_dir);
     let arch = target_arch();
 
@@ -117,6 +119,35 @@ fn main() {
     if let Err(panic) = emulated.join() {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// Sets `PARASCAN_BUILD_COMMIT` for the crate: `PARASCAN_COMMIT` when set,
+/// else `git rev-parse --short HEAD` of the source folder, else `unknown`.
+///
+/// Git's HEAD is deliberately not watched: that would rerun this script,
+/// and so recompile every kernel, on each commit. The value is therefore
+/// the commit of the last build-script run; `parascan bench` asks git
+/// again at run time when the source folder is there, and the device bundle
+/// passes `PARASCAN_COMMIT` (see `src/bench/mod.rs`, `commit`).
+fn record_commit(manifest_dir: &Path) {
+    println!("cargo:rerun-if-env-changed=PARASCAN_COMMIT");
+    let commit = env::var("PARASCAN_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .or_else(|| {
+            Command::new("git")
+                .arg("-C")
+                .arg(manifest_dir)
+                .args(["rev-parse", "--short", "HEAD"])
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .filter(|c| !c.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=PARASCAN_BUILD_COMMIT={}", commit.trim());
 }
 
 /// All `kernels/*.cu` files, sorted by name so `MODULES` is deterministic.

@@ -23,7 +23,7 @@ use indicatif::ProgressBar;
 use crate::backend::cuda::CudaBackend;
 use crate::backend::emu::{EmuBackend, FiberOrder};
 use crate::backend::launch::KernelRunner;
-use crate::backend::Cpu;
+use crate::backend::{BackendKind, Cpu};
 use crate::dtype::{DType, Storage};
 use crate::family::dplr::DplrOutput;
 use crate::family::{Layout, LinearProblem};
@@ -69,6 +69,11 @@ pub struct CheckConfig {
     pub threads: Option<usize>,
     /// Base seed; the report prints it so a failure can be replayed.
     pub seed: u64,
+    /// Backends to check. `None`: the CPU engine, the emulated kernels, and
+    /// the GPU when a device opens (else the report says why not).
+    /// `Some(list)`: exactly those, and a `cuda` that does not open is an
+    /// error (`parascan check --backends cuda` on a GPU machine).
+    pub backends: Option<Vec<BackendKind>>,
 }
 
 impl Default for CheckConfig {
@@ -88,6 +93,7 @@ impl Default for CheckConfig {
             lengths: vec![1, 2, 37, 1000, 10007],
             threads: None,
             seed: 0xc4ec,
+            backends: None,
         }
     }
 }
@@ -337,35 +343,63 @@ pub fn run(
     if cfg.lengths.is_empty() || cfg.lengths.contains(&0) {
         return Err(invalid("lengths", "T values ≥ 1".into()));
     }
+    if cfg.backends.as_ref().is_some_and(Vec::is_empty) {
+        return Err(invalid("backends", "at least one of cpu, emu, cuda".into()));
+    }
+    let wants = |kind| cfg.backends.as_ref().map_or(true, |b| b.contains(&kind));
     let cpu = match cfg.threads {
         Some(n) => Cpu::with_threads(n)?,
         None => Cpu::new(),
     };
     let mut report = CheckReport::default();
-    // The Diagonal kernels run under the emulator always and on the GPU
-    // when a device opens; otherwise the CUDA backend is listed with the
-    // reason it was not checked (never silently checking less).
-    let cuda = match CudaBackend::new(0) {
-        Ok(dev) => Some(dev),
-        Err(e) => {
-            report.skipped_backends.push(("cuda".into(), e.to_string()));
-            None
+    // The kernels run under the emulator always and on the GPU when a
+    // device opens; otherwise the CUDA backend is listed with the reason it
+    // was not checked (never silently checking less), or, when it was asked
+    // for by name, the run fails.
+    let cuda = if wants(BackendKind::Cuda) {
+        match CudaBackend::new(0) {
+            Ok(dev) => Some(dev),
+            Err(e) if cfg.backends.is_some() => return Err(e.into()),
+            Err(e) => {
+                report.skipped_backends.push(("cuda".into(), e.to_string()));
+                None
+            }
         }
+    } else {
+        None
     };
-    let emu: Vec<(EmuBackend, String)> = FiberOrder::ALL
-        .into_iter()
-        .map(|order| (EmuBackend::new(order, cfg.seed), format!(" {order}")))
-        .collect();
+    let emu: Vec<(EmuBackend, String)> = if wants(BackendKind::Emu) {
+        FiberOrder::ALL
+            .into_iter()
+            .map(|order| (EmuBackend::new(order, cfg.seed), format!(" {order}")))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let kernel_families = cfg.families.iter().any(|f| f.has_kernels());
-    let emu_cases = kernel_case_count(cfg, &emu_lengths(cfg));
+    let cpu_cases = if wants(BackendKind::Cpu) {
+        case_count(cfg)
+    } else {
+        0
+    };
+    let emu_cases = if emu.is_empty() {
+        0
+    } else {
+        kernel_case_count(cfg, &emu_lengths(cfg))
+    };
     let cuda_cases = if cuda.is_some() {
         kernel_case_count(cfg, &cfg.lengths)
     } else {
         0
     };
 
-    progress.set_length((case_count(cfg) + emu_cases + cuda_cases) as u64);
-    for &family in &cfg.families {
+    progress.set_length((cpu_cases + emu_cases + cuda_cases) as u64);
+    let cpu_families: &[Family] = if wants(BackendKind::Cpu) {
+        &cfg.families
+    } else {
+        &[]
+    };
+    for &family in cpu_families {
         for shape in check_shapes(family) {
             for &dtype in &cfg.dtypes {
                 let rows = match dtype {
@@ -380,9 +414,11 @@ pub fn run(
     }
     if kernel_families {
         let emu_lengths = emu_lengths(cfg);
-        report
-            .rows
-            .extend(check_kernels(&emu, cfg, &emu_lengths, progress, on_row)?);
+        if !emu.is_empty() {
+            report
+                .rows
+                .extend(check_kernels(&emu, cfg, &emu_lengths, progress, on_row)?);
+        }
         if let Some(dev) = cuda {
             let cuda = [(dev, String::new())];
             report

@@ -26,6 +26,7 @@
 //! The README lists the families, layouts and the command-line tool.
 
 pub mod backend;
+pub mod bench;
 pub mod check;
 pub mod dtype;
 pub mod error;

@@ -1,5 +1,6 @@
 //! `parascan`: the depth-versus-length sweep (default), `check` against the
-//! f64 oracle, and `info` about the machine.
+//! f64 oracle, `info` about the machine, and `bench`, the GPU benchmark on
+//! the `GPU.md` shapes.
 //!
 //! `cargo run --release` with no arguments runs the default sweep (SPEC §5)
 //! and writes its CSV, JSON and plots to `sweep-out/`.
@@ -13,8 +14,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use parascan::backend::cuda::{cuda_status, CudaBackend};
+use parascan::backend::cuda::{cuda_status, ptx_fingerprint as cuda_fingerprint, CudaBackend};
 use parascan::backend::{BackendKind, Cpu, HAS_SCAN_KERNELS};
+use parascan::bench;
 use parascan::check::{self, CheckConfig};
 use parascan::ptx;
 use parascan::sweep::{self, config, Event, RowKind, SweepConfig};
@@ -27,8 +29,9 @@ use parascan::sweep::{self, config, Event, RowKind, SweepConfig};
     long_about = "Runs chunked Blelloch scans of linear recurrences and measures how deep \
                   (combines on the critical path) and how fast they are as T grows.\n\n\
                   With no subcommand, runs `sweep` with its defaults.\n\n\
-                  Exit status: 0 on success, 1 when `check` finds a failing case, \
-                  2 on bad arguments or a run that could not complete.",
+                  Exit status: 0 on success, 1 when `check` finds a failing case or \
+                  `bench` a case that failed or wrote non-finite states (its outputs are \
+                  still written), 2 on bad arguments or a run that could not complete.",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -46,6 +49,9 @@ enum Command {
     Check(CheckArgs),
     /// Backend choice, devices, PTX build and copy bandwidth.
     Info(InfoArgs),
+    /// Every family on the GPU.md shapes under every plan, timed on the kernels
+    /// (CUDA events on a GPU); writes bench.md (for BENCHMARKS.md), bench.csv, bench.json.
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -149,6 +155,10 @@ struct CheckArgs {
     /// Print every case, not only the summary and the failures.
     #[arg(long, short)]
     verbose: bool,
+    /// Backends, comma-separated: cpu, emu, cuda, or all (cuda when a device opens).
+    /// Named backends must open: `--backends cuda` fails without a GPU.
+    #[arg(long, default_value = "all")]
+    backends: String,
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +169,42 @@ struct InfoArgs {
     /// Buffer size of the copy probes, MiB.
     #[arg(long, default_value_t = 256)]
     copy_mb: usize,
+    /// Write every embedded PTX module to DIR/<module>.ptx, with its fingerprint in
+    /// DIR/<module>.ptx-fnv (for compiling cubins ahead of time), and exit.
+    #[arg(long, value_name = "DIR")]
+    write_ptx: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Backend: auto (cuda when a GPU opens, else the emulator), cuda, emu (the SIMT
+    /// emulator: use --scale, default 12, so T shrinks to what a CPU can run).
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Shape groups, comma-separated: diagonal, perm-diagonal, dplr, newton (or all).
+    #[arg(long, default_value = "all")]
+    shapes: String,
+    /// One T per length list (DPLR 2^13, Newton 2^16) and fewer, shorter reps.
+    #[arg(long)]
+    quick: bool,
+    /// Divide every T by 2^N (at least 1) [default: 0 on cuda, 12 on emu].
+    #[arg(long)]
+    scale: Option<u32>,
+    /// Output folder for bench.md, bench.csv (written row by row) and bench.json.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Start no new case after this many seconds (the rest is listed as skipped).
+    #[arg(long)]
+    time_limit: Option<f64>,
+    /// Buffer size of the copy-bandwidth probe, MiB.
+    #[arg(long, default_value_t = 256)]
+    copy_mb: usize,
+    /// Seed of the inputs.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the cases, their plans and the bytes they move, and exit.
+    #[arg(long)]
+    list: bool,
 }
 
 /// `1024`, `2^10` or `1k`/`1M` (binary multiples).
@@ -185,7 +231,8 @@ fn parse_len(s: &str) -> Result<usize, String> {
 
 /// Exit status of a run that could not complete (bad flag values, an
 /// unavailable backend, an unwritable output folder); clap uses the same
-/// for malformed command lines. `check` exits with 1 when a case fails.
+/// for malformed command lines. `check` and `bench` exit with 1 when a
+/// case fails.
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
@@ -195,6 +242,7 @@ fn main() -> ExitCode {
         Some(Command::Sweep(args)) => run_sweep(*args),
         Some(Command::Check(args)) => run_check(args),
         Some(Command::Info(args)) => run_info(args),
+        Some(Command::Bench(args)) => run_bench(args),
     };
     result.unwrap_or_else(|e| {
         // `{:#}` prints the whole context chain on one line; no backtrace,
@@ -364,6 +412,15 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
+    if !args.backends.trim().eq_ignore_ascii_case("all") {
+        cfg.backends = Some(config::parse_list("backends", &args.backends, |s| {
+            s.parse::<BackendKind>()
+                .map_err(|_| sweep::SweepError::Invalid {
+                    arg: "backends",
+                    expected: format!("cpu, emu, cuda or all; got `{s}`"),
+                })
+        })?);
+    }
     let pb = progress_bar();
     let start = Instant::now();
     let verbose = args.verbose;
@@ -408,6 +465,23 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
 }
 
 fn run_info(args: InfoArgs) -> Result<ExitCode> {
+    if let Some(dir) = &args.write_ptx {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (module, text) in ptx::MODULES {
+            let path = dir.join(format!("{module}.ptx"));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            let key = dir.join(format!("{module}.ptx-fnv"));
+            std::fs::write(&key, format!("{}\n", cuda_fingerprint(text)))
+                .with_context(|| format!("writing {}", key.display()))?;
+        }
+        println!(
+            "wrote {} PTX module(s) for {} to {}",
+            ptx::MODULES.len(),
+            ptx::CUDA_ARCH,
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("parascan {}", env!("CARGO_PKG_VERSION"));
     let (kind, reason) = BackendKind::auto();
     println!("backend (auto): {kind} — {reason}");
@@ -467,4 +541,96 @@ fn run_info(args: InfoArgs) -> Result<ExitCode> {
         Err(e) => println!("gpu copy bandwidth: no device ({e})"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn bench_config(args: &BenchArgs) -> Result<bench::BenchConfig> {
+    let mut cfg = if args.quick {
+        bench::BenchConfig::quick()
+    } else {
+        bench::BenchConfig::default()
+    };
+    cfg.backend = args.backend.parse()?;
+    cfg.families = bench::cases::parse_families(&args.shapes)?;
+    cfg.scale = args.scale;
+    cfg.copy_bytes = args.copy_mb.saturating_mul(1 << 20);
+    if let Some(seed) = args.seed {
+        cfg.seed = seed;
+    }
+    if let Some(secs) = args.time_limit {
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(sweep::SweepError::Invalid {
+                arg: "time-limit",
+                expected: format!("`{secs}`: a number of seconds > 0"),
+            }
+            .into());
+        }
+        cfg.time_limit = Some(std::time::Duration::from_secs_f64(secs));
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    cfg.command = format!("parascan {}", args.join(" "));
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn run_bench(args: BenchArgs) -> Result<ExitCode> {
+    let cfg = bench_config(&args)?;
+    if args.list {
+        print!("{}", bench::list_cases(&cfg));
+        return Ok(ExitCode::SUCCESS);
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut sink = bench::CsvSink::create(&args.out.join("bench.csv"))?;
+    let mut sink_error = None;
+    let report = bench::run(&cfg, &mut |event| match event {
+        bench::Event::Started(m) => println!(
+            "parascan bench on {} ({}; opened in {:.1} s); copy bandwidth {:.1} GB/s ({}){}\n{}",
+            m.device,
+            m.backend_reason,
+            m.device_open_s,
+            m.copy_gbs,
+            m.copy_method,
+            if m.scale > 0 {
+                format!("; T / 2^{}", m.scale)
+            } else {
+                String::new()
+            },
+            m.timing
+        ),
+        bench::Event::Case(name) => println!("-- {name}"),
+        bench::Event::Row(row) => {
+            println!("{}", bench::report::progress_line(row));
+            if let Err(e) = sink.push(row) {
+                sink_error.get_or_insert(e);
+            }
+        }
+        bench::Event::Skipped(s) => println!(
+            "{} {} {}: {}",
+            if s.failed { "FAILED" } else { "skipped" },
+            s.case,
+            s.plan,
+            s.reason
+        ),
+    })?;
+    if let Some(e) = sink_error {
+        return Err(e.into());
+    }
+    let out = bench::write_outputs(&report, &args.out)
+        .with_context(|| format!("writing results to {}", args.out.display()))?;
+    let failures = report.failures();
+    println!(
+        "\n{} rows, {} skipped ({} failed) in {:.1} s; wrote {}, {}, {}",
+        report.rows.len(),
+        report.skipped.len(),
+        failures,
+        report.meta.wall_s,
+        out.markdown.display(),
+        out.csv.display(),
+        out.json.display()
+    );
+    Ok(if failures > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

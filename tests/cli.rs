@@ -40,6 +40,24 @@ fn info_reports_backend_ptx_and_bandwidth() {
 }
 
 #[test]
+fn info_writes_the_embedded_ptx_with_fingerprints() {
+    let dir = temp_dir("ptx");
+    let out = parascan(&[
+        "info",
+        "--write-ptx",
+        dir.to_str().expect("utf-8 temp path"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (module, ptx) in parascan::ptx::MODULES {
+        let written = std::fs::read_to_string(dir.join(format!("{module}.ptx"))).expect("ptx");
+        assert_eq!(&written, ptx);
+        let key = std::fs::read_to_string(dir.join(format!("{module}.ptx-fnv"))).expect("fnv");
+        assert_eq!(key.trim(), parascan::backend::cuda::ptx_fingerprint(ptx));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn tiny_sweep_with_flags_writes_outputs() {
     let dir = temp_dir("sweep");
     let out = parascan(&[
@@ -144,6 +162,38 @@ fn check_passes_and_prints_a_table() {
     );
     assert!(stdout.lines().any(|l| l.trim() == "PASS"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn check_runs_only_the_named_backends() {
+    let out = parascan(&[
+        "check",
+        "--quick",
+        "--families",
+        "diagonal",
+        "--dtypes",
+        "f32",
+        "--backends",
+        "cpu",
+        "--threads",
+        "2",
+        "--verbose",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("PASS cpu"), "{stdout}");
+    assert!(
+        !stdout.contains(" emu ") && !stdout.contains("cuda"),
+        "{stdout}"
+    );
+
+    let out = parascan(&["check", "--backends", "cpu,tpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("argument `backends`") && stderr.contains("`tpu`"),
+        "{stderr}"
+    );
 }
 
 #[test]

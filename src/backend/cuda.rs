@@ -18,6 +18,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once, OnceLock};
 
 use cudarc::driver::{
@@ -42,6 +43,7 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     modules: Vec<(&'static str, Arc<CudaModule>)>,
+    prebuilt: Vec<&'static str>,
     name: String,
     compute_capability: (i32, i32),
     sm_count: u32,
@@ -58,6 +60,7 @@ impl fmt::Debug for CudaBackend {
                 "modules",
                 &self.modules.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             )
+            .field("prebuilt", &self.prebuilt)
             .finish()
     }
 }
@@ -134,18 +137,34 @@ impl CudaBackend {
             }
         }
 
+        let device_arch = format!("sm_{}{}", compute_capability.0, compute_capability.1);
+        let cubin_dir = std::env::var_os(CUBIN_DIR_ENV).map(PathBuf::from);
         let mut modules = Vec::with_capacity(ptx::MODULES.len());
+        let mut prebuilt = Vec::new();
         for &(module_name, text) in ptx::MODULES {
-            let module = ctx
-                .load_module(Ptx::from_src(text))
-                .map_err(|e| Error::Cuda {
-                    context: format!(
-                    "loading PTX module `{module_name}` ({}, nvcc {}) on device {ordinal} ({name})",
-                    ptx::CUDA_ARCH,
-                    ptx::NVCC_VERSION
-                ),
-                    message: describe(e),
-                })?;
+            // Prebuilt device code when it matches this build's PTX and
+            // this device (no JIT); the PTX whenever that fails.
+            let cubin = cubin_dir
+                .as_deref()
+                .and_then(|dir| prebuilt_cubin(dir, module_name, text, &device_arch))
+                .and_then(|bin| ctx.load_module(Ptx::from_binary(bin)).ok());
+            let module = match cubin {
+                Some(module) => {
+                    prebuilt.push(module_name);
+                    module
+                }
+                None => ctx
+                    .load_module(Ptx::from_src(text))
+                    .map_err(|e| Error::Cuda {
+                        context: format!(
+                            "loading PTX module `{module_name}` ({}, nvcc {}) on device \
+                             {ordinal} ({name})",
+                            ptx::CUDA_ARCH,
+                            ptx::NVCC_VERSION
+                        ),
+                        message: describe(e),
+                    })?,
+            };
             modules.push((module_name, module));
         }
 
@@ -153,10 +172,17 @@ impl CudaBackend {
             ctx,
             stream,
             modules,
+            prebuilt,
             name,
             compute_capability,
             sm_count: sm_count.max(1) as u32,
         })
+    }
+
+    /// The modules loaded from prebuilt device code ([`CUBIN_DIR_ENV`])
+    /// rather than JIT-compiled from PTX.
+    pub fn prebuilt_modules(&self) -> &[&'static str] {
+        &self.prebuilt
     }
 
     /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
@@ -292,6 +318,34 @@ impl CudaBackend {
     }
 }
 
+/// Environment variable naming a folder of device code compiled ahead of
+/// time from this build's PTX (`scripts/device-bundle.sh` makes one):
+/// `<module>.<sm_XY>.cubin`, used for a device of compute capability X.Y
+/// only when `<module>.<sm_XY>.ptx-fnv` holds [`ptx_fingerprint`] of the
+/// PTX this binary embeds. Loading a cubin skips the driver's JIT
+/// compilation of the PTX, about a minute for all modules; a missing,
+/// stale or unloadable cubin falls back to the PTX.
+pub const CUBIN_DIR_ENV: &str = "PARASCAN_CUBIN_DIR";
+
+/// FNV-1a (64 bit) of a module's PTX text, as 16 lowercase hex digits: the
+/// key that ties a prebuilt cubin to the PTX it was compiled from.
+pub fn ptx_fingerprint(ptx: &str) -> String {
+    let h = ptx.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// The prebuilt cubin of `module` for `arch` in `dir`, if its fingerprint
+/// file matches `ptx`.
+fn prebuilt_cubin(dir: &Path, module: &str, ptx: &str, arch: &str) -> Option<Vec<u8>> {
+    let key = std::fs::read_to_string(dir.join(format!("{module}.{arch}.ptx-fnv"))).ok()?;
+    if key.trim() != ptx_fingerprint(ptx) {
+        return None;
+    }
+    std::fs::read(dir.join(format!("{module}.{arch}.cubin"))).ok()
+}
+
 /// One line for `parascan info`: what PTX this build has and what the
 /// driver says, e.g. `PTX built for sm_90 with nvcc 13.0.88 (1 module(s));
 /// driver 13.0; device 0: NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)`.
@@ -323,8 +377,12 @@ pub fn cuda_status() -> String {
     match CudaBackend::new(0) {
         Ok(dev) => {
             let (major, minor) = dev.compute_capability();
+            let prebuilt = match dev.prebuilt_modules().len() {
+                0 => String::new(),
+                n => format!("; {n} module(s) from prebuilt cubins"),
+            };
             format!(
-                "{ptx_part}; {driver}; device 0: {} (sm_{major}{minor}, {} SMs)",
+                "{ptx_part}; {driver}; device 0: {} (sm_{major}{minor}, {} SMs){prebuilt}",
                 dev.device_name(),
                 dev.sm_count()
             )
@@ -481,6 +539,30 @@ mod tests {
         assert_eq!(arch_number("sm_90a"), Some(90));
         assert_eq!(arch_number("compute_80"), Some(80));
         assert_eq!(arch_number("gfx90a"), None);
+    }
+
+    #[test]
+    fn prebuilt_cubins_need_the_matching_fingerprint() {
+        assert_eq!(ptx_fingerprint(""), "cbf29ce484222325");
+        assert_eq!(ptx_fingerprint("a"), "af63dc4c8601ec8c");
+        let dir = std::env::temp_dir().join(format!("parascan-cubin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ptx = ".version 9.0\n.target sm_90\n";
+        std::fs::write(dir.join("m.sm_90.cubin"), b"\x7fELF").unwrap();
+        assert_eq!(
+            prebuilt_cubin(&dir, "m", ptx, "sm_90"),
+            None,
+            "no fingerprint"
+        );
+        std::fs::write(dir.join("m.sm_90.ptx-fnv"), "0000000000000000\n").unwrap();
+        assert_eq!(prebuilt_cubin(&dir, "m", ptx, "sm_90"), None, "stale");
+        std::fs::write(dir.join("m.sm_90.ptx-fnv"), ptx_fingerprint(ptx) + "\n").unwrap();
+        assert_eq!(
+            prebuilt_cubin(&dir, "m", ptx, "sm_90").as_deref(),
+            Some(&b"\x7fELF"[..])
+        );
+        assert_eq!(prebuilt_cubin(&dir, "m", ptx, "sm_80"), None, "other arch");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -391,6 +391,26 @@ pub trait KernelRunner {
 
     /// Number of streaming multiprocessors (planner input); the emulator reports its worker count.
     fn sm_count(&self) -> usize;
+
+    /// Seconds each of `reps` runs of `work` took, where `work` only queues
+    /// work on this runner (launches, copies, fills; no synchronize).
+    ///
+    /// Waits for earlier work first. The CUDA runner records an event before
+    /// and after every run on its stream and synchronizes once at the end,
+    /// so the times are device times without host round trips; the default
+    /// (the emulator, whose calls run to completion) times each run with the
+    /// wall clock, plus a `synchronize`.
+    fn device_times(&self, reps: usize, work: &mut dyn FnMut() -> Result<()>) -> Result<Vec<f64>> {
+        self.synchronize()?;
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let start = std::time::Instant::now();
+            work()?;
+            self.synchronize()?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        Ok(times)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -699,6 +719,33 @@ impl KernelRunner for CudaBackend {
 
     fn sm_count(&self) -> usize {
         CudaBackend::sm_count(self) as usize
+    }
+
+    fn device_times(&self, reps: usize, work: &mut dyn FnMut() -> Result<()>) -> Result<Vec<f64>> {
+        let stream = self.stream();
+        self.synchronize()?;
+        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let record = || {
+            stream
+                .record_event(timing)
+                .map_err(|e| cuda_error("recording a timing event".into(), e))
+        };
+        let mut events = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let start = record()?;
+            work()?;
+            events.push((start, record()?));
+        }
+        self.synchronize()?;
+        events
+            .iter()
+            .map(|(start, end)| {
+                start
+                    .elapsed_ms(end)
+                    .map(|ms| f64::from(ms) * 1e-3)
+                    .map_err(|e| cuda_error("reading event times".into(), e))
+            })
+            .collect()
     }
 }
 

@@ -19,13 +19,16 @@
 //!   outputs, rank ≤ 4, `n, m ≤ 128`, f32/f16/bf16/f64 storage and depth.
 //!
 //! Every family also implements [`KernelScan`], the family-independent face
-//! that `parascan check` and `parascan sweep` drive.
+//! that `parascan check` and `parascan sweep` drive; [`resident`] keeps one
+//! problem's buffers on the device while many plans run on them (`parascan
+//! bench`).
 
 pub mod block_diagonal;
 mod common;
 pub mod diagonal;
 pub mod dplr;
 pub mod perm_diagonal;
+pub mod resident;
 
 pub use diagonal::{
     launch_diagonal, launch_diagonal_buffers, measure_diagonal_depth,

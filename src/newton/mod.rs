@@ -35,6 +35,8 @@ pub use gpu::{sequential_kernels, solve_kernels, GpuCell};
 pub use report::{Diverged, Mode, SolveReport, StopReason};
 pub use solver::{sequential, solve, Solution};
 
+use rayon::prelude::*;
+
 use crate::dtype::Real;
 use crate::error::{Error, Result};
 use crate::scan::PlanRequest;
@@ -87,7 +89,12 @@ impl<T: Real> NonlinearProblem<'_, T> {
 }
 
 fn finite<T: Real>(arg: &'static str, v: &[T]) -> Result<()> {
-    match v.iter().position(|x| !x.is_finite()) {
+    // In parallel: `x` of a long batched problem is gigabytes.
+    match v
+        .par_iter()
+        .with_min_len(1 << 16)
+        .position_first(|x| !x.is_finite())
+    {
         Some(i) => Err(Error::NonFinite {
             arg,
             index: i,

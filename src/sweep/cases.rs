@@ -213,8 +213,10 @@ impl SplitMix {
 }
 
 /// `n` values uniform in `[lo, hi)`, rounded to `S`; stream `stream` of
-/// `seed`. Element `i` is SplitMix64 at position `i` of the stream.
-fn uniform<S: Storage>(n: usize, lo: f64, hi: f64, seed: u64, stream: u64) -> Vec<S> {
+/// `seed`. Element `i` is SplitMix64 at position `i` of the stream, so the
+/// values do not depend on the thread count (generated in parallel on the
+/// current rayon pool).
+pub fn uniform<S: Storage>(n: usize, lo: f64, hi: f64, seed: u64, stream: u64) -> Vec<S> {
     let mut v = vec![S::default(); n];
     let key = mix_seed(seed, stream);
     let scale = (hi - lo) * (1.0 / (1u64 << 53) as f64);

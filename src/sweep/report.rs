@@ -228,7 +228,7 @@ pub fn skipped_line(s: &Skipped) -> String {
     )
 }
 
-fn format_ms(ms: f64) -> String {
+pub(crate) fn format_ms(ms: f64) -> String {
     if ms >= 100.0 {
         format!("{ms:.1}")
     } else if ms >= 1.0 {
@@ -292,7 +292,7 @@ pub const CSV_HEADER: &str =
 depth,work,depth_formula,work_formula,reps,median_ms,min_ms,elements,melem_per_s,bytes_moved,\
 gb_per_s,pct_copy_bw,iterations";
 
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

@@ -1,0 +1,405 @@
+//! Problems whose inputs stay on the device while many plans run on them.
+//!
+//! [`KernelScan::kernel_prepare`](super::KernelScan::kernel_prepare) uploads
+//! the inputs for every plan it prepares. A benchmark that times six plans
+//! of a 10 GB problem would then spend most of its time on the bus, so
+//! [`KernelResident::kernel_upload`] uploads a problem once (and allocates
+//! its outputs once), and [`Resident::prepare`] issues any plan's launches
+//! on those same buffers. Workspaces are per plan: the one of a prepared
+//! plan is freed when its launch closure is dropped.
+//!
+//! Implemented for the families `parascan bench` times: Diagonal (both
+//! layouts), PermDiagonal (`u8` permutations) and DPLR. Each plan goes
+//! through the family's own planner and `launch_*_buffers` entry point, so
+//! a new plan kind of a family needs no change here.
+
+use super::diagonal::{
+    launch_diagonal_buffers, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalBuffers,
+    DiagonalWorkspace,
+};
+use super::dplr::{
+    launch_dplr_buffers, measure_dplr_depth, plan_dplr, DplrBuffers, DplrShape, DplrWorkspace,
+};
+use super::perm_diagonal::{
+    launch_perm_diagonal_buffers, measure_perm_diagonal_depth, plan_perm_diagonal, PdBuffers,
+    PdShape, PdWorkspace,
+};
+use super::{KernelPlanSummary, PreparedLaunches};
+use crate::backend::launch::{DeviceBuffer, KernelRunner};
+use crate::dtype::{DType, Storage};
+use crate::error::Result;
+use crate::family::diagonal::Diagonal;
+use crate::family::dplr::{Dplr, DplrOutput};
+use crate::family::perm_diagonal::PermDiagonal;
+use crate::family::{Layout, LinearProblem};
+use crate::scan::PlanRequest;
+
+/// A problem that can be uploaded once and run under many plans.
+pub trait KernelResident {
+    /// Validates the problem, uploads its inputs, allocates its outputs and
+    /// poisons them (all bits set: NaN), on `runner`.
+    fn kernel_upload<R: KernelRunner>(&self, runner: &R) -> Result<Resident>;
+}
+
+/// A problem's inputs and outputs on a runner's device (see the module
+/// docs). Drop it to free them.
+#[derive(Debug)]
+pub struct Resident {
+    dtype: DType,
+    family: ResidentFamily,
+}
+
+/// The device buffers of each family, with the sizes the planners need.
+#[derive(Debug)]
+enum ResidentFamily {
+    Diagonal {
+        shape: DiagShape,
+        layout: Layout,
+        a: DeviceBuffer,
+        b: DeviceBuffer,
+        h0: Option<DeviceBuffer>,
+        h: DeviceBuffer,
+        h_t: DeviceBuffer,
+    },
+    PermDiagonal {
+        shape: PdShape,
+        perm: DeviceBuffer,
+        d: DeviceBuffer,
+        b: DeviceBuffer,
+        h0: Option<DeviceBuffer>,
+        h: DeviceBuffer,
+        h_t: DeviceBuffer,
+    },
+    Dplr {
+        shape: DplrShape,
+        output: DplrOutput,
+        inputs: Box<DplrInputs>,
+        out: DeviceBuffer,
+        h_t: DeviceBuffer,
+    },
+}
+
+/// The DPLR inputs on the device.
+#[derive(Debug)]
+struct DplrInputs {
+    w: DeviceBuffer,
+    u: DeviceBuffer,
+    v: DeviceBuffer,
+    k: DeviceBuffer,
+    x: DeviceBuffer,
+    q: Option<DeviceBuffer>,
+    h0: Option<DeviceBuffer>,
+}
+
+/// Allocates `elements` values of `size` bytes and poisons them.
+fn poisoned<R: KernelRunner>(runner: &R, elements: usize, size: usize) -> Result<DeviceBuffer> {
+    let buf = runner.alloc(elements * size)?;
+    runner.fill(&buf, 0xFF)?;
+    Ok(buf)
+}
+
+impl<S: Storage + bytemuck::Pod> KernelResident for Diagonal<'_, S> {
+    fn kernel_upload<R: KernelRunner>(&self, runner: &R) -> Result<Resident> {
+        self.validate()?;
+        let shape = DiagShape::new(self.batch, self.len, self.dim);
+        let size = std::mem::size_of::<S>();
+        Ok(Resident {
+            dtype: S::DTYPE,
+            family: ResidentFamily::Diagonal {
+                shape,
+                layout: self.layout,
+                a: runner.upload(self.a)?,
+                b: runner.upload(self.b)?,
+                h0: self.h0.map(|h0| runner.upload(h0)).transpose()?,
+                h: poisoned(runner, shape.elements(), size)?,
+                h_t: poisoned(runner, shape.lanes(), size)?,
+            },
+        })
+    }
+}
+
+impl<S: Storage + bytemuck::Pod> KernelResident for PermDiagonal<'_, S, u8> {
+    fn kernel_upload<R: KernelRunner>(&self, runner: &R) -> Result<Resident> {
+        self.validate()?;
+        let shape = PdShape::new(self.batch, self.len, self.n);
+        let size = std::mem::size_of::<S>();
+        Ok(Resident {
+            dtype: S::DTYPE,
+            family: ResidentFamily::PermDiagonal {
+                shape,
+                perm: runner.upload(self.perm)?,
+                d: runner.upload(self.d)?,
+                b: runner.upload(self.b)?,
+                h0: self.h0.map(|h0| runner.upload(h0)).transpose()?,
+                h: poisoned(runner, shape.elements(), size)?,
+                h_t: poisoned(runner, shape.states(), size)?,
+            },
+        })
+    }
+}
+
+impl<S: Storage + bytemuck::Pod> KernelResident for Dplr<'_, S> {
+    fn kernel_upload<R: KernelRunner>(&self, runner: &R) -> Result<Resident> {
+        self.validate()?;
+        let shape = DplrShape::of(self);
+        let size = std::mem::size_of::<S>();
+        let q = match self.output {
+            DplrOutput::Readout => self.q.map(|q| runner.upload(q)).transpose()?,
+            DplrOutput::States => None,
+        };
+        let inputs = DplrInputs {
+            w: runner.upload(self.w)?,
+            u: runner.upload(self.u)?,
+            v: runner.upload(self.v)?,
+            k: runner.upload(self.k)?,
+            x: runner.upload(self.x)?,
+            q,
+            h0: self.h0.map(|h0| runner.upload(h0)).transpose()?,
+        };
+        Ok(Resident {
+            dtype: S::DTYPE,
+            family: ResidentFamily::Dplr {
+                shape,
+                output: self.output,
+                inputs: Box::new(inputs),
+                out: poisoned(runner, shape.out_elements(self.output), size)?,
+                h_t: poisoned(runner, shape.state_elements(), size)?,
+            },
+        })
+    }
+}
+
+impl Resident {
+    /// Storage type of inputs and outputs.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Plans `request` for a device with `sm_count` SMs (nothing launched).
+    pub fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<KernelPlanSummary> {
+        let dtype = self.dtype;
+        Ok(match &self.family {
+            ResidentFamily::Diagonal { shape, layout, .. } => {
+                plan_diagonal(*shape, *layout, dtype, request, sm_count)?.summary()
+            }
+            ResidentFamily::PermDiagonal { shape, .. } => {
+                plan_perm_diagonal(*shape, dtype, request, sm_count)?.summary()
+            }
+            ResidentFamily::Dplr { shape, output, .. } => {
+                plan_dplr(*shape, *output, dtype, request, sm_count)?.summary()
+            }
+        })
+    }
+
+    /// Plans `request` on `runner`, reserves the plan's scratch, and returns
+    /// a closure that issues the plan's launches on the resident buffers
+    /// without synchronizing (as
+    /// [`KernelScan::kernel_prepare`](super::KernelScan::kernel_prepare)
+    /// does on fresh ones).
+    pub fn prepare<'r, R: KernelRunner>(
+        &'r self,
+        runner: &'r R,
+        request: PlanRequest,
+    ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
+        let dtype = self.dtype;
+        let sm = runner.sm_count();
+        Ok(match &self.family {
+            ResidentFamily::Diagonal {
+                shape,
+                layout,
+                a,
+                b,
+                h0,
+                h,
+                h_t,
+            } => {
+                let plan = plan_diagonal(*shape, *layout, dtype, request, sm)?;
+                let mut ws = DiagonalWorkspace::new();
+                ws.reserve(runner, plan.scratch)?;
+                let summary = plan.summary();
+                let bufs = DiagonalBuffers {
+                    a,
+                    b,
+                    h0: h0.as_ref(),
+                    h: Some(h),
+                    h_t,
+                };
+                let run = move || launch_diagonal_buffers(runner, &mut ws, &plan, bufs);
+                (summary, Box::new(run) as PreparedLaunches<'r>)
+            }
+            ResidentFamily::PermDiagonal {
+                shape,
+                perm,
+                d,
+                b,
+                h0,
+                h,
+                h_t,
+            } => {
+                let plan = plan_perm_diagonal(*shape, dtype, request, sm)?;
+                let mut ws = PdWorkspace::new();
+                ws.reserve(runner, plan.scratch)?;
+                let summary = plan.summary();
+                let bufs = PdBuffers {
+                    perm,
+                    d,
+                    b,
+                    h0: h0.as_ref(),
+                    h: Some(h),
+                    h_t,
+                };
+                let run = move || launch_perm_diagonal_buffers(runner, &mut ws, &plan, bufs);
+                (summary, Box::new(run) as PreparedLaunches<'r>)
+            }
+            ResidentFamily::Dplr {
+                shape,
+                output,
+                inputs,
+                out,
+                h_t,
+            } => {
+                let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
+                let mut ws = DplrWorkspace::new();
+                ws.reserve(runner, plan.scratch)?;
+                let summary = plan.summary();
+                let bufs = DplrBuffers {
+                    w: &inputs.w,
+                    u: &inputs.u,
+                    v: &inputs.v,
+                    k: &inputs.k,
+                    x: &inputs.x,
+                    q: inputs.q.as_ref(),
+                    h0: inputs.h0.as_ref(),
+                    out,
+                    h_t,
+                };
+                let run = move || launch_dplr_buffers(runner, &mut ws, &plan, bufs);
+                (summary, Box::new(run) as PreparedLaunches<'r>)
+            }
+        })
+    }
+
+    /// The plan's depth measured on the family's depth-counting kernels
+    /// (the largest counter over all outputs; allocates and downloads one
+    /// `u32` per output, so it costs about one more pass over the outputs).
+    pub fn measure_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
+        let dtype = self.dtype;
+        let sm = runner.sm_count();
+        match &self.family {
+            ResidentFamily::Diagonal { shape, layout, .. } => {
+                let plan = plan_diagonal(*shape, *layout, dtype, request, sm)?;
+                measure_diagonal_depth(runner, &mut DiagonalWorkspace::new(), &plan)
+            }
+            ResidentFamily::PermDiagonal { shape, .. } => {
+                let plan = plan_perm_diagonal(*shape, dtype, request, sm)?;
+                measure_perm_diagonal_depth(runner, &mut PdWorkspace::new(), &plan)
+            }
+            ResidentFamily::Dplr { shape, output, .. } => {
+                let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
+                measure_dplr_depth(runner, &mut DplrWorkspace::new(), &plan)
+            }
+        }
+    }
+
+    /// Poisons every output and the final states (all bits set: NaN), so
+    /// a run that forgets one shows up as non-finite.
+    pub fn poison<R: KernelRunner>(&self, runner: &R) -> Result<()> {
+        let (out, h_t) = match &self.family {
+            ResidentFamily::Diagonal { h, h_t, .. }
+            | ResidentFamily::PermDiagonal { h, h_t, .. } => (h, h_t),
+            ResidentFamily::Dplr { out, h_t, .. } => (out, h_t),
+        };
+        runner.fill(out, 0xFF)?;
+        runner.fill(h_t, 0xFF)
+    }
+
+    /// Number of outputs (`h`, or the DPLR readout / states), not counting
+    /// the final states.
+    pub fn output_elements(&self) -> usize {
+        match &self.family {
+            ResidentFamily::Diagonal { shape, .. } => shape.elements(),
+            ResidentFamily::PermDiagonal { shape, .. } => shape.elements(),
+            ResidentFamily::Dplr { shape, output, .. } => shape.out_elements(*output),
+        }
+    }
+
+    /// Downloads the final states `h_T`, widened to f64 (a cheap check that
+    /// the last run wrote finite values).
+    pub fn final_states<R: KernelRunner>(&self, runner: &R) -> Result<Vec<f64>> {
+        let h_t = match &self.family {
+            ResidentFamily::Diagonal { h_t, .. }
+            | ResidentFamily::PermDiagonal { h_t, .. }
+            | ResidentFamily::Dplr { h_t, .. } => h_t,
+        };
+        runner.synchronize()?;
+        match self.dtype {
+            DType::F32 => download_widened::<f32, R>(runner, h_t),
+            DType::F64 => download_widened::<f64, R>(runner, h_t),
+            DType::Bf16 => download_widened::<half::bf16, R>(runner, h_t),
+            DType::F16 => download_widened::<half::f16, R>(runner, h_t),
+        }
+    }
+}
+
+fn download_widened<S: Storage + bytemuck::Pod, R: KernelRunner>(
+    runner: &R,
+    buf: &DeviceBuffer,
+) -> Result<Vec<f64>> {
+    let mut host = vec![S::default(); buf.len_bytes() / std::mem::size_of::<S>()];
+    runner.download(buf, &mut host)?;
+    Ok(host.into_iter().map(Storage::to_f64).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::emu::EmuBackend;
+    use crate::kernels::KernelScan;
+
+    /// Every plan on resident buffers gives the same final states as the
+    /// host convenience call.
+    #[test]
+    fn resident_runs_match_kernel_scan() {
+        let emu = EmuBackend::default();
+        let (batch, len, dim) = (2, 300, 3);
+        let a: Vec<f32> = (0..batch * len * dim)
+            .map(|i| 0.5 + 0.4 * ((i * 7 % 13) as f32 / 13.0))
+            .collect();
+        let b: Vec<f32> = (0..batch * len * dim)
+            .map(|i| ((i * 5 % 11) as f32 / 11.0) - 0.5)
+            .collect();
+        for layout in [Layout::Btd, Layout::Bdt] {
+            let p = Diagonal {
+                a: &a,
+                b: &b,
+                h0: None,
+                batch,
+                len,
+                dim,
+                layout,
+            };
+            let resident = p.kernel_upload(&emu).unwrap();
+            assert_eq!(resident.output_elements(), batch * len * dim);
+            for request in [
+                PlanRequest::Sequential,
+                PlanRequest::Auto,
+                PlanRequest::Chunk(16),
+            ] {
+                let (summary, mut run) = resident.prepare(&emu, request).unwrap();
+                assert_eq!(summary, p.kernel_plan(emu.sm_count(), request).unwrap());
+                run().unwrap();
+                drop(run);
+                let got = resident.final_states(&emu).unwrap();
+                let want = p.kernel_scan(&emu, request).unwrap().h_last;
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - f64::from(*w)).abs() < 1e-5, "{layout:?} {request}");
+                }
+                assert_eq!(
+                    resident.measure_depth(&emu, request).unwrap(),
+                    summary.depth_formula
+                );
+            }
+        }
+    }
+}

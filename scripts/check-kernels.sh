@@ -55,12 +55,13 @@ fi
 failed=0
 spilled=0
 
-# The shared header must stay valid plain C++ (the emulated backend builds the
-# kernels with the host compiler).
+# The shared headers must stay valid plain C++ (the emulated backend builds the
+# kernels with the host compiler, with the same two include folders: headers that
+# include emu/portable.cuh get the emulator's stand-ins for the CUDA headers).
 cxx="${CXX:-$(command -v g++ || command -v c++ || true)}"
 if [[ -n "$cxx" ]]; then
   for h in kernels/*.cuh; do
-    if "$cxx" -std=c++17 -Wall -Wextra -fsyntax-only -x c++ "$h"; then
+    if "$cxx" -std=c++17 -Wall -Wextra -fsyntax-only -I kernels -I kernels/emu -x c++ "$h"; then
       echo "  $h: OK as plain C++ ($(basename "$cxx"))"
     else
       echo "  $h: FAILED as plain C++" >&2

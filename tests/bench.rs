@@ -4,27 +4,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use parascan::bench::{cases, shape_text, BenchFamily};
 use parascan::scan::PlanRequest;
 use parascan::sweep::SweepError;
 
-fn parascan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_parascan"))
-        .args(args)
-        .output()
-        .expect("run parascan")
-}
+#[path = "common/cli.rs"]
+mod cli;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use cli::{parascan, text};
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("parascan-bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    cli::temp_dir(&format!("bench-{name}"))
 }
 
 /// `--scale` of the test: `T = 2^24` becomes 1024, the GPU.md Diagonal

@@ -2,23 +2,14 @@
 //! default subcommand), `check`, and clear errors for bad flags.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn parascan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_parascan"))
-        .args(args)
-        .output()
-        .expect("run parascan")
-}
+#[path = "common/cli.rs"]
+mod cli;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use cli::{parascan, text};
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("parascan-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    cli::temp_dir(&format!("cli-{name}"))
 }
 
 #[test]

@@ -1213,8 +1213,9 @@ where
     Ok((host_out, host_t, plan))
 }
 
-/// A problem's inputs on a runner.
-struct Uploaded {
+/// A problem's inputs on a runner (also kept resident by `kernels::resident`).
+#[derive(Debug)]
+pub(crate) struct Uploaded {
     w: DeviceBuffer,
     u: DeviceBuffer,
     v: DeviceBuffer,
@@ -1225,7 +1226,7 @@ struct Uploaded {
 }
 
 impl Uploaded {
-    fn new<R: KernelRunner, S: Storage + bytemuck::Pod>(
+    pub(crate) fn new<R: KernelRunner, S: Storage + bytemuck::Pod>(
         runner: &R,
         p: &Dplr<'_, S>,
     ) -> Result<Self> {
@@ -1244,7 +1245,11 @@ impl Uploaded {
         })
     }
 
-    fn buffers<'a>(&'a self, out: &'a DeviceBuffer, h_t: &'a DeviceBuffer) -> DplrBuffers<'a> {
+    pub(crate) fn buffers<'a>(
+        &'a self,
+        out: &'a DeviceBuffer,
+        h_t: &'a DeviceBuffer,
+    ) -> DplrBuffers<'a> {
         DplrBuffers {
             w: &self.w,
             u: &self.u,

@@ -18,7 +18,7 @@ use super::diagonal::{
     DiagonalWorkspace,
 };
 use super::dplr::{
-    launch_dplr_buffers, measure_dplr_depth, plan_dplr, DplrBuffers, DplrShape, DplrWorkspace,
+    launch_dplr_buffers, measure_dplr_depth, plan_dplr, DplrShape, DplrWorkspace, Uploaded,
 };
 use super::perm_diagonal::{
     launch_perm_diagonal_buffers, measure_perm_diagonal_depth, plan_perm_diagonal, PdBuffers,
@@ -73,22 +73,10 @@ enum ResidentFamily {
     Dplr {
         shape: DplrShape,
         output: DplrOutput,
-        inputs: Box<DplrInputs>,
+        inputs: Box<Uploaded>,
         out: DeviceBuffer,
         h_t: DeviceBuffer,
     },
-}
-
-/// The DPLR inputs on the device.
-#[derive(Debug)]
-struct DplrInputs {
-    w: DeviceBuffer,
-    u: DeviceBuffer,
-    v: DeviceBuffer,
-    k: DeviceBuffer,
-    x: DeviceBuffer,
-    q: Option<DeviceBuffer>,
-    h0: Option<DeviceBuffer>,
 }
 
 /// Allocates `elements` values of `size` bytes and poisons them.
@@ -143,19 +131,7 @@ impl<S: Storage + bytemuck::Pod> KernelResident for Dplr<'_, S> {
         self.validate()?;
         let shape = DplrShape::of(self);
         let size = std::mem::size_of::<S>();
-        let q = match self.output {
-            DplrOutput::Readout => self.q.map(|q| runner.upload(q)).transpose()?,
-            DplrOutput::States => None,
-        };
-        let inputs = DplrInputs {
-            w: runner.upload(self.w)?,
-            u: runner.upload(self.u)?,
-            v: runner.upload(self.v)?,
-            k: runner.upload(self.k)?,
-            x: runner.upload(self.x)?,
-            q,
-            h0: self.h0.map(|h0| runner.upload(h0)).transpose()?,
-        };
+        let inputs = Uploaded::new(runner, self)?;
         Ok(Resident {
             dtype: S::DTYPE,
             family: ResidentFamily::Dplr {
@@ -262,17 +238,7 @@ impl Resident {
                 let mut ws = DplrWorkspace::new();
                 ws.reserve(runner, plan.scratch)?;
                 let summary = plan.summary();
-                let bufs = DplrBuffers {
-                    w: &inputs.w,
-                    u: &inputs.u,
-                    v: &inputs.v,
-                    k: &inputs.k,
-                    x: &inputs.x,
-                    q: inputs.q.as_ref(),
-                    h0: inputs.h0.as_ref(),
-                    out,
-                    h_t,
-                };
+                let bufs = inputs.buffers(out, h_t);
                 let run = move || launch_dplr_buffers(runner, &mut ws, &plan, bufs);
                 (summary, Box::new(run) as PreparedLaunches<'r>)
             }

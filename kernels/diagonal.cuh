@@ -632,6 +632,19 @@ PSD_DEV long long lb_ticket(unsigned* counter) {
     return static_cast<long long>(s_ticket);
 }
 
+// One round trip of the 32-chunk look-back window, by a whole warp: lane l polls chunk
+// cj - l of `chain` until it is published, and every lane gets the lane of the nearest
+// chunk with an inclusive prefix (32: none in the window; chunk 0 always publishes one, so
+// lanes past it, cj - l < 0, never matter). The __syncwarp orders lane l's acquire (in
+// lb_wait) before any lane's payload loads of chunk cj - l.
+PSD_DEV int lb_window(const unsigned* status, long long cj, long long chain, long long chains) {
+    const long long cc = cj - (threadIdx.x & 31);
+    const unsigned st = cc >= 0 ? lb_wait(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
+    const unsigned pmask = __ballot_sync(PS_FULL_MASK, st == kLbPrefix);
+    __syncwarp();
+    return pmask ? __ffs(static_cast<int>(pmask)) - 1 : 32;
+}
+
 // Look-back of a one-lane chain ([B,D,T]) by one whole warp: publishes `total` (the
 // chunk's aggregate, in every lane) and returns the carry-in. Lane l inspects chunk
 // cj - l, so one round trip covers 32 predecessors (CUB's window); the aggregates in
@@ -661,10 +674,7 @@ PSD_DEV typename Ops::State lookback_lane(unsigned* status, typename Ops::Elem* 
             bool have_acc = false;
             for (long long cj = c - 1;; cj -= 32) {
                 const long long cc = cj - lid;
-                // Chunk 0 always publishes a prefix, so lanes past it are never used.
-                const unsigned st = cc >= 0 ? lb_wait(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
-                const unsigned pmask = __ballot_sync(PS_FULL_MASK, st == kLbPrefix);
-                const int lp = pmask ? __ffs(static_cast<int>(pmask)) - 1 : 32;
+                const int lp = lb_window(status, cj, chain, chains);
                 Elem v = Ops::identity();
                 State pv{};
                 if (lid < lp) v = Ops::load_agg(lagg + cc * chains + chain);
@@ -695,11 +705,9 @@ PSD_UNROLL
 }
 
 // Look-back of a 32-channel chain ([B,T,D]) by one warp, lane = channel, one status word
-// per chunk for all 32 channels. Lane l polls chunk cj - l (the same 32-chunk window as
-// lookback_lane); then every lane folds its own channel's aggregates of the chunks in
-// front of the nearest prefix, nearest first (independent loads), and applies them to
-// that prefix. The __syncwarp after the ballot orders lane l's acquire (in lb_wait)
-// before the other lanes' payload loads of chunk cj - l.
+// per chunk for all 32 channels. The same 32-chunk window as lookback_lane (lb_window);
+// then every lane folds its own channel's aggregates of the chunks in front of the nearest
+// prefix, nearest first (independent loads), and applies them to that prefix.
 template <class Ops>
 PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem* lagg, typename Ops::State* lpre,
                                            long long chain, long long chains, long long c,
@@ -720,11 +728,7 @@ PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem*
             Elem acc = Ops::identity();
             bool have_acc = false;
             for (long long cj = c - 1;; cj -= 32) {
-                const long long cc = cj - lid;
-                const unsigned st = cc >= 0 ? lb_wait(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
-                const unsigned pmask = __ballot_sync(PS_FULL_MASK, st == kLbPrefix);
-                __syncwarp();
-                const int lp = pmask ? __ffs(static_cast<int>(pmask)) - 1 : 32;
+                const int lp = lb_window(status, cj, chain, chains);
                 for (int q = 0; q < lp; ++q) {
                     const Elem e = Ops::load_agg(lagg + ((cj - q) * chains + chain) * 32 + lid);
                     acc = have_acc ? Ops::combine(e, acc) : e;

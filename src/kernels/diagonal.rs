@@ -543,9 +543,12 @@ pub fn plan_diagonal(
         PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
         PlanRequest::Chunk(c) => Geometry::chunked(shape, kernel_layout, c, sm)?,
         PlanRequest::Auto => match auto_chunk(shape, kernel_layout, sm) {
+            // Where the lanes alone do not fill the GPU: the look-back (12 B per f32
+            // element against P2/P3's 20; its window keeps chains of any count
+            // moving), unless it does not fit one launch.
             Some(c) => match Geometry::lookback(shape, kernel_layout) {
-                Ok(g) if lookback_pays(shape, kernel_layout, sm) => g,
-                _ => Geometry::chunked(shape, kernel_layout, c, sm)?,
+                Ok(g) => g,
+                Err(_) => Geometry::chunked(shape, kernel_layout, c, sm)?,
             },
             None => Geometry::chunked(shape, kernel_layout, t, sm)?,
         },
@@ -610,16 +613,6 @@ fn auto_chunk(shape: DiagShape, kernel_layout: Layout, sm: usize) -> Option<usiz
         }
     };
     (c < t).then_some(c)
-}
-
-/// Whether `Auto` prefers the look-back (P4) to the three-pass plans where
-/// the lanes alone do not fill the GPU: P4 moves 12 B per f32 element where
-/// P2/P3 move 20, and its look-back inspects 32 predecessors per round
-/// trip on both layouts, so chains of any count keep up (as CUB's
-/// single-sequence scans do). A rule rather than a constant so that a
-/// measured exception has one place to go.
-fn lookback_pays(_shape: DiagShape, _kernel_layout: Layout, _sm: usize) -> bool {
-    true
 }
 
 /// The least-depth plan among a few candidate chunks (module docs).

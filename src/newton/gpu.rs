@@ -23,7 +23,7 @@ use crate::kernels::block_diagonal::{
 };
 use crate::kernels::diagonal::{
     launch_diagonal, lookback_parts, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalIo,
-    DiagonalWorkspace, GpuPlan, LookBackParts,
+    DiagonalWorkspace, GpuPlan, GpuPlanKind, LookBackParts,
 };
 
 /// A built-in cell the kernels implement (f32 parameters).
@@ -259,11 +259,14 @@ pub fn solve_kernels<R: KernelRunner>(
     };
     // gru's diagonal iterations fuse the assemble into a [B,T,n] look-back
     // scan (one pass per iteration) whenever the plan is P4 there.
-    let mut ws = DiagonalWorkspace::new();
     let fused = match (&scan, cell) {
-        (LinearScan::Diagonal(plan), GpuCell::DiagGru(_)) if form == 1 && relax.is_none() => {
-            ws.reserve(runner, plan.scratch)?;
-            lookback_parts(plan, &ws).map(|_| plan.as_ref().clone())
+        (LinearScan::Diagonal(plan), GpuCell::DiagGru(_))
+            if form == 1
+                && relax.is_none()
+                && plan.kind == GpuPlanKind::LookBack
+                && plan.kernel_layout == Layout::Btd =>
+        {
+            Some(plan.as_ref().clone())
         }
         _ => None,
     };
@@ -289,6 +292,7 @@ pub fn solve_kernels<R: KernelRunner>(
         best: runner.alloc(states * 4)?,
         stats: runner.alloc(8)?,
     };
+    let mut ws = DiagonalWorkspace::new();
     let mut block_ws = BlockDiagonalWorkspace::new();
 
     // Initial guess.

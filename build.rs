@@ -458,7 +458,7 @@ fn write_ptx_rs(out_dir: &Path, ptx: &PtxOutput) {
 /// The library is linked with `+whole-archive`: kernels register themselves
 /// from static constructors in objects nothing refers to, which the linker
 /// would otherwise drop (every launch would then say "unknown kernel").
-fn build_emulated_kernels(kernels: &[KernelSource], kernels_dir: &Path, _out_dir: &Path) {
+fn build_emulated_kernels(kernels: &[KernelSource], kernels_dir: &Path, out_dir: &Path) {
     let emu_dir = kernels_dir.join("emu");
     watch_dir(&emu_dir);
     println!("cargo:rerun-if-env-changed=PARASCAN_EMU_WERROR");
@@ -479,6 +479,8 @@ fn build_emulated_kernels(kernels: &[KernelSource], kernels_dir: &Path, _out_dir
     build
         .cpp(true)
         .std("c++17")
+        // The objects also go into the emulated driver, a shared library.
+        .pic(true)
         // Fixed, whatever the profile: kernels run thousands of fibers per
         // block, and -O0 code makes the emulated tests several times slower.
         .opt_level(2)
@@ -523,10 +525,75 @@ fn build_emulated_kernels(kernels: &[KernelSource], kernels_dir: &Path, _out_dir
             .collect()
     });
 
+    build_emulated_driver(&build, &objects, &emu_dir, out_dir);
+
     build
         .objects(&objects)
         .link_lib_modifier("+whole-archive")
         .compile("parascan_emu");
+}
+
+/// Links the emulated CUDA driver: `kernels/emu/driver.cpp` with the same
+/// emulator and kernel objects, as a shared `libcuda.so.1` in
+/// `<target>/<profile>/emu-driver/` (with a `libcuda.so` link), where
+/// `scripts/emulated-driver.sh` puts it first on the loader path so that
+/// cudarc opens it instead of NVIDIA's. Only the `cu*` entry points are
+/// exported, so the copy of the emulator inside it never clashes with the
+/// one linked into the program. The folder is also given to the crate as
+/// `PARASCAN_EMU_DRIVER_DIR`.
+fn build_emulated_driver(build: &cc::Build, emu_objects: &[PathBuf], emu_dir: &Path, out_dir: &Path) {
+    let source = emu_dir.join("driver.cpp");
+    let script = emu_dir.join("driver.map");
+    let mut driver = cc::Build::new();
+    driver
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .pic(true)
+        .include(emu_dir)
+        .flag("-pthread")
+        .warnings(true)
+        .extra_warnings(true)
+        .file(&source);
+    let mut objects = driver.compile_intermediates();
+    objects.extend(emu_objects.iter().cloned());
+
+    // OUT_DIR is <target>/<profile>/build/<package>-<hash>/out.
+    let Some(profile_dir) = out_dir.ancestors().nth(3) else {
+        println!("cargo:warning=cannot place the emulated CUDA driver: unexpected OUT_DIR");
+        return;
+    };
+    let dir = profile_dir.join("emu-driver");
+    fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let library = dir.join("libcuda.so.1");
+    let compiler = build.get_compiler();
+    let mut link = compiler.to_command();
+    link.arg("-shared")
+        .arg("-o")
+        .arg(&library)
+        .arg("-Wl,-soname,libcuda.so.1")
+        .arg(format!("-Wl,--version-script={}", script.display()))
+        // The compile flags say `-x c++`; objects are objects.
+        .arg("-x")
+        .arg("none")
+        .args(&objects)
+        .arg("-pthread");
+    let output = link
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the linker for the emulated driver: {e}"));
+    if !output.status.success() {
+        panic!(
+            "linking the emulated CUDA driver failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let alias = dir.join("libcuda.so");
+    let _ = fs::remove_file(&alias);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("libcuda.so.1", &alias)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", alias.display()));
+    println!("cargo:rustc-env=PARASCAN_EMU_DRIVER_DIR={}", dir.display());
 }
 
 /// Registers a folder and every file in it for rebuilds.

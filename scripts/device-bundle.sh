@@ -133,7 +133,16 @@ if ! tar -xzf "$here/bin.tar.gz" -C "$bin"; then
 fi
 export PARASCAN_COMMIT="$(cat "$here/COMMIT" 2>/dev/null || echo unknown)"
 export PARASCAN_CUBIN_DIR="$bin/cubin"
-export REQUIRE_GPU=1
+# Under scripts/emulated-driver.sh (a rehearsal on a build machine) the
+# device is the emulated driver: CUDA must open, but it is not a GPU, and the
+# NVIDIA tools are absent.
+rehearsal="${PARASCAN_EMULATED_DRIVER:-}"
+if [ -n "$rehearsal" ]; then
+  export REQUIRE_CUDA=1
+  unset REQUIRE_GPU
+else
+  export REQUIRE_GPU=1
+fi
 # Modules without a prebuilt cubin are JIT-compiled from PTX: keep the
 # driver's cache of that between processes.
 export CUDA_CACHE_MAXSIZE="${CUDA_CACHE_MAXSIZE:-4294967296}"
@@ -196,8 +205,12 @@ stage_env() {
     echo "commit: $PARASCAN_COMMIT"
     ls -l "$here" "$bin" "$bin/tests"
   } >>"$log" 2>&1
-  step nvidia-smi "$log" "$(cap 20)" nvidia-smi
-  step "nvcc --version" "$log" "$(cap 10)" nvcc --version
+  if [ -n "$rehearsal" ]; then
+    note "SKIP  nvidia-smi, nvcc --version (emulated driver rehearsal)"
+  else
+    step nvidia-smi "$log" "$(cap 20)" nvidia-smi
+    step "nvcc --version" "$log" "$(cap 10)" nvcc --version
+  fi
   # First to open the device: without cubins it pays the JIT (~1 min) that
   # the driver's cache then saves every later process.
   step "parascan info" "$log" "$(cap 150)" "$bin/parascan" info
@@ -230,6 +243,10 @@ stage_check() {
 stage_sanitize() {
   begin "$total" sanitize
   local tool t
+  if [ -n "$rehearsal" ]; then
+    note "SKIP  compute-sanitizer (emulated driver rehearsal)"
+    return 0
+  fi
   # Per executable, fewest tests first, memcheck then racecheck: when time
   # runs out, both tools have covered the small suites.
   for t in $(cuda_tests); do

@@ -68,13 +68,14 @@ fn final_state_only() {
     diagonal_suite::check_final_state_only(&cuda);
 }
 
-/// Every plan on a long sequence with few lanes (B = 2, D = 64, T = 2^20),
+/// Every plan on a long sequence with few lanes (B = 2, D = 64, T = 2^20;
+/// 2^12 on the emulated driver),
 /// both layouts, f32 and bf16, against the oracle; prints each plan's time
 /// and effective bandwidth (bytes of a, b, h per second, not asserted).
 #[test]
 fn large_shapes_all_plans() {
     let Some(cuda) = cuda() else { return };
-    let shape = DiagShape::new(2, 1 << 20, 64);
+    let shape = DiagShape::new(2, gpu::scaled(&cuda, 1 << 20, 1 << 12), 64);
     large_case::<f32>(&cuda, shape, 0x7000);
     large_case::<bf16>(&cuda, shape, 0x7100);
 }
@@ -183,14 +184,14 @@ fn large_depth() {
             PlanRequest::Sequential,
             PlanRequest::Chunk(1),
             PlanRequest::Chunk(333),
-            PlanRequest::Chunk(1 << 14),
-            PlanRequest::Chunk(1 << 21),
+            PlanRequest::Chunk(gpu::scaled(&cuda, 1 << 14, 1 << 8)),
+            PlanRequest::Chunk(gpu::scaled(&cuda, 1 << 21, 1 << 15)),
             PlanRequest::MinDepth,
             PlanRequest::Auto,
             PlanRequest::LookBack,
         ] {
             let plan = plan_diagonal(
-                DiagShape::new(1, (1 << 20) + 3, 3),
+                DiagShape::new(1, gpu::scaled(&cuda, 1 << 20, 1 << 14) + 3, 3),
                 layout,
                 parascan::DType::F32,
                 request,

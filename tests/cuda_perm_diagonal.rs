@@ -77,13 +77,13 @@ fn bad_perm_on_the_device_path_is_clamped() {
 #[test]
 fn large_shapes_all_plans() {
     let Some(cuda) = cuda() else { return };
-    let shape = PdShape::new(16, 1 << 20, 5);
+    let shape = PdShape::new(16, gpu::scaled(&cuda, 1 << 20, 1 << 10), 5);
     large_case::<f32>(&cuda, shape, 0x7000);
     large_case::<bf16>(&cuda, shape, 0x7100);
     // n = 64 at T = 2^20 is 10^9 slots (14 GB of inputs and outputs, and this
     // file also runs under compute-sanitizer): T = 2^16 here, the full shape
     // belongs to the benchmark harness.
-    let shape = PdShape::new(16, 1 << 16, 64);
+    let shape = PdShape::new(16, gpu::scaled(&cuda, 1 << 16, 1 << 8), 64);
     large_case::<f32>(&cuda, shape, 0x7200);
     large_case::<bf16>(&cuda, shape, 0x7300);
 }
@@ -172,12 +172,12 @@ fn large_depth() {
             PlanRequest::Sequential,
             PlanRequest::Chunk(1),
             PlanRequest::Chunk(333),
-            PlanRequest::Chunk(1 << 21),
+            PlanRequest::Chunk(gpu::scaled(&cuda, 1 << 21, 1 << 15)),
             PlanRequest::MinDepth,
             PlanRequest::Auto,
         ] {
             let plan = plan_perm_diagonal(
-                PdShape::new(1, (1 << 18) + 3, n),
+                PdShape::new(1, gpu::scaled(&cuda, 1 << 18, 1 << 12) + 3, n),
                 DType::F32,
                 request,
                 cuda.sm_count() as usize,

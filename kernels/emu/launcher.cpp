@@ -148,6 +148,8 @@ struct KernelInfo {
     const char* name;  // string literal from the registration macro: static storage
     detail::KernelEntry entry;
     int num_params;
+    const size_t* sizes;   // num_params entries, static storage (the registration's)
+    const size_t* aligns;  // likewise
     const char* file;
     const char* duplicate_file;  // set when another function took the same name
 };
@@ -1269,7 +1271,8 @@ void* dynamic_shared(size_t align, const char* name, const char* file, int line)
     return c.w->arena + kRedzone;
 }
 
-void register_kernel(const char* name, KernelEntry entry, int num_params, const char* file) {
+void register_kernel(const char* name, KernelEntry entry, int num_params, const size_t* sizes,
+                     const size_t* aligns, const char* file) {
     Registry& reg = registry();
     std::lock_guard<std::mutex> lock(reg.mu);
     for (KernelInfo& k : reg.kernels) {
@@ -1277,7 +1280,7 @@ void register_kernel(const char* name, KernelEntry entry, int num_params, const 
         if (k.entry != entry && !k.duplicate_file) k.duplicate_file = file;
         return;
     }
-    reg.kernels.push_back(KernelInfo{name, entry, num_params, file, nullptr});
+    reg.kernels.push_back(KernelInfo{name, entry, num_params, sizes, aligns, file, nullptr});
     reg.sorted = false;
 }
 
@@ -1331,6 +1334,18 @@ int ps_emu_kernel_num_params(const char* kernel_name) {
     return k ? k->num_params : -1;
 }
 
+int ps_emu_kernel_param_layout(const char* kernel_name, int i, unsigned long long* size,
+                               unsigned long long* align) {
+    if (!kernel_name || !size || !align) return -1;
+    auto& reg = ps_emu::registry();
+    std::lock_guard<std::mutex> lock(reg.mu);
+    const ps_emu::KernelInfo* k = reg.find_locked(kernel_name);
+    if (!k || i < 0 || i >= k->num_params) return -1;
+    *size = k->sizes[i];
+    *align = k->aligns[i];
+    return 0;
+}
+
 unsigned long long ps_emu_set_stack_size(unsigned long long bytes) {
     size_t prev = ps_emu::stack_size();
     if (bytes) ps_emu::g_stack_bytes.store(ps_emu::normalize_stack(bytes));
@@ -1338,5 +1353,10 @@ unsigned long long ps_emu_set_stack_size(unsigned long long bytes) {
 }
 
 int ps_emu_abi_version(void) { return PS_EMU_ABI_VERSION; }
+
+const char* ps_emu_current_kernel(void) {
+    ps_emu::Worker* w = ps_emu::tls_worker;
+    return w && w->launch && w->launch->kernel ? w->launch->kernel->name : nullptr;
+}
 
 }  // extern "C"

@@ -62,6 +62,16 @@ int ps_emu_kernel_count(void);
 const char* ps_emu_kernel_name(int i);
 int ps_emu_kernel_num_params(const char* kernel_name);
 
+/* sizeof and alignof of parameter i of a kernel (what a by-value copy of its
+ * launch arguments needs). Returns 0, or -1 for an unknown kernel or an i out
+ * of range. */
+int ps_emu_kernel_param_layout(const char* kernel_name, int i, unsigned long long* size,
+                               unsigned long long* align);
+
+/* Name of the kernel whose block the calling thread is running, or NULL.
+ * Async-signal-safe (for fault handlers). */
+const char* ps_emu_current_kernel(void);
+
 /* Size of each fiber's stack for later launches, in bytes (rounded up to the
  * page size, at least 16 KiB). 0 only queries. Returns the size in effect
  * before the call. The default is 64 KiB, or PS_EMU_STACK_KIB from the

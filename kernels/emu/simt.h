@@ -193,7 +193,10 @@ void* shared_alloc(const void* key, size_t bytes, size_t align, const char* name
 void* dynamic_shared(size_t align, const char* name, const char* file, int line);
 
 using KernelEntry = void (*)(void** args);
-void register_kernel(const char* name, KernelEntry entry, int num_params, const char* file);
+// sizes/aligns: num_params entries each (sizeof/alignof of every parameter), so
+// that a driver-API front end can copy launch arguments by value.
+void register_kernel(const char* name, KernelEntry entry, int num_params, const size_t* sizes,
+                     const size_t* aligns, const char* file);
 
 }  // namespace detail
 }  // namespace ps_emu
@@ -271,6 +274,9 @@ struct KernelSignature;
 template <typename... A>
 struct KernelSignature<void (*)(A...)> {
     static constexpr int num_params = static_cast<int>(sizeof...(A));
+    // One trailing 0 keeps the arrays non-empty for kernels without parameters.
+    static constexpr size_t sizes[sizeof...(A) + 1] = {sizeof(std::remove_cv_t<A>)..., 0};
+    static constexpr size_t aligns[sizeof...(A) + 1] = {alignof(std::remove_cv_t<A>)..., 0};
     static_assert(!std::disjunction<std::is_reference<A>...>::value,
                   "kernel parameters cannot be references");
     template <size_t... I>
@@ -294,8 +300,9 @@ void kernel_trampoline(void** args) {
 }
 
 struct KernelRegistrar {
-    KernelRegistrar(const char* name, KernelEntry entry, int num_params, const char* file) {
-        register_kernel(name, entry, num_params, file);
+    KernelRegistrar(const char* name, KernelEntry entry, int num_params, const size_t* sizes,
+                    const size_t* aligns, const char* file) {
+        register_kernel(name, entry, num_params, sizes, aligns, file);
     }
 };
 
@@ -306,7 +313,9 @@ struct KernelRegistrar {
     static const ::ps_emu::detail::KernelRegistrar PS_EMU_CONCAT(ps_emu_registrar_,         \
                                                                  __COUNTER__)(               \
         name_str, &::ps_emu::detail::kernel_trampoline<&__VA_ARGS__>,                        \
-        ::ps_emu::detail::KernelSignature<decltype(&__VA_ARGS__)>::num_params, __FILE__)
+        ::ps_emu::detail::KernelSignature<decltype(&__VA_ARGS__)>::num_params,              \
+        ::ps_emu::detail::KernelSignature<decltype(&__VA_ARGS__)>::sizes,                   \
+        ::ps_emu::detail::KernelSignature<decltype(&__VA_ARGS__)>::aligns, __FILE__)
 // The extra level expands a macro argument before it is turned into a string.
 #define PS_EMU_REGISTER_KERNEL_I(kernel) PS_REGISTER_KERNEL_AS(#kernel, kernel)
 #define PS_REGISTER_KERNEL(kernel) PS_EMU_REGISTER_KERNEL_I(kernel)

@@ -185,9 +185,18 @@ impl CudaBackend {
         &self.prebuilt
     }
 
-    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
+    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`, or
+    /// `parascan emulated CUDA driver (H100 geometry: ...)` on the emulated
+    /// driver.
     pub fn device_name(&self) -> String {
         self.name.clone()
+    }
+
+    /// Whether the device is the emulated CUDA driver
+    /// (`scripts/emulated-driver.sh`): the CUDA code path runs for real, but
+    /// on the CPU, so nothing measured on it is a GPU result.
+    pub fn is_emulated(&self) -> bool {
+        self.name.starts_with(EMULATED_DEVICE_PREFIX)
     }
 
     /// Compute capability `(major, minor)`, e.g. `(9, 0)`.
@@ -253,9 +262,22 @@ impl CudaBackend {
         }
         let func = self.function("copy", "copy_f32")?;
         let stream = &self.stream;
-        let src = stream
+        let mut src = stream
             .alloc_zeros::<f32>(n)
             .map_err(|e| cuda_error("allocating the copy source", e))?;
+        // A pattern the destination cannot hold by accident, checked at the
+        // end: a probe that copied nothing would report any bandwidth.
+        const PATTERN: u8 = 0x3F;
+        {
+            let (ptr, _record) = cudarc::driver::DevicePtrMut::device_ptr_mut(&mut src, stream);
+            // SAFETY: `ptr` is the start of `src`, a live allocation of `n`
+            // f32 (4n bytes) on this stream, which the borrow keeps alive
+            // until the memset has been queued.
+            unsafe {
+                cudarc::driver::result::memset_d8_async(ptr, PATTERN, n * 4, stream.cu_stream())
+            }
+            .map_err(|e| cuda_error("filling the copy source", e))?;
+        }
         let mut dst = stream
             .alloc_zeros::<f32>(n)
             .map_err(|e| cuda_error("allocating the copy destination", e))?;
@@ -302,6 +324,18 @@ impl CudaBackend {
         stream
             .synchronize()
             .map_err(|e| cuda_error("running copy_f32", e))?;
+        let copied = stream
+            .clone_dtoh(&dst.slice(n - 1..))
+            .map_err(|e| cuda_error("reading back the copy", e))?;
+        if copied[0].to_bits() != u32::from_ne_bytes([PATTERN; 4]) {
+            return Err(Error::Cuda {
+                context: "checking the copy probe".into(),
+                message: format!(
+                    "copy_f32 left {:?} in the last element instead of the source's bytes",
+                    copied[0]
+                ),
+            });
+        }
 
         let moved = 2.0 * (n * std::mem::size_of::<f32>()) as f64;
         let mut rates = Vec::with_capacity(reps);
@@ -317,6 +351,10 @@ impl CudaBackend {
         Ok(median(&mut rates))
     }
 }
+
+/// How the emulated CUDA driver's device name begins
+/// ([`CudaBackend::is_emulated`]).
+pub const EMULATED_DEVICE_PREFIX: &str = "parascan emulated CUDA driver";
 
 /// Environment variable naming a folder of device code compiled ahead of
 /// time from this build's PTX (`scripts/device-bundle.sh` makes one):

@@ -62,7 +62,7 @@ pub struct BenchConfig {
     pub families: Vec<BenchFamily>,
     /// One `T` per length list and [`RepPolicy::quick`].
     pub quick: bool,
-    /// Divide every `T` by `2^scale` (at least 1); `None`: 0 on cuda,
+    /// Divide every `T` by `2^scale` (at least 1); `None`: 0 on a GPU,
     /// [`EMU_DEFAULT_SCALE`] on the emulator.
     pub scale: Option<u32>,
     /// Repetitions of every scan case.
@@ -198,7 +198,22 @@ pub fn run(config: &BenchConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
     let device_open_s = started.elapsed().as_secs_f64();
     match &device {
         Device::Cuda(dev) => {
-            let copy_gbs = dev.copy_bandwidth_gbs(config.copy_bytes, 20)?;
+            // The emulated driver runs the CUDA path on the SIMT emulator:
+            // emulator-sized copies and lengths, and a caption that says so.
+            let emulated = dev.is_emulated();
+            let bytes = if emulated {
+                config.copy_bytes.min(EMU_COPY_BYTES)
+            } else {
+                config.copy_bytes
+            };
+            let copy_gbs = dev.copy_bandwidth_gbs(bytes, 20)?;
+            let timing = if emulated {
+                "Times: CUDA events of the emulated CUDA driver (the SIMT emulator on the CPU; \
+                 the numbers say nothing about a GPU)."
+            } else {
+                "Times: CUDA events around each run's launches, inputs already on the \
+                 device, median after warm-up."
+            };
             let meta = Meta {
                 backend: "cuda".into(),
                 backend_reason: reason,
@@ -207,12 +222,15 @@ pub fn run(config: &BenchConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
                 copy_gbs,
                 copy_method: format!(
                     "copy_f32, {} MiB buffers, CUDA events, median of 20",
-                    config.copy_bytes >> 20
+                    bytes >> 20
                 ),
-                timing: "Times: CUDA events around each run's launches, inputs already on the \
-                         device, median after warm-up."
-                    .into(),
-                ..meta_base(config, started_unix_s, 0, device_open_s)
+                timing: timing.into(),
+                ..meta_base(
+                    config,
+                    started_unix_s,
+                    if emulated { EMU_DEFAULT_SCALE } else { 0 },
+                    device_open_s,
+                )
             };
             Bench::new(config, dev, meta, started, on_event).run()
         }

@@ -1,0 +1,248 @@
+//! The CUDA driver as the backend sees it: launches with `kernelParams` and
+//! with `extra`, stream ordering of copies, events and kernels, module
+//! loading by name, and — on the emulated driver (`scripts/emulated-driver.sh`)
+//! — the checks a GPU would make less visible: copies outside an
+//! allocation, a kernel running past the end of its buffer (guard pages),
+//! PTX newer than the driver, unimplemented entry points.
+//!
+//! Without a CUDA device every test prints `skipped: <reason>` and passes,
+//! except under `REQUIRE_GPU=1` / `REQUIRE_CUDA=1` (see `tests/common/gpu.rs`).
+
+#[path = "common/gpu.rs"]
+mod gpu;
+
+use std::ffi::c_void;
+use std::process::Command;
+
+use cudarc::driver::{result, sys, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use parascan::backend::cuda::CudaBackend;
+
+fn cuda() -> Option<CudaBackend> {
+    gpu::cuda_or_skip()
+}
+
+fn input(n: usize) -> Vec<f32> {
+    (0..n).map(|i| (i as f32) * 0.5 - 7.0).collect()
+}
+
+/// `copy_f32(src, dst, n)` launched through `cuLaunchKernel`'s `extra`
+/// argument buffer gives the same result as through `kernelParams`.
+#[test]
+fn launch_with_kernel_params_and_with_extra() {
+    let Some(cuda) = cuda() else { return };
+    let stream: &std::sync::Arc<CudaStream> = cuda.stream();
+    let n = 1000usize;
+    let host = input(n);
+    let src = stream.clone_htod(&host).unwrap();
+    let mut dst_params = stream.alloc_zeros::<f32>(n).unwrap();
+    let dst_extra = stream.alloc_zeros::<f32>(n).unwrap();
+    let func = cuda.function("copy", "copy_f32").unwrap();
+    let n_arg = n as u64;
+    let cfg = LaunchConfig {
+        grid_dim: (2, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut builder = stream.launch_builder(&func);
+    builder.arg(&src).arg(&mut dst_params).arg(&n_arg);
+    // SAFETY: copy_f32(const float*, float*, unsigned long long) gets two
+    // buffers of n floats and n.
+    unsafe { builder.launch(cfg) }.unwrap();
+
+    // The same launch with the parameters packed into one buffer (three
+    // 8-byte values: two device pointers and n).
+    {
+        let (src_ptr, _g1) = cudarc::driver::DevicePtr::device_ptr(&src, stream);
+        let (dst_ptr, _g2) = cudarc::driver::DevicePtr::device_ptr(&dst_extra, stream);
+        let mut packed = [src_ptr, dst_ptr, n_arg];
+        let mut size = std::mem::size_of_val(&packed);
+        let mut extra = [
+            1usize as *mut c_void, // CU_LAUNCH_PARAM_BUFFER_POINTER
+            packed.as_mut_ptr().cast::<c_void>(),
+            2usize as *mut c_void, // CU_LAUNCH_PARAM_BUFFER_SIZE
+            (&mut size as *mut usize).cast::<c_void>(),
+            std::ptr::null_mut(), // CU_LAUNCH_PARAM_END
+        ];
+        // SAFETY: the function handle is live, the stream belongs to the
+        // current context, and the packed buffer matches the kernel's
+        // parameter layout (three 8-byte values, 24 bytes).
+        let status = unsafe {
+            sys::cuLaunchKernel(
+                func.cu_function(),
+                2,
+                1,
+                1,
+                128,
+                1,
+                1,
+                0,
+                stream.cu_stream(),
+                std::ptr::null_mut(),
+                extra.as_mut_ptr(),
+            )
+        };
+        assert_eq!(status, sys::CUresult::CUDA_SUCCESS);
+    }
+    let a = stream.clone_dtoh(&dst_params).unwrap();
+    let b = stream.clone_dtoh(&dst_extra).unwrap();
+    assert_eq!(a, host);
+    assert_eq!(b, host);
+}
+
+/// Work queued on a stream runs in order, after the host copies queued
+/// before it, and an event recorded after it completes no earlier.
+#[test]
+fn stream_order_and_events() {
+    let Some(cuda) = cuda() else { return };
+    let stream = cuda.stream();
+    let n = 1 << 14;
+    let first = input(n);
+    let second: Vec<f32> = first.iter().map(|x| x * 3.0).collect();
+    let mut src = stream.clone_htod(&first).unwrap();
+    let mut dst = stream.alloc_zeros::<f32>(n).unwrap();
+    let func = cuda.function("copy", "copy_f32").unwrap();
+    let n_arg = n as u64;
+    let cfg = LaunchConfig::for_num_elems(n as u32);
+    let start = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    for host in [&first, &second] {
+        stream.memcpy_htod(host.as_slice(), &mut src).unwrap();
+        let mut builder = stream.launch_builder(&func);
+        builder.arg(&src).arg(&mut dst).arg(&n_arg);
+        // SAFETY: as above.
+        unsafe { builder.launch(cfg) }.unwrap();
+    }
+    let end = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    end.synchronize().unwrap();
+    let ms = start.elapsed_ms(&end).unwrap();
+    assert!(ms >= 0.0 && ms.is_finite(), "elapsed {ms} ms");
+    assert_eq!(stream.clone_dtoh(&dst).unwrap(), second);
+}
+
+/// A kernel the module does not declare is `CUDA_ERROR_NOT_FOUND`, and the
+/// backend says which.
+#[test]
+fn unknown_kernel_is_not_found() {
+    let Some(cuda) = cuda() else { return };
+    let err = cuda.function("copy", "no_such_kernel").unwrap_err();
+    assert!(
+        err.to_string().contains("no_such_kernel"),
+        "the error names the kernel: {err}"
+    );
+    assert!(cuda.function("no_such_module", "copy_f32").is_err());
+}
+
+/// Only the emulated driver: what it checks that a GPU would report late or
+/// not at all.
+#[test]
+fn emulated_driver_checks() {
+    let Some(cuda) = cuda() else { return };
+    if !cuda.is_emulated() {
+        eprintln!("skipped: emulated-driver checks on {}", cuda.device_name());
+        return;
+    }
+    assert!(cuda.device_name().contains("H100 geometry"));
+    let ctx = cuda.context();
+    let sms = ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .unwrap();
+    let expected_sms = std::env::var("PS_EMU_SM_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(132);
+    assert_eq!(sms, expected_sms);
+    assert_eq!(
+        ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_WARP_SIZE)
+            .unwrap(),
+        32
+    );
+
+    let stream = cuda.stream();
+    let buf = stream.alloc_zeros::<f32>(100).unwrap();
+    let (ptr, _guard) = cudarc::driver::DevicePtr::device_ptr(&buf, stream);
+    let mut host = vec![0f32; 101];
+    // One element more than the allocation holds.
+    // SAFETY: the host slice has room for 101 floats; the device range is
+    // deliberately too long, which the driver must refuse.
+    let status = unsafe {
+        sys::cuMemcpyDtoH_v2(
+            host.as_mut_ptr().cast::<c_void>(),
+            ptr,
+            101 * std::mem::size_of::<f32>(),
+        )
+    };
+    assert_eq!(status, sys::CUresult::CUDA_ERROR_INVALID_VALUE);
+    // SAFETY: as above, for a range starting inside and ending past it.
+    let status = unsafe { sys::cuMemsetD8_v2(ptr + 8, 0, 400) };
+    assert_eq!(status, sys::CUresult::CUDA_ERROR_INVALID_VALUE);
+
+    // PTX newer than the 13.0 driver is refused, as the real one does.
+    let newer = ".version 9.9\n.target sm_90\n.address_size 64\n.visible .entry k()\n{\n ret;\n}\n";
+    let err = ctx.load_module(Ptx::from_src(newer)).unwrap_err();
+    assert_eq!(err.0, sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION);
+    // A kernel a module declares but the emulator never compiled.
+    let alien = ".version 9.0\n.target sm_90\n.address_size 64\n.visible .entry alien_kernel()\n{\n ret;\n}\n";
+    let module = ctx.load_module(Ptx::from_src(alien)).unwrap();
+    let err = module.load_function("alien_kernel").unwrap_err();
+    assert_eq!(err.0, sys::CUresult::CUDA_ERROR_NOT_FOUND);
+
+    // An entry point the emulated driver does not implement is an error,
+    // not a missing symbol.
+    let mut graph: sys::CUgraph = std::ptr::null_mut();
+    // SAFETY: the out pointer is valid; the call is expected to fail.
+    let status = unsafe { sys::cuGraphCreate(&mut graph, 0) };
+    assert_eq!(status, sys::CUresult::CUDA_ERROR_NOT_SUPPORTED);
+    let _ = result::ctx::synchronize();
+}
+
+/// On the emulated driver, a kernel that writes one element past its output
+/// buffer touches the guard page and the process stops with a message
+/// naming the kernel and the buffer (checked in a child process).
+#[test]
+fn emulated_guard_page_catches_an_overrun() {
+    if std::env::var_os("PARASCAN_OVERRUN_CHILD").is_some() {
+        overrun_child();
+        return;
+    }
+    let Some(cuda) = cuda() else { return };
+    if !cuda.is_emulated() {
+        eprintln!("skipped: guard pages are an emulated-driver check");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args([
+            "--exact",
+            "emulated_guard_page_catches_an_overrun",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PARASCAN_OVERRUN_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the overrun went unnoticed:\n{stderr}");
+    assert!(
+        stderr.contains("illegal address in kernel 'copy_f32'")
+            && stderr.contains("bytes past the end of the device buffer"),
+        "stderr names the kernel and the buffer:\n{stderr}"
+    );
+}
+
+fn overrun_child() {
+    let cuda = CudaBackend::new(0).unwrap();
+    let stream = cuda.stream();
+    let n = 1000usize;
+    let src = stream.clone_htod(&input(n + 64)).unwrap();
+    let mut dst = stream.alloc_zeros::<f32>(n).unwrap();
+    let func = cuda.function("copy", "copy_f32").unwrap();
+    // 64 elements more than dst holds.
+    let n_arg = (n + 64) as u64;
+    let mut builder = stream.launch_builder(&func);
+    builder.arg(&src).arg(&mut dst).arg(&n_arg);
+    // SAFETY: deliberately not: the kernel writes past `dst`, which the
+    // emulated driver's guard page must catch (this runs only there).
+    unsafe { builder.launch(LaunchConfig::for_num_elems(n as u32 + 64)) }.unwrap();
+    let _ = stream.synchronize();
+    panic!("the overrun did not stop the process");
+}

@@ -541,7 +541,12 @@ fn build_emulated_kernels(kernels: &[KernelSource], kernels_dir: &Path, out_dir:
 /// exported, so the copy of the emulator inside it never clashes with the
 /// one linked into the program. The folder is also given to the crate as
 /// `PARASCAN_EMU_DRIVER_DIR`.
-fn build_emulated_driver(build: &cc::Build, emu_objects: &[PathBuf], emu_dir: &Path, out_dir: &Path) {
+fn build_emulated_driver(
+    build: &cc::Build,
+    emu_objects: &[PathBuf],
+    emu_dir: &Path,
+    out_dir: &Path,
+) {
     let source = emu_dir.join("driver.cpp");
     let script = emu_dir.join("driver.map");
     let mut driver = cc::Build::new();
@@ -564,8 +569,7 @@ fn build_emulated_driver(build: &cc::Build, emu_objects: &[PathBuf], emu_dir: &P
         return;
     };
     let dir = profile_dir.join("emu-driver");
-    fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let library = dir.join("libcuda.so.1");
     let compiler = build.get_compiler();
     let mut link = compiler.to_command();

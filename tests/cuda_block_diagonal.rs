@@ -65,7 +65,11 @@ fn long_sequences() {
     let mut ws = BlockDiagonalWorkspace::new();
     let mut i = 0u64;
     let long = |t: usize| gpu::scaled(&cuda, t, t >> 6);
-    for (b, t, nb, k) in [(2, long(1 << 16), 64, 2), (1, long(4096), 1, 32), (1, long(2048), 1, 64)] {
+    for (b, t, nb, k) in [
+        (2, long(1 << 16), 64, 2),
+        (1, long(4096), 1, 32),
+        (1, long(2048), 1, 64),
+    ] {
         for request in [
             PlanRequest::Sequential,
             PlanRequest::Chunk(1),

@@ -104,7 +104,9 @@ fn stream_order_and_events() {
     let func = cuda.function("copy", "copy_f32").unwrap();
     let n_arg = n as u64;
     let cfg = LaunchConfig::for_num_elems(n as u32);
-    let start = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    let start = stream
+        .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+        .unwrap();
     for host in [&first, &second] {
         stream.memcpy_htod(host.as_slice(), &mut src).unwrap();
         let mut builder = stream.launch_builder(&func);
@@ -112,7 +114,9 @@ fn stream_order_and_events() {
         // SAFETY: as above.
         unsafe { builder.launch(cfg) }.unwrap();
     }
-    let end = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    let end = stream
+        .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+        .unwrap();
     end.synchronize().unwrap();
     let ms = start.elapsed_ms(&end).unwrap();
     assert!(ms >= 0.0 && ms.is_finite(), "elapsed {ms} ms");
@@ -221,7 +225,10 @@ fn emulated_guard_page_catches_an_overrun() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the overrun went unnoticed:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "the overrun went unnoticed:\n{stderr}"
+    );
     assert!(
         stderr.contains("illegal address in kernel 'copy_f32'")
             && stderr.contains("bytes past the end of the device buffer"),
@@ -245,4 +252,44 @@ fn overrun_child() {
     unsafe { builder.launch(LaunchConfig::for_num_elems(n as u32 + 64)) }.unwrap();
     let _ = stream.synchronize();
     panic!("the overrun did not stop the process");
+}
+
+/// The copy probe that every bandwidth ratio is quoted against moves the
+/// bytes it claims to (it checks its own destination) and times them with
+/// completed events.
+#[test]
+fn copy_probe_measures_a_real_copy() {
+    let Some(cuda) = cuda() else { return };
+    let gbs = cuda
+        .copy_bandwidth_gbs(gpu::scaled(&cuda, 256 << 20, 4 << 20), 5)
+        .unwrap();
+    assert!(gbs.is_finite() && gbs > 0.0, "bandwidth {gbs}");
+}
+
+/// Device times of queued work come from events that have completed.
+#[test]
+fn device_times_of_queued_work() {
+    use parascan::backend::launch::{KernelArg, KernelRunner, LaunchConfig};
+    let Some(cuda) = cuda() else { return };
+    let n = 1 << 16;
+    let src = cuda.upload(&input(n)).unwrap();
+    let dst = cuda.alloc(n * 4).unwrap();
+    let args = [
+        KernelArg::from(&src),
+        KernelArg::from(&dst),
+        KernelArg::U64(n as u64),
+    ];
+    let times = cuda
+        .device_times(3, &mut || {
+            cuda.launch("copy_f32", LaunchConfig::linear(64, 256), &args)
+        })
+        .unwrap();
+    assert_eq!(times.len(), 3);
+    assert!(
+        times.iter().all(|t| t.is_finite() && *t >= 0.0),
+        "{times:?}"
+    );
+    let mut out = vec![0f32; n];
+    cuda.download(&dst, &mut out).unwrap();
+    assert_eq!(out, input(n));
 }

@@ -324,6 +324,17 @@ impl CudaBackend {
         stream
             .synchronize()
             .map_err(|e| cuda_error("running copy_f32", e))?;
+        let moved = 2.0 * (n * std::mem::size_of::<f32>()) as f64;
+        let mut rates = Vec::with_capacity(reps);
+        for (start, end) in &events {
+            let ms = start
+                .elapsed_ms(end)
+                .map_err(|e| cuda_error("reading event times", e))?;
+            // A zero interval would give infinity; the event clock resolves
+            // about half a microsecond, so clamp to that.
+            let secs = (f64::from(ms) * 1e-3).max(5e-7);
+            rates.push(moved / secs / 1e9);
+        }
         let copied = stream
             .clone_dtoh(&dst.slice(n - 1..))
             .map_err(|e| cuda_error("reading back the copy", e))?;
@@ -335,18 +346,6 @@ impl CudaBackend {
                     copied[0]
                 ),
             });
-        }
-
-        let moved = 2.0 * (n * std::mem::size_of::<f32>()) as f64;
-        let mut rates = Vec::with_capacity(reps);
-        for (start, end) in &events {
-            let ms = start
-                .elapsed_ms(end)
-                .map_err(|e| cuda_error("reading event times", e))?;
-            // A zero interval would give infinity; the event clock resolves
-            // about half a microsecond, so clamp to that.
-            let secs = (f64::from(ms) * 1e-3).max(5e-7);
-            rates.push(moved / secs / 1e9);
         }
         Ok(median(&mut rates))
     }

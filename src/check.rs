@@ -197,6 +197,9 @@ pub struct CheckReport {
     pub rows: Vec<CheckRow>,
     /// Backends not checked, with the reason.
     pub skipped_backends: Vec<(String, String)>,
+    /// The CUDA device the `cuda` rows ran on (e.g. the emulated driver's
+    /// `parascan emulated CUDA driver (H100 geometry ...)`), if any.
+    pub cuda_device: Option<String>,
 }
 
 impl CheckReport {
@@ -266,6 +269,9 @@ impl CheckReport {
                     result
                 );
             }
+        }
+        if let Some(device) = &self.cuda_device {
+            let _ = writeln!(s, "cuda: device 0 is {device}");
         }
         for (backend, why) in &self.skipped_backends {
             let _ = writeln!(s, "{backend}: not checked: {why}");
@@ -358,7 +364,10 @@ pub fn run(
     // for by name, the run fails.
     let cuda = if wants(BackendKind::Cuda) {
         match CudaBackend::new(0) {
-            Ok(dev) => Some(dev),
+            Ok(dev) => {
+                report.cuda_device = Some(dev.device_name());
+                Some(dev)
+            }
             Err(e) if cfg.backends.is_some() => return Err(e.into()),
             Err(e) => {
                 report.skipped_backends.push(("cuda".into(), e.to_string()));

@@ -72,6 +72,10 @@
 //       prefix_every >= 1 (1 in production; n > 1 publishes inclusive prefixes only for
 //       chunks c with c % n == 0, a test hook that forces the aggregate path; the _depth
 //       kernels ignore it). h nullable (only hT), hT nullable, h0 nullable (zeros).
+//       A block whose ticket is >= chains*NC (a grid larger than the contract's) does
+//       nothing. With -DPS_LB_SPIN_CAP=N (N > 0; the device bundle's build and, as 2^24,
+//       the emulator's), a block that polls one status word N times traps (the launch
+//       fails) instead of spinning forever on a predecessor that never publishes.
 //  K8 diag_lb_clear(unsigned* status, int n)      (no dtype suffix)
 //       status[0..n) = 0.
 //
@@ -191,9 +195,13 @@
 //     so they are capped at 60% of copy bandwidth: use P1 whenever lanes fill the GPU,
 //     else P4, which also moves 12 B/element (its chunk stays in registers: 16 steps per
 //     thread) and spreads one lane over as many blocks as T / 4096 (BDT).
-//   * P4 (ptxas, sm_90): 69 (BDT) / 77 (BTD) registers for f32, f16, bf16; 126-128 for
-//     f64; no spills; 3 blocks of 256 per SM for f32, i.e. ~96 KiB of a, b in flight per
-//     SM (Little's law asks ~20 KiB at 3.35 TB/s and ~800 ns).
+//   * P4 (ptxas, sm_90): __launch_bounds__(256, 4): 64 registers for f32, f16, bf16, no
+//     spills, so 4 blocks of 256 per SM, i.e. ~128 KiB of a, b in flight per SM for f32
+//     (Little's law asks ~20 KiB at 3.35 TB/s and ~800 ns); f64 126-128 registers, 2 blocks.
+//   * P4 [B,T,D] look-back window: warp 0 polls 32 predecessors' status words at once, all
+//     warps then load the aggregates in front of the nearest prefix (one slot per warp per
+//     round trip, <= 4 round trips for 8 warps) and warp 0 folds them in order from shared
+//     memory (previously one lane-serial L2 round trip per predecessor).
 //   * P4's results are exact whichever way the look-back finds a carry, but not bitwise
 //     reproducible from run to run (folding aggregates or taking a prefix rounds
 //     differently); P0-P3 are deterministic.
@@ -211,7 +219,7 @@
 // extern "C" instantiations: one set of nine kernels per data type.
 // ---------------------------------------------------------------------------------------
 
-#define PSD_KERNELS(SFX, OPS)                                                                                  \
+#define PSD_KERNELS(SFX, OPS, LB)                                                                                \
     extern "C" __global__ void __launch_bounds__(256)                                                          \
         diag_btd_reduce_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                    \
                               OPS::Elem* __restrict__ agg, int B, int T, int D, int C) {                       \
@@ -272,7 +280,7 @@
         psd::scan_apply<OPS>(agg, tile_carry, carry, B, D, n, TL);                                             \
     }                                                                                                          \
     PS_REGISTER_KERNEL(diag_scan_apply_##SFX);                                                                \
-    extern "C" __global__ void __launch_bounds__(256)                                                          \
+    extern "C" __global__ void __launch_bounds__(256, LB)                                                      \
         diag_bdt_lookback_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                  \
                                 OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                           \
                                 const OPS::In* __restrict__ h0, unsigned* __restrict__ status,                 \
@@ -281,7 +289,7 @@
         psd::bdt_lookback<OPS>(a, b, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);                 \
     }                                                                                                          \
     PS_REGISTER_KERNEL(diag_bdt_lookback_##SFX);                                                               \
-    extern "C" __global__ void __launch_bounds__(256)                                                          \
+    extern "C" __global__ void __launch_bounds__(256, LB)                                                      \
         diag_btd_lookback_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                  \
                                 OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                           \
                                 const OPS::In* __restrict__ h0, unsigned* __restrict__ status,                 \
@@ -291,11 +299,31 @@
     }                                                                                                          \
     PS_REGISTER_KERNEL(diag_btd_lookback_##SFX)
 
-PSD_KERNELS(f32, psd::OpsF32);
-PSD_KERNELS(f64, psd::OpsF64);
-PSD_KERNELS(f16, psd::OpsF16);
-PSD_KERNELS(bf16, psd::OpsBF16);
-PSD_KERNELS(depth, psd::OpsDepth);
+// LB: look-back blocks of 256 per SM that ptxas must fit (4 -> 64 registers: a third more
+// bytes in flight than the 3 that ~70 registers allow; f64 needs its ~128).
+PSD_KERNELS(f32, psd::OpsF32, 4);
+PSD_KERNELS(f64, psd::OpsF64, 2);
+PSD_KERNELS(f16, psd::OpsF16, 4);
+PSD_KERNELS(bf16, psd::OpsBF16, 4);
+PSD_KERNELS(depth, psd::OpsDepth, 4);
+
+// Emulator tests only, never launched on a GPU (a trap ends the process's CUDA context; they
+// are in the PTX because the emulated backend only launches kernels the PTX has): the
+// look-back kernels with psd::LbProbe, i.e. chunk 1 of chain 0 never publishes and its
+// successors must trap after a few thousand polls. Same arguments and launch shape as K7.
+#define PSD_PROBE(L, SFX, OPS)                                                                                 \
+    extern "C" __global__ void diag_##L##_lookback_probe_##SFX(                                                \
+        const OPS::In* __restrict__ a, const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                \
+        OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0, unsigned* __restrict__ status,              \
+        OPS::Elem* __restrict__ lagg, OPS::State* __restrict__ lpre, int B, int T, int D, int C,               \
+        int prefix_every) {                                                                                    \
+        psd::L##_lookback<OPS, psd::LbProbe>(a, b, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);   \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_##L##_lookback_probe_##SFX)
+PSD_PROBE(btd, f32, psd::OpsF32);
+PSD_PROBE(bdt, f32, psd::OpsF32);
+PSD_PROBE(btd, depth, psd::OpsDepth);
+PSD_PROBE(bdt, depth, psd::OpsDepth);
 
 // Zeroes the look-back status words and the ticket counter (n words) before P4.
 extern "C" __global__ void __launch_bounds__(256) diag_lb_clear(unsigned* __restrict__ status, int n) {

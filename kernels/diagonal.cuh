@@ -603,13 +603,46 @@ constexpr unsigned kLbPrefix = 2u;
 // Steps per thread of the look-back kernels (a multiple of every vector width).
 constexpr int kLbSteps = 16;
 
+// Spin cap: polls of one status word before the block gives up with __trap(), so that a
+// protocol or planner bug fails the launch (a typed launch error) instead of hanging the
+// GPU. 0 = unbounded (the default under nvcc; the device bundle compiles with
+// -DPS_LB_SPIN_CAP=4194304, i.e. seconds of polling). The emulator's poll is one fiber
+// switch (tens of ns), and a predecessor on another worker thread may be descheduled by a
+// loaded host for a while: 2^24 polls there is still at least ~1 s.
+#ifndef PS_LB_SPIN_CAP
+#ifdef PS_EMULATION
+#define PS_LB_SPIN_CAP (1u << 24)
+#else
+#define PS_LB_SPIN_CAP 0u
+#endif
+#endif
+
+// Look-back protocol settings. LbProbe (emulator tests only) never publishes chunk 1 of
+// chain 0 and traps after few polls: its successors must end in a launch error, not a hang.
+struct LbProduction {
+    static constexpr unsigned kSpinCap = PS_LB_SPIN_CAP;
+    static constexpr long long kWithheld = -1;
+};
+struct LbProbe {
+    static constexpr unsigned kSpinCap = 1u << 12;
+    static constexpr long long kWithheld = 1;
+};
+template <class Lb>
+PSD_DEV bool lb_withheld(long long chain, long long c) {
+    return Lb::kWithheld >= 0 && chain == 0 && c == Lb::kWithheld;
+}
+
 PSD_DEV unsigned lb_peek(const unsigned* p) { return *reinterpret_cast<const volatile unsigned*>(p); }
 
 // Spins until the status word is non-empty (with `want` != kLbEmpty: until it equals `want`),
 // then fences so that the payload loads that follow see what the publisher wrote before it.
+// __nanosleep also lets the emulator run the block's other fibers.
+template <class Lb>
 PSD_DEV unsigned lb_wait(const unsigned* p, unsigned want) {
     unsigned s = lb_peek(p);
+    unsigned polls = 0;
     while (want == kLbEmpty ? s == kLbEmpty : s != want) {
+        if (Lb::kSpinCap != 0u && ++polls >= Lb::kSpinCap) __trap();
         __nanosleep(32);
         s = lb_peek(p);
     }
@@ -637,9 +670,10 @@ PSD_DEV long long lb_ticket(unsigned* counter) {
 // chunk with an inclusive prefix (32: none in the window; chunk 0 always publishes one, so
 // lanes past it, cj - l < 0, never matter). The __syncwarp orders lane l's acquire (in
 // lb_wait) before any lane's payload loads of chunk cj - l.
+template <class Lb>
 PSD_DEV int lb_window(const unsigned* status, long long cj, long long chain, long long chains) {
     const long long cc = cj - (threadIdx.x & 31);
-    const unsigned st = cc >= 0 ? lb_wait(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
+    const unsigned st = cc >= 0 ? lb_wait<Lb>(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
     const unsigned pmask = __ballot_sync(PS_FULL_MASK, st == kLbPrefix);
     __syncwarp();
     return pmask ? __ffs(static_cast<int>(pmask)) - 1 : 32;
@@ -649,7 +683,7 @@ PSD_DEV int lb_window(const unsigned* status, long long cj, long long chain, lon
 // chunk's aggregate, in every lane) and returns the carry-in. Lane l inspects chunk
 // cj - l, so one round trip covers 32 predecessors (CUB's window); the aggregates in
 // front of the nearest inclusive prefix are reduced with shuffles (earlier = higher lane).
-template <class Ops>
+template <class Ops, class Lb>
 PSD_DEV typename Ops::State lookback_lane(unsigned* status, typename Ops::Elem* lagg, typename Ops::State* lpre,
                                           long long chain, long long chains, long long c,
                                           const typename Ops::Elem& total, typename Ops::State h_init,
@@ -658,14 +692,17 @@ PSD_DEV typename Ops::State lookback_lane(unsigned* status, typename Ops::Elem* 
     using State = typename Ops::State;
     const int lid = threadIdx.x & 31;
     const long long me = c * chains + chain;
+    const bool publish = !lb_withheld<Lb>(chain, c);
     State hin = h_init;
     if (c > 0) {
-        if (lid == 0) Ops::store_agg(lagg + me, total);
-        lb_publish(status + me, kLbAggregate);
+        if (publish) {
+            if (lid == 0) Ops::store_agg(lagg + me, total);
+            lb_publish(status + me, kLbAggregate);
+        }
         if constexpr (Ops::kChainOnly) {
             State p{};
             if (lid == 0) {
-                lb_wait(status + me - chains, kLbPrefix);
+                lb_wait<Lb>(status + me - chains, kLbPrefix);
                 p = Ops::load_state(lpre + me - chains);
             }
             hin = Ops::shfl_state(p, 0);
@@ -674,7 +711,7 @@ PSD_DEV typename Ops::State lookback_lane(unsigned* status, typename Ops::Elem* 
             bool have_acc = false;
             for (long long cj = c - 1;; cj -= 32) {
                 const long long cc = cj - lid;
-                const int lp = lb_window(status, cj, chain, chains);
+                const int lp = lb_window<Lb>(status, cj, chain, chains);
                 Elem v = Ops::identity();
                 State pv{};
                 if (lid < lp) v = Ops::load_agg(lagg + cc * chains + chain);
@@ -697,18 +734,26 @@ PSD_UNROLL
             }
         }
     }
-    if (Ops::kChainOnly || c % prefix_every == 0) {
+    if (publish && (Ops::kChainOnly || c % prefix_every == 0)) {
         if (lid == 0) Ops::store_state(lpre + me, Ops::apply(total, hin));
         lb_publish(status + me, kLbPrefix);
     }
     return hin;
 }
 
-// Look-back of a 32-channel chain ([B,T,D]) by one warp, lane = channel, one status word
-// per chunk for all 32 channels. The same 32-chunk window as lookback_lane (lb_window);
-// then every lane folds its own channel's aggregates of the chunks in front of the nearest
-// prefix, nearest first (independent loads), and applies them to that prefix.
-template <class Ops>
+// Most warps of a [B,T,D] look-back block (its kernels run 256 threads at most).
+constexpr int kLbMaxWarps = 8;
+
+// Look-back of a 32-channel chain ([B,T,D]) by the whole block, lane = channel, one
+// status word per chunk for all 32 channels. Warp 0 polls the same 32-chunk window as
+// lookback_lane (lb_window); the window's lp aggregates in front of the nearest prefix
+// (slot q = chunk cj - q) are then loaded by all nw warps at once (warp w: slots w, w + nw,
+// ...: ceil(lp / nw) <= 4 round trips for 8 warps instead of lp serial ones; one slot per
+// warp at a time keeps the block within 64 registers) into shared memory, where warp 0
+// folds them in order and applies them to the prefix. Every thread of the block calls it
+// (block-uniform control flow, two __syncthreads per window); the carry-in is valid in
+// warp 0.
+template <class Ops, class Lb>
 PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem* lagg, typename Ops::State* lpre,
                                            long long chain, long long chains, long long c,
                                            const typename Ops::Elem& total, typename Ops::State h_init,
@@ -716,33 +761,53 @@ PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem*
     using Elem = typename Ops::Elem;
     using State = typename Ops::State;
     const int lid = threadIdx.x & 31;
+    const int wid = threadIdx.x >> 5;
     const long long me = c * chains + chain;
+    const bool publish = !lb_withheld<Lb>(chain, c);
     State hin = h_init;
     if (c > 0) {
-        Ops::store_agg(lagg + me * 32 + lid, total);
-        lb_publish(status + me, kLbAggregate);
+        if (wid == 0 && publish) {
+            Ops::store_agg(lagg + me * 32 + lid, total);
+            lb_publish(status + me, kLbAggregate);
+        }
         if constexpr (Ops::kChainOnly) {
-            lb_wait(status + me - chains, kLbPrefix);
-            hin = Ops::load_state(lpre + (me - chains) * 32 + lid);
+            if (wid == 0) {
+                lb_wait<Lb>(status + me - chains, kLbPrefix);
+                hin = Ops::load_state(lpre + (me - chains) * 32 + lid);
+            }
         } else {
+            PS_SHARED(Elem, s_win, 32 * 32);
+            PS_SHARED_VAR(int, s_lp);
+            const int nw = blockDim.x >> 5;
+            const long long slot_stride = chains * 32;  // from chunk cj - q to cj - q - 1
             Elem acc = Ops::identity();
             bool have_acc = false;
             for (long long cj = c - 1;; cj -= 32) {
-                const int lp = lb_window(status, cj, chain, chains);
-                for (int q = 0; q < lp; ++q) {
-                    const Elem e = Ops::load_agg(lagg + ((cj - q) * chains + chain) * 32 + lid);
-                    acc = have_acc ? Ops::combine(e, acc) : e;
-                    have_acc = true;
+                if (wid == 0) {
+                    const int lp = lb_window<Lb>(status, cj, chain, chains);
+                    if (lid == 0) s_lp = lp;
                 }
-                if (lp < 32) {
-                    const State p = Ops::load_state(lpre + ((cj - lp) * chains + chain) * 32 + lid);
-                    hin = have_acc ? Ops::apply(acc, p) : p;
-                    break;
+                // Also orders warp 0's acquires (lb_wait's fences) before every warp's loads.
+                __syncthreads();
+                const int lp = s_lp;
+                const Elem* p0 = lagg + (cj * chains + chain) * 32 + lid;
+                for (int q = wid; q < lp; q += nw) s_win[q * 32 + lid] = Ops::load_agg(p0 - q * slot_stride);
+                State pv{};
+                if (wid == 0 && lp < 32) pv = Ops::load_state(lpre + ((cj - lp) * chains + chain) * 32 + lid);
+                __syncthreads();
+                if (wid == 0) {
+                    for (int q = 0; q < lp; ++q) {  // slot q precedes slot q - 1 in time
+                        const Elem e = s_win[q * 32 + lid];
+                        acc = have_acc ? Ops::combine(e, acc) : e;
+                        have_acc = true;
+                    }
+                    if (lp < 32) hin = have_acc ? Ops::apply(acc, pv) : pv;
                 }
+                if (lp < 32) break;
             }
         }
     }
-    if (Ops::kChainOnly || c % prefix_every == 0) {
+    if (wid == 0 && publish && (Ops::kChainOnly || c % prefix_every == 0)) {
         Ops::store_state(lpre + me * 32 + lid, Ops::apply(total, hin));
         lb_publish(status + me, kLbPrefix);
     }
@@ -750,7 +815,7 @@ PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem*
 }
 
 // [B,D,T] single pass: one block per (lane, chunk of C = blockDim.x * kLbSteps steps).
-template <class Ops>
+template <class Ops, class Lb = LbProduction>
 PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                           typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                           const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
@@ -767,6 +832,8 @@ PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename
     const long long lanes = static_cast<long long>(B) * D;
     const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
     const long long id = lb_ticket(status + lanes * nchunks);
+    // A grid larger than the contract's: the surplus tickets own no chunk (uniform per block).
+    if (id >= lanes * nchunks) return;
     const long long c = id / lanes;
     const long long lane = id % lanes;
     const long long row = lane * T;
@@ -777,7 +844,7 @@ PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename
     Elem e[K], incl, W, run;
     bdt_tile_scan<Ops, K>(a, b, row, s, t1, vec_in, e, s_tot, incl, W, run);
     if ((threadIdx.x >> 5) == 0) {
-        const State hin = lookback_lane<Ops>(status, lagg, lpre, lane, lanes, c, run, Ops::initial(h0, lane),
+        const State hin = lookback_lane<Ops, Lb>(status, lagg, lpre, lane, lanes, c, run, Ops::initial(h0, lane),
                                              prefix_every);
         if (threadIdx.x == 0) s_hin = hin;
     }
@@ -800,7 +867,7 @@ struct DiagSteps {
 // [B,T,D] single pass: one block per (batch row, 32-channel group, chunk of
 // C = (blockDim.x / 32) * kLbSteps steps); warp w holds steps [w*K, (w+1)*K) of the chunk
 // for the group's 32 channels (lane = channel: every load is one coalesced row segment).
-template <class Ops, class Steps>
+template <class Ops, class Steps, class Lb = LbProduction>
 PSD_DEV void btd_lookback_steps(Steps& src, typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                                 const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
                                 typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre,
@@ -808,13 +875,17 @@ PSD_DEV void btd_lookback_steps(Steps& src, typename Ops::Out* __restrict__ h, t
     using Elem = typename Ops::Elem;
     using State = typename Ops::State;
     constexpr int K = kLbSteps;
-    PS_SHARED(Elem, s_w, 32 * 32);
+    PS_SHARED(Elem, s_w, kLbMaxWarps * 32);
     PS_SHARED(State, s_hin, 32);
-    if ((blockDim.x & 31u) != 0 || static_cast<long long>(blockDim.x / 32) * K != C || prefix_every < 1) __trap();
+    if ((blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || static_cast<long long>(blockDim.x / 32) * K != C ||
+        prefix_every < 1)
+        __trap();
     const long long groups = (static_cast<long long>(D) + 31) / 32;
     const long long chains = static_cast<long long>(B) * groups;
     const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
     const long long id = lb_ticket(status + chains * nchunks);
+    // A grid larger than the contract's: the surplus tickets own no chunk (uniform per block).
+    if (id >= chains * nchunks) return;
     const long long c = id / chains;
     const long long chain = id % chains;
     const long long bb = chain / groups;
@@ -842,10 +913,9 @@ PSD_UNROLL
         if (w == wid) W = run;
         run = Ops::combine(run, s_w[w * 32 + lid]);
     }
-    if (wid == 0) {
-        const State init = active ? Ops::initial(h0, bb * D + d) : State{};
-        s_hin[lid] = lookback_group<Ops>(status, lagg, lpre, chain, chains, c, run, init, prefix_every);
-    }
+    const State init = wid == 0 && active ? Ops::initial(h0, bb * D + d) : State{};
+    const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, run, init, prefix_every);
+    if (wid == 0) s_hin[lid] = hin;
     __syncthreads();
     State hh = Ops::apply(W, s_hin[lid]);
 PSD_UNROLL
@@ -858,14 +928,14 @@ PSD_UNROLL
     }
 }
 
-template <class Ops>
+template <class Ops, class Lb = LbProduction>
 PSD_DEV void btd_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                           typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                           const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
                           typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre, int B,
                           int T, int D, int C, int prefix_every) {
     DiagSteps<Ops> src{a, b};
-    btd_lookback_steps<Ops>(src, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);
+    btd_lookback_steps<Ops, DiagSteps<Ops>, Lb>(src, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);
 }
 
 using OpsF32 = DiagOps<float, float>;

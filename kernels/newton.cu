@@ -92,16 +92,36 @@ __device__ inline void lstm_unit(float af, float ao, float ag, float c, float h,
     blk[3] = dog * tc + dt * dc_dh;
 }
 
-// Per-thread residual/|h| maxima, reduced over the warp and published with
-// one atomic per warp. Every thread of the block must call it (full mask).
+// Per-thread residual/|h| maxima, reduced over the block (shuffles, then the warps'
+// results through shared memory) and published with one atomicMax per stats word per
+// block: a warp-level atomic made 8 same-address atomics per 256-thread block, which
+// serialize at L2 on every block of an iteration. Every thread of the block must call it
+// (full mask and a __syncthreads); blockDim.x is a multiple of 32, at most 1024.
 __device__ inline void publish_stats(float res, float hmax, unsigned* stats) {
+    PS_SHARED(float, s_res, 32);
+    PS_SHARED(float, s_hmax, 32);
     for (int off = 16; off > 0; off >>= 1) {
         res = max_nan(res, __shfl_xor_sync(PS_FULL_MASK, res, off));
         hmax = fmaxf(hmax, __shfl_xor_sync(PS_FULL_MASK, hmax, off));
     }
-    if ((threadIdx.x & 31u) == 0) {
-        atomicMax(&stats[0], __float_as_uint(res));
-        atomicMax(&stats[1], __float_as_uint(hmax));
+    const unsigned wid = threadIdx.x >> 5, lid = threadIdx.x & 31u;
+    if (lid == 0) {
+        s_res[wid] = res;
+        s_hmax[wid] = hmax;
+    }
+    __syncthreads();
+    if (wid == 0) {
+        const unsigned nw = blockDim.x >> 5;
+        res = lid < nw ? s_res[lid] : 0.0f;
+        hmax = lid < nw ? s_hmax[lid] : 0.0f;
+        for (int off = 16; off > 0; off >>= 1) {
+            res = max_nan(res, __shfl_xor_sync(PS_FULL_MASK, res, off));
+            hmax = fmaxf(hmax, __shfl_xor_sync(PS_FULL_MASK, hmax, off));
+        }
+        if (lid == 0) {
+            atomicMax(&stats[0], __float_as_uint(res));
+            atomicMax(&stats[1], __float_as_uint(hmax));
+        }
     }
 }
 
@@ -192,7 +212,9 @@ struct GruSteps {
 // look-back plan P4 on [B,T,n] (launch contract of diag_btd_lookback_f32 in diagonal.cu, with
 // status cleared by diag_lb_clear first), reading the guess h and writing the next guess
 // h_next (must not alias h) and hT; stats as newton_gru_assemble's (zeroed by the host).
-extern "C" __global__ void __launch_bounds__(256)
+// 3 blocks of 256 per SM: the cell's state needs ~89 registers; 80 costs a few bytes of
+// spill (ptxas), 64 (diag_btd_lookback_f32's 4 blocks) several times more.
+extern "C" __global__ void __launch_bounds__(256, 3)
     newton_gru_lookback(const float* __restrict__ x, const float* __restrict__ h, const float* __restrict__ h0,
                         const float* __restrict__ params, float* __restrict__ h_next, float* __restrict__ hT,
                         unsigned* __restrict__ stats, float scale, unsigned* __restrict__ status,

@@ -29,6 +29,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 nvcc="$(bash scripts/install-cuda-toolchain.sh | tail -n 1)"
+# The look-back kernels' spin cap (kernels/diagonal.cuh): a block that polls a status word
+# 2^22 times traps, so a protocol or planner bug fails that launch instead of hanging the
+# whole device run. Every executable below is built with it (their PTX fingerprints match).
+export PARASCAN_NVCC_FLAGS="${PARASCAN_NVCC_FLAGS:+$PARASCAN_NVCC_FLAGS }-DPS_LB_SPIN_CAP=4194304"
 dest=dist/device
 rm -rf "$dest"
 mkdir -p "$dest"

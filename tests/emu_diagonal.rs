@@ -113,3 +113,35 @@ fn errors_before_any_launch() {
 fn workspace_is_reused_and_launches_are_in_order() {
     diagonal_suite::check_workspace_reuse(&EmuBackend::reverse());
 }
+
+/// Look-back blocks past the contract's grid take tickets that own no
+/// chunk and do nothing, under every fiber order.
+#[test]
+fn lookback_surplus_blocks_do_nothing() {
+    for runner in [
+        EmuBackend::forward(),
+        EmuBackend::reverse(),
+        EmuBackend::shuffled(19),
+    ] {
+        diagonal_suite::check_lookback_surplus_blocks(
+            &runner,
+            &format!("emu {} surplus", runner.order()),
+        );
+    }
+}
+
+/// A predecessor that never publishes ends the launch with a typed error
+/// (the spin cap's `__trap()`), not a hang.
+#[test]
+fn lookback_withheld_publication_is_a_launch_error() {
+    for runner in [
+        EmuBackend::forward(),
+        EmuBackend::reverse(),
+        EmuBackend::shuffled(23),
+    ] {
+        diagonal_suite::check_lookback_withheld_traps(
+            &runner,
+            &format!("emu {} withheld", runner.order()),
+        );
+    }
+}

@@ -1051,3 +1051,189 @@ fn aggregate_path_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// Look-back safety: surplus blocks, withheld publications
+// ---------------------------------------------------------------------------
+
+/// Bytes after each scratch buffer that a look-back launch must not touch.
+const CANARY: usize = 256;
+const CANARY_BYTE: u8 = 0xA5;
+
+/// One P4 launch of `kernel` over f32 inputs of `shape` by hand (the plan's
+/// grid plus `extra` blocks), scratch followed by canaries. Returns the
+/// launch's result, `(h, h_T)` and whether every canary byte survived.
+#[allow(clippy::type_complexity)]
+fn lookback_by_hand<R: KernelRunner>(
+    runner: &R,
+    plan: &GpuPlan,
+    kernel: &str,
+    extra: u32,
+    seed: u64,
+) -> Result<(parascan::Result<()>, Vec<f32>, Vec<f32>, bool), String> {
+    let e = |x: Error| x.to_string();
+    let shape = plan.shape;
+    let (a, b, h0) = inputs::<f32>(shape.batch, shape.len, shape.dim, seed);
+    let (da, db, dh0) = (
+        runner.upload(&a).map_err(e)?,
+        runner.upload(&b).map_err(e)?,
+        runner.upload(&h0).map_err(e)?,
+    );
+    let dh = runner.alloc(shape.elements() * 4).map_err(e)?;
+    let dht = runner.alloc(shape.lanes() * 4).map_err(e)?;
+    let sizes = [plan.scratch.status, plan.scratch.agg, plan.scratch.carry];
+    let mut scratch = Vec::new();
+    for bytes in sizes {
+        let buf = runner.alloc(bytes + CANARY).map_err(e)?;
+        runner.fill(&buf, CANARY_BYTE).map_err(e)?;
+        scratch.push(buf);
+    }
+    runner.fill(&dh, 0xFF).map_err(e)?;
+    runner.fill(&dht, 0xFF).map_err(e)?;
+    let (clear, main) = (plan.launches[0], plan.launches[1]);
+    let words = plan.scratch.status / 4;
+    runner
+        .launch(
+            clear.kernel,
+            clear.cfg,
+            &[
+                KernelArg::Ptr(scratch[0].ptr()),
+                KernelArg::I32(words as i32),
+            ],
+        )
+        .map_err(e)?;
+    let mut cfg = main.cfg;
+    cfg.grid[0] += extra;
+    let i = |x: usize| KernelArg::I32(x as i32);
+    let result = runner.launch(
+        kernel,
+        cfg,
+        &[
+            KernelArg::Ptr(da.ptr()),
+            KernelArg::Ptr(db.ptr()),
+            KernelArg::Ptr(dh.ptr()),
+            KernelArg::Ptr(dht.ptr()),
+            KernelArg::Ptr(dh0.ptr()),
+            KernelArg::Ptr(scratch[0].ptr()),
+            KernelArg::Ptr(scratch[1].ptr()),
+            KernelArg::Ptr(scratch[2].ptr()),
+            i(shape.batch),
+            i(shape.len),
+            i(shape.dim),
+            i(plan.chunk),
+            KernelArg::I32(plan.lookback_prefix_every as i32),
+        ],
+    );
+    let result = result.and_then(|()| runner.synchronize());
+    let mut h = vec![0f32; shape.elements()];
+    let mut h_t = vec![0f32; shape.lanes()];
+    runner.download(&dh, &mut h).map_err(e)?;
+    runner.download(&dht, &mut h_t).map_err(e)?;
+    let mut intact = true;
+    for (buf, bytes) in scratch.iter().zip(sizes) {
+        let mut all = vec![0u8; bytes + CANARY];
+        runner.download(buf, &mut all).map_err(e)?;
+        intact &= all[bytes..].iter().all(|&x| x == CANARY_BYTE);
+    }
+    Ok((result, h, h_t, intact))
+}
+
+/// Look-back shapes with several chunks per chain, both layouts.
+fn lookback_safety_shapes() -> [((usize, usize, usize), Layout); 3] {
+    [
+        ((2, 700, 40), Layout::Btd), // 6 chunks of 128, 2 groups per row
+        ((1, 1000, 3), Layout::Btd), // 8 chunks, one chain
+        ((1, 9000, 1), Layout::Bdt), // 3 chunks of 4096
+    ]
+}
+
+/// A grid larger than the contract's: the surplus blocks' tickets own no
+/// chunk, so they must write nothing (canaries after every scratch buffer)
+/// and leave the result exact. Works on any runner.
+pub fn check_lookback_surplus_blocks<R: KernelRunner>(runner: &R, label: &str) {
+    let mut failures = Vec::new();
+    for ((bsz, t, d), layout) in lookback_safety_shapes() {
+        let shape = DiagShape::new(bsz, t, d);
+        let plan = plan_diagonal(
+            shape,
+            layout,
+            DType::F32,
+            PlanRequest::LookBack,
+            runner.sm_count(),
+        )
+        .expect("look-back plan");
+        for (extra, every) in [(1u32, 1u32), (7, 1), (33, 2)] {
+            let mut plan = plan.clone();
+            plan.lookback_prefix_every = every;
+            let ctx = format!(
+                "{label}: {} +{extra} blocks every={every} [{plan}]",
+                plan.launches[1].kernel
+            );
+            let seed = 0x5_0000 + u64::from(extra) + t as u64;
+            match lookback_by_hand(runner, &plan, plan.launches[1].kernel, extra, seed) {
+                Err(e) => failures.push(format!("{ctx}: {e}")),
+                Ok((Err(e), ..)) => failures.push(format!("{ctx}: launch failed: {e}")),
+                Ok((Ok(()), h, h_t, intact)) => {
+                    let (a, b, h0) = inputs::<f32>(bsz, t, d, seed);
+                    let problem = Diagonal {
+                        a: &a,
+                        b: &b,
+                        h0: Some(&h0),
+                        batch: bsz,
+                        len: t,
+                        dim: d,
+                        layout,
+                    };
+                    let (want, want_t) = oracle::diagonal(&problem);
+                    let tol = common::tolerance::<f32>(t);
+                    let (e, e_t) = (oracle::rel_l2(&h, &want), oracle::rel_l2(&h_t, &want_t));
+                    if !(e <= tol && e_t <= tol) {
+                        failures.push(format!("{ctx}: relative L2 error h {e:.3e}, h_T {e_t:.3e}"));
+                    }
+                    if !intact {
+                        failures.push(format!("{ctx}: wrote past the scratch buffers"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The look-back probe kernels (`diag_<L>_lookback_probe_<sfx>`, emulator
+/// only) never publish chunk 1 of chain 0: its successors spin until the
+/// spin cap and trap, which must surface as a typed launch error.
+pub fn check_lookback_withheld_traps<R: KernelRunner>(runner: &R, label: &str) {
+    let mut failures = Vec::new();
+    for ((bsz, t, d), layout) in lookback_safety_shapes() {
+        let shape = DiagShape::new(bsz, t, d);
+        let plan = plan_diagonal(
+            shape,
+            layout,
+            DType::F32,
+            PlanRequest::LookBack,
+            runner.sm_count(),
+        )
+        .expect("look-back plan");
+        assert!(
+            plan.chunks >= 3,
+            "{plan}: the probe needs a chunk after chunk 1"
+        );
+        let l = if plan.kernel_layout == Layout::Btd {
+            "btd"
+        } else {
+            "bdt"
+        };
+        for sfx in ["f32", "depth"] {
+            let kernel = format!("diag_{l}_lookback_probe_{sfx}");
+            match lookback_by_hand(runner, &plan, &kernel, 0, 0x6_0000 + t as u64) {
+                Err(e) => failures.push(format!("{label}: {kernel}: {e}")),
+                Ok((Err(Error::Launch { message, .. }), ..)) if message.contains("__trap") => {}
+                Ok((r, ..)) => failures.push(format!(
+                    "{label}: {kernel} [{plan}]: expected a launch error from __trap(), got {r:?}"
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -62,6 +62,15 @@ fn lookback_aggregate_path() {
     diagonal_suite::check_lookback_aggregate_path(&cuda, "cuda look-back");
 }
 
+/// A look-back grid with more blocks than chunks: the surplus tickets do
+/// nothing (the guard after the ticket). The withheld-publication test stays
+/// on the emulators: on a GPU its `__trap()` would end the context.
+#[test]
+fn lookback_surplus_blocks_do_nothing() {
+    let Some(cuda) = cuda() else { return };
+    diagonal_suite::check_lookback_surplus_blocks(&cuda, "cuda surplus");
+}
+
 #[test]
 fn final_state_only() {
     let Some(cuda) = cuda() else { return };

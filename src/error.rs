@@ -77,7 +77,7 @@ pub enum Error {
         value: String,
     },
     /// The requested layout is not supported for this family.
-    #[error("argument `layout`: {layout} is not supported by {family}; expected {expected}")]
+    #[error("argument `layout`: `{layout}` is not {}; expected {expected}", layout_scope(.family))]
     Layout {
         /// Family name.
         family: &'static str,
@@ -130,6 +130,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// "a layout" (parsing) or "supported by the diagonal family".
+fn layout_scope(family: &str) -> String {
+    if family == "any" {
+        "a layout".into()
+    } else {
+        format!("supported by the {family} family")
+    }
 }
 
 /// `batch × len × dim = 4611686018427387905 × 4 × 3`.

@@ -213,6 +213,13 @@ impl<T: Real> NewtonOptions<'_, T> {
                 "finite tolerances ≥ 0".to_string(),
             ));
         }
+        // Checked here, not only by the scan: a solve that converges before
+        // its first scan must not accept an invalid plan either.
+        if self.plan == PlanRequest::Chunk(0) {
+            return Err(Error::Plan(
+                "expected chunk=C with C ≥ 1; got chunk=0".into(),
+            ));
+        }
         if let Mode::Damped { shrink, relax } = self.mode {
             if !(shrink >= 0.0 && shrink.is_finite()) {
                 return Err(Error::Plan(format!(

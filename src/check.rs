@@ -74,7 +74,14 @@ pub struct CheckConfig {
     /// `Some(list)`: exactly those, and a `cuda` that does not open is an
     /// error (`parascan check --backends cuda` on a GPU machine).
     pub backends: Option<Vec<BackendKind>>,
+    /// Refuse a configuration whose largest case would need more memory
+    /// than this (inputs, outputs, the f64 oracle and the engine's chunk
+    /// aggregates, estimated): a `check` skips nothing silently.
+    pub max_case_bytes: usize,
 }
+
+/// Default of [`CheckConfig::max_case_bytes`]: 1 GiB.
+pub const DEFAULT_CHECK_MAX_CASE_BYTES: usize = 1 << 30;
 
 impl Default for CheckConfig {
     /// Every family and dtype; plans `sequential, min-depth, auto,
@@ -94,6 +101,7 @@ impl Default for CheckConfig {
             threads: None,
             seed: 0xc4ec,
             backends: None,
+            max_case_bytes: DEFAULT_CHECK_MAX_CASE_BYTES,
         }
     }
 }
@@ -348,6 +356,26 @@ pub fn run(
     }
     if cfg.lengths.is_empty() || cfg.lengths.contains(&0) {
         return Err(invalid("lengths", "T values ≥ 1".into()));
+    }
+    for &family in &cfg.families {
+        for shape in check_shapes(family) {
+            for &len in &cfg.lengths {
+                // Chunks of one step: the most aggregates any plan holds;
+                // the f64 oracle about doubles it.
+                let need = shape.estimate_bytes(len, 1, DType::F64).saturating_mul(2);
+                if need > cfg.max_case_bytes {
+                    return Err(invalid(
+                        "lengths",
+                        format!(
+                            "lengths whose cases fit in {} MiB (--max-case-mb); T = {len} needs ~{} MiB for {}",
+                            cfg.max_case_bytes >> 20,
+                            need >> 20,
+                            shape.label()
+                        ),
+                    ));
+                }
+            }
+        }
     }
     if cfg.backends.as_ref().is_some_and(Vec::is_empty) {
         return Err(invalid("backends", "at least one of cpu, emu, cuda".into()));

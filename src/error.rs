@@ -33,6 +33,27 @@ pub enum Error {
         /// What was expected, in words.
         expected: String,
     },
+    /// A product of sizes (an element or byte count) does not fit in
+    /// `usize`; the message names every factor with its value.
+    #[error("argument `{arg}`: {} overflows usize", overflow_text(.factors))]
+    Overflow {
+        /// The argument (buffer) whose size it is, e.g. `"x"`.
+        arg: &'static str,
+        /// The factors, named: `[("batch", 2^62+1), ("len", 4), ("dim", 3)]`.
+        factors: Vec<(&'static str, usize)>,
+    },
+    /// A host buffer sized by the input could not be allocated: larger than
+    /// the memory budget ([`crate::mem::host_budget`]) or refused by the
+    /// allocator. Nothing was allocated.
+    #[error("out of memory: buffer `{buffer}` needs {bytes} bytes ({}); {reason}", human_bytes(*.bytes))]
+    OutOfMemory {
+        /// The buffer, e.g. `"h_last"`.
+        buffer: &'static str,
+        /// Bytes it needs.
+        bytes: usize,
+        /// Why it was refused, in words.
+        reason: String,
+    },
     /// A `perm` row was not a permutation of `0..n`.
     #[error("argument `perm`: row (batch {batch}, step {step}) is not a permutation of 0..{n}: {detail}")]
     NotPermutation {
@@ -56,7 +77,7 @@ pub enum Error {
         value: String,
     },
     /// The requested layout is not supported for this family.
-    #[error("argument `layout`: {layout} is not supported by {family}; expected {expected}")]
+    #[error("argument `layout`: `{layout}` is not {}; expected {expected}", layout_scope(.family))]
     Layout {
         /// Family name.
         family: &'static str,
@@ -109,6 +130,37 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// "a layout" (parsing) or "supported by the diagonal family".
+fn layout_scope(family: &str) -> String {
+    if family == "any" {
+        "a layout".into()
+    } else {
+        format!("supported by the {family} family")
+    }
+}
+
+/// `batch × len × dim = 4611686018427387905 × 4 × 3`.
+fn overflow_text(factors: &[(&'static str, usize)]) -> String {
+    let names: Vec<&str> = factors.iter().map(|(n, _)| *n).collect();
+    let values: Vec<String> = factors.iter().map(|(_, v)| v.to_string()).collect();
+    format!("{} = {}", names.join(" × "), values.join(" × "))
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `512 B`.
+pub(crate) fn human_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 impl Error {

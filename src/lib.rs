@@ -32,6 +32,7 @@ pub mod dtype;
 pub mod error;
 pub mod family;
 pub mod kernels;
+pub mod mem;
 pub mod newton;
 pub mod oracle;
 pub mod ptx;

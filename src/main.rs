@@ -5,9 +5,10 @@
 //! `cargo run --release` with no arguments runs the default sweep (SPEC §5)
 //! and writes its CSV, JSON and plots to `sweep-out/`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -159,6 +160,9 @@ struct CheckArgs {
     /// Named backends must open: `--backends cuda` fails without a GPU.
     #[arg(long, default_value = "all")]
     backends: String,
+    /// Refuse lengths whose largest case needs more than this many MiB (estimated).
+    #[arg(long, default_value_t = parascan::check::DEFAULT_CHECK_MAX_CASE_BYTES >> 20)]
+    max_case_mb: usize,
 }
 
 #[derive(Args, Debug)]
@@ -224,9 +228,53 @@ fn parse_len(s: &str) -> Result<usize, String> {
     match parsed {
         Some(v) if v >= 1 => Ok(v),
         _ => Err(format!(
-            "`{s}`: expected a length ≥ 1 such as 4096, 2^12, 4k or 1M"
+            "a length ≥ 1 such as 4096, 2^12, 4k or 1M; got `{s}`"
         )),
     }
+}
+
+/// Set once a write to stdout failed (a closed pipe: `parascan … | head`).
+/// From then on output is dropped, but the run goes on and still writes
+/// its files; the exit status is the run's own.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout, dropping the text once stdout is closed (Rust ignores
+/// SIGPIPE, so `println!` would panic on the broken pipe instead).
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if out.write_fmt(args).and_then(|()| out.flush()).is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `println!` that survives a closed stdout (see [`write_stdout`]).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` that survives a closed stdout.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// Creates the output folder and checks that a file can be written in it,
+/// before any work, so an unwritable `--out` fails at once.
+fn prepare_out_dir(dir: &std::path::Path) -> Result<()> {
+    let fail =
+        |e: std::io::Error| anyhow::anyhow!("output folder {} is not writable: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".parascan-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    // Best effort: the probe is empty and hidden if it cannot be removed.
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// Exit status of a run that could not complete (bad flag values, an
@@ -265,6 +313,28 @@ fn progress_bar() -> ProgressBar {
         pb.set_style(style.progress_chars("=> "));
     }
     pb
+}
+
+/// `mb` MiB in bytes, refused (naming `arg`) when `copies` buffers of that
+/// size would not fit in this machine's memory: such a flag would only end
+/// in an allocation failure later.
+fn mib_within_memory(arg: &'static str, mb: usize, copies: usize) -> Result<usize> {
+    let budget_mb = (parascan::mem::host_budget() / copies.max(1)) >> 20;
+    match mb.checked_mul(1 << 20) {
+        Some(bytes) if mb <= budget_mb => Ok(bytes),
+        _ => Err(sweep::SweepError::Invalid {
+            arg,
+            expected: format!(
+                "at most {budget_mb} MiB ({} this machine's memory); got {mb}",
+                if copies > 1 {
+                    format!("{copies} buffers of it must fit in")
+                } else {
+                    "the size of".to_string()
+                }
+            ),
+        }
+        .into()),
+    }
 }
 
 fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
@@ -315,7 +385,7 @@ fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
         cfg.lengths = config::log_grid(min_t, max_t, args.step.unwrap_or(config::DEFAULT_STEP))?;
     }
     if let Some(mb) = args.max_case_mb {
-        cfg.max_case_bytes = mb.saturating_mul(1 << 20);
+        cfg.max_case_bytes = mib_within_memory("max-case-mb", mb, 1)?;
     }
     if let Some(ms) = args.min_time_ms {
         cfg.timing.min_time = std::time::Duration::from_millis(ms);
@@ -332,11 +402,13 @@ fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
 
 fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
     let cfg = sweep_config(&args)?;
-    // Fail before printing anything when the backend cannot run.
+    // Fail before printing anything when the backend cannot run or the
+    // results could not be written.
     sweep::select_backend(cfg.backend)?;
+    prepare_out_dir(&args.out)?;
     let pb = progress_bar();
     let grid: Vec<String> = cfg.lengths.iter().map(|t| t.to_string()).collect();
-    println!(
+    say!(
         "parascan sweep: families {}, plans {}, dtypes {}, T = {}",
         cfg.families
             .iter()
@@ -373,12 +445,11 @@ fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
             Event::Row(r) => sweep::report::table_row(r),
             Event::Skipped(s) => sweep::report::skipped_line(s),
         };
-        pb.suspend(|| println!("{line}"));
+        pb.suspend(|| say!("{line}"));
     })?;
     pb.finish_and_clear();
-    let out = sweep::write_outputs(&report, &args.out)
-        .with_context(|| format!("writing results to {}", args.out.display()))?;
-    println!(
+    let out = sweep::write_outputs(&report, &args.out).context("writing the results")?;
+    say!(
         "\n{} cases in {:.1} s; wrote {}, {}, {}, {}, {}",
         report.rows.len() + usize::from(report.bandwidth.is_some()),
         report.meta.wall_s,
@@ -409,6 +480,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
         })?;
     }
     cfg.threads = args.threads;
+    cfg.max_case_bytes = mib_within_memory("max-case-mb", args.max_case_mb, 1)?;
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
@@ -439,13 +511,13 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
                 row.err_last,
                 row.tol
             );
-            pb.suspend(|| println!("{line}"));
+            pb.suspend(|| say!("{line}"));
         }
     })?;
     pb.finish_and_clear();
-    println!("{}", report.summary_table());
+    say!("{}", report.summary_table());
     let fails = report.failures().count();
-    println!(
+    say!(
         "{} cases, {} failed, in {:.1} s (seed {:#x}; tolerance: f32 1e-5·log2 T, f64 1e-12·log2 T, bf16 8e-3, f16 1e-3 relative L2)",
         report.rows.len(),
         fails,
@@ -453,18 +525,21 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
         cfg.seed
     );
     if report.passed() {
-        println!("PASS");
+        say!("PASS");
         Ok(ExitCode::SUCCESS)
     } else {
         if fails > 0 {
-            println!("\nfailures:\n{}", report.failure_lines());
+            say!("\nfailures:\n{}", report.failure_lines());
         }
-        println!("FAIL");
+        say!("FAIL");
         Ok(ExitCode::FAILURE)
     }
 }
 
 fn run_info(args: InfoArgs) -> Result<ExitCode> {
+    // Two buffers of this size (source and destination); refused before
+    // anything is printed.
+    let bytes = mib_within_memory("copy-mb", args.copy_mb.max(1), 2)?;
     if let Some(dir) = &args.write_ptx {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for (module, text) in ptx::MODULES {
@@ -474,7 +549,7 @@ fn run_info(args: InfoArgs) -> Result<ExitCode> {
             std::fs::write(&key, format!("{}\n", cuda_fingerprint(text)))
                 .with_context(|| format!("writing {}", key.display()))?;
         }
-        println!(
+        say!(
             "wrote {} PTX module(s) for {} to {}",
             ptx::MODULES.len(),
             ptx::CUDA_ARCH,
@@ -482,9 +557,9 @@ fn run_info(args: InfoArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("parascan {}", env!("CARGO_PKG_VERSION"));
+    say!("parascan {}", env!("CARGO_PKG_VERSION"));
     let (kind, reason) = BackendKind::auto();
-    println!("backend (auto): {kind} — {reason}");
+    say!("backend (auto): {kind} — {reason}");
 
     let cpu = match args.threads {
         Some(n) => Cpu::with_threads(n)?,
@@ -494,38 +569,38 @@ fn run_info(args: InfoArgs) -> Result<ExitCode> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    println!(
+    say!(
         "cpu: {} — {threads} engine threads ({cores} available)",
         sweep::cpu_model().unwrap_or_else(|| "unknown model".into())
     );
-    println!("cuda: {}", cuda_status());
+    say!("cuda: {}", cuda_status());
     if ptx::PTX_BUILT {
         let modules: Vec<&str> = ptx::MODULES.iter().map(|(name, _)| *name).collect();
-        println!(
+        say!(
             "ptx: built for {} by nvcc {} (modules: {})",
             ptx::CUDA_ARCH,
             ptx::NVCC_VERSION,
             modules.join(", ")
         );
     } else {
-        println!(
+        say!(
             "ptx: not built (no nvcc at build time; target would be {})",
             ptx::CUDA_ARCH
         );
     }
-    println!(
+    // The kernels run only where their PTX was embedded at build time.
+    say!(
         "cuda scan kernels: {}",
-        if HAS_SCAN_KERNELS {
-            "yes"
-        } else {
-            "not in this build"
+        match (HAS_SCAN_KERNELS, ptx::PTX_BUILT) {
+            (true, true) => "yes",
+            (true, false) => "no (this build has no PTX: nvcc was not found at build time)",
+            (false, _) => "not in this build",
         }
     );
 
-    let bytes = args.copy_mb.max(1) << 20;
     let pool = sweep::thread_pool(threads)?;
     let gbs = sweep::bandwidth::cpu_copy_gbs(&pool, bytes, 7)?;
-    println!(
+    say!(
         "cpu copy bandwidth: {gbs:.2} GB/s (read + written, {threads} threads, {} MiB buffers, median of 7)",
         bytes >> 20
     );
@@ -540,14 +615,14 @@ fn run_info(args: InfoArgs) -> Result<ExitCode> {
             Err(e) => println!("emulated cuda copy bandwidth: failed ({e})"),
         },
         Ok(dev) => match dev.copy_bandwidth_gbs(bytes, 20) {
-            Ok(g) => println!(
+            Ok(g) => say!(
                 "gpu copy bandwidth: {g:.1} GB/s ({}, {} MiB buffers, median of 20)",
                 dev.device_name(),
                 bytes >> 20
             ),
-            Err(e) => println!("gpu copy bandwidth: failed ({e})"),
+            Err(e) => say!("gpu copy bandwidth: failed ({e})"),
         },
-        Err(e) => println!("gpu copy bandwidth: no device ({e})"),
+        Err(e) => say!("gpu copy bandwidth: no device ({e})"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -561,7 +636,7 @@ fn bench_config(args: &BenchArgs) -> Result<bench::BenchConfig> {
     cfg.backend = args.backend.parse()?;
     cfg.families = bench::cases::parse_families(&args.shapes)?;
     cfg.scale = args.scale;
-    cfg.copy_bytes = args.copy_mb.saturating_mul(1 << 20);
+    cfg.copy_bytes = mib_within_memory("copy-mb", args.copy_mb, 2)?;
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
@@ -584,15 +659,17 @@ fn bench_config(args: &BenchArgs) -> Result<bench::BenchConfig> {
 fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     let cfg = bench_config(&args)?;
     if args.list {
-        print!("{}", bench::list_cases(&cfg));
+        say_raw!("{}", bench::list_cases(&cfg));
         return Ok(ExitCode::SUCCESS);
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let mut sink = bench::CsvSink::create(&args.out.join("bench.csv"))?;
+    prepare_out_dir(&args.out)?;
+    // Created with the first row, so that a backend that fails to open
+    // leaves no header-only bench.csv behind.
+    let csv_path = args.out.join("bench.csv");
+    let mut sink: Option<bench::CsvSink> = None;
     let mut sink_error = None;
     let report = bench::run(&cfg, &mut |event| match event {
-        bench::Event::Started(m) => println!(
+        bench::Event::Started(m) => say!(
             "parascan bench on {} ({}; opened in {:.1} s); copy bandwidth {:.1} GB/s ({}){}\n{}",
             m.device,
             m.backend_reason,
@@ -606,14 +683,24 @@ fn run_bench(args: BenchArgs) -> Result<ExitCode> {
             },
             m.timing
         ),
-        bench::Event::Case(name) => println!("-- {name}"),
+        bench::Event::Case(name) => say!("-- {name}"),
         bench::Event::Row(row) => {
-            println!("{}", bench::report::progress_line(row));
-            if let Err(e) = sink.push(row) {
-                sink_error.get_or_insert(e);
+            say!("{}", bench::report::progress_line(row));
+            if sink_error.is_none() {
+                let pushed = match &mut sink {
+                    Some(s) => s.push(row),
+                    None => bench::CsvSink::create(&csv_path).and_then(|mut s| {
+                        let r = s.push(row);
+                        sink = Some(s);
+                        r
+                    }),
+                };
+                if let Err(e) = pushed {
+                    sink_error = Some(e);
+                }
             }
         }
-        bench::Event::Skipped(s) => println!(
+        bench::Event::Skipped(s) => say!(
             "{} {} {}: {}",
             if s.failed { "FAILED" } else { "skipped" },
             s.case,
@@ -624,10 +711,9 @@ fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     if let Some(e) = sink_error {
         return Err(e.into());
     }
-    let out = bench::write_outputs(&report, &args.out)
-        .with_context(|| format!("writing results to {}", args.out.display()))?;
+    let out = bench::write_outputs(&report, &args.out).context("writing the results")?;
     let failures = report.failures();
-    println!(
+    say!(
         "\n{} rows, {} skipped ({} failed) in {:.1} s; wrote {}, {}, {}",
         report.rows.len(),
         report.skipped.len(),

@@ -44,7 +44,7 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
 }
 
 fn gru32(c: &DiagGru<f64>) -> DiagGru<f32> {
-    DiagGru::new(to_f32(&c.a_z), to_f32(&c.a_r), to_f32(&c.a_c)).unwrap()
+    DiagGru::new(to_f32(c.a_z()), to_f32(c.a_r()), to_f32(c.a_c())).unwrap()
 }
 
 fn max_abs_diff<T: Into<f64> + Copy>(a: &[T], b: &[T]) -> f64 {

@@ -138,6 +138,7 @@ impl Cpu {
                 h_last.len(),
             ));
         }
+        crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
         match self.pool() {
             Some(pool) => pool.install(|| problem.run_cpu(&plan, out, h_last)),
             None => problem.run_cpu(&plan, out, h_last),
@@ -152,8 +153,8 @@ impl Cpu {
         request: PlanRequest,
     ) -> Result<ScanOutput<P::Out>> {
         problem.validate()?;
-        let mut out = vec![P::Out::default(); problem.output_len()];
-        let mut h_last = vec![P::Out::default(); problem.final_len()];
+        let mut out = crate::mem::try_vec("out", problem.output_len(), P::Out::default())?;
+        let mut h_last = crate::mem::try_vec("h_last", problem.final_len(), P::Out::default())?;
         let plan = self.scan_into(problem, request, &mut out, &mut h_last)?;
         Ok(ScanOutput { out, h_last, plan })
     }

@@ -325,7 +325,13 @@ unsafe impl Sync for HostMemory {}
 impl HostMemory {
     /// `len` usable bytes, every byte `0xFF`.
     fn new(len: usize) -> Result<Self> {
-        let too_big = || Error::size("bytes", len, "an allocation the host can satisfy");
+        // Emulated device memory is host memory: same budget as host buffers.
+        crate::mem::check_budget("emulated device buffer", len)?;
+        let too_big = || Error::OutOfMemory {
+            buffer: "emulated device buffer",
+            bytes: len,
+            reason: "the allocator refused".into(),
+        };
         let size = len
             .max(1)
             .checked_next_multiple_of(BUFFER_ALIGN)

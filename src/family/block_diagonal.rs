@@ -201,12 +201,18 @@ impl<'a, S: Storage> LinearProblem for BlockDiagonal<'a, S> {
         check_min("len", self.len, 1)?;
         check_min("blocks", self.blocks, 1)?;
         check_min("block", self.block, 1)?;
-        let n = product("blocks", &[self.blocks, self.block])?;
+        let n = product("blocks", &[("blocks", self.blocks), ("block", self.block)])?;
         let a_len = product(
             "a",
-            &[self.batch, self.len, self.blocks, self.block, self.block],
+            &[
+                ("batch", self.batch),
+                ("len", self.len),
+                ("blocks", self.blocks),
+                ("block", self.block),
+                ("block", self.block),
+            ],
         )?;
-        let b_len = product("b", &[self.batch, self.len, n])?;
+        let b_len = product("b", &[("batch", self.batch), ("len", self.len), ("n", n)])?;
         check_len("a", self.a, a_len, || self.a_shape_str())?;
         check_len("b", self.b, b_len, || self.shape_str())?;
         check_h0(self.h0, self.batch * n, || self.state_shape_str())

@@ -73,7 +73,10 @@ impl<'a, S: Storage> LinearProblem for Diagonal<'a, S> {
         check_min("batch", self.batch, 1)?;
         check_min("len", self.len, 1)?;
         check_min("dim", self.dim, 1)?;
-        let n = product("a", &[self.batch, self.len, self.dim])?;
+        let n = product(
+            "a",
+            &[("batch", self.batch), ("len", self.len), ("dim", self.dim)],
+        )?;
         check_len("a", self.a, n, || self.shape_str())?;
         check_len("b", self.b, n, || self.shape_str())?;
         check_h0(self.h0, self.batch * self.dim, || self.final_shape())

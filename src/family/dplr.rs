@@ -353,10 +353,10 @@ impl<'a, S: Storage> LinearProblem for Dplr<'a, S> {
         check_min("m", self.m, 1)?;
         check_min("rank", self.rank, 1)?;
         let (b, t, n, m, r) = (self.batch, self.len, self.n, self.m, self.rank);
-        let btn = product("w", &[b, t, n])?;
-        let btrn = product("u", &[b, t, r, n])?;
-        let btm = product("x", &[b, t, m])?;
-        let bnm = product("h0", &[b, n, m])?;
+        let btn = product("w", &[("batch", b), ("len", t), ("n", n)])?;
+        let btrn = product("u", &[("batch", b), ("len", t), ("rank", r), ("n", n)])?;
+        let btm = product("x", &[("batch", b), ("len", t), ("m", m)])?;
+        let bnm = product("h0", &[("batch", b), ("n", n), ("m", m)])?;
         check_len("w", self.w, btn, || self.btn())?;
         check_len("u", self.u, btrn, || self.btrn())?;
         check_len("v", self.v, btrn, || self.btrn())?;
@@ -375,7 +375,7 @@ impl<'a, S: Storage> LinearProblem for Dplr<'a, S> {
                 }
             },
             DplrOutput::States => {
-                product("out", &[b, t, n, m])?;
+                product("out", &[("batch", b), ("len", t), ("n", n), ("m", m)])?;
             }
         }
         check_h0(self.h0, bnm, || self.bnm())
@@ -434,6 +434,55 @@ impl<'a, S: Storage> LinearProblem for Dplr<'a, S> {
         let vecs = if self.q_used().is_some() { 3 } else { 2 };
         let inputs = vecs * btn + 2 * btn * self.rank + self.batch * self.len * self.m;
         (inputs + self.output_len()) * std::mem::size_of::<S>()
+    }
+
+    fn cpu_scratch_bytes(&self, plan: &Plan) -> Result<usize> {
+        let (n, m, r) = (self.n, self.m, self.rank);
+        let c = std::mem::size_of::<S::Compute>();
+        // One running state `H` (+ projections) per sequence, always.
+        let state = product("h_T", &[("batch", self.batch), ("n", n), ("m", m)])?
+            .checked_add(product(
+                "h_T",
+                &[("batch", self.batch), ("rank", r), ("m", m)],
+            )?)
+            .and_then(|s| s.checked_mul(c));
+        let state = state.ok_or(Error::Overflow {
+            arg: "h_T",
+            factors: vec![
+                ("batch", self.batch),
+                ("n + rank", n.saturating_add(r)),
+                ("m", m),
+            ],
+        })?;
+        if plan.chunks <= 1 {
+            return Ok(state);
+        }
+        // Chunk aggregates `M: n×n`, `N: n×m` and the fold's projections,
+        // held about three times (aggregates, Blelloch tree, carries).
+        let nn = product("aggregate", &[("n", n), ("n", n)])?;
+        let nm = product("aggregate", &[("n", n), ("m", m)])?;
+        let rs = product("aggregate", &[("rank", r), ("max(n, m)", n.max(m))])?;
+        let per = nn
+            .checked_add(nm)
+            .and_then(|x| x.checked_add(rs))
+            .ok_or(Error::Overflow {
+                arg: "aggregate",
+                factors: vec![
+                    ("n", n),
+                    ("n + m + rank", n.saturating_add(m).saturating_add(r)),
+                ],
+            })?;
+        let aggs = product(
+            "aggregate",
+            &[
+                ("batch", self.batch),
+                ("chunks", plan.chunks),
+                ("n·n + n·m + rank·max(n, m)", per),
+                ("bytes per element", c),
+                ("copies", 3),
+            ],
+        )?;
+        Ok(aggs.saturating_add(state))
     }
 
     fn run_cpu(&self, plan: &Plan, out: &mut [S], h_last: &mut [S]) {

@@ -79,6 +79,12 @@ pub trait LinearProblem: Sync {
     /// Bytes one pass must move: every input read once, every output written
     /// once (the bandwidth yardstick).
     fn bytes_moved(&self) -> usize;
+    /// Bytes of host scratch the CPU engine allocates under `plan` beyond
+    /// the inputs and outputs (checked; 0 unless the family's aggregates or
+    /// states can outgrow its inputs, as DPLR's dense `n×n` ones do).
+    fn cpu_scratch_bytes(&self, _plan: &Plan) -> Result<usize> {
+        Ok(0)
+    }
     /// Runs the CPU engine. `out`, `h_last` have the lengths above and
     /// `validate` has passed.
     fn run_cpu(&self, plan: &Plan, out: &mut [Self::Out], h_last: &mut [Self::Out]);
@@ -132,9 +138,7 @@ pub(crate) fn check_finite<S: Storage>(arg: &'static str, buf: &[S]) -> Result<(
     }
 }
 
-/// Multiplies sizes, reporting overflow as a size error on `arg`.
-pub(crate) fn product(arg: &'static str, dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| Error::size(arg, usize::MAX, "a shape whose element count fits in usize"))
+/// Multiplies named sizes, reporting overflow with every factor on `arg`.
+pub(crate) fn product(arg: &'static str, dims: &[(&'static str, usize)]) -> Result<usize> {
+    crate::mem::checked_product(arg, dims)
 }

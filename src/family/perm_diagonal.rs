@@ -340,7 +340,10 @@ impl<'a, S: Storage, P: PermIndex> LinearProblem for PermDiagonal<'a, S, P> {
                 ),
             ));
         }
-        let total = product("perm", &[self.batch, self.len, self.n])?;
+        let total = product(
+            "perm",
+            &[("batch", self.batch), ("len", self.len), ("n", self.n)],
+        )?;
         check_len("perm", self.perm, total, || self.shape_str())?;
         check_len("d", self.d, total, || self.shape_str())?;
         check_len("b", self.b, total, || self.shape_str())?;

@@ -100,14 +100,14 @@ fn check_params<T: Real>(name: &'static str, v: &[T], n: usize) -> Result<()> {
 /// `c = tanh(x_c + a_c⊙(r⊙h))`, `h' = (1−z)⊙h + z⊙c`.
 ///
 /// The Jacobian is diagonal. Contractive when `|a_*|` are small (below ~1).
+///
+/// The weights are private so that a cell is consistent by construction
+/// ([`DiagGru::new`] checks them); read them with the accessors.
 #[derive(Clone, Debug)]
 pub struct DiagGru<T> {
-    /// Recurrent weight of the update gate, `[n]`.
-    pub a_z: Vec<T>,
-    /// Recurrent weight of the reset gate, `[n]`.
-    pub a_r: Vec<T>,
-    /// Recurrent weight of the candidate, `[n]`.
-    pub a_c: Vec<T>,
+    a_z: Vec<T>,
+    a_r: Vec<T>,
+    a_c: Vec<T>,
 }
 
 impl<T: Real> DiagGru<T> {
@@ -121,6 +121,19 @@ impl<T: Real> DiagGru<T> {
         check_params("a_r", &a_r, n)?;
         check_params("a_c", &a_c, n)?;
         Ok(Self { a_z, a_r, a_c })
+    }
+
+    /// Recurrent weight of the update gate, `[n]`.
+    pub fn a_z(&self) -> &[T] {
+        &self.a_z
+    }
+    /// Recurrent weight of the reset gate, `[n]`.
+    pub fn a_r(&self) -> &[T] {
+        &self.a_r
+    }
+    /// Recurrent weight of the candidate, `[n]`.
+    pub fn a_c(&self) -> &[T] {
+        &self.a_c
     }
 
     /// One unit: `(h', ∂h'/∂h)`.
@@ -176,14 +189,14 @@ impl<T: Real> Cell<T> for DiagGru<T> {
 ///
 /// `f = σ(x_f + a_f⊙h)`, `o = σ(x_o + a_o⊙h)`, `g = tanh(x_g + a_g⊙h)`,
 /// `c' = f⊙c + (1−f)⊙g`, `h' = o⊙tanh(c')`.
+///
+/// The weights are private (consistent by construction, see
+/// [`DiagLstm::new`]); read them with the accessors.
 #[derive(Clone, Debug)]
 pub struct DiagLstm<T> {
-    /// Recurrent weight of the forget gate, `[n]`.
-    pub a_f: Vec<T>,
-    /// Recurrent weight of the output gate, `[n]`.
-    pub a_o: Vec<T>,
-    /// Recurrent weight of the cell input, `[n]`.
-    pub a_g: Vec<T>,
+    a_f: Vec<T>,
+    a_o: Vec<T>,
+    a_g: Vec<T>,
 }
 
 impl<T: Real> DiagLstm<T> {
@@ -197,6 +210,19 @@ impl<T: Real> DiagLstm<T> {
         check_params("a_o", &a_o, n)?;
         check_params("a_g", &a_g, n)?;
         Ok(Self { a_f, a_o, a_g })
+    }
+
+    /// Recurrent weight of the forget gate, `[n]`.
+    pub fn a_f(&self) -> &[T] {
+        &self.a_f
+    }
+    /// Recurrent weight of the output gate, `[n]`.
+    pub fn a_o(&self) -> &[T] {
+        &self.a_o
+    }
+    /// Recurrent weight of the cell input, `[n]`.
+    pub fn a_g(&self) -> &[T] {
+        &self.a_g
     }
 
     /// One unit: `(c', h')` and the block `[[∂c'/∂c, ∂c'/∂h], [∂h'/∂c, ∂h'/∂h]]`.
@@ -265,13 +291,11 @@ impl<T: Real> Cell<T> for DiagLstm<T> {
 /// Elman RNN `h' = tanh(W h + x)` with a dense recurrent matrix
 /// `W: [n, n]` (row-major) and input `x_t: [n]`. The Jacobian
 /// `diag(1 − h'²) W` is dense (DEER); quasi-Newton keeps its diagonal
-/// (quasi-DEER).
+/// (quasi-DEER). Fields are private: [`Elman::new`] checks `w` against `n`.
 #[derive(Clone, Debug)]
 pub struct Elman<T> {
-    /// State size.
-    pub n: usize,
-    /// Recurrent matrix, `[n, n]` row-major.
-    pub w: Vec<T>,
+    n: usize,
+    w: Vec<T>,
 }
 
 impl<T: Real> Elman<T> {
@@ -280,11 +304,21 @@ impl<T: Real> Elman<T> {
         if n == 0 {
             return Err(Error::size("n", 0, "at least 1"));
         }
-        if w.len() != n * n {
-            return Err(Error::shape("w", format!("[{n}, {n}]"), n * n, w.len()));
+        let nn = crate::mem::checked_product("w", &[("n", n), ("n", n)])?;
+        if w.len() != nn {
+            return Err(Error::shape("w", format!("[{n}, {n}]"), nn, w.len()));
         }
-        check_params("w", &w, n * n)?;
+        check_params("w", &w, nn)?;
         Ok(Self { n, w })
+    }
+
+    /// State size `n`.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Recurrent matrix, `[n, n]` row-major.
+    pub fn w(&self) -> &[T] {
+        &self.w
     }
 
     #[inline]
@@ -348,10 +382,8 @@ impl<T: Real> Cell<T> for Elman<T> {
 /// default.
 #[derive(Clone, Debug)]
 pub struct Parity<T> {
-    /// Units.
-    pub n: usize,
-    /// Steepness `β > 0`.
-    pub beta: T,
+    n: usize,
+    beta: T,
 }
 
 impl<T: Real> Parity<T> {
@@ -368,6 +400,15 @@ impl<T: Real> Parity<T> {
             });
         }
         Ok(Self { n, beta })
+    }
+
+    /// Units.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Steepness `β > 0`.
+    pub fn beta(&self) -> T {
+        self.beta
     }
 
     #[inline]

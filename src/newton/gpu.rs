@@ -74,17 +74,17 @@ impl GpuCell<'_> {
     /// Units the kernels' `n` argument counts (`n` of `[B,T,n]` threads).
     fn units(&self) -> usize {
         match *self {
-            GpuCell::DiagGru(c) => c.a_z.len(),
-            GpuCell::DiagLstm(c) => c.a_f.len(),
-            GpuCell::Elman(c) => c.n,
+            GpuCell::DiagGru(c) => c.a_z().len(),
+            GpuCell::DiagLstm(c) => c.a_f().len(),
+            GpuCell::Elman(c) => c.n(),
         }
     }
 
     fn params(&self) -> Vec<f32> {
         match *self {
-            GpuCell::DiagGru(c) => [&c.a_z[..], &c.a_r, &c.a_c].concat(),
-            GpuCell::DiagLstm(c) => [&c.a_f[..], &c.a_o, &c.a_g].concat(),
-            GpuCell::Elman(c) => c.w.clone(),
+            GpuCell::DiagGru(c) => [c.a_z(), c.a_r(), c.a_c()].concat(),
+            GpuCell::DiagLstm(c) => [c.a_f(), c.a_o(), c.a_g()].concat(),
+            GpuCell::Elman(c) => c.w().to_vec(),
         }
     }
 }
@@ -113,7 +113,7 @@ pub fn sequential_kernels<R: KernelRunner>(
     runner.fill(&h, 0xFF)?;
     launch_sequential(runner, cell, problem, &x, h0.as_ref(), &params, &h)?;
     runner.synchronize()?;
-    let mut out = vec![0f32; problem.batch * problem.len * n_state];
+    let mut out = crate::mem::try_vec("states", problem.batch * problem.len * n_state, 0f32)?;
     runner.download(&h, &mut out)?;
     Ok(out)
 }
@@ -219,7 +219,7 @@ pub fn solve_kernels<R: KernelRunner>(
         report.depth = len as u64;
         report.converged = true;
         report.stop = StopReason::Sequential;
-        let mut out = vec![0f32; states];
+        let mut out = crate::mem::try_vec("states", states, 0f32)?;
         runner.download(&h, &mut out)?;
         return Ok(Solution {
             states: out,
@@ -439,7 +439,7 @@ pub fn solve_kernels<R: KernelRunner>(
         report.iterations += 1;
     }
     runner.synchronize()?;
-    let mut out = vec![0f32; states];
+    let mut out = crate::mem::try_vec("states", states, 0f32)?;
     runner.download(&bufs.h, &mut out)?;
     Ok(Solution {
         states: out,
@@ -539,7 +539,7 @@ fn fused_gru_iterations<R: KernelRunner>(
         report.iterations += 1;
         cur = next;
     }
-    let mut out = vec![0f32; states];
+    let mut out = crate::mem::try_vec("states", states, 0f32)?;
     runner.download(slots[cur], &mut out)?;
     Ok(Solution {
         states: out,

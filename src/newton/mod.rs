@@ -39,6 +39,7 @@ use rayon::prelude::*;
 
 use crate::dtype::Real;
 use crate::error::{Error, Result};
+use crate::mem::checked_product;
 use crate::scan::PlanRequest;
 
 /// A batch of nonlinear recurrences to solve.
@@ -55,7 +56,9 @@ pub struct NonlinearProblem<'a, T> {
 }
 
 impl<T: Real> NonlinearProblem<'_, T> {
-    /// Checks the shapes against `cell` and that every input is finite.
+    /// Checks the shapes against `cell` (a state of at least one scalar, a
+    /// Jacobian block size that divides it, every size product in range)
+    /// and that every input is finite.
     pub fn validate<C: cell::Cell<T> + ?Sized>(&self, cell: &C) -> Result<()> {
         if self.batch == 0 {
             return Err(Error::size("batch", 0, "B ≥ 1"));
@@ -64,7 +67,13 @@ impl<T: Real> NonlinearProblem<'_, T> {
             return Err(Error::size("len", 0, "T ≥ 1"));
         }
         let (n, din) = (cell.state_dim(), cell.input_dim());
-        let want = self.batch * self.len * din;
+        check_structure(cell.structure(), n)?;
+        let (b, t) = (self.batch, self.len);
+        let want = checked_product("x", &[("batch", b), ("len", t), ("input_dim", din)])?;
+        // The states `[B, T, n]` are the solver's output: their element and
+        // byte counts must exist before anything is allocated.
+        let states = checked_product("states", &[("batch", b), ("len", t), ("state_dim", n)])?;
+        crate::mem::bytes_of::<T>("states", states)?;
         if self.x.len() != want {
             return Err(Error::shape(
                 "x",
@@ -74,11 +83,12 @@ impl<T: Real> NonlinearProblem<'_, T> {
             ));
         }
         if let Some(h0) = self.h0 {
-            if h0.len() != self.batch * n {
+            let want = checked_product("h0", &[("batch", b), ("state_dim", n)])?;
+            if h0.len() != want {
                 return Err(Error::shape(
                     "h0",
                     format!("[{}, {n}]", self.batch),
-                    self.batch * n,
+                    want,
                     h0.len(),
                 ));
             }
@@ -86,6 +96,29 @@ impl<T: Real> NonlinearProblem<'_, T> {
         }
         finite("x", self.x)
     }
+}
+
+/// Checks a cell's declared sizes: a state of at least one scalar and a
+/// Jacobian block size `k ≥ 1` dividing it (a user's [`Cell`] can declare
+/// anything; the built-in cells check this on construction).
+pub(crate) fn check_structure(s: Structure, n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::size(
+            "cell.state_dim",
+            0,
+            "a state of at least one scalar",
+        ));
+    }
+    let k = s.block(n);
+    if k == 0 || n % k != 0 {
+        return Err(Error::size(
+            "cell.structure",
+            k,
+            format!("a block size k ≥ 1 that divides the state size {n}"),
+        ));
+    }
+    checked_product("jacobian", &[("state_dim", n), ("block", k)])?;
+    Ok(())
 }
 
 fn finite<T: Real>(arg: &'static str, v: &[T]) -> Result<()> {
@@ -180,6 +213,13 @@ impl<T: Real> NewtonOptions<'_, T> {
                 "finite tolerances ≥ 0".to_string(),
             ));
         }
+        // Checked here, not only by the scan: a solve that converges before
+        // its first scan must not accept an invalid plan either.
+        if self.plan == PlanRequest::Chunk(0) {
+            return Err(Error::Plan(
+                "expected chunk=C with C ≥ 1; got chunk=0".into(),
+            ));
+        }
         if let Mode::Damped { shrink, relax } = self.mode {
             if !(shrink >= 0.0 && shrink.is_finite()) {
                 return Err(Error::Plan(format!(
@@ -193,16 +233,16 @@ impl<T: Real> NewtonOptions<'_, T> {
             }
         }
         let n = cell.state_dim();
-        let k = cell.structure().block(n);
-        if n % k != 0 {
-            return Err(Error::size(
-                "cell.structure",
-                k,
-                format!("a block size dividing the state size {n}"),
-            ));
-        }
+        check_structure(cell.structure(), n)?;
         if let InitialGuess::Given(h) = self.initial {
-            let want = problem.batch * problem.len * n;
+            let want = checked_product(
+                "initial",
+                &[
+                    ("batch", problem.batch),
+                    ("len", problem.len),
+                    ("state_dim", n),
+                ],
+            )?;
             if h.len() != want {
                 return Err(Error::shape(
                     "initial",

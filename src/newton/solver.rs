@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::family::block_diagonal::BlockDiagonal;
 use crate::family::diagonal::Diagonal;
 use crate::family::Layout;
+use crate::mem::{checked_product, try_vec};
 use crate::scan::depth::measure;
 
 /// The states `h_1..h_T` of every sequence and how they were found.
@@ -36,7 +37,8 @@ pub fn sequential<T: Real, C: Cell<T> + ?Sized>(
 ) -> Result<Vec<T>> {
     problem.validate(cell)?;
     let (n, len, din) = (cell.state_dim(), problem.len, cell.input_dim());
-    let mut states = vec![T::zero(); problem.batch * len * n];
+    // `validate` checked that `B·T·n` and its bytes fit in usize.
+    let mut states = try_vec("states", problem.batch * len * n, T::zero())?;
     cpu.install(|| {
         states
             .par_chunks_mut(len * n)
@@ -86,9 +88,9 @@ where
         return Ok(Solution { states, report });
     }
 
-    let mut st = State::new(cell, problem, options);
+    let mut st = State::new(cell, problem, options)?;
     let t0 = Instant::now();
-    let mut h = st.initial_guess(cpu, options.initial);
+    let mut h = st.initial_guess(cpu, options.initial)?;
     report.cell_s += t0.elapsed().as_secs_f64();
 
     let cap = options.max_iters;
@@ -191,37 +193,54 @@ where
         cell: &'c C,
         problem: &'p NonlinearProblem<'p, T>,
         options: &NewtonOptions<'_, T>,
-    ) -> Self {
+    ) -> Result<Self> {
         let n = cell.state_dim();
         let k = match options.mode {
             Mode::Newton | Mode::Damped { .. } => cell.structure().block(n),
             _ => 1,
         };
+        // `validate` checked `batch × len × n` and `n × k`; the transitions
+        // `[B, T, n·k]` can still overflow or exceed memory.
         let steps = problem.batch * problem.len;
+        let states = steps * n;
         // Picard keeps an all-zero `a` of diagonal size so one loop serves all modes.
         let alen = n * k;
-        Self {
+        let a_len = checked_product(
+            "a",
+            &[
+                ("batch", problem.batch),
+                ("len", problem.len),
+                ("state_dim", n),
+                ("block", k),
+            ],
+        )?;
+        Ok(Self {
             cell,
             problem,
             mode: options.mode,
             n,
             alen,
             k,
-            a: vec![T::zero(); steps * alen],
-            b: vec![T::zero(); steps * n],
-            h_last: vec![T::zero(); problem.batch * n],
-            h_new: vec![T::zero(); steps * n],
+            a: try_vec("a", a_len, T::zero())?,
+            b: try_vec("b", states, T::zero())?,
+            h_last: try_vec("h_last", problem.batch * n, T::zero())?,
+            h_new: try_vec("h_new", states, T::zero())?,
             depth_cache: Vec::new(),
-        }
+        })
     }
 
-    fn initial_guess(&self, cpu: &Cpu, guess: InitialGuess<'_, T>) -> Vec<T> {
+    fn initial_guess(&self, cpu: &Cpu, guess: InitialGuess<'_, T>) -> Result<Vec<T>> {
         let (n, len, din) = (self.n, self.problem.len, self.cell.input_dim());
-        match guess {
-            InitialGuess::Zeros => vec![T::zero(); self.problem.batch * len * n],
-            InitialGuess::Given(h) => h.to_vec(),
+        let states = self.problem.batch * len * n;
+        Ok(match guess {
+            InitialGuess::Zeros => try_vec("h", states, T::zero())?,
+            InitialGuess::Given(h) => {
+                let mut v = try_vec("h", h.len(), T::zero())?;
+                v.copy_from_slice(h);
+                v
+            }
             InitialGuess::FirstStep => {
-                let mut h = vec![T::zero(); self.problem.batch * len * n];
+                let mut h = try_vec("h", states, T::zero())?;
                 let zero = vec![T::zero(); n];
                 let x = self.problem.x;
                 cpu.install(|| {
@@ -232,7 +251,7 @@ where
                 });
                 h
             }
-        }
+        })
     }
 
     /// Evaluates `f` (and the mode's transition) at the guess `h`, fills

@@ -73,11 +73,13 @@ impl std::str::FromStr for PlanRequest {
                     .and_then(|c| c.parse::<usize>().ok())
                     .ok_or_else(|| {
                         Error::Plan(format!(
-                            "`{s}`: expected sequential, min-depth, auto, look-back or chunk=C with C ≥ 1"
+                            "expected sequential, min-depth, auto, look-back or chunk=C with C ≥ 1; got `{s}`"
                         ))
                     })?;
                 if c == 0 {
-                    return Err(Error::Plan("chunk=0: expected C ≥ 1".into()));
+                    return Err(Error::Plan(
+                        "expected chunk=C with C ≥ 1; got chunk=0".into(),
+                    ));
                 }
                 Ok(PlanRequest::Chunk(c))
             }
@@ -146,7 +148,11 @@ impl Plan {
         let t = shape.len;
         let chunk = match request {
             PlanRequest::Sequential => t,
-            PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
+            PlanRequest::Chunk(0) => {
+                return Err(Error::Plan(
+                    "expected chunk=C with C ≥ 1; got chunk=0".into(),
+                ))
+            }
             PlanRequest::Chunk(c) => c.min(t),
             PlanRequest::MinDepth => 1,
             PlanRequest::LookBack => return Err(look_back_unsupported("the CPU engine")),

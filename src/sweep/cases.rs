@@ -320,10 +320,7 @@ impl<S: Storage> Inputs<S> {
         if len == 0 {
             return Err(Error::size("len", 0, "T ≥ 1").into());
         }
-        let bt = shape
-            .batch()
-            .checked_mul(len)
-            .ok_or_else(|| Error::size("len", len, "B·T fitting in usize"))?;
+        let bt = crate::mem::checked_product("len", &[("batch", shape.batch()), ("len", len)])?;
         let h0 = |count: usize| with_h0.then(|| uniform::<S>(count, -1.0, 1.0, seed, 99));
         Ok(match shape {
             Shape::Diagonal { batch, dim, layout } => Inputs::Diagonal {

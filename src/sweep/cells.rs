@@ -65,6 +65,49 @@ impl CellKind {
             CellKind::Parity => 4,
         }
     }
+
+    /// Estimated peak bytes of one case of `units` units, `batch`
+    /// sequences of `len` steps (f32): the weights, the inputs
+    /// `[B,T,input]`, and the Newton solver's buffers, the transitions
+    /// `[B,T,n·k]` and about five `[B,T,n]` (offsets, iterate, scan output,
+    /// best iterate, result). `Err` names the factors of a product that
+    /// overflows usize.
+    pub fn case_bytes(self, units: usize, batch: usize, len: usize) -> crate::Result<usize> {
+        use crate::mem::checked_product as prod;
+        let u = units;
+        let (n, din, k, params) = match self {
+            CellKind::DiagGru => (u, prod("x", &[("3", 3), ("units", u)])?, 1, 3 * u),
+            CellKind::DiagLstm => (
+                prod("states", &[("2", 2), ("units", u)])?,
+                prod("x", &[("3", 3), ("units", u)])?,
+                2,
+                3 * u,
+            ),
+            CellKind::Elman => (u, u, u, prod("w", &[("units", u), ("units", u)])?),
+            CellKind::Parity => (u, u, 1, 0),
+        };
+        let steps = prod("x", &[("batch", batch), ("len", len)])?;
+        let per_step = prod("a", &[("state", n), ("block", k)])?
+            .checked_add(din)
+            .and_then(|s| s.checked_add(n.checked_mul(5)?))
+            .ok_or(crate::Error::Overflow {
+                arg: "states",
+                factors: vec![("state", n), ("block + 5", k.saturating_add(5))],
+            })?;
+        let scalars = prod(
+            "states",
+            &[
+                ("batch", batch),
+                ("len", len),
+                ("scalars per step", per_step),
+            ],
+        )?;
+        let total = scalars.checked_add(params).ok_or(crate::Error::Overflow {
+            arg: "weights",
+            factors: vec![("steps", steps), ("scalars per step", per_step)],
+        })?;
+        prod("bytes", &[("scalars", total), ("bytes per f32", 4)])
+    }
 }
 
 impl std::fmt::Display for CellKind {
@@ -89,7 +132,7 @@ impl FromStr for CellKind {
             .ok_or_else(|| {
                 invalid(
                     "cells",
-                    format!("`{s}`: expected one of diag-gru, diag-lstm, elman, parity, none"),
+                    format!("one of diag-gru, diag-lstm, elman, parity, none; got `{s}`"),
                 )
             })
     }
@@ -172,11 +215,10 @@ impl Runner<'_, '_> {
     /// sequential loop, every other plan a Newton solve whose scans use it.
     pub(super) fn run_cell(&mut self, kind: CellKind) -> Result<()> {
         let cfg = self.config;
-        let cell = AnyCell::new(
-            kind,
-            cfg.cell_units,
-            super::mix_seed(cfg.seed, 0xce11 ^ kind as u64),
-        )?;
+        let units = cfg.cell_units.unwrap_or(kind.default_units());
+        // Built on the first length that fits the memory cap: the weights
+        // alone can be huge (`--cell-units`).
+        let mut cell: Option<AnyCell> = None;
         let batch = cfg.cell_batch;
         let cap = match kind {
             CellKind::Parity => cfg.hard_max_t,
@@ -195,6 +237,27 @@ impl Runner<'_, '_> {
                 );
                 continue;
             }
+            let too_big = match kind.case_bytes(units, batch, len) {
+                Ok(need) if need <= cfg.max_case_bytes => None,
+                Ok(need) => Some(format!(
+                    "needs ~{} MiB > cap {} MiB",
+                    need >> 20,
+                    cfg.max_case_bytes >> 20
+                )),
+                Err(e) => Some(format!("size out of range: {e}")),
+            };
+            if let Some(reason) = too_big {
+                self.skip(&label, DType::F32, len, "*".into(), reason, cfg.plans.len());
+                continue;
+            }
+            let cell = match &mut cell {
+                Some(c) => &*c,
+                None => cell.insert(AnyCell::new(
+                    kind,
+                    Some(units),
+                    super::mix_seed(cfg.seed, 0xce11 ^ kind as u64),
+                )?),
+            };
             let x = cell.inputs(batch, len, super::mix_seed(cfg.seed, len as u64));
             let problem = NonlinearProblem {
                 x: &x,
@@ -218,7 +281,7 @@ impl Runner<'_, '_> {
                 };
                 self.progress
                     .set_message(format!("{label} T={len} {request}"));
-                let row = match self.cell_case(&cell, &problem, &options) {
+                let row = match self.cell_case(cell, &problem, &options) {
                     // A plan only some engines have (look-back) is skipped, not fatal.
                     Err(SweepError::Core(crate::Error::Plan(why)))
                         if request == PlanRequest::LookBack =>

@@ -92,7 +92,7 @@ impl FromStr for Family {
                 invalid(
                     "families",
                     format!(
-                        "`{s}`: expected one of diagonal, perm-diagonal, block-diagonal, dense, dplr"
+                        "one of diagonal, perm-diagonal, block-diagonal, dense, dplr; got `{s}`"
                     ),
                 )
             })
@@ -126,7 +126,7 @@ impl FromStr for BackendChoice {
             "emu" => Ok(BackendChoice::Emu),
             other => Err(invalid(
                 "backend",
-                format!("`{other}`: expected auto, cpu, cuda or emu"),
+                format!("auto, cpu, cuda or emu; got `{other}`"),
             )),
         }
     }
@@ -641,41 +641,38 @@ impl SweepConfig {
     /// Checks that every list is non-empty and every size positive.
     pub fn validate(&self) -> Result<()> {
         if self.families.is_empty() {
-            return Err(invalid("families", "expected at least one family".into()));
+            return Err(invalid("families", "at least one family".into()));
         }
         if self.plans.is_empty() {
-            return Err(invalid("plans", "expected at least one plan".into()));
+            return Err(invalid("plans", "at least one plan".into()));
         }
         if self.dtypes.is_empty() {
-            return Err(invalid("dtypes", "expected at least one dtype".into()));
+            return Err(invalid("dtypes", "at least one dtype".into()));
         }
         if self.diagonal_layouts.is_empty() && self.families.contains(&Family::Diagonal) {
-            return Err(invalid("layouts", "expected btd and/or bdt".into()));
+            return Err(invalid("layouts", "btd and/or bdt".into()));
         }
         if self.lengths.is_empty() || self.lengths.contains(&0) {
-            return Err(invalid("lengths", "expected T values ≥ 1".into()));
+            return Err(invalid("lengths", "T values ≥ 1".into()));
         }
         if self.cell_batch == 0 || self.cell_units == Some(0) {
-            return Err(invalid(
-                "cell-batch/cell-units",
-                "expected values ≥ 1".into(),
-            ));
+            return Err(invalid("cell-batch/cell-units", "values ≥ 1".into()));
         }
         if self.threads == Some(0) {
             return Err(Error::size("threads", 0, "≥ 1").into());
         }
         if self.timing.min_reps == 0 || self.timing.max_reps < self.timing.min_reps {
-            return Err(invalid("timing", "expected 1 ≤ min_reps ≤ max_reps".into()));
+            return Err(invalid("timing", "1 ≤ min_reps ≤ max_reps".into()));
         }
         if self.copy_bytes < 8 || self.copy_reps == 0 {
             return Err(invalid(
                 "copy_bytes",
-                "expected at least 8 bytes and 1 repetition".into(),
+                "at least 8 bytes and 1 repetition".into(),
             ));
         }
         if let Some(bw) = self.bandwidth_case {
             if bw.batch == 0 || bw.len == 0 || bw.dim == 0 {
-                return Err(invalid("bandwidth_case", "expected B, T, D ≥ 1".into()));
+                return Err(invalid("bandwidth_case", "B, T, D ≥ 1".into()));
             }
         }
         for req in &self.plans {
@@ -760,7 +757,8 @@ pub fn parse_dtypes(s: &str) -> Result<Vec<DType>> {
         return Ok(vec![DType::F32, DType::F64, DType::Bf16, DType::F16]);
     }
     parse_list("dtypes", s, |x| {
-        DType::from_str(x).map_err(|e| invalid("dtypes", e))
+        DType::from_str(x)
+            .map_err(|_| invalid("dtypes", format!("f32, f64, f16 or bf16; got `{x}`")))
     })
 }
 

@@ -606,13 +606,13 @@ fn run_info(args: InfoArgs) -> Result<ExitCode> {
     );
     match CudaBackend::new(0) {
         Ok(dev) if dev.is_emulated() => match dev.copy_bandwidth_gbs(bytes.min(16 << 20), 20) {
-            Ok(g) => println!(
+            Ok(g) => say!(
                 "emulated cuda copy bandwidth: {g:.2} GB/s ({}, {} MiB buffers, median of 20; \
                  the SIMT emulator on the CPU, not a GPU result)",
                 dev.device_name(),
                 bytes.min(16 << 20) >> 20
             ),
-            Err(e) => println!("emulated cuda copy bandwidth: failed ({e})"),
+            Err(e) => say!("emulated cuda copy bandwidth: failed ({e})"),
         },
         Ok(dev) => match dev.copy_bandwidth_gbs(bytes, 20) {
             Ok(g) => say!(

@@ -293,3 +293,43 @@ fn device_times_of_queued_work() {
     cuda.download(&dst, &mut out).unwrap();
     assert_eq!(out, input(n));
 }
+
+/// A clone and a backend rebound to another stream share the loaded
+/// modules, run kernels on their own stream, and can move across threads.
+#[test]
+fn backend_clones_and_rebinds_to_another_stream() {
+    use parascan::backend::launch::{KernelArg, KernelRunner, LaunchConfig};
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CudaBackend>();
+    let Some(cuda) = cuda() else { return };
+    let other = cuda.context().new_stream().unwrap();
+    let rebound = cuda.on_stream(other.clone()).unwrap();
+    assert!(std::sync::Arc::ptr_eq(rebound.stream(), &other));
+    assert!(std::sync::Arc::ptr_eq(rebound.context(), cuda.context()));
+    let clone = cuda.clone();
+    let n = 4096;
+    let want = input(n);
+    std::thread::scope(|scope| {
+        for runner in [&cuda, &clone, &rebound] {
+            let want = &want;
+            scope.spawn(move || {
+                let src = runner.upload(want).unwrap();
+                let dst = runner.alloc(n * 4).unwrap();
+                let args = [
+                    KernelArg::from(&src),
+                    KernelArg::from(&dst),
+                    KernelArg::U64(n as u64),
+                ];
+                runner
+                    .launch("copy_f32", LaunchConfig::linear(16, 256), &args)
+                    .unwrap();
+                let mut out = vec![0f32; n];
+                runner.download(&dst, &mut out).unwrap();
+                assert_eq!(&out, want);
+            });
+        }
+    });
+    // A buffer of one stream is refused on another, not raced on.
+    let buf = cuda.alloc(16).unwrap();
+    assert!(rebound.fill(&buf, 0).is_err());
+}

@@ -38,12 +38,16 @@ const COPY_BLOCK: u32 = 256;
 
 /// A CUDA device with the project's kernels loaded.
 ///
-/// Cheap to share: the context, stream and modules are reference counted.
+/// Cheap to clone and to share between threads (`Send + Sync`): the
+/// context, stream and loaded modules are reference counted, so a clone, or
+/// [`on_stream`](Self::on_stream) for another stream of the same context,
+/// never loads or JIT-compiles a module again.
+#[derive(Clone)]
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    modules: Vec<(&'static str, Arc<CudaModule>)>,
-    prebuilt: Vec<&'static str>,
+    modules: Arc<[(&'static str, Arc<CudaModule>)]>,
+    prebuilt: Arc<[&'static str]>,
     name: String,
     compute_capability: (i32, i32),
     sm_count: u32,
@@ -171,11 +175,36 @@ impl CudaBackend {
         Ok(CudaBackend {
             ctx,
             stream,
-            modules,
-            prebuilt,
+            modules: modules.into(),
+            prebuilt: prebuilt.into(),
             name,
             compute_capability,
             sm_count: sm_count.max(1) as u32,
+        })
+    }
+
+    /// The same device and loaded kernels on another stream of the same
+    /// context (e.g. the stream a model runs on): no module is loaded again.
+    /// Buffers belong to the stream that allocated them (see
+    /// [`KernelRunner`](super::launch::KernelRunner)), so allocate anew on
+    /// the returned backend.
+    ///
+    /// Errors: `stream` belongs to another context.
+    pub fn on_stream(&self, stream: Arc<CudaStream>) -> Result<Self> {
+        if stream.context() != &self.ctx {
+            return Err(Error::BackendUnavailable {
+                backend: BACKEND,
+                reason: format!(
+                    "the stream belongs to another CUDA context than device {} ({}) whose \
+                     kernels are loaded; open a backend on that context with from_stream",
+                    self.ctx.ordinal(),
+                    self.name
+                ),
+            });
+        }
+        Ok(CudaBackend {
+            stream,
+            ..self.clone()
         })
     }
 

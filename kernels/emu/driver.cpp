@@ -312,6 +312,11 @@ std::mutex g_mem_mu;
 std::map<uintptr_t, Allocation> g_allocs;  // by ptr
 std::atomic<size_t> g_used{0};
 
+size_t free_device_bytes() {
+    size_t total = device().total_mem;
+    return total - std::min(total, g_used.load());
+}
+
 size_t page_bytes() {
     static const size_t p = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     return p;
@@ -529,21 +534,25 @@ struct EmuStream {
     }
 
     // Waits until operation `ticket` (and everything before it) has run.
-    CUresult wait_for(uint64_t ticket) {
+    // `report`: return the first unreported failure and mark it reported;
+    // otherwise leave it for the next synchronizing call (an implicit wait,
+    // as in cuMemFree, must not swallow a kernel's failure).
+    CUresult wait_for(uint64_t ticket, bool report = true) {
         std::unique_lock<std::mutex> lock(mu);
         cv.wait(lock, [&] { return done >= ticket; });
+        if (!report) return CUDA_SUCCESS;
         CUresult r = error;
         error = CUDA_SUCCESS;
         return r;
     }
 
-    CUresult synchronize() {
+    CUresult synchronize(bool report = true) {
         uint64_t ticket;
         {
             std::lock_guard<std::mutex> lock(mu);
             ticket = enqueued;
         }
-        return wait_for(ticket);
+        return wait_for(ticket, report);
     }
 
     bool idle() {
@@ -655,9 +664,9 @@ CUresult resolve_event(CUevent e) {
                                   : fail(CUDA_ERROR_INVALID_HANDLE, "unknown or destroyed event");
 }
 
-// Every stream of the context (and its null stream) finished; the first
-// unreported failure, if any.
-CUresult synchronize_context(EmuContext* ctx) {
+// Every stream of the context (and its null stream) finished; with
+// `report`, the first unreported failure, if any.
+CUresult synchronize_context(EmuContext* ctx, bool report = true) {
     std::vector<EmuStream*> all;
     {
         std::lock_guard<std::mutex> lock(ctx->mu);
@@ -666,19 +675,21 @@ CUresult synchronize_context(EmuContext* ctx) {
     }
     CUresult first = CUDA_SUCCESS;
     for (EmuStream* s : all) {
-        CUresult r = s->synchronize();
+        CUresult r = s->synchronize(report);
         if (first == CUDA_SUCCESS) first = r;
     }
     return first;
 }
 
-CUresult synchronize_everything() {
+// Waits for all queued work (cuMemFree's implicit synchronization); the
+// failures stay for the streams' next synchronizing calls to report.
+void wait_for_device() {
     EmuContext* ctx;
     {
         std::lock_guard<std::mutex> lock(g_ctx_mu);
         ctx = g_primary;
     }
-    return ctx ? synchronize_context(ctx) : CUDA_SUCCESS;
+    if (ctx) synchronize_context(ctx, false);
 }
 
 // ---------------------------------------------------------------------------
@@ -966,7 +977,7 @@ CUresult free_device(CUdeviceptr p, CUstream hs, bool async) {
     if (p == 0) return CUDA_SUCCESS;
     if (!async) {
         // cuMemFree waits for work that may still use the memory.
-        synchronize_everything();
+        wait_for_device();
         Allocation a;
         if (!take_allocation(p, false, &a))
             return fail(CUDA_ERROR_INVALID_VALUE, fmt("cuMemFree of 0x%llx, which is not the start of a live allocation", p));
@@ -1493,9 +1504,9 @@ CUresult cuMemAlloc_v2(CUdeviceptr* out, size_t bytes) {
     if (!out) return CUDA_ERROR_INVALID_VALUE;
     if (bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc of 0 bytes");
     if (!valid_ctx(current_ctx())) return fail(CUDA_ERROR_INVALID_CONTEXT, "cuMemAlloc without a current context");
-    if (bytes > device().total_mem - std::min(device().total_mem, g_used.load()))
+    if (size_t free = free_device_bytes(); bytes > free)
         return fail(CUDA_ERROR_OUT_OF_MEMORY, fmt("cuMemAlloc of %zu bytes: the emulated device has %zu of %zu bytes free", bytes,
-                                                  device().total_mem - std::min(device().total_mem, g_used.load()), device().total_mem));
+                                                  free, device().total_mem));
     char* p = nullptr;
     if (CUresult r = map_allocation(bytes, false, &p)) return fail(r, fmt("cuMemAlloc of %zu bytes: the host has no room for it", bytes));
     *out = reinterpret_cast<CUdeviceptr>(p);
@@ -1520,7 +1531,7 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     if (CUresult r = need_init()) return r;
     if (!free_bytes || !total) return CUDA_ERROR_INVALID_VALUE;
     *total = device().total_mem;
-    *free_bytes = *total - std::min(*total, g_used.load());
+    *free_bytes = free_device_bytes();
     return CUDA_SUCCESS;
 }
 
@@ -1546,7 +1557,7 @@ CUresult cuMemAllocHost_v2(void** out, size_t bytes) { return cuMemHostAlloc(out
 
 CUresult cuMemFreeHost(void* p) {
     if (CUresult r = need_init()) return r;
-    synchronize_everything();
+    wait_for_device();
     Allocation a;
     if (!take_allocation(reinterpret_cast<uintptr_t>(p), true, &a))
         return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFreeHost of memory cuMemHostAlloc did not return");

@@ -93,7 +93,11 @@ fn main() {
         std::thread::spawn(move || build_emulated_kernels(&kernels, &kernels_dir, &out_dir))
     };
 
-    let ptx = match find_nvcc(&manifest_dir) {
+    // Without the `cuda` feature there is no CUDA backend to load PTX: skip
+    // nvcc (and the megabytes of embedded PTX) entirely.
+    let cuda = env::var_os("CARGO_FEATURE_CUDA").is_some();
+    let nvcc = if cuda { find_nvcc(&manifest_dir) } else { None };
+    let ptx = match nvcc {
         Some(nvcc) => {
             // Rebuild when the compiler itself is replaced (e.g. reinstalled
             // at another version).
@@ -525,7 +529,10 @@ fn build_emulated_kernels(kernels: &[KernelSource], kernels_dir: &Path, out_dir:
             .collect()
     });
 
-    build_emulated_driver(&build, &objects, &emu_dir, out_dir);
+    // The emulated libcuda serves the CUDA backend only.
+    if env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        build_emulated_driver(&build, &objects, &emu_dir, out_dir);
+    }
 
     build
         .objects(&objects)

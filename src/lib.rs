@@ -23,10 +23,44 @@
 //! # Ok::<(), parascan::Error>(())
 //! ```
 //!
+//! # A guide for model code
+//!
+//! - **Describe the recurrence** with a problem of one family
+//!   ([`family`]): [`Diagonal`](family::diagonal::Diagonal) (Mamba/S4/LRU-style
+//!   decays), [`PermDiagonal`](family::perm_diagonal::PermDiagonal),
+//!   [`BlockDiagonal`](family::block_diagonal::BlockDiagonal) / dense, and
+//!   [`Dplr`](family::dplr::Dplr) (DeltaNet-style `diag(w) + u vᵀ` on a
+//!   matrix state, with a readout). Problems borrow host slices; shapes and
+//!   layouts are in each type's docs. Every problem validates itself and
+//!   every call returns a typed [`Error`] naming the bad argument.
+//! - **Run it on the CPU** with [`backend::Cpu`] (every family; `scan`
+//!   returns the outputs, `h_T` and the plan).
+//! - **Run it on the kernels** with [`kernels`]: each family has a planner
+//!   (inspect launches, scratch, depth before running), a host call that
+//!   uploads, runs and downloads, and an entry on device buffers with a
+//!   reusable workspace (no allocation once warm, no synchronization), over
+//!   any [`KernelRunner`](backend::launch::KernelRunner): the CUDA backend
+//!   (feature `cuda`: `backend::cuda::CudaBackend`, which can run on the
+//!   stream of candle or cubecl — see the README) or the SIMT emulator
+//!   ([`backend::emu::EmuBackend`]), which runs the same CUDA sources on
+//!   the CPU for tests.
+//! - **Nonlinear cells** (`DiagGru`, `DiagLstm`, `Elman`, or your own
+//!   [`Cell`](newton::Cell)) are solved in parallel over time by
+//!   [`newton::solve`] (CPU) and [`newton::solve_kernels`] (kernels).
+//! - **Check results** against [`oracle`], the f64 sequential reference
+//!   each family is tested with.
+//!
+//! Features: `cli` (the binary; default), `dynamic-loading` (the CUDA
+//! backend, cudarc loading the driver at run time for CUDA 13.0; default),
+//! `cuda` (the CUDA backend choosing no cudarc linking mode, for crates
+//! whose own cudarc does), `serde`.
+//!
 //! The README lists the families, layouts and the command-line tool.
 
 pub mod backend;
+#[cfg(feature = "cli")]
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod check;
 pub mod dtype;
 pub mod error;
@@ -37,6 +71,7 @@ pub mod newton;
 pub mod oracle;
 pub mod ptx;
 pub mod scan;
+#[cfg(feature = "cli")]
 pub mod sweep;
 
 pub use dtype::{DType, Real, Storage};

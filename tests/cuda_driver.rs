@@ -333,3 +333,99 @@ fn backend_clones_and_rebinds_to_another_stream() {
     let buf = cuda.alloc(16).unwrap();
     assert!(rebound.fill(&buf, 0).is_err());
 }
+
+/// Modules load on first use: opening the backend loads none, a Diagonal
+/// scan loads only `diagonal`, a clone and a rebind to another stream share
+/// what is loaded, and `load_all` loads the rest.
+#[test]
+fn modules_load_on_first_use_and_are_shared() {
+    use parascan::family::{diagonal::Diagonal, Layout};
+    use parascan::kernels::{scan_diagonal, DiagonalWorkspace};
+    use parascan::PlanRequest;
+
+    // A fresh backend of its own: other tests' backends share nothing.
+    let Some(cuda) = cuda() else { return };
+    assert!(
+        cuda.loaded_modules().is_empty(),
+        "opening loaded {:?}",
+        cuda.loaded_modules()
+    );
+    let (batch, len, dim) = (1, 64, 4);
+    let a = vec![0.5f32; batch * len * dim];
+    let b = vec![1.0f32; batch * len * dim];
+    let problem = Diagonal {
+        a: &a,
+        b: &b,
+        h0: None,
+        batch,
+        len,
+        dim,
+        layout: Layout::Btd,
+    };
+    let mut ws = DiagonalWorkspace::new();
+    let (_, h_t, _) = scan_diagonal(&cuda, &mut ws, &problem, PlanRequest::Auto).unwrap();
+    // h → b / (1 − a) = 2 (64 steps of a = 1/2 from zero: 2 − 2^-63).
+    assert!(h_t.iter().all(|&h| (h - 2.0).abs() < 1e-6), "{h_t:?}");
+    assert_eq!(cuda.loaded_modules(), vec!["diagonal"]);
+
+    let other = cuda.context().new_stream().unwrap();
+    let rebound = cuda.on_stream(other).unwrap();
+    assert_eq!(rebound.loaded_modules(), vec!["diagonal"]);
+    let clone = cuda.clone();
+    clone.load_all().unwrap();
+    assert_eq!(
+        cuda.loaded_modules().len(),
+        parascan::ptx::MODULES.len(),
+        "load_all through a clone loads for every clone"
+    );
+}
+
+/// A raw `CUstream` owned by someone else (as cubecl hands out): parascan
+/// runs on it, leaves it alive when dropped, and its results match a
+/// backend of its own.
+#[test]
+fn borrowed_raw_stream_runs_and_stays_alive() {
+    use parascan::family::{diagonal::Diagonal, Layout};
+    use parascan::kernels::{scan_diagonal, DiagonalWorkspace};
+    use parascan::PlanRequest;
+
+    let Some(cuda) = cuda() else { return };
+    let (batch, len, dim) = (2, 300, 3);
+    let a: Vec<f32> = (0..batch * len * dim)
+        .map(|i| 0.5 + 0.4 * ((i % 7) as f32 / 7.0))
+        .collect();
+    let b: Vec<f32> = (0..batch * len * dim)
+        .map(|i| ((i % 5) as f32) - 2.0)
+        .collect();
+    let problem = Diagonal {
+        a: &a,
+        b: &b,
+        h0: None,
+        batch,
+        len,
+        dim,
+        layout: Layout::Btd,
+    };
+    let mut ws = DiagonalWorkspace::new();
+    let (h_own, t_own, _) = scan_diagonal(&cuda, &mut ws, &problem, PlanRequest::Auto).unwrap();
+
+    cuda.context().bind_to_thread().unwrap();
+    // The other library's stream: created and destroyed outside parascan.
+    let raw = result::stream::create(result::stream::StreamKind::NonBlocking).unwrap();
+    {
+        // SAFETY: `raw` is a live stream of device 0's primary context and
+        // is destroyed only after this backend and its buffers are gone.
+        let borrowed = unsafe { CudaBackend::from_raw_stream(0, raw) }.unwrap();
+        assert_eq!(borrowed.stream().cu_stream(), raw);
+        let mut ws = DiagonalWorkspace::new();
+        let (h, t, _) = scan_diagonal(&borrowed, &mut ws, &problem, PlanRequest::Auto).unwrap();
+        assert_eq!(h, h_own);
+        assert_eq!(t, t_own);
+    }
+    // Still alive after the backend is gone: it can be waited for.
+    // SAFETY: `raw` was created above and not destroyed yet.
+    unsafe { result::stream::synchronize(raw) }.unwrap();
+    // SAFETY: nothing uses `raw` any more (the backend and its buffers are
+    // dropped and the stream is idle).
+    unsafe { result::stream::destroy(raw) }.unwrap();
+}

@@ -55,7 +55,8 @@ fn shared_pool() -> Option<&'static rayon::ThreadPool> {
 }
 
 /// What a call returns besides the outputs.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ScanOutput<S> {
     /// All outputs (states, or a readout), in the family's output layout.
     pub out: Vec<S>,

@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig,
@@ -31,6 +31,20 @@ use crate::error::{Error, Result};
 use crate::ptx;
 
 const BACKEND: &str = "cuda";
+
+/// One PTX module of this build, loaded into the context on first use.
+struct LazyModule {
+    name: &'static str,
+    text: &'static str,
+    /// The module and whether it came from a prebuilt cubin.
+    loaded: Mutex<Option<(Arc<CudaModule>, bool)>>,
+}
+
+/// The lock, even if a thread panicked while holding it (the slot holds
+/// either nothing or a loaded module: never a half-written value).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Threads per block of the copy probe: a multiple of the warp size small
 /// enough that eight blocks fit on one SM.
@@ -46,8 +60,7 @@ const COPY_BLOCK: u32 = 256;
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    modules: Arc<[(&'static str, Arc<CudaModule>)]>,
-    prebuilt: Arc<[&'static str]>,
+    modules: Arc<[LazyModule]>,
     name: String,
     compute_capability: (i32, i32),
     sm_count: u32,
@@ -62,16 +75,17 @@ impl fmt::Debug for CudaBackend {
             .field("sm_count", &self.sm_count)
             .field(
                 "modules",
-                &self.modules.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                &self.modules.iter().map(|m| m.name).collect::<Vec<_>>(),
             )
-            .field("prebuilt", &self.prebuilt)
+            .field("prebuilt", &self.prebuilt_modules())
             .finish()
     }
 }
 
 impl CudaBackend {
-    /// Opens device `ordinal` on a new stream of its primary context and
-    /// loads every PTX module of this build.
+    /// Opens device `ordinal` on a new stream of its primary context.
+    /// Modules load on first use ([`load_all`](Self::load_all) loads them
+    /// now).
     pub fn new(ordinal: usize) -> Result<Self> {
         ensure_loadable()?;
         guarded("opening the device", || {
@@ -105,11 +119,44 @@ impl CudaBackend {
     }
 
     /// Uses a stream the caller owns (and its context), e.g. the stream of a
-    /// tensor library that shares cudarc, so scans run inside its model
-    /// without extra synchronization.
+    /// tensor library that shares cudarc (candle's
+    /// `CudaDevice::cuda_stream()`), so scans run inside its model without
+    /// extra synchronization: every launch and copy of this backend is
+    /// queued on `stream`, in call order, after the work already on it.
+    ///
+    /// Ownership: the backend keeps the `Arc` (and so the stream and its
+    /// context) alive while it or a clone exists. What stays the caller's:
+    /// ordering with work on *other* streams (record an event and make
+    /// `stream` wait on it), and synchronizing before reading results on
+    /// the host outside parascan (parascan's own downloads synchronize).
     pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
         ensure_loadable()?;
         guarded("loading kernels into the caller's context", || {
+            Self::with_stream(stream)
+        })
+    }
+
+    /// Borrows a raw `CUstream` owned by another library, e.g. cubecl /
+    /// burn-cuda, which run on streams of the device's primary context.
+    /// The stream is not destroyed when the backend is dropped; the
+    /// primary context is retained (and released on drop) as by [`new`](Self::new).
+    ///
+    /// The same ordering rules as [`from_stream`](Self::from_stream): work
+    /// is queued on `stream` in call order; ordering with other streams and
+    /// host reads outside parascan are the caller's.
+    ///
+    /// # Safety
+    /// `stream` must be a valid stream of device `ordinal`'s primary
+    /// context (or null, the legacy default stream), and must outlive the
+    /// returned backend, its clones and every buffer allocated through them.
+    pub unsafe fn from_raw_stream(ordinal: usize, stream: sys::CUstream) -> Result<Self> {
+        ensure_loadable()?;
+        guarded("borrowing the caller's stream", || {
+            let ctx = CudaContext::new(ordinal)
+                .map_err(|e| unavailable(format!("device {ordinal}: {}", describe(e))))?;
+            // SAFETY: the caller guarantees `stream` is a live stream of this
+            // (primary) context that outlives everything built on it.
+            let stream = unsafe { ctx.wrap_borrowed_stream(stream) };
             Self::with_stream(stream)
         })
     }
@@ -141,42 +188,20 @@ impl CudaBackend {
             }
         }
 
-        let device_arch = format!("sm_{}{}", compute_capability.0, compute_capability.1);
-        let cubin_dir = std::env::var_os(CUBIN_DIR_ENV).map(PathBuf::from);
-        let mut modules = Vec::with_capacity(ptx::MODULES.len());
-        let mut prebuilt = Vec::new();
-        for &(module_name, text) in ptx::MODULES {
-            // Prebuilt device code when it matches this build's PTX and
-            // this device (no JIT); the PTX whenever that fails.
-            let cubin = cubin_dir
-                .as_deref()
-                .and_then(|dir| prebuilt_cubin(dir, module_name, text, &device_arch))
-                .and_then(|bin| ctx.load_module(Ptx::from_binary(bin)).ok());
-            let module = match cubin {
-                Some(module) => {
-                    prebuilt.push(module_name);
-                    module
-                }
-                None => ctx
-                    .load_module(Ptx::from_src(text))
-                    .map_err(|e| Error::Cuda {
-                        context: format!(
-                            "loading PTX module `{module_name}` ({}, nvcc {}) on device \
-                             {ordinal} ({name})",
-                            ptx::CUDA_ARCH,
-                            ptx::NVCC_VERSION
-                        ),
-                        message: describe(e),
-                    })?,
-            };
-            modules.push((module_name, module));
-        }
-
+        // Modules load on first use (see `module`): a model that runs one
+        // family never JIT-compiles the others.
+        let modules = ptx::MODULES
+            .iter()
+            .map(|&(name, text)| LazyModule {
+                name,
+                text,
+                loaded: Mutex::new(None),
+            })
+            .collect();
         Ok(CudaBackend {
             ctx,
             stream,
-            modules: modules.into(),
-            prebuilt: prebuilt.into(),
+            modules,
             name,
             compute_capability,
             sm_count: sm_count.max(1) as u32,
@@ -208,10 +233,76 @@ impl CudaBackend {
         })
     }
 
-    /// The modules loaded from prebuilt device code ([`CUBIN_DIR_ENV`])
-    /// rather than JIT-compiled from PTX.
-    pub fn prebuilt_modules(&self) -> &[&'static str] {
-        &self.prebuilt
+    /// The modules loaded so far from prebuilt device code
+    /// ([`CUBIN_DIR_ENV`]) rather than JIT-compiled from PTX (modules load
+    /// on first use; [`load_all`](Self::load_all) loads every one).
+    pub fn prebuilt_modules(&self) -> Vec<&'static str> {
+        self.modules
+            .iter()
+            .filter(|m| matches!(lock(&m.loaded).as_ref(), Some((_, true))))
+            .map(|m| m.name)
+            .collect()
+    }
+
+    /// The modules loaded so far (each `kernels/<name>.cu` loads on its
+    /// first launch), in build order.
+    pub fn loaded_modules(&self) -> Vec<&'static str> {
+        self.modules
+            .iter()
+            .filter(|m| lock(&m.loaded).is_some())
+            .map(|m| m.name)
+            .collect()
+    }
+
+    /// Loads every module now (JIT-compiling the PTX of those without a
+    /// prebuilt cubin), so that no later launch pays for it: call before
+    /// timing, or to find a module the device cannot load at start-up.
+    /// Clones and [`on_stream`](Self::on_stream) rebinds share the loaded
+    /// modules.
+    pub fn load_all(&self) -> Result<()> {
+        for m in self.modules.iter() {
+            self.module(m)?;
+        }
+        Ok(())
+    }
+
+    /// The module, loading it on first use (once per backend and its clones).
+    fn module(&self, m: &LazyModule) -> Result<Arc<CudaModule>> {
+        let mut loaded = lock(&m.loaded);
+        if let Some((module, _)) = loaded.as_ref() {
+            return Ok(module.clone());
+        }
+        let (major, minor) = self.compute_capability;
+        let device_arch = format!("sm_{major}{minor}");
+        // Prebuilt device code when it matches this build's PTX and this
+        // device (no JIT); the PTX whenever that fails.
+        let cubin = std::env::var_os(CUBIN_DIR_ENV)
+            .map(PathBuf::from)
+            .and_then(|dir| prebuilt_cubin(&dir, m.name, m.text, &device_arch))
+            .and_then(|bin| self.ctx.load_module(Ptx::from_binary(bin)).ok());
+        let (module, prebuilt) = match cubin {
+            Some(module) => (module, true),
+            None => {
+                let module = guarded(&format!("loading PTX module `{}`", m.name), || {
+                    self.ctx
+                        .load_module(Ptx::from_src(m.text))
+                        .map_err(|e| Error::Cuda {
+                            context: format!(
+                                "loading PTX module `{}` ({}, nvcc {}) on device {} ({})",
+                                m.name,
+                                ptx::CUDA_ARCH,
+                                ptx::NVCC_VERSION,
+                                self.ctx.ordinal(),
+                                self.name
+                            ),
+                            message: describe(e),
+                        })
+                })?;
+                (module, false)
+            }
+        };
+        *loaded = Some((module.clone(), prebuilt));
+        Ok(module)
     }
 
     /// The device's name, e.g. `NVIDIA H100 80GB HBM3`, or
@@ -250,22 +341,22 @@ impl CudaBackend {
 
     /// Kernel `function` of the module built from `kernels/<module>.cu`.
     pub fn function(&self, module: &str, function: &str) -> Result<CudaFunction> {
-        let (_, m) = self
+        let m = self
             .modules
             .iter()
-            .find(|(n, _)| *n == module)
+            .find(|m| m.name == module)
             .ok_or_else(|| Error::Cuda {
                 context: format!("looking up kernel `{function}`"),
                 message: format!(
                     "no PTX module `{module}` in this build (modules: {})",
                     self.modules
                         .iter()
-                        .map(|(n, _)| *n)
+                        .map(|m| m.name)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
             })?;
-        m.load_function(function).map_err(|e| {
+        self.module(m)?.load_function(function).map_err(|e| {
             cuda_error(
                 &format!("loading kernel `{function}` from module `{module}`"),
                 e,
@@ -440,7 +531,9 @@ pub fn cuda_status() -> String {
             Err(_) => format!("{ptx_part}; {driver}, but the library is unusable"),
         };
     }
-    match CudaBackend::new(0) {
+    // Every module loads here (on first use otherwise), so `info` shows
+    // whether the device takes them all.
+    match CudaBackend::new(0).and_then(|dev| dev.load_all().map(|()| dev)) {
         Ok(dev) => {
             let (major, minor) = dev.compute_capability();
             let prebuilt = match dev.prebuilt_modules().len() {

@@ -4,7 +4,7 @@
 //! device buffers. [`KernelRunner`] is the small interface that sequence
 //! needs (allocate, copy, poison, launch by name, synchronize), so the same
 //! orchestration code drives
-//! - [`CudaBackend`]: the GPU, through the CUDA driver API, with the PTX that
+//! - `CudaBackend` (feature `cuda`): the GPU, through the CUDA driver API, with the PTX that
 //!   `build.rs` compiled from `kernels/*.cu`;
 //! - [`EmuBackend`](super::emu::EmuBackend): the same `kernels/*.cu` compiled
 //!   for the CPU by the host C++ compiler, run by the SIMT emulator, so that
@@ -26,13 +26,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+#[cfg(feature = "cuda")]
+use std::sync::Arc;
+use std::sync::OnceLock;
 
+#[cfg(feature = "cuda")]
 use cudarc::driver::{
     result as cu_result, sys, CudaSlice, CudaStream, DriverError, LaunchConfig as CuLaunchConfig,
     PushKernelArg,
 };
 
+#[cfg(feature = "cuda")]
 use super::cuda::CudaBackend;
 use super::emu::HostMemory;
 use crate::error::{Error, Result};
@@ -228,6 +232,7 @@ enum Memory {
     Host(HostMemory),
     /// Device memory; at least one byte even for an empty buffer (the driver
     /// rejects empty allocations).
+    #[cfg(feature = "cuda")]
     Cuda(CudaSlice<u8>),
 }
 
@@ -253,6 +258,7 @@ impl DeviceBuffer {
     pub fn backend_name(&self) -> &'static str {
         match self.memory {
             Memory::Host(_) => super::emu::BACKEND,
+            #[cfg(feature = "cuda")]
             Memory::Cuda(_) => CUDA,
         }
     }
@@ -265,6 +271,7 @@ impl DeviceBuffer {
         }
     }
 
+    #[cfg(feature = "cuda")]
     fn from_cuda(slice: CudaSlice<u8>, len: usize, stream: &CudaStream) -> Self {
         // A CudaSlice's address does not change; read it once. (The guard
         // only records an event for cudarc's multi-stream tracking.)
@@ -281,8 +288,12 @@ impl DeviceBuffer {
 
     /// The emulator's allocation, or an error naming the actual owner.
     pub(crate) fn host_memory(&self, runner: &'static str) -> Result<&HostMemory> {
+        // Without the `cuda` feature every buffer is the emulator's.
+        #[cfg(not(feature = "cuda"))]
+        let _ = runner;
         match &self.memory {
             Memory::Host(m) => Ok(m),
+            #[cfg(feature = "cuda")]
             Memory::Cuda(_) => Err(self.wrong_backend(runner)),
         }
     }
@@ -290,6 +301,7 @@ impl DeviceBuffer {
     /// The device allocation, if it was made on `stream`. Launches pass raw
     /// addresses, which cudarc's cross-stream tracking cannot see, so a
     /// buffer is only used on the stream of the runner that allocated it.
+    #[cfg(feature = "cuda")]
     fn cuda_slice(&self, stream: &Arc<CudaStream>) -> Result<&CudaSlice<u8>> {
         match &self.memory {
             Memory::Cuda(s) if Arc::ptr_eq(s.stream(), stream) => Ok(s),
@@ -301,6 +313,7 @@ impl DeviceBuffer {
         }
     }
 
+    #[cfg(feature = "cuda")]
     fn wrong_backend(&self, runner: &'static str) -> Error {
         Error::BackendUnavailable {
             backend: runner,
@@ -578,174 +591,187 @@ fn ptx_param_size(decl: &str) -> Option<usize> {
 // CUDA
 // ---------------------------------------------------------------------------
 
+#[cfg(feature = "cuda")]
 const CUDA: &str = "cuda";
 
-fn cuda_error(context: String, e: DriverError) -> Error {
-    Error::Cuda {
-        context,
-        message: describe(e),
-    }
-}
+/// The CUDA runner (only with the `cuda` feature).
+#[cfg(feature = "cuda")]
+mod cuda_runner {
+    use super::*;
 
-/// `CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered`.
-fn describe(e: DriverError) -> String {
-    match (e.error_name(), e.error_string()) {
-        (Ok(name), Ok(text)) => format!("{}: {}", name.to_string_lossy(), text.to_string_lossy()),
-        _ => format!("{:?}", e.0),
-    }
-}
-
-/// `bytes` of uninitialized device memory on the backend's stream (one byte
-/// for an empty buffer: the driver rejects empty allocations).
-fn alloc_slice(backend: &CudaBackend, bytes: usize) -> Result<CudaSlice<u8>> {
-    // SAFETY: `alloc` is unsafe only because the new memory is
-    // uninitialized. Device memory is never read as Rust values except
-    // through `download` into `Pod` types, for which any bytes are valid.
-    unsafe { backend.stream().alloc::<u8>(bytes.max(1)) }
-        .map_err(|e| cuda_error(format!("allocating {bytes} bytes"), e))
-}
-
-impl KernelRunner for CudaBackend {
-    fn backend_name(&self) -> &'static str {
-        CUDA
-    }
-
-    fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
-        let slice = alloc_slice(self, bytes)?;
-        Ok(DeviceBuffer::from_cuda(slice, bytes, self.stream()))
-    }
-
-    fn upload<T: bytemuck::Pod>(&self, host: &[T]) -> Result<DeviceBuffer> {
-        let bytes: &[u8] = bytemuck::cast_slice(host);
-        let mut slice = alloc_slice(self, bytes.len())?;
-        if !bytes.is_empty() {
-            self.stream().memcpy_htod(bytes, &mut slice).map_err(|e| {
-                cuda_error(format!("copying {} bytes to the device", bytes.len()), e)
-            })?;
+    fn cuda_error(context: String, e: DriverError) -> Error {
+        Error::Cuda {
+            context,
+            message: describe(e),
         }
-        Ok(DeviceBuffer::from_cuda(slice, bytes.len(), self.stream()))
     }
 
-    fn download<T: bytemuck::Pod>(&self, buf: &DeviceBuffer, host: &mut [T]) -> Result<()> {
-        let slice = buf.cuda_slice(self.stream())?;
-        buf.check_host_len(host)?;
-        if buf.is_empty() {
-            return Ok(());
+    /// `CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered`.
+    fn describe(e: DriverError) -> String {
+        match (e.error_name(), e.error_string()) {
+            (Ok(name), Ok(text)) => {
+                format!("{}: {}", name.to_string_lossy(), text.to_string_lossy())
+            }
+            _ => format!("{:?}", e.0),
         }
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(host);
-        // Into pageable host memory the copy is complete when this returns.
-        self.stream()
-            .memcpy_dtoh(slice, bytes)
-            .map_err(|e| cuda_error(format!("copying {} bytes to the host", buf.len), e))
     }
 
-    fn fill(&self, buf: &DeviceBuffer, byte: u8) -> Result<()> {
-        // Only this runner's buffers: `ptr` must be a device address.
-        buf.cuda_slice(self.stream())?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let stream = self.stream();
-        self.context()
-            .bind_to_thread()
-            .map_err(|e| cuda_error("binding the context".into(), e))?;
-        // SAFETY: `buf.ptr()..buf.ptr() + buf.len_bytes()` lies inside the
-        // live device allocation of `buf` (allocated with at least that many
-        // bytes), which the borrow keeps alive for this call; its release is
-        // queued on the same stream, hence after this memset.
-        unsafe { cu_result::memset_d8_async(buf.ptr(), byte, buf.len, stream.cu_stream()) }
-            .map_err(|e| cuda_error(format!("filling {} bytes", buf.len), e))
+    /// `bytes` of uninitialized device memory on the backend's stream (one byte
+    /// for an empty buffer: the driver rejects empty allocations).
+    fn alloc_slice(backend: &CudaBackend, bytes: usize) -> Result<CudaSlice<u8>> {
+        // SAFETY: `alloc` is unsafe only because the new memory is
+        // uninitialized. Device memory is never read as Rust values except
+        // through `download` into `Pod` types, for which any bytes are valid.
+        unsafe { backend.stream().alloc::<u8>(bytes.max(1)) }
+            .map_err(|e| cuda_error(format!("allocating {bytes} bytes"), e))
     }
 
-    fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
-        let fail = |message: String| Error::Launch {
-            backend: CUDA,
-            kernel: kernel.to_string(),
-            message,
-        };
-        cfg.validate().map_err(fail)?;
-        // `CudaBackend::new` fails without PTX, so it is always present here.
-        let ptx_kernel = ptx_kernel(kernel)
-            .map_err(fail)?
-            .ok_or_else(|| fail("this build has no PTX".into()))?;
-        check_args(ptx_kernel, args).map_err(fail)?;
-
-        self.context()
-            .bind_to_thread()
-            .map_err(|e| cuda_error("binding the context".into(), e))?;
-        let func = self.function(ptx_kernel.module, kernel)?;
-        if cfg.shared_bytes > DEFAULT_SHARED_BYTES {
-            func.set_attribute(
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                cfg.shared_bytes as i32,
-            )
-            .map_err(|e| {
-                fail(format!(
-                    "allowing {} bytes of dynamic shared memory: {}",
-                    cfg.shared_bytes,
-                    describe(e)
-                ))
-            })?;
+    impl KernelRunner for CudaBackend {
+        fn backend_name(&self) -> &'static str {
+            CUDA
         }
 
-        let slots = arg_slots(args);
-        let mut builder = self.stream().launch_builder(&func);
-        for slot in &slots {
-            builder.arg(slot);
+        fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
+            let slice = alloc_slice(self, bytes)?;
+            Ok(DeviceBuffer::from_cuda(slice, bytes, self.stream()))
         }
-        let cu_cfg = CuLaunchConfig {
-            grid_dim: (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
-            block_dim: (cfg.block[0], cfg.block[1], cfg.block[2]),
-            shared_mem_bytes: cfg.shared_bytes,
-        };
-        // SAFETY: the kernel exists in the loaded PTX and `slots` holds one
-        // value per parameter, each with the parameter's size (checked
-        // against the PTX signature above) in an 8-byte slot that outlives
-        // the call (the driver copies the values while launching). Pointer
-        // arguments and sizes meeting the kernel's contract is the caller's
-        // obligation (documented on `KernelRunner::launch`); a violation is
-        // a device fault reported by a later call, not host memory
-        // corruption.
-        unsafe { builder.launch(cu_cfg) }
-            .map(|_| ())
-            .map_err(|e| fail(describe(e)))
-    }
 
-    fn synchronize(&self) -> Result<()> {
-        self.stream()
-            .synchronize()
-            .map_err(|e| cuda_error("synchronizing the stream".into(), e))
-    }
-
-    fn sm_count(&self) -> usize {
-        CudaBackend::sm_count(self) as usize
-    }
-
-    fn device_times(&self, reps: usize, work: &mut dyn FnMut() -> Result<()>) -> Result<Vec<f64>> {
-        let stream = self.stream();
-        self.synchronize()?;
-        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let record = || {
-            stream
-                .record_event(timing)
-                .map_err(|e| cuda_error("recording a timing event".into(), e))
-        };
-        let mut events = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            let start = record()?;
-            work()?;
-            events.push((start, record()?));
+        fn upload<T: bytemuck::Pod>(&self, host: &[T]) -> Result<DeviceBuffer> {
+            let bytes: &[u8] = bytemuck::cast_slice(host);
+            let mut slice = alloc_slice(self, bytes.len())?;
+            if !bytes.is_empty() {
+                self.stream().memcpy_htod(bytes, &mut slice).map_err(|e| {
+                    cuda_error(format!("copying {} bytes to the device", bytes.len()), e)
+                })?;
+            }
+            Ok(DeviceBuffer::from_cuda(slice, bytes.len(), self.stream()))
         }
-        self.synchronize()?;
-        events
-            .iter()
-            .map(|(start, end)| {
-                start
-                    .elapsed_ms(end)
-                    .map(|ms| f64::from(ms) * 1e-3)
-                    .map_err(|e| cuda_error("reading event times".into(), e))
-            })
-            .collect()
+
+        fn download<T: bytemuck::Pod>(&self, buf: &DeviceBuffer, host: &mut [T]) -> Result<()> {
+            let slice = buf.cuda_slice(self.stream())?;
+            buf.check_host_len(host)?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(host);
+            // Into pageable host memory the copy is complete when this returns.
+            self.stream()
+                .memcpy_dtoh(slice, bytes)
+                .map_err(|e| cuda_error(format!("copying {} bytes to the host", buf.len), e))
+        }
+
+        fn fill(&self, buf: &DeviceBuffer, byte: u8) -> Result<()> {
+            // Only this runner's buffers: `ptr` must be a device address.
+            buf.cuda_slice(self.stream())?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            let stream = self.stream();
+            self.context()
+                .bind_to_thread()
+                .map_err(|e| cuda_error("binding the context".into(), e))?;
+            // SAFETY: `buf.ptr()..buf.ptr() + buf.len_bytes()` lies inside the
+            // live device allocation of `buf` (allocated with at least that many
+            // bytes), which the borrow keeps alive for this call; its release is
+            // queued on the same stream, hence after this memset.
+            unsafe { cu_result::memset_d8_async(buf.ptr(), byte, buf.len, stream.cu_stream()) }
+                .map_err(|e| cuda_error(format!("filling {} bytes", buf.len), e))
+        }
+
+        fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
+            let fail = |message: String| Error::Launch {
+                backend: CUDA,
+                kernel: kernel.to_string(),
+                message,
+            };
+            cfg.validate().map_err(fail)?;
+            // `CudaBackend::new` fails without PTX, so it is always present here.
+            let ptx_kernel = ptx_kernel(kernel)
+                .map_err(fail)?
+                .ok_or_else(|| fail("this build has no PTX".into()))?;
+            check_args(ptx_kernel, args).map_err(fail)?;
+
+            self.context()
+                .bind_to_thread()
+                .map_err(|e| cuda_error("binding the context".into(), e))?;
+            let func = self.function(ptx_kernel.module, kernel)?;
+            if cfg.shared_bytes > DEFAULT_SHARED_BYTES {
+                func.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    cfg.shared_bytes as i32,
+                )
+                .map_err(|e| {
+                    fail(format!(
+                        "allowing {} bytes of dynamic shared memory: {}",
+                        cfg.shared_bytes,
+                        describe(e)
+                    ))
+                })?;
+            }
+
+            let slots = arg_slots(args);
+            let mut builder = self.stream().launch_builder(&func);
+            for slot in &slots {
+                builder.arg(slot);
+            }
+            let cu_cfg = CuLaunchConfig {
+                grid_dim: (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
+                block_dim: (cfg.block[0], cfg.block[1], cfg.block[2]),
+                shared_mem_bytes: cfg.shared_bytes,
+            };
+            // SAFETY: the kernel exists in the loaded PTX and `slots` holds one
+            // value per parameter, each with the parameter's size (checked
+            // against the PTX signature above) in an 8-byte slot that outlives
+            // the call (the driver copies the values while launching). Pointer
+            // arguments and sizes meeting the kernel's contract is the caller's
+            // obligation (documented on `KernelRunner::launch`); a violation is
+            // a device fault reported by a later call, not host memory
+            // corruption.
+            unsafe { builder.launch(cu_cfg) }
+                .map(|_| ())
+                .map_err(|e| fail(describe(e)))
+        }
+
+        fn synchronize(&self) -> Result<()> {
+            self.stream()
+                .synchronize()
+                .map_err(|e| cuda_error("synchronizing the stream".into(), e))
+        }
+
+        fn sm_count(&self) -> usize {
+            CudaBackend::sm_count(self) as usize
+        }
+
+        fn device_times(
+            &self,
+            reps: usize,
+            work: &mut dyn FnMut() -> Result<()>,
+        ) -> Result<Vec<f64>> {
+            let stream = self.stream();
+            self.synchronize()?;
+            let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+            let record = || {
+                stream
+                    .record_event(timing)
+                    .map_err(|e| cuda_error("recording a timing event".into(), e))
+            };
+            let mut events = Vec::with_capacity(reps);
+            for _ in 0..reps {
+                let start = record()?;
+                work()?;
+                events.push((start, record()?));
+            }
+            self.synchronize()?;
+            events
+                .iter()
+                .map(|(start, end)| {
+                    start
+                        .elapsed_ms(end)
+                        .map(|ms| f64::from(ms) * 1e-3)
+                        .map_err(|e| cuda_error("reading event times".into(), e))
+                })
+                .collect()
+        }
     }
 }
 

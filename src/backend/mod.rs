@@ -2,13 +2,15 @@
 //!
 //! - [`cpu::Cpu`]: the native rayon engine, every family, and the fast path
 //!   on machines without a GPU.
-//! - [`cuda`]: cudarc over PTX compiled by `build.rs` from `kernels/*.cu`.
+//! - `cuda` (feature `cuda`): cudarc over PTX compiled by `build.rs` from
+//!   `kernels/*.cu`.
 //! - [`emu`]: the SIMT emulator running the same kernels on the CPU.
 //!
 //! [`BackendKind::auto`] picks CUDA when a device works, else the CPU, and
 //! says why.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod emu;
 pub mod launch;
@@ -16,8 +18,9 @@ pub mod launch;
 pub use cpu::Cpu;
 
 /// Which engine to run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum BackendKind {
     /// The native Rust engine.
     Cpu,
@@ -56,6 +59,7 @@ impl std::str::FromStr for BackendKind {
 impl BackendKind {
     /// CUDA when a device can be opened and has scan kernels, else CPU;
     /// the string says which and why.
+    #[cfg(feature = "cuda")]
     pub fn auto() -> (BackendKind, String) {
         match cuda::CudaBackend::new(0) {
             Ok(dev) if HAS_SCAN_KERNELS => {
@@ -70,6 +74,15 @@ impl BackendKind {
             ),
             Err(e) => (BackendKind::Cpu, format!("cpu ({e})")),
         }
+    }
+
+    /// CPU: this build has no CUDA backend (the `cuda` feature is off).
+    #[cfg(not(feature = "cuda"))]
+    pub fn auto() -> (BackendKind, String) {
+        (
+            BackendKind::Cpu,
+            "cpu (built without the `cuda` feature)".to_string(),
+        )
     }
 }
 

@@ -16,7 +16,7 @@
 //!    checks that the final states are finite, and takes the depth from
 //!    the depth-counting kernels when the outputs are small enough
 //!    ([`BenchConfig::depth_measure_max`]), else from the plan's formula;
-//! 4. runs Newton on `DiagGru` ([`newton`]) against the cell's sequential
+//! 4. runs Newton on `DiagGru` (`bench::newton`) against the cell's sequential
 //!    kernel, next to one Diagonal scan of the same shape per plan;
 //! 5. returns a [`BenchReport`] (markdown for `BENCHMARKS.md`, CSV, JSON).
 //!

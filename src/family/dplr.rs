@@ -37,7 +37,8 @@ use crate::scan::{self, Plan, ScanOp};
 use num_traits::Zero;
 
 /// Which outputs a DPLR scan writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DplrOutput {
     /// `y_t = H_tᵀ q_t`: `[B,T,m]` (needs `q`). The fast path.
     Readout,

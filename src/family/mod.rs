@@ -19,7 +19,8 @@ use crate::scan::plan::ScanShape;
 use crate::scan::Plan;
 
 /// Memory layout of per-step tensors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Layout {
     /// `[B,T,…]`: time-major inside a batch row, the state contiguous.
     /// Every family accepts it.

@@ -5,7 +5,7 @@
 //! `kernels/diagonal.cu` (kernel names, argument lists, launch shapes, the
 //! plans P0–P4, scratch sizes and the measured-depth formula). Nothing here
 //! knows which runner executes the launches: the same sequence runs on the
-//! GPU ([`CudaBackend`](crate::backend::cuda::CudaBackend)) and in the SIMT
+//! GPU (`CudaBackend`, feature `cuda`) and in the SIMT
 //! emulator ([`EmuBackend`](crate::backend::emu::EmuBackend)).
 //!
 //! # Layers

@@ -1,10 +1,9 @@
 //! What a solve reports: iterations, residuals, depth and where time went.
 
-use serde::Serialize;
-
 /// How each iteration builds its linear recurrence `h_t = A_t h_{t-1} + b_t`
 /// with `b_t = f(h^k_{t-1}, x_t) − A_t h^k_{t-1}`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Mode {
     /// `A_t = J_t`, the exact Jacobian (DEER, ParaRNN): the scan of the
     /// Jacobian's family (Diagonal, BlockDiagonal(k) or Dense).
@@ -81,7 +80,8 @@ impl std::str::FromStr for Mode {
 }
 
 /// Why a solve stopped.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum StopReason {
     /// The residual met `atol + rtol·max|h|`.
     Tolerance,
@@ -94,7 +94,8 @@ pub enum StopReason {
 }
 
 /// Report of one solve.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SolveReport {
     /// Cell name.
     pub cell: String,
@@ -163,7 +164,8 @@ impl SolveReport {
 }
 
 /// What [`Error::Diverged`](crate::Error::Diverged) carries.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Diverged {
     /// Cell name.
     pub cell: String,

@@ -73,7 +73,8 @@ impl ScanOp for DepthOp {
 }
 
 /// Depth and work of one run, as measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Measured {
     /// Longest chain of combines from any input to any output.
     pub depth: u64,

@@ -27,8 +27,9 @@
 use crate::error::{Error, Result};
 
 /// What the caller asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum PlanRequest {
     /// One chunk: the plain sequential loop (depth `T`, least work).
     Sequential,
@@ -113,7 +114,8 @@ impl ScanShape {
 }
 
 /// A resolved plan: chunk size and the depth and work it implies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Plan {
     /// What was asked for.
     pub request: PlanRequest,

@@ -10,6 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in parascan.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A buffer had the wrong number of elements for the declared shape.
     #[error("argument `{arg}`: expected {expected} elements (shape {shape}), got {got}")]
@@ -22,6 +23,16 @@ pub enum Error {
         expected: usize,
         /// Number of elements that were passed.
         got: usize,
+    },
+    /// Typed device memory of another element type than the plan's.
+    #[error("argument `{arg}`: expected device memory of {expected} elements, got {got}")]
+    ElemType {
+        /// Which argument.
+        arg: &'static str,
+        /// The element type the plan needs (a Rust type name).
+        expected: &'static str,
+        /// The element type of the memory passed.
+        got: &'static str,
     },
     /// A size argument was out of its allowed range (e.g. `T = 0`).
     #[error("argument `{arg}` = {got}: expected {expected}")]

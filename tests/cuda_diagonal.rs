@@ -166,19 +166,19 @@ fn time_plan<S: Storage + bytemuck::Pod>(
     let h_t = cuda
         .alloc(shape.lanes() * std::mem::size_of::<S>())
         .unwrap();
-    let bufs = DiagonalBuffers {
-        a: &a,
-        b: &b,
+    let bufs = || DiagonalBuffers {
+        a: (&a).into(),
+        b: (&b).into(),
         h0: None,
-        h: Some(&h),
-        h_t: &h_t,
+        h: Some((&h).into()),
+        h_t: (&h_t).into(),
     };
-    launch_diagonal_buffers(cuda, ws, &plan, bufs).unwrap();
+    launch_diagonal_buffers(cuda, ws, &plan, bufs()).unwrap();
     KernelRunner::synchronize(cuda).unwrap();
     let mut times: Vec<f64> = (0..5)
         .map(|_| {
             let start = Instant::now();
-            launch_diagonal_buffers(cuda, ws, &plan, bufs).unwrap();
+            launch_diagonal_buffers(cuda, ws, &plan, bufs()).unwrap();
             KernelRunner::synchronize(cuda).unwrap();
             start.elapsed().as_secs_f64()
         })

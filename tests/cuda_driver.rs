@@ -280,7 +280,7 @@ fn device_times_of_queued_work() {
         KernelArg::U64(n as u64),
     ];
     let times = cuda
-        .device_times(3, &mut || {
+        .device_times(3, &mut || unsafe {
             cuda.launch("copy_f32", LaunchConfig::linear(64, 256), &args)
         })
         .unwrap();
@@ -320,9 +320,7 @@ fn backend_clones_and_rebinds_to_another_stream() {
                     KernelArg::from(&dst),
                     KernelArg::U64(n as u64),
                 ];
-                runner
-                    .launch("copy_f32", LaunchConfig::linear(16, 256), &args)
-                    .unwrap();
+                unsafe { runner.launch("copy_f32", LaunchConfig::linear(16, 256), &args) }.unwrap();
                 let mut out = vec![0f32; n];
                 runner.download(&dst, &mut out).unwrap();
                 assert_eq!(&out, want);

@@ -139,20 +139,20 @@ fn time_plan<S: Storage + bytemuck::Pod>(
     let size = std::mem::size_of::<S>();
     let h = cuda.alloc(shape.elements() * size).unwrap();
     let h_t = cuda.alloc(shape.states() * size).unwrap();
-    let bufs = PdBuffers {
-        perm: &perm,
-        d: &d,
-        b: &b,
+    let bufs = || PdBuffers {
+        perm: (&perm).into(),
+        d: (&d).into(),
+        b: (&b).into(),
         h0: None,
-        h: Some(&h),
-        h_t: &h_t,
+        h: Some((&h).into()),
+        h_t: (&h_t).into(),
     };
-    launch_perm_diagonal_buffers(cuda, ws, &plan, bufs).unwrap();
+    launch_perm_diagonal_buffers(cuda, ws, &plan, bufs()).unwrap();
     KernelRunner::synchronize(cuda).unwrap();
     let mut times: Vec<f64> = (0..5)
         .map(|_| {
             let start = Instant::now();
-            launch_perm_diagonal_buffers(cuda, ws, &plan, bufs).unwrap();
+            launch_perm_diagonal_buffers(cuda, ws, &plan, bufs()).unwrap();
             KernelRunner::synchronize(cuda).unwrap();
             start.elapsed().as_secs_f64()
         })

@@ -1,6 +1,12 @@
 //! The launch abstraction (`KernelRunner`) on the emulated-kernel backend,
 //! with `kernels/copy.cu`, and the same checks on CUDA when a GPU is present.
 
+// SAFETY (every `unsafe` launch in this file): the raw-address entry points
+// and `KernelRunner::launch` get buffers the test allocated on the same
+// runner with at least the sizes the kernel's contract needs, or deliberately
+// bad arguments that the call must reject before any kernel runs (the
+// emulator additionally checks every pointer against its live buffers).
+
 #[path = "common/gpu.rs"]
 mod gpu;
 
@@ -68,9 +74,7 @@ fn check_copy<R: KernelRunner>(
         KernelArg::Ptr(dst.ptr() + (dst_off * F32) as u64),
         KernelArg::U64(n as u64),
     ];
-    runner
-        .launch("copy_f32", cfg, &args)
-        .map_err(|e| format!("{context}: {e}"))?;
+    unsafe { runner.launch("copy_f32", cfg, &args) }.map_err(|e| format!("{context}: {e}"))?;
     runner
         .synchronize()
         .map_err(|e| format!("{context}: {e}"))?;
@@ -238,10 +242,12 @@ fn copy_args(
 fn unknown_kernel_is_an_error() {
     let runner = EmuBackend::default();
     let (args, _bufs) = copy_args(&runner);
-    let msg = launch_error(runner.launch("no_such_kernel", LaunchConfig::linear(1, 32), &args));
+    let msg = launch_error(unsafe {
+        runner.launch("no_such_kernel", LaunchConfig::linear(1, 32), &args)
+    });
     assert!(msg.contains("unknown kernel"), "{msg}");
     assert!(msg.contains("copy_f32"), "lists the known kernels: {msg}");
-    launch_error(runner.launch("copy_f32\0", LaunchConfig::linear(1, 32), &args));
+    launch_error(unsafe { runner.launch("copy_f32\0", LaunchConfig::linear(1, 32), &args) });
 }
 
 #[test]
@@ -270,11 +276,11 @@ fn bad_launch_configs_are_errors() {
         LaunchConfig::linear(1, 32).with_shared_bytes(MAX_SHARED_BYTES + 1),
     ];
     for cfg in bad {
-        launch_error(runner.launch("copy_f32", cfg, &args));
+        launch_error(unsafe { runner.launch("copy_f32", cfg, &args) });
     }
     // The largest legal dynamic shared memory and a 3-D block are fine.
-    runner
-        .launch(
+    unsafe {
+        runner.launch(
             "copy_f32",
             LaunchConfig {
                 grid: [2, 2, 1],
@@ -283,7 +289,8 @@ fn bad_launch_configs_are_errors() {
             },
             &args,
         )
-        .unwrap();
+    }
+    .unwrap();
 }
 
 #[test]
@@ -291,28 +298,28 @@ fn wrong_arguments_are_errors() {
     let runner = EmuBackend::default();
     let (args, bufs) = copy_args(&runner);
     let cfg = LaunchConfig::linear(1, 32);
-    let msg = launch_error(runner.launch("copy_f32", cfg, &args[..2]));
+    let msg = launch_error(unsafe { runner.launch("copy_f32", cfg, &args[..2]) });
     assert!(msg.contains("takes 3"), "{msg}");
     let mut four = args.clone();
     four.push(KernelArg::I32(0));
-    launch_error(runner.launch("copy_f32", cfg, &four));
+    launch_error(unsafe { runner.launch("copy_f32", cfg, &four) });
 
     // A host pointer that is not a buffer of the emulator.
     let stray = [0f32; 16];
     let mut bad = args.clone();
     bad[1] = KernelArg::Ptr(stray.as_ptr() as u64);
-    let msg = launch_error(runner.launch("copy_f32", cfg, &bad));
+    let msg = launch_error(unsafe { runner.launch("copy_f32", cfg, &bad) });
     assert!(msg.contains("argument 1"), "{msg}");
     // Past the end of a live buffer.
     bad[1] = KernelArg::Ptr(bufs[1].ptr() + bufs[1].len_bytes() as u64 + 4);
-    launch_error(runner.launch("copy_f32", cfg, &bad));
+    launch_error(unsafe { runner.launch("copy_f32", cfg, &bad) });
 
     // A freed buffer.
     let freed = runner.alloc(64).unwrap();
     let freed_ptr = freed.ptr();
     drop(freed);
     bad[1] = KernelArg::Ptr(freed_ptr);
-    if runner.launch("copy_f32", cfg, &bad).is_ok() {
+    if unsafe { runner.launch("copy_f32", cfg, &bad) }.is_ok() {
         // Only possible if another test reused the address meanwhile.
         eprintln!("note: freed address was reused by a concurrent allocation");
     }
@@ -320,14 +327,14 @@ fn wrong_arguments_are_errors() {
     // Argument sizes are checked against the PTX signature when nvcc built it.
     let mut narrow = args.clone();
     narrow[2] = KernelArg::U32(16);
-    let result = runner.launch("copy_f32", cfg, &narrow);
+    let result = unsafe { runner.launch("copy_f32", cfg, &narrow) };
     if parascan::ptx::PTX_BUILT {
         let msg = launch_error(result);
         assert!(msg.contains("argument 2"), "{msg}");
     }
 
     // The valid arguments still work after all that.
-    runner.launch("copy_f32", cfg, &args).unwrap();
+    unsafe { runner.launch("copy_f32", cfg, &args) }.unwrap();
 }
 
 #[test]
@@ -356,23 +363,25 @@ fn cuda_runs_the_same_copies() {
         KernelArg::U64(8),
     ];
     assert!(matches!(
-        cuda.launch("no_such_kernel", LaunchConfig::linear(1, 32), &args),
+        unsafe { cuda.launch("no_such_kernel", LaunchConfig::linear(1, 32), &args) },
         Err(Error::Launch { .. })
     ));
     assert!(matches!(
-        cuda.launch("copy_f32", LaunchConfig::linear(1, 2048), &args),
+        unsafe { cuda.launch("copy_f32", LaunchConfig::linear(1, 2048), &args) },
         Err(Error::Launch { .. })
     ));
     assert!(matches!(
-        cuda.launch("copy_f32", LaunchConfig::linear(1, 32), &args[..2]),
+        unsafe { cuda.launch("copy_f32", LaunchConfig::linear(1, 32), &args[..2]) },
         Err(Error::Launch { .. })
     ));
     // More than 48 KiB of dynamic shared memory needs the opt-in attribute.
-    cuda.launch(
-        "copy_f32",
-        LaunchConfig::linear(1, 32).with_shared_bytes(100 * 1024),
-        &args,
-    )
+    unsafe {
+        cuda.launch(
+            "copy_f32",
+            LaunchConfig::linear(1, 32).with_shared_bytes(100 * 1024),
+            &args,
+        )
+    }
     .unwrap();
     cuda.synchronize().unwrap();
     let mut out = [0f32; 8];

@@ -8,6 +8,12 @@
 //! Newton iteration from a given guess is compared with the same iteration
 //! done on the host in f64.
 
+// SAFETY (every `unsafe` launch in this file): the raw-address entry points
+// and `KernelRunner::launch` get buffers the test allocated on the same
+// runner with at least the sizes the kernel's contract needs, or deliberately
+// bad arguments that the call must reject before any kernel runs (the
+// emulator additionally checks every pointer against its live buffers).
+
 use parascan::backend::emu::EmuBackend;
 use parascan::backend::launch::{KernelArg, KernelRunner, LaunchConfig};
 use parascan::newton::{
@@ -180,8 +186,8 @@ fn assemble_on_emu(p: &Pair, x: &[f32], h: &[f32], h0: &[f32], len: usize) -> (V
     runner.fill(&stats, 0).unwrap();
     let items = (steps * p.units) as u32;
     let kernel = format!("newton_{}_assemble", p.name.trim_start_matches("diag-"));
-    runner
-        .launch(
+    unsafe {
+        runner.launch(
             &kernel,
             LaunchConfig::linear(items.div_ceil(256), 256),
             &[
@@ -199,7 +205,8 @@ fn assemble_on_emu(p: &Pair, x: &[f32], h: &[f32], h0: &[f32], len: usize) -> (V
                 KernelArg::F32(1.0),
             ],
         )
-        .unwrap();
+    }
+    .unwrap();
     runner.synchronize().unwrap();
     let (mut ah, mut bh) = (vec![0f32; steps * jac_len], vec![0f32; steps * n]);
     runner.download(&a, &mut ah).unwrap();

@@ -556,11 +556,18 @@ pub fn cuda_status() -> String {
 pub fn driver_library_present() -> bool {
     static PRESENT: OnceLock<bool> = OnceLock::new();
     *PRESENT.get_or_init(|| {
-        // SAFETY: `is_culib_present` only tries `dlopen` on the driver's
-        // library names and closes it again; the unsafety is that of running
-        // a shared library's initializers, and libcuda's are those every
-        // CUDA program runs. It calls no driver function.
-        quietly(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
+        // Asking the version loads the library under `dynamic-loading` (a
+        // missing library is a panic, caught here) and is a plain call
+        // under the other linking modes, where the library is linked in.
+        // It needs no `cuInit`.
+        quietly(|| {
+            let mut version: std::ffi::c_int = 0;
+            // SAFETY: cuDriverGetVersion writes one int through the valid
+            // pointer; loading libcuda runs only the initializers every CUDA
+            // program runs.
+            unsafe { sys::cuDriverGetVersion(&mut version) }
+        })
+        .is_ok()
     })
 }
 

@@ -405,7 +405,7 @@ impl KernelRunner for EmuBackend {
         Ok(())
     }
 
-    fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
+    unsafe fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
         let fail = |message: String| Error::Launch {
             backend: BACKEND,
             kernel: kernel.to_string(),

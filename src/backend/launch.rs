@@ -393,11 +393,13 @@ pub trait KernelRunner {
     /// argument sizes where the PTX signature is known; every violation is
     /// an [`Error::Launch`], never a panic.
     ///
-    /// The pointers in `args` must address buffers of this runner large
+    /// # Safety
+    /// The pointers in `args` must address live buffers of this runner large
     /// enough for what the kernel accesses given the other arguments: the
     /// kernel's contract, which no runner can check (on the GPU a violation
-    /// is a device fault; in the emulator it corrupts host memory).
-    fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()>;
+    /// is a device fault; in the emulator it corrupts host memory). The
+    /// safe entry points are each family's `launch_*_buffers`.
+    unsafe fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()>;
 
     /// Waits until all work queued on this runner is done.
     fn synchronize(&self) -> Result<()>;
@@ -678,7 +680,7 @@ mod cuda_runner {
                 .map_err(|e| cuda_error(format!("filling {} bytes", buf.len), e))
         }
 
-        fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
+        unsafe fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
             let fail = |message: String| Error::Launch {
                 backend: CUDA,
                 kernel: kernel.to_string(),

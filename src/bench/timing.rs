@@ -143,7 +143,8 @@ pub fn copy_bandwidth_gbs<R: KernelRunner>(
     let cfg = LaunchConfig::linear(blocks as u32, COPY_BLOCK);
     let args = [(&src).into(), (&dst).into(), KernelArg::U64(n as u64)];
     let timing = time_launches(runner, policy, &mut || {
-        runner.launch("copy_f32", cfg, &args)
+        // SAFETY: `src` and `dst` hold `n` f32 values each.
+        unsafe { runner.launch("copy_f32", cfg, &args) }
     })?;
     Ok(2.0 * (n * 4) as f64 / timing.median_s.max(1e-12) / 1e9)
 }

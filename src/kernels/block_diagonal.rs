@@ -38,7 +38,8 @@
 
 use std::fmt;
 
-use super::common::{check_buffer, check_int, grow_slot, i32_arg};
+use super::common::{check_int, grow_slot, i32_arg};
+use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -734,24 +735,30 @@ pub struct BlockDiagonalIo {
 
 /// The same as [`BlockDiagonalIo`], as buffers whose sizes are checked:
 /// each must hold exactly the elements its shape implies.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct BlockDiagonalBuffers<'a> {
     /// `A`: `B·T·nb·k·k` elements.
-    pub a: &'a DeviceBuffer,
+    pub a: DeviceRef<'a>,
     /// `b`: `B·T·n` elements.
-    pub b: &'a DeviceBuffer,
+    pub b: DeviceRef<'a>,
     /// `h0`: `B·n` elements, or zeros.
-    pub h0: Option<&'a DeviceBuffer>,
+    pub h0: Option<DeviceRef<'a>>,
     /// `h`: `B·T·n` elements, or only `h_t` is computed.
-    pub h: Option<&'a DeviceBuffer>,
+    pub h: Option<DeviceMut<'a>>,
     /// `h_t`: `B·n` elements.
-    pub h_t: &'a DeviceBuffer,
+    pub h_t: DeviceMut<'a>,
 }
 
 /// Plans `request` and issues the plan's launches on device pointers, in
 /// order, without synchronizing; returns the plan. See
 /// [`launch_block_diagonal`] for the checks and the caller's obligations.
-pub fn scan_block_diagonal_device<R: KernelRunner>(
+///
+/// # Safety
+/// Every address in `io` must be live memory of `runner` holding at least
+/// the elements its shape implies (see [`BlockDiagonalIo`]) until the launches complete:
+/// the kernels' contract, which no runner can check. The safe entry point
+/// is [`launch_block_diagonal_buffers`].
+pub unsafe fn scan_block_diagonal_device<R: KernelRunner>(
     runner: &R,
     ws: &mut BlockDiagonalWorkspace,
     dtype: DType,
@@ -760,7 +767,8 @@ pub fn scan_block_diagonal_device<R: KernelRunner>(
     request: PlanRequest,
 ) -> Result<BlockPlan> {
     let plan = plan_block_diagonal(shape, dtype, request, runner.sm_count())?;
-    launch_block_diagonal(runner, ws, &plan, io)?;
+    // SAFETY: forwarded to the caller.
+    unsafe { launch_block_diagonal(runner, ws, &plan, io) }?;
     Ok(plan)
 }
 
@@ -773,7 +781,13 @@ pub fn scan_block_diagonal_device<R: KernelRunner>(
 /// The pointers must address memory of `runner` holding at least the sizes
 /// of [`BlockDiagonalIo`] (no runner can check that; on the GPU a violation
 /// is a device fault). [`launch_block_diagonal_buffers`] checks sizes.
-pub fn launch_block_diagonal<R: KernelRunner>(
+///
+/// # Safety
+/// Every address in `io` must be live memory of `runner` holding at least
+/// the elements its shape implies (see [`BlockDiagonalIo`]) until the launches complete:
+/// the kernels' contract, which no runner can check. The safe entry point
+/// is [`launch_block_diagonal_buffers`].
+pub unsafe fn launch_block_diagonal<R: KernelRunner>(
     runner: &R,
     ws: &mut BlockDiagonalWorkspace,
     plan: &BlockPlan,
@@ -783,7 +797,9 @@ pub fn launch_block_diagonal<R: KernelRunner>(
     check_io(plan, &io)?;
     ws.reserve(runner, plan.scratch_bytes)?;
     let (offsets, _) = scratch_layout(plan.shape, &plan.levels, KernelType::Data(plan.dtype))?;
-    issue(runner, plan, &plan.launches, &offsets, ws.base(), io)
+    // SAFETY: the caller vouches for the sizes; plan and ranges were
+    // checked above.
+    unsafe { issue(runner, plan, &plan.launches, &offsets, ws.base(), io) }
 }
 
 /// The device-buffer entry point: issues the launches of `plan` (from
@@ -797,29 +813,34 @@ pub fn launch_block_diagonal_buffers<R: KernelRunner>(
     plan: &BlockPlan,
     bufs: BlockDiagonalBuffers<'_>,
 ) -> Result<()> {
-    let size = plan.dtype.size();
+    let size = ElemType::of_dtype(plan.dtype);
     let s = plan.shape;
-    check_buffer(runner, "a", bufs.a, s.a_elements(), size, || s.describe_a())?;
-    check_buffer(runner, "b", bufs.b, s.elements(), size, || s.describe())?;
-    if let Some(h0) = bufs.h0 {
-        check_buffer(runner, "h0", h0, s.state_elements(), size, || {
+    check_arg(runner, "a", &bufs.a, s.a_elements(), size, || {
+        s.describe_a()
+    })?;
+    check_arg(runner, "b", &bufs.b, s.elements(), size, || s.describe())?;
+    if let Some(h0) = &bufs.h0 {
+        check_arg(runner, "h0", h0, s.state_elements(), size, || {
             s.describe_state()
         })?;
     }
-    if let Some(h) = bufs.h {
-        check_buffer(runner, "h", h, s.elements(), size, || s.describe())?;
+    if let Some(h) = &bufs.h {
+        check_arg(runner, "h", &h.0, s.elements(), size, || s.describe())?;
     }
-    check_buffer(runner, "h_t", bufs.h_t, s.state_elements(), size, || {
+    check_arg(runner, "h_t", &bufs.h_t.0, s.state_elements(), size, || {
         s.describe_state()
     })?;
     let io = BlockDiagonalIo {
-        a: bufs.a.ptr(),
-        b: bufs.b.ptr(),
-        h0: bufs.h0.map(DeviceBuffer::ptr),
-        h: bufs.h.map(DeviceBuffer::ptr),
-        h_t: bufs.h_t.ptr(),
+        a: bufs.a.addr,
+        b: bufs.b.addr,
+        h0: bufs.h0.as_ref().map(|m| m.addr),
+        h: bufs.h.as_ref().map(|m| m.0.addr),
+        h_t: bufs.h_t.0.addr,
     };
-    launch_block_diagonal(runner, ws, plan, io)
+    // SAFETY: every address starts memory of `runner` holding exactly the
+    // elements the plan\'s shape implies (checked above), borrowed by `bufs`
+    // until the launches are queued.
+    unsafe { launch_block_diagonal(runner, ws, plan, io) }
 }
 
 /// Plans have public fields: a plan that is not what the planner makes for
@@ -899,7 +920,11 @@ fn check_io(plan: &BlockPlan, io: &BlockDiagonalIo) -> Result<()> {
 
 /// Issues `launches` (the plan's, for one instantiation) with scratch at
 /// `base + offsets`.
-fn issue<R: KernelRunner>(
+///
+/// # Safety
+/// The addresses address live memory of `runner` of the sizes the plan's
+/// shape implies, and the plan passed `check_plan`.
+unsafe fn issue<R: KernelRunner>(
     runner: &R,
     plan: &BlockPlan,
     launches: &[BlockLaunch],
@@ -953,7 +978,10 @@ fn issue<R: KernelRunner>(
                 vec![a_in, b_in, h, h_t, carry, h0, bsz, t, nb, c]
             }
         };
-        runner.launch(&l.kernel, l.cfg, &args)?;
+        // SAFETY: each kernel gets the buffers its launch contract names for
+        // this role, sized by the plan's shape (the caller's obligation) and
+        // its scratch (reserved in the workspace).
+        unsafe { runner.launch(&l.kernel, l.cfg, &args) }?;
     }
     Ok(())
 }
@@ -996,11 +1024,11 @@ where
         ws,
         &plan,
         BlockDiagonalBuffers {
-            a: &a,
-            b: &b,
-            h0: h0.as_ref(),
-            h: Some(&h),
-            h_t: &h_t,
+            a: (&a).into(),
+            b: (&b).into(),
+            h0: h0.as_ref().map(Into::into),
+            h: Some((&h).into()),
+            h_t: (&h_t).into(),
         },
     )?;
     let mut out = vec![S::default(); shape.elements()];
@@ -1036,7 +1064,9 @@ pub fn measure_block_diagonal_depth_outputs<R: KernelRunner>(
         h: Some(h.ptr()),
         h_t: h_t.ptr(),
     };
-    issue(runner, plan, &launches, &offsets, ws.base(), io)?;
+    // SAFETY: the depth kernels read no inputs (null pointers) and write
+    // the outputs allocated above with the plan\'s sizes.
+    unsafe { issue(runner, plan, &launches, &offsets, ws.base(), io) }?;
     let mut out = vec![0u32; n];
     let mut out_t = vec![0u32; st];
     runner.download(&h, &mut out)?;
@@ -1110,11 +1140,11 @@ impl<S: Storage + bytemuck::Pod> super::KernelScan for BlockDiagonal<'_, S> {
                 &mut ws,
                 &plan,
                 BlockDiagonalBuffers {
-                    a: &a,
-                    b: &b,
-                    h0: h0.as_ref(),
-                    h: Some(&h),
-                    h_t: &h_t,
+                    a: (&a).into(),
+                    b: (&b).into(),
+                    h0: h0.as_ref().map(Into::into),
+                    h: Some((&h).into()),
+                    h_t: (&h_t).into(),
                 },
             )
         };

@@ -5,37 +5,6 @@
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner};
 use crate::error::{Error, Result};
 
-/// Checks that `buf` belongs to `runner`'s backend and holds exactly
-/// `elements` values of `size` bytes (`shape` describes them in the error).
-pub(crate) fn check_buffer<R: KernelRunner>(
-    runner: &R,
-    arg: &'static str,
-    buf: &DeviceBuffer,
-    elements: usize,
-    size: usize,
-    shape: impl Fn() -> String,
-) -> Result<()> {
-    if buf.backend_name() != runner.backend_name() {
-        return Err(Error::BackendUnavailable {
-            backend: runner.backend_name(),
-            reason: format!(
-                "argument `{arg}`: a buffer of the {} backend was passed to the {} backend",
-                buf.backend_name(),
-                runner.backend_name()
-            ),
-        });
-    }
-    if buf.len_bytes() != elements * size {
-        return Err(Error::shape(
-            arg,
-            format!("{} of {size}-byte elements", shape()),
-            elements,
-            buf.len_bytes() / size,
-        ));
-    }
-    Ok(())
-}
-
 /// Round-up of workspace allocations, in bytes: a workspace that grows by
 /// a few bytes at a time still reallocates rarely.
 pub(crate) const WORKSPACE_GRANULE: usize = 4096;

@@ -77,9 +77,8 @@
 
 use std::fmt;
 
-use super::common::{
-    ceil_log2, check_buffer, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE,
-};
+use super::common::{ceil_log2, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE};
+use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -1399,20 +1398,22 @@ pub struct DiagonalIo {
     pub h_t: u64,
 }
 
-/// The same as [`DiagonalIo`], as buffers whose sizes can be checked: each
-/// must hold exactly the elements its shape implies.
-#[derive(Clone, Copy, Debug)]
+/// The memory of one Diagonal scan, as typed or sized device memory whose
+/// owner, size and element type are checked ([`crate::kernels::device`]):
+/// each must hold exactly the elements its shape implies, of the plan's
+/// storage dtype.
+#[derive(Debug)]
 pub struct DiagonalBuffers<'a> {
     /// `a`: `B·T·D` elements.
-    pub a: &'a DeviceBuffer,
+    pub a: DeviceRef<'a>,
     /// `b`: `B·T·D` elements.
-    pub b: &'a DeviceBuffer,
+    pub b: DeviceRef<'a>,
     /// `h0`: `B·D` elements, or zeros.
-    pub h0: Option<&'a DeviceBuffer>,
+    pub h0: Option<DeviceRef<'a>>,
     /// `h`: `B·T·D` elements, or only `h_t` is computed.
-    pub h: Option<&'a DeviceBuffer>,
+    pub h: Option<DeviceMut<'a>>,
     /// `h_t`: `B·D` elements.
-    pub h_t: &'a DeviceBuffer,
+    pub h_t: DeviceMut<'a>,
 }
 
 /// Plans `request` and issues the plan's launches on device pointers, in
@@ -1423,11 +1424,13 @@ pub struct DiagonalBuffers<'a> {
 /// to the element size and that no two of the `B·T·D`/`B·D`-element ranges
 /// overlap. The scratch comes from `ws` (allocated only when it grows).
 ///
+/// # Safety
 /// The pointers must address memory of `runner` holding at least those
-/// sizes (the kernels' contract, which no runner can check: on the GPU a
-/// violation is a device fault, in the emulator it corrupts host memory).
-/// [`launch_diagonal_buffers`] checks sizes for [`DeviceBuffer`]s.
-pub fn scan_diagonal_device<R: KernelRunner>(
+/// sizes, allocated until the launches complete (the kernels' contract,
+/// which no runner can check: on the GPU a violation is a device fault, in
+/// the emulator it corrupts host memory). [`launch_diagonal_buffers`]
+/// is the safe entry point.
+pub unsafe fn scan_diagonal_device<R: KernelRunner>(
     runner: &R,
     ws: &mut DiagonalWorkspace,
     dtype: DType,
@@ -1437,13 +1440,18 @@ pub fn scan_diagonal_device<R: KernelRunner>(
     request: PlanRequest,
 ) -> Result<GpuPlan> {
     let plan = plan_diagonal(shape, layout, dtype, request, runner.sm_count())?;
-    launch_diagonal(runner, ws, &plan, io)?;
+    // SAFETY: forwarded to the caller.
+    unsafe { launch_diagonal(runner, ws, &plan, io) }?;
     Ok(plan)
 }
 
 /// Issues the launches of a ready `plan` on device pointers (see
-/// [`scan_diagonal_device`] for the checks and the caller's obligations).
-pub fn launch_diagonal<R: KernelRunner>(
+/// [`scan_diagonal_device`] for the checks).
+///
+/// # Safety
+/// As [`scan_diagonal_device`]: every pointer addresses live memory of
+/// `runner` of at least the size its shape implies.
+pub unsafe fn launch_diagonal<R: KernelRunner>(
     runner: &R,
     ws: &mut DiagonalWorkspace,
     plan: &GpuPlan,
@@ -1452,40 +1460,47 @@ pub fn launch_diagonal<R: KernelRunner>(
     check_plan(plan)?;
     check_io(plan, &io)?;
     ws.reserve(runner, plan.scratch)?;
-    issue(runner, plan, &plan.launches, ws, io)
+    // SAFETY: the caller vouches for the sizes; the plan and the ranges
+    // were checked above.
+    unsafe { issue(runner, plan, &plan.launches, ws, io) }
 }
 
-/// Issues the launches of `plan` on buffers of `runner`, after checking
-/// that each holds exactly the elements the shape implies (typed
-/// [`Error::Shape`] naming the buffer otherwise) and belongs to `runner`.
+/// Issues the launches of `plan` on memory of `runner` (without
+/// synchronizing), after checking that each argument belongs to `runner`,
+/// holds exactly the elements the shape implies, of the plan's dtype
+/// (typed [`Error::Shape`] / [`Error::ElemType`] naming the argument
+/// otherwise), and that no output overlaps another argument.
 pub fn launch_diagonal_buffers<R: KernelRunner>(
     runner: &R,
     ws: &mut DiagonalWorkspace,
     plan: &GpuPlan,
     bufs: DiagonalBuffers<'_>,
 ) -> Result<()> {
-    let size = plan.dtype.size();
+    let elem = ElemType::of_dtype(plan.dtype);
     let n = plan.shape.elements();
     let lanes = plan.shape.lanes();
     let full = || plan.shape.describe(plan.layout);
     let bd = || plan.shape.describe_bd();
-    check_buffer(runner, "a", bufs.a, n, size, full)?;
-    check_buffer(runner, "b", bufs.b, n, size, full)?;
-    if let Some(h0) = bufs.h0 {
-        check_buffer(runner, "h0", h0, lanes, size, bd)?;
+    check_arg(runner, "a", &bufs.a, n, elem, full)?;
+    check_arg(runner, "b", &bufs.b, n, elem, full)?;
+    if let Some(h0) = &bufs.h0 {
+        check_arg(runner, "h0", h0, lanes, elem, bd)?;
     }
-    if let Some(h) = bufs.h {
-        check_buffer(runner, "h", h, n, size, full)?;
+    if let Some(h) = &bufs.h {
+        check_arg(runner, "h", &h.0, n, elem, full)?;
     }
-    check_buffer(runner, "h_t", bufs.h_t, lanes, size, bd)?;
+    check_arg(runner, "h_t", &bufs.h_t.0, lanes, elem, bd)?;
     let io = DiagonalIo {
-        a: bufs.a.ptr(),
-        b: bufs.b.ptr(),
-        h0: bufs.h0.map(DeviceBuffer::ptr),
-        h: bufs.h.map(DeviceBuffer::ptr),
-        h_t: bufs.h_t.ptr(),
+        a: bufs.a.addr,
+        b: bufs.b.addr,
+        h0: bufs.h0.as_ref().map(|m| m.addr),
+        h: bufs.h.as_ref().map(|m| m.0.addr),
+        h_t: bufs.h_t.0.addr,
     };
-    launch_diagonal(runner, ws, plan, io)
+    // SAFETY: every address is the start of memory of `runner` that holds
+    // exactly the elements the plan's shape implies (checked above) and is
+    // borrowed by `bufs` until the launches are queued.
+    unsafe { launch_diagonal(runner, ws, plan, io) }
 }
 
 /// A plan must meet the launch contract and be internally consistent (its
@@ -1564,7 +1579,11 @@ fn check_io(plan: &GpuPlan, io: &DiagonalIo) -> Result<()> {
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with `io`.
-fn issue<R: KernelRunner>(
+///
+/// # Safety
+/// `io` addresses live memory of `runner` of the sizes the plan's shape
+/// implies, and `plan` passed `check_plan`.
+unsafe fn issue<R: KernelRunner>(
     runner: &R,
     plan: &GpuPlan,
     launches: &[Launch],
@@ -1601,47 +1620,52 @@ fn issue<R: KernelRunner>(
     };
     for l in launches {
         let (k, cfg) = (l.kernel, l.cfg);
-        match l.role {
-            LaunchRole::Sequential => runner.launch(k, cfg, &[a_p, b_p, h, ht, h0, b, t, d]),
-            LaunchRole::Reduce => runner.launch(k, cfg, &[a_p, b_p, agg, b, t, d, c]),
-            LaunchRole::ScanChunks => runner.launch(k, cfg, &[agg, carry, h0, b, d, nc]),
-            LaunchRole::ScanTiles => runner.launch(k, cfg, &[agg, tile_agg, b, d, nc]),
-            LaunchRole::ScanTileCarries => runner.launch(
-                k,
-                cfg,
-                &[tile_agg, tile_carry, h0, b, d, i32_arg(plan.tiles)],
-            ),
-            LaunchRole::ScanApply => runner.launch(
-                k,
-                cfg,
-                &[agg, tile_carry, carry, b, d, nc, i32_arg(plan.tile)],
-            ),
-            LaunchRole::Rescan => {
-                runner.launch(k, cfg, &[a_p, b_p, h, ht, rescan_carry, h0, b, t, d, c])
+        // SAFETY: each kernel gets the buffers its launch contract
+        // (kernels/diagonal.cu) names for this role, sized by the plan's
+        // shape (the caller's obligation) and its scratch (reserved in `ws`).
+        unsafe {
+            match l.role {
+                LaunchRole::Sequential => runner.launch(k, cfg, &[a_p, b_p, h, ht, h0, b, t, d]),
+                LaunchRole::Reduce => runner.launch(k, cfg, &[a_p, b_p, agg, b, t, d, c]),
+                LaunchRole::ScanChunks => runner.launch(k, cfg, &[agg, carry, h0, b, d, nc]),
+                LaunchRole::ScanTiles => runner.launch(k, cfg, &[agg, tile_agg, b, d, nc]),
+                LaunchRole::ScanTileCarries => runner.launch(
+                    k,
+                    cfg,
+                    &[tile_agg, tile_carry, h0, b, d, i32_arg(plan.tiles)],
+                ),
+                LaunchRole::ScanApply => runner.launch(
+                    k,
+                    cfg,
+                    &[agg, tile_carry, carry, b, d, nc, i32_arg(plan.tile)],
+                ),
+                LaunchRole::Rescan => {
+                    runner.launch(k, cfg, &[a_p, b_p, h, ht, rescan_carry, h0, b, t, d, c])
+                }
+                LaunchRole::ClearStatus => {
+                    let words = plan.geometry().lookback_words()?;
+                    runner.launch(k, cfg, &[status, i32_arg(words)])
+                }
+                LaunchRole::LookBack => runner.launch(
+                    k,
+                    cfg,
+                    &[
+                        a_p,
+                        b_p,
+                        h,
+                        ht,
+                        h0,
+                        status,
+                        agg,
+                        carry,
+                        b,
+                        t,
+                        d,
+                        c,
+                        KernelArg::I32(plan.lookback_prefix_every as i32),
+                    ],
+                ),
             }
-            LaunchRole::ClearStatus => {
-                let words = plan.geometry().lookback_words()?;
-                runner.launch(k, cfg, &[status, i32_arg(words)])
-            }
-            LaunchRole::LookBack => runner.launch(
-                k,
-                cfg,
-                &[
-                    a_p,
-                    b_p,
-                    h,
-                    ht,
-                    h0,
-                    status,
-                    agg,
-                    carry,
-                    b,
-                    t,
-                    d,
-                    c,
-                    KernelArg::I32(plan.lookback_prefix_every as i32),
-                ],
-            ),
         }?;
     }
     Ok(())
@@ -1720,11 +1744,11 @@ where
         ws,
         &plan,
         DiagonalBuffers {
-            a: &a,
-            b: &b,
-            h0: h0.as_ref(),
-            h: Some(&h),
-            h_t: &h_t,
+            a: (&a).into(),
+            b: (&b).into(),
+            h0: h0.as_ref().map(Into::into),
+            h: Some((&h).into()),
+            h_t: (&h_t).into(),
         },
     )?;
     let mut out = vec![S::default(); shape.elements()];
@@ -1761,7 +1785,9 @@ pub fn measure_diagonal_depth_outputs<R: KernelRunner>(
         h: Some(h.ptr()),
         h_t: h_t.ptr(),
     };
-    issue(runner, plan, &launches, ws, io)?;
+    // SAFETY: the depth kernels read no inputs (null `a`, `b`, `h0`) and
+    // write `h` and `h_t`, allocated above with the plan's sizes.
+    unsafe { issue(runner, plan, &launches, ws, io) }?;
     let mut out = vec![0u32; n];
     let mut out_t = vec![0u32; lanes];
     runner.download(&h, &mut out)?;
@@ -1858,11 +1884,11 @@ impl<S: Storage + bytemuck::Pod> super::KernelScan for Diagonal<'_, S> {
                 &mut ws,
                 &plan,
                 DiagonalBuffers {
-                    a: &a,
-                    b: &b,
-                    h0: h0.as_ref(),
-                    h: Some(&h),
-                    h_t: &h_t,
+                    a: (&a).into(),
+                    b: (&b).into(),
+                    h0: h0.as_ref().map(Into::into),
+                    h: Some((&h).into()),
+                    h_t: (&h_t).into(),
                 },
             )
         };

@@ -56,7 +56,8 @@
 
 use std::fmt;
 
-use super::common::{check_buffer, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE};
+use super::common::{check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE};
+use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -910,26 +911,26 @@ pub struct DplrIo {
 }
 
 /// The same as [`DplrIo`], as buffers whose sizes are checked.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct DplrBuffers<'a> {
     /// `w: [B,T,n]`.
-    pub w: &'a DeviceBuffer,
+    pub w: DeviceRef<'a>,
     /// `u: [B,T,R,n]`.
-    pub u: &'a DeviceBuffer,
+    pub u: DeviceRef<'a>,
     /// `v: [B,T,R,n]`.
-    pub v: &'a DeviceBuffer,
+    pub v: DeviceRef<'a>,
     /// `k: [B,T,n]`.
-    pub k: &'a DeviceBuffer,
+    pub k: DeviceRef<'a>,
     /// `x: [B,T,m]`.
-    pub x: &'a DeviceBuffer,
+    pub x: DeviceRef<'a>,
     /// `q: [B,T,n]`, required for the readout.
-    pub q: Option<&'a DeviceBuffer>,
+    pub q: Option<DeviceRef<'a>>,
     /// `h0: [B,n,m]`, or zeros.
-    pub h0: Option<&'a DeviceBuffer>,
+    pub h0: Option<DeviceRef<'a>>,
     /// `y: [B,T,m]` or states `[B,T,n,m]`.
-    pub out: &'a DeviceBuffer,
+    pub out: DeviceMut<'a>,
     /// `h_T: [B,n,m]`.
-    pub h_t: &'a DeviceBuffer,
+    pub h_t: DeviceMut<'a>,
 }
 
 /// Plans `request` and issues the plan's launches on device pointers, in
@@ -941,7 +942,13 @@ pub struct DplrBuffers<'a> {
 /// it grows). The pointers must address memory of `runner` holding at
 /// least the sizes of [`DplrIo`] (the kernels' contract, which no runner
 /// can check); [`launch_dplr_buffers`] checks sizes for [`DeviceBuffer`]s.
-pub fn scan_dplr_device<R: KernelRunner>(
+///
+/// # Safety
+/// Every address in `io` must be live memory of `runner` holding at least
+/// the elements its shape implies (see [`DplrIo`]) until the launches complete:
+/// the kernels' contract, which no runner can check. The safe entry point
+/// is [`launch_dplr_buffers`].
+pub unsafe fn scan_dplr_device<R: KernelRunner>(
     runner: &R,
     ws: &mut DplrWorkspace,
     dtype: DType,
@@ -951,13 +958,20 @@ pub fn scan_dplr_device<R: KernelRunner>(
     request: PlanRequest,
 ) -> Result<DplrPlan> {
     let plan = plan_dplr(shape, output, dtype, request, runner.sm_count())?;
-    launch_dplr(runner, ws, &plan, io)?;
+    // SAFETY: forwarded to the caller.
+    unsafe { launch_dplr(runner, ws, &plan, io) }?;
     Ok(plan)
 }
 
 /// Issues the launches of a ready `plan` on device pointers (see
 /// [`scan_dplr_device`] for the checks and the caller's obligations).
-pub fn launch_dplr<R: KernelRunner>(
+///
+/// # Safety
+/// Every address in `io` must be live memory of `runner` holding at least
+/// the elements its shape implies (see [`DplrIo`]) until the launches complete:
+/// the kernels' contract, which no runner can check. The safe entry point
+/// is [`launch_dplr_buffers`].
+pub unsafe fn launch_dplr<R: KernelRunner>(
     runner: &R,
     ws: &mut DplrWorkspace,
     plan: &DplrPlan,
@@ -966,7 +980,9 @@ pub fn launch_dplr<R: KernelRunner>(
     check_plan(plan)?;
     check_io(plan, &io)?;
     ws.reserve(runner, plan.scratch)?;
-    issue(runner, plan, &plan.launches, ws, io, false)
+    // SAFETY: the caller vouches for the sizes; plan and ranges were
+    // checked above.
+    unsafe { issue(runner, plan, &plan.launches, ws, io, false) }
 }
 
 /// Issues the launches of `plan` on buffers of `runner`, after checking
@@ -979,22 +995,22 @@ pub fn launch_dplr_buffers<R: KernelRunner>(
     bufs: DplrBuffers<'_>,
 ) -> Result<()> {
     let s = plan.shape;
-    let size = plan.dtype.size();
+    let size = ElemType::of_dtype(plan.dtype);
     let (b, t, n, m, r) = (s.batch, s.len, s.n, s.m, s.rank);
     let btn = || format!("[B,T,n] = [{b},{t},{n}]");
     let btrn = || format!("[B,T,R,n] = [{b},{t},{r},{n}]");
     let bnm = || format!("[B,n,m] = [{b},{n},{m}]");
-    check_buffer(runner, "w", bufs.w, b * t * n, size, btn)?;
-    check_buffer(runner, "u", bufs.u, b * t * r * n, size, btrn)?;
-    check_buffer(runner, "v", bufs.v, b * t * r * n, size, btrn)?;
-    check_buffer(runner, "k", bufs.k, b * t * n, size, btn)?;
-    check_buffer(runner, "x", bufs.x, b * t * m, size, || {
+    check_arg(runner, "w", &bufs.w, b * t * n, size, btn)?;
+    check_arg(runner, "u", &bufs.u, b * t * r * n, size, btrn)?;
+    check_arg(runner, "v", &bufs.v, b * t * r * n, size, btrn)?;
+    check_arg(runner, "k", &bufs.k, b * t * n, size, btn)?;
+    check_arg(runner, "x", &bufs.x, b * t * m, size, || {
         format!("[B,T,m] = [{b},{t},{m}]")
     })?;
-    let q = match (plan.output, bufs.q) {
+    let q = match (plan.output, &bufs.q) {
         (DplrOutput::Readout, Some(q)) => {
-            check_buffer(runner, "q", q, b * t * n, size, btn)?;
-            Some(q.ptr())
+            check_arg(runner, "q", q, b * t * n, size, btn)?;
+            Some(q.addr)
         }
         (DplrOutput::Readout, None) => {
             return Err(Error::shape(
@@ -1006,34 +1022,37 @@ pub fn launch_dplr_buffers<R: KernelRunner>(
         }
         (DplrOutput::States, _) => None,
     };
-    if let Some(h0) = bufs.h0 {
-        check_buffer(runner, "h0", h0, s.state_elements(), size, bnm)?;
+    if let Some(h0) = &bufs.h0 {
+        check_arg(runner, "h0", h0, s.state_elements(), size, bnm)?;
     }
     let out_shape = || match plan.output {
         DplrOutput::Readout => format!("[B,T,m] = [{b},{t},{m}]"),
         DplrOutput::States => format!("[B,T,n,m] = [{b},{t},{n},{m}]"),
     };
-    check_buffer(
+    check_arg(
         runner,
         "out",
-        bufs.out,
+        &bufs.out.0,
         s.out_elements(plan.output),
         size,
         out_shape,
     )?;
-    check_buffer(runner, "h_t", bufs.h_t, s.state_elements(), size, bnm)?;
+    check_arg(runner, "h_t", &bufs.h_t.0, s.state_elements(), size, bnm)?;
     let io = DplrIo {
-        w: bufs.w.ptr(),
-        u: bufs.u.ptr(),
-        v: bufs.v.ptr(),
-        k: bufs.k.ptr(),
-        x: bufs.x.ptr(),
+        w: bufs.w.addr,
+        u: bufs.u.addr,
+        v: bufs.v.addr,
+        k: bufs.k.addr,
+        x: bufs.x.addr,
         q,
-        h0: bufs.h0.map(DeviceBuffer::ptr),
-        out: bufs.out.ptr(),
-        h_t: bufs.h_t.ptr(),
+        h0: bufs.h0.as_ref().map(|m| m.addr),
+        out: bufs.out.0.addr,
+        h_t: bufs.h_t.0.addr,
     };
-    launch_dplr(runner, ws, plan, io)
+    // SAFETY: every address starts memory of `runner` holding exactly the
+    // elements the plan\'s shape implies (checked above), borrowed by `bufs`
+    // until the launches are queued.
+    unsafe { launch_dplr(runner, ws, plan, io) }
 }
 
 fn check_io(plan: &DplrPlan, io: &DplrIo) -> Result<()> {
@@ -1095,7 +1114,11 @@ fn check_io(plan: &DplrPlan, io: &DplrIo) -> Result<()> {
 
 /// Issues `launches` (the plan's, for one instantiation) with `io`.
 /// `depth`: the counters' run (inputs are never read).
-fn issue<R: KernelRunner>(
+///
+/// # Safety
+/// The addresses address live memory of `runner` of the sizes the plan's
+/// shape implies, and the plan passed `check_plan`.
+unsafe fn issue<R: KernelRunner>(
     runner: &R,
     plan: &DplrPlan,
     launches: &[DplrLaunch],
@@ -1136,40 +1159,45 @@ fn issue<R: KernelRunner>(
     };
     for l in launches {
         let (kn, cfg) = (l.kernel, l.cfg);
-        match l.role {
-            DplrRole::Sequential => runner.launch(
-                kn,
-                cfg,
-                &[w, u, v, k, x, q, y, states, ht, h0, b, t, n, m, r],
-            ),
-            DplrRole::Reduce => runner.launch(kn, cfg, &[w, u, v, k, x, agg, b, t, n, m, r, c]),
-            DplrRole::Up { half } => runner.launch(kn, cfg, &[agg, b, nc, n, m, i32_arg(half)]),
-            DplrRole::Down { half } => {
-                runner.launch(kn, cfg, &[agg, carry, h0, b, nc, n, m, i32_arg(half)])
+        // SAFETY: each kernel gets the buffers its launch contract names for
+        // this role, sized by the plan's shape (the caller's obligation) and
+        // its scratch (reserved in the workspace).
+        unsafe {
+            match l.role {
+                DplrRole::Sequential => runner.launch(
+                    kn,
+                    cfg,
+                    &[w, u, v, k, x, q, y, states, ht, h0, b, t, n, m, r],
+                ),
+                DplrRole::Reduce => runner.launch(kn, cfg, &[w, u, v, k, x, agg, b, t, n, m, r, c]),
+                DplrRole::Up { half } => runner.launch(kn, cfg, &[agg, b, nc, n, m, i32_arg(half)]),
+                DplrRole::Down { half } => {
+                    runner.launch(kn, cfg, &[agg, carry, h0, b, nc, n, m, i32_arg(half)])
+                }
+                DplrRole::Rescan => runner.launch(
+                    kn,
+                    cfg,
+                    &[
+                        w,
+                        u,
+                        v,
+                        k,
+                        x,
+                        q,
+                        y,
+                        states,
+                        ht,
+                        rescan_carry,
+                        h0,
+                        b,
+                        t,
+                        n,
+                        m,
+                        r,
+                        c,
+                    ],
+                ),
             }
-            DplrRole::Rescan => runner.launch(
-                kn,
-                cfg,
-                &[
-                    w,
-                    u,
-                    v,
-                    k,
-                    x,
-                    q,
-                    y,
-                    states,
-                    ht,
-                    rescan_carry,
-                    h0,
-                    b,
-                    t,
-                    n,
-                    m,
-                    r,
-                    c,
-                ],
-            ),
         }?;
     }
     Ok(())
@@ -1251,15 +1279,15 @@ impl Uploaded {
         h_t: &'a DeviceBuffer,
     ) -> DplrBuffers<'a> {
         DplrBuffers {
-            w: &self.w,
-            u: &self.u,
-            v: &self.v,
-            k: &self.k,
-            x: &self.x,
-            q: self.q.as_ref(),
-            h0: self.h0.as_ref(),
-            out,
-            h_t,
+            w: (&self.w).into(),
+            u: (&self.u).into(),
+            v: (&self.v).into(),
+            k: (&self.k).into(),
+            x: (&self.x).into(),
+            q: self.q.as_ref().map(Into::into),
+            h0: self.h0.as_ref().map(Into::into),
+            out: out.into(),
+            h_t: h_t.into(),
         }
     }
 }
@@ -1290,7 +1318,9 @@ pub fn measure_dplr_depth_outputs<R: KernelRunner>(
         h_t: h_t.ptr(),
         ..DplrIo::default()
     };
-    issue(runner, plan, &launches, ws, io, true)?;
+    // SAFETY: the depth kernels read no inputs (null pointers) and write
+    // the outputs allocated above with the plan\'s sizes.
+    unsafe { issue(runner, plan, &launches, ws, io, true) }?;
     let mut host_out = vec![0u32; n_out];
     let mut host_t = vec![0u32; n_state];
     runner.download(&out, &mut host_out)?;

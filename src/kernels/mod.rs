@@ -25,11 +25,13 @@
 
 pub mod block_diagonal;
 mod common;
+pub mod device;
 pub mod diagonal;
 pub mod dplr;
 pub mod perm_diagonal;
 pub mod resident;
 
+pub use device::{DeviceMut, DeviceRef, DeviceTensor, ElemType};
 pub use diagonal::{
     launch_diagonal, launch_diagonal_buffers, measure_diagonal_depth,
     measure_diagonal_depth_outputs, plan_diagonal, scan_diagonal, scan_diagonal_device, DiagShape,

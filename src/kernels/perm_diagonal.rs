@@ -53,9 +53,8 @@
 
 use std::fmt;
 
-use super::common::{
-    ceil_log2, check_buffer, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE,
-};
+use super::common::{ceil_log2, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE};
+use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -989,20 +988,20 @@ pub struct PdIo {
 
 /// The same as [`PdIo`], as buffers whose sizes are checked: each must hold
 /// exactly the bytes its shape implies.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct PdBuffers<'a> {
     /// `perm`: `B·T·n` bytes.
-    pub perm: &'a DeviceBuffer,
+    pub perm: DeviceRef<'a>,
     /// `d`: `B·T·n` elements.
-    pub d: &'a DeviceBuffer,
+    pub d: DeviceRef<'a>,
     /// `b`: `B·T·n` elements.
-    pub b: &'a DeviceBuffer,
+    pub b: DeviceRef<'a>,
     /// `h0`: `B·n` elements, or zeros.
-    pub h0: Option<&'a DeviceBuffer>,
+    pub h0: Option<DeviceRef<'a>>,
     /// `h`: `B·T·n` elements, or only `h_t` is computed.
-    pub h: Option<&'a DeviceBuffer>,
+    pub h: Option<DeviceMut<'a>>,
     /// `h_t`: `B·n` elements.
-    pub h_t: &'a DeviceBuffer,
+    pub h_t: DeviceMut<'a>,
 }
 
 /// Plans `request` and issues the plan's launches on device pointers, in
@@ -1019,7 +1018,13 @@ pub struct PdBuffers<'a> {
 /// indices to `n − 1`, so a violation gives wrong values but stays in
 /// bounds). [`launch_perm_diagonal_buffers`] checks sizes for
 /// [`DeviceBuffer`]s.
-pub fn scan_perm_diagonal_device<R: KernelRunner>(
+///
+/// # Safety
+/// Every address in `io` must be live memory of `runner` holding at least
+/// the elements its shape implies (see [`PdIo`]) until the launches complete:
+/// the kernels' contract, which no runner can check. The safe entry point
+/// is [`launch_perm_diagonal_buffers`].
+pub unsafe fn scan_perm_diagonal_device<R: KernelRunner>(
     runner: &R,
     ws: &mut PdWorkspace,
     dtype: DType,
@@ -1028,13 +1033,20 @@ pub fn scan_perm_diagonal_device<R: KernelRunner>(
     request: PlanRequest,
 ) -> Result<PdGpuPlan> {
     let plan = plan_perm_diagonal(shape, dtype, request, runner.sm_count())?;
-    launch_perm_diagonal(runner, ws, &plan, io)?;
+    // SAFETY: forwarded to the caller.
+    unsafe { launch_perm_diagonal(runner, ws, &plan, io) }?;
     Ok(plan)
 }
 
 /// Issues the launches of a ready `plan` on device pointers (see
 /// [`scan_perm_diagonal_device`] for the checks and the caller's duties).
-pub fn launch_perm_diagonal<R: KernelRunner>(
+///
+/// # Safety
+/// Every address in `io` must be live memory of `runner` holding at least
+/// the elements its shape implies (see [`PdIo`]) until the launches complete:
+/// the kernels' contract, which no runner can check. The safe entry point
+/// is [`launch_perm_diagonal_buffers`].
+pub unsafe fn launch_perm_diagonal<R: KernelRunner>(
     runner: &R,
     ws: &mut PdWorkspace,
     plan: &PdGpuPlan,
@@ -1043,7 +1055,9 @@ pub fn launch_perm_diagonal<R: KernelRunner>(
     check_plan(plan)?;
     check_io(plan, &io)?;
     ws.reserve(runner, plan.scratch)?;
-    issue(runner, plan, &plan.launches, ws, io)
+    // SAFETY: the caller vouches for the sizes; plan and ranges were
+    // checked above.
+    unsafe { issue(runner, plan, &plan.launches, ws, io) }
 }
 
 /// Issues the launches of `plan` on buffers of `runner`, after checking
@@ -1055,30 +1069,33 @@ pub fn launch_perm_diagonal_buffers<R: KernelRunner>(
     plan: &PdGpuPlan,
     bufs: PdBuffers<'_>,
 ) -> Result<()> {
-    let size = plan.dtype.size();
+    let size = ElemType::of_dtype(plan.dtype);
     let n = plan.shape.elements();
     let states = plan.shape.states();
     let full = || plan.shape.describe();
     let bn = || plan.shape.describe_bn();
-    check_buffer(runner, "perm", bufs.perm, n, 1, full)?;
-    check_buffer(runner, "d", bufs.d, n, size, full)?;
-    check_buffer(runner, "b", bufs.b, n, size, full)?;
-    if let Some(h0) = bufs.h0 {
-        check_buffer(runner, "h0", h0, states, size, bn)?;
+    check_arg(runner, "perm", &bufs.perm, n, ElemType::of::<u8>(), full)?;
+    check_arg(runner, "d", &bufs.d, n, size, full)?;
+    check_arg(runner, "b", &bufs.b, n, size, full)?;
+    if let Some(h0) = &bufs.h0 {
+        check_arg(runner, "h0", h0, states, size, bn)?;
     }
-    if let Some(h) = bufs.h {
-        check_buffer(runner, "h", h, n, size, full)?;
+    if let Some(h) = &bufs.h {
+        check_arg(runner, "h", &h.0, n, size, full)?;
     }
-    check_buffer(runner, "h_t", bufs.h_t, states, size, bn)?;
+    check_arg(runner, "h_t", &bufs.h_t.0, states, size, bn)?;
     let io = PdIo {
-        perm: bufs.perm.ptr(),
-        d: bufs.d.ptr(),
-        b: bufs.b.ptr(),
-        h0: bufs.h0.map(DeviceBuffer::ptr),
-        h: bufs.h.map(DeviceBuffer::ptr),
-        h_t: bufs.h_t.ptr(),
+        perm: bufs.perm.addr,
+        d: bufs.d.addr,
+        b: bufs.b.addr,
+        h0: bufs.h0.as_ref().map(|m| m.addr),
+        h: bufs.h.as_ref().map(|m| m.0.addr),
+        h_t: bufs.h_t.0.addr,
     };
-    launch_perm_diagonal(runner, ws, plan, io)
+    // SAFETY: every address starts memory of `runner` holding exactly the
+    // elements the plan\'s shape implies (checked above), borrowed by `bufs`
+    // until the launches are queued.
+    unsafe { launch_perm_diagonal(runner, ws, plan, io) }
 }
 
 /// A plan must meet the launch contract and be consistent (its fields are
@@ -1148,7 +1165,11 @@ fn check_io(plan: &PdGpuPlan, io: &PdIo) -> Result<()> {
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with `io`.
-fn issue<R: KernelRunner>(
+///
+/// # Safety
+/// The addresses address live memory of `runner` of the sizes the plan's
+/// shape implies, and the plan passed `check_plan`.
+unsafe fn issue<R: KernelRunner>(
     runner: &R,
     plan: &PdGpuPlan,
     launches: &[PdLaunch],
@@ -1199,33 +1220,40 @@ fn issue<R: KernelRunner>(
     };
     for l in launches {
         let (k, cfg) = (l.kernel, l.cfg);
-        match l.role {
-            PdLaunchRole::Sequential => runner.launch(k, cfg, &[perm, d, b, h, ht, h0, bsz, t, n]),
-            PdLaunchRole::Reduce => {
-                runner.launch(k, cfg, &[perm, d, b, agg_p, agg_d, agg_b, bsz, t, n, c, m])
-            }
-            PdLaunchRole::Scan => {
-                runner.launch(k, cfg, &[agg_p, agg_d, agg_b, carry, h0, bsz, n, nc, m])
-            }
-            PdLaunchRole::ScanTiles => runner.launch(
-                k,
-                cfg,
-                &[
-                    agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, bsz, n, nc, m, tl, mt,
-                ],
-            ),
-            PdLaunchRole::ScanTileCarries => runner.launch(
-                k,
-                cfg,
-                &[tile_p, tile_d, tile_b, tile_carry, h0, bsz, n, ntl, mt],
-            ),
-            PdLaunchRole::ScanApply => runner.launch(
-                k,
-                cfg,
-                &[agg_p, agg_d, agg_b, tile_carry, carry, bsz, n, nc, m, tl],
-            ),
-            PdLaunchRole::Rescan => {
-                runner.launch(k, cfg, &[perm, d, b, h, ht, rescan_carry, h0, bsz, t, n, c])
+        // SAFETY: each kernel gets the buffers its launch contract names for
+        // this role, sized by the plan's shape (the caller's obligation) and
+        // its scratch (reserved in the workspace).
+        unsafe {
+            match l.role {
+                PdLaunchRole::Sequential => {
+                    runner.launch(k, cfg, &[perm, d, b, h, ht, h0, bsz, t, n])
+                }
+                PdLaunchRole::Reduce => {
+                    runner.launch(k, cfg, &[perm, d, b, agg_p, agg_d, agg_b, bsz, t, n, c, m])
+                }
+                PdLaunchRole::Scan => {
+                    runner.launch(k, cfg, &[agg_p, agg_d, agg_b, carry, h0, bsz, n, nc, m])
+                }
+                PdLaunchRole::ScanTiles => runner.launch(
+                    k,
+                    cfg,
+                    &[
+                        agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, bsz, n, nc, m, tl, mt,
+                    ],
+                ),
+                PdLaunchRole::ScanTileCarries => runner.launch(
+                    k,
+                    cfg,
+                    &[tile_p, tile_d, tile_b, tile_carry, h0, bsz, n, ntl, mt],
+                ),
+                PdLaunchRole::ScanApply => runner.launch(
+                    k,
+                    cfg,
+                    &[agg_p, agg_d, agg_b, tile_carry, carry, bsz, n, nc, m, tl],
+                ),
+                PdLaunchRole::Rescan => {
+                    runner.launch(k, cfg, &[perm, d, b, h, ht, rescan_carry, h0, bsz, t, n, c])
+                }
             }
         }?;
     }
@@ -1268,12 +1296,12 @@ where
         ws,
         &plan,
         PdBuffers {
-            perm: &perm,
-            d: &d,
-            b: &b,
-            h0: h0.as_ref(),
-            h: Some(&h),
-            h_t: &h_t,
+            perm: (&perm).into(),
+            d: (&d).into(),
+            b: (&b).into(),
+            h0: h0.as_ref().map(Into::into),
+            h: Some((&h).into()),
+            h_t: (&h_t).into(),
         },
     )?;
     let mut out = vec![S::default(); shape.elements()];
@@ -1312,7 +1340,9 @@ pub fn measure_perm_diagonal_depth_outputs<R: KernelRunner>(
         h: Some(h.ptr()),
         h_t: h_t.ptr(),
     };
-    issue(runner, plan, &launches, ws, io)?;
+    // SAFETY: the depth kernels read no inputs (null pointers) and write
+    // the outputs allocated above with the plan\'s sizes.
+    unsafe { issue(runner, plan, &launches, ws, io) }?;
     let mut out = vec![0u32; n];
     let mut out_t = vec![0u32; states];
     runner.download(&h, &mut out)?;
@@ -1390,12 +1420,12 @@ impl<S: Storage + bytemuck::Pod> super::KernelScan for PermDiagonal<'_, S, u8> {
                 &mut ws,
                 &plan,
                 PdBuffers {
-                    perm: &perm,
-                    d: &d,
-                    b: &b,
-                    h0: h0.as_ref(),
-                    h: Some(&h),
-                    h_t: &h_t,
+                    perm: (&perm).into(),
+                    d: (&d).into(),
+                    b: (&b).into(),
+                    h0: h0.as_ref().map(Into::into),
+                    h: Some((&h).into()),
+                    h_t: (&h_t).into(),
                 },
             )
         };

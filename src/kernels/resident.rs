@@ -193,14 +193,16 @@ impl Resident {
                 let mut ws = DiagonalWorkspace::new();
                 ws.reserve(runner, plan.scratch)?;
                 let summary = plan.summary();
-                let bufs = DiagonalBuffers {
-                    a,
-                    b,
-                    h0: h0.as_ref(),
-                    h: Some(h),
-                    h_t,
+                let run = move || {
+                    let bufs = DiagonalBuffers {
+                        a: a.into(),
+                        b: b.into(),
+                        h0: h0.as_ref().map(Into::into),
+                        h: Some(h.into()),
+                        h_t: h_t.into(),
+                    };
+                    launch_diagonal_buffers(runner, &mut ws, &plan, bufs)
                 };
-                let run = move || launch_diagonal_buffers(runner, &mut ws, &plan, bufs);
                 (summary, Box::new(run) as PreparedLaunches<'r>)
             }
             ResidentFamily::PermDiagonal {
@@ -216,15 +218,17 @@ impl Resident {
                 let mut ws = PdWorkspace::new();
                 ws.reserve(runner, plan.scratch)?;
                 let summary = plan.summary();
-                let bufs = PdBuffers {
-                    perm,
-                    d,
-                    b,
-                    h0: h0.as_ref(),
-                    h: Some(h),
-                    h_t,
+                let run = move || {
+                    let bufs = PdBuffers {
+                        perm: perm.into(),
+                        d: d.into(),
+                        b: b.into(),
+                        h0: h0.as_ref().map(Into::into),
+                        h: Some(h.into()),
+                        h_t: h_t.into(),
+                    };
+                    launch_perm_diagonal_buffers(runner, &mut ws, &plan, bufs)
                 };
-                let run = move || launch_perm_diagonal_buffers(runner, &mut ws, &plan, bufs);
                 (summary, Box::new(run) as PreparedLaunches<'r>)
             }
             ResidentFamily::Dplr {
@@ -238,8 +242,8 @@ impl Resident {
                 let mut ws = DplrWorkspace::new();
                 ws.reserve(runner, plan.scratch)?;
                 let summary = plan.summary();
-                let bufs = inputs.buffers(out, h_t);
-                let run = move || launch_dplr_buffers(runner, &mut ws, &plan, bufs);
+                let run =
+                    move || launch_dplr_buffers(runner, &mut ws, &plan, inputs.buffers(out, h_t));
                 (summary, Box::new(run) as PreparedLaunches<'r>)
             }
         })

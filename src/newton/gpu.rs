@@ -143,19 +143,24 @@ fn launch_sequential<R: KernelRunner>(
         }
         _ => LaunchConfig::linear(grid_for(runner, batch * units), BLOCK),
     };
-    runner.launch(
-        &format!("{}_sequential", cell.prefix()),
-        cfg,
-        &[
-            x.into(),
-            ptr_or_null(h0),
-            params.into(),
-            h.into(),
-            KernelArg::U64(batch as u64),
-            KernelArg::U64(len as u64),
-            KernelArg::U64(units as u64),
-        ],
-    )
+    // SAFETY: `x`, `h0`, `params` and `h` were allocated by this solve for
+    // `problem`'s `[B,T,·]` shapes and the cell's parameter block, as
+    // `kernels/newton.cu`'s sequential kernel reads and writes them.
+    unsafe {
+        runner.launch(
+            &format!("{}_sequential", cell.prefix()),
+            cfg,
+            &[
+                x.into(),
+                ptr_or_null(h0),
+                params.into(),
+                h.into(),
+                KernelArg::U64(batch as u64),
+                KernelArg::U64(len as u64),
+                KernelArg::U64(units as u64),
+            ],
+        )
+    }
 }
 
 fn ptr_or_null(b: Option<&DeviceBuffer>) -> KernelArg {
@@ -370,49 +375,60 @@ pub fn solve_kernels<R: KernelRunner>(
             }
             LinearScan::Diagonal(plan) => {
                 let a = bufs.a.as_ref().map_or(0, DeviceBuffer::ptr);
-                launch_diagonal(
-                    runner,
-                    &mut ws,
-                    plan,
-                    DiagonalIo {
-                        a,
-                        b: bufs.b.ptr(),
-                        h0: bufs.h0.as_ref().map(DeviceBuffer::ptr),
-                        h: Some(out.ptr()),
-                        h_t: bufs.h_t.ptr(),
-                    },
-                )?;
+                // SAFETY: every buffer of `bufs` was allocated by this solve
+                // with the state shape `[B,T,n]` (or `[B,n]`) the plan was made for.
+                unsafe {
+                    launch_diagonal(
+                        runner,
+                        &mut ws,
+                        plan,
+                        DiagonalIo {
+                            a,
+                            b: bufs.b.ptr(),
+                            h0: bufs.h0.as_ref().map(DeviceBuffer::ptr),
+                            h: Some(out.ptr()),
+                            h_t: bufs.h_t.ptr(),
+                        },
+                    )
+                }?;
                 0
             }
             LinearScan::Block(plan) => {
                 let a = bufs.a.as_ref().map_or(0, DeviceBuffer::ptr);
-                launch_block_diagonal(
-                    runner,
-                    &mut block_ws,
-                    plan,
-                    BlockDiagonalIo {
-                        a,
-                        b: bufs.b.ptr(),
-                        h0: bufs.h0.as_ref().map(DeviceBuffer::ptr),
-                        h: Some(out.ptr()),
-                        h_t: bufs.h_t.ptr(),
-                    },
-                )?;
+                // SAFETY: every buffer of `bufs` was allocated by this solve
+                // with the state shape `[B,T,n]` (or `[B,n]`) the plan was made for.
+                unsafe {
+                    launch_block_diagonal(
+                        runner,
+                        &mut block_ws,
+                        plan,
+                        BlockDiagonalIo {
+                            a,
+                            b: bufs.b.ptr(),
+                            h0: bufs.h0.as_ref().map(DeviceBuffer::ptr),
+                            h: Some(out.ptr()),
+                            h_t: bufs.h_t.ptr(),
+                        },
+                    )
+                }?;
                 0
             }
         };
         if let (Some(w), Some(h_new)) = (relax, bufs.h_new.as_ref()) {
             if !matches!(scan, LinearScan::Copy) {
-                runner.launch(
-                    "newton_relax",
-                    LaunchConfig::linear(grid_for(runner, states), BLOCK),
-                    &[
-                        (&bufs.h).into(),
-                        h_new.into(),
-                        KernelArg::F32(w),
-                        KernelArg::U64(states as u64),
-                    ],
-                )?;
+                // SAFETY: `h` and `h_new` hold `states` f32 values each.
+                unsafe {
+                    runner.launch(
+                        "newton_relax",
+                        LaunchConfig::linear(grid_for(runner, states), BLOCK),
+                        &[
+                            (&bufs.h).into(),
+                            h_new.into(),
+                            KernelArg::F32(w),
+                            KernelArg::U64(states as u64),
+                        ],
+                    )
+                }?;
                 depth += 1;
             }
         }
@@ -483,33 +499,41 @@ fn fused_gru_iterations<R: KernelRunner>(
             .unwrap_or((cur + 1) % 3);
         let t0 = Instant::now();
         runner.fill(&bufs.stats, 0)?;
-        runner.launch(
-            parts.clear.kernel,
-            parts.clear.cfg,
-            &[KernelArg::Ptr(parts.status), int(parts.words)],
-        )?;
-        runner.launch(
-            "newton_gru_lookback",
-            parts.cfg,
-            &[
-                (&bufs.x).into(),
-                slots[cur].into(),
-                ptr_or_null(bufs.h0.as_ref()),
-                (&bufs.params).into(),
-                slots[next].into(),
-                (&bufs.h_t).into(),
-                (&bufs.stats).into(),
-                KernelArg::F32(scale),
-                KernelArg::Ptr(parts.status),
-                KernelArg::Ptr(parts.agg),
-                KernelArg::Ptr(parts.pre),
-                int(batch),
-                int(len),
-                int(n),
-                int(plan.chunk),
-                int(plan.lookback_prefix_every as usize),
-            ],
-        )?;
+        // SAFETY: the status words and scratch come from `ws`, reserved for
+        // this plan; `x`, the slots, `params` and `h_t` were allocated by this
+        // solve with the shapes the fused kernel's contract names.
+        unsafe {
+            runner.launch(
+                parts.clear.kernel,
+                parts.clear.cfg,
+                &[KernelArg::Ptr(parts.status), int(parts.words)],
+            )
+        }?;
+        // SAFETY: as for the clearing launch above.
+        unsafe {
+            runner.launch(
+                "newton_gru_lookback",
+                parts.cfg,
+                &[
+                    (&bufs.x).into(),
+                    slots[cur].into(),
+                    ptr_or_null(bufs.h0.as_ref()),
+                    (&bufs.params).into(),
+                    slots[next].into(),
+                    (&bufs.h_t).into(),
+                    (&bufs.stats).into(),
+                    KernelArg::F32(scale),
+                    KernelArg::Ptr(parts.status),
+                    KernelArg::Ptr(parts.agg),
+                    KernelArg::Ptr(parts.pre),
+                    int(batch),
+                    int(len),
+                    int(n),
+                    int(plan.chunk),
+                    int(plan.lookback_prefix_every as usize),
+                ],
+            )
+        }?;
         runner.synchronize()?;
         let t1 = Instant::now();
         let (residual, hmax) = read_stats(runner, &bufs.stats)?;
@@ -620,24 +644,29 @@ fn assemble<R: KernelRunner>(
 ) -> Result<()> {
     let units = cell.units();
     let items = problem.batch * problem.len * units;
-    runner.launch(
-        &format!("{}_assemble", cell.prefix()),
-        LaunchConfig::linear(grid_for(runner, items), BLOCK),
-        &[
-            (&bufs.x).into(),
-            (&bufs.h).into(),
-            ptr_or_null(h0),
-            (&bufs.params).into(),
-            ptr_or_null(bufs.a.as_ref()),
-            (&bufs.b).into(),
-            (&bufs.stats).into(),
-            KernelArg::U64(problem.batch as u64),
-            KernelArg::U64(problem.len as u64),
-            KernelArg::U64(units as u64),
-            KernelArg::I32(form),
-            KernelArg::F32(scale),
-        ],
-    )
+    // SAFETY: `bufs` was allocated by this solve for `problem`'s shapes
+    // (`a` and `b` with the cell's Jacobian structure), as the assemble
+    // kernel's contract in `kernels/newton.cu` needs.
+    unsafe {
+        runner.launch(
+            &format!("{}_assemble", cell.prefix()),
+            LaunchConfig::linear(grid_for(runner, items), BLOCK),
+            &[
+                (&bufs.x).into(),
+                (&bufs.h).into(),
+                ptr_or_null(h0),
+                (&bufs.params).into(),
+                ptr_or_null(bufs.a.as_ref()),
+                (&bufs.b).into(),
+                (&bufs.stats).into(),
+                KernelArg::U64(problem.batch as u64),
+                KernelArg::U64(problem.len as u64),
+                KernelArg::U64(units as u64),
+                KernelArg::I32(form),
+                KernelArg::F32(scale),
+            ],
+        )
+    }
 }
 
 fn copy<R: KernelRunner>(
@@ -646,9 +675,12 @@ fn copy<R: KernelRunner>(
     dst: &DeviceBuffer,
     count: usize,
 ) -> Result<()> {
-    runner.launch(
-        "copy_f32",
-        LaunchConfig::linear(grid_for(runner, count.div_ceil(4)), BLOCK),
-        &[src.into(), dst.into(), KernelArg::U64(count as u64)],
-    )
+    // SAFETY: the callers pass two buffers of at least `count` f32 values.
+    unsafe {
+        runner.launch(
+            "copy_f32",
+            LaunchConfig::linear(grid_for(runner, count.div_ceil(4)), BLOCK),
+            &[src.into(), dst.into(), KernelArg::U64(count as u64)],
+        )
+    }
 }

@@ -4,6 +4,12 @@
 //!
 //! Include it with `mod common; mod diagonal_suite; mod block_diagonal_suite;`
 //! (it uses `crate::common` and the launch recorder of `diagonal_suite`).
+// SAFETY (every `unsafe` launch in this file): the raw-address entry points
+// and `KernelRunner::launch` get buffers the test allocated on the same
+// runner with at least the sizes the kernel's contract needs, or deliberately
+// bad arguments that the call must reject before any kernel runs (the
+// emulator additionally checks every pointer against its live buffers).
+
 #![allow(dead_code)]
 
 use std::time::Instant;
@@ -267,7 +273,7 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
             h: None,
             h_t: dht.ptr(),
         };
-        launch_block_diagonal(runner, &mut ws, &plan, io).unwrap();
+        unsafe { launch_block_diagonal(runner, &mut ws, &plan, io) }.unwrap();
         runner.synchronize().unwrap();
         let mut got = vec![0f32; shape.state_elements()];
         runner.download(&dht, &mut got).unwrap();
@@ -513,35 +519,47 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let dst_short = inner.alloc((shape.state_elements() - 1) * 4).unwrap();
     let plan =
         plan_block_diagonal(shape, DType::F32, PlanRequest::Chunk(3), runner.sm_count()).unwrap();
-    let bufs = BlockDiagonalBuffers {
-        a: &da,
-        b: &db,
-        h0: Some(&dh0),
-        h: Some(&dh),
-        h_t: &dht,
+    let bufs = || BlockDiagonalBuffers {
+        a: (&da).into(),
+        b: (&db).into(),
+        h0: Some((&dh0).into()),
+        h: Some((&dh).into()),
+        h_t: (&dht).into(),
     };
     for (arg, bad) in [
-        ("a", BlockDiagonalBuffers { a: &db, ..bufs }),
-        ("b", BlockDiagonalBuffers { b: &dshort, ..bufs }),
+        (
+            "a",
+            BlockDiagonalBuffers {
+                a: (&db).into(),
+                ..bufs()
+            },
+        ),
+        (
+            "b",
+            BlockDiagonalBuffers {
+                b: (&dshort).into(),
+                ..bufs()
+            },
+        ),
         (
             "h",
             BlockDiagonalBuffers {
-                h: Some(&dshort),
-                ..bufs
+                h: Some((&dshort).into()),
+                ..bufs()
             },
         ),
         (
             "h0",
             BlockDiagonalBuffers {
-                h0: Some(&dst_short),
-                ..bufs
+                h0: Some((&dst_short).into()),
+                ..bufs()
             },
         ),
         (
             "h_t",
             BlockDiagonalBuffers {
-                h_t: &dst_short,
-                ..bufs
+                h_t: (&dst_short).into(),
+                ..bufs()
             },
         ),
     ] {
@@ -559,59 +577,65 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         h_t: dht.ptr(),
     };
     expect_size_error(
-        launch_block_diagonal(&runner, &mut ws, &plan, BlockDiagonalIo { a: 0, ..io }),
+        unsafe { launch_block_diagonal(&runner, &mut ws, &plan, BlockDiagonalIo { a: 0, ..io }) },
         "a",
     );
     expect_size_error(
-        launch_block_diagonal(&runner, &mut ws, &plan, BlockDiagonalIo { h_t: 0, ..io }),
+        unsafe { launch_block_diagonal(&runner, &mut ws, &plan, BlockDiagonalIo { h_t: 0, ..io }) },
         "h_t",
     );
     expect_size_error(
-        launch_block_diagonal(
-            &runner,
-            &mut ws,
-            &plan,
-            BlockDiagonalIo {
-                b: db.ptr() + 2,
-                ..io
-            },
-        ),
+        unsafe {
+            launch_block_diagonal(
+                &runner,
+                &mut ws,
+                &plan,
+                BlockDiagonalIo {
+                    b: db.ptr() + 2,
+                    ..io
+                },
+            )
+        },
         "b",
     );
     expect_size_error(
-        launch_block_diagonal(
-            &runner,
-            &mut ws,
-            &plan,
-            BlockDiagonalIo {
-                h: Some(da.ptr() + 8),
-                ..io
-            },
-        ),
+        unsafe {
+            launch_block_diagonal(
+                &runner,
+                &mut ws,
+                &plan,
+                BlockDiagonalIo {
+                    h: Some(da.ptr() + 8),
+                    ..io
+                },
+            )
+        },
         "h",
     );
     expect_size_error(
-        scan_block_diagonal_device(
-            &runner,
-            &mut ws,
-            DType::F32,
-            BlockShape::new(1, 10, 1, 7),
-            io,
-            req,
-        ),
+        unsafe {
+            scan_block_diagonal_device(
+                &runner,
+                &mut ws,
+                DType::F32,
+                BlockShape::new(1, 10, 1, 7),
+                io,
+                req,
+            )
+        },
         "block",
     );
     // A tampered plan.
     let mut tampered = plan.clone();
     tampered.chunk = 2;
     assert!(matches!(
-        launch_block_diagonal(&runner, &mut ws, &tampered, io),
+        unsafe { launch_block_diagonal(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     let mut tampered = plan.clone();
     tampered.levels.pop();
     assert!(matches!(
-        launch_block_diagonal(&runner, &mut ws, &tampered, io),
+        unsafe { launch_block_diagonal(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     assert_eq!(
@@ -621,7 +645,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     );
 
     // The good call still works afterwards, with exactly the plan's launches.
-    launch_block_diagonal_buffers(&runner, &mut ws, &plan, bufs).unwrap();
+    launch_block_diagonal_buffers(&runner, &mut ws, &plan, bufs()).unwrap();
     let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel.as_str()).collect();
     assert_eq!(*runner.launches.borrow(), names);
     assert_eq!(
@@ -656,7 +680,9 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     };
     let run = |ws: &mut BlockDiagonalWorkspace, request| {
         let before = runner.launch_count();
-        let plan = scan_block_diagonal_device(&runner, ws, DType::F32, shape, io, request).unwrap();
+        let plan =
+            unsafe { scan_block_diagonal_device(&runner, ws, DType::F32, shape, io, request) }
+                .unwrap();
         let issued: Vec<String> = runner.launches.borrow()[before..].to_vec();
         let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel.as_str()).collect();
         assert_eq!(issued, names, "launch order of {plan}");

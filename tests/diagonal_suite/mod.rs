@@ -3,6 +3,12 @@
 //! (`parascan::kernels::diagonal`) checked on any `KernelRunner`.
 //!
 //! Include it with `mod common; mod diagonal_suite;` (it uses `crate::common`).
+// SAFETY (every `unsafe` launch in this file): the raw-address entry points
+// and `KernelRunner::launch` get buffers the test allocated on the same
+// runner with at least the sizes the kernel's contract needs, or deliberately
+// bad arguments that the call must reject before any kernel runs (the
+// emulator additionally checks every pointer against its live buffers).
+
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
@@ -74,9 +80,14 @@ impl<R: KernelRunner> KernelRunner for Recorder<'_, R> {
     fn fill(&self, buf: &DeviceBuffer, byte: u8) -> parascan::Result<()> {
         self.inner.fill(buf, byte)
     }
-    fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> parascan::Result<()> {
+    unsafe fn launch(
+        &self,
+        kernel: &str,
+        cfg: LaunchConfig,
+        args: &[KernelArg],
+    ) -> parascan::Result<()> {
         self.launches.borrow_mut().push(kernel.to_string());
-        self.inner.launch(kernel, cfg, args)
+        unsafe { self.inner.launch(kernel, cfg, args) }
     }
     fn synchronize(&self) -> parascan::Result<()> {
         self.syncs.set(self.syncs.get() + 1);
@@ -421,7 +432,7 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
                 h: None,
                 h_t: dht.ptr(),
             };
-            launch_diagonal(runner, &mut ws, &plan, io).unwrap();
+            unsafe { launch_diagonal(runner, &mut ws, &plan, io) }.unwrap();
             runner.synchronize().unwrap();
             let mut got = vec![0f32; shape.lanes()];
             runner.download(&dht, &mut got).unwrap();
@@ -671,38 +682,56 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         runner.sm_count(),
     )
     .unwrap();
-    let bufs = DiagonalBuffers {
-        a: &da,
-        b: &db,
-        h0: Some(&dh0),
-        h: Some(&dh),
-        h_t: &dht,
+    let bufs = || DiagonalBuffers {
+        a: (&da).into(),
+        b: (&db).into(),
+        h0: Some((&dh0).into()),
+        h: Some((&dh).into()),
+        h_t: (&dht).into(),
     };
     for (arg, bad) in [
-        ("a", DiagonalBuffers { a: &dshort, ..bufs }),
-        ("b", DiagonalBuffers { b: &dshort, ..bufs }),
+        (
+            "a",
+            DiagonalBuffers {
+                a: (&dshort).into(),
+                ..bufs()
+            },
+        ),
+        (
+            "b",
+            DiagonalBuffers {
+                b: (&dshort).into(),
+                ..bufs()
+            },
+        ),
         (
             "h",
             DiagonalBuffers {
-                h: Some(&dshort),
-                ..bufs
+                h: Some((&dshort).into()),
+                ..bufs()
             },
         ),
         (
             "h0",
             DiagonalBuffers {
-                h0: Some(&dbd_short),
-                ..bufs
+                h0: Some((&dbd_short).into()),
+                ..bufs()
             },
         ),
         (
             "h_t",
             DiagonalBuffers {
-                h_t: &dbd_short,
-                ..bufs
+                h_t: (&dbd_short).into(),
+                ..bufs()
             },
         ),
-        ("h_t", DiagonalBuffers { h_t: &dh, ..bufs }),
+        (
+            "h_t",
+            DiagonalBuffers {
+                h_t: (&dh).into(),
+                ..bufs()
+            },
+        ),
     ] {
         expect_shape_error(launch_diagonal_buffers(&runner, &mut ws, &plan, bad), arg);
     }
@@ -716,7 +745,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     )
     .unwrap();
     expect_shape_error(
-        launch_diagonal_buffers(&runner, &mut ws, &plan64, bufs),
+        launch_diagonal_buffers(&runner, &mut ws, &plan64, bufs()),
         "a",
     );
 
@@ -729,92 +758,104 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         h_t: dht.ptr(),
     };
     expect_size_error(
-        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { a: 0, ..io }),
+        unsafe { launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { a: 0, ..io }) },
         "a",
     );
     expect_size_error(
-        launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h_t: 0, ..io }),
+        unsafe { launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h_t: 0, ..io }) },
         "h_t",
     );
     expect_size_error(
-        launch_diagonal(
-            &runner,
-            &mut ws,
-            &plan,
-            DiagonalIo {
-                b: db.ptr() + 2,
-                ..io
-            },
-        ),
+        unsafe {
+            launch_diagonal(
+                &runner,
+                &mut ws,
+                &plan,
+                DiagonalIo {
+                    b: db.ptr() + 2,
+                    ..io
+                },
+            )
+        },
         "b",
     );
     expect_size_error(
-        launch_diagonal(
-            &runner,
-            &mut ws,
-            &plan,
-            DiagonalIo {
-                h: Some(da.ptr() + 8),
-                ..io
-            },
-        ),
+        unsafe {
+            launch_diagonal(
+                &runner,
+                &mut ws,
+                &plan,
+                DiagonalIo {
+                    h: Some(da.ptr() + 8),
+                    ..io
+                },
+            )
+        },
         "h",
     );
     expect_size_error(
-        launch_diagonal(
-            &runner,
-            &mut ws,
-            &plan,
-            DiagonalIo {
-                h_t: dh.ptr() + 4 * (n as u64 - 1),
-                ..io
-            },
-        ),
+        unsafe {
+            launch_diagonal(
+                &runner,
+                &mut ws,
+                &plan,
+                DiagonalIo {
+                    h_t: dh.ptr() + 4 * (n as u64 - 1),
+                    ..io
+                },
+            )
+        },
         "h_t",
     );
     // Shapes the kernels cannot take, through the device entry point.
     let huge = DiagShape::new(1, MAX_CHUNKS + 1, 2);
     assert!(matches!(
-        scan_diagonal_device(
-            &runner,
-            &mut ws,
-            DType::F32,
-            Layout::Btd,
-            huge,
-            io,
-            PlanRequest::Chunk(1)
-        ),
+        unsafe {
+            scan_diagonal_device(
+                &runner,
+                &mut ws,
+                DType::F32,
+                Layout::Btd,
+                huge,
+                io,
+                PlanRequest::Chunk(1),
+            )
+        },
         Err(Error::Plan(_))
     ));
     expect_size_error(
-        scan_diagonal_device(
-            &runner,
-            &mut ws,
-            DType::F32,
-            Layout::Btd,
-            DiagShape::new(1, 1 << 31, 1),
-            io,
-            PlanRequest::Auto,
-        ),
+        unsafe {
+            scan_diagonal_device(
+                &runner,
+                &mut ws,
+                DType::F32,
+                Layout::Btd,
+                DiagShape::new(1, 1 << 31, 1),
+                io,
+                PlanRequest::Auto,
+            )
+        },
         "len",
     );
     expect_size_error(
-        scan_diagonal_device(
-            &runner,
-            &mut ws,
-            DType::F32,
-            Layout::Bdt,
-            DiagShape::new(2, 10, 0),
-            io,
-            PlanRequest::Auto,
-        ),
+        unsafe {
+            scan_diagonal_device(
+                &runner,
+                &mut ws,
+                DType::F32,
+                Layout::Bdt,
+                DiagShape::new(2, 10, 0),
+                io,
+                PlanRequest::Auto,
+            )
+        },
         "dim",
     );
     // A tampered plan.
     let mut tampered = plan.clone();
     tampered.chunk = 2;
     assert!(matches!(
-        launch_diagonal(&runner, &mut ws, &tampered, io),
+        unsafe { launch_diagonal(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     assert_eq!(
@@ -824,7 +865,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     );
 
     // The good call still works afterwards, with exactly the plan's launches.
-    launch_diagonal_buffers(&runner, &mut ws, &plan, bufs).unwrap();
+    launch_diagonal_buffers(&runner, &mut ws, &plan, bufs()).unwrap();
     let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
     assert_eq!(*runner.launches.borrow(), names);
     assert_eq!(
@@ -862,8 +903,10 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     };
     let run = |ws: &mut DiagonalWorkspace, request| {
         let before = runner.launch_count();
-        let plan =
-            scan_diagonal_device(&runner, ws, DType::F32, Layout::Btd, shape, io, request).unwrap();
+        let plan = unsafe {
+            scan_diagonal_device(&runner, ws, DType::F32, Layout::Btd, shape, io, request)
+        }
+        .unwrap();
         let issued: Vec<String> = runner.launches.borrow()[before..].to_vec();
         let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
         assert_eq!(issued, names, "launch order of {plan}");
@@ -1028,14 +1071,14 @@ fn aggregate_path_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
         .map_err(|e| e.to_string())?;
     runner.fill(&dh, 0xFF).map_err(|e| e.to_string())?;
     runner.fill(&dht, 0xFF).map_err(|e| e.to_string())?;
-    let bufs = DiagonalBuffers {
-        a: &da,
-        b: &db,
-        h0: Some(&dh0),
-        h: Some(&dh),
-        h_t: &dht,
+    let bufs = || DiagonalBuffers {
+        a: (&da).into(),
+        b: (&db).into(),
+        h0: Some((&dh0).into()),
+        h: Some((&dh).into()),
+        h_t: (&dht).into(),
     };
-    launch_diagonal_buffers(runner, ws, &plan, bufs).map_err(|e| format!("{ctx}: {e}"))?;
+    launch_diagonal_buffers(runner, ws, &plan, bufs()).map_err(|e| format!("{ctx}: {e}"))?;
     runner.synchronize().map_err(|e| format!("{ctx}: {e}"))?;
     let mut h = vec![S::default(); shape.elements()];
     let mut h_t = vec![S::default(); shape.lanes()];
@@ -1092,8 +1135,8 @@ fn lookback_by_hand<R: KernelRunner>(
     runner.fill(&dht, 0xFF).map_err(e)?;
     let (clear, main) = (plan.launches[0], plan.launches[1]);
     let words = plan.scratch.status / 4;
-    runner
-        .launch(
+    unsafe {
+        runner.launch(
             clear.kernel,
             clear.cfg,
             &[
@@ -1101,29 +1144,32 @@ fn lookback_by_hand<R: KernelRunner>(
                 KernelArg::I32(words as i32),
             ],
         )
-        .map_err(e)?;
+    }
+    .map_err(e)?;
     let mut cfg = main.cfg;
     cfg.grid[0] += extra;
     let i = |x: usize| KernelArg::I32(x as i32);
-    let result = runner.launch(
-        kernel,
-        cfg,
-        &[
-            KernelArg::Ptr(da.ptr()),
-            KernelArg::Ptr(db.ptr()),
-            KernelArg::Ptr(dh.ptr()),
-            KernelArg::Ptr(dht.ptr()),
-            KernelArg::Ptr(dh0.ptr()),
-            KernelArg::Ptr(scratch[0].ptr()),
-            KernelArg::Ptr(scratch[1].ptr()),
-            KernelArg::Ptr(scratch[2].ptr()),
-            i(shape.batch),
-            i(shape.len),
-            i(shape.dim),
-            i(plan.chunk),
-            KernelArg::I32(plan.lookback_prefix_every as i32),
-        ],
-    );
+    let result = unsafe {
+        runner.launch(
+            kernel,
+            cfg,
+            &[
+                KernelArg::Ptr(da.ptr()),
+                KernelArg::Ptr(db.ptr()),
+                KernelArg::Ptr(dh.ptr()),
+                KernelArg::Ptr(dht.ptr()),
+                KernelArg::Ptr(dh0.ptr()),
+                KernelArg::Ptr(scratch[0].ptr()),
+                KernelArg::Ptr(scratch[1].ptr()),
+                KernelArg::Ptr(scratch[2].ptr()),
+                i(shape.batch),
+                i(shape.len),
+                i(shape.dim),
+                i(plan.chunk),
+                KernelArg::I32(plan.lookback_prefix_every as i32),
+            ],
+        )
+    };
     let result = result.and_then(|()| runner.synchronize());
     let mut h = vec![0f32; shape.elements()];
     let mut h_t = vec![0f32; shape.lanes()];

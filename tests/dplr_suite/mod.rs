@@ -4,6 +4,12 @@
 //! oracle (`parascan::oracle::dplr`, dense textbook steps).
 //!
 //! Include it with `mod common; mod dplr_suite;` (it uses `crate::common`).
+// SAFETY (every `unsafe` launch in this file): the raw-address entry points
+// and `KernelRunner::launch` get buffers the test allocated on the same
+// runner with at least the sizes the kernel's contract needs, or deliberately
+// bad arguments that the call must reject before any kernel runs (the
+// emulator additionally checks every pointer against its live buffers).
+
 #![allow(dead_code)]
 
 use std::cell::Cell;
@@ -66,9 +72,14 @@ impl<R: KernelRunner> KernelRunner for Counter<'_, R> {
     fn fill(&self, buf: &DeviceBuffer, byte: u8) -> parascan::Result<()> {
         self.inner.fill(buf, byte)
     }
-    fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> parascan::Result<()> {
+    unsafe fn launch(
+        &self,
+        kernel: &str,
+        cfg: LaunchConfig,
+        args: &[KernelArg],
+    ) -> parascan::Result<()> {
         self.launches.set(self.launches.get() + 1);
-        self.inner.launch(kernel, cfg, args)
+        unsafe { self.inner.launch(kernel, cfg, args) }
     }
     fn synchronize(&self) -> parascan::Result<()> {
         self.syncs.set(self.syncs.get() + 1);
@@ -681,29 +692,29 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let before = runner.launches.get();
     let null_q = DplrIo { q: None, ..io };
     assert!(matches!(
-        launch_dplr(&runner, &mut ws, &plan, null_q),
+        unsafe { launch_dplr(&runner, &mut ws, &plan, null_q) },
         Err(Error::Size { arg: "q", .. })
     ));
     let overlap = DplrIo { out: io.x, ..io };
     assert!(matches!(
-        launch_dplr(&runner, &mut ws, &plan, overlap),
+        unsafe { launch_dplr(&runner, &mut ws, &plan, overlap) },
         Err(Error::Size { arg: "out", .. })
     ));
     let misaligned = DplrIo { k: io.k + 2, ..io };
     assert!(matches!(
-        launch_dplr(&runner, &mut ws, &plan, misaligned),
+        unsafe { launch_dplr(&runner, &mut ws, &plan, misaligned) },
         Err(Error::Size { arg: "k", .. })
     ));
     let mut edited = plan.clone();
     edited.chunk = 3;
     assert!(matches!(
-        launch_dplr(&runner, &mut ws, &edited, io),
+        unsafe { launch_dplr(&runner, &mut ws, &edited, io) },
         Err(Error::Plan(_))
     ));
     assert_eq!(runner.launches.get(), before, "launched before failing");
     // The same io is fine, and the device path never synchronizes.
     let syncs = runner.syncs.get();
-    launch_dplr(&runner, &mut ws, &plan, io).expect("valid launch");
+    unsafe { launch_dplr(&runner, &mut ws, &plan, io) }.expect("valid launch");
     assert_eq!(runner.launches.get(), before + plan.launches.len());
     assert_eq!(runner.syncs.get(), syncs, "the device path synchronized");
 }

@@ -4,6 +4,12 @@
 //! `KernelRunner` against the f64 oracle.
 //!
 //! Include it with `mod common; mod perm_diagonal_suite;` (it uses `crate::common`).
+// SAFETY (every `unsafe` launch in this file): the raw-address entry points
+// and `KernelRunner::launch` get buffers the test allocated on the same
+// runner with at least the sizes the kernel's contract needs, or deliberately
+// bad arguments that the call must reject before any kernel runs (the
+// emulator additionally checks every pointer against its live buffers).
+
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
@@ -75,9 +81,14 @@ impl<R: KernelRunner> KernelRunner for Recorder<'_, R> {
     fn fill(&self, buf: &DeviceBuffer, byte: u8) -> parascan::Result<()> {
         self.inner.fill(buf, byte)
     }
-    fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> parascan::Result<()> {
+    unsafe fn launch(
+        &self,
+        kernel: &str,
+        cfg: LaunchConfig,
+        args: &[KernelArg],
+    ) -> parascan::Result<()> {
         self.launches.borrow_mut().push(kernel.to_string());
-        self.inner.launch(kernel, cfg, args)
+        unsafe { self.inner.launch(kernel, cfg, args) }
     }
     fn synchronize(&self) -> parascan::Result<()> {
         self.syncs.set(self.syncs.get() + 1);
@@ -396,7 +407,7 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
                 h: None,
                 h_t: dht.ptr(),
             };
-            launch_perm_diagonal(runner, &mut ws, &plan, io).unwrap();
+            unsafe { launch_perm_diagonal(runner, &mut ws, &plan, io) }.unwrap();
             runner.synchronize().unwrap();
             let mut got = vec![0f32; batch * n];
             runner.download(&dht, &mut got).unwrap();
@@ -436,8 +447,10 @@ pub fn check_bad_perm_is_clamped<R: KernelRunner>(runner: &R) {
                 h: Some(dh.ptr()),
                 h_t: dht.ptr(),
             };
-            let plan =
-                scan_perm_diagonal_device(runner, &mut ws, DType::F32, shape, io, request).unwrap();
+            let plan = unsafe {
+                scan_perm_diagonal_device(runner, &mut ws, DType::F32, shape, io, request)
+            }
+            .unwrap();
             runner.synchronize().unwrap();
             let mut h = vec![0f32; shape.elements()];
             let mut h_t = vec![0f32; shape.states()];
@@ -735,43 +748,55 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let shape = PdShape::new(bsz, t, n);
     let plan =
         plan_perm_diagonal(shape, DType::F32, PlanRequest::Chunk(3), runner.sm_count()).unwrap();
-    let bufs = PdBuffers {
-        perm: &dp,
-        d: &dd,
-        b: &db,
-        h0: Some(&dh0),
-        h: Some(&dh),
-        h_t: &dht,
+    let bufs = || PdBuffers {
+        perm: (&dp).into(),
+        d: (&dd).into(),
+        b: (&db).into(),
+        h0: Some((&dh0).into()),
+        h: Some((&dh).into()),
+        h_t: (&dht).into(),
     };
     for (arg, bad) in [
         (
             "perm",
             PdBuffers {
-                perm: &dperm_f32,
-                ..bufs
+                perm: (&dperm_f32).into(),
+                ..bufs()
             },
         ),
-        ("d", PdBuffers { d: &dshort, ..bufs }),
-        ("b", PdBuffers { b: &dshort, ..bufs }),
+        (
+            "d",
+            PdBuffers {
+                d: (&dshort).into(),
+                ..bufs()
+            },
+        ),
+        (
+            "b",
+            PdBuffers {
+                b: (&dshort).into(),
+                ..bufs()
+            },
+        ),
         (
             "h",
             PdBuffers {
-                h: Some(&dshort),
-                ..bufs
+                h: Some((&dshort).into()),
+                ..bufs()
             },
         ),
         (
             "h0",
             PdBuffers {
-                h0: Some(&dbn_short),
-                ..bufs
+                h0: Some((&dbn_short).into()),
+                ..bufs()
             },
         ),
         (
             "h_t",
             PdBuffers {
-                h_t: &dbn_short,
-                ..bufs
+                h_t: (&dbn_short).into(),
+                ..bufs()
             },
         ),
     ] {
@@ -784,7 +809,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let plan64 =
         plan_perm_diagonal(shape, DType::F64, PlanRequest::Chunk(3), runner.sm_count()).unwrap();
     expect_shape_error(
-        launch_perm_diagonal_buffers(&runner, &mut ws, &plan64, bufs),
+        launch_perm_diagonal_buffers(&runner, &mut ws, &plan64, bufs()),
         "d",
     );
 
@@ -823,18 +848,23 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
             },
         ),
     ] {
-        expect_size_error(launch_perm_diagonal(&runner, &mut ws, &plan, bad), arg);
+        expect_size_error(
+            unsafe { launch_perm_diagonal(&runner, &mut ws, &plan, bad) },
+            arg,
+        );
     }
     // Shapes the kernels cannot take, through the device entry point.
     assert!(matches!(
-        scan_perm_diagonal_device(
-            &runner,
-            &mut ws,
-            DType::F32,
-            PdShape::new(1, MAX_CHUNKS + 1, 2),
-            io,
-            PlanRequest::Chunk(1)
-        ),
+        unsafe {
+            scan_perm_diagonal_device(
+                &runner,
+                &mut ws,
+                DType::F32,
+                PdShape::new(1, MAX_CHUNKS + 1, 2),
+                io,
+                PlanRequest::Chunk(1),
+            )
+        },
         Err(Error::Plan(_))
     ));
     for (arg, bad_shape) in [
@@ -844,14 +874,16 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         ("batch", PdShape::new(0, 10, 3)),
     ] {
         expect_size_error(
-            scan_perm_diagonal_device(
-                &runner,
-                &mut ws,
-                DType::F32,
-                bad_shape,
-                io,
-                PlanRequest::Auto,
-            ),
+            unsafe {
+                scan_perm_diagonal_device(
+                    &runner,
+                    &mut ws,
+                    DType::F32,
+                    bad_shape,
+                    io,
+                    PlanRequest::Auto,
+                )
+            },
             arg,
         );
     }
@@ -859,13 +891,13 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let mut tampered = plan.clone();
     tampered.chunk = 2;
     assert!(matches!(
-        launch_perm_diagonal(&runner, &mut ws, &tampered, io),
+        unsafe { launch_perm_diagonal(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     let mut tampered = plan.clone();
     tampered.tree = 2;
     assert!(matches!(
-        launch_perm_diagonal(&runner, &mut ws, &tampered, io),
+        unsafe { launch_perm_diagonal(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     assert_eq!(
@@ -875,7 +907,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     );
 
     // The good call still works, with exactly the plan's launches.
-    launch_perm_diagonal_buffers(&runner, &mut ws, &plan, bufs).unwrap();
+    launch_perm_diagonal_buffers(&runner, &mut ws, &plan, bufs()).unwrap();
     let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
     assert_eq!(*runner.launches.borrow(), names);
     assert_eq!(
@@ -918,7 +950,9 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     };
     let run = |ws: &mut PdWorkspace, request| {
         let before = runner.launch_count();
-        let plan = scan_perm_diagonal_device(&runner, ws, DType::F32, shape, io, request).unwrap();
+        let plan =
+            unsafe { scan_perm_diagonal_device(&runner, ws, DType::F32, shape, io, request) }
+                .unwrap();
         let issued: Vec<String> = runner.launches.borrow()[before..].to_vec();
         let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
         assert_eq!(issued, names, "launch order of {plan}");
@@ -1138,8 +1172,10 @@ pub fn check_no_writes_outside<R: KernelRunner>(runner: &R) {
                 h: Some(dh.ptr() + GUARD as u64),
                 h_t: dht.ptr() + GUARD as u64,
             };
-            let plan =
-                scan_perm_diagonal_device(runner, &mut ws, DType::F32, shape, io, request).unwrap();
+            let plan = unsafe {
+                scan_perm_diagonal_device(runner, &mut ws, DType::F32, shape, io, request)
+            }
+            .unwrap();
             runner.synchronize().unwrap();
             let mut h = vec![0u8; h_bytes + 2 * GUARD];
             let mut h_t = vec![0u8; t_bytes + 2 * GUARD];

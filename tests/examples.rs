@@ -23,3 +23,25 @@ mod newton_hardness;
 fn newton_hardness_checks_both_cells() {
     newton_hardness::run(8).unwrap();
 }
+
+#[path = "../examples/selective_scan.rs"]
+mod selective_scan;
+
+/// CPU engine, emulated kernels and (when a device opens) CUDA, each
+/// against the f64 sequential reference, with h0/h_T across two halves.
+#[test]
+fn selective_scan_matches_its_reference_everywhere() {
+    let results = selective_scan::run(600).unwrap();
+    assert!(results.iter().any(|(name, _)| name == "emu"), "{results:?}");
+}
+
+#[path = "../examples/deltanet.rs"]
+mod deltanet;
+
+/// The delta rule in fla's `[B,T,H,K]` convention on DPLR: CPU engine,
+/// emulated kernels and (when a device opens) CUDA, against f64.
+#[test]
+fn deltanet_matches_the_delta_rule_everywhere() {
+    let results = deltanet::run(200).unwrap();
+    assert!(results.iter().any(|(name, _)| name == "emu"), "{results:?}");
+}

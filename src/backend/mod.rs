@@ -6,6 +6,9 @@
 //!   `kernels/*.cu`.
 //! - [`emu`]: the SIMT emulator running the same kernels on the CPU.
 //!
+//! [`Engine`] is the one face of all of them for generic code: `run` a
+//! problem of any family with kernels and get the same outputs shape.
+//!
 //! [`BackendKind::auto`] picks CUDA when a device works, else the CPU, and
 //! says why.
 
@@ -13,9 +16,11 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod emu;
+pub mod engine;
 pub mod launch;
 
 pub use cpu::Cpu;
+pub use engine::Engine;
 
 /// Which engine to run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -507,12 +507,12 @@ fn faulting_launches_leave_the_emulator_usable() {
         let runner = base.with_workers(3);
         for round in 0..8 {
             let n = 1000 + 16 * round;
-            let src = runner.upload(&vec![2.0f32; n + 300]).unwrap();
+            let src = runner.upload(&vec![2.0f32; n + 1100]).unwrap();
             let dst = runner.alloc(n * F32).unwrap();
             let args = [
                 KernelArg::from(&src),
                 KernelArg::from(&dst),
-                KernelArg::from((n + 300) as u64),
+                KernelArg::from((n + 1100) as u64),
             ];
             let (address, distance, message) =
                 illegal_address(runner.launch("copy_f32", LaunchConfig::linear(6, 64), &args));

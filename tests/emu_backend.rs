@@ -559,7 +559,10 @@ fn an_unfenced_publish_reads_stale_data() {
                 if fenced == 1 || !weak {
                     assert_eq!(f32::from_bits(seen[0]), 42.5, "{runner:?} fenced={fenced}");
                 } else {
-                    assert_eq!(seen[0], POISON, "{runner:?}: the unfenced payload was visible");
+                    assert_eq!(
+                        seen[0], POISON,
+                        "{runner:?}: the unfenced payload was visible"
+                    );
                 }
             }
         }

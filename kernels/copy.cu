@@ -34,3 +34,24 @@ extern "C" __global__ void copy_f32(const float* __restrict__ src, float* __rest
     for (unsigned long long i = n_vec * 4 + tid; i < n; i += stride) dst[i] = src[i];
 }
 PS_REGISTER_KERNEL(copy_f32);
+
+// A probe of cross-block publication (tests of the emulator's weak-memory
+// mode; two blocks of one thread): block 0 stores `value` to *payload with
+// __stcg, fences if `fenced`, then raises *flag; block 1 waits for the flag,
+// fences and copies *payload to *out. Without the publisher's fence the
+// payload may still be in flight when the flag is seen: on a GPU rarely, in
+// the emulator's weak-memory mode always (out keeps what payload held).
+extern "C" __global__ void publish_probe_f32(float* payload, unsigned* flag, float* out, float value,
+                                             int fenced) {
+    if (threadIdx.x != 0) return;
+    if (blockIdx.x == 0) {
+        __stcg(payload, value);
+        if (fenced) __threadfence();
+        *reinterpret_cast<volatile unsigned*>(flag) = 1u;
+    } else if (blockIdx.x == 1) {
+        while (*reinterpret_cast<volatile unsigned*>(flag) == 0u) __nanosleep(32);
+        __threadfence();
+        *out = __ldcg(payload);
+    }
+}
+PS_REGISTER_KERNEL(publish_probe_f32);

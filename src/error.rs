@@ -121,6 +121,24 @@ pub enum Error {
         /// What went wrong, in words.
         message: String,
     },
+    /// A kernel loaded or stored outside every live device buffer (the
+    /// emulator: it touched the guard page next to a buffer, or unmapped
+    /// memory). The launch failed; the backend stays usable.
+    #[error("{backend} kernel `{kernel}`: illegal address {address:#x}: {message}")]
+    IllegalAddress {
+        /// Backend name (`emu`).
+        backend: &'static str,
+        /// The kernel's name.
+        kernel: String,
+        /// The faulting address.
+        address: u64,
+        /// Signed distance in bytes from the nearest live buffer: `d >= 0`
+        /// is `d` bytes past its end (0 = the first byte after it), `d < 0`
+        /// is `-d` bytes before its start; `None` when no buffer was live.
+        distance: Option<i64>,
+        /// Block, thread, access kind and the nearest buffer, in words.
+        message: String,
+    },
     /// A CUDA driver call failed.
     #[error("CUDA error in {context}: {message}")]
     Cuda {

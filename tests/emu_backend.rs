@@ -10,7 +10,7 @@
 #[path = "common/gpu.rs"]
 mod gpu;
 
-use parascan::backend::emu::{EmuBackend, FiberOrder};
+use parascan::backend::emu::{EmuBackend, FiberOrder, GuardPlacement};
 use parascan::backend::launch::{
     ptx_kernel_names, KernelArg, KernelRunner, LaunchConfig, MAX_SHARED_BYTES,
 };
@@ -174,7 +174,19 @@ fn buffers_are_aligned_and_poisoned() {
     for bytes in [0, 1, 3, 17, 4096] {
         let buf = runner.alloc(bytes).unwrap();
         assert_eq!(buf.len_bytes(), bytes);
-        assert_eq!(buf.ptr() % 256, 0, "{buf:?}");
+        // One end against its guard page; the start keeps the alignment the
+        // length allows (up to 16 bytes).
+        match runner.guard() {
+            GuardPlacement::End => {
+                assert_eq!((buf.ptr() + bytes as u64) % 4096, 0, "{buf:?}");
+                let align = [16usize, 8, 4, 2, 1]
+                    .into_iter()
+                    .find(|a| bytes % a == 0)
+                    .unwrap();
+                assert_eq!(buf.ptr() % align as u64, 0, "{buf:?}");
+            }
+            GuardPlacement::Start => assert_eq!(buf.ptr() % 4096, 0, "{buf:?}"),
+        }
         let mut back = vec![0u8; bytes];
         runner.download(&buf, &mut back).unwrap();
         assert!(back.iter().all(|&b| b == 0xFF));
@@ -391,4 +403,177 @@ fn cuda_runs_the_same_copies() {
     // An emulator buffer is rejected, not dereferenced.
     let emu_buf = EmuBackend::default().alloc(16).unwrap();
     assert!(cuda.fill(&emu_buf, 0).is_err());
+}
+
+/// The illegal address of a launch that must fail with one.
+fn illegal_address(result: parascan::Result<()>) -> (u64, i64, String) {
+    match result {
+        Err(Error::IllegalAddress {
+            backend,
+            kernel,
+            address,
+            distance,
+            message,
+        }) => {
+            assert_eq!(backend, "emu");
+            assert_eq!(kernel, "copy_f32");
+            let distance = distance.expect("a buffer is live");
+            (address, distance, message)
+        }
+        Err(other) => panic!("expected Error::IllegalAddress, got {other}"),
+        Ok(()) => panic!("expected Error::IllegalAddress, the launch succeeded"),
+    }
+}
+
+/// `copy_f32` of `n` floats into a fresh buffer gives the source back (the
+/// runner works).
+fn copy_works(runner: &EmuBackend, n: usize) {
+    let host: Vec<f32> = (0..n).map(|i| i as f32 - 3.5).collect();
+    let src = runner.upload(&host).unwrap();
+    let dst = runner.alloc(n * F32).unwrap();
+    let args = [
+        KernelArg::from(&src),
+        KernelArg::from(&dst),
+        KernelArg::from(n as u64),
+    ];
+    runner
+        .launch("copy_f32", LaunchConfig::linear(3, 64), &args)
+        .unwrap();
+    let mut back = vec![0f32; n];
+    runner.download(&dst, &mut back).unwrap();
+    assert_eq!(back, host);
+}
+
+/// A kernel that stores one element past its destination touches the guard
+/// page: the launch returns `Error::IllegalAddress` with the address's
+/// distance from the destination's end, in both guard placements, and the
+/// runner keeps working. One thread copies in order, so the first faulting
+/// store is known: at the end itself (end placement) or at the next page
+/// boundary (start placement: 1000 floats leave the rest of the page).
+#[test]
+fn a_store_past_the_end_is_a_typed_illegal_address() {
+    let n = 1000usize;
+    for guard in [GuardPlacement::End, GuardPlacement::Start] {
+        let runner = EmuBackend::forward().with_workers(1).with_guard(guard);
+        let src = runner.upload(&vec![1.25f32; n + 64]).unwrap();
+        let dst = runner.alloc(n * F32).unwrap();
+        let args = [
+            KernelArg::from(&src),
+            KernelArg::from(&dst),
+            KernelArg::from((n + 64) as u64),
+        ];
+        let (address, distance, message) =
+            illegal_address(runner.launch("copy_f32", LaunchConfig::linear(1, 1), &args));
+        let end = dst.ptr() + (n * F32) as u64;
+        assert_eq!(address, end + distance as u64, "{guard:?}: {message}");
+        match guard {
+            GuardPlacement::End => assert_eq!(distance, 0, "{message}"),
+            GuardPlacement::Start => {
+                assert_eq!(address % 4096, 0, "{message}");
+                assert!(distance > 0 && distance < 64 * F32 as i64, "{message}");
+            }
+        }
+        assert!(
+            message.contains("bytes past the end of the device buffer"),
+            "{message}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        assert!(message.contains("a store at"), "{message}");
+        copy_works(&runner, n);
+    }
+}
+
+/// The same for a load: the source is one page of floats (its end touches
+/// the guard page in both placements), the count one element more.
+#[test]
+fn a_load_past_the_end_is_a_typed_illegal_address() {
+    let n = 1024usize;
+    for guard in [GuardPlacement::End, GuardPlacement::Start] {
+        let runner = EmuBackend::reverse().with_workers(1).with_guard(guard);
+        let src = runner.upload(&vec![0.5f32; n]).unwrap();
+        let dst = runner.alloc((n + 1) * F32).unwrap();
+        let args = [
+            KernelArg::from(&src),
+            KernelArg::from(&dst),
+            KernelArg::from((n + 1) as u64),
+        ];
+        let (address, distance, message) =
+            illegal_address(runner.launch("copy_f32", LaunchConfig::linear(1, 1), &args));
+        assert_eq!(distance, 0, "{guard:?}: {message}");
+        assert_eq!(address, src.ptr() + (n * F32) as u64, "{message}");
+        #[cfg(target_arch = "x86_64")]
+        assert!(message.contains("a load at"), "{message}");
+        copy_works(&runner, n);
+    }
+}
+
+/// Many faulting launches in a row, on several workers at once and under
+/// every fiber order, leave the emulator usable (no leaked state, no stuck
+/// signal mask): every faulting launch is reported, every good one copies.
+#[test]
+fn faulting_launches_leave_the_emulator_usable() {
+    for base in runners() {
+        let runner = base.with_workers(3);
+        for round in 0..8 {
+            let n = 1000 + 16 * round;
+            let src = runner.upload(&vec![2.0f32; n + 1100]).unwrap();
+            let dst = runner.alloc(n * F32).unwrap();
+            let args = [
+                KernelArg::from(&src),
+                KernelArg::from(&dst),
+                KernelArg::from((n + 1100) as u64),
+            ];
+            let (address, distance, message) =
+                illegal_address(runner.launch("copy_f32", LaunchConfig::linear(6, 64), &args));
+            assert!(distance >= 0, "{message}");
+            assert_eq!(
+                address,
+                dst.ptr() + (n * F32) as u64 + distance as u64,
+                "{message}"
+            );
+            copy_works(&runner, n);
+        }
+    }
+}
+
+/// The weak-memory mode: a payload stored with `__stcg` and published by a
+/// flag without a fence in between is not yet visible to the block that sees
+/// the flag (it reads the poisoned previous contents); with the fence it is.
+/// Either way the store has landed when the kernel ends.
+#[test]
+fn an_unfenced_publish_reads_stale_data() {
+    let weak = std::env::var("PS_EMU_WEAK_MEMORY").map_or(true, |v| v != "0");
+    for base in runners() {
+        for workers in [1, 2] {
+            let runner = base.with_workers(workers);
+            for fenced in [1, 0] {
+                let payload = runner.alloc(F32).unwrap();
+                let flag = runner.upload(&[0u32]).unwrap();
+                let out = runner.alloc(F32).unwrap();
+                let args = [
+                    KernelArg::from(&payload),
+                    KernelArg::from(&flag),
+                    KernelArg::from(&out),
+                    KernelArg::F32(42.5),
+                    KernelArg::I32(fenced),
+                ];
+                runner
+                    .launch("publish_probe_f32", LaunchConfig::linear(2, 1), &args)
+                    .unwrap();
+                let mut seen = [0u32];
+                runner.download(&out, &mut seen).unwrap();
+                let mut landed = [0f32];
+                runner.download(&payload, &mut landed).unwrap();
+                assert_eq!(landed[0], 42.5, "{runner:?}");
+                if fenced == 1 || !weak {
+                    assert_eq!(f32::from_bits(seen[0]), 42.5, "{runner:?} fenced={fenced}");
+                } else {
+                    assert_eq!(
+                        seen[0], POISON,
+                        "{runner:?}: the unfenced payload was visible"
+                    );
+                }
+            }
+        }
+    }
 }

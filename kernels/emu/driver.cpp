@@ -14,21 +14,26 @@
 //   therefore shows up as it would on a GPU (stale data, CUDA_ERROR_NOT_READY).
 // - Launch arguments are copied at enqueue time (the kernel's parameter
 //   sizes come from the emulator's registry), as the driver does.
-// - Device memory is host memory from mmap with a PROT_NONE page on each side;
-//   the buffer ends at the upper guard page (PS_EMU_GUARD=start puts its
-//   start at the lower one instead), so a kernel reading or writing outside
-//   its buffers faults and is reported with the buffer it missed. Fresh
-//   allocations are filled with 0xFF bytes (NaN) so unwritten output shows.
+// - Device memory is the emulator's guarded buffers (ps_emu_alloc): host
+//   memory with a PROT_NONE page on each side; the buffer ends at the upper
+//   guard page (PS_EMU_GUARD=start puts its start at the lower one instead),
+//   so a kernel reading or writing outside its buffers faults; the launch
+//   fails with CUDA_ERROR_ILLEGAL_ADDRESS and the buffer it missed on
+//   stderr. Fresh allocations are filled with 0xFF bytes (NaN) so unwritten
+//   output shows.
 // - Copies and memsets must lie inside one live allocation
 //   (CUDA_ERROR_INVALID_VALUE otherwise); more than 48 KiB of dynamic shared
 //   memory needs the function attribute, as on the GPU.
-// - Kernel failures (barrier divergence, __trap(), shared-memory overrun)
+// - Kernel failures (barrier divergence, __trap(), shared-memory overrun,
+//   illegal addresses)
 //   are reported by the next synchronizing call on that stream, with the
 //   emulator's message on stderr. Unlike a GPU, the error is not sticky: it
 //   is returned once and the context stays usable.
+// - Memory ordering between blocks: the emulator's weak-memory mode (see
+//   kernels/emu/README.md) holds __stcg stores back until a fence.
 // Not modelled: real concurrency between blocks and streams (timing), the
-// memory ordering between blocks (the emulator's memory is sequentially
-// consistent), graphs, memory pools beyond the default, peer access, IPC.
+// rest of the memory model, graphs, memory pools beyond the default, peer
+// access, IPC.
 //
 // Environment: PS_EMU_FIBER_ORDER (forward|reverse|shuffle, default shuffle),
 // PS_EMU_SEED, PS_EMU_GUARD (end|start), PS_EMU_POISON (0 disables the
@@ -301,7 +306,7 @@ CUresult need_init() {
 // ---------------------------------------------------------------------------
 
 struct Allocation {
-    char* map = nullptr;  // the whole mapping, guard pages included
+    char* map = nullptr;  // host memory: its mapping (device memory is ps_emu_alloc's)
     size_t map_bytes = 0;
     char* ptr = nullptr;  // what the caller got
     size_t bytes = 0;     // what the caller asked for
@@ -324,38 +329,32 @@ size_t page_bytes() {
 
 size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-bool guard_at_start() {
-    static const bool s = [] {
-        const char* g = getenv("PS_EMU_GUARD");
-        return g && strcmp(g, "start") == 0;
-    }();
-    return s;
-}
-
 CUresult map_allocation(size_t bytes, bool host, char** out) {
-    const size_t page = page_bytes();
     if (bytes > (size_t(1) << 46)) return CUDA_ERROR_OUT_OF_MEMORY;
-    size_t body = round_up(bytes ? bytes : 1, page);
-    size_t total = body + 2 * page;
-    void* m = mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
-    char* base = static_cast<char*>(m);
-    if (mprotect(base + page, body, PROT_READ | PROT_WRITE) != 0) {
-        munmap(m, total);
-        return CUDA_ERROR_OUT_OF_MEMORY;
+    Allocation a;
+    a.bytes = bytes;
+    a.host = host;
+    if (host) {
+        // Page-locked host memory: a plain mapping (kernels never touch it).
+        const size_t page = page_bytes();
+        a.map_bytes = round_up(bytes ? bytes : 1, page);
+        void* m = mmap(nullptr, a.map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+        a.map = a.ptr = static_cast<char*>(m);
+    } else {
+        // The emulator's guarded buffer: a kernel stepping outside it fails
+        // its launch with an illegal address (CUDA_ERROR_ILLEGAL_ADDRESS).
+        a.ptr = static_cast<char*>(ps_emu_alloc(bytes, PS_EMU_GUARD_DEFAULT));
+        if (!a.ptr) return CUDA_ERROR_OUT_OF_MEMORY;
+        const char* poison = getenv("PS_EMU_POISON");
+        if (!(poison && strcmp(poison, "0") == 0)) memset(a.ptr, 0xFF, bytes);
     }
-    // 16-byte alignment (float4, int4) is the most any kernel relies on; the
-    // end sits as close to the guard page as that allows.
-    char* ptr = guard_at_start() || host ? base + page : base + page + body - round_up(bytes, 16);
-    const char* poison = getenv("PS_EMU_POISON");
-    if (!host && !(poison && strcmp(poison, "0") == 0)) memset(ptr, 0xFF, bytes);
-    Allocation a{base, total, ptr, bytes, host};
     {
         std::lock_guard<std::mutex> lock(g_mem_mu);
-        g_allocs[reinterpret_cast<uintptr_t>(ptr)] = a;
+        g_allocs[reinterpret_cast<uintptr_t>(a.ptr)] = a;
     }
     if (!host) g_used += bytes;
-    *out = ptr;
+    *out = a.ptr;
     return CUDA_SUCCESS;
 }
 
@@ -370,7 +369,10 @@ bool take_allocation(uintptr_t p, bool host, Allocation* out) {
 }
 
 void unmap_allocation(const Allocation& a) {
-    munmap(a.map, a.map_bytes);
+    if (a.host)
+        munmap(a.map, a.map_bytes);
+    else
+        ps_emu_free(a.ptr);
     if (!a.host) g_used -= a.bytes;
 }
 
@@ -412,82 +414,6 @@ CUresult check_device_range(CUdeviceptr p, size_t n, const char* what) {
 
 bool is_pinned(const void* p, size_t n) {
     return find_range(reinterpret_cast<uintptr_t>(p), n, true, nullptr);
-}
-
-// A kernel that touches a guard page lands here: name the buffer it missed.
-struct sigaction g_old_segv;
-
-void append(char* buf, size_t& pos, size_t cap, const char* s) {
-    while (*s && pos + 1 < cap) buf[pos++] = *s++;
-}
-
-void append_num(char* buf, size_t& pos, size_t cap, unsigned long long v, int base) {
-    char tmp[32];
-    int k = 0;
-    do {
-        tmp[k++] = "0123456789abcdef"[v % base];
-        v /= base;
-    } while (v);
-    while (k > 0 && pos + 1 < cap) buf[pos++] = tmp[--k];
-}
-
-void segv_handler(int sig, siginfo_t* info, void* uctx) {
-    uintptr_t addr = reinterpret_cast<uintptr_t>(info->si_addr);
-    const Allocation* hit = nullptr;
-    // try_lock: the fault may have interrupted a thread holding the lock.
-    if (g_mem_mu.try_lock()) {
-        for (const auto& [p, a] : g_allocs) {
-            uintptr_t lo = reinterpret_cast<uintptr_t>(a.map), hi = lo + a.map_bytes;
-            if (addr >= lo && addr < hi) hit = &a;
-        }
-        g_mem_mu.unlock();
-    }
-    const char* kernel = ps_emu_current_kernel();
-    if (hit && kernel) {
-        char buf[512];
-        size_t pos = 0;
-        const size_t cap = sizeof buf;
-        uintptr_t lo = reinterpret_cast<uintptr_t>(hit->ptr), hi = lo + hit->bytes;
-        append(buf, pos, cap, "parascan emulated CUDA driver: illegal address in kernel '");
-        append(buf, pos, cap, kernel);
-        append(buf, pos, cap, "': 0x");
-        append_num(buf, pos, cap, addr, 16);
-        if (addr >= hi) {
-            append(buf, pos, cap, " is ");
-            append_num(buf, pos, cap, addr - hi, 10);
-            append(buf, pos, cap, " bytes past the end of");
-        } else {
-            append(buf, pos, cap, " is ");
-            append_num(buf, pos, cap, lo - addr, 10);
-            append(buf, pos, cap, " bytes before the start of");
-        }
-        append(buf, pos, cap, " the device buffer 0x");
-        append_num(buf, pos, cap, lo, 16);
-        append(buf, pos, cap, " (");
-        append_num(buf, pos, cap, hit->bytes, 10);
-        append(buf, pos, cap, " bytes)\n");
-        ssize_t ignored = write(2, buf, pos);
-        (void)ignored;
-        abort();
-    }
-    if (g_old_segv.sa_flags & SA_SIGINFO) {
-        if (g_old_segv.sa_sigaction) return g_old_segv.sa_sigaction(sig, info, uctx);
-    } else if (g_old_segv.sa_handler != SIG_DFL && g_old_segv.sa_handler != SIG_IGN) {
-        return g_old_segv.sa_handler(sig);
-    }
-    signal(sig, SIG_DFL);
-}
-
-void install_segv_handler() {
-    static std::once_flag once;
-    std::call_once(once, [] {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = segv_handler;
-        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGSEGV, &sa, &g_old_segv);
-    });
 }
 
 // ---------------------------------------------------------------------------
@@ -830,6 +756,7 @@ CUresult map_emu_error(int code) {
         case PS_EMU_ERR_LAUNCH_CONFIG: return CUDA_ERROR_INVALID_VALUE;
         case PS_EMU_ERR_UNKNOWN_KERNEL: return CUDA_ERROR_NOT_FOUND;
         case PS_EMU_ERR_SHARED_MEMORY: return CUDA_ERROR_ILLEGAL_ADDRESS;
+        case PS_EMU_ERR_ILLEGAL_ADDRESS: return CUDA_ERROR_ILLEGAL_ADDRESS;
         case PS_EMU_ERR_UNSUPPORTED: return CUDA_ERROR_ILLEGAL_INSTRUCTION;
         case PS_EMU_ERR_RESOURCES: return CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES;
         default: return CUDA_ERROR_LAUNCH_FAILED;  // divergence, __trap(), faults
@@ -1058,7 +985,6 @@ extern "C" {
 
 CUresult cuInit(unsigned flags) {
     if (flags != 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuInit flags must be 0");
-    install_segv_handler();
     g_initialized = true;
     return CUDA_SUCCESS;
 }

@@ -28,6 +28,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <csetjmp>
+#include <map>
 #include <cstdarg>
 #include <cstdlib>
 #include <exception>
@@ -133,7 +135,19 @@ uint64_t splitmix64(uint64_t& s) {
     return z ^ (z >> 31);
 }
 
+// Where a kernel's illegal access landed, relative to the nearest live
+// ps_emu_alloc buffer (ps_emu_last_fault).
+struct FaultInfo {
+    int kind = 0;  // 0 none, 1 with a nearest buffer, 2 no buffer live
+    uint64_t address = 0;
+    uint64_t buffer = 0;
+    uint64_t buffer_bytes = 0;
+    int64_t distance = 0;
+    int is_write = -1;
+};
+
 thread_local std::string tls_last_error;
+thread_local FaultInfo tls_last_fault;
 
 int set_error(int code, std::string msg) {
     tls_last_error = std::move(msg);
@@ -312,6 +326,14 @@ inline void ctx_switch(Context& from, Context& to) {
 // Launch, worker, block state
 // ---------------------------------------------------------------------------
 
+// A __stcg that other blocks do not see yet (weak-memory mode).
+struct PendingStore {
+    char* addr;
+    unsigned fiber;
+    unsigned bytes;
+    unsigned char data[detail::kMaxPendingStore];
+};
+
 struct Launch {
     const KernelInfo* kernel = nullptr;
     void** args = nullptr;
@@ -323,18 +345,21 @@ struct Launch {
     uint64_t seed = 0;
     uint64_t nblocks = 0;
     size_t stack_bytes = kDefaultStackBytes;
+    bool weak_memory = true;
 
     std::atomic<uint64_t> next_block{0};
     std::atomic<bool> stop{false};
     std::mutex mu;
     int err_code = 0;
     std::string err;
+    FaultInfo fault;
 
-    void fail(int code, std::string msg) {
+    void fail(int code, std::string msg, const FaultInfo& f = FaultInfo{}) {
         std::lock_guard<std::mutex> lock(mu);
         if (err_code == 0) {
             err_code = code;
             err = std::move(msg);
+            fault = f;
         }
         stop.store(true, std::memory_order_relaxed);
     }
@@ -407,6 +432,19 @@ struct Worker {
     bool failed = false;
     int err_code = 0;
     std::string err;
+    FaultInfo fault;
+
+    // Illegal-address recovery: the fault handler jumps back to fault_jmp
+    // (set by schedule_block on the scheduler's stack) while fault_armed.
+    sigjmp_buf fault_jmp;
+    volatile bool fault_armed = false;
+    uintptr_t fault_addr = 0;
+    unsigned fault_fiber = 0;
+    int fault_write = -1;
+
+    // Weak-memory mode: the running block's pending __stcg stores, and those
+    // of finished blocks, which reach memory at the end of the kernel.
+    std::vector<PendingStore> pending, retired;
 
     Worker() = default;
     Worker(const Worker&) = delete;
@@ -774,8 +812,67 @@ bool release_groups(Worker& w) {
     return true;
 }
 
+// The scheduler's passes over the block until every fiber exited. Returns
+// false with the block failed on an error.
+bool schedule_passes(Worker& w, unsigned n) {
+    for (;;) {
+        order_runnable(w);
+        w.pass_pos = 0;
+        switch_away(w, w.sched);  // back here when the pass is over or the block failed
+        tls_fiber = nullptr;
+        if (w.failed) return false;
+        w.runnable.swap(w.yielded);
+        w.yielded.clear();
+        if (!release_groups(w)) return false;
+        if (w.runnable.empty()) {
+            if (w.done == n) return true;
+            block_fail(w, PS_EMU_ERR_DIVERGENCE, deadlock_report(w));
+            return false;
+        }
+    }
+}
+
+FaultInfo locate_address(uintptr_t addr);
+std::string describe_fault(const FaultInfo& f);
+
+// Runs the passes with illegal-address recovery armed: a fiber that faults
+// outside every buffer lands back here through fault_handler's siglongjmp
+// (the block's fibers are abandoned, as with abandon_fiber) and the block
+// fails with PS_EMU_ERR_ILLEGAL_ADDRESS. Nothing changes w or n after the
+// sigsetjmp, so they are valid after the jump.
+__attribute__((noinline)) bool schedule_block(Worker& w, unsigned n) {
+    if (sigsetjmp(w.fault_jmp, 0) != 0) {
+        w.fault_armed = false;
+        tls_fiber = nullptr;
+        FaultInfo f = locate_address(w.fault_addr);
+        f.is_write = w.fault_write;
+        block_fail(w, PS_EMU_ERR_ILLEGAL_ADDRESS,
+                   block_prefix(w) + " " + thread_name(w, w.fibers[w.fault_fiber]) +
+                       ": illegal address: " + describe_fault(f));
+        w.fault = f;
+        return false;
+    }
+    w.fault_armed = true;
+    const bool ok = schedule_passes(w, n);
+    w.fault_armed = false;
+    return ok;
+}
+
+bool run_block_body(Worker& w, uint64_t linear);
+
 // Runs one block to completion. Returns false with w.err set on failure.
 bool run_block(Worker& w, uint64_t linear) {
+    w.fault = FaultInfo{};
+    const bool ok = run_block_body(w, linear);
+    // A block's unreleased __stcg stores reach memory at the end of the kernel.
+    if (!w.pending.empty()) {
+        w.retired.insert(w.retired.end(), w.pending.begin(), w.pending.end());
+        w.pending.clear();
+    }
+    return ok;
+}
+
+bool run_block_body(Worker& w, uint64_t linear) {
     Launch& L = *w.launch;
     const unsigned n = L.nthreads;
     w.failed = false;
@@ -825,21 +922,7 @@ bool run_block(Worker& w, uint64_t linear) {
     w.yielded.clear();
     for (unsigned i = 0; i < n; ++i) w.runnable.push_back(i);
 
-    for (;;) {
-        order_runnable(w);
-        w.pass_pos = 0;
-        switch_away(w, w.sched);  // back here when the pass is over or the block failed
-        tls_fiber = nullptr;
-        if (w.failed) return false;
-        w.runnable.swap(w.yielded);
-        w.yielded.clear();
-        if (!release_groups(w)) return false;
-        if (w.runnable.empty()) {
-            if (w.done == n) break;
-            block_fail(w, PS_EMU_ERR_DIVERGENCE, deadlock_report(w));
-            return false;
-        }
-    }
+    if (!schedule_block(w, n)) return false;
 
     // Out-of-bounds writes into the guard zones of shared memory.
     if (!check_guard(w.arena, kRedzone))
@@ -867,6 +950,129 @@ bool run_block(Worker& w, uint64_t linear) {
                                   "or ps_emu_set_stack_size, and keep large arrays off the stack)",
                                   w.stack_bytes));
     return !w.failed;
+}
+
+// ---------------------------------------------------------------------------
+// Device memory: guarded buffers (ps_emu_alloc)
+// ---------------------------------------------------------------------------
+
+// Every buffer is a mapping of its own: [guard page][body][guard page].
+struct GuardedBuffer {
+    char* map;
+    size_t map_bytes;
+    char* ptr;
+    size_t bytes;
+};
+
+std::mutex& guarded_mu() {
+    static auto* m = new std::mutex;  // never destroyed, like the registry
+    return *m;
+}
+std::map<uintptr_t, GuardedBuffer>& guarded_buffers() {  // by ptr
+    static auto* m = new std::map<uintptr_t, GuardedBuffer>;
+    return *m;
+}
+
+int default_guard() {
+    static const int g = [] {
+        const char* e = getenv("PS_EMU_GUARD");
+        return e && strcmp(e, "start") == 0 ? int(PS_EMU_GUARD_START) : int(PS_EMU_GUARD_END);
+    }();
+    return g;
+}
+
+void* guarded_alloc(unsigned long long bytes, int guard) {
+    if (guard == PS_EMU_GUARD_DEFAULT) guard = default_guard();
+    if ((guard != PS_EMU_GUARD_END && guard != PS_EMU_GUARD_START) || bytes > (1ull << 46))
+        return nullptr;
+    const size_t page = page_size();
+    const size_t n = static_cast<size_t>(bytes);
+    const size_t body = round_up(n ? n : 1, page);
+    const size_t total = body + 2 * page;
+    void* m = mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    char* base = static_cast<char*>(m);
+    if (mprotect(base + page, body, PROT_READ | PROT_WRITE) != 0) {
+        munmap(m, total);
+        return nullptr;
+    }
+    // At the end: the start keeps the largest alignment (<= 16, float4's)
+    // that still lets the last byte touch the guard page.
+    char* ptr = guard == PS_EMU_GUARD_START ? base + page : base + page + body - n;
+    try {
+        std::lock_guard<std::mutex> lock(guarded_mu());
+        guarded_buffers()[reinterpret_cast<uintptr_t>(ptr)] = GuardedBuffer{base, total, ptr, n};
+    } catch (...) {
+        munmap(m, total);
+        return nullptr;
+    }
+    return ptr;
+}
+
+int guarded_free(void* p) {
+    GuardedBuffer b;
+    {
+        std::lock_guard<std::mutex> lock(guarded_mu());
+        auto it = guarded_buffers().find(reinterpret_cast<uintptr_t>(p));
+        if (it == guarded_buffers().end()) return -1;
+        b = it->second;
+        guarded_buffers().erase(it);
+    }
+    munmap(b.map, b.map_bytes);
+    return 0;
+}
+
+// The live buffer nearest to addr and addr's signed distance from it.
+FaultInfo locate_address(uintptr_t addr) {
+    FaultInfo f;
+    f.address = addr;
+    f.kind = 2;
+    std::lock_guard<std::mutex> lock(guarded_mu());
+    auto& m = guarded_buffers();
+    auto consider = [&](const GuardedBuffer& b) {
+        const uintptr_t lo = reinterpret_cast<uintptr_t>(b.ptr), hi = lo + b.bytes;
+        const int64_t d = addr >= hi ? static_cast<int64_t>(addr - hi)
+                                     : addr < lo ? -static_cast<int64_t>(lo - addr) : 0;
+        const uint64_t mag = d < 0 ? static_cast<uint64_t>(-d) : static_cast<uint64_t>(d);
+        const uint64_t best = f.distance < 0 ? static_cast<uint64_t>(-f.distance) : static_cast<uint64_t>(f.distance);
+        if (f.kind == 2 || mag < best) {
+            f.kind = 1;
+            f.buffer = lo;
+            f.buffer_bytes = b.bytes;
+            f.distance = d;
+        }
+    };
+    auto it = m.upper_bound(addr);
+    if (it != m.end()) consider(it->second);
+    if (it != m.begin()) consider(std::prev(it)->second);
+    return f;
+}
+
+std::string describe_fault(const FaultInfo& f) {
+    const char* access = f.is_write == 1 ? "a store" : f.is_write == 0 ? "a load" : "an access";
+    std::string s = format("%s at 0x%llx", access, static_cast<unsigned long long>(f.address));
+    if (f.kind != 1) return s + " (no device buffer is live)";
+    if (f.distance >= 0)
+        return s + format(" is %lld bytes past the end of the device buffer 0x%llx (%llu bytes; the "
+                          "access is at byte offset %llu)",
+                          static_cast<long long>(f.distance), static_cast<unsigned long long>(f.buffer),
+                          static_cast<unsigned long long>(f.buffer_bytes),
+                          static_cast<unsigned long long>(f.buffer_bytes + f.distance));
+    return s + format(" is %lld bytes before the start of the device buffer 0x%llx (%llu bytes)",
+                      static_cast<long long>(-f.distance), static_cast<unsigned long long>(f.buffer),
+                      static_cast<unsigned long long>(f.buffer_bytes));
+}
+
+// ---------------------------------------------------------------------------
+// Weak-memory mode: store buffers for __stcg
+// ---------------------------------------------------------------------------
+
+bool weak_memory_enabled() {
+    static const bool on = [] {
+        const char* e = getenv("PS_EMU_WEAK_MEMORY");
+        return !(e && strcmp(e, "0") == 0);
+    }();
+    return on;
 }
 
 // ---------------------------------------------------------------------------
@@ -915,6 +1121,27 @@ void fault_handler(int sig, siginfo_t* info, void* uctx) {
         ssize_t ignored = write(2, buf, pos);
         (void)ignored;
         abort();
+    }
+    // A kernel's load or store outside every buffer (a guard page, or
+    // nothing mapped): record it and return to the block's scheduler.
+    Fiber* f = tls_fiber;
+    if (w && f && w->launch && w->fault_armed) {
+        w->fault_armed = false;
+        w->fault_addr = reinterpret_cast<uintptr_t>(addr);
+        w->fault_fiber = f->index;
+        w->fault_write = -1;
+#if defined(__x86_64__) && defined(__linux__)
+        // Page-fault error code: bit 1 set for a write.
+        if (sig == SIGSEGV && uctx)
+            w->fault_write = (static_cast<ucontext_t*>(uctx)->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0;
+#endif
+        // The jump leaves the handler for good: unblock the signal it runs under.
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGSEGV);
+        sigaddset(&set, SIGBUS);
+        pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+        siglongjmp(w->fault_jmp, 1);
     }
     // Not ours: hand over to whoever was installed before.
     struct sigaction* old = sig == SIGSEGV ? &g_old_segv : &g_old_bus;
@@ -1000,7 +1227,7 @@ void worker_loop(Launch& L, Worker& w) {
         uint64_t id = L.next_block.fetch_add(1, std::memory_order_relaxed);
         if (id >= L.nblocks) break;
         if (!run_block(w, id)) {
-            L.fail(w.err_code, std::move(w.err));
+            L.fail(w.err_code, std::move(w.err), w.fault);
             break;
         }
     }
@@ -1106,6 +1333,7 @@ int launch_impl(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigne
     L.seed = seed;
     L.nblocks = 1ull * gx * gy * gz;
     L.stack_bytes = stack_size();
+    L.weak_memory = weak_memory_enabled();
 
     uint64_t workers = num_workers ? static_cast<uint64_t>(num_workers) : static_cast<uint64_t>(default_workers());
     workers = std::max<uint64_t>(1, std::min<uint64_t>({workers, L.nblocks, kMaxWorkers}));
@@ -1131,9 +1359,17 @@ int launch_impl(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigne
     }
     worker_thread(&L, ws[0].get());
     for (auto& t : threads) t.join();
+    // The end of the kernel: every store still held back becomes visible.
+    for (auto& w : ws) {
+        for (const PendingStore& p : w->retired) memcpy(p.addr, p.data, p.bytes);
+        w->retired.clear();
+    }
     for (auto& w : ws) release_worker(std::move(w));
 
-    if (L.err_code) return set_error(L.err_code, std::move(L.err));
+    if (L.err_code) {
+        if (L.err_code == PS_EMU_ERR_ILLEGAL_ADDRESS) tls_last_fault = L.fault;
+        return set_error(L.err_code, std::move(L.err));
+    }
     return PS_EMU_OK;
 }
 
@@ -1271,6 +1507,56 @@ void* dynamic_shared(size_t align, const char* name, const char* file, int line)
     return c.w->arena + kRedzone;
 }
 
+void publish_store(void* p, const void* value, size_t bytes) {
+    Worker* w = tls_worker;
+    Fiber* f = tls_fiber;
+    if (!f || !w->launch->weak_memory || bytes == 0 || bytes > kMaxPendingStore) {
+        memcpy(p, value, bytes);
+        return;
+    }
+    // Touch both ends now, so that a store outside every buffer faults in
+    // the kernel (an illegal address) rather than when it is released.
+    const volatile char* c = static_cast<const volatile char*>(p);
+    (void)c[0];
+    (void)c[bytes - 1];
+    PendingStore ps;
+    ps.addr = static_cast<char*>(p);
+    ps.fiber = f->index;
+    ps.bytes = static_cast<unsigned>(bytes);
+    memcpy(ps.data, value, bytes);
+    w->pending.push_back(ps);
+}
+
+void forward_load(const void* p, void* out, size_t bytes) {
+    memcpy(out, p, bytes);
+    Worker* w = tls_worker;
+    if (!tls_fiber || w->pending.empty()) return;
+    // The block sees its own pending stores (in program order; a later one
+    // overwrites an earlier one).
+    const char* lo = static_cast<const char*>(p);
+    const char* hi = lo + bytes;
+    for (const PendingStore& ps : w->pending) {
+        const char* a = std::max<const char*>(lo, ps.addr);
+        const char* b = std::min<const char*>(hi, ps.addr + ps.bytes);
+        if (a < b) memcpy(static_cast<char*>(out) + (a - lo), ps.data + (a - ps.addr), static_cast<size_t>(b - a));
+    }
+}
+
+void release_stores() {
+    Worker* w = tls_worker;
+    Fiber* f = tls_fiber;
+    if (!f || w->pending.empty()) return;
+    size_t keep = 0;
+    for (size_t i = 0; i < w->pending.size(); ++i) {
+        const PendingStore& ps = w->pending[i];
+        if (ps.fiber == f->index)
+            memcpy(ps.addr, ps.data, ps.bytes);
+        else
+            w->pending[keep++] = ps;
+    }
+    w->pending.resize(keep);
+}
+
 void register_kernel(const char* name, KernelEntry entry, int num_params, const size_t* sizes,
                      const size_t* aligns, const char* file) {
     Registry& reg = registry();
@@ -1299,6 +1585,7 @@ int ps_emu_launch(const char* kernel_name, unsigned gx, unsigned gy, unsigned gz
     using namespace ps_emu;
     try {
         tls_last_error.clear();
+        tls_last_fault = FaultInfo{};
         return launch_impl(kernel_name, gx, gy, gz, bx, by, bz, shared_bytes, args, fiber_order, seed,
                            num_workers);
     } catch (const std::bad_alloc&) {
@@ -1353,6 +1640,22 @@ unsigned long long ps_emu_set_stack_size(unsigned long long bytes) {
 }
 
 int ps_emu_abi_version(void) { return PS_EMU_ABI_VERSION; }
+
+void* ps_emu_alloc(unsigned long long bytes, int guard) { return ps_emu::guarded_alloc(bytes, guard); }
+
+int ps_emu_free(void* p) { return p ? ps_emu::guarded_free(p) : -1; }
+
+int ps_emu_last_fault(unsigned long long* address, unsigned long long* buffer,
+                      unsigned long long* buffer_bytes, long long* distance, int* is_write) {
+    const ps_emu::FaultInfo& f = ps_emu::tls_last_fault;
+    if (f.kind == 0) return 0;
+    if (address) *address = f.address;
+    if (buffer) *buffer = f.buffer;
+    if (buffer_bytes) *buffer_bytes = f.buffer_bytes;
+    if (distance) *distance = f.distance;
+    if (is_write) *is_write = f.is_write;
+    return f.kind;
+}
 
 const char* ps_emu_current_kernel(void) {
     ps_emu::Worker* w = ps_emu::tls_worker;

@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 /* Version of this ABI; bumped on any incompatible change. */
-#define PS_EMU_ABI_VERSION 1
+#define PS_EMU_ABI_VERSION 2
 
 /* fiber_order: the order in which the scheduler resumes the fibers of a
  * block after every barrier (and at the start). A race that a barrier should
@@ -38,8 +38,39 @@ enum {
     PS_EMU_ERR_UNSUPPORTED = 5,      /* outside the CUDA subset (partial mask, bad width, ...) */
     PS_EMU_ERR_SHARED_MEMORY = 6,    /* shared memory over the limits or written out of bounds */
     PS_EMU_ERR_KERNEL_FAULT = 7,     /* __trap(), an escaped C++ exception, a fiber stack overrun */
-    PS_EMU_ERR_RESOURCES = 8         /* out of memory / threads */
+    PS_EMU_ERR_RESOURCES = 8,        /* out of memory / threads */
+    PS_EMU_ERR_ILLEGAL_ADDRESS = 9   /* a load or store outside every live buffer (guard page) */
 };
+
+/* Which end of a buffer from ps_emu_alloc touches its guard page. */
+enum {
+    PS_EMU_GUARD_DEFAULT = 0, /* the PS_EMU_GUARD environment variable: "start", else end */
+    PS_EMU_GUARD_END = 1,     /* the last byte sits right below the upper guard page */
+    PS_EMU_GUARD_START = 2    /* the first byte sits right above the lower guard page */
+};
+
+/* Device memory for kernels: `bytes` (0 allowed) of read-write memory in a
+ * mapping of its own with a PROT_NONE page on each side, every byte 0xFF.
+ * With PS_EMU_GUARD_END the buffer ends exactly at the upper guard page; its
+ * start is then aligned to the largest power of two <= 16 that divides
+ * `bytes` (so a float array ends at the page, a float4 array is 16-byte
+ * aligned). With PS_EMU_GUARD_START it starts at the lower guard page (page
+ * aligned). A kernel access outside the buffer that reaches a guard page
+ * fails the launch with PS_EMU_ERR_ILLEGAL_ADDRESS. NULL when the memory
+ * cannot be mapped. Thread-safe. */
+void* ps_emu_alloc(unsigned long long bytes, int guard);
+/* Frees a buffer from ps_emu_alloc: 0, or -1 when p is not one. */
+int ps_emu_free(void* p);
+
+/* The illegal address of the last launch on this thread that failed with
+ * PS_EMU_ERR_ILLEGAL_ADDRESS. Returns 0 (nothing written) when that was not
+ * the last launch's failure; 1 with *address, and the live ps_emu_alloc
+ * buffer nearest to it (*buffer, *buffer_bytes) and the signed distance
+ * *distance: >= 0 is that many bytes past the buffer's end (0 = the first
+ * byte after it), < 0 is before its start; 2 with *address only when no
+ * buffer was live. *is_write: 1 store, 0 load, -1 unknown. */
+int ps_emu_last_fault(unsigned long long* address, unsigned long long* buffer,
+                      unsigned long long* buffer_bytes, long long* distance, int* is_write);
 
 /* Launches `kernel_name` on a gx*gy*gz grid of bx*by*bz-thread blocks with
  * `shared_bytes` of dynamic shared memory, and returns when the grid is done

@@ -192,6 +192,15 @@ void* shared_alloc(const void* key, size_t bytes, size_t align, const char* name
                    int line);
 void* dynamic_shared(size_t align, const char* name, const char* file, int line);
 
+// Weak-memory mode (see __stcg below). A __stcg of up to kMaxPendingStore
+// bytes waits in the calling thread's store buffer; release_stores() (every
+// fence and atomic) writes the calling thread's pending stores to memory;
+// forward_load reads memory with the calling block's pending stores on top.
+constexpr size_t kMaxPendingStore = 32;
+void publish_store(void* p, const void* value, size_t bytes);
+void forward_load(const void* p, void* out, size_t bytes);
+void release_stores();
+
 using KernelEntry = void (*)(void** args);
 // sizes/aligns: num_params entries each (sizeof/alignof of every parameter), so
 // that a driver-API front end can copy launch arguments by value.
@@ -677,6 +686,7 @@ namespace ps_emu {
 namespace detail {
 template <typename T, typename F>
 inline T atomic_update(T* p, F f) {
+    release_stores();
     T old = __atomic_load_n(p, __ATOMIC_RELAXED);
     while (!__atomic_compare_exchange_n(p, &old, f(old), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
@@ -685,6 +695,7 @@ inline T atomic_update(T* p, F f) {
 template <typename Bits, typename T, typename F>
 inline T atomic_update_bits(T* p, F f) {
     static_assert(sizeof(Bits) == sizeof(T), "size mismatch");
+    release_stores();
     Bits* b = reinterpret_cast<Bits*>(p);
     Bits old = __atomic_load_n(b, __ATOMIC_RELAXED);
     for (;;) {
@@ -701,12 +712,12 @@ inline T atomic_update_bits(T* p, F f) {
 }  // namespace ps_emu
 
 #define PS_EMU_ATOMIC_INT(T)                                                                    \
-    inline T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }        \
-    inline T atomicSub(T* p, T v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }        \
-    inline T atomicExch(T* p, T v) { return __atomic_exchange_n(p, v, __ATOMIC_RELAXED); }      \
-    inline T atomicAnd(T* p, T v) { return __atomic_fetch_and(p, v, __ATOMIC_RELAXED); }        \
-    inline T atomicOr(T* p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }          \
-    inline T atomicXor(T* p, T v) { return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); }        \
+    inline T atomicAdd(T* p, T v) { ::ps_emu::detail::release_stores(); return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }        \
+    inline T atomicSub(T* p, T v) { ::ps_emu::detail::release_stores(); return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }        \
+    inline T atomicExch(T* p, T v) { ::ps_emu::detail::release_stores(); return __atomic_exchange_n(p, v, __ATOMIC_RELAXED); }      \
+    inline T atomicAnd(T* p, T v) { ::ps_emu::detail::release_stores(); return __atomic_fetch_and(p, v, __ATOMIC_RELAXED); }        \
+    inline T atomicOr(T* p, T v) { ::ps_emu::detail::release_stores(); return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }          \
+    inline T atomicXor(T* p, T v) { ::ps_emu::detail::release_stores(); return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); }        \
     inline T atomicMin(T* p, T v) {                                                             \
         return ::ps_emu::detail::atomic_update(p, [v](T o) { return v < o ? v : o; });          \
     }                                                                                           \
@@ -714,6 +725,7 @@ inline T atomic_update_bits(T* p, F f) {
         return ::ps_emu::detail::atomic_update(p, [v](T o) { return o < v ? v : o; });          \
     }                                                                                           \
     inline T atomicCAS(T* p, T compare, T v) {                                                  \
+        ::ps_emu::detail::release_stores();                                                     \
         __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED); \
         return compare;                                                                         \
     }
@@ -743,21 +755,40 @@ inline double atomicAdd(double* p, double v) {
 inline float atomicExch(float* p, float v) {
     uint32_t nb;
     memcpy(&nb, &v, 4);
+    ::ps_emu::detail::release_stores();
     uint32_t ob = __atomic_exchange_n(reinterpret_cast<uint32_t*>(p), nb, __ATOMIC_RELAXED);
     float o;
     memcpy(&o, &ob, 4);
     return o;
 }
 
-inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+// Weak-memory mode (kernels/emu/README.md, "Memory ordering between blocks"):
+// a __stcg store (how kernels publish data for other blocks) is held in the
+// storing thread's store buffer and reaches memory only at that thread's next
+// fence or atomic, or at the end of the kernel; until then other blocks read
+// the previous contents. The storing block itself sees its own pending stores
+// through __ldcg. PS_EMU_WEAK_MEMORY=0 turns the mode off.
+inline void __threadfence() {
+    ::ps_emu::detail::release_stores();
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+inline void __threadfence_block() { __threadfence(); }
+inline void __threadfence_system() { __threadfence(); }
 
-// Cache-hinted loads and stores are plain accesses.
+// Cache-hinted loads and stores are plain accesses, except the L2 ones that
+// carry data between blocks (__stcg, __ldcg): see the weak-memory mode above.
 template <typename T>
 inline T __ldg(const T* p) { return *p; }
 template <typename T>
-inline T __ldcg(const T* p) { return *p; }
+inline T __ldcg(const T* p) {
+    if constexpr (sizeof(T) <= ::ps_emu::detail::kMaxPendingStore) {
+        T v;
+        ::ps_emu::detail::forward_load(p, &v, sizeof(T));
+        return v;
+    } else {
+        return *p;
+    }
+}
 template <typename T>
 inline T __ldca(const T* p) { return *p; }
 template <typename T>
@@ -769,7 +800,12 @@ inline T __ldcv(const T* p) { return *p; }
 template <typename T>
 inline void __stwb(T* p, T v) { *p = v; }
 template <typename T>
-inline void __stcg(T* p, T v) { *p = v; }
+inline void __stcg(T* p, T v) {
+    if constexpr (sizeof(T) <= ::ps_emu::detail::kMaxPendingStore)
+        ::ps_emu::detail::publish_store(p, &v, sizeof(T));
+    else
+        *p = v;
+}
 template <typename T>
 inline void __stcs(T* p, T v) { *p = v; }
 template <typename T>

@@ -10,12 +10,16 @@
 //!
 //! It exists for correctness, not speed: every CI run executes the real
 //! kernel code without a GPU. Launches are synchronous; "device" buffers are
-//! 256-byte-aligned host allocations, filled with `0xFF` bytes (NaN) when
-//! allocated. A kernel that leaves the CUDA subset or diverges at a barrier
-//! makes [`KernelRunner::launch`] return an [`Error::Launch`] naming the
-//! kernel, block, thread and source line.
+//! host mappings of their own with a guard page on each side, one end of the
+//! buffer against its guard page ([`GuardPlacement`]), filled with `0xFF`
+//! bytes (NaN) when allocated. A kernel that leaves the CUDA subset or
+//! diverges at a barrier makes [`KernelRunner::launch`] return an
+//! [`Error::Launch`] naming the kernel, block, thread and source line; one
+//! that loads or stores outside every buffer, an [`Error::IllegalAddress`]
+//! with the address's distance from the nearest buffer. The emulator also
+//! holds `__stcg` stores back from other blocks until a fence (weak-memory
+//! mode, `kernels/emu/README.md`).
 
-use std::alloc::{self, Layout};
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void, CStr, CString};
 use std::fmt;
@@ -31,14 +35,13 @@ pub(crate) const BACKEND: &str = "emu";
 
 /// The C ABI version (`PS_EMU_ABI_VERSION` in `kernels/emu/ps_emu.h`) these
 /// bindings are written for.
-const ABI_VERSION: c_int = 1;
+const ABI_VERSION: c_int = 2;
 
 /// Most worker threads the runtime accepts.
 const MAX_WORKERS: usize = 1024;
 
-/// Alignment of every buffer: at least a `float4`'s 16 bytes, and what a
-/// `cudaMalloc` gives.
-const BUFFER_ALIGN: usize = 256;
+/// `PS_EMU_ERR_ILLEGAL_ADDRESS` of `ps_emu.h`.
+const ERR_ILLEGAL_ADDRESS: c_int = 9;
 
 /// The C ABI of `kernels/emu/launcher.cpp` (`kernels/emu/ps_emu.h`).
 mod ffi {
@@ -64,6 +67,15 @@ mod ffi {
         pub fn ps_emu_kernel_name(i: c_int) -> *const c_char;
         pub fn ps_emu_kernel_num_params(kernel_name: *const c_char) -> c_int;
         pub fn ps_emu_abi_version() -> c_int;
+        pub fn ps_emu_alloc(bytes: c_ulonglong, guard: c_int) -> *mut c_void;
+        pub fn ps_emu_free(p: *mut c_void) -> c_int;
+        pub fn ps_emu_last_fault(
+            address: *mut c_ulonglong,
+            buffer: *mut c_ulonglong,
+            buffer_bytes: *mut c_ulonglong,
+            distance: *mut i64,
+            is_write: *mut c_int,
+        ) -> c_int;
     }
 }
 
@@ -123,6 +135,41 @@ impl std::str::FromStr for FiberOrder {
     }
 }
 
+/// Which end of every emulated device buffer touches its guard page, so
+/// that the first access past that end faults (an
+/// [`Error::IllegalAddress`]). The other end has a guard page too, but may
+/// be up to a page minus one byte away from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuardPlacement {
+    /// The last byte sits right below the upper guard page (the default).
+    /// The start is then aligned to the largest power of two up to 16 that
+    /// divides the length (a `float` array ends at the page; a length that
+    /// is a multiple of 16 bytes keeps `float4` alignment).
+    End,
+    /// The first byte sits right above the lower guard page (page aligned).
+    Start,
+}
+
+impl GuardPlacement {
+    /// `PS_EMU_GUARD` from the environment: `start` gives
+    /// [`GuardPlacement::Start`], anything else [`GuardPlacement::End`]
+    /// (the emulated CUDA driver reads the same variable).
+    pub fn from_env() -> Self {
+        match std::env::var("PS_EMU_GUARD") {
+            Ok(v) if v == "start" => GuardPlacement::Start,
+            _ => GuardPlacement::End,
+        }
+    }
+
+    /// `PS_EMU_GUARD_*` of `ps_emu.h`.
+    fn code(self) -> c_int {
+        match self {
+            GuardPlacement::End => 1,
+            GuardPlacement::Start => 2,
+        }
+    }
+}
+
 /// The emulated-kernel runner. Cheap to create and copy; all instances share
 /// the process's kernel registry, and buffers of one work with all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +177,7 @@ pub struct EmuBackend {
     order: FiberOrder,
     seed: u64,
     workers: usize,
+    guard: GuardPlacement,
 }
 
 impl Default for EmuBackend {
@@ -148,6 +196,7 @@ impl EmuBackend {
             order,
             seed,
             workers: Self::default_workers(),
+            guard: GuardPlacement::from_env(),
         }
     }
 
@@ -173,6 +222,17 @@ impl EmuBackend {
             workers: workers.clamp(1, MAX_WORKERS),
             ..self
         }
+    }
+
+    /// The same runner with its later buffers placed against their guard
+    /// pages as `guard` says (the default is [`GuardPlacement::from_env`]).
+    pub fn with_guard(self, guard: GuardPlacement) -> Self {
+        EmuBackend { guard, ..self }
+    }
+
+    /// Where this runner's buffers touch their guard pages.
+    pub fn guard(&self) -> GuardPlacement {
+        self.guard
     }
 
     /// `PS_EMU_WORKERS` from the environment when it is a positive number,
@@ -263,7 +323,33 @@ fn code_name(code: c_int) -> &'static str {
         6 => "shared memory",
         7 => "kernel fault",
         8 => "out of memory or threads",
+        9 => "illegal address",
         _ => "error",
+    }
+}
+
+/// The typed error of a launch that failed with `PS_EMU_ERR_ILLEGAL_ADDRESS`
+/// (read right after it, on the launching thread).
+fn illegal_address(kernel: &str, message: String) -> Error {
+    let (mut address, mut buffer, mut buffer_bytes) = (0u64, 0u64, 0u64);
+    let (mut distance, mut is_write) = (0i64, -1);
+    // SAFETY: every out pointer is valid for one write; the function reads
+    // the calling thread's record of its last launch.
+    let kind = unsafe {
+        ffi::ps_emu_last_fault(
+            &mut address,
+            &mut buffer,
+            &mut buffer_bytes,
+            &mut distance,
+            &mut is_write,
+        )
+    };
+    Error::IllegalAddress {
+        backend: BACKEND,
+        kernel: kernel.to_string(),
+        address,
+        distance: (kind == 1).then_some(distance),
+        message,
     }
 }
 
@@ -305,16 +391,15 @@ fn is_live(addr: u64) -> bool {
         .is_some_and(|(&start, &len)| addr - start <= len as u64)
 }
 
-/// A host allocation standing in for device memory: 256-byte aligned, its
-/// size rounded up to a multiple of 256 (at least 256, so that every buffer
-/// has its own address), accessed only through raw pointers (kernels write
+/// A guarded host mapping standing in for device memory (`ps_emu_alloc`):
+/// one end of the buffer against a `PROT_NONE` page, so a kernel's first
+/// access past it faults; accessed only through raw pointers (kernels write
 /// to it while Rust holds shared references to the [`DeviceBuffer`]).
 pub(crate) struct HostMemory {
     ptr: NonNull<u8>,
-    layout: Layout,
 }
 
-// SAFETY: `HostMemory` owns its allocation exclusively, like a `Box<[u8]>`,
+// SAFETY: `HostMemory` owns its mapping exclusively, like a `Box<[u8]>`,
 // and has no thread affinity. All access goes through raw pointers in the
 // runner's methods; ordering between threads is the caller's business, as
 // with device memory shared between host threads.
@@ -323,27 +408,22 @@ unsafe impl Send for HostMemory {}
 unsafe impl Sync for HostMemory {}
 
 impl HostMemory {
-    /// `len` usable bytes, every byte `0xFF`.
-    fn new(len: usize) -> Result<Self> {
+    /// `len` usable bytes, every byte `0xFF`, placed as `guard` says.
+    fn new(len: usize, guard: GuardPlacement) -> Result<Self> {
         // Emulated device memory is host memory: same budget as host buffers.
         crate::mem::check_budget("emulated device buffer", len)?;
-        let too_big = || Error::OutOfMemory {
+        // SAFETY: plain call; the runtime validates the size and returns
+        // null when it cannot map the memory.
+        let raw = unsafe { ffi::ps_emu_alloc(len as c_ulonglong, guard.code()) };
+        let ptr = NonNull::new(raw.cast::<u8>()).ok_or_else(|| Error::OutOfMemory {
             buffer: "emulated device buffer",
             bytes: len,
-            reason: "the allocator refused".into(),
-        };
-        let size = len
-            .max(1)
-            .checked_next_multiple_of(BUFFER_ALIGN)
-            .ok_or_else(too_big)?;
-        let layout = Layout::from_size_align(size, BUFFER_ALIGN).map_err(|_| too_big())?;
-        // SAFETY: `layout` has a nonzero size.
-        let raw = unsafe { alloc::alloc(layout) };
-        let ptr = NonNull::new(raw).ok_or_else(too_big)?;
-        // SAFETY: `ptr` is valid for writes of `layout.size()` bytes.
-        unsafe { ptr.as_ptr().write_bytes(0xFF, layout.size()) };
+            reason: "the emulator could not map it (with its guard pages)".into(),
+        })?;
+        // SAFETY: the mapping holds `len` writable bytes from `ptr`.
+        unsafe { ptr.as_ptr().write_bytes(0xFF, len) };
         live_buffers().insert(ptr.as_ptr() as u64, len);
-        Ok(HostMemory { ptr, layout })
+        Ok(HostMemory { ptr })
     }
 
     pub(crate) fn addr(&self) -> u64 {
@@ -354,8 +434,9 @@ impl HostMemory {
 impl Drop for HostMemory {
     fn drop(&mut self) {
         live_buffers().remove(&self.addr());
-        // SAFETY: allocated in `new` with exactly this layout, freed once.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        // SAFETY: mapped by `ps_emu_alloc` in `new`, freed once; no kernel
+        // runs on it (launches are synchronous and borrow the buffer).
+        unsafe { ffi::ps_emu_free(self.ptr.as_ptr().cast::<c_void>()) };
     }
 }
 
@@ -369,12 +450,15 @@ impl KernelRunner for EmuBackend {
     }
 
     fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
-        Ok(DeviceBuffer::from_host(HostMemory::new(bytes)?, bytes))
+        Ok(DeviceBuffer::from_host(
+            HostMemory::new(bytes, self.guard)?,
+            bytes,
+        ))
     }
 
     fn upload<T: bytemuck::Pod>(&self, host: &[T]) -> Result<DeviceBuffer> {
         let bytes: &[u8] = bytemuck::cast_slice(host);
-        let memory = HostMemory::new(bytes.len())?;
+        let memory = HostMemory::new(bytes.len(), self.guard)?;
         // SAFETY: the new allocation holds at least `bytes.len()` bytes and
         // cannot overlap the caller's slice.
         unsafe {
@@ -475,10 +559,10 @@ impl KernelRunner for EmuBackend {
                 self.workers as c_int,
             )
         };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(fail(format!("{}: {}", code_name(rc), last_error())))
+        match rc {
+            0 => Ok(()),
+            ERR_ILLEGAL_ADDRESS => Err(illegal_address(kernel, last_error())),
+            _ => Err(fail(format!("{}: {}", code_name(rc), last_error()))),
         }
     }
 
@@ -510,9 +594,13 @@ mod tests {
 
     #[test]
     fn live_buffer_ranges() {
-        let a = HostMemory::new(100).unwrap();
+        let a = HostMemory::new(100, GuardPlacement::End).unwrap();
         let start = a.addr();
-        assert_eq!(start % BUFFER_ALIGN as u64, 0);
+        // The end touches the guard page: 100 bytes end at a page boundary.
+        assert_eq!((start + 100) % 4096, 0);
+        assert_eq!(start % 4, 0);
+        let s = HostMemory::new(100, GuardPlacement::Start).unwrap();
+        assert_eq!(s.addr() % 4096, 0);
         assert!(is_live(start));
         assert!(is_live(start + 100));
         assert!(!is_live(start + 101));

@@ -228,7 +228,7 @@ pub struct DeviceBuffer {
 
 /// What backs a [`DeviceBuffer`].
 enum Memory {
-    /// A 256-byte-aligned host allocation of the emulator.
+    /// A guarded host mapping of the emulator (`ps_emu_alloc`).
     Host(HostMemory),
     /// Device memory; at least one byte even for an empty buffer (the driver
     /// rejects empty allocations).
@@ -238,8 +238,8 @@ enum Memory {
 
 impl DeviceBuffer {
     /// The start address, for [`KernelArg::Ptr`]: a `CUdeviceptr` on CUDA,
-    /// a host address (256-byte aligned) in the emulator. Add a byte offset
-    /// for a sub-range.
+    /// a host address in the emulator (one end of the buffer against a guard
+    /// page). Add a byte offset for a sub-range.
     pub fn ptr(&self) -> u64 {
         self.ptr
     }

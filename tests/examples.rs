@@ -23,3 +23,15 @@ mod newton_hardness;
 fn newton_hardness_checks_both_cells() {
     newton_hardness::run(8).unwrap();
 }
+
+#[path = "../examples/train_gru.rs"]
+mod train_gru;
+
+#[test]
+fn train_gru_loss_goes_down() {
+    // 60 SGD steps on 4 sequences of 128 steps, forward and backward by
+    // parascan only: the loss must fall to well under half.
+    let (first, last) = train_gru::run(60, 128).unwrap();
+    assert!(first.is_finite() && last.is_finite());
+    assert!(last < 0.3 * first, "loss {first:.3e} → {last:.3e}");
+}

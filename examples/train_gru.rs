@@ -76,7 +76,9 @@ impl Layer {
             .flat_map(|ut| {
                 (0..3 * UNITS).map(move |j| {
                     let row = &self.w[j * FEATURES..(j + 1) * FEATURES];
-                    row.iter().zip(ut).fold(self.c[j], |acc, (w, u)| acc + w * u)
+                    row.iter()
+                        .zip(ut)
+                        .fold(self.c[j], |acc, (w, u)| acc + w * u)
                 })
             })
             .collect()
@@ -85,7 +87,12 @@ impl Layer {
     /// The layer's states on inputs `u` (`[B, T, FEATURES]`).
     fn forward(&self, cpu: &Cpu, u: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
         let x = self.project(u);
-        let problem = NonlinearProblem { x: &x, h0: None, batch, len };
+        let problem = NonlinearProblem {
+            x: &x,
+            h0: None,
+            batch,
+            len,
+        };
         Ok(solve(cpu, &self.cell()?, &problem, &NewtonOptions::default())?.states)
     }
 }
@@ -108,7 +115,12 @@ pub fn run(steps: usize, len: usize) -> Result<(f64, f64)> {
     let mut loss = f64::NAN;
     for step in 0..=steps {
         let x = student.project(&u);
-        let problem = NonlinearProblem { x: &x, h0: None, batch, len };
+        let problem = NonlinearProblem {
+            x: &x,
+            h0: None,
+            batch,
+            len,
+        };
         let cell = student.cell()?;
         let sol = solve(&cpu, &cell, &problem, &options)?;
         let diff: Vec<f32> = sol.states.iter().zip(&target).map(|(h, y)| h - y).collect();
@@ -124,7 +136,15 @@ pub fn run(steps: usize, len: usize) -> Result<(f64, f64)> {
             break;
         }
         let d_states: Vec<f32> = diff.iter().map(|d| d / count).collect();
-        let g = backward(&cpu, &cell, &problem, &sol, &d_states, None, PlanRequest::Auto)?;
+        let g = backward(
+            &cpu,
+            &cell,
+            &problem,
+            &sol,
+            &d_states,
+            None,
+            PlanRequest::Auto,
+        )?;
         // Projection gradients: Σ_t dx_t u_tᵀ and Σ_t dx_t.
         let mut dw = vec![0.0f32; student.w.len()];
         let mut dc = vec![0.0f32; student.c.len()];

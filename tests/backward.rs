@@ -88,14 +88,35 @@ fn reverse_diagonal<S: Storage>(seed: u64, batch: usize, len: usize, dim: usize,
         Layout::Bdt => (batch * dim, 1),
     };
     let (ra, rb) = (flip(&a, rows, len, w), flip(&b, rows, len, w));
-    let fwd = Diagonal { a: &ra, b: &rb, h0: Some(&h0), batch, len, dim, layout };
+    let fwd = Diagonal {
+        a: &ra,
+        b: &rb,
+        h0: Some(&h0),
+        batch,
+        len,
+        dim,
+        layout,
+    };
     let (want, want_last) = oracle::diagonal(&fwd);
     let want = flip(&want, rows, len, w);
-    let p = Diagonal { a: &a, b: &b, h0: Some(&h0), batch, len, dim, layout };
+    let p = Diagonal {
+        a: &a,
+        b: &b,
+        h0: Some(&h0),
+        batch,
+        len,
+        dim,
+        layout,
+    };
     for plan in PLANS {
         let run = Cpu::new().scan_reverse(&p, plan).unwrap();
         let tol = tolerance::<S>(len);
-        assert_rel(&format!("diagonal reverse {layout} {plan} seed {seed}"), &run.out, &want, tol);
+        assert_rel(
+            &format!("diagonal reverse {layout} {plan} seed {seed}"),
+            &run.out,
+            &want,
+            tol,
+        );
         assert_rel("diagonal reverse h_last", &run.h_last, &want_last, tol);
     }
 }
@@ -122,36 +143,96 @@ fn reverse_scans_match_the_time_reversed_oracle() {
         let d: Vec<f32> = uniform(&mut r, tot, -1.0, 1.0);
         let b: Vec<f32> = uniform(&mut r, tot, -1.0, 1.0);
         let h0: Vec<f32> = uniform(&mut r, batch * n, -1.0, 1.0);
-        let (rp, rd, rb) = (flip(&perm, batch, len, n), flip(&d, batch, len, n), flip(&b, batch, len, n));
-        let fwd = PermDiagonal { perm: &rp, d: &rd, b: &rb, h0: Some(&h0), batch, len, n };
+        let (rp, rd, rb) = (
+            flip(&perm, batch, len, n),
+            flip(&d, batch, len, n),
+            flip(&b, batch, len, n),
+        );
+        let fwd = PermDiagonal {
+            perm: &rp,
+            d: &rd,
+            b: &rb,
+            h0: Some(&h0),
+            batch,
+            len,
+            n,
+        };
         let (want, want_last) = oracle::perm_diagonal(&fwd);
         let want = flip(&want, batch, len, n);
-        let p = PermDiagonal { perm: &perm, d: &d, b: &b, h0: Some(&h0), batch, len, n };
+        let p = PermDiagonal {
+            perm: &perm,
+            d: &d,
+            b: &b,
+            h0: Some(&h0),
+            batch,
+            len,
+            n,
+        };
         // BlockDiagonal (k = 3, two blocks).
         let (nb, k) = (2, 3);
         let a: Vec<f32> = uniform(&mut r, batch * len * nb * k * k, -0.3, 0.3);
         let ra = flip(&a, batch, len, nb * k * k);
-        let bfwd = BlockDiagonal { a: &ra, b: &rb, h0: Some(&h0), batch, len, blocks: nb, block: k };
+        let bfwd = BlockDiagonal {
+            a: &ra,
+            b: &rb,
+            h0: Some(&h0),
+            batch,
+            len,
+            blocks: nb,
+            block: k,
+        };
         let (bwant, bwant_last) = oracle::block_diagonal(&bfwd);
         let bwant = flip(&bwant, batch, len, n);
-        let bp = BlockDiagonal { a: &a, b: &b, h0: Some(&h0), batch, len, blocks: nb, block: k };
+        let bp = BlockDiagonal {
+            a: &a,
+            b: &b,
+            h0: Some(&h0),
+            batch,
+            len,
+            blocks: nb,
+            block: k,
+        };
         // DPLR, both outputs.
         let dd = DplrData::<f32>::new(&mut r, batch, len, 3, 2, 2);
         let flipped = dd.flipped();
         for plan in PLANS {
             let tol = tolerance::<f32>(len);
             let run = Cpu::new().scan_reverse(&p, plan).unwrap();
-            assert_rel(&format!("perm-diagonal reverse {plan} T={len}"), &run.out, &want, tol);
+            assert_rel(
+                &format!("perm-diagonal reverse {plan} T={len}"),
+                &run.out,
+                &want,
+                tol,
+            );
             assert_rel("perm-diagonal reverse h_last", &run.h_last, &want_last, tol);
             let run = Cpu::new().scan_reverse(&bp, plan).unwrap();
-            assert_rel(&format!("block-diagonal reverse {plan} T={len}"), &run.out, &bwant, tol);
-            assert_rel("block-diagonal reverse h_last", &run.h_last, &bwant_last, tol);
+            assert_rel(
+                &format!("block-diagonal reverse {plan} T={len}"),
+                &run.out,
+                &bwant,
+                tol,
+            );
+            assert_rel(
+                "block-diagonal reverse h_last",
+                &run.h_last,
+                &bwant_last,
+                tol,
+            );
             for output in [DplrOutput::Readout, DplrOutput::States] {
                 let (want, want_last) = oracle::dplr(&flipped.problem(output));
-                let w = if output == DplrOutput::Readout { dd.m } else { dd.n * dd.m };
+                let w = if output == DplrOutput::Readout {
+                    dd.m
+                } else {
+                    dd.n * dd.m
+                };
                 let want = flip(&want, batch, len, w);
                 let run = Cpu::new().scan_reverse(&dd.problem(output), plan).unwrap();
-                assert_rel(&format!("dplr reverse {output:?} {plan} T={len}"), &run.out, &want, tol);
+                assert_rel(
+                    &format!("dplr reverse {output:?} {plan} T={len}"),
+                    &run.out,
+                    &want,
+                    tol,
+                );
                 assert_rel("dplr reverse h_last", &run.h_last, &want_last, tol);
             }
         }
@@ -161,7 +242,10 @@ fn reverse_scans_match_the_time_reversed_oracle() {
 #[test]
 fn reverse_scan_depth_equals_the_forward_formula_and_grows_like_log_t() {
     for len in [1usize, 2, 3, 5, 8, 31, 64, 100, 257, 1000, 4096, 10_007] {
-        for req in PLANS.into_iter().chain([PlanRequest::Chunk(1), PlanRequest::Chunk(16)]) {
+        for req in PLANS
+            .into_iter()
+            .chain([PlanRequest::Chunk(1), PlanRequest::Chunk(16)])
+        {
             let plan = Plan::resolve(req, ScanShape::new(1, len), 2).unwrap();
             let m = measure_reverse(len, &plan);
             assert_eq!(m.depth, plan.depth, "reverse depth, T={len} {req}");
@@ -171,7 +255,11 @@ fn reverse_scan_depth_equals_the_forward_formula_and_grows_like_log_t() {
     for k in 4..18 {
         let t = 1usize << k;
         let plan = Plan::resolve(PlanRequest::MinDepth, ScanShape::new(1, t), 1).unwrap();
-        assert_eq!(measure_reverse(t, &plan).depth, (2 * k + 1) as u64, "min-depth T=2^{k}");
+        assert_eq!(
+            measure_reverse(t, &plan).depth,
+            (2 * k + 1) as u64,
+            "min-depth T=2^{k}"
+        );
         let plan = Plan::resolve(PlanRequest::Chunk(16), ScanShape::new(1, t), 1).unwrap();
         assert_eq!(measure_reverse(t, &plan).depth, depth_formula(t, 16));
     }
@@ -194,7 +282,13 @@ struct DiagCase {
 }
 
 impl DiagCase {
-    fn new<S: Storage>(r: &mut ChaCha8Rng, batch: usize, len: usize, dim: usize, layout: Layout) -> Self {
+    fn new<S: Storage>(
+        r: &mut ChaCha8Rng,
+        batch: usize,
+        len: usize,
+        dim: usize,
+        layout: Layout,
+    ) -> Self {
         let n = batch * len * dim;
         let round = |v: Vec<S>| f64s(&v);
         DiagCase {
@@ -210,13 +304,35 @@ impl DiagCase {
         }
     }
     fn loss(&self, a: &[f64], b: &[f64], h0: &[f64]) -> f64 {
-        let p = Diagonal { a, b, h0: Some(h0), batch: self.batch, len: self.len, dim: self.dim, layout: self.layout };
+        let p = Diagonal {
+            a,
+            b,
+            h0: Some(h0),
+            batch: self.batch,
+            len: self.len,
+            dim: self.dim,
+            layout: self.layout,
+        };
         loss_of(oracle::diagonal(&p), &self.gy, &self.gh)
     }
     fn engine<S: Storage>(&self, plan: PlanRequest) -> grad::DiagonalGrads<S> {
         let s = |v: &[f64]| v.iter().map(|&x| S::from_f64(x)).collect::<Vec<S>>();
-        let (a, b, h0, gy, gh) = (s(&self.a), s(&self.b), s(&self.h0), s(&self.gy), s(&self.gh));
-        let p = Diagonal { a: &a, b: &b, h0: Some(&h0), batch: self.batch, len: self.len, dim: self.dim, layout: self.layout };
+        let (a, b, h0, gy, gh) = (
+            s(&self.a),
+            s(&self.b),
+            s(&self.h0),
+            s(&self.gy),
+            s(&self.gh),
+        );
+        let p = Diagonal {
+            a: &a,
+            b: &b,
+            h0: Some(&h0),
+            batch: self.batch,
+            len: self.len,
+            dim: self.dim,
+            layout: self.layout,
+        };
         let cpu = Cpu::new();
         let fwd = cpu.scan(&p, plan).unwrap();
         grad::diagonal(&cpu, &p, &fwd.out, &gy, Some(&gh), plan).unwrap()
@@ -234,7 +350,12 @@ fn diagonal_gradients_match_finite_differences() {
             let g = c.engine::<f64>(plan);
             assert_rel(&format!("diagonal da {layout} {plan}"), &g.a, &want_a, 1e-6);
             assert_rel(&format!("diagonal db {layout} {plan}"), &g.b, &want_b, 1e-6);
-            assert_rel(&format!("diagonal dh0 {layout} {plan}"), &g.h0, &want_h0, 1e-6);
+            assert_rel(
+                &format!("diagonal dh0 {layout} {plan}"),
+                &g.h0,
+                &want_h0,
+                1e-6,
+            );
         }
     }
 }
@@ -242,7 +363,17 @@ fn diagonal_gradients_match_finite_differences() {
 fn diagonal_long<S: Storage>(seed: u64, len: usize) {
     for layout in [Layout::Btd, Layout::Bdt] {
         let c = DiagCase::new::<S>(&mut rng(seed), 2, len, 4, layout);
-        let (da, db, dh0) = adjoint::diagonal(&c.a, &c.b, &c.h0, &c.gy, &c.gh, c.batch, len, c.dim, layout == Layout::Bdt);
+        let (da, db, dh0) = adjoint::diagonal(
+            &c.a,
+            &c.b,
+            &c.h0,
+            &c.gy,
+            &c.gh,
+            c.batch,
+            len,
+            c.dim,
+            layout == Layout::Bdt,
+        );
         let tol = tolerance::<S>(len);
         for plan in PLANS {
             let g = c.engine::<S>(plan);
@@ -301,13 +432,35 @@ impl PdCase {
         }
     }
     fn loss(&self, d: &[f64], b: &[f64], h0: &[f64]) -> f64 {
-        let p = PermDiagonal { perm: &self.perm, d, b, h0: Some(h0), batch: self.batch, len: self.len, n: self.n };
+        let p = PermDiagonal {
+            perm: &self.perm,
+            d,
+            b,
+            h0: Some(h0),
+            batch: self.batch,
+            len: self.len,
+            n: self.n,
+        };
         loss_of(oracle::perm_diagonal(&p), &self.gy, &self.gh)
     }
     fn engine<S: Storage>(&self, plan: PlanRequest) -> grad::PermDiagonalGrads<S> {
         let s = |v: &[f64]| v.iter().map(|&x| S::from_f64(x)).collect::<Vec<S>>();
-        let (d, b, h0, gy, gh) = (s(&self.d), s(&self.b), s(&self.h0), s(&self.gy), s(&self.gh));
-        let p = PermDiagonal { perm: &self.perm, d: &d, b: &b, h0: Some(&h0), batch: self.batch, len: self.len, n: self.n };
+        let (d, b, h0, gy, gh) = (
+            s(&self.d),
+            s(&self.b),
+            s(&self.h0),
+            s(&self.gy),
+            s(&self.gh),
+        );
+        let p = PermDiagonal {
+            perm: &self.perm,
+            d: &d,
+            b: &b,
+            h0: Some(&h0),
+            batch: self.batch,
+            len: self.len,
+            n: self.n,
+        };
         let cpu = Cpu::new();
         let fwd = cpu.scan(&p, plan).unwrap();
         grad::perm_diagonal(&cpu, &p, &fwd.out, &gy, Some(&gh), plan).unwrap()
@@ -331,7 +484,8 @@ fn perm_diagonal_gradients_match_finite_differences() {
 fn perm_diagonal_long<S: Storage>(seed: u64, len: usize) {
     let c = PdCase::new::<S>(&mut rng(seed), 2, len, 7);
     let perm: Vec<usize> = c.perm.iter().map(|&p| p as usize).collect();
-    let (dd, db, dh0) = adjoint::perm_diagonal(&perm, &c.d, &c.b, &c.h0, &c.gy, &c.gh, c.batch, len, c.n);
+    let (dd, db, dh0) =
+        adjoint::perm_diagonal(&perm, &c.d, &c.b, &c.h0, &c.gy, &c.gh, c.batch, len, c.n);
     let tol = tolerance::<S>(len);
     for plan in PLANS {
         let g = c.engine::<S>(plan);
@@ -384,13 +538,35 @@ impl BdCase {
         }
     }
     fn loss(&self, a: &[f64], b: &[f64], h0: &[f64]) -> f64 {
-        let p = BlockDiagonal { a, b, h0: Some(h0), batch: self.batch, len: self.len, blocks: self.nb, block: self.k };
+        let p = BlockDiagonal {
+            a,
+            b,
+            h0: Some(h0),
+            batch: self.batch,
+            len: self.len,
+            blocks: self.nb,
+            block: self.k,
+        };
         loss_of(oracle::block_diagonal(&p), &self.gy, &self.gh)
     }
     fn engine<S: Storage>(&self, plan: PlanRequest) -> grad::BlockDiagonalGrads<S> {
         let s = |v: &[f64]| v.iter().map(|&x| S::from_f64(x)).collect::<Vec<S>>();
-        let (a, b, h0, gy, gh) = (s(&self.a), s(&self.b), s(&self.h0), s(&self.gy), s(&self.gh));
-        let p = BlockDiagonal { a: &a, b: &b, h0: Some(&h0), batch: self.batch, len: self.len, blocks: self.nb, block: self.k };
+        let (a, b, h0, gy, gh) = (
+            s(&self.a),
+            s(&self.b),
+            s(&self.h0),
+            s(&self.gy),
+            s(&self.gh),
+        );
+        let p = BlockDiagonal {
+            a: &a,
+            b: &b,
+            h0: Some(&h0),
+            batch: self.batch,
+            len: self.len,
+            blocks: self.nb,
+            block: self.k,
+        };
         let cpu = Cpu::new();
         let fwd = cpu.scan(&p, plan).unwrap();
         grad::block_diagonal(&cpu, &p, &fwd.out, &gy, Some(&gh), plan).unwrap()
@@ -409,14 +585,20 @@ fn block_diagonal_gradients_match_finite_differences() {
             let g = c.engine::<f64>(plan);
             assert_rel(&format!("bd da nb={nb} k={k} {plan}"), &g.a, &want_a, 1e-6);
             assert_rel(&format!("bd db nb={nb} k={k} {plan}"), &g.b, &want_b, 1e-6);
-            assert_rel(&format!("bd dh0 nb={nb} k={k} {plan}"), &g.h0, &want_h0, 1e-6);
+            assert_rel(
+                &format!("bd dh0 nb={nb} k={k} {plan}"),
+                &g.h0,
+                &want_h0,
+                1e-6,
+            );
         }
     }
 }
 
 fn block_diagonal_long<S: Storage>(seed: u64, len: usize, nb: usize, k: usize) {
     let c = BdCase::new::<S>(&mut rng(seed), 2, len, nb, k);
-    let (da, db, dh0) = adjoint::block_diagonal(&c.a, &c.b, &c.h0, &c.gy, &c.gh, c.batch, len, nb, k);
+    let (da, db, dh0) =
+        adjoint::block_diagonal(&c.a, &c.b, &c.h0, &c.gy, &c.gh, c.batch, len, nb, k);
     let tol = tolerance::<S>(len);
     for plan in PLANS {
         let g = c.engine::<S>(plan);
@@ -548,7 +730,15 @@ fn dplr_engine<S: Storage>(
     let p = d.problem(output);
     let states = saved.then(|| cpu.scan(&d.problem(DplrOutput::States), plan).unwrap().out);
     let g = grad::dplr(&cpu, &p, states.as_deref(), gy, Some(gh), plan).unwrap();
-    vec![Some(g.w), Some(g.u), Some(g.v), Some(g.k), Some(g.x), g.q, Some(g.h0)]
+    vec![
+        Some(g.w),
+        Some(g.u),
+        Some(g.v),
+        Some(g.k),
+        Some(g.x),
+        g.q,
+        Some(g.h0),
+    ]
 }
 
 #[test]
@@ -556,7 +746,11 @@ fn dplr_gradients_match_finite_differences() {
     let mut r = rng(41);
     let d = DplrData::<f64>::new(&mut r, 2, 6, 3, 2, 2);
     for output in [DplrOutput::Readout, DplrOutput::States] {
-        let w = if output == DplrOutput::Readout { d.m } else { d.n * d.m };
+        let w = if output == DplrOutput::Readout {
+            d.m
+        } else {
+            d.n * d.m
+        };
         let gy: Vec<f64> = uniform(&mut r, d.batch * d.len * w, -1.0, 1.0);
         let gh: Vec<f64> = uniform(&mut r, d.batch * d.n * d.m, -1.0, 1.0);
         let want: Vec<Vec<f64>> = (0..7)
@@ -575,9 +769,16 @@ fn dplr_gradients_match_finite_differences() {
                 for (f, (g, want)) in got.iter().zip(&want).enumerate() {
                     let name = DPLR_FIELDS[f];
                     match g {
-                        Some(g) => assert_rel(&format!("dplr d{name} {output:?} {plan} saved={saved}"), g, want, 1e-6),
+                        Some(g) => assert_rel(
+                            &format!("dplr d{name} {output:?} {plan} saved={saved}"),
+                            g,
+                            want,
+                            1e-6,
+                        ),
                         // States mode reads no q: its gradient is zero.
-                        None => assert!(output == DplrOutput::States && want.iter().all(|&x| x == 0.0)),
+                        None => {
+                            assert!(output == DplrOutput::States && want.iter().all(|&x| x == 0.0))
+                        }
                     }
                 }
             }
@@ -595,8 +796,17 @@ fn dplr_long<S: Storage>(seed: u64, len: usize) {
         let gy: Vec<S> = uniform(&mut r, d.batch * len * w, -1.0, 1.0);
         let gh: Vec<S> = uniform(&mut r, d.batch * d.n * d.m, -1.0, 1.0);
         let want = adjoint::dplr(
-            &e.w, &e.u, &e.v, &e.k, &e.x, &e.q, &e.h0, &f64s(&gy), &f64s(&gh),
-            (d.batch, len, d.n, d.m, d.rank), readout,
+            &e.w,
+            &e.u,
+            &e.v,
+            &e.k,
+            &e.x,
+            &e.q,
+            &e.h0,
+            &f64s(&gy),
+            &f64s(&gh),
+            (d.batch, len, d.n, d.m, d.rank),
+            readout,
         );
         let want = [want.w, want.u, want.v, want.k, want.x, want.q, want.h0];
         let tol = tolerance::<S>(len);
@@ -604,7 +814,11 @@ fn dplr_long<S: Storage>(seed: u64, len: usize) {
             let got = dplr_engine(&d, output, &gy, &gh, plan, plan == PlanRequest::Auto);
             for (f, (g, want)) in got.iter().zip(&want).enumerate() {
                 if let Some(g) = g {
-                    let what = format!("dplr d{} {:?} {output:?} {plan} T={len}", DPLR_FIELDS[f], S::DTYPE);
+                    let what = format!(
+                        "dplr d{} {:?} {output:?} {plan} T={len}",
+                        DPLR_FIELDS[f],
+                        S::DTYPE
+                    );
                     assert_rel(&what, g, want, tol);
                 }
             }
@@ -626,15 +840,53 @@ fn dplr_gradients_match_the_sequential_adjoint_on_long_t() {
 #[test]
 fn backward_shape_errors_name_the_argument() {
     let (a, b) = (vec![0.5f32; 12], vec![1.0f32; 12]);
-    let p = Diagonal { a: &a, b: &b, h0: None, batch: 2, len: 3, dim: 2, layout: Layout::Btd };
+    let p = Diagonal {
+        a: &a,
+        b: &b,
+        h0: None,
+        batch: 2,
+        len: 3,
+        dim: 2,
+        layout: Layout::Btd,
+    };
     let cpu = Cpu::new();
     let out = cpu.scan(&p, PlanRequest::Auto).unwrap().out;
     let err = |r: parascan::Result<grad::DiagonalGrads<f32>>| match r {
         Err(parascan::Error::Shape { arg, .. }) => arg,
         other => panic!("expected a shape error, got {other:?}"),
     };
-    assert_eq!(err(grad::diagonal(&cpu, &p, &out[1..], &out, None, PlanRequest::Auto)), "states");
-    assert_eq!(err(grad::diagonal(&cpu, &p, &out, &out[1..], None, PlanRequest::Auto)), "d_out");
-    assert_eq!(err(grad::diagonal(&cpu, &p, &out, &out, Some(&out), PlanRequest::Auto)), "d_h_last");
+    assert_eq!(
+        err(grad::diagonal(
+            &cpu,
+            &p,
+            &out[1..],
+            &out,
+            None,
+            PlanRequest::Auto
+        )),
+        "states"
+    );
+    assert_eq!(
+        err(grad::diagonal(
+            &cpu,
+            &p,
+            &out,
+            &out[1..],
+            None,
+            PlanRequest::Auto
+        )),
+        "d_out"
+    );
+    assert_eq!(
+        err(grad::diagonal(
+            &cpu,
+            &p,
+            &out,
+            &out,
+            Some(&out),
+            PlanRequest::Auto
+        )),
+        "d_h_last"
+    );
     assert!(p.validate().is_ok());
 }

@@ -11,8 +11,8 @@ mod common;
 use common::{rng, uniform};
 use parascan::backend::Cpu;
 use parascan::newton::{
-    backward, sequential, solve, Cell, DiagGru, DiagLstm, Elman, InitialGuess, Mode,
-    NewtonOptions, NonlinearProblem, Parity, Structure,
+    backward, sequential, solve, Cell, DiagGru, DiagLstm, Elman, InitialGuess, Mode, NewtonOptions,
+    NonlinearProblem, Parity, Structure,
 };
 use parascan::{oracle, Error, PlanRequest, Real, Storage};
 
@@ -30,8 +30,12 @@ const KINDS: [Kind; 3] = [Kind::Gru, Kind::Lstm, Kind::Elman];
 fn build<T: Real>(kind: Kind, units: usize, p: &[T]) -> Box<dyn Cell<T>> {
     let u = units;
     match kind {
-        Kind::Gru => Box::new(DiagGru::new(p[..u].to_vec(), p[u..2 * u].to_vec(), p[2 * u..].to_vec()).unwrap()),
-        Kind::Lstm => Box::new(DiagLstm::new(p[..u].to_vec(), p[u..2 * u].to_vec(), p[2 * u..].to_vec()).unwrap()),
+        Kind::Gru => Box::new(
+            DiagGru::new(p[..u].to_vec(), p[u..2 * u].to_vec(), p[2 * u..].to_vec()).unwrap(),
+        ),
+        Kind::Lstm => Box::new(
+            DiagLstm::new(p[..u].to_vec(), p[u..2 * u].to_vec(), p[2 * u..].to_vec()).unwrap(),
+        ),
         Kind::Elman => Box::new(Elman::new(u, p.to_vec()).unwrap()),
     }
 }
@@ -102,7 +106,12 @@ fn step_vjps_match_finite_differences() {
         let (mut dx, mut dp) = (vec![0.0; din], vec![0.0; cell.param_count()]);
         cell.step_vjp(&h, &x, &g, &mut dx, &mut dp).unwrap();
         assert_eq!(dp.len(), param_count(kind, units));
-        assert_rel(&format!("{kind:?} dx"), &dx, &fd(&x, |x| loss(cell.as_ref(), x)), 1e-8);
+        assert_rel(
+            &format!("{kind:?} dx"),
+            &dx,
+            &fd(&x, |x| loss(cell.as_ref(), x)),
+            1e-8,
+        );
         let want = fd(&p, |p| loss(build::<f64>(kind, units, p).as_ref(), &x));
         assert_rel(&format!("{kind:?} dparams"), &dp, &want, 1e-8);
     }
@@ -155,23 +164,51 @@ impl Case {
     /// `Σ gs·h_t + Σ gh·h_T` of the sequential loop in f64.
     fn loss(&self, p: &[f64], x: &[f64], h0: &[f64]) -> f64 {
         let cell = build::<f64>(self.kind, self.units, p);
-        let prob = NonlinearProblem { x, h0: Some(h0), batch: self.batch, len: self.len };
+        let prob = NonlinearProblem {
+            x,
+            h0: Some(h0),
+            batch: self.batch,
+            len: self.len,
+        };
         let h = sequential(&Cpu::new(), cell.as_ref(), &prob).unwrap();
         let n = cell.state_dim();
         let mut l: f64 = h.iter().zip(&self.gs).map(|(a, b)| a * b).sum();
         for b in 0..self.batch {
             let last = &h[((b + 1) * self.len - 1) * n..(b + 1) * self.len * n];
-            l += last.iter().zip(&self.gh[b * n..(b + 1) * n]).map(|(a, b)| a * b).sum::<f64>();
+            l += last
+                .iter()
+                .zip(&self.gh[b * n..(b + 1) * n])
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
         }
         l
     }
 
     /// The engine: Newton solve in `T`, then the backward.
-    fn engine<T: Real + Storage<Compute = T>>(&self, plan: PlanRequest, atol: f64) -> (Vec<T>, Vec<T>, Vec<T>, u64, u64) {
+    fn engine<T: Real + Storage<Compute = T>>(
+        &self,
+        plan: PlanRequest,
+        atol: f64,
+    ) -> (Vec<T>, Vec<T>, Vec<T>, u64, u64) {
         let cell = build::<T>(self.kind, self.units, &cast::<T>(&self.p));
-        let (x, h0, gs, gh) = (cast::<T>(&self.x), cast::<T>(&self.h0), cast::<T>(&self.gs), cast::<T>(&self.gh));
-        let prob = NonlinearProblem { x: &x, h0: Some(&h0), batch: self.batch, len: self.len };
-        let options = NewtonOptions { atol, rtol: 0.0, plan, ..Default::default() };
+        let (x, h0, gs, gh) = (
+            cast::<T>(&self.x),
+            cast::<T>(&self.h0),
+            cast::<T>(&self.gs),
+            cast::<T>(&self.gh),
+        );
+        let prob = NonlinearProblem {
+            x: &x,
+            h0: Some(&h0),
+            batch: self.batch,
+            len: self.len,
+        };
+        let options = NewtonOptions {
+            atol,
+            rtol: 0.0,
+            plan,
+            ..Default::default()
+        };
         let cpu = Cpu::new();
         let sol = solve(&cpu, cell.as_ref(), &prob, &options).unwrap();
         let g = backward(&cpu, cell.as_ref(), &prob, &sol, &gs, Some(&gh), plan).unwrap();
@@ -183,22 +220,40 @@ impl Case {
     /// above) at the exact sequential trajectory.
     fn sequential_adjoint(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let cell = build::<f64>(self.kind, self.units, &self.p);
-        let (n, din, k) = (cell.state_dim(), cell.input_dim(), cell.structure().block(cell.state_dim()));
-        let prob = NonlinearProblem { x: &self.x, h0: Some(&self.h0), batch: self.batch, len: self.len };
+        let (n, din, k) = (
+            cell.state_dim(),
+            cell.input_dim(),
+            cell.structure().block(cell.state_dim()),
+        );
+        let prob = NonlinearProblem {
+            x: &self.x,
+            h0: Some(&self.h0),
+            batch: self.batch,
+            len: self.len,
+        };
         let h = sequential(&Cpu::new(), cell.as_ref(), &prob).unwrap();
-        let (mut dx, mut dh0, mut dp) = (vec![0.0; self.x.len()], vec![0.0; self.h0.len()], vec![0.0; self.p.len()]);
+        let (mut dx, mut dh0, mut dp) = (
+            vec![0.0; self.x.len()],
+            vec![0.0; self.h0.len()],
+            vec![0.0; self.p.len()],
+        );
         let mut jac = vec![0.0; n * k];
         let mut out = vec![0.0; n];
         for b in 0..self.batch {
             let mut g = self.gh[b * n..(b + 1) * n].to_vec();
             for t in (0..self.len).rev() {
                 let s = b * self.len + t;
-                let prev = if t == 0 { &self.h0[b * n..(b + 1) * n] } else { &h[(s - 1) * n..s * n] };
+                let prev = if t == 0 {
+                    &self.h0[b * n..(b + 1) * n]
+                } else {
+                    &h[(s - 1) * n..s * n]
+                };
                 let x = &self.x[s * din..(s + 1) * din];
                 for (gi, d) in g.iter_mut().zip(&self.gs[s * n..(s + 1) * n]) {
                     *gi += d;
                 }
-                cell.step_vjp(prev, x, &g, &mut dx[s * din..(s + 1) * din], &mut dp).unwrap();
+                cell.step_vjp(prev, x, &g, &mut dx[s * din..(s + 1) * din], &mut dp)
+                    .unwrap();
                 cell.step_jacobian(prev, x, &mut out, &mut jac);
                 // g ← Jᵀ g, J as the full n×n matrix of its blocks.
                 let mut back = vec![0.0; n];
@@ -223,7 +278,11 @@ fn backward_matches_finite_differences_of_the_sequential_loop() {
         let want_x = fd(&c.x, |x| c.loss(&c.p, x, &c.h0));
         let want_h0 = fd(&c.h0, |h0| c.loss(&c.p, &c.x, h0));
         let want_p = fd(&c.p, |p| c.loss(p, &c.x, &c.h0));
-        for plan in [PlanRequest::Sequential, PlanRequest::Chunk(4), PlanRequest::MinDepth] {
+        for plan in [
+            PlanRequest::Sequential,
+            PlanRequest::Chunk(4),
+            PlanRequest::MinDepth,
+        ] {
             let (dx, dh0, dp, _, _) = c.engine::<f64>(plan, 1e-13);
             assert_rel(&format!("{kind:?} dx {plan}"), &dx, &want_x, 1e-6);
             assert_rel(&format!("{kind:?} dh0 {plan}"), &dh0, &want_h0, 1e-6);
@@ -234,7 +293,14 @@ fn backward_matches_finite_differences_of_the_sequential_loop() {
 
 /// Backward in `T` against the f64 sequential adjoint; `tol` on relative
 /// L2 error.
-fn long<T: Real + Storage<Compute = T>>(kind: Kind, units: usize, batch: usize, len: usize, atol: f64, tol: f64) {
+fn long<T: Real + Storage<Compute = T>>(
+    kind: Kind,
+    units: usize,
+    batch: usize,
+    len: usize,
+    atol: f64,
+    tol: f64,
+) {
     let c = Case::new::<T>(kind, units, batch, len, 20 + len as u64);
     let (wx, wh0, wp) = c.sequential_adjoint();
     for plan in [PlanRequest::Auto, PlanRequest::Chunk(256)] {
@@ -243,7 +309,10 @@ fn long<T: Real + Storage<Compute = T>>(kind: Kind, units: usize, batch: usize, 
         assert_rel(&format!("{what} dx"), &dx, &wx, tol);
         assert_rel(&format!("{what} dh0"), &dh0, &wh0, tol);
         assert_rel(&format!("{what} dparams"), &dp, &wp, tol);
-        assert_eq!(depth, formula, "{what}: measured reverse-scan depth vs formula");
+        assert_eq!(
+            depth, formula,
+            "{what}: measured reverse-scan depth vs formula"
+        );
     }
 }
 
@@ -267,7 +336,11 @@ fn backward_depth_grows_like_log_t() {
         let c = Case::new::<f64>(Kind::Gru, 2, 1, 1 << k, 5);
         let (.., depth, formula) = c.engine::<f64>(PlanRequest::MinDepth, 1e-12);
         assert_eq!(depth, formula);
-        assert_eq!(depth, (2 * k + 1) as u64, "min-depth reverse scan at T = 2^{k}");
+        assert_eq!(
+            depth,
+            (2 * k + 1) as u64,
+            "min-depth reverse scan at T = 2^{k}"
+        );
     }
 }
 
@@ -275,13 +348,38 @@ fn backward_depth_grows_like_log_t() {
 fn backward_of_an_unconverged_solve_is_a_typed_error() {
     let c = Case::new::<f64>(Kind::Gru, 3, 1, 500, 7);
     let cell = build::<f64>(c.kind, c.units, &c.p);
-    let prob = NonlinearProblem { x: &c.x, h0: Some(&c.h0), batch: 1, len: 500 };
-    let options = NewtonOptions { max_iters: 1, atol: 1e-14, rtol: 0.0, initial: InitialGuess::Zeros, mode: Mode::Newton, ..Default::default() };
+    let prob = NonlinearProblem {
+        x: &c.x,
+        h0: Some(&c.h0),
+        batch: 1,
+        len: 500,
+    };
+    let options = NewtonOptions {
+        max_iters: 1,
+        atol: 1e-14,
+        rtol: 0.0,
+        initial: InitialGuess::Zeros,
+        mode: Mode::Newton,
+        ..Default::default()
+    };
     let cpu = Cpu::new();
     let sol = solve(&cpu, cell.as_ref(), &prob, &options).unwrap();
     assert!(!sol.report.converged);
-    match backward(&cpu, cell.as_ref(), &prob, &sol, &c.gs, None, PlanRequest::Auto) {
-        Err(Error::NotConverged { cell, residual, tolerance, .. }) => {
+    match backward(
+        &cpu,
+        cell.as_ref(),
+        &prob,
+        &sol,
+        &c.gs,
+        None,
+        PlanRequest::Auto,
+    ) {
+        Err(Error::NotConverged {
+            cell,
+            residual,
+            tolerance,
+            ..
+        }) => {
             assert_eq!(cell, "diag-gru");
             assert!(residual > tolerance);
         }
@@ -319,7 +417,12 @@ impl Cell<f64> for Halving {
 #[test]
 fn a_cell_without_a_vjp_is_refused_with_a_typed_error() {
     let x = vec![1.0; 20];
-    let prob = NonlinearProblem { x: &x, h0: None, batch: 1, len: 10 };
+    let prob = NonlinearProblem {
+        x: &x,
+        h0: None,
+        batch: 1,
+        len: 10,
+    };
     let cpu = Cpu::new();
     let sol = solve(&cpu, &Halving, &prob, &NewtonOptions::default()).unwrap();
     assert!(sol.report.converged);

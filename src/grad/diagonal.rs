@@ -94,19 +94,17 @@ pub fn diagonal<S: Storage>(
     let h0 = |b: usize, c: usize| problem.h0.map_or(zero, |h0| h0[b * dim + c].load());
     cpu.install(|| match problem.layout {
         Layout::Btd => {
-            da.par_chunks_mut(dim)
-                .enumerate()
-                .for_each(|(s, da_t)| {
-                    let (b, t) = (s / t_len, s % t_len);
-                    for (c, out) in da_t.iter_mut().enumerate() {
-                        let hp = if t == 0 {
-                            h0(b, c)
-                        } else {
-                            states[(s - 1) * dim + c].load()
-                        };
-                        *out = S::store(g[s * dim + c].load() * hp);
-                    }
-                });
+            da.par_chunks_mut(dim).enumerate().for_each(|(s, da_t)| {
+                let (b, t) = (s / t_len, s % t_len);
+                for (c, out) in da_t.iter_mut().enumerate() {
+                    let hp = if t == 0 {
+                        h0(b, c)
+                    } else {
+                        states[(s - 1) * dim + c].load()
+                    };
+                    *out = S::store(g[s * dim + c].load() * hp);
+                }
+            });
             dh0.par_chunks_mut(dim).enumerate().for_each(|(b, dst)| {
                 let s = b * t_len;
                 for (c, out) in dst.iter_mut().enumerate() {

@@ -70,12 +70,20 @@ pub fn dplr<S: Storage>(
     request: PlanRequest,
 ) -> Result<DplrGrads<S>> {
     problem.validate()?;
-    let (bsz, t_len, n, m, rank) = (problem.batch, problem.len, problem.n, problem.m, problem.rank);
+    let (bsz, t_len, n, m, rank) = (
+        problem.batch,
+        problem.len,
+        problem.n,
+        problem.m,
+        problem.rank,
+    );
     let all = Dplr {
         output: DplrOutput::States,
         ..*problem
     };
-    check_buf("d_out", d_out, problem.output_len(), || problem.output_shape())?;
+    check_buf("d_out", d_out, problem.output_len(), || {
+        problem.output_shape()
+    })?;
     if let Some(g) = d_h_last {
         check_buf("d_h_last", g, problem.final_len(), || problem.final_shape())?;
     }

@@ -86,19 +86,34 @@ where
             tolerance: report.tolerance,
         });
     }
-    let (batch, len, n, din) = (problem.batch, problem.len, cell.state_dim(), cell.input_dim());
+    let (batch, len, n, din) = (
+        problem.batch,
+        problem.len,
+        cell.state_dim(),
+        cell.input_dim(),
+    );
     let states = &solution.states;
     let nstates = batch * len * n;
     let shape = || format!("[{batch}, {len}, {n}]");
     if states.len() != nstates {
-        return Err(Error::shape("solution.states", shape(), nstates, states.len()));
+        return Err(Error::shape(
+            "solution.states",
+            shape(),
+            nstates,
+            states.len(),
+        ));
     }
     if d_states.len() != nstates {
         return Err(Error::shape("d_states", shape(), nstates, d_states.len()));
     }
     if let Some(g) = d_h_last {
         if g.len() != batch * n {
-            return Err(Error::shape("d_h_last", format!("[{batch}, {n}]"), batch * n, g.len()));
+            return Err(Error::shape(
+                "d_h_last",
+                format!("[{batch}, {n}]"),
+                batch * n,
+                g.len(),
+            ));
         }
     }
     let np = cell.param_count();
@@ -126,7 +141,12 @@ where
     let alen = n * k;
     let jac_len = checked_product(
         "jacobians",
-        &[("batch", batch), ("len", len), ("state_dim", n), ("block", k)],
+        &[
+            ("batch", batch),
+            ("len", len),
+            ("state_dim", n),
+            ("block", k),
+        ],
     )?;
     let mut jac_t = try_vec("jacobians", jac_len, T::zero())?;
     cpu.install(|| {
@@ -141,7 +161,12 @@ where
                         identity_blocks(k, dst);
                         continue;
                     }
-                    cell.step_jacobian(&states[s * n..(s + 1) * n], x_at(s + 1), &mut out, &mut jac);
+                    cell.step_jacobian(
+                        &states[s * n..(s + 1) * n],
+                        x_at(s + 1),
+                        &mut out,
+                        &mut jac,
+                    );
                     transpose_blocks(k, &jac, dst);
                 }
             })

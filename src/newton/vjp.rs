@@ -76,7 +76,14 @@ pub(crate) fn diag_lstm<T: Real>(
 }
 
 /// [`Elman`]: `dx = (1 − y²)⊙g`, `dp[i·n + j] += dx_i·h_j`.
-pub(crate) fn elman<T: Real>(cell: &Elman<T>, h: &[T], x: &[T], g: &[T], dx: &mut [T], dp: &mut [T]) {
+pub(crate) fn elman<T: Real>(
+    cell: &Elman<T>,
+    h: &[T],
+    x: &[T],
+    g: &[T],
+    dx: &mut [T],
+    dp: &mut [T],
+) {
     let (n, w) = (cell.n(), cell.w());
     for i in 0..n {
         let row = &w[i * n..(i + 1) * n];

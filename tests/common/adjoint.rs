@@ -131,7 +131,8 @@ pub fn block_diagonal(
             for r in 0..n {
                 for c in 0..n {
                     if r / k == c / k {
-                        da[s * nb * k * k + (r / k) * k * k + (r % k) * k + c % k] = g[r] * hs[t][c];
+                        da[s * nb * k * k + (r / k) * k * k + (r % k) * k + c % k] =
+                            g[r] * hs[t][c];
                     }
                 }
             }

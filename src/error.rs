@@ -150,6 +150,32 @@ pub enum Error {
     /// A Newton solve diverged (policy [`Policy::Error`](crate::newton::Policy)).
     #[error("Newton solve of `{}` ({}) diverged after {} iterations: {}; best residual {:.3e}", .0.cell, .0.mode, .0.residuals.len().saturating_sub(1), .0.reason, .0.best_residual)]
     Diverged(Box<crate::newton::Diverged>),
+    /// The operation is not provided by this family or cell (e.g. the
+    /// backward pass of a user-defined [`Cell`](crate::newton::Cell) that
+    /// implements no vector-Jacobian product).
+    #[error("`{what}` is not supported by {by}; {hint}")]
+    Unsupported {
+        /// The operation, e.g. `"Cell::step_vjp"`.
+        what: &'static str,
+        /// Who lacks it (a family or cell name).
+        by: String,
+        /// What to do instead, in words.
+        hint: String,
+    },
+    /// A backward pass was asked for the gradient of a Newton solve that
+    /// did not converge: its states are not the trajectory of the
+    /// recurrence, so no gradient of them is returned.
+    #[error("backward of `{cell}`: the forward solve did not converge ({stop}); last residual {residual:.3e} > tolerance {tolerance:.3e}")]
+    NotConverged {
+        /// The cell's name.
+        cell: String,
+        /// Why the solve stopped, in words.
+        stop: String,
+        /// The last residual of the solve.
+        residual: f64,
+        /// The tolerance it had to meet.
+        tolerance: f64,
+    },
     /// An I/O error while writing results.
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -65,6 +65,7 @@ pub mod check;
 pub mod dtype;
 pub mod error;
 pub mod family;
+pub mod grad;
 pub mod kernels;
 pub mod mem;
 pub mod newton;

@@ -44,4 +44,15 @@ mod deltanet;
 fn deltanet_matches_the_delta_rule_everywhere() {
     let results = deltanet::run(200).unwrap();
     assert!(results.iter().any(|(name, _)| name == "emu"), "{results:?}");
+
+#[path = "../examples/train_gru.rs"]
+mod train_gru;
+
+#[test]
+fn train_gru_loss_goes_down() {
+    // 60 SGD steps on 4 sequences of 128 steps, forward and backward by
+    // parascan only: the loss must fall to well under half.
+    let (first, last) = train_gru::run(60, 128).unwrap();
+    assert!(first.is_finite() && last.is_finite());
+    assert!(last < 0.3 * first, "loss {first:.3e} → {last:.3e}");
 }

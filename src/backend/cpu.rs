@@ -160,3 +160,53 @@ impl Cpu {
         Ok(ScanOutput { out, h_last, plan })
     }
 }
+
+impl Cpu {
+    /// Like [`Cpu::scan_into`], right to left: `h_t = A_t h_{t+1} + b_t`
+    /// for `t = T−1, …, 0`, with `h0` the state after the last step (zeros
+    /// when `None`). `out[t]` is `h_t` (or its readout) in the family's
+    /// output layout and `h_last` the state at `t = 0`. Same plans, depth
+    /// and work as the forward scan ([`crate::scan::run_reverse`]); a
+    /// bidirectional layer is one forward and one reverse call.
+    pub fn scan_reverse_into<P: LinearProblem>(
+        &self,
+        problem: &P,
+        request: PlanRequest,
+        out: &mut [P::Out],
+        h_last: &mut [P::Out],
+    ) -> Result<Plan> {
+        let plan = self.plan(problem, request)?;
+        if out.len() != problem.output_len() {
+            return Err(Error::shape(
+                "out",
+                problem.output_shape(),
+                problem.output_len(),
+                out.len(),
+            ));
+        }
+        if h_last.len() != problem.final_len() {
+            return Err(Error::shape(
+                "h_last",
+                problem.final_shape(),
+                problem.final_len(),
+                h_last.len(),
+            ));
+        }
+        crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
+        self.install(|| problem.run_cpu_reverse(&plan, out, h_last))?;
+        Ok(plan)
+    }
+
+    /// Like [`Cpu::scan_reverse_into`], allocating the outputs.
+    pub fn scan_reverse<P: LinearProblem>(
+        &self,
+        problem: &P,
+        request: PlanRequest,
+    ) -> Result<ScanOutput<P::Out>> {
+        problem.validate()?;
+        let mut out = crate::mem::try_vec("out", problem.output_len(), P::Out::default())?;
+        let mut h_last = crate::mem::try_vec("h_last", problem.final_len(), P::Out::default())?;
+        let plan = self.scan_reverse_into(problem, request, &mut out, &mut h_last)?;
+        Ok(ScanOutput { out, h_last, plan })
+    }
+}

@@ -116,6 +116,26 @@ impl<'a, S: Storage> LinearProblem for Diagonal<'a, S> {
         3 * self.output_len() * std::mem::size_of::<S>()
     }
 
+    fn run_cpu_reverse(&self, plan: &Plan, out: &mut [S], h_last: &mut [S]) -> Result<()> {
+        match self.layout {
+            Layout::Btd => {
+                let finals = scan::run_reverse(&RowOp { p: self }, plan, out);
+                for (dst, h) in h_last.chunks_mut(self.dim).zip(finals) {
+                    for (d, v) in dst.iter_mut().zip(h) {
+                        *d = S::store(v);
+                    }
+                }
+            }
+            Layout::Bdt => {
+                let finals = scan::run_reverse(&LaneOp { p: self }, plan, out);
+                for (d, v) in h_last.iter_mut().zip(finals) {
+                    *d = S::store(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn run_cpu(&self, plan: &Plan, out: &mut [S], h_last: &mut [S]) {
         match self.layout {
             Layout::Btd => {

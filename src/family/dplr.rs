@@ -486,6 +486,16 @@ impl<'a, S: Storage> LinearProblem for Dplr<'a, S> {
         Ok(aggs.saturating_add(state))
     }
 
+    fn run_cpu_reverse(&self, plan: &Plan, out: &mut [S], h_last: &mut [S]) -> Result<()> {
+        let finals = scan::run_reverse(&DplrOp { p: self }, plan, out);
+        for (dst, st) in h_last.chunks_mut(self.n * self.m).zip(finals) {
+            for (d, &v) in dst.iter_mut().zip(&st.h) {
+                *d = S::store(v);
+            }
+        }
+        Ok(())
+    }
+
     fn run_cpu(&self, plan: &Plan, out: &mut [S], h_last: &mut [S]) {
         let op = DplrOp { p: self };
         let finals = scan::run(&op, plan, out);

@@ -89,6 +89,23 @@ pub trait LinearProblem: Sync {
     /// Runs the CPU engine. `out`, `h_last` have the lengths above and
     /// `validate` has passed.
     fn run_cpu(&self, plan: &Plan, out: &mut [Self::Out], h_last: &mut [Self::Out]);
+    /// Runs the CPU engine right to left ([`crate::scan::run_reverse`]):
+    /// `h_t = A_t h_{t+1} + b_t` for `t = T−1, …, 0` from `h0` as the state
+    /// after the last step; `out` holds every `h_t` (or its readout) at
+    /// step `t`'s place and `h_last` the state at `t = 0`. The default says
+    /// the family has no reverse scan; every built-in family has one.
+    fn run_cpu_reverse(
+        &self,
+        _plan: &Plan,
+        _out: &mut [Self::Out],
+        _h_last: &mut [Self::Out],
+    ) -> Result<()> {
+        Err(Error::Unsupported {
+            what: "reverse scan",
+            by: format!("the {} family", self.family()),
+            hint: "implement LinearProblem::run_cpu_reverse".into(),
+        })
+    }
 }
 
 /// Checks that `buf` holds exactly `expected` elements.

@@ -388,6 +388,16 @@ impl<'a, S: Storage, P: PermIndex> LinearProblem for PermDiagonal<'a, S, P> {
         self.output_len() * (std::mem::size_of::<P>() + 3 * std::mem::size_of::<S>())
     }
 
+    fn run_cpu_reverse(&self, plan: &Plan, out: &mut [S], h_last: &mut [S]) -> Result<()> {
+        let finals = scan::run_reverse(&RowOp { p: self }, plan, out);
+        for (dst, h) in h_last.chunks_mut(self.n).zip(finals) {
+            for (d, v) in dst.iter_mut().zip(h.h) {
+                *d = S::store(v);
+            }
+        }
+        Ok(())
+    }
+
     fn run_cpu(&self, plan: &Plan, out: &mut [S], h_last: &mut [S]) {
         let op = RowOp { p: self };
         let finals = scan::run(&op, plan, out);

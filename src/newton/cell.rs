@@ -61,6 +61,32 @@ pub trait Cell<T: Real>: Sync {
     fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]);
     /// `out = f(h, x)` and the diagonal of `∂f/∂h` (`diag: [n]`), for
     /// quasi-Newton. The default extracts it from [`Cell::step_jacobian`].
+    /// Number of trainable weights this cell exposes to
+    /// [`Cell::step_vjp`] (0 by default).
+    fn param_count(&self) -> usize {
+        0
+    }
+    /// The vector-Jacobian product of one step, for the backward pass
+    /// ([`backward`](super::backward)): given the cotangent `g = ∂L/∂out`
+    /// of `out = f(h, x)` (`[n]`), write `dx = (∂f/∂x)ᵀ g`
+    /// (`[input_dim]`) and *add* `(∂f/∂θ)ᵀ g` into `dparams`
+    /// (`[param_count]`, in the cell's documented weight order). The
+    /// default returns [`Error::Unsupported`], so a cell without it can be
+    /// solved but not differentiated.
+    fn step_vjp(
+        &self,
+        _h: &[T],
+        _x: &[T],
+        _g: &[T],
+        _dx: &mut [T],
+        _dparams: &mut [T],
+    ) -> Result<()> {
+        Err(Error::Unsupported {
+            what: "Cell::step_vjp",
+            by: format!("the cell `{}`", self.name()),
+            hint: "implement Cell::param_count and Cell::step_vjp to differentiate it".into(),
+        })
+    }
     fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
         let n = self.state_dim();
         let s = self.structure();
@@ -180,6 +206,14 @@ impl<T: Real> Cell<T> for DiagGru<T> {
     fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
         self.step_jacobian(h, x, out, diag);
     }
+    /// `[a_z | a_r | a_c]`, `3n`.
+    fn param_count(&self) -> usize {
+        3 * self.a_z.len()
+    }
+    fn step_vjp(&self, h: &[T], x: &[T], g: &[T], dx: &mut [T], dp: &mut [T]) -> Result<()> {
+        super::vjp::diag_gru(self, h, x, g, dx, dp);
+        Ok(())
+    }
 }
 
 /// LSTM with coupled input/forget gates and diagonal recurrence. `n`
@@ -286,6 +320,14 @@ impl<T: Real> Cell<T> for DiagLstm<T> {
             diag[2 * i + 1] = blk[3];
         }
     }
+    /// `[a_f | a_o | a_g]`, `3n` (`n` units).
+    fn param_count(&self) -> usize {
+        3 * self.a_f.len()
+    }
+    fn step_vjp(&self, h: &[T], x: &[T], g: &[T], dx: &mut [T], dp: &mut [T]) -> Result<()> {
+        super::vjp::diag_lstm(self, h, x, g, dx, dp);
+        Ok(())
+    }
 }
 
 /// Elman RNN `h' = tanh(W h + x)` with a dense recurrent matrix
@@ -364,6 +406,14 @@ impl<T: Real> Cell<T> for Elman<T> {
             out[i] = y;
             diag[i] = (T::one() - y * y) * self.w[i * n + i];
         }
+    }
+    /// `W`, `n·n` row-major.
+    fn param_count(&self) -> usize {
+        self.n * self.n
+    }
+    fn step_vjp(&self, h: &[T], x: &[T], g: &[T], dx: &mut [T], dp: &mut [T]) -> Result<()> {
+        super::vjp::elman(self, h, x, g, dx, dp);
+        Ok(())
     }
 }
 
@@ -446,5 +496,9 @@ impl<T: Real> Cell<T> for Parity<T> {
     }
     fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
         self.step_jacobian(h, x, out, diag);
+    }
+    fn step_vjp(&self, h: &[T], x: &[T], g: &[T], dx: &mut [T], _dp: &mut [T]) -> Result<()> {
+        super::vjp::parity(self, h, x, g, dx);
+        Ok(())
     }
 }

@@ -25,11 +25,14 @@
 //! # Ok::<(), parascan::Error>(())
 //! ```
 
+pub mod backward;
 pub mod cell;
 pub mod gpu;
 pub mod report;
 pub mod solver;
+mod vjp;
 
+pub use backward::{backward, NewtonGrads};
 pub use cell::{Cell, DiagGru, DiagLstm, Elman, Parity, Structure};
 pub use gpu::{sequential_kernels, solve_kernels, GpuCell};
 pub use report::{Diverged, Mode, SolveReport, StopReason};

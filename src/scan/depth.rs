@@ -94,3 +94,16 @@ pub fn measure(len: usize, plan: &Plan) -> Measured {
         work: op.work.load(Ordering::Relaxed),
     }
 }
+
+/// [`measure`] for the right-to-left engine ([`super::run_reverse`]), as
+/// the backward passes run it.
+pub fn measure_reverse(len: usize, plan: &Plan) -> Measured {
+    let op = DepthOp::new(len);
+    let mut out = vec![0u64; len];
+    let finals = super::run_reverse(&op, plan, &mut out);
+    let depth = out.iter().copied().chain(finals).max().unwrap_or(0);
+    Measured {
+        depth,
+        work: op.work.load(Ordering::Relaxed),
+    }
+}

@@ -74,11 +74,35 @@ pub trait ScanOp: Sync {
 /// The caller (a family's entry point) has validated the shapes; this
 /// function only checks `out`'s length, which it indexes itself.
 pub fn run<Op: ScanOp>(op: &Op, plan: &Plan, out: &mut [Op::Out]) -> Vec<Op::State> {
+    run_directed(op, plan, out, false)
+}
+
+/// The same engine right to left: `h_t = A_t h_{t+1} + b_t` for
+/// `t = T−1, …, 0`, starting from `op.initial(p)` as the state after the
+/// last step. Step `t`'s output is written at offset `t·w` (the same place
+/// the forward scan writes it) and the returned state of each sequence is
+/// the one at `t = 0`. Same phases, plan, depth and work as [`run`]: the
+/// chunks are taken from the right end, so the sequence's *last* chunk is
+/// the one that starts from `h_0`.
+pub fn run_reverse<Op: ScanOp>(op: &Op, plan: &Plan, out: &mut [Op::Out]) -> Vec<Op::State> {
+    run_directed(op, plan, out, true)
+}
+
+/// [`run`] (`reverse = false`) or [`run_reverse`]: the engine walks steps
+/// `s = 0..T` in its own order and `time(s)` maps them to the op's step
+/// index (`s`, or `T − 1 − s`).
+fn run_directed<Op: ScanOp>(
+    op: &Op,
+    plan: &Plan,
+    out: &mut [Op::Out],
+    reverse: bool,
+) -> Vec<Op::State> {
     let (p_count, t_len, w) = (op.problems(), op.len(), op.out_per_step());
     assert!(w >= 1 && t_len >= 1, "scan::run: empty steps");
     assert_eq!(out.len(), p_count * t_len * w, "scan::run: output length");
     let chunk = plan.chunk.clamp(1, t_len);
     let n_chunks = t_len.div_ceil(chunk);
+    let time = |s: usize| if reverse { t_len - 1 - s } else { s };
 
     if n_chunks == 1 {
         // The sequential loop: no aggregates at all.
@@ -87,8 +111,9 @@ pub fn run<Op: ScanOp>(op: &Op, plan: &Plan, out: &mut [Op::Out]) -> Vec<Op::Sta
             .enumerate()
             .map(|(p, out_p)| {
                 let mut h = op.initial(p);
-                for (t, o) in out_p.chunks_mut(w).enumerate() {
-                    op.advance(&mut h, p, t, o);
+                for s in 0..t_len {
+                    let t = time(s);
+                    op.advance(&mut h, p, t, &mut out_p[t * w..(t + 1) * w]);
                 }
                 h
             })
@@ -100,10 +125,10 @@ pub fn run<Op: ScanOp>(op: &Op, plan: &Plan, out: &mut [Op::Out]) -> Vec<Op::Sta
         .into_par_iter()
         .map(|i| {
             let (p, c) = (i / n_chunks, i % n_chunks);
-            let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(t_len));
-            let mut agg = op.leaf(p, t0);
-            for t in t0 + 1..t1 {
-                op.fold(&mut agg, p, t);
+            let (s0, s1) = (c * chunk, ((c + 1) * chunk).min(t_len));
+            let mut agg = op.leaf(p, time(s0));
+            for s in s0 + 1..s1 {
+                op.fold(&mut agg, p, time(s));
             }
             agg
         })
@@ -125,24 +150,42 @@ pub fn run<Op: ScanOp>(op: &Op, plan: &Plan, out: &mut [Op::Out]) -> Vec<Op::Sta
         .collect();
     drop(aggs);
 
-    // Phase 3: rescan every chunk from its carry-in.
+    // Phase 3: rescan every chunk from its carry-in. Engine chunk `c` holds
+    // steps `s ∈ [c·C, …)`; its outputs are the `c`-th block of `C` steps
+    // from the left (forward) or from the right (reverse) of the sequence.
+    let rescan = |p: usize, c: usize, out_c: &mut [Op::Out]| {
+        let mut h = carries[p * n_chunks + c].clone();
+        let steps = out_c.len() / w;
+        for k in 0..steps {
+            // Offset of this step inside the block `out_c`.
+            let local = if reverse { steps - 1 - k } else { k };
+            op.advance(
+                &mut h,
+                p,
+                time(c * chunk + k),
+                &mut out_c[local * w..(local + 1) * w],
+            );
+        }
+        // Only the last chunk's end state is h_T; drop the others here.
+        (c + 1 == n_chunks).then_some(h)
+    };
     out.par_chunks_mut(t_len * w)
         .enumerate()
         .map(|(p, out_p)| {
-            let carries_p = &carries[p * n_chunks..(p + 1) * n_chunks];
-            out_p
-                .par_chunks_mut(chunk * w)
-                .enumerate()
-                .filter_map(|(c, out_c)| {
-                    let mut h = carries_p[c].clone();
-                    for (k, o) in out_c.chunks_mut(w).enumerate() {
-                        op.advance(&mut h, p, c * chunk + k, o);
-                    }
-                    // Only the last chunk's end state is h_T; drop the others here.
-                    (c + 1 == n_chunks).then_some(h)
-                })
-                .reduce_with(|h_t, _| h_t)
-                .expect("the last chunk exists")
+            let last = if reverse {
+                out_p
+                    .par_rchunks_mut(chunk * w)
+                    .enumerate()
+                    .filter_map(|(c, out_c)| rescan(p, c, out_c))
+                    .reduce_with(|h_t, _| h_t)
+            } else {
+                out_p
+                    .par_chunks_mut(chunk * w)
+                    .enumerate()
+                    .filter_map(|(c, out_c)| rescan(p, c, out_c))
+                    .reduce_with(|h_t, _| h_t)
+            };
+            last.expect("the last chunk exists")
         })
         .collect()
 }

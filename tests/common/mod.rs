@@ -68,3 +68,4 @@ pub fn expect_size<P: parascan::family::LinearProblem>(p: &P, arg: &str, got: us
         .scan(p, parascan::PlanRequest::Auto)
         .is_err());
 }
+pub mod adjoint;

@@ -1,0 +1,267 @@
+//! The backward pass of a Newton solve on the CPU engine (implicit
+//! differentiation at the solution).
+//!
+//! At converged states `h*` of `h_t = f(h_{t-1}, x_t)`, the adjoint
+//! `g_t = ∂L/∂h_t` (total) obeys `g_t = J_{t+1}ᵀ g_{t+1} + ∂L/∂h_t`
+//! (direct), with `J_t = ∂f/∂h` at `(h*_{t-1}, x_t)`: one reverse linear
+//! scan in the Jacobian's structure (a Diagonal scan for a diagonal
+//! Jacobian, a BlockDiagonal scan of the transposed blocks otherwise).
+//! Then each step's vector-Jacobian product ([`Cell::step_vjp`]) gives
+//! `∂L/∂x_t` and the step's share of `∂L/∂θ`, and `∂L/∂h_0 = J_0ᵀ g_0`.
+//! So training costs the forward solve plus one scan, not `T` sequential
+//! steps.
+//!
+//! A solve that did not converge has no trajectory to differentiate: the
+//! backward returns [`Error::NotConverged`] instead of gradients.
+//!
+//! Memory beyond the inputs and the returned gradients: the transposed
+//! Jacobians (`B·T·n·k` scalars for block size `k`) and the adjoint states
+//! (`B·T·n`).
+
+use rayon::prelude::*;
+
+use super::cell::Cell;
+use super::solver::Solution;
+use super::NonlinearProblem;
+use crate::backend::Cpu;
+use crate::dtype::{Real, Storage};
+use crate::error::{Error, Result};
+use crate::family::block_diagonal::BlockDiagonal;
+use crate::family::diagonal::Diagonal;
+use crate::family::Layout;
+use crate::mem::{checked_product, try_vec};
+use crate::scan::depth::measure_reverse;
+use crate::scan::{Plan, PlanRequest};
+
+/// Gradients of a Newton solve's inputs and of the cell's weights.
+#[derive(Clone, Debug)]
+pub struct NewtonGrads<T> {
+    /// `∂L/∂x`: `[B, T, input_dim]`, like the problem's `x`.
+    pub x: Vec<T>,
+    /// `∂L/∂h_0`: `[B, n]` (also when `h0` was `None`).
+    pub h0: Vec<T>,
+    /// `∂L/∂θ`: `[param_count]`, summed over the batch, in the cell's
+    /// weight order ([`Cell::param_count`]).
+    pub params: Vec<T>,
+    /// The plan of the reverse scan.
+    pub plan: Plan,
+    /// Measured depth of the reverse scan (the engine run over depth
+    /// counters), equal to `plan.depth`.
+    pub depth: u64,
+}
+
+/// Steps per parallel task of the per-step passes.
+const STEPS: usize = 512;
+
+/// Differentiates the solve `solution` of `problem` for `cell`.
+///
+/// - `d_states`: `∂L/∂h_t` for every state, `[B, T, n]`;
+/// - `d_h_last`: an extra `∂L/∂h_T`, `[B, n]` (added to the last step's;
+///   `None` for none);
+/// - `request`: the plan of the reverse scan.
+///
+/// Errors: [`Error::NotConverged`] if the solve did not converge; the
+/// cell's [`Error::Unsupported`] if it has no [`Cell::step_vjp`]; shape
+/// errors naming `solution.states`, `d_states` or `d_h_last`.
+pub fn backward<T, C>(
+    cpu: &Cpu,
+    cell: &C,
+    problem: &NonlinearProblem<'_, T>,
+    solution: &Solution<T>,
+    d_states: &[T],
+    d_h_last: Option<&[T]>,
+    request: PlanRequest,
+) -> Result<NewtonGrads<T>>
+where
+    T: Real + Storage<Compute = T>,
+    C: Cell<T> + ?Sized,
+{
+    problem.validate(cell)?;
+    let report = &solution.report;
+    if !report.converged {
+        return Err(Error::NotConverged {
+            cell: cell.name().to_string(),
+            stop: format!("{:?}", report.stop),
+            residual: report.residuals.last().copied().unwrap_or(f64::NAN),
+            tolerance: report.tolerance,
+        });
+    }
+    let (batch, len, n, din) = (
+        problem.batch,
+        problem.len,
+        cell.state_dim(),
+        cell.input_dim(),
+    );
+    let states = &solution.states;
+    let nstates = batch * len * n;
+    let shape = || format!("[{batch}, {len}, {n}]");
+    if states.len() != nstates {
+        return Err(Error::shape(
+            "solution.states",
+            shape(),
+            nstates,
+            states.len(),
+        ));
+    }
+    if d_states.len() != nstates {
+        return Err(Error::shape("d_states", shape(), nstates, d_states.len()));
+    }
+    if let Some(g) = d_h_last {
+        if g.len() != batch * n {
+            return Err(Error::shape(
+                "d_h_last",
+                format!("[{batch}, {n}]"),
+                batch * n,
+                g.len(),
+            ));
+        }
+    }
+    let np = cell.param_count();
+    let zero_h = vec![T::zero(); n];
+    let h_prev = |s: usize| -> &[T] {
+        let (b, t) = (s / len, s % len);
+        if t > 0 {
+            &states[(s - 1) * n..s * n]
+        } else {
+            match problem.h0 {
+                Some(h0) => &h0[b * n..(b + 1) * n],
+                None => &zero_h,
+            }
+        }
+    };
+    let x_at = |s: usize| &problem.x[s * din..(s + 1) * din];
+    // Refuse a cell without a VJP before any pass over the data.
+    {
+        let (mut dx, mut dp) = (vec![T::zero(); din], vec![T::zero(); np]);
+        cell.step_vjp(h_prev(0), x_at(0), &d_states[..n], &mut dx, &mut dp)?;
+    }
+
+    // Step t of the adjoint scan: J_{t+1}ᵀ (the identity at the last step).
+    let k = cell.structure().block(n);
+    let alen = n * k;
+    let jac_len = checked_product(
+        "jacobians",
+        &[
+            ("batch", batch),
+            ("len", len),
+            ("state_dim", n),
+            ("block", k),
+        ],
+    )?;
+    let mut jac_t = try_vec("jacobians", jac_len, T::zero())?;
+    cpu.install(|| {
+        jac_t
+            .par_chunks_mut(STEPS * alen)
+            .enumerate()
+            .for_each(|(ci, chunk)| {
+                let (mut out, mut jac) = (vec![T::zero(); n], vec![T::zero(); alen]);
+                for (j, dst) in chunk.chunks_mut(alen).enumerate() {
+                    let s = ci * STEPS + j;
+                    if s % len == len - 1 {
+                        identity_blocks(k, dst);
+                        continue;
+                    }
+                    cell.step_jacobian(
+                        &states[s * n..(s + 1) * n],
+                        x_at(s + 1),
+                        &mut out,
+                        &mut jac,
+                    );
+                    transpose_blocks(k, &jac, dst);
+                }
+            })
+    });
+    let (g, plan) = if k == 1 {
+        let p = Diagonal {
+            a: &jac_t,
+            b: d_states,
+            h0: d_h_last,
+            batch,
+            len,
+            dim: n,
+            layout: Layout::Btd,
+        };
+        let run = cpu.scan_reverse(&p, request)?;
+        (run.out, run.plan)
+    } else {
+        let p = BlockDiagonal {
+            a: &jac_t,
+            b: d_states,
+            h0: d_h_last,
+            batch,
+            len,
+            blocks: n / k,
+            block: k,
+        };
+        let run = cpu.scan_reverse(&p, request)?;
+        (run.out, run.plan)
+    };
+    drop(jac_t);
+
+    // Per-step VJPs; weight gradients summed per task, then in task order.
+    let mut dx = try_vec("d_x", batch * len * din, T::zero())?;
+    let partial: Vec<Vec<T>> = cpu.install(|| {
+        dx.par_chunks_mut(STEPS * din)
+            .enumerate()
+            .map(|(ci, chunk)| {
+                let mut dp = vec![T::zero(); np];
+                for (j, dst) in chunk.chunks_mut(din).enumerate() {
+                    let s = ci * STEPS + j;
+                    cell.step_vjp(h_prev(s), x_at(s), &g[s * n..(s + 1) * n], dst, &mut dp)?;
+                }
+                Ok(dp)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut params = vec![T::zero(); np];
+    for dp in &partial {
+        for (a, &b) in params.iter_mut().zip(dp) {
+            *a = *a + b;
+        }
+    }
+
+    // ∂L/∂h_0 = J_0ᵀ g_0.
+    let mut dh0 = try_vec("d_h0", batch * n, T::zero())?;
+    let (mut out, mut jac) = (vec![T::zero(); n], vec![T::zero(); alen]);
+    for (b, dst) in dh0.chunks_mut(n).enumerate() {
+        let s = b * len;
+        cell.step_jacobian(h_prev(s), x_at(s), &mut out, &mut jac);
+        let g0 = &g[s * n..(s + 1) * n];
+        for blk in 0..n / k {
+            for c in 0..k {
+                let mut acc = T::zero();
+                for r in 0..k {
+                    acc = acc + jac[blk * k * k + r * k + c] * g0[blk * k + r];
+                }
+                dst[blk * k + c] = acc;
+            }
+        }
+    }
+    let depth = cpu.install(|| measure_reverse(len, &plan)).depth;
+    Ok(NewtonGrads {
+        x: dx,
+        h0: dh0,
+        params,
+        plan,
+        depth,
+    })
+}
+
+/// Writes identity `k×k` blocks (or ones for `k = 1`) into `dst`.
+fn identity_blocks<T: Real>(k: usize, dst: &mut [T]) {
+    for (i, v) in dst.iter_mut().enumerate() {
+        let (r, c) = ((i / k) % k, i % k);
+        *v = if r == c { T::one() } else { T::zero() };
+    }
+}
+
+/// Transposes every `k×k` block of `src` into `dst`.
+fn transpose_blocks<T: Real>(k: usize, src: &[T], dst: &mut [T]) {
+    for (s, d) in src.chunks(k * k).zip(dst.chunks_mut(k * k)) {
+        for r in 0..k {
+            for c in 0..k {
+                d[r * k + c] = s[c * k + r];
+            }
+        }
+    }
+}

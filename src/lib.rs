@@ -38,6 +38,9 @@ pub mod oracle;
 pub mod ptx;
 pub mod scan;
 pub mod sweep;
+pub mod vmath;
+
+mod simd;
 
 pub use dtype::{DType, Real, Storage};
 pub use error::{Error, Result};

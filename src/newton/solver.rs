@@ -427,8 +427,7 @@ where
                 .zip(a.par_chunks_mut(STEPS * alen))
                 .enumerate()
                 .map(|(ci, (bs, as_))| {
-                    let mut res = 0.0f64;
-                    let mut hmax = 0.0f64;
+                    let mut acc = RowMax::default();
                     for (j, (bt, at)) in bs.chunks_mut(n).zip(as_.chunks_mut(alen)).enumerate() {
                         let s = ci * STEPS + j;
                         let (bi, t) = (s / len, s % len);
@@ -448,28 +447,29 @@ where
                             _ => cell.step_jacobian(prev, x, bt, at),
                         }
                         let cur = &h[s * n..(s + 1) * n];
-                        for (&c, &f) in cur.iter().zip(bt.iter()) {
-                            res = max_nan(res, to_f64(c - f).abs());
-                            hmax = hmax.max(to_f64(c).abs());
-                        }
+                        residual_row(cur, bt, &mut acc);
                         if mode == Mode::Picard {
                             continue; // A = 0: b = f.
                         }
                         if scale != T::one() {
                             at.iter_mut().for_each(|v| *v = *v * scale);
                         }
-                        for (i, bv) in bt.iter_mut().enumerate() {
-                            let (blk, r) = (i / k, i % k);
-                            let row = &at[(blk * k + r) * k..(blk * k + r + 1) * k];
-                            let hp = &prev[blk * k..(blk + 1) * k];
-                            let ah = row
-                                .iter()
-                                .zip(hp)
-                                .fold(T::zero(), |acc, (&a, &h)| acc + a * h);
-                            *bv = *bv - ah;
+                        // Block by block (no index division per entry).
+                        for ((bb, ab), hp) in bt
+                            .chunks_exact_mut(k)
+                            .zip(at.chunks_exact(k * k))
+                            .zip(prev.chunks_exact(k))
+                        {
+                            for (bv, row) in bb.iter_mut().zip(ab.chunks_exact(k)) {
+                                let ah = row
+                                    .iter()
+                                    .zip(hp)
+                                    .fold(T::zero(), |acc, (&a, &h)| acc + a * h);
+                                *bv = *bv - ah;
+                            }
                         }
                     }
-                    (res, hmax)
+                    acc.finish()
                 })
                 .collect()
         })
@@ -633,6 +633,42 @@ fn fused_row_body<T: Real>(
         };
     }
 }
+
+/// The residual part of [`fused_row_body`] alone (the unfused path).
+#[inline(always)]
+fn residual_row_body<T: Real>(cur: &[T], f: &[T], acc: &mut RowMax<T>) {
+    let n = cur.len();
+    let f = &f[..n];
+    const L: usize = 8;
+    let (mut res, mut hmax, mut nan) = ([acc.res; L], [acc.hmax; L], [false; L]);
+    let mut unit = |i: usize, l: usize| {
+        let d = (cur[i] - f[i]).abs();
+        nan[l] |= d.is_nan();
+        res[l] = if d > res[l] { d } else { res[l] };
+        let c = cur[i].abs();
+        hmax[l] = if c > hmax[l] { c } else { hmax[l] };
+    };
+    let full = n - n % L;
+    for base in (0..full).step_by(L) {
+        for l in 0..L {
+            unit(base + l, l);
+        }
+    }
+    for i in full..n {
+        unit(i, i - full);
+    }
+    for l in 0..L {
+        acc.nan |= nan[l];
+        acc.res = if res[l] > acc.res { res[l] } else { acc.res };
+        acc.hmax = if hmax[l] > acc.hmax {
+            hmax[l]
+        } else {
+            acc.hmax
+        };
+    }
+}
+
+crate::simd::multiversion!(fn residual_row<T: Real>(cur: &[T], f: &[T], acc: &mut RowMax<T>) => residual_row_body);
 
 crate::simd::multiversion!(fn fused_row<T: Real>(
     f: &[T],

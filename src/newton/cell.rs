@@ -162,6 +162,8 @@ fn gru_unit<T: Real>(az: T, ar: T, ac: T, h: T, xz: T, xr: T, xc: T) -> (T, T) {
 
 /// `out = f(h, x)` (and `jac = ∂f/∂h` when `JAC`) for every unit: one loop
 /// over equal-length slices, which the compiler vectorizes.
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn gru_units<T: Real, const JAC: bool>(
     w: [&[T]; 3],
@@ -308,6 +310,8 @@ const DIAG: u8 = 2;
 
 /// Every LSTM unit in one loop over equal-length slices (vectorizes; the
 /// interleaved `(c, h)` pairs become shuffles).
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn lstm_units<T: Real, const MODE: u8>(
     w: [&[T]; 3],
@@ -424,6 +428,8 @@ impl<T: Real> Elman<T> {
 /// `a · b` over equal lengths with eight independent partial sums (so the
 /// products run in vector lanes; the order of the additions is fixed, not
 /// data- or CPU-dependent).
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     const L: usize = 8;

@@ -355,7 +355,7 @@ where
         h: &mut Vec<T>,
         keep: Option<&mut Option<Vec<T>>>,
     ) -> Result<u64> {
-        let Some(plan) = self.fused.clone() else {
+        let Some(plan) = self.fused else {
             return Ok(0);
         };
         let depth = self.depth_of(cpu, &plan);
@@ -585,6 +585,8 @@ impl<T: Real> RowMax<T> {
 /// [`State::fused_pass`]): reduces the residual of the guess `cur`
 /// against `f`, and writes `hn = (s·a)·hn_prev + (f − (0 + (s·a)·prev))`
 /// with the unfused path's operations in its order.
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn fused_row_body<T: Real>(
@@ -635,6 +637,8 @@ fn fused_row_body<T: Real>(
 }
 
 /// The residual part of [`fused_row_body`] alone (the unfused path).
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn residual_row_body<T: Real>(cur: &[T], f: &[T], acc: &mut RowMax<T>) {
     let n = cur.len();

@@ -244,7 +244,7 @@ pub(crate) fn format_ms(ms: f64) -> String {
 
 impl SweepReport {
     /// The whole table: header, grid rows, skipped cases, the bandwidth
-    /// line, and the copy-bandwidth yardstick.
+    /// line, and the copy-bandwidth and FMA-peak yardsticks.
     pub fn table(&self) -> String {
         let mut s = table_header();
         s.push('\n');

@@ -1,6 +1,9 @@
 //! Criterion benchmarks of the CPU engine, one group per family, each with
 //! the machine's copy bandwidth measured alongside (the `copy` group moves
 //! the same bytes as the diagonal f32 case) so ratios come from one run.
+//! The `fma_peak` group is the compute yardstick (elements = flops), and
+//! `newton_diag_gru` times one Newton iteration (the difference of its two
+//! `solve` cases) next to one Diagonal scan of the same shape.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::bf16;
@@ -198,5 +201,95 @@ fn dplr(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, copy, diagonal, perm_diagonal, block_diagonal, dplr);
+fn fma_peak(c: &mut Criterion) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .build()
+        .expect("a thread pool");
+    let mut g = c.benchmark_group("fma_peak");
+    g.sample_size(10);
+    // `cpu_fma_gflops` times itself; criterion reports its wall time, and
+    // the probe's own GFLOP/s is printed once for the record.
+    let iters = 1 << 18;
+    let gflops = parascan::sweep::bandwidth::cpu_fma_gflops(&pool, iters, 5).expect("probe");
+    println!(
+        "fma_peak: {gflops:.1} GFLOP/s (f32, {} threads)",
+        pool.current_num_threads()
+    );
+    g.bench_function("probe_1x", |b| {
+        b.iter(|| parascan::sweep::bandwidth::cpu_fma_gflops(&pool, iters, 1).expect("probe"))
+    });
+    g.finish();
+}
+
+fn newton_diag_gru(c: &mut Criterion) {
+    use parascan::newton::{solve, DiagGru, Mode, NewtonOptions, NonlinearProblem};
+    let (batch, len, n) = (8, 4096, 256);
+    let cpu = Cpu::new();
+    let w = |s| uniform::<f32>(n, -0.5, 0.5, s);
+    let cell = DiagGru::new(w(20), w(21), w(22)).expect("finite weights");
+    let x: Vec<f32> = uniform(batch * len * 3 * n, -1.0, 1.0, 23);
+    let problem = NonlinearProblem {
+        x: &x,
+        h0: None,
+        batch,
+        len,
+    };
+    let mut g = c.benchmark_group("newton_diag_gru");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((batch * len * n) as u64));
+    // Tolerances of zero: every solve runs exactly `max_iters` iterations,
+    // so `iters=2` minus `iters=1` is one Newton iteration.
+    for iters in [1usize, 2] {
+        let options = NewtonOptions {
+            mode: Mode::Newton,
+            max_iters: iters,
+            atol: 0.0,
+            rtol: 0.0,
+            growth_patience: None,
+            plan: PlanRequest::Auto,
+            ..Default::default()
+        };
+        g.bench_function(format!("solve_iters={iters}_[8,4096,256]"), |b| {
+            b.iter(|| solve(&cpu, &cell, &problem, &options).expect("solve"))
+        });
+    }
+    let seq = NewtonOptions {
+        mode: Mode::Sequential,
+        ..Default::default()
+    };
+    g.bench_function("sequential_[8,4096,256]", |b| {
+        b.iter(|| solve(&cpu, &cell, &problem, &seq).expect("solve"))
+    });
+    let a: Vec<f32> = uniform(batch * len * n, 0.5, 1.0, 24);
+    let bb: Vec<f32> = uniform(batch * len * n, -1.0, 1.0, 25);
+    let p = Diagonal {
+        a: &a,
+        b: &bb,
+        h0: None,
+        batch,
+        len,
+        dim: n,
+        layout: Layout::Btd,
+    };
+    let mut out = vec![0.0f32; p.output_len()];
+    let mut last = vec![0.0f32; p.final_len()];
+    g.bench_function("diagonal_scan_auto_[8,4096,256]", |b| {
+        b.iter(|| {
+            cpu.scan_into(&p, PlanRequest::Auto, &mut out, &mut last)
+                .expect("valid problem")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    copy,
+    fma_peak,
+    diagonal,
+    perm_diagonal,
+    block_diagonal,
+    dplr,
+    newton_diag_gru
+);
 criterion_main!(benches);

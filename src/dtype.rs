@@ -12,8 +12,40 @@ use std::fmt::Debug;
 pub trait Real:
     num_traits::Float + num_traits::FromPrimitive + Send + Sync + Default + Debug + 'static
 {
+    /// `e^x` as the CPU cells evaluate it: for `f32` the branch-free,
+    /// vectorizable [`crate::vmath::exp`] (error bound there), for `f64` the
+    /// standard library's.
+    #[inline(always)]
+    fn cell_exp(self) -> Self {
+        self.exp()
+    }
+    /// `tanh x` as the CPU cells evaluate it ([`crate::vmath::tanh`] for
+    /// `f32`, the standard library's for `f64`).
+    #[inline(always)]
+    fn cell_tanh(self) -> Self {
+        self.tanh()
+    }
+    /// The logistic sigmoid `1 / (1 + e^{-x})` as the CPU cells evaluate it
+    /// ([`crate::vmath::sigmoid`] for `f32`).
+    #[inline(always)]
+    fn cell_sigmoid(self) -> Self {
+        Self::one() / (Self::one() + (-self).exp())
+    }
 }
-impl Real for f32 {}
+impl Real for f32 {
+    #[inline(always)]
+    fn cell_exp(self) -> Self {
+        crate::vmath::exp(self)
+    }
+    #[inline(always)]
+    fn cell_tanh(self) -> Self {
+        crate::vmath::tanh(self)
+    }
+    #[inline(always)]
+    fn cell_sigmoid(self) -> Self {
+        crate::vmath::sigmoid(self)
+    }
+}
 impl Real for f64 {}
 
 /// A storage scalar: how inputs and outputs are laid out in memory.

@@ -74,6 +74,9 @@ pub mod ptx;
 pub mod scan;
 #[cfg(feature = "cli")]
 pub mod sweep;
+pub mod vmath;
+
+mod simd;
 
 pub use dtype::{DType, Real, Storage};
 pub use error::{Error, Result};

@@ -4,6 +4,12 @@
 //! GEMM is the caller's), so a cell only does the recurrent part. Every
 //! built-in cell has a CUDA twin in `kernels/newton.cu`; the formulas there
 //! and here are the same code, line for line.
+//!
+//! On the CPU the `f32` cells evaluate `exp`, `tanh` and the sigmoid with
+//! [`crate::vmath`] (branch-free, a few ulps, see its error table) through
+//! [`Real::cell_exp`] and friends, and every per-unit loop is written so
+//! that it vectorizes across the state dimension; the loops are compiled
+//! for AVX2 as well and picked at run time (one binary for any x86-64).
 
 use crate::dtype::Real;
 use crate::error::{Error, Result};
@@ -101,8 +107,9 @@ pub trait Cell<T: Real>: Sync {
     }
 }
 
+#[inline(always)]
 fn sigmoid<T: Real>(z: T) -> T {
-    T::one() / (T::one() + (-z).exp())
+    z.cell_sigmoid()
 }
 
 fn check_params<T: Real>(name: &'static str, v: &[T], n: usize) -> Result<()> {
@@ -161,22 +168,67 @@ impl<T: Real> DiagGru<T> {
     pub fn a_c(&self) -> &[T] {
         &self.a_c
     }
+}
 
-    /// One unit: `(h', ∂h'/∂h)`.
-    #[inline]
-    fn unit(&self, i: usize, h: T, x: &[T]) -> (T, T) {
-        let n = self.a_z.len();
-        let one = T::one();
-        let (az, ar, ac) = (self.a_z[i], self.a_r[i], self.a_c[i]);
-        let z = sigmoid(x[i] + az * h);
-        let r = sigmoid(x[n + i] + ar * h);
-        let c = (x[2 * n + i] + ac * (r * h)).tanh();
-        let out = (one - z) * h + z * c;
-        let dz = z * (one - z) * az;
-        let dr = r * (one - r) * ar;
-        let dc = (one - c * c) * ac * (r + h * dr);
-        let jac = (one - z) + (c - h) * dz + z * dc;
-        (out, jac)
+/// One GRU unit: `(h', ∂h'/∂h)` from its weights, state and three inputs.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gru_unit<T: Real>(az: T, ar: T, ac: T, h: T, xz: T, xr: T, xc: T) -> (T, T) {
+    let one = T::one();
+    let z = sigmoid(xz + az * h);
+    let r = sigmoid(xr + ar * h);
+    let c = (xc + ac * (r * h)).cell_tanh();
+    let out = (one - z) * h + z * c;
+    let dz = z * (one - z) * az;
+    let dr = r * (one - r) * ar;
+    let dc = (one - c * c) * ac * (r + h * dr);
+    let jac = (one - z) + (c - h) * dz + z * dc;
+    (out, jac)
+}
+
+/// `out = f(h, x)` (and `jac = ∂f/∂h` when `JAC`) for every unit: one loop
+/// over equal-length slices, which the compiler vectorizes.
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn gru_units<T: Real, const JAC: bool>(
+    w: [&[T]; 3],
+    h: &[T],
+    x: &[T],
+    out: &mut [T],
+    jac: &mut [T],
+) {
+    let n = out.len();
+    let (az, ar, ac, h) = (&w[0][..n], &w[1][..n], &w[2][..n], &h[..n]);
+    let (xz, xr, xc) = (&x[..n], &x[n..2 * n], &x[2 * n..3 * n]);
+    if JAC {
+        let jac = &mut jac[..n];
+        for i in 0..n {
+            (out[i], jac[i]) = gru_unit(az[i], ar[i], ac[i], h[i], xz[i], xr[i], xc[i]);
+        }
+    } else {
+        for i in 0..n {
+            out[i] = gru_unit(az[i], ar[i], ac[i], h[i], xz[i], xr[i], xc[i]).0;
+        }
+    }
+}
+
+#[inline(always)]
+fn gru_f_body<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T]) {
+    gru_units::<T, false>(w, h, x, out, &mut []);
+}
+
+#[inline(always)]
+fn gru_fj_body<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+    gru_units::<T, true>(w, h, x, out, jac);
+}
+
+crate::simd::multiversion!(fn gru_f<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T]) => gru_f_body);
+crate::simd::multiversion!(fn gru_fj<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) => gru_fj_body);
+
+impl<T: Real> DiagGru<T> {
+    fn weights(&self) -> [&[T]; 3] {
+        [&self.a_z, &self.a_r, &self.a_c]
     }
 }
 
@@ -194,14 +246,10 @@ impl<T: Real> Cell<T> for DiagGru<T> {
         Structure::Diagonal
     }
     fn step(&self, h: &[T], x: &[T], out: &mut [T]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = self.unit(i, h[i], x).0;
-        }
+        gru_f(self.weights(), h, x, out);
     }
     fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
-        for i in 0..out.len() {
-            (out[i], jac[i]) = self.unit(i, h[i], x);
-        }
+        gru_fj(self.weights(), h, x, out, jac);
     }
     fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
         self.step_jacobian(h, x, out, diag);
@@ -259,29 +307,99 @@ impl<T: Real> DiagLstm<T> {
         &self.a_g
     }
 
-    /// One unit: `(c', h')` and the block `[[∂c'/∂c, ∂c'/∂h], [∂h'/∂c, ∂h'/∂h]]`.
-    #[inline]
-    fn unit(&self, i: usize, c: T, h: T, x: &[T]) -> ((T, T), [T; 4]) {
-        let n = self.a_f.len();
-        let one = T::one();
-        let (af, ao, ag) = (self.a_f[i], self.a_o[i], self.a_g[i]);
-        let f = sigmoid(x[i] + af * h);
-        let o = sigmoid(x[n + i] + ao * h);
-        let g = (x[2 * n + i] + ag * h).tanh();
-        let c2 = f * c + (one - f) * g;
-        let tc = c2.tanh();
-        let h2 = o * tc;
-        let df = f * (one - f) * af;
-        let dog = o * (one - o) * ao;
-        let dg = (one - g * g) * ag;
-        let dc_dc = f;
-        let dc_dh = (c - g) * df + (one - f) * dg;
-        let dt = o * (one - tc * tc);
-        let dh_dc = dt * dc_dc;
-        let dh_dh = dog * tc + dt * dc_dh;
-        ((c2, h2), [dc_dc, dc_dh, dh_dc, dh_dh])
+    fn weights(&self) -> [&[T]; 3] {
+        [&self.a_f, &self.a_o, &self.a_g]
     }
 }
+
+/// One LSTM unit: `(c', h')` and the block
+/// `[[∂c'/∂c, ∂c'/∂h], [∂h'/∂c, ∂h'/∂h]]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lstm_unit<T: Real>(af: T, ao: T, ag: T, c: T, h: T, xf: T, xo: T, xg: T) -> ((T, T), [T; 4]) {
+    let one = T::one();
+    let f = sigmoid(xf + af * h);
+    let o = sigmoid(xo + ao * h);
+    let g = (xg + ag * h).cell_tanh();
+    let c2 = f * c + (one - f) * g;
+    let tc = c2.cell_tanh();
+    let h2 = o * tc;
+    let df = f * (one - f) * af;
+    let dog = o * (one - o) * ao;
+    let dg = (one - g * g) * ag;
+    let dc_dc = f;
+    let dc_dh = (c - g) * df + (one - f) * dg;
+    let dt = o * (one - tc * tc);
+    let dh_dc = dt * dc_dc;
+    let dh_dh = dog * tc + dt * dc_dh;
+    ((c2, h2), [dc_dc, dc_dh, dh_dc, dh_dh])
+}
+
+/// What a cell loop writes besides `f`.
+const F_ONLY: u8 = 0;
+/// ... and the full Jacobian in the cell's structure.
+const FULL: u8 = 1;
+/// ... and the Jacobian's diagonal.
+const DIAG: u8 = 2;
+
+/// Every LSTM unit in one loop over equal-length slices (vectorizes; the
+/// interleaved `(c, h)` pairs become shuffles).
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn lstm_units<T: Real, const MODE: u8>(
+    w: [&[T]; 3],
+    h: &[T],
+    x: &[T],
+    out: &mut [T],
+    jac: &mut [T],
+) {
+    let n = w[0].len();
+    let (af, ao, ag) = (&w[0][..n], &w[1][..n], &w[2][..n]);
+    let (xf, xo, xg) = (&x[..n], &x[n..2 * n], &x[2 * n..3 * n]);
+    let (h, out) = (&h[..2 * n], &mut out[..2 * n]);
+    let jac = match MODE {
+        FULL => &mut jac[..4 * n],
+        DIAG => &mut jac[..2 * n],
+        _ => &mut jac[..0],
+    };
+    for i in 0..n {
+        let ((c2, h2), blk) = lstm_unit(
+            af[i],
+            ao[i],
+            ag[i],
+            h[2 * i],
+            h[2 * i + 1],
+            xf[i],
+            xo[i],
+            xg[i],
+        );
+        out[2 * i] = c2;
+        out[2 * i + 1] = h2;
+        if MODE == FULL {
+            jac[4 * i..4 * i + 4].copy_from_slice(&blk);
+        } else if MODE == DIAG {
+            jac[2 * i] = blk[0];
+            jac[2 * i + 1] = blk[3];
+        }
+    }
+}
+
+#[inline(always)]
+fn lstm_f_body<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T]) {
+    lstm_units::<T, F_ONLY>(w, h, x, out, &mut []);
+}
+#[inline(always)]
+fn lstm_fj_body<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+    lstm_units::<T, FULL>(w, h, x, out, jac);
+}
+#[inline(always)]
+fn lstm_fd_body<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+    lstm_units::<T, DIAG>(w, h, x, out, jac);
+}
+crate::simd::multiversion!(fn lstm_f<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T]) => lstm_f_body);
+crate::simd::multiversion!(fn lstm_fj<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) => lstm_fj_body);
+crate::simd::multiversion!(fn lstm_fd<T: Real>(w: [&[T]; 3], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) => lstm_fd_body);
 
 impl<T: Real> Cell<T> for DiagLstm<T> {
     fn name(&self) -> &str {
@@ -297,28 +415,13 @@ impl<T: Real> Cell<T> for DiagLstm<T> {
         Structure::Block { k: 2 }
     }
     fn step(&self, h: &[T], x: &[T], out: &mut [T]) {
-        for i in 0..self.a_f.len() {
-            let ((c2, h2), _) = self.unit(i, h[2 * i], h[2 * i + 1], x);
-            out[2 * i] = c2;
-            out[2 * i + 1] = h2;
-        }
+        lstm_f(self.weights(), h, x, out);
     }
     fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
-        for i in 0..self.a_f.len() {
-            let ((c2, h2), blk) = self.unit(i, h[2 * i], h[2 * i + 1], x);
-            out[2 * i] = c2;
-            out[2 * i + 1] = h2;
-            jac[4 * i..4 * i + 4].copy_from_slice(&blk);
-        }
+        lstm_fj(self.weights(), h, x, out, jac);
     }
     fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
-        for i in 0..self.a_f.len() {
-            let ((c2, h2), blk) = self.unit(i, h[2 * i], h[2 * i + 1], x);
-            out[2 * i] = c2;
-            out[2 * i + 1] = h2;
-            diag[2 * i] = blk[0];
-            diag[2 * i + 1] = blk[3];
-        }
+        lstm_fd(self.weights(), h, x, out, diag);
     }
     /// `[a_f | a_o | a_g]`, `3n` (`n` units).
     fn param_count(&self) -> usize {
@@ -362,13 +465,74 @@ impl<T: Real> Elman<T> {
     pub fn w(&self) -> &[T] {
         &self.w
     }
+}
 
-    #[inline]
-    fn pre(&self, i: usize, h: &[T], x: &[T]) -> T {
-        let row = &self.w[i * self.n..(i + 1) * self.n];
-        row.iter().zip(h).fold(x[i], |acc, (&w, &h)| acc + w * h)
+/// `a · b` over equal lengths with eight independent partial sums (so the
+/// products run in vector lanes; the order of the additions is fixed, not
+/// data- or CPU-dependent).
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    const L: usize = 8;
+    let mut acc = [T::zero(); L];
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (ca, cb) in ac.zip(bc) {
+        for l in 0..L {
+            acc[l] = acc[l] + ca[l] * cb[l];
+        }
+    }
+    for (l, (&x, &y)) in ar.iter().zip(br).enumerate() {
+        acc[l] = acc[l] + x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// `out = tanh(W h + x)` and the Jacobian per `MODE`, `W: [n, n]` row-major.
+#[inline(always)]
+fn elman_units<T: Real, const MODE: u8>(w: &[T], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+    let n = out.len();
+    let (w, h, x) = (&w[..n * n], &h[..n], &x[..n]);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = x[i] + dot(&w[i * n..(i + 1) * n], h);
+    }
+    for o in out.iter_mut() {
+        *o = o.cell_tanh();
+    }
+    if MODE == FULL {
+        for ((&y, jrow), wrow) in out
+            .iter()
+            .zip(jac.chunks_exact_mut(n))
+            .zip(w.chunks_exact(n))
+        {
+            let s = T::one() - y * y;
+            for (j, &wv) in jrow.iter_mut().zip(wrow) {
+                *j = s * wv;
+            }
+        }
+    } else if MODE == DIAG {
+        for (i, (&y, d)) in out.iter().zip(jac.iter_mut()).enumerate() {
+            *d = (T::one() - y * y) * w[i * n + i];
+        }
     }
 }
+
+#[inline(always)]
+fn elman_f_body<T: Real>(w: &[T], h: &[T], x: &[T], out: &mut [T]) {
+    elman_units::<T, F_ONLY>(w, h, x, out, &mut []);
+}
+#[inline(always)]
+fn elman_fj_body<T: Real>(w: &[T], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+    elman_units::<T, FULL>(w, h, x, out, jac);
+}
+#[inline(always)]
+fn elman_fd_body<T: Real>(w: &[T], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+    elman_units::<T, DIAG>(w, h, x, out, jac);
+}
+crate::simd::multiversion!(fn elman_f<T: Real>(w: &[T], h: &[T], x: &[T], out: &mut [T]) => elman_f_body);
+crate::simd::multiversion!(fn elman_fj<T: Real>(w: &[T], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) => elman_fj_body);
+crate::simd::multiversion!(fn elman_fd<T: Real>(w: &[T], h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) => elman_fd_body);
 
 impl<T: Real> Cell<T> for Elman<T> {
     fn name(&self) -> &str {
@@ -384,28 +548,13 @@ impl<T: Real> Cell<T> for Elman<T> {
         Structure::Dense
     }
     fn step(&self, h: &[T], x: &[T], out: &mut [T]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = self.pre(i, h, x).tanh();
-        }
+        elman_f(&self.w, h, x, &mut out[..self.n]);
     }
     fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
-        let n = self.n;
-        for i in 0..n {
-            let y = self.pre(i, h, x).tanh();
-            out[i] = y;
-            let s = T::one() - y * y;
-            for j in 0..n {
-                jac[i * n + j] = s * self.w[i * n + j];
-            }
-        }
+        elman_fj(&self.w, h, x, &mut out[..self.n], jac);
     }
     fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {
-        let n = self.n;
-        for i in 0..n {
-            let y = self.pre(i, h, x).tanh();
-            out[i] = y;
-            diag[i] = (T::one() - y * y) * self.w[i * n + i];
-        }
+        elman_fd(&self.w, h, x, &mut out[..self.n], diag);
     }
     /// `W`, `n·n` row-major.
     fn param_count(&self) -> usize {

@@ -17,6 +17,7 @@ use crate::family::diagonal::Diagonal;
 use crate::family::Layout;
 use crate::mem::{checked_product, try_vec};
 use crate::scan::depth::measure;
+use crate::scan::Plan;
 
 /// The states `h_1..h_T` of every sequence and how they were found.
 #[derive(Clone, Debug)]
@@ -88,18 +89,26 @@ where
         return Ok(Solution { states, report });
     }
 
-    let mut st = State::new(cell, problem, options)?;
+    let mut st = State::new(cpu, cell, problem, options)?;
     let t0 = Instant::now();
     let mut h = st.initial_guess(cpu, options.initial)?;
     report.cell_s += t0.elapsed().as_secs_f64();
 
     let cap = options.max_iters;
     let mut watch = Watch::new();
+    // The best iterate so far: `h` itself while `best_is_h`, else `best`.
+    // Kept by swapping buffers (the fused path) or copying into one reused
+    // buffer, only when `h` is about to be replaced.
     let mut best: Option<Vec<T>> = None;
+    let mut best_is_h = false;
     loop {
         // One pass: f, the scan inputs and the residual at the current guess.
         let t0 = Instant::now();
-        let chunk_max = st.assemble(cpu, &h);
+        let chunk_max = if st.fused.is_some() {
+            st.fused_pass(cpu, &h)
+        } else {
+            st.assemble(cpu, &h)
+        };
         let t1 = Instant::now();
         let (residual, hmax) = chunk_max.iter().fold((0.0f64, 0.0f64), |(r, m), &(a, b)| {
             (max_nan(r, a), m.max(b))
@@ -108,7 +117,7 @@ where
         report.check_s += t1.elapsed().as_secs_f64();
         let (verdict, improved) = watch.observe(&mut report, residual, hmax, options);
         if improved {
-            best = Some(h.clone());
+            best_is_h = true;
         }
         match verdict {
             Verdict::Converged => break,
@@ -116,7 +125,10 @@ where
             Verdict::Diverged(why) => match options.policy {
                 Policy::Error => {
                     let best_residual = watch.best().unwrap_or(f64::NAN);
-                    let best_h = best.unwrap_or(h);
+                    let best_h = match best {
+                        Some(b) if !best_is_h => b,
+                        _ => h,
+                    };
                     return Err(Error::Diverged(Box::new(Diverged {
                         cell: cell.name().to_string(),
                         mode: options.mode,
@@ -144,7 +156,15 @@ where
         }
 
         let t0 = Instant::now();
-        let scan_depth = st.linear_solve(cpu, &mut h, options)?;
+        let keep = std::mem::take(&mut best_is_h).then_some(&mut best);
+        let scan_depth = if st.fused.is_some() {
+            st.fused_finish(cpu, &mut h, keep)?
+        } else {
+            if let Some(best) = keep {
+                save_best(best, &h)?;
+            }
+            st.linear_solve(cpu, &mut h, options)?
+        };
         report.scan_s += t0.elapsed().as_secs_f64();
         report.depth += scan_depth;
         report.scan_depths.push(scan_depth);
@@ -182,6 +202,9 @@ struct State<'p, 'c, T, C: ?Sized> {
     h_new: Vec<T>,
     /// Scan depth by `(T, chunk)` (measured once).
     depth_cache: Vec<((usize, usize), u64)>,
+    /// The one-chunk plan of the fused pass, when it runs (see
+    /// [`State::fused_pass`]); then `a` and `b` stay empty.
+    fused: Option<Plan>,
 }
 
 impl<'p, 'c, T, C> State<'p, 'c, T, C>
@@ -190,6 +213,7 @@ where
     C: Cell<T> + ?Sized,
 {
     fn new(
+        cpu: &Cpu,
         cell: &'c C,
         problem: &'p NonlinearProblem<'p, T>,
         options: &NewtonOptions<'_, T>,
@@ -214,6 +238,29 @@ where
                 ("block", k),
             ],
         )?;
+        let h_new = try_vec("h_new", states, T::zero())?;
+        let fused = if k == 1 && options.mode != Mode::Picard {
+            // The plan the Diagonal scan of this solve would run (planning
+            // reads only the shape; `h_new` stands in for `a` and `b`).
+            let p = Diagonal {
+                a: &h_new,
+                b: &h_new,
+                h0: problem.h0,
+                batch: problem.batch,
+                len: problem.len,
+                dim: n,
+                layout: Layout::Btd,
+            };
+            // A plan error surfaces from the unfused scan, as before.
+            cpu.plan(&p, options.plan).ok().filter(|p| p.chunks == 1)
+        } else {
+            None
+        };
+        let (a_len, b_len) = if fused.is_some() {
+            (0, 0)
+        } else {
+            (a_len, states)
+        };
         Ok(Self {
             cell,
             problem,
@@ -222,10 +269,117 @@ where
             alen,
             k,
             a: try_vec("a", a_len, T::zero())?,
-            b: try_vec("b", states, T::zero())?,
+            b: try_vec("b", b_len, T::zero())?,
             h_last: try_vec("h_last", problem.batch * n, T::zero())?,
-            h_new: try_vec("h_new", states, T::zero())?,
+            h_new,
             depth_cache: Vec::new(),
+            fused,
+        })
+    }
+
+    /// The measured depth of `plan` over this solve's `T` (cached).
+    fn depth_of(&mut self, cpu: &Cpu, plan: &Plan) -> u64 {
+        let len = self.problem.len;
+        let key = (len, plan.chunk);
+        match self.depth_cache.iter().find(|(k, _)| *k == key) {
+            Some(&(_, d)) => d,
+            None => {
+                let d = cpu.install(|| measure(len, plan)).depth;
+                self.depth_cache.push((key, d));
+                d
+            }
+        }
+    }
+
+    /// One fused Newton pass for a diagonal transition whose scan is one
+    /// chunk (the sequential plan, which the planner picks when the batch
+    /// alone keeps every core busy): per sequence, one sweep over `t`
+    /// evaluates `f_t` and `A_t` at the guess `h`, reduces the residual
+    /// `|h_t − f_t|`, forms `b_t = f_t − A_t h_{t-1}` and advances the
+    /// scan `h'_t = A_t h'_{t-1} + b_t` into `h_new`, with no `[B,T,n]`
+    /// arrays for `a` and `b`. The arithmetic is the unfused path's,
+    /// operation for operation, so the iterates are bit-identical; the
+    /// scan's time is counted in `cell_s`. Returns per-sequence
+    /// `(max residual, max |h|)`.
+    fn fused_pass(&mut self, cpu: &Cpu, h: &[T]) -> Vec<(f64, f64)> {
+        let (n, len) = (self.n, self.problem.len);
+        let din = self.cell.input_dim();
+        let (cell, problem, mode) = (self.cell, self.problem, self.mode);
+        let scale = match mode {
+            Mode::Damped { shrink, .. } => <T as Storage>::from_f64(1.0 / (1.0 + shrink)),
+            _ => T::one(),
+        };
+        cpu.install(|| {
+            self.h_new
+                .par_chunks_mut(len * n)
+                .enumerate()
+                .map(|(bi, out)| {
+                    let zero = vec![T::zero(); n];
+                    let start: &[T] = match problem.h0 {
+                        Some(h0) => &h0[bi * n..(bi + 1) * n],
+                        None => &zero,
+                    };
+                    let mut f = vec![T::zero(); n];
+                    let mut a = vec![T::zero(); n];
+                    let mut acc = RowMax::default();
+                    let seq = &h[bi * len * n..(bi + 1) * len * n];
+                    for t in 0..len {
+                        let prev = if t > 0 {
+                            &seq[(t - 1) * n..t * n]
+                        } else {
+                            start
+                        };
+                        let x = &problem.x[(bi * len + t) * din..(bi * len + t + 1) * din];
+                        match mode {
+                            Mode::QuasiNewton => cell.step_jacobian_diag(prev, x, &mut f, &mut a),
+                            _ => cell.step_jacobian(prev, x, &mut f, &mut a),
+                        }
+                        let (done, rest) = out.split_at_mut(t * n);
+                        let hn_prev = if t > 0 { &done[(t - 1) * n..] } else { start };
+                        let cur = &seq[t * n..(t + 1) * n];
+                        fused_row(&f, &a, prev, cur, hn_prev, &mut rest[..n], scale, &mut acc);
+                    }
+                    acc.finish()
+                })
+                .collect()
+        })
+    }
+
+    /// Ends a fused iteration: the scan's result becomes the iterate (with
+    /// relaxation for damped Newton); the replaced iterate goes to `keep`
+    /// when given (by swapping buffers, not copying). Returns the scan's
+    /// measured depth.
+    fn fused_finish(
+        &mut self,
+        cpu: &Cpu,
+        h: &mut Vec<T>,
+        keep: Option<&mut Option<Vec<T>>>,
+    ) -> Result<u64> {
+        let Some(plan) = self.fused else {
+            return Ok(0);
+        };
+        let depth = self.depth_of(cpu, &plan);
+        Ok(match self.mode {
+            Mode::Damped { relax, .. } if relax != 1.0 => {
+                if let Some(best) = keep {
+                    save_best(best, h)?;
+                }
+                relax_into(cpu, h, &self.h_new, relax);
+                depth + 1
+            }
+            _ => {
+                std::mem::swap(h, &mut self.h_new);
+                if let Some(best) = keep {
+                    match best {
+                        Some(b) => std::mem::swap(b, &mut self.h_new),
+                        None => {
+                            let fresh = try_vec("h_new", h.len(), T::zero())?;
+                            *best = Some(std::mem::replace(&mut self.h_new, fresh));
+                        }
+                    }
+                }
+                depth
+            }
         })
     }
 
@@ -273,8 +427,7 @@ where
                 .zip(a.par_chunks_mut(STEPS * alen))
                 .enumerate()
                 .map(|(ci, (bs, as_))| {
-                    let mut res = 0.0f64;
-                    let mut hmax = 0.0f64;
+                    let mut acc = RowMax::default();
                     for (j, (bt, at)) in bs.chunks_mut(n).zip(as_.chunks_mut(alen)).enumerate() {
                         let s = ci * STEPS + j;
                         let (bi, t) = (s / len, s % len);
@@ -294,28 +447,29 @@ where
                             _ => cell.step_jacobian(prev, x, bt, at),
                         }
                         let cur = &h[s * n..(s + 1) * n];
-                        for (&c, &f) in cur.iter().zip(bt.iter()) {
-                            res = max_nan(res, to_f64(c - f).abs());
-                            hmax = hmax.max(to_f64(c).abs());
-                        }
+                        residual_row(cur, bt, &mut acc);
                         if mode == Mode::Picard {
                             continue; // A = 0: b = f.
                         }
                         if scale != T::one() {
                             at.iter_mut().for_each(|v| *v = *v * scale);
                         }
-                        for (i, bv) in bt.iter_mut().enumerate() {
-                            let (blk, r) = (i / k, i % k);
-                            let row = &at[(blk * k + r) * k..(blk * k + r + 1) * k];
-                            let hp = &prev[blk * k..(blk + 1) * k];
-                            let ah = row
-                                .iter()
-                                .zip(hp)
-                                .fold(T::zero(), |acc, (&a, &h)| acc + a * h);
-                            *bv = *bv - ah;
+                        // Block by block (no index division per entry).
+                        for ((bb, ab), hp) in bt
+                            .chunks_exact_mut(k)
+                            .zip(at.chunks_exact(k * k))
+                            .zip(prev.chunks_exact(k))
+                        {
+                            for (bv, row) in bb.iter_mut().zip(ab.chunks_exact(k)) {
+                                let ah = row
+                                    .iter()
+                                    .zip(hp)
+                                    .fold(T::zero(), |acc, (&a, &h)| acc + a * h);
+                                *bv = *bv - ah;
+                            }
                         }
                     }
-                    (res, hmax)
+                    acc.finish()
                 })
                 .collect()
         })
@@ -359,25 +513,10 @@ where
             };
             cpu.scan_into(&p, options.plan, &mut self.h_new, &mut self.h_last)?
         };
-        let key = (len, plan.chunk);
-        let depth = match self.depth_cache.iter().find(|(k, _)| *k == key) {
-            Some(&(_, d)) => d,
-            None => {
-                let d = cpu.install(|| measure(len, &plan)).depth;
-                self.depth_cache.push((key, d));
-                d
-            }
-        };
+        let depth = self.depth_of(cpu, &plan);
         match self.mode {
             Mode::Damped { relax, .. } if relax != 1.0 => {
-                let w = <T as Storage>::from_f64(relax);
-                let h_new = &self.h_new;
-                cpu.install(|| {
-                    h.par_iter_mut()
-                        .zip(h_new.par_iter())
-                        .with_min_len(4096)
-                        .for_each(|(h, &y)| *h = *h + w * (y - *h))
-                });
+                relax_into(cpu, h, &self.h_new, relax);
                 Ok(depth + 1)
             }
             _ => {
@@ -387,6 +526,164 @@ where
         }
     }
 }
+
+/// Copies the iterate `h` into the best-iterate buffer (allocated once).
+fn save_best<T: Real>(best: &mut Option<Vec<T>>, h: &[T]) -> Result<()> {
+    match best {
+        Some(b) => b.copy_from_slice(h),
+        None => {
+            let mut b = try_vec("best iterate", h.len(), T::zero())?;
+            b.copy_from_slice(h);
+            *best = Some(b);
+        }
+    }
+    Ok(())
+}
+
+/// `h ← h + relax·(y − h)` (damped Newton's relaxation).
+fn relax_into<T: Real + Storage<Compute = T>>(cpu: &Cpu, h: &mut [T], y: &[T], relax: f64) {
+    let w = <T as Storage>::from_f64(relax);
+    cpu.install(|| {
+        h.par_iter_mut()
+            .zip(y.par_iter())
+            .with_min_len(4096)
+            .for_each(|(h, &y)| *h = *h + w * (y - *h))
+    });
+}
+
+/// Running `(max |h − f|, max |h|)` of one task, in the compute type: the
+/// conversion to f64 is exact and monotonic, so reducing first and
+/// converting once gives what converting every entry would.
+#[derive(Clone, Copy)]
+struct RowMax<T> {
+    res: T,
+    hmax: T,
+    nan: bool,
+}
+
+impl<T: Real> Default for RowMax<T> {
+    fn default() -> Self {
+        Self {
+            res: T::zero(),
+            hmax: T::zero(),
+            nan: false,
+        }
+    }
+}
+
+impl<T: Real> RowMax<T> {
+    /// `(residual, max |h|)` as the unfused path reports them: a NaN
+    /// residual anywhere makes the residual NaN; NaN states do not count
+    /// toward `max |h|` (as `f64::max` ignores them).
+    fn finish(self) -> (f64, f64) {
+        let res = if self.nan { f64::NAN } else { to_f64(self.res) };
+        (res, to_f64(self.hmax))
+    }
+}
+
+/// One step of the fused pass over a row of `n` units (see
+/// [`State::fused_pass`]): reduces the residual of the guess `cur`
+/// against `f`, and writes `hn = (s·a)·hn_prev + (f − (0 + (s·a)·prev))`
+/// with the unfused path's operations in its order.
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fused_row_body<T: Real>(
+    f: &[T],
+    a: &[T],
+    prev: &[T],
+    cur: &[T],
+    hn_prev: &[T],
+    hn: &mut [T],
+    scale: T,
+    acc: &mut RowMax<T>,
+) {
+    let n = hn.len();
+    let (f, a, prev, cur, hn_prev) = (&f[..n], &a[..n], &prev[..n], &cur[..n], &hn_prev[..n]);
+    // Eight lanes of running maxima so that the reduction vectorizes.
+    const L: usize = 8;
+    let (mut res, mut hmax, mut nan) = ([acc.res; L], [acc.hmax; L], [false; L]);
+    let mut unit = |i: usize, l: usize| {
+        let d = (cur[i] - f[i]).abs();
+        nan[l] |= d.is_nan();
+        res[l] = if d > res[l] { d } else { res[l] };
+        let c = cur[i].abs();
+        hmax[l] = if c > hmax[l] { c } else { hmax[l] };
+        // `x · 1 = x` exactly, so scaling unconditionally matches the
+        // unfused path, which scales only when damping.
+        let ai = a[i] * scale;
+        let b = f[i] - (T::zero() + ai * prev[i]);
+        hn[i] = ai * hn_prev[i] + b;
+    };
+    let full = n - n % L;
+    for base in (0..full).step_by(L) {
+        for l in 0..L {
+            unit(base + l, l);
+        }
+    }
+    for i in full..n {
+        unit(i, i - full);
+    }
+    for l in 0..L {
+        acc.nan |= nan[l];
+        acc.res = if res[l] > acc.res { res[l] } else { acc.res };
+        acc.hmax = if hmax[l] > acc.hmax {
+            hmax[l]
+        } else {
+            acc.hmax
+        };
+    }
+}
+
+/// The residual part of [`fused_row_body`] alone (the unfused path).
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn residual_row_body<T: Real>(cur: &[T], f: &[T], acc: &mut RowMax<T>) {
+    let n = cur.len();
+    let f = &f[..n];
+    const L: usize = 8;
+    let (mut res, mut hmax, mut nan) = ([acc.res; L], [acc.hmax; L], [false; L]);
+    let mut unit = |i: usize, l: usize| {
+        let d = (cur[i] - f[i]).abs();
+        nan[l] |= d.is_nan();
+        res[l] = if d > res[l] { d } else { res[l] };
+        let c = cur[i].abs();
+        hmax[l] = if c > hmax[l] { c } else { hmax[l] };
+    };
+    let full = n - n % L;
+    for base in (0..full).step_by(L) {
+        for l in 0..L {
+            unit(base + l, l);
+        }
+    }
+    for i in full..n {
+        unit(i, i - full);
+    }
+    for l in 0..L {
+        acc.nan |= nan[l];
+        acc.res = if res[l] > acc.res { res[l] } else { acc.res };
+        acc.hmax = if hmax[l] > acc.hmax {
+            hmax[l]
+        } else {
+            acc.hmax
+        };
+    }
+}
+
+crate::simd::multiversion!(fn residual_row<T: Real>(cur: &[T], f: &[T], acc: &mut RowMax<T>) => residual_row_body);
+
+crate::simd::multiversion!(fn fused_row<T: Real>(
+    f: &[T],
+    a: &[T],
+    prev: &[T],
+    cur: &[T],
+    hn_prev: &[T],
+    hn: &mut [T],
+    scale: T,
+    acc: &mut RowMax<T>,
+) => fused_row_body);
 
 fn to_f64<T: Real>(x: T) -> f64 {
     x.to_f64().unwrap_or(f64::NAN)

@@ -51,3 +51,75 @@ pub fn cpu_copy_gbs(pool: &rayon::ThreadPool, bytes: usize, reps: usize) -> Resu
         Ok(median(&mut samples))
     })
 }
+
+/// Independent multiply-add chains per probe kernel: enough 8-lane
+/// vectors in flight (12) to cover the latency of two FMA pipes.
+const FMA_CHAINS: usize = 96;
+
+/// The machine's `f32` multiply-add peak in GFLOP/s (one multiply-add is 2
+/// flops), measured as [`cpu_copy_gbs`] is: on `pool`, every worker runs
+/// the same register-resident kernel of [`FMA_CHAINS`] independent chains
+/// `acc = acc·m + c` for `iters` rounds; `reps` timed runs after one
+/// warm-up, median reported. The kernel uses fused multiply-adds on
+/// 8-lane AVX2 vectors where the CPU has them (picked at run time), else
+/// separate multiplies and adds at the target's baseline width, so it
+/// measures what the engine's own dispatched loops can reach. The
+/// yardstick of the compute-bound families (dense, DPLR).
+pub fn cpu_fma_gflops(pool: &rayon::ThreadPool, iters: usize, reps: usize) -> Result<f64> {
+    if iters == 0 {
+        return Err(Error::size("iters", 0, "≥ 1").into());
+    }
+    if reps == 0 {
+        return Err(Error::size("reps", 0, "≥ 1").into());
+    }
+    pool.install(|| {
+        let threads = rayon::current_num_threads();
+        let run = || {
+            (0..threads)
+                .into_par_iter()
+                .with_max_len(1)
+                .map(|t| fma_kernel(iters, t as f32))
+                .sum::<f32>()
+        };
+        std::hint::black_box(run());
+        let flops = 2.0 * (FMA_CHAINS * iters * threads) as f64;
+        let mut samples: Vec<f64> = (0..reps)
+            .map(|_| {
+                let start = Instant::now();
+                std::hint::black_box(run());
+                flops / start.elapsed().as_secs_f64() / 1e9
+            })
+            .collect();
+        Ok(median(&mut samples))
+    })
+}
+
+/// One worker's share of the FMA probe; returns a sum so the chains stay live.
+fn fma_kernel(iters: usize, seed: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { fma_kernel_avx2(iters, seed) };
+    }
+    let mut acc = [seed; FMA_CHAINS];
+    let (m, c) = std::hint::black_box((0.999_999f32, 1e-6f32));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = *a * m + c;
+        }
+    }
+    acc.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_kernel_avx2(iters: usize, seed: f32) -> f32 {
+    let mut acc = [seed; FMA_CHAINS];
+    let (m, c) = std::hint::black_box((0.999_999f32, 1e-6f32));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = a.mul_add(m, c);
+        }
+    }
+    acc.iter().sum()
+}

@@ -245,6 +245,8 @@ pub fn run(
         gbs: copy_gbs,
         threads,
     });
+    progress.set_message("measuring the FMA peak");
+    let fma_gflops = bandwidth::cpu_fma_gflops(&pool, FMA_PROBE_ITERS, config.copy_reps)?;
 
     progress.set_length(case_count(config) as u64);
     let mut ctx = Runner {
@@ -304,6 +306,7 @@ pub fn run(
             threads,
             cpu: cpu_model(),
             copy_gbs,
+            fma_gflops,
             copy_bytes: config.copy_bytes,
             started_unix_s,
             wall_s: started.elapsed().as_secs_f64(),
@@ -314,6 +317,10 @@ pub fn run(
         skipped: ctx.skipped,
     })
 }
+
+/// Rounds of the FMA probe per worker: 96 chains × 2 flops × 2^18 rounds ≈
+/// 50 MFLOP, a few milliseconds per run.
+const FMA_PROBE_ITERS: usize = 1 << 18;
 
 /// The state of one sweep while it runs.
 struct Runner<'c, 'e> {

@@ -119,6 +119,10 @@ pub struct Meta {
     pub cpu: Option<String>,
     /// Measured copy bandwidth, GB/s (read + written bytes).
     pub copy_gbs: f64,
+    /// Measured `f32` multiply-add peak, GFLOP/s, same threads and run
+    /// ([`super::bandwidth::cpu_fma_gflops`]): the yardstick of dense and
+    /// DPLR rows.
+    pub fma_gflops: f64,
     /// Bytes per buffer of the copy probe.
     pub copy_bytes: usize,
     /// Seconds since the Unix epoch at the start.
@@ -240,7 +244,7 @@ pub(crate) fn format_ms(ms: f64) -> String {
 
 impl SweepReport {
     /// The whole table: header, grid rows, skipped cases, the bandwidth
-    /// line, and the copy-bandwidth yardstick.
+    /// line, and the copy-bandwidth and FMA-peak yardsticks.
     pub fn table(&self) -> String {
         let mut s = table_header();
         s.push('\n');
@@ -263,6 +267,11 @@ impl SweepReport {
             self.meta.copy_gbs,
             self.meta.threads,
             self.meta.copy_bytes >> 20
+        );
+        let _ = writeln!(
+            s,
+            "FMA peak: {:.1} GFLOP/s (f32 multiply-adds, {} threads, same run)",
+            self.meta.fma_gflops, self.meta.threads
         );
         s
     }

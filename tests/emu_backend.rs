@@ -436,9 +436,7 @@ fn copy_works(runner: &EmuBackend, n: usize) {
         KernelArg::from(&dst),
         KernelArg::from(n as u64),
     ];
-    runner
-        .launch("copy_f32", LaunchConfig::linear(3, 64), &args)
-        .unwrap();
+    unsafe { runner.launch("copy_f32", LaunchConfig::linear(3, 64), &args) }.unwrap();
     let mut back = vec![0f32; n];
     runner.download(&dst, &mut back).unwrap();
     assert_eq!(back, host);
@@ -462,8 +460,9 @@ fn a_store_past_the_end_is_a_typed_illegal_address() {
             KernelArg::from(&dst),
             KernelArg::from((n + 64) as u64),
         ];
-        let (address, distance, message) =
-            illegal_address(runner.launch("copy_f32", LaunchConfig::linear(1, 1), &args));
+        let (address, distance, message) = illegal_address(unsafe {
+            runner.launch("copy_f32", LaunchConfig::linear(1, 1), &args)
+        });
         let end = dst.ptr() + (n * F32) as u64;
         assert_eq!(address, end + distance as u64, "{guard:?}: {message}");
         match guard {
@@ -497,8 +496,9 @@ fn a_load_past_the_end_is_a_typed_illegal_address() {
             KernelArg::from(&dst),
             KernelArg::from((n + 1) as u64),
         ];
-        let (address, distance, message) =
-            illegal_address(runner.launch("copy_f32", LaunchConfig::linear(1, 1), &args));
+        let (address, distance, message) = illegal_address(unsafe {
+            runner.launch("copy_f32", LaunchConfig::linear(1, 1), &args)
+        });
         assert_eq!(distance, 0, "{guard:?}: {message}");
         assert_eq!(address, src.ptr() + (n * F32) as u64, "{message}");
         #[cfg(target_arch = "x86_64")]
@@ -523,8 +523,9 @@ fn faulting_launches_leave_the_emulator_usable() {
                 KernelArg::from(&dst),
                 KernelArg::from((n + 1100) as u64),
             ];
-            let (address, distance, message) =
-                illegal_address(runner.launch("copy_f32", LaunchConfig::linear(6, 64), &args));
+            let (address, distance, message) = illegal_address(unsafe {
+                runner.launch("copy_f32", LaunchConfig::linear(6, 64), &args)
+            });
             assert!(distance >= 0, "{message}");
             assert_eq!(
                 address,
@@ -557,8 +558,7 @@ fn an_unfenced_publish_reads_stale_data() {
                     KernelArg::F32(42.5),
                     KernelArg::I32(fenced),
                 ];
-                runner
-                    .launch("publish_probe_f32", LaunchConfig::linear(2, 1), &args)
+                unsafe { runner.launch("publish_probe_f32", LaunchConfig::linear(2, 1), &args) }
                     .unwrap();
                 let mut seen = [0u32];
                 runner.download(&out, &mut seen).unwrap();

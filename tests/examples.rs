@@ -44,6 +44,7 @@ mod deltanet;
 fn deltanet_matches_the_delta_rule_everywhere() {
     let results = deltanet::run(200).unwrap();
     assert!(results.iter().any(|(name, _)| name == "emu"), "{results:?}");
+}
 
 #[path = "../examples/train_gru.rs"]
 mod train_gru;

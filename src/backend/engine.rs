@@ -33,7 +33,7 @@ use crate::scan::PlanRequest;
 /// that ran.
 ///
 /// Implemented by [`Cpu`] and by every
-/// [`KernelRunner`](crate::backend::launch::KernelRunner) (the CUDA backend,
+/// [`KernelRunner`] (the CUDA backend,
 /// the emulator).
 pub trait Engine {
     /// A short name for reports, e.g. `cpu`, `emu`, `cuda`.

@@ -73,7 +73,7 @@ pub trait Cell<T: Real>: Sync {
         0
     }
     /// The vector-Jacobian product of one step, for the backward pass
-    /// ([`backward`](super::backward)): given the cotangent `g = ∂L/∂out`
+    /// ([`backward()`](super::backward())): given the cotangent `g = ∂L/∂out`
     /// of `out = f(h, x)` (`[n]`), write `dx = (∂f/∂x)ᵀ g`
     /// (`[input_dim]`) and *add* `(∂f/∂θ)ᵀ g` into `dparams`
     /// (`[param_count]`, in the cell's documented weight order). The

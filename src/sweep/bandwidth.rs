@@ -58,7 +58,7 @@ const FMA_CHAINS: usize = 96;
 
 /// The machine's `f32` multiply-add peak in GFLOP/s (one multiply-add is 2
 /// flops), measured as [`cpu_copy_gbs`] is: on `pool`, every worker runs
-/// the same register-resident kernel of [`FMA_CHAINS`] independent chains
+/// the same register-resident kernel of `FMA_CHAINS` independent chains
 /// `acc = acc·m + c` for `iters` rounds; `reps` timed runs after one
 /// warm-up, median reported. The kernel uses fused multiply-adds on
 /// 8-lane AVX2 vectors where the CPU has them (picked at run time), else

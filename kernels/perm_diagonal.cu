@@ -744,7 +744,7 @@ PSP_DEV int lb_spl(int n) { return n >= 1 && n <= 32 ? 1 : wide_spl(n); }
 // (n > 128: two steps of 8 slots do not fit 128 registers without spills).
 PS_HD constexpr int lb_steps(int spl) { return spl >= 8 ? 1 : kLbWork / spl; }
 
-template <class Ops, int SPL, class Lb>
+template <class Ops, int SPL, class Lb, int kBuf>
 PSP_DEV void lookback_spl(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                           const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
                           typename Ops::Out* __restrict__ hT, const typename Ops::In* __restrict__ h0,
@@ -916,7 +916,7 @@ PSP_UNROLL
                 }
             }
         } else {
-            const int S = kLbBuf / n < 32 ? kLbBuf / n : 32;  // window slots per pass
+            const int S = kBuf / n < 32 ? kBuf / n : 32;  // window slots per pass
             int yp[SPL];
             V yd[SPL], yb[SPL];
             bool have = false;
@@ -1037,46 +1037,32 @@ PSP_UNROLL
     }
 }
 
-// K7: the look-back kernel; checks the contract, takes the ticket and dispatches on SPL.
-template <class Ops, class Lb = psd::LbProduction>
+// K7: the look-back kernel for SPL slots per lane (one kernel per SPL: together they
+// would take the register count of the largest); checks the contract, takes the ticket.
+template <class Ops, int SPL, class Lb = psd::LbProduction>
 PSP_DEV void lookback(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
                       typename Ops::Out* h, typename Ops::Out* hT, const typename Ops::In* h0, unsigned* status,
                       unsigned char* lagg_p, typename Ops::V* lagg_d, typename Ops::V* lagg_b, typename Ops::V* lpre,
                       int B, int T, int n, int C, int prefix_every) {
     using V = typename Ops::V;
-    PS_SHARED(V, s_d, kLbBuf);
-    PS_SHARED(V, s_b, kLbBuf);
-    PS_SHARED(unsigned char, s_p, kLbBuf);
-    PS_SHARED(V, s_h, kMaxN);
-    PS_SHARED(V, s_pv, kMaxN);
+    // n <= 32: no gather buffers, team aggregates and a 32-chunk window fit 32 * 32 slots.
+    constexpr int kBuf = SPL == 1 ? 32 * 32 : kLbBuf;
+    PS_SHARED(V, s_d, kBuf);
+    PS_SHARED(V, s_b, kBuf);
+    PS_SHARED(unsigned char, s_p, kBuf);
+    PS_SHARED(V, s_h, SPL == 1 ? 32 : kMaxN);
+    PS_SHARED(V, s_pv, SPL == 1 ? 32 : kMaxN);
     PS_SHARED_VAR(int, s_lp);
-    const int spl = lb_spl(n);
-    if (spl == 0 || (blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || prefix_every < 1 ||
-        static_cast<long long>(blockDim.x >> 5) * (spl == 1 ? 32 / n : 1) * lb_steps(spl) != C)
+    if (lb_spl(n) != SPL || (blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || prefix_every < 1 ||
+        static_cast<long long>(blockDim.x >> 5) * (SPL == 1 ? 32 / n : 1) * lb_steps(SPL) != C)
         __trap();
     const long long chains = B;
     const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
     const long long id = psd::lb_ticket(status + chains * nchunks);
     // A grid larger than the contract's: the surplus tickets own no chunk (uniform per block).
     if (id >= chains * nchunks) return;
-    switch (spl) {
-        case 1:
-            lookback_spl<Ops, 1, Lb>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,
+    lookback_spl<Ops, SPL, Lb, kBuf>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,
                                      prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp);
-            break;
-        case 2:
-            lookback_spl<Ops, 2, Lb>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,
-                                     prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp);
-            break;
-        case 4:
-            lookback_spl<Ops, 4, Lb>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,
-                                     prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp);
-            break;
-        default:
-            lookback_spl<Ops, 8, Lb>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,
-                                     prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp);
-            break;
-    }
 }
 
 using OpsF32 = PdOps<float, float>;
@@ -1168,20 +1154,25 @@ PSP_KERNELS(f16, psp::OpsF16);
 PSP_KERNELS(bf16, psp::OpsBF16);
 PSP_KERNELS(depth, psp::OpsDepth);
 
-// K7 pd_lookback_<sfx>: plan P4 (see the contract). LB: blocks of 256 per SM that ptxas
-// must fit.
-#define PSP_LOOKBACK(SFX, OPS, LB)                                                                             \
+// K7 pd_lookback<SPL>_<sfx>: plan P4 (see the contract), one kernel per SPL (1: n <= 32,
+// 2: n <= 64, 4: n <= 128, 8: n <= 256). LB: blocks of 256 per SM that ptxas must fit.
+#define PSP_LOOKBACK1(SPL, SFX, OPS, LB)                                                                      \
     extern "C" __global__ void __launch_bounds__(256, LB)                                                      \
-        pd_lookback_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,               \
-                          const OPS::In* __restrict__ b, OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,  \
-                          const OPS::In* __restrict__ h0, unsigned* __restrict__ status,                       \
-                          unsigned char* __restrict__ lagg_p, OPS::V* __restrict__ lagg_d,                     \
-                          OPS::V* __restrict__ lagg_b, OPS::V* __restrict__ lpre, int B, int T, int n, int C,  \
-                          int prefix_every) {                                                                  \
-        psp::lookback<OPS>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,            \
-                           prefix_every);                                                                      \
+        pd_lookback##SPL##_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,        \
+                                 const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                      \
+                                 OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0,                    \
+                                 unsigned* __restrict__ status, unsigned char* __restrict__ lagg_p,            \
+                                 OPS::V* __restrict__ lagg_d, OPS::V* __restrict__ lagg_b,                     \
+                                 OPS::V* __restrict__ lpre, int B, int T, int n, int C, int prefix_every) {    \
+        psp::lookback<OPS, SPL>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,      \
+                                prefix_every);                                                                 \
     }                                                                                                          \
-    PS_REGISTER_KERNEL(pd_lookback_##SFX)
+    PS_REGISTER_KERNEL(pd_lookback##SPL##_##SFX)
+#define PSP_LOOKBACK(SFX, OPS, LB)  \
+    PSP_LOOKBACK1(1, SFX, OPS, LB); \
+    PSP_LOOKBACK1(2, SFX, OPS, LB); \
+    PSP_LOOKBACK1(4, SFX, OPS, LB); \
+    PSP_LOOKBACK1(8, SFX, OPS, LB)
 
 PSP_LOOKBACK(f32, psp::OpsF32, 2);
 PSP_LOOKBACK(f64, psp::OpsF64, 1);
@@ -1192,18 +1183,20 @@ PSP_LOOKBACK(depth, psp::OpsDepth, 2);
 // Emulator tests only, never launched on a GPU (as diagonal.cu's probes): pd_lookback with
 // psd::LbProbe, i.e. chunk 1 of problem 0 never publishes and its successors must trap after
 // a few thousand polls. Same arguments and launch shape as K7.
-#define PSP_PROBE(SFX, OPS)                                                                                    \
-    extern "C" __global__ void pd_lookback_probe_##SFX(                                                        \
+#define PSP_PROBE(SPL, SFX, OPS)                                                                               \
+    extern "C" __global__ void pd_lookback##SPL##_probe_##SFX(                                                 \
         const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d, const OPS::In* __restrict__ b,  \
         OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0,                   \
         unsigned* __restrict__ status, unsigned char* __restrict__ lagg_p, OPS::V* __restrict__ lagg_d,        \
         OPS::V* __restrict__ lagg_b, OPS::V* __restrict__ lpre, int B, int T, int n, int C, int prefix_every) { \
-        psp::lookback<OPS, psd::LbProbe>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, \
-                                         C, prefix_every);                                                     \
+        psp::lookback<OPS, SPL, psd::LbProbe>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B,  \
+                                              T, n, C, prefix_every);                                          \
     }                                                                                                          \
-    PS_REGISTER_KERNEL(pd_lookback_probe_##SFX)
-PSP_PROBE(f32, psp::OpsF32);
-PSP_PROBE(depth, psp::OpsDepth);
+    PS_REGISTER_KERNEL(pd_lookback##SPL##_probe_##SFX)
+PSP_PROBE(1, f32, psp::OpsF32);
+PSP_PROBE(2, f32, psp::OpsF32);
+PSP_PROBE(1, depth, psp::OpsDepth);
+PSP_PROBE(2, depth, psp::OpsDepth);
 
 // K8 pd_lb_clear: zeroes the look-back status words and the ticket counter (n words).
 extern "C" __global__ void __launch_bounds__(256) pd_lb_clear(unsigned* __restrict__ status, int n) {

@@ -163,7 +163,10 @@ fn kernels_are_registered() {
             "pd_wide_rescan",
             "pd_wide_sequential",
             "pd_scan",
-            "pd_lookback",
+            "pd_lookback1",
+            "pd_lookback2",
+            "pd_lookback4",
+            "pd_lookback8",
         ] {
             let name = format!("{k}_{sfx}");
             assert!(names.contains(&name), "{name} is not registered");

@@ -217,7 +217,8 @@ struct KernelNames {
     scan: &'static str,
     scan_tiles: &'static str,
     scan_apply: &'static str,
-    lookback: &'static str,
+    /// `pd_lookback<SPL>_*` for SPL = 1, 2, 4, 8 slots per lane.
+    lookback: [&'static str; 4],
 }
 
 macro_rules! kernel_names {
@@ -232,7 +233,12 @@ macro_rules! kernel_names {
             scan: concat!("pd_scan_", $sfx),
             scan_tiles: concat!("pd_scan_tiles_", $sfx),
             scan_apply: concat!("pd_scan_apply_", $sfx),
-            lookback: concat!("pd_lookback_", $sfx),
+            lookback: [
+                concat!("pd_lookback1_", $sfx),
+                concat!("pd_lookback2_", $sfx),
+                concat!("pd_lookback4_", $sfx),
+                concat!("pd_lookback8_", $sfx),
+            ],
         }
     };
 }
@@ -942,7 +948,7 @@ impl Geometry {
                     )?,
                     launch(
                         PdLaunchRole::LookBack,
-                        names.lookback,
+                        names.lookback[lookback_team(self.shape.n).0.trailing_zeros() as usize],
                         units,
                         32 * self.lookback_warps() as u32,
                     )?,
@@ -1827,7 +1833,13 @@ mod tests {
             assert_eq!(p.scratch.status, 4 * (3 * p.chunks + 1));
             assert_eq!(p.scratch.carry, 4 * 3 * p.chunks * n);
             assert_eq!(p.launches[0].kernel, "pd_lb_clear");
-            assert_eq!(p.launches[1].kernel, "pd_lookback_f32");
+            let spl = match n {
+                0..=32 => 1,
+                33..=64 => 2,
+                65..=128 => 4,
+                _ => 8,
+            };
+            assert_eq!(p.launches[1].kernel, format!("pd_lookback{spl}_f32"));
         }
         // Worked example: n = 5, T = 2000: C = 768 (K = 16, nt = 48), NC = 3; chunk 2
         // starts from depth 16 + 47 + 2 = 65; its team 40 (steps 1280 + 640 ..) from

@@ -1410,7 +1410,7 @@ pub fn check_lookback_surplus_blocks<R: KernelRunner>(runner: &R, label: &str) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The look-back probe kernels (`pd_lookback_probe_<sfx>`, emulator only)
+/// The look-back probe kernels (`pd_lookback<SPL>_probe_<sfx>`, emulator only)
 /// never publish chunk 1 of problem 0: its successors spin until the spin
 /// cap and trap, which must surface as a typed launch error.
 pub fn check_lookback_withheld_traps<R: KernelRunner>(runner: &R, label: &str) {
@@ -1424,7 +1424,8 @@ pub fn check_lookback_withheld_traps<R: KernelRunner>(runner: &R, label: &str) {
             "{plan}: the probe needs a chunk after chunk 1"
         );
         for sfx in ["f32", "depth"] {
-            let kernel = format!("pd_lookback_probe_{sfx}");
+            let spl = if n <= 32 { 1 } else { 2 };
+            let kernel = format!("pd_lookback{spl}_probe_{sfx}");
             match lookback_by_hand(runner, &plan, &kernel, 0, 0x6_0000 + t as u64) {
                 Err(e) => failures.push(format!("{label}: {kernel}: {e}")),
                 Ok((Err(Error::Launch { message, .. }), ..)) if message.contains("__trap") => {}

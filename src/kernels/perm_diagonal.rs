@@ -472,6 +472,7 @@ impl PdGpuPlan {
             chunks: self.chunks,
             depth_formula: self.depth,
             scratch_bytes: self.scratch_bytes(),
+            plan_bytes: (self.bytes_per_slot() * self.shape.elements() as f64).round() as u64,
             // Depth depends on T, C and the plan kind (P4: and on n, through the
             // team shape), not on B or the dtype.
             depth_key: format!(
@@ -504,7 +505,7 @@ impl PdGpuPlan {
         };
         let scratch = self.scratch_bytes() as f64;
         let scratch_traffic = match self.kind {
-            PdPlanKind::LookBack => scratch + self.scratch.carry as f64 / self.chunks as f64,
+            PdPlanKind::LookBack => scratch + self.scratch.carry as f64,
             _ => 2.0 * scratch,
         };
         passes * input + s + scratch_traffic / slots

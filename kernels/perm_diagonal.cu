@@ -79,6 +79,21 @@
 //                         const V* tile_carry, V* carry, int B, int n, int NC, int M, int TL)
 //       Phase 2c (two levels): carry[(bb*NC + c)*n + i] =
 //           apply(agg[(bb*M + c)], tile_carry[(bb*NTL + c/TL)*n ..])_i.
+//  K7 pd_lookback<SPL>_<sfx>(const u8* perm, const In* d, const In* b, Out* h, Out* hT,
+//                            const In* h0, unsigned* status, u8* lagg_p, V* lagg_d, V* lagg_b,
+//                            V* lpre, int B, int T, int n, int C, int prefix_every)
+//       Plan P4, the whole scan in one pass with a decoupled look-back (the protocol of
+//       diagonal.cuh: tickets, a 32-chunk status window, st.cg payloads -> fence -> status,
+//       the spin cap PS_LB_SPIN_CAP, surplus tickets return at once). SPL = slots per lane:
+//       1 for n <= 32, 2, 4, 8 for n <= 64, 128, 256 (one kernel each; a wrong n traps).
+//       A chain is one problem: status word of (bb, c) at c*B + bb; lagg_*: u8/V[B*NC*n],
+//       lpre V[B*NC*n], (bb, c) at (c*B + bb)*n. Block = 32*W threads, W <= 8 warps; teams
+//       as the small (n <= 32: floor(32/n) per warp) or wide (one per warp) kernels, each
+//       K = 16/SPL steps (K = 1 for SPL = 8), so C = W * teams per warp * K (else trap).
+//       status u32[B*NC + 1] all zero (K8). prefix_every >= 1 (1 in production; n > 1
+//       publishes inclusive prefixes only for chunks c % n == 0, a test hook that forces the
+//       aggregate path; the _depth kernels ignore it). h, hT, h0 nullable as in K2.
+//  K8 pd_lb_clear(unsigned* status, int n)      (no dtype suffix): status[0..n) = 0.
 //
 // Launch shapes (grid and block are (x,1,1); shared bytes 0):
 //   pd_small_reduce / _rescan / _sequential: block = 128 (any multiple of 32 in [32, 256]
@@ -104,9 +119,16 @@
 //        3. pd_scan(tile_p, tile_d, tile_b, tile_carry, h0, B, n, NTL, MT)
 //        4. pd_scan_apply(agg_p, agg_d, agg_b, tile_carry, carry, B, n, NC, M, TL)
 //        5. pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)              5 launches
+//   P4 look-back (B*NC + 1 <= 2^31 - 1). Scratch: status u32[B*NC + 1], lagg_p u8[B*NC*n],
+//      lagg_d, lagg_b, lpre V[B*NC*n].
+//        1. pd_lb_clear(status, B*NC + 1)            block 256, grid ceil((B*NC + 1) / 256)
+//        2. pd_lookback<SPL>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre,
+//                            B, T, n, C, 1)           block 32*W, grid B*NC       2 launches
+//      The planner takes W = clamp(next_pow2(ceil(T / (teams per warp * K))), 1, 8).
 //   All on one stream, in order; no launch synchronizes.
-//   Bytes per slot and step (f32): P0/P1 13 (read perm 1, d 4, b 4; write h 4); P2 22 (the
-//   inputs are read twice), plus scratch 9 B per slot and chunk.
+//   Bytes per slot and step (f32): P0/P1/P4 13 (read perm 1, d 4, b 4; write h 4); P2 22
+//   (the inputs are read twice), plus scratch 9 B per slot and chunk (P4: 13 B written and
+//   4 B read per slot and chunk: 13.02 for n = 5, 13.27 for n = 64).
 //
 // DEPTH. The _depth kernels are the same templates over a depth-counter element: every
 // value (d, b of an aggregate, a state slot) is an unsigned depth, input steps, h0 and
@@ -126,6 +148,12 @@
 //   Plan depth = max over t = max(dc(NC-1) + (T - (NC-1)*C), max_{c < NC-1} dc(c) + C).
 //   Example: T = 1024, C = 64 (NC = 16): worst c = 15, dc = 64 + 3 + 4 + 1 = 72, depth 136
 //   (~ 2C + 2 log2 NC; the sequential kernel: 1024).
+//   P4 (look-back): the _depth kernels take the worst case deterministically (every block
+//   waits for its predecessor's inclusive prefix). With K steps per team and nt = W * teams
+//   per warp teams per block: team aggregate depth K, exclusive team prefix W_g = K + g - 1,
+//   chunk total K + nt - 1; carry-in hin(0) = 0, hin(c) = K + nt - 1 + c; team g starts
+//   from hin (g = 0) or max(K + g - 1, hin) + 1; step u (0-based) of team g has depth
+//   start + u + 1. Example: n = 5 (K = 16, nt = 48, C = 768), T = 2000: t = 1999 has 82.
 //
 // Guarantees the tests rely on: every element of h (when non-null) and hT (when non-null)
 // is written exactly once, nothing else outside the scratch is; hT is bit-identical to h

@@ -5,7 +5,7 @@
 //! `perm, d, b: [B,T,n]` (`perm` as `u8`, so `n ≤ 256`), `h0, h_T: [B,n]`.
 //! This module implements the *launch contract* written at the top of
 //! `kernels/perm_diagonal.cu` (kernel names, argument lists, launch shapes,
-//! the plans P0–P2, scratch sizes and the measured-depth formula); the same
+//! the plans P0–P4, scratch sizes and the measured-depth formula); the same
 //! launch sequence runs on the GPU and in the SIMT emulator.
 //!
 //! # Layers
@@ -44,12 +44,18 @@
 //!   smallest legal chunk, the least formula depth whose scratch is at most
 //!   [`MIN_DEPTH_SCRATCH_CAP`] (ties to the longer chunk); `C = 1`–`2` for
 //!   long `T` and modest `B·T·n`.
+//! - `LookBack` → P4: one pass with a decoupled look-back
+//!   (`pd_lookback<SPL>`), the chunk being what one block of up to 8 warps
+//!   holds in registers (`C = 768` for `n = 5`, 64 for `n = 64`, 8 for
+//!   `n > 128`). Every input is read once (13 B per f32 slot and step plus
+//!   the chunk payloads, against 22 for P2/P3); depth grows by one per
+//!   chunk, and results are not bitwise reproducible run to run.
 //! - `Auto`: with `W` the threads of the warps that `B` teams occupy
 //!   (`32·⌈B/⌊32/n⌋⌉` for `n ≤ 32`, `32·B` otherwise), P1 when
-//!   `W ≥ sm_count × 2048` (teams fill the GPU); otherwise
-//!   `NC ≈ sm_count × 2048 / W`, at most [`AUTO_MAX_CHUNKS`], `C = ⌈T/NC⌉ ≥`
-//!   [`AUTO_MIN_CHUNK`]; P2 up to 1024 chunks, P3 beyond (its scan phase
-//!   spreads over `B·NTL` blocks, so one problem still fills the GPU).
+//!   `W ≥ sm_count × 2048` (teams fill the GPU); otherwise P4, or, when
+//!   P4 does not fit one launch (`B·NC ≥ 2³¹ − 1`), `NC ≈ sm_count × 2048 /
+//!   W`, at most [`AUTO_MAX_CHUNKS`], `C = ⌈T/NC⌉ ≥` [`AUTO_MIN_CHUNK`];
+//!   P2 up to 1024 chunks, P3 beyond.
 
 use std::fmt;
 
@@ -297,7 +303,7 @@ pub enum PdPlanKind {
 }
 
 impl PdPlanKind {
-    /// `"P0"` … `"P3"`: the contract's names.
+    /// `"P0"` … `"P4"`: the contract's names.
     pub fn label(self) -> &'static str {
         match self {
             PdPlanKind::Sequential => "P0",
@@ -346,7 +352,7 @@ pub enum PdLaunchRole {
     Rescan,
     /// P4: `pd_lb_clear(status, words)` zeroes the status words and the ticket.
     LookBackClear,
-    /// P4: `pd_lookback(perm, d, b, h, hT, h0, status, agg_p, agg_d, agg_b,
+    /// P4: `pd_lookback<SPL>(perm, d, b, h, hT, h0, status, agg_p, agg_d, agg_b,
     /// carry, B, T, n, C, prefix_every)` (`carry` holds the inclusive prefixes).
     LookBack,
 }
@@ -416,7 +422,7 @@ impl PdScratch {
 pub struct PdGpuPlan {
     /// What was asked for.
     pub request: PlanRequest,
-    /// P0–P2.
+    /// P0–P4.
     pub kind: PdPlanKind,
     /// Storage type of `d`, `b`, `h0`, `h`, `h_T` (names the kernels).
     pub dtype: DType,

@@ -79,6 +79,21 @@
 //                         const V* tile_carry, V* carry, int B, int n, int NC, int M, int TL)
 //       Phase 2c (two levels): carry[(bb*NC + c)*n + i] =
 //           apply(agg[(bb*M + c)], tile_carry[(bb*NTL + c/TL)*n ..])_i.
+//  K7 pd_lookback<SPL>_<sfx>(const u8* perm, const In* d, const In* b, Out* h, Out* hT,
+//                            const In* h0, unsigned* status, u8* lagg_p, V* lagg_d, V* lagg_b,
+//                            V* lpre, int B, int T, int n, int C, int prefix_every)
+//       Plan P4, the whole scan in one pass with a decoupled look-back (the protocol of
+//       diagonal.cuh: tickets, a 32-chunk status window, st.cg payloads -> fence -> status,
+//       the spin cap PS_LB_SPIN_CAP, surplus tickets return at once). SPL = slots per lane:
+//       1 for n <= 32, 2, 4, 8 for n <= 64, 128, 256 (one kernel each; a wrong n traps).
+//       A chain is one problem: status word of (bb, c) at c*B + bb; lagg_*: u8/V[B*NC*n],
+//       lpre V[B*NC*n], (bb, c) at (c*B + bb)*n. Block = 32*W threads, W <= 8 warps; teams
+//       as the small (n <= 32: floor(32/n) per warp) or wide (one per warp) kernels, each
+//       K = 16/SPL steps (K = 1 for SPL = 8), so C = W * teams per warp * K (else trap).
+//       status u32[B*NC + 1] all zero (K8). prefix_every >= 1 (1 in production; n > 1
+//       publishes inclusive prefixes only for chunks c % n == 0, a test hook that forces the
+//       aggregate path; the _depth kernels ignore it). h, hT, h0 nullable as in K2.
+//  K8 pd_lb_clear(unsigned* status, int n)      (no dtype suffix): status[0..n) = 0.
 //
 // Launch shapes (grid and block are (x,1,1); shared bytes 0):
 //   pd_small_reduce / _rescan / _sequential: block = 128 (any multiple of 32 in [32, 256]
@@ -104,9 +119,16 @@
 //        3. pd_scan(tile_p, tile_d, tile_b, tile_carry, h0, B, n, NTL, MT)
 //        4. pd_scan_apply(agg_p, agg_d, agg_b, tile_carry, carry, B, n, NC, M, TL)
 //        5. pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)              5 launches
+//   P4 look-back (B*NC + 1 <= 2^31 - 1). Scratch: status u32[B*NC + 1], lagg_p u8[B*NC*n],
+//      lagg_d, lagg_b, lpre V[B*NC*n].
+//        1. pd_lb_clear(status, B*NC + 1)            block 256, grid ceil((B*NC + 1) / 256)
+//        2. pd_lookback<SPL>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre,
+//                            B, T, n, C, 1)           block 32*W, grid B*NC       2 launches
+//      The planner takes W = clamp(next_pow2(ceil(T / (teams per warp * K))), 1, 8).
 //   All on one stream, in order; no launch synchronizes.
-//   Bytes per slot and step (f32): P0/P1 13 (read perm 1, d 4, b 4; write h 4); P2 22 (the
-//   inputs are read twice), plus scratch 9 B per slot and chunk.
+//   Bytes per slot and step (f32): P0/P1/P4 13 (read perm 1, d 4, b 4; write h 4); P2 22
+//   (the inputs are read twice), plus scratch 9 B per slot and chunk (P4: 13 B written and
+//   4 B read per slot and chunk: 13.02 for n = 5, 13.27 for n = 64).
 //
 // DEPTH. The _depth kernels are the same templates over a depth-counter element: every
 // value (d, b of an aggregate, a state slot) is an unsigned depth, input steps, h0 and
@@ -126,6 +148,12 @@
 //   Plan depth = max over t = max(dc(NC-1) + (T - (NC-1)*C), max_{c < NC-1} dc(c) + C).
 //   Example: T = 1024, C = 64 (NC = 16): worst c = 15, dc = 64 + 3 + 4 + 1 = 72, depth 136
 //   (~ 2C + 2 log2 NC; the sequential kernel: 1024).
+//   P4 (look-back): the _depth kernels take the worst case deterministically (every block
+//   waits for its predecessor's inclusive prefix). With K steps per team and nt = W * teams
+//   per warp teams per block: team aggregate depth K, exclusive team prefix W_g = K + g - 1,
+//   chunk total K + nt - 1; carry-in hin(0) = 0, hin(c) = K + nt - 1 + c; team g starts
+//   from hin (g = 0) or max(K + g - 1, hin) + 1; step u (0-based) of team g has depth
+//   start + u + 1. Example: n = 5 (K = 16, nt = 48, C = 768), T = 2000: t = 1999 has 82.
 //
 // Guarantees the tests rely on: every element of h (when non-null) and hT (when non-null)
 // is written exactly once, nothing else outside the scratch is; hT is bit-identical to h
@@ -146,6 +174,7 @@
 
 #include <stdint.h>
 
+#include "diagonal.cuh"  // the look-back protocol of P4 (psd::lb_*)
 #include "emu/portable.cuh"
 #include "parascan.cuh"
 
@@ -201,6 +230,11 @@ struct PdOps {
         ps::pd_combine_slot<T, int>(p1j, d1j, b1j, d2i, b2i, p, d, b);
     }
     PSP_DEV static V apply_slot(V di, V hj, V bi) { return ps::pd_apply_slot<T>(di, hj, bi); }
+    // Look-back payloads bypass L1 (ld/st.cg), as in diagonal.cuh.
+    PSP_DEV static V load_cg(const V* p) { return __ldcg(p); }
+    PSP_DEV static void store_cg(V* p, V x) { __stcg(p, x); }
+    // The look-back may fold predecessors' aggregates (timing-dependent).
+    static constexpr bool kChainOnly = false;
 };
 
 // Depth counting: same skeleton; every value is the depth of the longest combine chain.
@@ -223,6 +257,11 @@ struct PdDepthOps {
         b = D::combine(max2(b1j, d2i), b2i);
     }
     PSP_DEV static V apply_slot(V di, V hj, V bi) { return D::combine(max2(di, hj), bi); }
+    PSP_DEV static V load_cg(const V* p) { return __ldcg(p); }
+    PSP_DEV static void store_cg(V* p, V x) { __stcg(p, x); }
+    // Depth is measured on the look-back's deterministic worst case: every block waits
+    // for its predecessor's inclusive prefix.
+    static constexpr bool kChainOnly = true;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -698,6 +737,362 @@ PSP_DEV void scan_apply(const unsigned char* agg_p, const typename Ops::V* agg_d
     carry[x] = Ops::apply_slot(agg_d[at], tile_carry[(bb * ntl + c / TL) * n + j], agg_b[at]);
 }
 
+// ---------------------------------------------------------------------------------------
+// P4: single pass with a decoupled look-back (the protocol of diagonal.cuh, psd::lb_*).
+//
+// A chain is one problem bb; block `id` (a ticket) owns chunk c = id / B of problem
+// id % B. The block's lanes form teams as in the other kernels (n <= 32: n lanes, floor(32/n)
+// teams per warp, shuffle gathers; n > 32: a warp, SPL slots per lane, gathers through a
+// per-warp shared buffer); team g holds steps [g*K, (g+1)*K) of the chunk in registers
+// (K*SPL = 16 step-slots per lane), so C = (blockDim.x / 32) * teams per warp * K. Phases:
+//   1. load the chunk; each team folds its K steps from the identity (aggregate a_g);
+//   2. a_g to shared memory; team g >= 1 folds a_{g-1} .. a_0 backwards (gathers from
+//      shared memory only: acc = combine(a_q, acc)) into its exclusive prefix W_g, team 0
+//      folds a_{nt-1} .. a_0 into the chunk total;
+//   3. look-back: publish the total (c > 0); warp 0 polls the 32-chunk window
+//      (psd::lb_window); the lp aggregates in front of the nearest prefix are loaded by the
+//      whole block into shared memory (S = min(32, kLbBuf / n) at a time) and team 0
+//      folds them in order (slot q precedes slot q - 1), then applies them to the prefix;
+//      the carry-in hin goes to shared memory; team 0 publishes apply(total, hin);
+//   4. team g's carry-in is apply(W_g, hin) (hin for g = 0); it rescans from registers.
+// Payload per chunk: aggregate u8[n] + 2 V[n], prefix V[n] (9n + 4n bytes for f32).
+// ---------------------------------------------------------------------------------------
+
+// Step-slots (steps x slots) a look-back lane holds in registers.
+constexpr int kLbWork = 16;
+// Most warps of a look-back block.
+constexpr int kLbMaxWarps = 8;
+// Values per array of the block's shared union buffer (per-warp gather buffers, then the
+// team aggregates, then a window of predecessors' aggregates): 8 warps x 256 slots.
+constexpr int kLbBuf = kLbMaxWarps * kMaxN;
+
+// Slots per lane of the look-back kernel for n: 1 (n <= 32), else as the wide kernels.
+PSP_DEV int lb_spl(int n) { return n >= 1 && n <= 32 ? 1 : wide_spl(n); }
+// Steps per team K for SPL slots per lane: 16 step-slots per lane, but 1 step for SPL = 8
+// (n > 128: two steps of 8 slots do not fit 128 registers without spills).
+PS_HD constexpr int lb_steps(int spl) { return spl >= 8 ? 1 : kLbWork / spl; }
+
+template <class Ops, int SPL, class Lb, int kBuf>
+PSP_DEV void lookback_spl(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
+                          const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
+                          typename Ops::Out* __restrict__ hT, const typename Ops::In* __restrict__ h0,
+                          unsigned* __restrict__ status, unsigned char* __restrict__ lagg_p,
+                          typename Ops::V* __restrict__ lagg_d, typename Ops::V* __restrict__ lagg_b,
+                          typename Ops::V* __restrict__ lpre, int B, int T, int n, int C, int prefix_every,
+                          long long id, unsigned char* s_p, typename Ops::V* s_d, typename Ops::V* s_b,
+                          typename Ops::V* s_h, typename Ops::V* s_pv, int& s_lp) {
+    using V = typename Ops::V;
+    constexpr int K = lb_steps(SPL);
+    const int G = SPL == 1 ? n : 32;  // lanes per team
+    const int tpw = 32 / G;           // teams per warp
+    const int lid = threadIdx.x & 31;
+    const int wid = threadIdx.x >> 5;
+    const int nt = static_cast<int>(blockDim.x >> 5) * tpw;  // teams per block
+    const int tiw = lid / G;                                  // tpw for the spare lanes
+    const bool real = tiw < tpw;
+    const int r = real ? lid - tiw * G : 0;
+    const int lane0 = real ? tiw * G : lid;  // shuffle source of slot 0 (spares: self)
+    const int g = wid * tpw + (real ? tiw : 0);
+    const bool lead = wid == 0 && tiw == 0;  // team 0
+    const long long chains = B;
+    const long long c = id / chains;
+    const long long bb = id % chains;
+    const long long ts = c * C + static_cast<long long>(g) * K;
+    const long long len = real && ts < T ? min_ll(K, T - ts) : 0;  // real steps of the team
+    const long long base = (bb * T + ts) * n;
+    unsigned char* const wp = s_p + wid * 32 * SPL;  // this warp's gather buffers
+    V* const wd = s_d + wid * 32 * SPL;
+    V* const wb = s_b + wid * 32 * SPL;
+
+    // 1. The chunk into registers, and the team's aggregate.
+    // Permutation bytes packed four to a register (byte u*SPL + k of pw).
+    unsigned pw[(K * SPL + 3) / 4];
+    long long at_ld = base + r;  // slot r of step u (slot r + 32k for SPL > 1: G = 32)
+    V dv[K][SPL], bv[K][SPL];
+PSP_UNROLL
+    for (int w = 0; w < (K * SPL + 3) / 4; ++w) pw[w] = 0u;
+PSP_UNROLL
+    for (int u = 0; u < K; ++u) {
+PSP_UNROLL
+        for (int k = 0; k < SPL; ++k) {
+            const int i = r + G * k;
+            const bool ok = u < len && i < n;
+            const long long at = at_ld + 32 * k;
+            const int j = ok ? Ops::load_perm(perm, at, i, n) : (i < n ? i : 0);
+            const int x = u * SPL + k;
+            pw[x >> 2] |= static_cast<unsigned>(j) << (8 * (x & 3));
+            dv[u][k] = ok ? Ops::load(d, at) : Ops::one();
+            bv[u][k] = ok ? Ops::load(b, at) : Ops::zero();
+        }
+        at_ld += n;
+    }
+    auto pj = [&](int u, int k) -> int {
+        const int x = u * SPL + k;
+        return static_cast<int>((pw[x >> 2] >> (8 * (x & 3))) & 0xffu);
+    };
+    int ap[SPL];
+    V ad[SPL], ab[SPL];
+PSP_UNROLL
+    for (int k = 0; k < SPL; ++k) {
+        ap[k] = r + G * k;
+        ad[k] = Ops::one();
+        ab[k] = Ops::zero();
+    }
+PSP_UNROLL
+    for (int u = 0; u < K; ++u) {
+        if constexpr (SPL == 1) {
+            const int src = lane0 + pj(u, 0);
+            const int gp = __shfl_sync(PS_FULL_MASK, ap[0], src);
+            const V gd = __shfl_sync(PS_FULL_MASK, ad[0], src);
+            const V gb = __shfl_sync(PS_FULL_MASK, ab[0], src);
+            if (u < len) Ops::combine_slot(gp, gd, gb, dv[u][0], bv[u][0], ap[0], ad[0], ab[0]);
+        } else {
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                const int i = r + G * k;
+                if (i < n) {
+                    wp[i] = static_cast<unsigned char>(ap[k]);
+                    wd[i] = ad[k];
+                    wb[i] = ab[k];
+                }
+            }
+            __syncwarp(PS_FULL_MASK);
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                const int j = pj(u, k);
+                if (u < len && r + G * k < n) Ops::combine_slot(wp[j], wd[j], wb[j], dv[u][k], bv[u][k], ap[k], ad[k], ab[k]);
+            }
+            __syncwarp(PS_FULL_MASK);
+        }
+    }
+
+    // 2. Team aggregates in shared memory; W_g (teams g >= 1) or the chunk total (team 0),
+    // both in (xp, xd, xb).
+    __syncthreads();  // every warp is done with its gather buffer
+    if (real) {
+PSP_UNROLL
+        for (int k = 0; k < SPL; ++k) {
+            const int i = r + G * k;
+            if (i < n) {
+                s_p[g * n + i] = static_cast<unsigned char>(ap[k]);
+                s_d[g * n + i] = ad[k];
+                s_b[g * n + i] = ab[k];
+            }
+        }
+    }
+    __syncthreads();
+    int xp[SPL];
+    V xd[SPL], xb[SPL];
+    {
+        const int top = g == 0 ? nt - 1 : g - 1;  // the latest aggregate of the fold
+PSP_UNROLL
+        for (int k = 0; k < SPL; ++k) {
+            const int i = r + G * k;
+            const bool on = real && i < n;
+            xp[k] = on ? s_p[top * n + i] : 0;
+            xd[k] = on ? s_d[top * n + i] : Ops::one();
+            xb[k] = on ? s_b[top * n + i] : Ops::zero();
+        }
+        for (int q = top - 1; q >= 0; --q) {
+            if (!real) break;
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                if (r + G * k < n) {
+                    const int j = q * n + xp[k];  // combine(a_q, x): gather from a_q
+                    Ops::combine_slot(s_p[j], s_d[j], s_b[j], xd[k], xb[k], xp[k], xd[k], xb[k]);
+                }
+            }
+        }
+    }
+    __syncthreads();  // the union buffer is free again
+
+    // 3. Look-back: the carry-in into s_h.
+    const long long me = c * chains + bb;
+    const bool publish = !psd::lb_withheld<Lb>(bb, c);
+    if (c == 0) {
+        if (lead) {
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                const int i = r + G * k;
+                if (i < n) s_h[i] = Ops::initial(h0, bb * n + i);
+            }
+        }
+    } else {
+        if (wid == 0 && publish) {
+            if (lead) {
+PSP_UNROLL
+                for (int k = 0; k < SPL; ++k) {
+                    const int i = r + G * k;
+                    if (i < n) {
+                        __stcg(lagg_p + me * n + i, static_cast<unsigned char>(xp[k]));
+                        Ops::store_cg(lagg_d + me * n + i, xd[k]);
+                        Ops::store_cg(lagg_b + me * n + i, xb[k]);
+                    }
+                }
+            }
+            psd::lb_publish(status + me, psd::kLbAggregate);
+        }
+        if constexpr (Ops::kChainOnly) {
+            if (wid == 0) {
+                psd::lb_wait<Lb>(status + me - chains, psd::kLbPrefix);
+                if (lead) {
+PSP_UNROLL
+                    for (int k = 0; k < SPL; ++k) {
+                        const int i = r + G * k;
+                        if (i < n) s_h[i] = Ops::load_cg(lpre + (me - chains) * n + i);
+                    }
+                }
+            }
+        } else {
+            const int S = kBuf / n < 32 ? kBuf / n : 32;  // window slots per pass
+            int yp[SPL];
+            V yd[SPL], yb[SPL];
+            bool have = false;
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                yp[k] = 0;
+                yd[k] = Ops::one();
+                yb[k] = Ops::zero();
+            }
+            for (long long cj = c - 1;; cj -= 32) {
+                if (wid == 0) {
+                    const int lp = psd::lb_window<Lb>(status, cj, bb, chains);
+                    if (lid == 0) s_lp = lp;
+                }
+                // Also orders warp 0's acquires (lb_wait's fences) before every warp's loads.
+                __syncthreads();
+                const int lp = s_lp;
+                for (int q0 = 0; q0 < lp; q0 += S) {
+                    const int cnt = lp - q0 < S ? lp - q0 : S;
+                    for (int x = threadIdx.x; x < cnt * n; x += blockDim.x) {
+                        const int q = x / n;
+                        const long long at = ((cj - q0 - q) * chains + bb) * n + (x - q * n);
+                        s_p[x] = __ldcg(lagg_p + at);
+                        s_d[x] = Ops::load_cg(lagg_d + at);
+                        s_b[x] = Ops::load_cg(lagg_b + at);
+                    }
+                    __syncthreads();
+                    if (lead) {
+                        for (int q = 0; q < cnt; ++q) {  // slot q precedes slot q - 1 in time
+PSP_UNROLL
+                            for (int k = 0; k < SPL; ++k) {
+                                const int i = r + G * k;
+                                if (i < n) {
+                                    if (have) {
+                                        const int j = q * n + yp[k];
+                                        Ops::combine_slot(s_p[j], s_d[j], s_b[j], yd[k], yb[k], yp[k], yd[k], yb[k]);
+                                    } else {
+                                        yp[k] = s_p[q * n + i];
+                                        yd[k] = s_d[q * n + i];
+                                        yb[k] = s_b[q * n + i];
+                                    }
+                                }
+                            }
+                            have = true;
+                        }
+                    }
+                    __syncthreads();
+                }
+                if (lp < 32) {
+                    const long long at = ((cj - lp) * chains + bb) * n;
+                    for (int x = threadIdx.x; x < n; x += blockDim.x) s_pv[x] = Ops::load_cg(lpre + at + x);
+                    __syncthreads();
+                    if (lead) {
+PSP_UNROLL
+                        for (int k = 0; k < SPL; ++k) {
+                            const int i = r + G * k;
+                            if (i < n) s_h[i] = have ? Ops::apply_slot(yd[k], s_pv[yp[k]], yb[k]) : s_pv[i];
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    __syncthreads();  // s_h is complete
+    if (wid == 0 && publish && (Ops::kChainOnly || c % prefix_every == 0)) {
+        if (lead) {
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                const int i = r + G * k;
+                if (i < n) Ops::store_cg(lpre + me * n + i, Ops::apply_slot(xd[k], s_h[xp[k]], xb[k]));
+            }
+        }
+        psd::lb_publish(status + me, psd::kLbPrefix);
+    }
+
+    // 4. The team's carry-in and the rescan from registers.
+    V hv[SPL];
+PSP_UNROLL
+    for (int k = 0; k < SPL; ++k) {
+        const int i = r + G * k;
+        hv[k] = Ops::zero();
+        if (real && i < n) hv[k] = g == 0 ? s_h[i] : Ops::apply_slot(xd[k], s_h[xp[k]], xb[k]);
+    }
+    // A running pointer (not 16 precomputed 64-bit addresses kept from the loads).
+    typename Ops::Out* hp = h ? h + base + r : nullptr;
+PSP_UNROLL
+    for (int u = 0; u < K; ++u) {
+        if constexpr (SPL == 1) {
+            const V gh = __shfl_sync(PS_FULL_MASK, hv[0], lane0 + pj(u, 0));
+            if (u < len) {
+                hv[0] = Ops::apply_slot(dv[u][0], gh, bv[u][0]);
+                if (hp) hp[0] = Ops::narrow(hv[0]);
+            }
+        } else {
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k)
+                if (r + G * k < n) wd[r + G * k] = hv[k];
+            __syncwarp(PS_FULL_MASK);
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                const int i = r + G * k;
+                if (u < len && i < n) {
+                    hv[k] = Ops::apply_slot(dv[u][k], wd[pj(u, k)], bv[u][k]);
+                    if (hp) hp[32 * k] = Ops::narrow(hv[k]);
+                }
+            }
+            __syncwarp(PS_FULL_MASK);
+        }
+        if (hp) hp += n;
+    }
+    if (hT && len > 0 && ts + len == T) {
+PSP_UNROLL
+        for (int k = 0; k < SPL; ++k) {
+            const int i = r + G * k;
+            if (i < n) hT[bb * n + i] = Ops::narrow(hv[k]);
+        }
+    }
+}
+
+// K7: the look-back kernel for SPL slots per lane (one kernel per SPL: together they
+// would take the register count of the largest); checks the contract, takes the ticket.
+template <class Ops, int SPL, class Lb = psd::LbProduction>
+PSP_DEV void lookback(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
+                      typename Ops::Out* h, typename Ops::Out* hT, const typename Ops::In* h0, unsigned* status,
+                      unsigned char* lagg_p, typename Ops::V* lagg_d, typename Ops::V* lagg_b, typename Ops::V* lpre,
+                      int B, int T, int n, int C, int prefix_every) {
+    using V = typename Ops::V;
+    // n <= 32: no gather buffers, team aggregates and a 32-chunk window fit 32 * 32 slots.
+    constexpr int kBuf = SPL == 1 ? 32 * 32 : kLbBuf;
+    PS_SHARED(V, s_d, kBuf);
+    PS_SHARED(V, s_b, kBuf);
+    PS_SHARED(unsigned char, s_p, kBuf);
+    PS_SHARED(V, s_h, SPL == 1 ? 32 : kMaxN);
+    PS_SHARED(V, s_pv, SPL == 1 ? 32 : kMaxN);
+    PS_SHARED_VAR(int, s_lp);
+    if (lb_spl(n) != SPL || (blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || prefix_every < 1 ||
+        static_cast<long long>(blockDim.x >> 5) * (SPL == 1 ? 32 / n : 1) * lb_steps(SPL) != C)
+        __trap();
+    const long long chains = B;
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long id = psd::lb_ticket(status + chains * nchunks);
+    // A grid larger than the contract's: the surplus tickets own no chunk (uniform per block).
+    if (id >= chains * nchunks) return;
+    lookback_spl<Ops, SPL, Lb, kBuf>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,
+                                     prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp);
+}
+
 using OpsF32 = PdOps<float, float>;
 using OpsF64 = PdOps<double, double>;
 using OpsF16 = PdOps<__half, float>;
@@ -786,3 +1181,54 @@ PSP_KERNELS(f64, psp::OpsF64);
 PSP_KERNELS(f16, psp::OpsF16);
 PSP_KERNELS(bf16, psp::OpsBF16);
 PSP_KERNELS(depth, psp::OpsDepth);
+
+// K7 pd_lookback<SPL>_<sfx>: plan P4 (see the contract), one kernel per SPL (1: n <= 32,
+// 2: n <= 64, 4: n <= 128, 8: n <= 256). LB: blocks of 256 per SM that ptxas must fit.
+#define PSP_LOOKBACK1(SPL, SFX, OPS, LB)                                                                      \
+    extern "C" __global__ void __launch_bounds__(256, LB)                                                      \
+        pd_lookback##SPL##_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,        \
+                                 const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                      \
+                                 OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0,                    \
+                                 unsigned* __restrict__ status, unsigned char* __restrict__ lagg_p,            \
+                                 OPS::V* __restrict__ lagg_d, OPS::V* __restrict__ lagg_b,                     \
+                                 OPS::V* __restrict__ lpre, int B, int T, int n, int C, int prefix_every) {    \
+        psp::lookback<OPS, SPL>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,      \
+                                prefix_every);                                                                 \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_lookback##SPL##_##SFX)
+#define PSP_LOOKBACK(SFX, OPS, LB)  \
+    PSP_LOOKBACK1(1, SFX, OPS, LB); \
+    PSP_LOOKBACK1(2, SFX, OPS, LB); \
+    PSP_LOOKBACK1(4, SFX, OPS, LB); \
+    PSP_LOOKBACK1(8, SFX, OPS, LB)
+
+PSP_LOOKBACK(f32, psp::OpsF32, 2);
+PSP_LOOKBACK(f64, psp::OpsF64, 1);
+PSP_LOOKBACK(f16, psp::OpsF16, 2);
+PSP_LOOKBACK(bf16, psp::OpsBF16, 2);
+PSP_LOOKBACK(depth, psp::OpsDepth, 2);
+
+// Emulator tests only, never launched on a GPU (as diagonal.cu's probes): pd_lookback with
+// psd::LbProbe, i.e. chunk 1 of problem 0 never publishes and its successors must trap after
+// a few thousand polls. Same arguments and launch shape as K7.
+#define PSP_PROBE(SPL, SFX, OPS)                                                                               \
+    extern "C" __global__ void pd_lookback##SPL##_probe_##SFX(                                                 \
+        const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d, const OPS::In* __restrict__ b,  \
+        OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0,                   \
+        unsigned* __restrict__ status, unsigned char* __restrict__ lagg_p, OPS::V* __restrict__ lagg_d,        \
+        OPS::V* __restrict__ lagg_b, OPS::V* __restrict__ lpre, int B, int T, int n, int C, int prefix_every) { \
+        psp::lookback<OPS, SPL, psd::LbProbe>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B,  \
+                                              T, n, C, prefix_every);                                          \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_lookback##SPL##_probe_##SFX)
+PSP_PROBE(1, f32, psp::OpsF32);
+PSP_PROBE(2, f32, psp::OpsF32);
+PSP_PROBE(1, depth, psp::OpsDepth);
+PSP_PROBE(2, depth, psp::OpsDepth);
+
+// K8 pd_lb_clear: zeroes the look-back status words and the ticket counter (n words).
+extern "C" __global__ void __launch_bounds__(256) pd_lb_clear(unsigned* __restrict__ status, int n) {
+    const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) status[i] = 0u;
+}
+PS_REGISTER_KERNEL(pd_lb_clear);

@@ -147,7 +147,7 @@ fn emu_bench_writes_a_row_per_shape_and_plan() {
     for needle in [
         "commit `",
         "Copy bandwidth **",
-        "| family | shape | dtype | plan | kind | chunk | depth | median ms | GB/s | % copy BW | × seq |",
+        "| family | shape | dtype | plan | kind | chunk | plan B/elem | depth | median ms | GB/s | % copy BW | × seq |",
         "| DPLR | T | plan |",
         "| Newton | shape | plan | iterations |",
         "| diag-gru |",
@@ -157,6 +157,21 @@ fn emu_bench_writes_a_row_per_shape_and_plan() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).expect("json"))
             .expect("valid JSON");
+    // Every scan row carries its plan's bytes per element; the PD look-back moves
+    // at most 14 B per f32 slot and step (the three-pass plans 22).
+    for row in json["rows"].as_array().expect("rows") {
+        let fam = row["family"].as_str().unwrap_or("");
+        let bytes = row["plan_bytes_per_elem"].as_f64();
+        if fam != "newton" {
+            assert!(bytes.is_some_and(|b| b > 0.0), "no plan bytes: {row}");
+        }
+        if fam == "perm-diagonal" && row["kind"].as_str() == Some("P4") {
+            assert!(
+                bytes.is_some_and(|b| b <= 14.0),
+                "PD look-back bytes: {row}"
+            );
+        }
+    }
     assert_eq!(json["rows"].as_array().map(Vec::len), Some(expected.len()));
     assert_eq!(json["meta"]["backend"], "emu");
     assert_eq!(json["meta"]["scale"], SCALE);

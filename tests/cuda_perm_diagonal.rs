@@ -58,6 +58,21 @@ fn workspace_is_reused_and_launches_are_in_order() {
     perm_diagonal_suite::check_workspace_reuse(&cuda);
 }
 
+/// The look-back (P4) folding predecessors' aggregates (prefixes published
+/// only every n-th chunk).
+#[test]
+fn lookback_aggregate_path() {
+    let Some(cuda) = cuda() else { return };
+    perm_diagonal_suite::check_lookback_aggregate_path(&cuda, "cuda look-back");
+}
+
+/// Look-back blocks past the contract's grid do nothing.
+#[test]
+fn lookback_surplus_blocks_do_nothing() {
+    let Some(cuda) = cuda() else { return };
+    perm_diagonal_suite::check_lookback_surplus_blocks(&cuda, "cuda surplus");
+}
+
 #[test]
 fn final_state_only() {
     let Some(cuda) = cuda() else { return };
@@ -95,6 +110,7 @@ fn large_case<S: Storage + bytemuck::Pod>(cuda: &CudaBackend, shape: PdShape, se
         PlanRequest::Chunk(1 << 12),
         PlanRequest::MinDepth,
         PlanRequest::Auto,
+        PlanRequest::LookBack,
     ];
     let inp = perm_diagonal_suite::inputs::<S>(shape.batch, shape.len, shape.n, seed);
     let problem = inp.problem(shape.batch, shape.len, shape.n, true);
@@ -166,7 +182,7 @@ fn time_plan<S: Storage + bytemuck::Pod>(
 fn large_depth() {
     let Some(cuda) = cuda() else { return };
     let mut ws = PdWorkspace::new();
-    let mut kinds = [0usize; 4];
+    let mut kinds = [0usize; 5];
     for n in [5, 64] {
         for request in [
             PlanRequest::Sequential,
@@ -175,6 +191,7 @@ fn large_depth() {
             PlanRequest::Chunk(gpu::scaled(&cuda, 1 << 21, 1 << 15)),
             PlanRequest::MinDepth,
             PlanRequest::Auto,
+            PlanRequest::LookBack,
         ] {
             let plan = plan_perm_diagonal(
                 PdShape::new(1, gpu::scaled(&cuda, 1 << 18, 1 << 12) + 3, n),
@@ -188,7 +205,7 @@ fn large_depth() {
             eprintln!("  depth {depth:>8}  {plan}");
         }
     }
-    assert!(kinds.iter().all(|&k| k > 0), "P0..P3 = {kinds:?}");
+    assert!(kinds.iter().all(|&k| k > 0), "P0..P4 = {kinds:?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The PermDiagonal kernels (`kernels/perm_diagonal.cu`) driven by the Rust
 //! orchestration (`parascan::kernels::perm_diagonal`) on the SIMT emulator:
-//! every dtype × plan (P0–P3 through Sequential, Chunk, MinDepth, Auto) ×
+//! every dtype × plan (P0–P4 through Sequential, Chunk, MinDepth, Auto,
+//! LookBack) ×
 //! team shape (small n ≤ 32, wide n > 32 with 2/4/8 slots per lane) ×
 //! awkward shapes, under every fiber order, against the f64 oracle;
 //! measured depth against the plan's formula, element by element; typed
@@ -82,6 +83,54 @@ fn auto_with_more_sms() {
     perm_diagonal_suite::run_cases(&runner, &cases, 0x5000, "emu 16 workers");
 }
 
+/// The look-back (P4) folding predecessors' aggregates, forced by
+/// publishing prefixes only every n-th chunk, under every fiber order.
+#[test]
+fn lookback_aggregate_path() {
+    for runner in [
+        EmuBackend::forward(),
+        EmuBackend::reverse(),
+        EmuBackend::shuffled(17),
+    ] {
+        perm_diagonal_suite::check_lookback_aggregate_path(
+            &runner,
+            &format!("emu {} look-back", runner.order()),
+        );
+    }
+}
+
+/// Look-back blocks past the contract's grid take tickets that own no
+/// chunk and do nothing, under every fiber order.
+#[test]
+fn lookback_surplus_blocks_do_nothing() {
+    for runner in [
+        EmuBackend::forward(),
+        EmuBackend::reverse(),
+        EmuBackend::shuffled(19),
+    ] {
+        perm_diagonal_suite::check_lookback_surplus_blocks(
+            &runner,
+            &format!("emu {} surplus", runner.order()),
+        );
+    }
+}
+
+/// A predecessor that never publishes ends the launch with a typed error
+/// (the spin cap's `__trap()`), not a hang.
+#[test]
+fn lookback_withheld_publication_is_a_launch_error() {
+    for runner in [
+        EmuBackend::forward(),
+        EmuBackend::reverse(),
+        EmuBackend::shuffled(23),
+    ] {
+        perm_diagonal_suite::check_lookback_withheld_traps(
+            &runner,
+            &format!("emu {} withheld", runner.order()),
+        );
+    }
+}
+
 #[test]
 fn final_state_only() {
     perm_diagonal_suite::check_final_state_only(&EmuBackend::shuffled(13));
@@ -114,6 +163,10 @@ fn kernels_are_registered() {
             "pd_wide_rescan",
             "pd_wide_sequential",
             "pd_scan",
+            "pd_lookback1",
+            "pd_lookback2",
+            "pd_lookback4",
+            "pd_lookback8",
         ] {
             let name = format!("{k}_{sfx}");
             assert!(names.contains(&name), "{name} is not registered");

@@ -208,17 +208,16 @@ fn shorter_chunks(len: usize, chunks: &[usize]) -> impl Iterator<Item = PlanRequ
         .map(|&c| PlanRequest::Chunk(c))
 }
 
-/// Diagonal: the PermDiagonal list plus the single-pass look-back (P4, what
-/// `auto` picks when the lanes alone do not fill the GPU).
+/// Diagonal: the same list as PermDiagonal.
 pub fn diagonal_plans(len: usize) -> Vec<PlanRequest> {
-    let mut v = perm_diagonal_plans(len);
-    v.push(PlanRequest::LookBack);
-    v
+    perm_diagonal_plans(len)
 }
 
-/// PermDiagonal: the sequential kernel, the planner's choice, the shallowest
-/// plan, the single pass (what `auto` picks when lanes fill the GPU), and
-/// two fixed chunks on either side of what `auto` picks when they do not.
+/// PermDiagonal (and Diagonal): the sequential kernel, the planner's
+/// choice, the shallowest plan, the single pass (what `auto` picks when
+/// lanes fill the GPU), two fixed chunks on either side of what the
+/// three-pass plans would take, and the single-pass look-back (P4, what
+/// `auto` picks when the lanes alone do not fill the GPU).
 pub fn perm_diagonal_plans(len: usize) -> Vec<PlanRequest> {
     let mut v = vec![
         PlanRequest::Sequential,
@@ -227,6 +226,7 @@ pub fn perm_diagonal_plans(len: usize) -> Vec<PlanRequest> {
         PlanRequest::Chunk(len),
     ];
     v.extend(shorter_chunks(len, &[2048, 64]));
+    v.push(PlanRequest::LookBack);
     v
 }
 

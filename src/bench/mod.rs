@@ -524,7 +524,7 @@ impl<'c, 'e, R: KernelRunner> Bench<'c, 'e, R> {
         } else {
             (plan.depth_formula, false)
         };
-        Ok(self.row(
+        let mut row = self.row(
             info,
             request.to_string(),
             plan.kind,
@@ -534,7 +534,10 @@ impl<'c, 'e, R: KernelRunner> Bench<'c, 'e, R> {
             depth_measured,
             timing,
             finite,
-        ))
+        );
+        let elements = (info.batch * info.len * info.lanes).max(1);
+        row.plan_bytes_per_elem = Some(plan.plan_bytes as f64 / elements as f64);
+        Ok(row)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -571,6 +574,7 @@ impl<'c, 'e, R: KernelRunner> Bench<'c, 'e, R> {
             min_ms: timing.min_s * 1e3,
             bytes_moved: info.bytes,
             gb_per_s,
+            plan_bytes_per_elem: None,
             pct_copy_bw: 100.0 * gb_per_s / self.meta.copy_gbs.max(1e-12),
             ns_per_token: secs * 1e9 / (info.batch * info.len).max(1) as f64,
             speedup_vs_seq: None,

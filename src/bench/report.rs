@@ -57,6 +57,11 @@ pub struct BenchRow {
     pub bytes_moved: usize,
     /// `bytes_moved` per median time, 1e9 bytes/s.
     pub gb_per_s: f64,
+    /// Bytes per element (`B·T·lanes` of them) the chosen plan moves, as its
+    /// planner counts them ([`KernelPlanSummary::plan_bytes`](crate::kernels::KernelPlanSummary):
+    /// chunked plans read their inputs twice; scratch traffic included).
+    /// Newton rows: none.
+    pub plan_bytes_per_elem: Option<f64>,
     /// `gb_per_s` as a percentage of the copy bandwidth of the same run.
     pub pct_copy_bw: f64,
     /// Median nanoseconds per token (`B·T` tokens per run).
@@ -185,19 +190,20 @@ impl BenchReport {
             .collect();
         if !scans.is_empty() {
             s.push_str(
-                "| family | shape | dtype | plan | kind | chunk | depth | median ms | GB/s | % copy BW | × seq |\n\
-                 |---|---|---|---|---|---|---|---|---|---|---|\n",
+                "| family | shape | dtype | plan | kind | chunk | plan B/elem | depth | median ms | GB/s | % copy BW | × seq |\n\
+                 |---|---|---|---|---|---|---|---|---|---|---|---|\n",
             );
             for r in scans {
                 let _ = writeln!(
                     s,
-                    "| {} | `{}` | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
+                    "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
                     r.case,
                     r.shape,
                     r.dtype.name(),
                     r.plan,
                     r.kind,
                     r.chunk,
+                    bytes_text(r.plan_bytes_per_elem),
                     depth_text(r),
                     format_ms(r.median_ms),
                     r.gb_per_s,
@@ -214,18 +220,19 @@ impl BenchReport {
             .collect();
         if !dplr.is_empty() {
             s.push_str(
-                "| DPLR | T | plan | kind | chunk | depth | median ms | ns/token | × seq | GB/s | % copy BW |\n\
-                 |---|---|---|---|---|---|---|---|---|---|---|\n",
+                "| DPLR | T | plan | kind | chunk | plan B/elem | depth | median ms | ns/token | × seq | GB/s | % copy BW |\n\
+                 |---|---|---|---|---|---|---|---|---|---|---|---|\n",
             );
             for r in dplr {
                 let _ = writeln!(
                     s,
-                    "| `{}` | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {:.1} |",
+                    "| `{}` | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {:.1} |",
                     r.shape,
                     r.len,
                     r.plan,
                     r.kind,
                     r.chunk,
+                    bytes_text(r.plan_bytes_per_elem),
                     depth_text(r),
                     format_ms(r.median_ms),
                     r.ns_per_token,
@@ -329,13 +336,14 @@ fn ratio_text(x: Option<f64>) -> String {
 /// One line per row for the terminal, as rows arrive.
 pub fn progress_line(r: &BenchRow) -> String {
     let mut line = format!(
-        "{:<18} {:<36} {:<4} {:<10} {:<16} C={:<8} depth {:<10} {:>10} ms {:>8.1} GB/s {:>5.1}%",
+        "{:<18} {:<36} {:<4} {:<10} {:<16} C={:<8} {:>6} B/el depth {:<10} {:>10} ms {:>8.1} GB/s {:>5.1}%",
         r.case,
         r.shape,
         r.dtype.name(),
         r.plan,
         r.kind,
         r.chunk,
+        bytes_text(r.plan_bytes_per_elem),
         depth_text(r),
         format_ms(r.median_ms),
         r.gb_per_s,
@@ -359,7 +367,12 @@ pub fn progress_line(r: &BenchRow) -> String {
 /// The CSV columns, in order.
 pub const CSV_HEADER: &str = "family,case,shape,dtype,batch,lanes,T,plan,kind,chunk,chunks,\
 depth,depth_measured,reps,median_ms,min_ms,bytes_moved,gb_per_s,pct_copy_bw,ns_per_token,\
-speedup_vs_seq,finite,iterations,ms_per_iter,iter_over_scan";
+speedup_vs_seq,finite,iterations,ms_per_iter,iter_over_scan,plan_bytes_per_elem";
+
+/// A plan's bytes per element with two decimals, `–` when not counted.
+fn bytes_text(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.2}"))
+}
 
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or(String::new(), |v| v.to_string())
@@ -392,6 +405,7 @@ fn csv_row(r: &BenchRow) -> String {
         opt(r.iterations),
         opt(r.ms_per_iter.map(|v| format!("{v:.6}"))),
         opt(r.iter_over_scan.map(|v| format!("{v:.4}"))),
+        opt(r.plan_bytes_per_elem.map(|v| format!("{v:.4}"))),
     ]
     .join(",")
 }

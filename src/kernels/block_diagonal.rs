@@ -351,7 +351,21 @@ impl BlockPlan {
 
     /// The family-independent summary of this plan.
     pub fn summary(&self) -> super::KernelPlanSummary {
+        // A (nb·k² per step) and b (n per step) read once per pass (the tree's
+        // reduce and rescan: twice), h (n per step) written once, scratch written
+        // and read once.
+        let s = self.dtype.size() as u64;
+        let steps = (self.shape.batch * self.shape.len) as u64;
+        let (nb, k) = (self.shape.blocks as u64, self.shape.block as u64);
+        let n = nb * k;
+        let inputs = steps * (nb * k * k + n) * s;
+        let passes = if self.kind == BlockPlanKind::Tree {
+            2
+        } else {
+            1
+        };
         super::KernelPlanSummary {
+            plan_bytes: passes * inputs + steps * n * s + 2 * self.scratch_bytes as u64,
             kind: self.kind.label().to_string(),
             chunk: self.chunk,
             chunks: self.chunks,

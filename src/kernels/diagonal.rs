@@ -1810,7 +1810,22 @@ pub fn measure_diagonal_depth<R: KernelRunner>(
 impl GpuPlan {
     /// The family-independent summary of this plan.
     pub fn summary(&self) -> super::KernelPlanSummary {
+        // Inputs a, b read once per pass (P2/P3: reduce and rescan), h written once;
+        // scratch written and read once (P4: written once, one predecessor's prefix
+        // read per chunk).
+        let s = self.dtype.size() as u64;
+        let e = self.shape.elements() as u64;
+        let passes = match self.kind {
+            GpuPlanKind::OneLevel | GpuPlanKind::TwoLevel => 2,
+            _ => 1,
+        };
+        let scratch = self.scratch_bytes() as u64;
+        let scratch_traffic = match self.kind {
+            GpuPlanKind::LookBack => scratch + self.scratch.carry as u64,
+            _ => 2 * scratch,
+        };
         super::KernelPlanSummary {
+            plan_bytes: passes * 2 * s * e + s * e + scratch_traffic,
             kind: self.kind.label().to_string(),
             chunk: self.chunk,
             chunks: self.chunks,

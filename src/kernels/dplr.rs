@@ -743,7 +743,25 @@ impl DplrPlan {
 
     /// The family-independent summary of this plan.
     pub fn summary(&self) -> super::KernelPlanSummary {
+        // w, k (and q for the readout), u, v (R each) per step and row, x per step
+        // and column, read once per pass (P2: the reduce and the rescan); y [B,T,m]
+        // or every state [B,T,n,m] written once; scratch written and read once.
+        let s = self.dtype.size() as u64;
+        let sh = self.shape;
+        let steps = (sh.batch * sh.len) as u64;
+        let (n, m, r) = (sh.n as u64, sh.m as u64, sh.rank as u64);
+        let (vecs, out) = match self.output {
+            DplrOutput::Readout => (3, m),
+            DplrOutput::States => (2, n * m),
+        };
+        let inputs = steps * (vecs * n + 2 * r * n + m) * s;
+        let passes = if self.kind == DplrPlanKind::Chunked {
+            2
+        } else {
+            1
+        };
         super::KernelPlanSummary {
+            plan_bytes: passes * inputs + steps * out * s + 2 * self.scratch_bytes() as u64,
             kind: self.kind.label().to_string(),
             chunk: self.chunk,
             chunks: self.chunks,

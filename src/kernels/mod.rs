@@ -57,6 +57,13 @@ pub struct KernelPlanSummary {
     pub depth_formula: u64,
     /// Device scratch the plan needs, in bytes.
     pub scratch_bytes: usize,
+    /// Bytes one run of the plan moves through device memory, as its
+    /// planner counts them: every pass over the inputs (two for the
+    /// chunked plans, which read them in the reduce and again in the
+    /// rescan), the outputs once, and the scratch (written and read once;
+    /// a look-back's payloads: written once, one predecessor's prefix read
+    /// per chunk).
+    pub plan_bytes: u64,
     /// Key under which measured depth may be cached: two problems with equal
     /// keys have equal measured depth (typically `(T, C, plan kind, ...)`
     /// hashed by the family).

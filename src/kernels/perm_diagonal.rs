@@ -5,7 +5,7 @@
 //! `perm, d, b: [B,T,n]` (`perm` as `u8`, so `n ≤ 256`), `h0, h_T: [B,n]`.
 //! This module implements the *launch contract* written at the top of
 //! `kernels/perm_diagonal.cu` (kernel names, argument lists, launch shapes,
-//! the plans P0–P2, scratch sizes and the measured-depth formula); the same
+//! the plans P0–P4, scratch sizes and the measured-depth formula); the same
 //! launch sequence runs on the GPU and in the SIMT emulator.
 //!
 //! # Layers
@@ -44,12 +44,18 @@
 //!   smallest legal chunk, the least formula depth whose scratch is at most
 //!   [`MIN_DEPTH_SCRATCH_CAP`] (ties to the longer chunk); `C = 1`–`2` for
 //!   long `T` and modest `B·T·n`.
+//! - `LookBack` → P4: one pass with a decoupled look-back
+//!   (`pd_lookback<SPL>`), the chunk being what one block of up to 8 warps
+//!   holds in registers (`C = 768` for `n = 5`, 64 for `n = 64`, 8 for
+//!   `n > 128`). Every input is read once (13 B per f32 slot and step plus
+//!   the chunk payloads, against 22 for P2/P3); depth grows by one per
+//!   chunk, and results are not bitwise reproducible run to run.
 //! - `Auto`: with `W` the threads of the warps that `B` teams occupy
 //!   (`32·⌈B/⌊32/n⌋⌉` for `n ≤ 32`, `32·B` otherwise), P1 when
-//!   `W ≥ sm_count × 2048` (teams fill the GPU); otherwise
-//!   `NC ≈ sm_count × 2048 / W`, at most [`AUTO_MAX_CHUNKS`], `C = ⌈T/NC⌉ ≥`
-//!   [`AUTO_MIN_CHUNK`]; P2 up to 1024 chunks, P3 beyond (its scan phase
-//!   spreads over `B·NTL` blocks, so one problem still fills the GPU).
+//!   `W ≥ sm_count × 2048` (teams fill the GPU); otherwise P4, or, when
+//!   P4 does not fit one launch (`B·NC ≥ 2³¹ − 1`), `NC ≈ sm_count × 2048 /
+//!   W`, at most [`AUTO_MAX_CHUNKS`], `C = ⌈T/NC⌉ ≥` [`AUTO_MIN_CHUNK`];
+//!   P2 up to 1024 chunks, P3 beyond.
 
 use std::fmt;
 
@@ -91,6 +97,16 @@ pub const AUTO_MAX_CHUNKS: usize = 16384;
 /// Most scratch bytes a `MinDepth` plan may take when a shallower plan
 /// would need more.
 pub const MIN_DEPTH_SCRATCH_CAP: usize = 1 << 30;
+/// Step-slots (steps × slots per lane) a look-back (P4) lane holds in
+/// registers: a team runs `K = 16 / SPL` steps (`SPL` = 1 for `n ≤ 32`,
+/// 2 / 4 for `n ≤ 64 / 128`), except `K = 1` for `n > 128` (`SPL = 8`).
+pub const LOOKBACK_WORK: usize = 16;
+/// Most warps of a look-back block.
+pub const LOOKBACK_WARPS: usize = 8;
+/// Threads per block of `pd_lb_clear`.
+const CLEAR_BLOCK: u32 = 256;
+/// The status-clearing kernel of P4 (one instantiation for every dtype).
+const LB_CLEAR: &str = "pd_lb_clear";
 
 // ---------------------------------------------------------------------------
 // Shapes and kernel names
@@ -206,6 +222,8 @@ struct KernelNames {
     scan: &'static str,
     scan_tiles: &'static str,
     scan_apply: &'static str,
+    /// `pd_lookback<SPL>_*` for SPL = 1, 2, 4, 8 slots per lane.
+    lookback: [&'static str; 4],
 }
 
 macro_rules! kernel_names {
@@ -220,6 +238,12 @@ macro_rules! kernel_names {
             scan: concat!("pd_scan_", $sfx),
             scan_tiles: concat!("pd_scan_tiles_", $sfx),
             scan_apply: concat!("pd_scan_apply_", $sfx),
+            lookback: [
+                concat!("pd_lookback1_", $sfx),
+                concat!("pd_lookback2_", $sfx),
+                concat!("pd_lookback4_", $sfx),
+                concat!("pd_lookback8_", $sfx),
+            ],
         }
     };
 }
@@ -272,26 +296,31 @@ pub enum PdPlanKind {
     Chunked,
     /// P3: reduce, tile scans, top-level scan of the tile totals, apply, rescan.
     TwoLevel,
+    /// P4: one pass with a decoupled look-back between chunks (every input
+    /// read once).
+    LookBack,
 }
 
 impl PdPlanKind {
-    /// `"P0"` … `"P3"`: the contract's names.
+    /// `"P0"` … `"P4"`: the contract's names.
     pub fn label(self) -> &'static str {
         match self {
             PdPlanKind::Sequential => "P0",
             PdPlanKind::SinglePass => "P1",
             PdPlanKind::Chunked => "P2",
             PdPlanKind::TwoLevel => "P3",
+            PdPlanKind::LookBack => "P4",
         }
     }
 
-    /// `"sequential"`, `"single-pass"`, `"chunked"`, `"two-level"`.
+    /// `"sequential"`, `"single-pass"`, `"chunked"`, `"two-level"`, `"look-back"`.
     pub fn name(self) -> &'static str {
         match self {
             PdPlanKind::Sequential => "sequential",
             PdPlanKind::SinglePass => "single-pass",
             PdPlanKind::Chunked => "chunked",
             PdPlanKind::TwoLevel => "two-level",
+            PdPlanKind::LookBack => "look-back",
         }
     }
 }
@@ -320,6 +349,11 @@ pub enum PdLaunchRole {
     ScanApply,
     /// Phase 3 (and P1): `pd_<K>_rescan(perm, d, b, h, hT, carry, h0, B, T, n, C)`.
     Rescan,
+    /// P4: `pd_lb_clear(status, words)` zeroes the status words and the ticket.
+    LookBackClear,
+    /// P4: `pd_lookback<SPL>(perm, d, b, h, hT, h0, status, agg_p, agg_d, agg_b,
+    /// carry, B, T, n, C, prefix_every)` (`carry` holds the inclusive prefixes).
+    LookBack,
 }
 
 /// One kernel launch of a plan.
@@ -335,6 +369,9 @@ pub struct PdLaunch {
 
 /// Scratch a plan needs, in bytes per buffer (all zero for P0 and P1; the
 /// tile buffers only for P3). `V` is the compute type (f32, or f64 for f64).
+/// P4 keeps its chunk aggregates in `agg_*` (`B·NC·n` slots, chunk `c` of
+/// problem `bb` at `(c·B + bb)·n`), its inclusive prefixes in `carry` and its
+/// status words in `status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PdScratch {
     /// Aggregate permutations `u8[B·M·n]`.
@@ -353,6 +390,8 @@ pub struct PdScratch {
     pub tile_b: usize,
     /// Tile carries `V[B·NTL·n]` (P3).
     pub tile_carry: usize,
+    /// Look-back status words and ticket `u32[B·NC + 1]` (P4).
+    pub status: usize,
 }
 
 impl PdScratch {
@@ -361,7 +400,7 @@ impl PdScratch {
         self.as_array().iter().sum()
     }
 
-    fn as_array(&self) -> [usize; 8] {
+    fn as_array(&self) -> [usize; 9] {
         [
             self.agg_perm,
             self.agg_d,
@@ -371,6 +410,7 @@ impl PdScratch {
             self.tile_d,
             self.tile_b,
             self.tile_carry,
+            self.status,
         ]
     }
 }
@@ -381,7 +421,7 @@ impl PdScratch {
 pub struct PdGpuPlan {
     /// What was asked for.
     pub request: PlanRequest,
-    /// P0–P2.
+    /// P0–P4.
     pub kind: PdPlanKind,
     /// Storage type of `d`, `b`, `h0`, `h`, `h_T` (names the kernels).
     pub dtype: DType,
@@ -408,6 +448,12 @@ pub struct PdGpuPlan {
     /// The depth the `_depth` instantiation measures: the maximum over all
     /// outputs of [`PdGpuPlan::depth_at`].
     pub depth: u64,
+    /// P4 only, a test hook: chunks publish their inclusive prefix only when
+    /// their index is a multiple of this (`1`, the planner's value, is every
+    /// chunk). Larger values force successors through the look-back's
+    /// aggregate path, which otherwise only timing decides; results stay
+    /// exact. Must be ≥ 1.
+    pub lookback_prefix_every: u32,
 }
 
 impl PdGpuPlan {
@@ -431,14 +477,43 @@ impl PdGpuPlan {
             chunks: self.chunks,
             depth_formula: self.depth,
             scratch_bytes: self.scratch_bytes(),
-            // Depth depends on T, C and the plan kind only (not on B, n, dtype).
+            plan_bytes: (self.bytes_per_slot() * self.shape.elements() as f64).round() as u64,
+            // Depth depends on T, C and the plan kind (P4: and on n, through the
+            // team shape), not on B or the dtype.
             depth_key: format!(
-                "perm-diagonal/T={}/C={}/{}",
+                "perm-diagonal/T={}/C={}/{}{}",
                 self.shape.len,
                 self.chunk,
-                self.kind.label()
+                self.kind.label(),
+                if self.kind == PdPlanKind::LookBack {
+                    format!("/n={}", self.shape.n)
+                } else {
+                    String::new()
+                }
             ),
         }
+    }
+
+    /// Bytes the plan moves per slot and step (`B·T·n` of them), as counted
+    /// here: inputs (`perm` 1 B, `d`, `b`) read once per pass that reads
+    /// them (P2/P3: twice), `h` written once, and every scratch byte written
+    /// once and read once, except P4's, which is written once and of which a
+    /// chunk reads one predecessor's inclusive prefix (the common case; a
+    /// folded aggregate adds `9n` B for f32).
+    pub fn bytes_per_slot(&self) -> f64 {
+        let s = self.dtype.size() as f64;
+        let slots = self.shape.elements() as f64;
+        let input = 1.0 + 2.0 * s;
+        let passes = match self.kind {
+            PdPlanKind::Chunked | PdPlanKind::TwoLevel => 2.0,
+            _ => 1.0,
+        };
+        let scratch = self.scratch_bytes() as f64;
+        let scratch_traffic = match self.kind {
+            PdPlanKind::LookBack => scratch + self.scratch.carry as f64,
+            _ => 2.0 * scratch,
+        };
+        passes * input + s + scratch_traffic / slots
     }
 
     fn geometry(&self) -> Geometry {
@@ -478,6 +553,9 @@ impl fmt::Display for PdGpuPlan {
         if self.tile > 0 {
             write!(f, " (TL={} NTL={})", self.tile, self.tiles)?;
         }
+        if self.kind == PdPlanKind::LookBack && self.lookback_prefix_every != 1 {
+            write!(f, " prefix every {}", self.lookback_prefix_every)?;
+        }
         Ok(())
     }
 }
@@ -513,12 +591,16 @@ pub fn plan_perm_diagonal(
         PlanRequest::Sequential => Geometry::sequential(shape),
         PlanRequest::Chunk(0) => return Err(Error::Plan("chunk=0: expected C ≥ 1".into())),
         PlanRequest::Chunk(c) => Geometry::chunked(shape, c)?,
-        PlanRequest::Auto => Geometry::chunked(shape, auto_chunk(shape, sm))?,
-        PlanRequest::LookBack => {
-            return Err(crate::scan::plan::look_back_unsupported(
-                "the PermDiagonal kernels",
-            ))
-        }
+        // Where the teams alone do not fill the GPU: the look-back (13 B per f32
+        // slot and step against P2/P3's 22), unless it does not fit one launch.
+        PlanRequest::Auto => match auto_chunk(shape, sm) {
+            c if c >= shape.len => Geometry::chunked(shape, c)?,
+            c => match Geometry::lookback(shape) {
+                Ok(g) => g,
+                Err(_) => Geometry::chunked(shape, c)?,
+            },
+        },
+        PlanRequest::LookBack => Geometry::lookback(shape)?,
         PlanRequest::MinDepth => min_depth_geometry(shape, kt)?,
     };
     Ok(PdGpuPlan {
@@ -536,6 +618,7 @@ pub fn plan_perm_diagonal(
         launches: geometry.launches(kt)?,
         scratch: geometry.scratch(kt)?,
         depth: geometry.depth(),
+        lookback_prefix_every: 1,
     })
 }
 
@@ -630,7 +713,71 @@ fn max_prefix_depth(l: u64, m: u64) -> u64 {
     }
 }
 
+/// The look-back team shape for `n`: `(slots per lane, steps per team K,
+/// teams per warp)`, as `kernels/perm_diagonal.cu` derives it.
+fn lookback_team(n: usize) -> (usize, usize, usize) {
+    let spl = match n {
+        0..=32 => 1,
+        33..=64 => 2,
+        65..=128 => 4,
+        _ => 8,
+    };
+    let k = if spl >= 8 { 1 } else { LOOKBACK_WORK / spl };
+    let tpw = if spl == 1 { 32 / n.max(1) } else { 1 };
+    (spl, k, tpw)
+}
+
 impl Geometry {
+    /// The look-back plan P4: `W` warps of `⌊32/n⌋` teams (`n ≤ 32`) or one
+    /// team each, a team holding `K` steps, so `C = W·teams·K`; `W` the
+    /// power of two (at most 8) that covers `T` with the fewest chunks.
+    fn lookback(shape: PdShape) -> Result<Geometry> {
+        let (_, k, tpw) = lookback_team(shape.n);
+        let per_warp = k * tpw;
+        let warps = shape
+            .len
+            .div_ceil(per_warp)
+            .next_power_of_two()
+            .clamp(1, LOOKBACK_WARPS);
+        let chunk = warps * per_warp;
+        let g = Geometry {
+            kind: PdPlanKind::LookBack,
+            shape,
+            teams: PdTeams::for_n(shape.n),
+            chunk,
+            chunks: shape.len.div_ceil(chunk),
+            tree: 0,
+            tile: 0,
+            tiles: 0,
+            tile_tree: 0,
+        };
+        g.lookback_words()?;
+        g.launches(KernelType::Depth)?;
+        Ok(g)
+    }
+
+    /// Warps of a look-back block.
+    fn lookback_warps(&self) -> usize {
+        let (_, k, tpw) = lookback_team(self.shape.n);
+        self.chunk / (k * tpw)
+    }
+
+    /// Status words plus the ticket counter, `B·NC + 1` (a C `int`).
+    fn lookback_words(&self) -> Result<usize> {
+        self.shape
+            .batch
+            .checked_mul(self.chunks)
+            .and_then(|w| w.checked_add(1))
+            .filter(|&w| w <= i32::MAX as usize)
+            .ok_or_else(|| {
+                Error::Plan(format!(
+                    "look-back: {} problems × {} chunks of {} steps exceed one launch's 2^31 − 1 \
+                     blocks; use chunk=C",
+                    self.shape.batch, self.chunks, self.chunk
+                ))
+            })
+    }
+
     fn sequential(shape: PdShape) -> Geometry {
         Geometry {
             kind: PdPlanKind::Sequential,
@@ -686,7 +833,9 @@ impl Geometry {
     /// The contract's limits (a plan's fields are public and may be edited).
     fn check_contract(&self) -> std::result::Result<(), String> {
         let t = self.shape.len;
-        if self.chunk == 0 || self.chunk > t || self.chunks != t.div_ceil(self.chunk) {
+        // A look-back chunk is what one block holds and may pass T.
+        let too_long = self.chunk > t && self.kind != PdPlanKind::LookBack;
+        if self.chunk == 0 || too_long || self.chunks != t.div_ceil(self.chunk) {
             return Err(format!(
                 "chunk {} / {} chunks do not split T = {t}",
                 self.chunk, self.chunks
@@ -703,6 +852,16 @@ impl Geometry {
             }
             PdPlanKind::Chunked => {
                 (2..=ONE_LEVEL_MAX_CHUNKS).contains(&self.chunks) && tree_ok && no_tiles
+            }
+            PdPlanKind::LookBack => {
+                let (_, k, tpw) = lookback_team(self.shape.n);
+                let w = self.chunk / (k * tpw);
+                self.chunk == w * k * tpw
+                    && w.is_power_of_two()
+                    && w <= LOOKBACK_WARPS
+                    && self.tree == 0
+                    && no_tiles
+                    && self.lookback_words().is_ok()
             }
             PdPlanKind::TwoLevel => {
                 self.chunks > ONE_LEVEL_MAX_CHUNKS
@@ -784,12 +943,32 @@ impl Geometry {
                 )?,
                 launch(PdLaunchRole::Rescan, rescan, chunk_grid, CHUNK_BLOCK)?,
             ],
+            PdPlanKind::LookBack => {
+                let words = self.lookback_words()? as u64;
+                vec![
+                    launch(
+                        PdLaunchRole::LookBackClear,
+                        LB_CLEAR,
+                        words.div_ceil(u64::from(CLEAR_BLOCK)),
+                        CLEAR_BLOCK,
+                    )?,
+                    launch(
+                        PdLaunchRole::LookBack,
+                        names.lookback[lookback_team(self.shape.n).0.trailing_zeros() as usize],
+                        units,
+                        32 * self.lookback_warps() as u32,
+                    )?,
+                ]
+            }
         })
     }
 
     /// Scratch bytes for instantiation `kt`.
     fn scratch(&self, kt: KernelType) -> Result<PdScratch> {
-        if !matches!(self.kind, PdPlanKind::Chunked | PdPlanKind::TwoLevel) {
+        if !matches!(
+            self.kind,
+            PdPlanKind::Chunked | PdPlanKind::TwoLevel | PdPlanKind::LookBack
+        ) {
             return Ok(PdScratch::default());
         }
         // Slot counts whose 8-byte values still fit a usize.
@@ -812,6 +991,17 @@ impl Geometry {
         let tile_tree = slots(self.tile_tree)?;
         let tile_carry = slots(self.tiles)?;
         let v = kt.value_bytes();
+        if self.kind == PdPlanKind::LookBack {
+            let chunk_slots = slots(self.chunks)?;
+            return Ok(PdScratch {
+                agg_perm: chunk_slots,
+                agg_d: chunk_slots * v,
+                agg_b: chunk_slots * v,
+                carry: chunk_slots * v,
+                status: self.lookback_words()? * 4,
+                ..PdScratch::default()
+            });
+        }
         Ok(PdScratch {
             agg_perm: tree,
             agg_d: tree * v,
@@ -821,6 +1011,7 @@ impl Geometry {
             tile_d: tile_tree * v,
             tile_b: tile_tree * v,
             tile_carry: tile_carry * v,
+            status: 0,
         })
     }
 
@@ -831,6 +1022,7 @@ impl Geometry {
         let l = self.chunk as u64;
         match self.kind {
             PdPlanKind::Sequential | PdPlanKind::SinglePass => 0,
+            PdPlanKind::LookBack => self.lookback_carry_depth(c),
             PdPlanKind::Chunked => prefix_depth(l, c) + 1,
             PdPlanKind::TwoLevel => {
                 let tl = self.tile as u64;
@@ -845,6 +1037,7 @@ impl Geometry {
         let l = self.chunk as u64;
         match self.kind {
             PdPlanKind::Sequential | PdPlanKind::SinglePass => 0,
+            PdPlanKind::LookBack => self.lookback_carry_depth(m - 1),
             PdPlanKind::Chunked => max_prefix_depth(l, m) + 1,
             PdPlanKind::TwoLevel => {
                 // The deepest in-tile prefix and the deepest tile carry are each
@@ -856,16 +1049,58 @@ impl Geometry {
         }
     }
 
+    /// P4's carry-in depth of chunk `c` on the `_depth` kernels' worst case
+    /// (every block waits for its predecessor's inclusive prefix): 0 for
+    /// `c = 0`, else `K + nt − 1 + c` (a full chunk's total folds its `nt`
+    /// team aggregates of depth `K`; each prefix is one apply deeper).
+    fn lookback_carry_depth(&self, c: u64) -> u64 {
+        if c == 0 {
+            return 0;
+        }
+        let (_, k, tpw) = lookback_team(self.shape.n);
+        let nt = (self.lookback_warps() * tpw) as u64;
+        k as u64 + nt - 1 + c
+    }
+
+    /// P4's depth of output step `t`: team `g` (steps `g·K ..` of chunk `c`)
+    /// starts from `hin` (`g = 0`) or `apply(W_g, hin)`, `W_g` its exclusive
+    /// prefix of depth `K + g − 1`; each step adds one.
+    fn lookback_depth_at(&self, t: u64) -> u64 {
+        let (_, k, _) = lookback_team(self.shape.n);
+        let (k, c_len) = (k as u64, self.chunk as u64);
+        let hin = self.lookback_carry_depth(t / c_len);
+        let s = t % c_len;
+        let (g, u) = (s / k, s % k);
+        let start = if g == 0 {
+            hin
+        } else {
+            (k + g - 1).max(hin) + 1
+        };
+        start + u + 1
+    }
+
     /// The measured depth of output step `t` (0-based).
     fn depth_at(&self, t: u64) -> u64 {
+        if self.kind == PdPlanKind::LookBack {
+            return self.lookback_depth_at(t);
+        }
         let c_len = self.chunk as u64;
         self.carry_depth(t / c_len) + t % c_len + 1
     }
 
     /// The maximum of [`Geometry::depth_at`] over all steps: depth grows
     /// along a chunk and with the carry depth, so the last step of the last
-    /// chunk and of the deepest full chunk decide.
+    /// chunk and of the deepest full chunk decide (P4: the last two chunks,
+    /// whose carry-ins are the deepest, step by step).
     fn depth(&self) -> u64 {
+        if self.kind == PdPlanKind::LookBack {
+            let t = self.shape.len as u64;
+            let from = (self.chunks as u64).saturating_sub(2) * self.chunk as u64;
+            return (from..t)
+                .map(|x| self.lookback_depth_at(x))
+                .max()
+                .unwrap_or(0);
+        }
         let t = self.shape.len as u64;
         let c_len = self.chunk as u64;
         let nc = self.chunks as u64;
@@ -901,7 +1136,7 @@ fn launch_config(kernel: &str, grid: u64, block: u32) -> Result<LaunchConfig> {
 #[derive(Debug, Default)]
 pub struct PdWorkspace {
     /// The [`PdScratch`] buffers, in its field order.
-    bufs: [Option<DeviceBuffer>; 8],
+    bufs: [Option<DeviceBuffer>; 9],
     allocations: usize,
 }
 
@@ -937,6 +1172,7 @@ impl PdWorkspace {
             tile_d: len(5),
             tile_b: len(6),
             tile_carry: len(7),
+            status: len(8),
         }
     }
 
@@ -1108,6 +1344,11 @@ fn check_plan(plan: &PdGpuPlan) -> Result<()> {
             "{why} in {plan}; make plans with plan_perm_diagonal"
         ))
     })?;
+    if plan.lookback_prefix_every == 0 {
+        return Err(Error::Plan(format!(
+            "lookback_prefix_every = 0 in {plan}: expected ≥ 1"
+        )));
+    }
     let kt = KernelType::Data(plan.dtype);
     if g.launches(kt)? != plan.launches || g.scratch(kt)? != plan.scratch || g.depth() != plan.depth
     {
@@ -1212,6 +1453,8 @@ unsafe fn issue<R: KernelRunner>(
         i32_arg(plan.tiles),
         i32_arg(plan.tile_tree),
     );
+    let status = Ptr(ws.ptr(8));
+    let every = KernelArg::I32(i32::try_from(plan.lookback_prefix_every).unwrap_or(i32::MAX));
     // P0/P1 run without carries: their one chunk starts from h0.
     let rescan_carry = if matches!(plan.kind, PdPlanKind::Chunked | PdPlanKind::TwoLevel) {
         carry
@@ -1255,6 +1498,17 @@ unsafe fn issue<R: KernelRunner>(
                     runner.launch(k, cfg, &[perm, d, b, h, ht, rescan_carry, h0, bsz, t, n, c])
                 }
             }
+            PdLaunchRole::LookBackClear => {
+                let words = plan.scratch.status / 4;
+                runner.launch(k, cfg, &[status, i32_arg(words)])
+            }
+            PdLaunchRole::LookBack => runner.launch(
+                k,
+                cfg,
+                &[
+                    perm, d, b, h, ht, h0, status, agg_p, agg_d, agg_b, carry, bsz, t, n, c, every,
+                ],
+            ),
         }?;
     }
     Ok(())
@@ -1476,10 +1730,11 @@ mod tests {
             PlanRequest::Chunk(5000),
             PlanRequest::MinDepth,
             PlanRequest::Auto,
+            PlanRequest::LookBack,
         ];
         for t in [1, 2, 5, 17, 64, 255, 1000, 1025, 2049, 9000, 20_000, 70_000] {
             for &r in &requests {
-                for n in [2, 64] {
+                for n in [2, 5, 64, 200] {
                     let p = plan(2, t, n, r, 2);
                     assert_eq!(p.depth, brute_max_depth(&p), "{p}");
                 }
@@ -1560,21 +1815,20 @@ mod tests {
 
     #[test]
     fn auto_rules() {
-        // Few problems, long T: enough chunks to fill 132 SMs × 2048 threads.
+        // Few problems, long T: teams alone do not fill 132 SMs × 2048 threads, so
+        // the look-back, which reads every input once.
         let p = plan(16, 1 << 20, 5, PlanRequest::Auto, 132);
-        assert_eq!(p.kind, PdPlanKind::TwoLevel);
-        // Within rounding of C = ⌈T/NC⌉.
-        let target = 132 * 2048 * 99 / 100;
-        let warps = (16 * p.chunks).div_ceil(6);
-        assert!(warps * 32 >= target && p.chunks <= AUTO_MAX_CHUNKS, "{p}");
+        assert_eq!(p.kind, PdPlanKind::LookBack);
+        // 8 warps of 6 teams of 16 steps.
+        assert_eq!((p.chunk, p.launches[1].cfg.block[0]), (768, 256), "{p}");
+        assert!(p.bytes_per_slot() <= 14.0, "{p}: {}", p.bytes_per_slot());
         let p = plan(16, 1 << 20, 64, PlanRequest::Auto, 132);
-        assert_eq!(p.kind, PdPlanKind::Chunked);
-        assert!(16 * p.chunks * 32 >= target, "{p}");
-        // One problem still spreads over the GPU.
+        assert_eq!(p.kind, PdPlanKind::LookBack);
+        assert_eq!(p.chunk, 64, "{p}");
+        assert!(p.bytes_per_slot() <= 14.0, "{p}: {}", p.bytes_per_slot());
         let p = plan(1, 1 << 20, 64, PlanRequest::Auto, 132);
-        assert!(p.chunks * 32 >= target, "{p}");
-        assert_eq!(p.kind, PdPlanKind::TwoLevel);
-        assert!(p.chunk >= AUTO_MIN_CHUNK);
+        assert_eq!(p.kind, PdPlanKind::LookBack);
+        assert_eq!(p.launches[1].cfg.grid[0] as usize, p.chunks);
         // Problems fill the GPU: single pass.
         let p = plan(60_000, 100, 5, PlanRequest::Auto, 132);
         assert_eq!(p.kind, PdPlanKind::SinglePass);
@@ -1583,6 +1837,52 @@ mod tests {
             plan(1, 50, 5, PlanRequest::Auto, 132).kind,
             PdPlanKind::SinglePass
         );
+        // Bytes per slot and step (f32): 13 for one pass, 22 and more for P2/P3.
+        let p1 = plan(60_000, 100, 5, PlanRequest::Auto, 132);
+        assert!((p1.bytes_per_slot() - 13.0).abs() < 1e-9);
+        let p2 = plan(16, 1 << 20, 64, PlanRequest::Chunk(1024), 132);
+        assert!(p2.bytes_per_slot() > 22.0, "{p2}");
+    }
+
+    #[test]
+    fn lookback_geometry() {
+        // (n, T) -> (chunk, warps): K·teams per warp·W.
+        for (n, t, chunk, warps) in [
+            (5, 1 << 20, 768, 8),
+            (5, 100, 192, 2),
+            (1, 1 << 20, 4096, 8),
+            (32, 10_000, 128, 8),
+            (64, 10_000, 64, 8),
+            (100, 10_000, 32, 8),
+            (256, 10_000, 8, 8),
+            (256, 3, 4, 4),
+            (7, 1, 64, 1),
+        ] {
+            let p = plan(3, t, n, PlanRequest::LookBack, 132);
+            assert_eq!(p.kind, PdPlanKind::LookBack);
+            assert_eq!(
+                (p.chunk, p.launches[1].cfg.block[0] as usize),
+                (chunk, 32 * warps),
+                "{p}"
+            );
+            assert_eq!(p.chunks, t.div_ceil(chunk));
+            assert_eq!(p.launches[1].cfg.grid[0] as usize, 3 * p.chunks);
+            assert_eq!(p.scratch.status, 4 * (3 * p.chunks + 1));
+            assert_eq!(p.scratch.carry, 4 * 3 * p.chunks * n);
+            assert_eq!(p.launches[0].kernel, "pd_lb_clear");
+            let spl = match n {
+                0..=32 => 1,
+                33..=64 => 2,
+                65..=128 => 4,
+                _ => 8,
+            };
+            assert_eq!(p.launches[1].kernel, format!("pd_lookback{spl}_f32"));
+        }
+        // Worked example: n = 5, T = 2000: C = 768 (K = 16, nt = 48), NC = 3; chunk 2
+        // starts from depth 16 + 47 + 2 = 65; its team 40 (steps 1280 + 640 ..) from
+        // max(16 + 39, 65) + 1 = 66, so t = 1999 (u = 15) has depth 82.
+        let p = plan(1, 2000, 5, PlanRequest::LookBack, 132);
+        assert_eq!(p.depth_at(1999), 82);
     }
 
     #[test]

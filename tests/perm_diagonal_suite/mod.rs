@@ -198,12 +198,14 @@ pub fn check_plan_shape(case: &Case, plan: &PdGpuPlan) -> Result<(), String> {
             };
             plan.kind == kind && plan.chunk == c && plan.chunks == nc
         }
-        // Only the Diagonal kernels have a look-back plan: the planner refuses it.
-        PlanRequest::LookBack => false,
+        PlanRequest::LookBack => {
+            plan.kind == PdPlanKind::LookBack && plan.chunks == t.div_ceil(plan.chunk)
+        }
         PlanRequest::MinDepth | PlanRequest::Auto => plan.chunks == t.div_ceil(plan.chunk),
     };
     let launches = match plan.kind {
         PdPlanKind::Sequential | PdPlanKind::SinglePass => 1,
+        PdPlanKind::LookBack => 2,
         PdPlanKind::Chunked => 3,
         PdPlanKind::TwoLevel => 5,
     };
@@ -216,7 +218,10 @@ pub fn check_plan_shape(case: &Case, plan: &PdGpuPlan) -> Result<(), String> {
     if !ok
         || plan.launches.len() != launches
         || plan.teams != teams
-        || !plan.launches.iter().all(|l| l.kernel.ends_with(&suffix))
+        || !plan
+            .launches
+            .iter()
+            .all(|l| l.kernel.ends_with(&suffix) || l.kernel == "pd_lb_clear")
     {
         return Err(format!("unexpected plan for {}: {plan}", case.describe()));
     }
@@ -287,14 +292,15 @@ pub fn run_case_all_dtypes<R: KernelRunner>(
 }
 
 /// Every request kind: sequential, chunks of one step, an odd and a
-/// power-of-two chunk, min-depth and auto.
-pub const REQUESTS: [PlanRequest; 6] = [
+/// power-of-two chunk, min-depth, auto and the look-back.
+pub const REQUESTS: [PlanRequest; 7] = [
     PlanRequest::Sequential,
     PlanRequest::Chunk(1),
     PlanRequest::Chunk(3),
     PlanRequest::Chunk(16),
     PlanRequest::MinDepth,
     PlanRequest::Auto,
+    PlanRequest::LookBack,
 ];
 
 /// The correctness cases: n = 1, 2, 5, 31, 32 (small kernels, every team
@@ -320,8 +326,16 @@ pub fn standard_cases() -> Vec<Case> {
         push((3, 37, n), &[Chunk(37), Chunk(36), Chunk(64)]);
     }
     for n in [1, 3, 31, 32, 33, 100, 129] {
-        push((2, 45, n), &[Sequential, Chunk(4), Chunk(45)]);
+        push((2, 45, n), &[Sequential, Chunk(4), Chunk(45), LookBack]);
     }
+    // The look-back over several chunks (and windows of 32) for every team shape:
+    // n = 5 (C = 768), 1 (C = 4096), 32, 64, 100 and 200 (C = 8).
+    push((1, 2500, 5), &[LookBack]);
+    push((2, 9000, 1), &[LookBack]);
+    push((2, 700, 32), &[LookBack]);
+    push((2, 1200, 64), &[LookBack]);
+    push((1, 600, 100), &[LookBack]);
+    push((2, 300, 200), &[LookBack]);
     // Many chunks (deep scan trees; more than 1024 chunks: the two-level scan, with a
     // partial last tile) and many problems (many blocks).
     push((1, 2500, 5), &[Chunk(1), Chunk(2)]);
@@ -338,7 +352,7 @@ pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: 
     let start = Instant::now();
     let mut ws = PdWorkspace::new();
     let mut failures = Vec::new();
-    let mut kinds = [0usize; 4];
+    let mut kinds = [0usize; 5];
     let mut teams = [0usize; 2];
     for (i, case) in cases.iter().enumerate() {
         let case_start = Instant::now();
@@ -360,7 +374,7 @@ pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: 
         }
     }
     eprintln!(
-        "{label}: {} cases x 4 dtypes, plans P0..P3 = {kinds:?}, small/wide = {teams:?}, \
+        "{label}: {} cases x 4 dtypes, plans P0..P4 = {kinds:?}, small/wide = {teams:?}, \
          {} failure(s), {:.1} s",
         cases.len(),
         failures.len(),
@@ -374,7 +388,7 @@ pub fn run_cases<R: KernelRunner>(runner: &R, cases: &[Case], seed: u64, label: 
     );
     assert!(
         kinds.iter().chain(&teams).all(|&k| k > 0),
-        "{label}: every plan kind and team shape must be covered: P0..P3 = {kinds:?}, \
+        "{label}: every plan kind and team shape must be covered: P0..P4 = {kinds:?}, \
          small/wide = {teams:?}"
     );
 }
@@ -532,6 +546,12 @@ pub fn depth_plans(sm_count: usize) -> Vec<PdGpuPlan> {
         ((3, 200, 100), Chunk(16)),
         ((1, 1, 8), Auto),
         ((1, 9, 40), MinDepth),
+        ((1, 2000, 5), LookBack),
+        ((2, 9000, 1), LookBack),
+        ((2, 700, 64), LookBack),
+        ((1, 300, 100), LookBack),
+        ((2, 100, 256), LookBack),
+        ((3, 7, 3), LookBack),
     ];
     specs
         .iter()
@@ -546,7 +566,7 @@ pub fn run_depth_plans<R: KernelRunner>(runner: &R, label: &str) {
     let start = Instant::now();
     let mut ws = PdWorkspace::new();
     let plans = depth_plans(runner.sm_count());
-    let mut kinds = [0usize; 4];
+    let mut kinds = [0usize; 5];
     let mut failures = Vec::new();
     for plan in &plans {
         kinds[plan.kind as usize] += 1;
@@ -556,12 +576,12 @@ pub fn run_depth_plans<R: KernelRunner>(runner: &R, label: &str) {
         }
     }
     eprintln!(
-        "{label}: {} depth plans, P0..P3 = {kinds:?}, {:.1} s",
+        "{label}: {} depth plans, P0..P4 = {kinds:?}, {:.1} s",
         plans.len(),
         start.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(kinds.iter().all(|&k| k > 0), "P0..P3 = {kinds:?}");
+    assert!(kinds.iter().all(|&k| k > 0), "P0..P4 = {kinds:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -1108,13 +1128,14 @@ pub fn check_s5_exact<R: KernelRunner>(runner: &R) {
             }
         }
         let mut ws = PdWorkspace::new();
-        let mut kinds = [0usize; 4];
+        let mut kinds = [0usize; 5];
         for request in [
             PlanRequest::Sequential,
             PlanRequest::Chunk(len),
             PlanRequest::Chunk(7),
             PlanRequest::Chunk(1),
             PlanRequest::MinDepth,
+            PlanRequest::LookBack,
         ] {
             let (h, h_t, plan) = scan_perm_diagonal(runner, &mut ws, &problem, request).unwrap();
             kinds[plan.kind as usize] += 1;
@@ -1132,7 +1153,7 @@ pub fn check_s5_exact<R: KernelRunner>(runner: &R) {
                 }
             }
         }
-        assert!(kinds.iter().all(|&k| k > 0), "P0..P3 = {kinds:?}");
+        assert!(kinds.iter().all(|&k| k > 0), "P0..P4 = {kinds:?}");
     }
     run::<R, f32>(runner);
     run::<R, bf16>(runner);
@@ -1195,4 +1216,260 @@ pub fn check_no_writes_outside<R: KernelRunner>(runner: &R) {
             assert!(e <= tol && e_t <= tol, "{plan}: {e:.3e} {e_t:.3e}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The look-back (P4): aggregate path, surplus blocks, withheld publications
+// ---------------------------------------------------------------------------
+
+/// Look-back shapes with several chunks per problem, every team shape: more
+/// than 32 chunks (several windows) for n = 64 and n = 200.
+pub fn lookback_shapes() -> [(usize, usize, usize); 4] {
+    [
+        (2, 2000, 5),  // 3 chunks of 768 (6 teams per warp)
+        (1, 2500, 64), // 40 chunks of 64: two windows
+        (2, 400, 200), // 50 chunks of 8, one step per team
+        (1, 700, 100), // 22 chunks of 32
+    ]
+}
+
+/// P4 with inclusive prefixes published only every `n`-th chunk
+/// ([`PdGpuPlan::lookback_prefix_every`]): successors must fold their
+/// predecessors' aggregates (across several 32-chunk windows), a path that
+/// otherwise only timing exercises. Every dtype, against the oracle,
+/// outputs poisoned first.
+pub fn check_lookback_aggregate_path<R: KernelRunner>(runner: &R, label: &str) {
+    let start = Instant::now();
+    let mut ws = PdWorkspace::new();
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for (bsz, t, n) in lookback_shapes() {
+        let nc = plan_perm_diagonal(
+            PdShape::new(bsz, t, n),
+            DType::F32,
+            PlanRequest::LookBack,
+            runner.sm_count(),
+        )
+        .map(|p| p.chunks as u32)
+        .unwrap_or(1);
+        for every in [2u32, 5, 37, nc.max(1)] {
+            let seed = 0xabc0 + 64 * u64::from(every) + t as u64 + n as u64;
+            let case = Case::new((bsz, t, n), PlanRequest::LookBack, every % 2 == 0);
+            let r = aggregate_path_case::<R, f32>(runner, &mut ws, &case, every, seed)
+                .and_then(|()| {
+                    aggregate_path_case::<R, f64>(runner, &mut ws, &case, every, seed + 1)
+                })
+                .and_then(|()| {
+                    aggregate_path_case::<R, f16>(runner, &mut ws, &case, every, seed + 2)
+                })
+                .and_then(|()| {
+                    aggregate_path_case::<R, bf16>(runner, &mut ws, &case, every, seed + 3)
+                });
+            runs += 1;
+            if let Err(e) = r {
+                failures.push(e);
+            }
+        }
+    }
+    eprintln!(
+        "{label}: {runs} look-back aggregate-path runs x 4 dtypes, {} failure(s), {:.1} s",
+        failures.len(),
+        start.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "{label}:\n{}", failures.join("\n"));
+}
+
+fn aggregate_path_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
+    runner: &R,
+    ws: &mut PdWorkspace,
+    case: &Case,
+    every: u32,
+    seed: u64,
+) -> Result<(), String> {
+    let (bsz, t, n) = (case.batch, case.len, case.n);
+    let shape = PdShape::new(bsz, t, n);
+    let inp = inputs::<S>(bsz, t, n, seed);
+    let problem = inp.problem(bsz, t, n, case.h0);
+    let mut plan = plan_perm_diagonal(shape, S::DTYPE, PlanRequest::LookBack, runner.sm_count())
+        .map_err(|e| e.to_string())?;
+    plan.lookback_prefix_every = every;
+    let ctx = format!("{} {} [{plan}]", runner.backend_name(), S::DTYPE);
+    let e = |x: Error| format!("{ctx}: {x}");
+    let dp = runner.upload(&inp.perm).map_err(e)?;
+    let dd = runner.upload(&inp.d).map_err(e)?;
+    let db = runner.upload(&inp.b).map_err(e)?;
+    let dh0 = runner.upload(&inp.h0).map_err(e)?;
+    let size = std::mem::size_of::<S>();
+    let dh = runner.alloc(shape.elements() * size).map_err(e)?;
+    let dht = runner.alloc(shape.states() * size).map_err(e)?;
+    runner.fill(&dh, 0xFF).map_err(e)?;
+    runner.fill(&dht, 0xFF).map_err(e)?;
+    let bufs = PdBuffers {
+        perm: &dp,
+        d: &dd,
+        b: &db,
+        h0: case.h0.then_some(&dh0),
+        h: Some(&dh),
+        h_t: &dht,
+    };
+    launch_perm_diagonal_buffers(runner, ws, &plan, bufs).map_err(e)?;
+    runner.synchronize().map_err(e)?;
+    let mut h = vec![S::default(); shape.elements()];
+    let mut h_t = vec![S::default(); shape.states()];
+    runner.download(&dh, &mut h).map_err(e)?;
+    runner.download(&dht, &mut h_t).map_err(e)?;
+    let (want, want_t) = oracle::perm_diagonal(&problem);
+    let tol = common::tolerance::<S>(t);
+    let (err, err_t) = (oracle::rel_l2(&h, &want), oracle::rel_l2(&h_t, &want_t));
+    if !(err <= tol && err_t <= tol) {
+        return Err(format!(
+            "{ctx}: relative L2 error h {err:.3e}, h_T {err_t:.3e} > {tol:.3e}"
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes after each scratch buffer that a look-back launch must not touch.
+const CANARY: usize = 256;
+const CANARY_BYTE: u8 = 0xA5;
+
+/// One P4 launch of `kernel` over f32 inputs by hand (the plan's grid plus
+/// `extra` blocks), scratch followed by canaries. Returns the launch's
+/// result, `(h, h_T)` and whether every canary byte survived.
+#[allow(clippy::type_complexity)]
+fn lookback_by_hand<R: KernelRunner>(
+    runner: &R,
+    plan: &PdGpuPlan,
+    kernel: &str,
+    extra: u32,
+    seed: u64,
+) -> Result<(parascan::Result<()>, Vec<f32>, Vec<f32>, bool), String> {
+    let e = |x: Error| x.to_string();
+    let PdShape { batch, len, n } = plan.shape;
+    let inp = inputs::<f32>(batch, len, n, seed);
+    let dp = runner.upload(&inp.perm).map_err(e)?;
+    let dd = runner.upload(&inp.d).map_err(e)?;
+    let db = runner.upload(&inp.b).map_err(e)?;
+    let dh0 = runner.upload(&inp.h0).map_err(e)?;
+    let dh = runner.alloc(plan.shape.elements() * 4).map_err(e)?;
+    let dht = runner.alloc(plan.shape.states() * 4).map_err(e)?;
+    let sc = plan.scratch;
+    let sizes = [sc.status, sc.agg_perm, sc.agg_d, sc.agg_b, sc.carry];
+    let mut scratch = Vec::new();
+    for bytes in sizes {
+        let buf = runner.alloc(bytes + CANARY).map_err(e)?;
+        runner.fill(&buf, CANARY_BYTE).map_err(e)?;
+        scratch.push(buf);
+    }
+    runner.fill(&dh, 0xFF).map_err(e)?;
+    runner.fill(&dht, 0xFF).map_err(e)?;
+    let (clear, main) = (plan.launches[0], plan.launches[1]);
+    let i = |x: usize| KernelArg::I32(x as i32);
+    runner
+        .launch(
+            clear.kernel,
+            clear.cfg,
+            &[KernelArg::Ptr(scratch[0].ptr()), i(sc.status / 4)],
+        )
+        .map_err(e)?;
+    let mut cfg = main.cfg;
+    cfg.grid[0] += extra;
+    let p = |b: &DeviceBuffer| KernelArg::Ptr(b.ptr());
+    let result = runner.launch(
+        kernel,
+        cfg,
+        &[
+            p(&dp),
+            p(&dd),
+            p(&db),
+            p(&dh),
+            p(&dht),
+            p(&dh0),
+            p(&scratch[0]),
+            p(&scratch[1]),
+            p(&scratch[2]),
+            p(&scratch[3]),
+            p(&scratch[4]),
+            i(batch),
+            i(len),
+            i(n),
+            i(plan.chunk),
+            KernelArg::I32(plan.lookback_prefix_every as i32),
+        ],
+    );
+    let result = result.and_then(|()| runner.synchronize());
+    let mut h = vec![0f32; plan.shape.elements()];
+    let mut h_t = vec![0f32; plan.shape.states()];
+    runner.download(&dh, &mut h).map_err(e)?;
+    runner.download(&dht, &mut h_t).map_err(e)?;
+    let mut intact = true;
+    for (buf, bytes) in scratch.iter().zip(sizes) {
+        let mut all = vec![0u8; bytes + CANARY];
+        runner.download(buf, &mut all).map_err(e)?;
+        intact &= all[bytes..].iter().all(|&x| x == CANARY_BYTE);
+    }
+    Ok((result, h, h_t, intact))
+}
+
+/// A grid larger than the contract's: the surplus blocks' tickets own no
+/// chunk, so they must write nothing (canaries after every scratch buffer)
+/// and leave the result exact. Works on any runner.
+pub fn check_lookback_surplus_blocks<R: KernelRunner>(runner: &R, label: &str) {
+    let mut failures = Vec::new();
+    for (bsz, t, n) in [(2, 2000, 5), (1, 300, 64), (2, 50, 200)] {
+        let shape = PdShape::new(bsz, t, n);
+        let plan = plan_perm_diagonal(shape, DType::F32, PlanRequest::LookBack, runner.sm_count())
+            .expect("look-back plan");
+        for (extra, every) in [(1u32, 1u32), (7, 1), (33, 2)] {
+            let mut plan = plan.clone();
+            plan.lookback_prefix_every = every;
+            let ctx = format!("{label}: +{extra} blocks [{plan}]");
+            let seed = 0x5_0000 + u64::from(extra) + t as u64;
+            match lookback_by_hand(runner, &plan, plan.launches[1].kernel, extra, seed) {
+                Err(e) => failures.push(format!("{ctx}: {e}")),
+                Ok((Err(e), ..)) => failures.push(format!("{ctx}: launch failed: {e}")),
+                Ok((Ok(()), h, h_t, intact)) => {
+                    let inp = inputs::<f32>(bsz, t, n, seed);
+                    let (want, want_t) = oracle::perm_diagonal(&inp.problem(bsz, t, n, true));
+                    let tol = common::tolerance::<f32>(t);
+                    let (e, e_t) = (oracle::rel_l2(&h, &want), oracle::rel_l2(&h_t, &want_t));
+                    if !(e <= tol && e_t <= tol) {
+                        failures.push(format!("{ctx}: relative L2 error h {e:.3e}, h_T {e_t:.3e}"));
+                    }
+                    if !intact {
+                        failures.push(format!("{ctx}: wrote past the scratch buffers"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The look-back probe kernels (`pd_lookback<SPL>_probe_<sfx>`, emulator only)
+/// never publish chunk 1 of problem 0: its successors spin until the spin
+/// cap and trap, which must surface as a typed launch error.
+pub fn check_lookback_withheld_traps<R: KernelRunner>(runner: &R, label: &str) {
+    let mut failures = Vec::new();
+    for (bsz, t, n) in [(2, 2000, 5), (1, 300, 64)] {
+        let shape = PdShape::new(bsz, t, n);
+        let plan = plan_perm_diagonal(shape, DType::F32, PlanRequest::LookBack, runner.sm_count())
+            .expect("look-back plan");
+        assert!(
+            plan.chunks >= 3,
+            "{plan}: the probe needs a chunk after chunk 1"
+        );
+        for sfx in ["f32", "depth"] {
+            let spl = if n <= 32 { 1 } else { 2 };
+            let kernel = format!("pd_lookback{spl}_probe_{sfx}");
+            match lookback_by_hand(runner, &plan, &kernel, 0, 0x6_0000 + t as u64) {
+                Err(e) => failures.push(format!("{label}: {kernel}: {e}")),
+                Ok((Err(Error::Launch { message, .. }), ..)) if message.contains("__trap") => {}
+                Ok((r, ..)) => failures.push(format!(
+                    "{label}: {kernel} [{plan}]: expected a launch error from __trap(), got {r:?}"
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

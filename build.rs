@@ -43,6 +43,7 @@ const WATCHED_ENV: &[&str] = &[
     "PARASCAN_CUDA_ARCH",
     "PARASCAN_NVCC_FLAGS",
     "PARASCAN_TOOLCHAIN_DIR",
+    "PARASCAN_NO_PTX",
 ];
 
 /// One `kernels/*.cu` source file.
@@ -94,8 +95,11 @@ fn main() {
     };
 
     // Without the `cuda` feature there is no CUDA backend to load PTX: skip
-    // nvcc (and the megabytes of embedded PTX) entirely.
-    let cuda = env::var_os("CARGO_FEATURE_CUDA").is_some();
+    // nvcc (and the megabytes of embedded PTX) entirely. PARASCAN_NO_PTX=1
+    // does the same with the feature on (a build that only has to compile,
+    // e.g. the interop check; the backend then reports that it has no PTX).
+    let no_ptx = env::var_os("PARASCAN_NO_PTX").is_some_and(|v| !v.is_empty() && v != "0");
+    let cuda = env::var_os("CARGO_FEATURE_CUDA").is_some() && !no_ptx;
     let nvcc = if cuda { find_nvcc(&manifest_dir) } else { None };
     let ptx = match nvcc {
         Some(nvcc) => {

@@ -24,6 +24,8 @@ bash scripts/install-cuda-toolchain.sh >/dev/null
 nvcc_dir="$(dirname "$(find "$repo_root/.toolchain/cuda" -name nvcc -type f | head -n 1)")"
 export PATH="$nvcc_dir:$PATH"
 export CARGO_TARGET_DIR="$repo_root/target/interop"
+# Compiling is the point here: no PTX (the kernels are checked elsewhere).
+export PARASCAN_NO_PTX=1
 
 echo "-- library without default features: dependencies"
 tree="$(cargo tree -e normal --no-default-features --prefix none)"

@@ -67,6 +67,9 @@ impl Engine for Cpu {
                 chunks: plan.chunks,
                 depth_formula: plan.depth,
                 scratch_bytes,
+                // The one-pass yardstick (the chunked CPU engine reads the
+                // inputs once more in its reduce phase).
+                plan_bytes: problem.bytes_moved() as u64,
                 depth_key: format!("cpu:{}:{}:{}", problem.family(), plan.chunk, plan.chunks),
             },
         })

@@ -1497,18 +1497,19 @@ unsafe fn issue<R: KernelRunner>(
                 PdLaunchRole::Rescan => {
                     runner.launch(k, cfg, &[perm, d, b, h, ht, rescan_carry, h0, bsz, t, n, c])
                 }
+                PdLaunchRole::LookBackClear => {
+                    let words = plan.scratch.status / 4;
+                    runner.launch(k, cfg, &[status, i32_arg(words)])
+                }
+                PdLaunchRole::LookBack => runner.launch(
+                    k,
+                    cfg,
+                    &[
+                        perm, d, b, h, ht, h0, status, agg_p, agg_d, agg_b, carry, bsz, t, n, c,
+                        every,
+                    ],
+                ),
             }
-            PdLaunchRole::LookBackClear => {
-                let words = plan.scratch.status / 4;
-                runner.launch(k, cfg, &[status, i32_arg(words)])
-            }
-            PdLaunchRole::LookBack => runner.launch(
-                k,
-                cfg,
-                &[
-                    perm, d, b, h, ht, h0, status, agg_p, agg_d, agg_b, carry, bsz, t, n, c, every,
-                ],
-            ),
         }?;
     }
     Ok(())

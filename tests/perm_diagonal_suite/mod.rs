@@ -1305,12 +1305,12 @@ fn aggregate_path_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
     runner.fill(&dh, 0xFF).map_err(e)?;
     runner.fill(&dht, 0xFF).map_err(e)?;
     let bufs = PdBuffers {
-        perm: &dp,
-        d: &dd,
-        b: &db,
-        h0: case.h0.then_some(&dh0),
-        h: Some(&dh),
-        h_t: &dht,
+        perm: (&dp).into(),
+        d: (&dd).into(),
+        b: (&db).into(),
+        h0: case.h0.then_some((&dh0).into()),
+        h: Some((&dh).into()),
+        h_t: (&dht).into(),
     };
     launch_perm_diagonal_buffers(runner, ws, &plan, bufs).map_err(e)?;
     runner.synchronize().map_err(e)?;
@@ -1365,38 +1365,41 @@ fn lookback_by_hand<R: KernelRunner>(
     runner.fill(&dht, 0xFF).map_err(e)?;
     let (clear, main) = (plan.launches[0], plan.launches[1]);
     let i = |x: usize| KernelArg::I32(x as i32);
-    runner
-        .launch(
+    unsafe {
+        runner.launch(
             clear.kernel,
             clear.cfg,
             &[KernelArg::Ptr(scratch[0].ptr()), i(sc.status / 4)],
         )
-        .map_err(e)?;
+    }
+    .map_err(e)?;
     let mut cfg = main.cfg;
     cfg.grid[0] += extra;
     let p = |b: &DeviceBuffer| KernelArg::Ptr(b.ptr());
-    let result = runner.launch(
-        kernel,
-        cfg,
-        &[
-            p(&dp),
-            p(&dd),
-            p(&db),
-            p(&dh),
-            p(&dht),
-            p(&dh0),
-            p(&scratch[0]),
-            p(&scratch[1]),
-            p(&scratch[2]),
-            p(&scratch[3]),
-            p(&scratch[4]),
-            i(batch),
-            i(len),
-            i(n),
-            i(plan.chunk),
-            KernelArg::I32(plan.lookback_prefix_every as i32),
-        ],
-    );
+    let result = unsafe {
+        runner.launch(
+            kernel,
+            cfg,
+            &[
+                p(&dp),
+                p(&dd),
+                p(&db),
+                p(&dh),
+                p(&dht),
+                p(&dh0),
+                p(&scratch[0]),
+                p(&scratch[1]),
+                p(&scratch[2]),
+                p(&scratch[3]),
+                p(&scratch[4]),
+                i(batch),
+                i(len),
+                i(n),
+                i(plan.chunk),
+                KernelArg::I32(plan.lookback_prefix_every as i32),
+            ],
+        )
+    };
     let result = result.and_then(|()| runner.synchronize());
     let mut h = vec![0f32; plan.shape.elements()];
     let mut h_t = vec![0f32; plan.shape.states()];

@@ -203,11 +203,35 @@ fn emulated_driver_checks() {
 /// `CUDA_ERROR_ILLEGAL_ADDRESS` at the next synchronize (the emulator's
 /// message, naming the kernel and the buffer, goes to stderr), and the
 /// context stays usable for the next launch.
+///
+/// A device fault poisons the context for every thread that uses it (as on
+/// a GPU), so the overrun runs in a process of its own: the other tests of
+/// this executable share the primary context.
 #[test]
 fn emulated_guard_page_catches_an_overrun() {
+    const CHILD: &str = "PARASCAN_TEST_OVERRUN_CHILD";
     let Some(cuda) = cuda() else { return };
     if !cuda.is_emulated() {
         eprintln!("skipped: guard pages are an emulated-driver check");
+        return;
+    }
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "emulated_guard_page_catches_an_overrun",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the overrun test in its own process: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         return;
     }
     let stream = cuda.stream();

@@ -122,29 +122,7 @@ impl Cpu {
         out: &mut [P::Out],
         h_last: &mut [P::Out],
     ) -> Result<Plan> {
-        let plan = self.plan(problem, request)?;
-        if out.len() != problem.output_len() {
-            return Err(Error::shape(
-                "out",
-                problem.output_shape(),
-                problem.output_len(),
-                out.len(),
-            ));
-        }
-        if h_last.len() != problem.final_len() {
-            return Err(Error::shape(
-                "h_last",
-                problem.final_shape(),
-                problem.final_len(),
-                h_last.len(),
-            ));
-        }
-        crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
-        match self.pool() {
-            Some(pool) => pool.install(|| problem.run_cpu(&plan, out, h_last)),
-            None => problem.run_cpu(&plan, out, h_last),
-        }
-        Ok(plan)
+        self.run_into(problem, request, out, h_last, false)
     }
 
     /// Like [`Cpu::scan_into`], allocating the outputs.
@@ -153,15 +131,8 @@ impl Cpu {
         problem: &P,
         request: PlanRequest,
     ) -> Result<ScanOutput<P::Out>> {
-        problem.validate()?;
-        let mut out = crate::mem::try_vec("out", problem.output_len(), P::Out::default())?;
-        let mut h_last = crate::mem::try_vec("h_last", problem.final_len(), P::Out::default())?;
-        let plan = self.scan_into(problem, request, &mut out, &mut h_last)?;
-        Ok(ScanOutput { out, h_last, plan })
+        self.run(problem, request, false)
     }
-}
-
-impl Cpu {
     /// Like [`Cpu::scan_into`], right to left: `h_t = A_t h_{t+1} + b_t`
     /// for `t = T−1, …, 0`, with `h0` the state after the last step (zeros
     /// when `None`). `out[t]` is `h_t` (or its readout) in the family's
@@ -174,6 +145,43 @@ impl Cpu {
         request: PlanRequest,
         out: &mut [P::Out],
         h_last: &mut [P::Out],
+    ) -> Result<Plan> {
+        self.run_into(problem, request, out, h_last, true)
+    }
+
+    /// Like [`Cpu::scan_reverse_into`], allocating the outputs.
+    pub fn scan_reverse<P: LinearProblem>(
+        &self,
+        problem: &P,
+        request: PlanRequest,
+    ) -> Result<ScanOutput<P::Out>> {
+        self.run(problem, request, true)
+    }
+
+    /// [`scan`](Self::scan) or [`scan_reverse`](Self::scan_reverse).
+    fn run<P: LinearProblem>(
+        &self,
+        problem: &P,
+        request: PlanRequest,
+        reverse: bool,
+    ) -> Result<ScanOutput<P::Out>> {
+        problem.validate()?;
+        let mut out = crate::mem::try_vec("out", problem.output_len(), P::Out::default())?;
+        let mut h_last = crate::mem::try_vec("h_last", problem.final_len(), P::Out::default())?;
+        let plan = self.run_into(problem, request, &mut out, &mut h_last, reverse)?;
+        Ok(ScanOutput { out, h_last, plan })
+    }
+
+    /// [`scan_into`](Self::scan_into) or
+    /// [`scan_reverse_into`](Self::scan_reverse_into): every check before any
+    /// computation, then the pass in the asked direction on this engine's pool.
+    fn run_into<P: LinearProblem>(
+        &self,
+        problem: &P,
+        request: PlanRequest,
+        out: &mut [P::Out],
+        h_last: &mut [P::Out],
+        reverse: bool,
     ) -> Result<Plan> {
         let plan = self.plan(problem, request)?;
         if out.len() != problem.output_len() {
@@ -193,20 +201,11 @@ impl Cpu {
             ));
         }
         crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
-        self.install(|| problem.run_cpu_reverse(&plan, out, h_last))?;
+        if reverse {
+            self.install(|| problem.run_cpu_reverse(&plan, out, h_last))?;
+        } else {
+            self.install(|| problem.run_cpu(&plan, out, h_last));
+        }
         Ok(plan)
-    }
-
-    /// Like [`Cpu::scan_reverse_into`], allocating the outputs.
-    pub fn scan_reverse<P: LinearProblem>(
-        &self,
-        problem: &P,
-        request: PlanRequest,
-    ) -> Result<ScanOutput<P::Out>> {
-        problem.validate()?;
-        let mut out = crate::mem::try_vec("out", problem.output_len(), P::Out::default())?;
-        let mut h_last = crate::mem::try_vec("h_last", problem.final_len(), P::Out::default())?;
-        let plan = self.scan_reverse_into(problem, request, &mut out, &mut h_last)?;
-        Ok(ScanOutput { out, h_last, plan })
     }
 }

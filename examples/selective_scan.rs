@@ -30,9 +30,9 @@ use parascan::backend::emu::EmuBackend;
 use parascan::backend::launch::KernelRunner;
 use parascan::backend::Cpu;
 use parascan::family::{diagonal::Diagonal, Layout};
+use parascan::kernels::launch_scan_buffers;
 use parascan::kernels::{
-    launch_diagonal_buffers, plan_diagonal, DeviceTensor, DiagShape, DiagonalBuffers,
-    DiagonalWorkspace,
+    plan_diagonal, DeviceTensor, DiagShape, DiagonalBuffers, DiagonalWorkspace,
 };
 use parascan::{DType, PlanRequest};
 
@@ -212,7 +212,7 @@ fn on_kernels<R: KernelRunner>(
             DeviceTensor::upload(runner, &b)?,
         );
         let mut h = DeviceTensor::<f32>::alloc(runner, B * (t1 - t0) * D * N)?;
-        launch_diagonal_buffers(
+        launch_scan_buffers(
             runner,
             &mut ws,
             &plan,

@@ -20,10 +20,8 @@ use parascan::backend::cuda::CudaBackend;
 use parascan::backend::launch::KernelRunner;
 use parascan::family::diagonal::Diagonal;
 use parascan::family::Layout;
-use parascan::kernels::diagonal::{
-    launch_diagonal_buffers, plan_diagonal, scan_diagonal, DiagShape, DiagonalBuffers,
-    DiagonalWorkspace,
-};
+use parascan::kernels::diagonal::{plan_diagonal, DiagShape, DiagonalBuffers, DiagonalWorkspace};
+use parascan::kernels::{launch_scan_buffers, scan_host};
 use parascan::{oracle, PlanRequest, Storage};
 
 fn cuda() -> Option<CudaBackend> {
@@ -119,7 +117,7 @@ fn large_case<S: Storage + bytemuck::Pod>(cuda: &CudaBackend, shape: DiagShape, 
         let (want, want_t) = oracle::diagonal(&problem);
         let tol = common::tolerance::<S>(shape.len);
         for &request in &requests {
-            let (h, h_t, plan) = scan_diagonal(cuda, &mut ws, &problem, request)
+            let (h, h_t, plan) = scan_host(cuda, &mut ws, &problem, request)
                 .unwrap_or_else(|e| panic!("{} {layout} {request}: {e}", S::DTYPE));
             let e = oracle::rel_l2(&h, &want);
             let e_t = oracle::rel_l2(&h_t, &want_t);
@@ -173,12 +171,12 @@ fn time_plan<S: Storage + bytemuck::Pod>(
         h: Some((&h).into()),
         h_t: (&h_t).into(),
     };
-    launch_diagonal_buffers(cuda, ws, &plan, bufs()).unwrap();
+    launch_scan_buffers(cuda, ws, &plan, bufs()).unwrap();
     KernelRunner::synchronize(cuda).unwrap();
     let mut times: Vec<f64> = (0..5)
         .map(|_| {
             let start = Instant::now();
-            launch_diagonal_buffers(cuda, ws, &plan, bufs()).unwrap();
+            launch_scan_buffers(cuda, ws, &plan, bufs()).unwrap();
             KernelRunner::synchronize(cuda).unwrap();
             start.elapsed().as_secs_f64()
         })

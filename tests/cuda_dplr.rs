@@ -23,7 +23,8 @@ use half::bf16;
 use parascan::backend::cuda::CudaBackend;
 use parascan::backend::launch::KernelRunner;
 use parascan::family::dplr::{Dplr, DplrOutput};
-use parascan::kernels::dplr::{plan_dplr, scan_dplr, DplrShape, DplrWorkspace};
+use parascan::kernels::dplr::{plan_dplr, DplrShape, DplrWorkspace};
+use parascan::kernels::scan_host;
 use parascan::kernels::KernelScan;
 use parascan::{oracle, PlanRequest, Storage};
 
@@ -113,7 +114,7 @@ fn bench<S: Storage + bytemuck::Pod>(cuda: &CudaBackend, seed: u64) {
         PlanRequest::Chunk(128),
         PlanRequest::Chunk(512),
     ] {
-        let (out, h_t, plan) = scan_dplr(cuda, &mut ws, &problem, request)
+        let (out, h_t, plan) = scan_host(cuda, &mut ws, &problem, request)
             .unwrap_or_else(|e| panic!("{} {request}: {e}", S::DTYPE));
         let e = oracle::rel_l2(&out[..t * m], &want);
         let e_t = oracle::rel_l2(&h_t[..n * m], &want_t);

@@ -354,7 +354,7 @@ fn backend_clones_and_rebinds_to_another_stream() {
 #[test]
 fn modules_load_on_first_use_and_are_shared() {
     use parascan::family::{diagonal::Diagonal, Layout};
-    use parascan::kernels::{scan_diagonal, DiagonalWorkspace};
+    use parascan::kernels::{scan_host, DiagonalWorkspace};
     use parascan::PlanRequest;
 
     // A fresh backend of its own: other tests' backends share nothing.
@@ -377,7 +377,7 @@ fn modules_load_on_first_use_and_are_shared() {
         layout: Layout::Btd,
     };
     let mut ws = DiagonalWorkspace::new();
-    let (_, h_t, _) = scan_diagonal(&cuda, &mut ws, &problem, PlanRequest::Auto).unwrap();
+    let (_, h_t, _) = scan_host(&cuda, &mut ws, &problem, PlanRequest::Auto).unwrap();
     // h → b / (1 − a) = 2 (64 steps of a = 1/2 from zero: 2 − 2^-63).
     assert!(h_t.iter().all(|&h| (h - 2.0).abs() < 1e-6), "{h_t:?}");
     assert_eq!(cuda.loaded_modules(), vec!["diagonal"]);
@@ -400,7 +400,7 @@ fn modules_load_on_first_use_and_are_shared() {
 #[test]
 fn borrowed_raw_stream_runs_and_stays_alive() {
     use parascan::family::{diagonal::Diagonal, Layout};
-    use parascan::kernels::{scan_diagonal, DiagonalWorkspace};
+    use parascan::kernels::{scan_host, DiagonalWorkspace};
     use parascan::PlanRequest;
 
     let Some(cuda) = cuda() else { return };
@@ -421,7 +421,7 @@ fn borrowed_raw_stream_runs_and_stays_alive() {
         layout: Layout::Btd,
     };
     let mut ws = DiagonalWorkspace::new();
-    let (h_own, t_own, _) = scan_diagonal(&cuda, &mut ws, &problem, PlanRequest::Auto).unwrap();
+    let (h_own, t_own, _) = scan_host(&cuda, &mut ws, &problem, PlanRequest::Auto).unwrap();
 
     cuda.context().bind_to_thread().unwrap();
     // The other library's stream: created and destroyed outside parascan.
@@ -432,7 +432,7 @@ fn borrowed_raw_stream_runs_and_stays_alive() {
         let borrowed = unsafe { CudaBackend::from_raw_stream(0, raw) }.unwrap();
         assert_eq!(borrowed.stream().cu_stream(), raw);
         let mut ws = DiagonalWorkspace::new();
-        let (h, t, _) = scan_diagonal(&borrowed, &mut ws, &problem, PlanRequest::Auto).unwrap();
+        let (h, t, _) = scan_host(&borrowed, &mut ws, &problem, PlanRequest::Auto).unwrap();
         assert_eq!(h, h_own);
         assert_eq!(t, t_own);
     }

@@ -19,10 +19,8 @@ use std::time::Instant;
 use half::bf16;
 use parascan::backend::cuda::CudaBackend;
 use parascan::backend::launch::KernelRunner;
-use parascan::kernels::perm_diagonal::{
-    launch_perm_diagonal_buffers, plan_perm_diagonal, scan_perm_diagonal, PdBuffers, PdShape,
-    PdWorkspace,
-};
+use parascan::kernels::perm_diagonal::{plan_perm_diagonal, PdBuffers, PdShape, PdWorkspace};
+use parascan::kernels::{launch_scan_buffers, scan_host};
 use parascan::{oracle, DType, PlanRequest, Storage};
 
 fn cuda() -> Option<CudaBackend> {
@@ -118,7 +116,7 @@ fn large_case<S: Storage + bytemuck::Pod>(cuda: &CudaBackend, shape: PdShape, se
     let tol = common::tolerance::<S>(shape.len);
     let mut ws = PdWorkspace::new();
     for request in requests {
-        let (h, h_t, plan) = scan_perm_diagonal(cuda, &mut ws, &problem, request)
+        let (h, h_t, plan) = scan_host(cuda, &mut ws, &problem, request)
             .unwrap_or_else(|e| panic!("{} n={} {request}: {e}", S::DTYPE, shape.n));
         let e = oracle::rel_l2(&h, &want);
         let e_t = oracle::rel_l2(&h_t, &want_t);
@@ -163,12 +161,12 @@ fn time_plan<S: Storage + bytemuck::Pod>(
         h: Some((&h).into()),
         h_t: (&h_t).into(),
     };
-    launch_perm_diagonal_buffers(cuda, ws, &plan, bufs()).unwrap();
+    launch_scan_buffers(cuda, ws, &plan, bufs()).unwrap();
     KernelRunner::synchronize(cuda).unwrap();
     let mut times: Vec<f64> = (0..5)
         .map(|_| {
             let start = Instant::now();
-            launch_perm_diagonal_buffers(cuda, ws, &plan, bufs()).unwrap();
+            launch_scan_buffers(cuda, ws, &plan, bufs()).unwrap();
             KernelRunner::synchronize(cuda).unwrap();
             start.elapsed().as_secs_f64()
         })

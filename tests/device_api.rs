@@ -1,6 +1,6 @@
 //! The safe device API: typed device memory (`DeviceTensor<T>` on any runner,
 //! cudarc's `CudaSlice`/`CudaView`/`CudaViewMut` on the CUDA backend) goes
-//! into the families' `launch_*_buffers` entry points, which check owner,
+//! into the shared `launch_scan_buffers` entry point, which check owner,
 //! length, element type and aliasing before any launch.
 //!
 //! The CUDA cases run over the emulated driver in CI
@@ -13,9 +13,9 @@ mod gpu;
 use parascan::backend::emu::EmuBackend;
 use parascan::backend::launch::KernelRunner;
 use parascan::family::{diagonal::Diagonal, Layout};
+use parascan::kernels::launch_scan_buffers;
 use parascan::kernels::{
-    launch_diagonal_buffers, plan_diagonal, DeviceTensor, DiagShape, DiagonalBuffers,
-    DiagonalWorkspace,
+    plan_diagonal, DeviceTensor, DiagShape, DiagonalBuffers, DiagonalWorkspace,
 };
 use parascan::{DType, Error, PlanRequest};
 
@@ -80,7 +80,7 @@ fn typed_tensors_match_the_oracle<R: KernelRunner>(runner: &R, request: PlanRequ
     let mut ws = DiagonalWorkspace::new();
     let mut warm: Option<usize> = None;
     for round in 0..3 {
-        launch_diagonal_buffers(
+        launch_scan_buffers(
             runner,
             &mut ws,
             &plan,
@@ -142,7 +142,7 @@ fn bad_device_memory_is_rejected_by_name() {
     // f64 memory for an f32 plan.
     let a64: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
     let d64 = DeviceTensor::upload(&emu, &a64).unwrap();
-    let err = launch_diagonal_buffers(
+    let err = launch_scan_buffers(
         &emu,
         &mut ws,
         &plan,
@@ -169,7 +169,7 @@ fn bad_device_memory_is_rejected_by_name() {
 
     // One element short.
     let short = DeviceTensor::upload(&emu, &b[1..]).unwrap();
-    let err = launch_diagonal_buffers(
+    let err = launch_scan_buffers(
         &emu,
         &mut ws,
         &plan,
@@ -190,7 +190,7 @@ fn bad_device_memory_is_rejected_by_name() {
     // An output that aliases an input (an untyped buffer borrowed twice).
     let both = emu.upload(&a).unwrap();
     let h_t_alias = emu.upload(&a[..B * D]).unwrap();
-    let err = launch_diagonal_buffers(
+    let err = launch_scan_buffers(
         &emu,
         &mut ws,
         &plan,
@@ -234,7 +234,7 @@ fn cudarc_slices_on_the_cuda_backend() {
     let mut ws = DiagonalWorkspace::new();
     {
         let mut mid = big.slice_mut(B * D..2 * B * D);
-        launch_diagonal_buffers(
+        launch_scan_buffers(
             &cuda,
             &mut ws,
             &plan,
@@ -261,7 +261,7 @@ fn cudarc_slices_on_the_cuda_backend() {
     let a64: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
     let s64 = stream.clone_htod(&a64).unwrap();
     let mut out = stream.alloc_zeros::<f32>(B * D).unwrap();
-    let err = launch_diagonal_buffers(
+    let err = launch_scan_buffers(
         &cuda,
         &mut ws,
         &plan,
@@ -279,7 +279,7 @@ fn cudarc_slices_on_the_cuda_backend() {
     // Emulator memory on the CUDA runner.
     let emu = EmuBackend::default();
     let foreign = DeviceTensor::upload(&emu, &a).unwrap();
-    let err = launch_diagonal_buffers(
+    let err = launch_scan_buffers(
         &cuda,
         &mut ws,
         &plan,

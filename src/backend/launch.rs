@@ -398,7 +398,7 @@ pub trait KernelRunner {
     /// enough for what the kernel accesses given the other arguments: the
     /// kernel's contract, which no runner can check (on the GPU a violation
     /// is a device fault; in the emulator it corrupts host memory). The
-    /// safe entry points are each family's `launch_*_buffers`.
+    /// safe entry points are `kernels::launch_scan_buffers`.
     unsafe fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()>;
 
     /// Waits until all work queued on this runner is done.

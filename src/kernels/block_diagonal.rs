@@ -13,16 +13,12 @@
 //! - [`plan_block_diagonal`]: a [`BlockPlan`] (kind, chunk `C`, radix `R`,
 //!   the levels of the tree, the exact launches, scratch bytes, the depth
 //!   the `_depth` kernels will measure). Pure, no device.
-//! - [`launch_block_diagonal_buffers`] (caller-owned [`DeviceBuffer`]s, sizes
-//!   checked) and [`launch_block_diagonal`] (raw device addresses): issue a
-//!   plan's launches without synchronizing and, once the
-//!   [`BlockDiagonalWorkspace`] is warm, without allocating. This is the
-//!   entry point for callers that assemble `A` on the device (the Newton
-//!   solver's Jacobians).
-//! - [`scan_block_diagonal`]: host-slice convenience (validate, upload,
-//!   poison the outputs, run, download).
-//! - [`measure_block_diagonal_depth`]: the plan's launches on the `_depth`
-//!   kernels; the deepest output.
+//! - [`BlockPlan`] implements [`FamilyPlan`]: the shared entry points of
+//!   [`face`](super::face) run it on typed memory ([`BlockDiagonalBuffers`];
+//!   the entry point for callers that assemble `A` on the device, such as
+//!   the Newton solver's Jacobians), on raw addresses ([`BlockDiagonalIo`],
+//!   `unsafe`), on the `_depth` kernels, and on host slices; no allocation
+//!   once the [`BlockDiagonalWorkspace`] is warm.
 //!
 //! # Planner rules
 //!
@@ -38,8 +34,10 @@
 
 use std::fmt;
 
-use super::common::{check_int, grow_slot, i32_arg};
+use super::common::{check_int, i32_arg};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
+use super::face::{FamilyPlan, IoArg, Workspace};
+use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -350,7 +348,8 @@ impl BlockPlan {
     }
 
     /// The family-independent summary of this plan.
-    pub fn summary(&self) -> super::KernelPlanSummary {
+    /// The family-independent summary of this plan.
+    pub fn summary(&self) -> KernelPlanSummary {
         // A (nb·k² per step) and b (n per step) read once per pass (the tree's
         // reduce and rescan: twice), h (n per step) written once, scratch written
         // and read once.
@@ -364,7 +363,7 @@ impl BlockPlan {
         } else {
             1
         };
-        super::KernelPlanSummary {
+        KernelPlanSummary {
             plan_bytes: passes * inputs + steps * n * s + 2 * self.scratch_bytes as u64,
             kind: self.kind.label().to_string(),
             chunk: self.chunk,
@@ -688,41 +687,9 @@ impl DepthModel {
 // Workspace
 // ---------------------------------------------------------------------------
 
-/// Scratch reused across calls: one device buffer that grows to the
-/// largest plan seen and never shrinks, so a warm workspace allocates
-/// nothing per call. Use one workspace per stream.
-#[derive(Debug, Default)]
-pub struct BlockDiagonalWorkspace {
-    buf: Option<DeviceBuffer>,
-    allocations: usize,
-}
-
-impl BlockDiagonalWorkspace {
-    /// An empty workspace (allocates on first use).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Makes the buffer at least `bytes` long, on `runner`.
-    pub fn reserve<R: KernelRunner>(&mut self, runner: &R, bytes: usize) -> Result<()> {
-        // Granule 1: exactly `bytes`, as this workspace always allocated.
-        grow_slot(runner, &mut self.buf, bytes, 1, &mut self.allocations)
-    }
-
-    /// Bytes held.
-    pub fn capacity_bytes(&self) -> usize {
-        self.buf.as_ref().map_or(0, DeviceBuffer::len_bytes)
-    }
-
-    /// Device allocations made so far (constant once warm).
-    pub fn allocations(&self) -> usize {
-        self.allocations
-    }
-
-    fn base(&self) -> u64 {
-        self.buf.as_ref().map_or(0, DeviceBuffer::ptr)
-    }
-}
+/// The BlockDiagonal kernels' scratch: one buffer that the levels of a plan
+/// carve up by offsets, reused across calls (see [`Workspace`]).
+pub type BlockDiagonalWorkspace = Workspace<usize>;
 
 // ---------------------------------------------------------------------------
 // Launching
@@ -763,100 +730,6 @@ pub struct BlockDiagonalBuffers<'a> {
     pub h_t: DeviceMut<'a>,
 }
 
-/// Plans `request` and issues the plan's launches on device pointers, in
-/// order, without synchronizing; returns the plan. See
-/// [`launch_block_diagonal`] for the checks and the caller's obligations.
-///
-/// # Safety
-/// Every address in `io` must be live memory of `runner` holding at least
-/// the elements its shape implies (see [`BlockDiagonalIo`]) until the launches complete:
-/// the kernels' contract, which no runner can check. The safe entry point
-/// is [`launch_block_diagonal_buffers`].
-pub unsafe fn scan_block_diagonal_device<R: KernelRunner>(
-    runner: &R,
-    ws: &mut BlockDiagonalWorkspace,
-    dtype: DType,
-    shape: BlockShape,
-    io: BlockDiagonalIo,
-    request: PlanRequest,
-) -> Result<BlockPlan> {
-    let plan = plan_block_diagonal(shape, dtype, request, runner.sm_count())?;
-    // SAFETY: forwarded to the caller.
-    unsafe { launch_block_diagonal(runner, ws, &plan, io) }?;
-    Ok(plan)
-}
-
-/// Issues the launches of `plan` on device pointers, without
-/// synchronizing. Checked before the first launch: the plan (it must be
-/// what [`plan_block_diagonal`] makes), that `a`, `b`, `h_t` are non-null,
-/// alignment to the element size, and that no two ranges overlap. The
-/// scratch comes from `ws` (allocated only when it grows).
-///
-/// The pointers must address memory of `runner` holding at least the sizes
-/// of [`BlockDiagonalIo`] (no runner can check that; on the GPU a violation
-/// is a device fault). [`launch_block_diagonal_buffers`] checks sizes.
-///
-/// # Safety
-/// Every address in `io` must be live memory of `runner` holding at least
-/// the elements its shape implies (see [`BlockDiagonalIo`]) until the launches complete:
-/// the kernels' contract, which no runner can check. The safe entry point
-/// is [`launch_block_diagonal_buffers`].
-pub unsafe fn launch_block_diagonal<R: KernelRunner>(
-    runner: &R,
-    ws: &mut BlockDiagonalWorkspace,
-    plan: &BlockPlan,
-    io: BlockDiagonalIo,
-) -> Result<()> {
-    check_plan(plan)?;
-    check_io(plan, &io)?;
-    ws.reserve(runner, plan.scratch_bytes)?;
-    let (offsets, _) = scratch_layout(plan.shape, &plan.levels, KernelType::Data(plan.dtype))?;
-    // SAFETY: the caller vouches for the sizes; plan and ranges were
-    // checked above.
-    unsafe { issue(runner, plan, &plan.launches, &offsets, ws.base(), io) }
-}
-
-/// The device-buffer entry point: issues the launches of `plan` (from
-/// [`plan_block_diagonal`]) on caller-owned buffers of `runner`, without
-/// synchronizing and, once `ws` is warm, without allocating. Each buffer
-/// must hold exactly the elements its shape implies (typed
-/// [`Error::Shape`] naming it otherwise) and belong to `runner`.
-pub fn launch_block_diagonal_buffers<R: KernelRunner>(
-    runner: &R,
-    ws: &mut BlockDiagonalWorkspace,
-    plan: &BlockPlan,
-    bufs: BlockDiagonalBuffers<'_>,
-) -> Result<()> {
-    let size = ElemType::of_dtype(plan.dtype);
-    let s = plan.shape;
-    check_arg(runner, "a", &bufs.a, s.a_elements(), size, || {
-        s.describe_a()
-    })?;
-    check_arg(runner, "b", &bufs.b, s.elements(), size, || s.describe())?;
-    if let Some(h0) = &bufs.h0 {
-        check_arg(runner, "h0", h0, s.state_elements(), size, || {
-            s.describe_state()
-        })?;
-    }
-    if let Some(h) = &bufs.h {
-        check_arg(runner, "h", &h.0, s.elements(), size, || s.describe())?;
-    }
-    check_arg(runner, "h_t", &bufs.h_t.0, s.state_elements(), size, || {
-        s.describe_state()
-    })?;
-    let io = BlockDiagonalIo {
-        a: bufs.a.addr,
-        b: bufs.b.addr,
-        h0: bufs.h0.as_ref().map(|m| m.addr),
-        h: bufs.h.as_ref().map(|m| m.0.addr),
-        h_t: bufs.h_t.0.addr,
-    };
-    // SAFETY: every address starts memory of `runner` holding exactly the
-    // elements the plan\'s shape implies (checked above), borrowed by `bufs`
-    // until the launches are queued.
-    unsafe { launch_block_diagonal(runner, ws, plan, io) }
-}
-
 /// Plans have public fields: a plan that is not what the planner makes for
 /// its own request is rejected.
 fn check_plan(plan: &BlockPlan) -> Result<()> {
@@ -885,51 +758,109 @@ fn check_plan(plan: &BlockPlan) -> Result<()> {
     Ok(())
 }
 
-fn check_io(plan: &BlockPlan, io: &BlockDiagonalIo) -> Result<()> {
-    let size = plan.dtype.size();
-    let s = plan.shape;
-    let a_bytes = s.a_elements() * size;
-    let n_bytes = s.elements() * size;
-    let st_bytes = s.state_elements() * size;
-    let ranges: [(&'static str, u64, usize, bool); 5] = [
-        ("a", io.a, a_bytes, true),
-        ("b", io.b, n_bytes, true),
-        ("h0", io.h0.unwrap_or(0), st_bytes, false),
-        ("h", io.h.unwrap_or(0), n_bytes, false),
-        ("h_t", io.h_t, st_bytes, true),
-    ];
-    for &(arg, ptr, _, required) in &ranges {
-        if required && ptr == 0 {
-            return Err(Error::size(arg, 0, "a non-null device address"));
-        }
-        if ptr % size as u64 != 0 {
-            return Err(Error::size(
-                arg,
-                ptr as usize,
-                format!(
-                    "an address aligned to the {size}-byte {} element",
-                    plan.dtype
-                ),
-            ));
+impl FamilyPlan for BlockPlan {
+    type Io = BlockDiagonalIo;
+    type Buffers<'a> = BlockDiagonalBuffers<'a>;
+    type Scratch = usize;
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn summary(&self) -> KernelPlanSummary {
+        BlockPlan::summary(self)
+    }
+
+    fn check(&self) -> Result<()> {
+        check_plan(self)
+    }
+
+    fn scratch(&self, depth: bool) -> Result<usize> {
+        if depth {
+            Ok(scratch_layout(self.shape, &self.levels, KernelType::Depth)?.1)
+        } else {
+            Ok(self.scratch_bytes)
         }
     }
-    for (i, &(arg_i, p, len_p, _)) in ranges.iter().enumerate() {
-        for &(arg_j, q, len_q, _) in &ranges[..i] {
-            if p == 0 || q == 0 {
-                continue;
-            }
-            if p < q.saturating_add(len_q as u64) && q < p.saturating_add(len_p as u64) {
-                return Err(Error::size(
-                    arg_i,
-                    p as usize,
-                    format!(
-                        "a range of {len_p} bytes that does not overlap `{arg_j}` ({q:#x}, {len_q} bytes)"
-                    ),
-                ));
-            }
+
+    fn output_elements(&self) -> (usize, usize) {
+        (self.shape.elements(), self.shape.state_elements())
+    }
+
+    fn io_args(&self, io: &BlockDiagonalIo) -> Vec<IoArg> {
+        let size = self.dtype.size();
+        let s = self.shape;
+        let (n, st) = (s.elements(), s.state_elements());
+        vec![
+            IoArg::new("a", io.a, s.a_elements(), size, true),
+            IoArg::new("b", io.b, n, size, true),
+            IoArg::new("h0", io.h0.unwrap_or(0), st, size, false),
+            IoArg::new("h", io.h.unwrap_or(0), n, size, false),
+            IoArg::new("h_t", io.h_t, st, size, true),
+        ]
+    }
+
+    fn io_of<R: KernelRunner>(
+        &self,
+        runner: &R,
+        bufs: &BlockDiagonalBuffers<'_>,
+    ) -> Result<BlockDiagonalIo> {
+        let size = ElemType::of_dtype(self.dtype);
+        let s = self.shape;
+        check_arg(runner, "a", &bufs.a, s.a_elements(), size, || {
+            s.describe_a()
+        })?;
+        check_arg(runner, "b", &bufs.b, s.elements(), size, || s.describe())?;
+        if let Some(h0) = &bufs.h0 {
+            check_arg(runner, "h0", h0, s.state_elements(), size, || {
+                s.describe_state()
+            })?;
+        }
+        if let Some(h) = &bufs.h {
+            check_arg(runner, "h", &h.0, s.elements(), size, || s.describe())?;
+        }
+        check_arg(runner, "h_t", &bufs.h_t.0, s.state_elements(), size, || {
+            s.describe_state()
+        })?;
+        Ok(BlockDiagonalIo {
+            a: bufs.a.addr,
+            b: bufs.b.addr,
+            h0: bufs.h0.as_ref().map(|m| m.addr),
+            h: bufs.h.as_ref().map(|m| m.0.addr),
+            h_t: bufs.h_t.0.addr,
+        })
+    }
+
+    fn depth_io(&self, out: u64, last: u64) -> BlockDiagonalIo {
+        BlockDiagonalIo {
+            h: Some(out),
+            h_t: last,
+            ..BlockDiagonalIo::default()
         }
     }
-    Ok(())
+
+    unsafe fn issue<R: KernelRunner>(
+        &self,
+        runner: &R,
+        ws: &BlockDiagonalWorkspace,
+        io: BlockDiagonalIo,
+        depth: bool,
+    ) -> Result<()> {
+        let kt = if depth {
+            KernelType::Depth
+        } else {
+            KernelType::Data(self.dtype)
+        };
+        let (offsets, _) = scratch_layout(self.shape, &self.levels, kt)?;
+        if depth {
+            let launches = launches(self.kind, self.shape, &self.levels, kt)?;
+            // SAFETY: forwarded to the caller.
+            unsafe { issue(runner, self, &launches, &offsets, ws.ptr(0), io) }
+        } else {
+            // SAFETY: forwarded to the caller.
+            unsafe { issue(runner, self, &self.launches, &offsets, ws.ptr(0), io) }
+        }
+    }
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with scratch at
@@ -1008,161 +939,37 @@ fn shape_of<S>(p: &BlockDiagonal<'_, S>) -> BlockShape {
     BlockShape::new(p.batch, p.len, p.blocks, p.block)
 }
 
-/// Runs a host-side problem on `runner`: validates it, plans `request`,
-/// uploads `A`, `b`, `h0`, poisons the outputs (`0xFF` bytes: NaN, so an
-/// unwritten element shows), launches, downloads. Returns `(h [B,T,n],
-/// h_T [B,n], plan)`.
-pub fn scan_block_diagonal<R, S>(
-    runner: &R,
-    ws: &mut BlockDiagonalWorkspace,
-    problem: &BlockDiagonal<'_, S>,
-    request: PlanRequest,
-) -> Result<(Vec<S>, Vec<S>, BlockPlan)>
-where
-    R: KernelRunner,
-    S: Storage + bytemuck::Pod,
-{
-    problem.validate()?;
-    let shape = shape_of(problem);
-    let plan = plan_block_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
-    let a = runner.upload(problem.a)?;
-    let b = runner.upload(problem.b)?;
-    let h0 = problem.h0.map(|h0| runner.upload(h0)).transpose()?;
-    let size = std::mem::size_of::<S>();
-    let h = runner.alloc(shape.elements() * size)?;
-    let h_t = runner.alloc(shape.state_elements() * size)?;
-    runner.fill(&h, 0xFF)?;
-    runner.fill(&h_t, 0xFF)?;
-    launch_block_diagonal_buffers(
-        runner,
-        ws,
-        &plan,
-        BlockDiagonalBuffers {
-            a: (&a).into(),
-            b: (&b).into(),
-            h0: h0.as_ref().map(Into::into),
-            h: Some((&h).into()),
-            h_t: (&h_t).into(),
-        },
-    )?;
-    let mut out = vec![S::default(); shape.elements()];
-    let mut out_t = vec![S::default(); shape.state_elements()];
-    runner.download(&h, &mut out)?;
-    runner.download(&h_t, &mut out_t)?;
-    Ok((out, out_t, plan))
-}
-
-/// Runs `plan`'s launch sequence on the `_depth` kernels (inputs and `h0`
-/// null: depth 0) and returns the depth of every output, `(h [B,T,n],
-/// h_T [B,n])`. Outputs are poisoned first (an unwritten one reads
-/// `u32::MAX`).
-pub fn measure_block_diagonal_depth_outputs<R: KernelRunner>(
-    runner: &R,
-    ws: &mut BlockDiagonalWorkspace,
-    plan: &BlockPlan,
-) -> Result<(Vec<u32>, Vec<u32>)> {
-    check_plan(plan)?;
-    let kt = KernelType::Depth;
-    let launches = launches(plan.kind, plan.shape, &plan.levels, kt)?;
-    let (offsets, bytes) = scratch_layout(plan.shape, &plan.levels, kt)?;
-    let (n, st) = (plan.shape.elements(), plan.shape.state_elements());
-    let h = runner.alloc(n * 4)?;
-    let h_t = runner.alloc(st * 4)?;
-    runner.fill(&h, 0xFF)?;
-    runner.fill(&h_t, 0xFF)?;
-    ws.reserve(runner, bytes)?;
-    let io = BlockDiagonalIo {
-        a: 0,
-        b: 0,
-        h0: None,
-        h: Some(h.ptr()),
-        h_t: h_t.ptr(),
-    };
-    // SAFETY: the depth kernels read no inputs (null pointers) and write
-    // the outputs allocated above with the plan\'s sizes.
-    unsafe { issue(runner, plan, &launches, &offsets, ws.base(), io) }?;
-    let mut out = vec![0u32; n];
-    let mut out_t = vec![0u32; st];
-    runner.download(&h, &mut out)?;
-    runner.download(&h_t, &mut out_t)?;
-    Ok((out, out_t))
-}
-
-/// The measured depth of `plan`: the deepest output of its launch sequence
-/// on the `_depth` kernels. Equals [`BlockPlan::depth`].
-pub fn measure_block_diagonal_depth<R: KernelRunner>(
-    runner: &R,
-    ws: &mut BlockDiagonalWorkspace,
-    plan: &BlockPlan,
-) -> Result<u64> {
-    let (h, h_t) = measure_block_diagonal_depth_outputs(runner, ws, plan)?;
-    Ok(h.iter().chain(&h_t).copied().max().map_or(0, u64::from))
-}
-
-impl<S: Storage + bytemuck::Pod> super::KernelScan for BlockDiagonal<'_, S> {
+impl<S: Storage + bytemuck::Pod> KernelScan for BlockDiagonal<'_, S> {
     type Elem = S;
+    type Plan = BlockPlan;
+    /// `A`, `b`, `h0`.
+    type Inputs = (DeviceBuffer, DeviceBuffer, Option<DeviceBuffer>);
 
-    fn kernel_plan(
-        &self,
-        sm_count: usize,
-        request: PlanRequest,
-    ) -> Result<super::KernelPlanSummary> {
+    fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<BlockPlan> {
         self.validate()?;
-        Ok(plan_block_diagonal(shape_of(self), S::DTYPE, request, sm_count)?.summary())
+        plan_block_diagonal(shape_of(self), S::DTYPE, request, sm_count)
     }
 
-    fn kernel_scan<R: KernelRunner>(
-        &self,
-        runner: &R,
-        request: PlanRequest,
-    ) -> Result<super::KernelOutputs<S>> {
-        let mut ws = BlockDiagonalWorkspace::new();
-        let (out, h_last, plan) = scan_block_diagonal(runner, &mut ws, self, request)?;
-        Ok(super::KernelOutputs {
-            out,
-            h_last,
-            plan: plan.summary(),
-        })
+    fn upload<R: KernelRunner>(&self, runner: &R) -> Result<Self::Inputs> {
+        Ok((
+            runner.upload(self.a)?,
+            runner.upload(self.b)?,
+            self.h0.map(|h0| runner.upload(h0)).transpose()?,
+        ))
     }
 
-    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
-        self.validate()?;
-        let plan = plan_block_diagonal(shape_of(self), S::DTYPE, request, runner.sm_count())?;
-        measure_block_diagonal_depth(runner, &mut BlockDiagonalWorkspace::new(), &plan)
-    }
-
-    fn kernel_prepare<'r, R: KernelRunner>(
-        &self,
-        runner: &'r R,
-        request: PlanRequest,
-    ) -> Result<(super::KernelPlanSummary, super::PreparedLaunches<'r>)> {
-        self.validate()?;
-        let shape = shape_of(self);
-        let plan = plan_block_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
-        let size = std::mem::size_of::<S>();
-        let a = runner.upload(self.a)?;
-        let b = runner.upload(self.b)?;
-        let h0 = self.h0.map(|h0| runner.upload(h0)).transpose()?;
-        let h = runner.alloc(shape.elements() * size)?;
-        let h_t = runner.alloc(shape.state_elements() * size)?;
-        let mut ws = BlockDiagonalWorkspace::new();
-        ws.reserve(runner, plan.scratch_bytes)?;
-        let summary = plan.summary();
-        let run = move || {
-            launch_block_diagonal_buffers(
-                runner,
-                &mut ws,
-                &plan,
-                BlockDiagonalBuffers {
-                    a: (&a).into(),
-                    b: (&b).into(),
-                    h0: h0.as_ref().map(Into::into),
-                    h: Some((&h).into()),
-                    h_t: (&h_t).into(),
-                },
-            )
-        };
-        Ok((summary, Box::new(run)))
+    fn bind<'a>(
+        (a, b, h0): &'a Self::Inputs,
+        out: &'a DeviceBuffer,
+        last: &'a DeviceBuffer,
+    ) -> BlockDiagonalBuffers<'a> {
+        BlockDiagonalBuffers {
+            a: a.into(),
+            b: b.into(),
+            h0: h0.as_ref().map(Into::into),
+            h: Some(out.into()),
+            h_t: last.into(),
+        }
     }
 }
 

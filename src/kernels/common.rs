@@ -1,40 +1,8 @@
-//! Helpers every family's kernel orchestration shares: buffer and size
-//! checks before a launch, C-int kernel arguments, bit arithmetic of the
-//! depth formulas.
+//! Helpers every family's planner shares: C-int kernel arguments and the
+//! bit arithmetic of the depth formulas.
 
-use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner};
+use crate::backend::launch::KernelArg;
 use crate::error::{Error, Result};
-
-/// Round-up of workspace allocations, in bytes: a workspace that grows by
-/// a few bytes at a time still reallocates rarely.
-pub(crate) const WORKSPACE_GRANULE: usize = 4096;
-
-/// Makes `slot` hold a buffer of `runner`'s backend of at least `bytes`
-/// bytes (rounded up to `granule`), reallocating only when the present one
-/// is too small or belongs to another backend; counts reallocations in
-/// `allocations`. `bytes = 0` leaves the slot as it is.
-pub(crate) fn grow_slot<R: KernelRunner>(
-    runner: &R,
-    slot: &mut Option<DeviceBuffer>,
-    bytes: usize,
-    granule: usize,
-    allocations: &mut usize,
-) -> Result<()> {
-    if bytes == 0 {
-        return Ok(());
-    }
-    let fits = slot
-        .as_ref()
-        .is_some_and(|buf| buf.backend_name() == runner.backend_name() && buf.len_bytes() >= bytes);
-    if !fits {
-        // Free the old buffer first (stream-ordered on CUDA).
-        *slot = None;
-        let size = bytes.checked_next_multiple_of(granule).unwrap_or(bytes);
-        *slot = Some(runner.alloc(size)?);
-        *allocations += 1;
-    }
-    Ok(())
-}
 
 /// Checks that a size passed to a kernel as a C `int` is in `1..=2^31 − 1`.
 pub(crate) fn check_int(arg: &'static str, v: usize) -> Result<()> {

@@ -2,7 +2,7 @@
 //!
 //! A kernel reads and writes raw device addresses; which memory they may
 //! touch is the kernel's contract and no runner can check it. The safe
-//! entry points (`launch_*_buffers` of every family, and the Newton solver
+//! entry points ([`launch_scan_buffers`](super::launch_scan_buffers) for every family, and the Newton solver
 //! on device memory) therefore take only memory that carries its own size,
 //! owner and, where known, element type:
 //!
@@ -17,7 +17,7 @@
 //!   plan's dtype, and that no output overlaps another argument, all before
 //!   the first launch, with a typed [`Error`] naming the argument.
 //!
-//! The entry points on raw addresses (`launch_*` with the family's `*Io`)
+//! The entry points on raw addresses ([`launch_scan`](super::launch_scan) with the family's `*Io`)
 //! are `unsafe fn`s: their caller vouches for the sizes.
 
 use std::any::TypeId;

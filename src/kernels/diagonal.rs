@@ -14,15 +14,14 @@
 //!   with a given SM count into a [`GpuPlan`]: plan kind (P0–P4), chunk `C`,
 //!   chunk count `NC`, block sizes, the exact launches, scratch bytes and
 //!   the depth the `_depth` kernels will measure. Pure, cheap, no device.
-//! - [`launch_diagonal`] issues a plan's launches on device pointers (no
-//!   synchronization, no allocation once the [`DiagonalWorkspace`] is warm);
-//!   [`scan_diagonal_device`] plans and launches in one call;
-//!   [`launch_diagonal_buffers`] does the same on [`DeviceBuffer`]s whose
-//!   sizes it checks.
-//! - [`scan_diagonal`] is the host-slice convenience: validate, upload,
-//!   poison the outputs, run, download.
-//! - [`measure_diagonal_depth`] runs the plan's launch sequence on the
-//!   `_depth` instantiation and returns the deepest output.
+//! - [`GpuPlan`] implements [`FamilyPlan`], so the shared entry points of
+//!   [`face`](super::face) run it: [`launch_scan_buffers`](super::launch_scan_buffers)
+//!   on typed memory ([`DiagonalBuffers`]), `unsafe`
+//!   [`launch_scan`](super::launch_scan) on raw addresses ([`DiagonalIo`]),
+//!   [`measure_depth`](super::measure_depth) on the `_depth` instantiation,
+//!   and [`scan_host`](super::scan_host) for host slices (validate, upload,
+//!   poison the outputs, run, download). No allocation once the
+//!   [`DiagonalWorkspace`] is warm.
 //!
 //! Every shape, pointer and plan problem is a typed [`Error`] returned
 //! before the first launch.
@@ -77,8 +76,10 @@
 
 use std::fmt;
 
-use super::common::{ceil_log2, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE};
+use super::common::{ceil_log2, check_int, highest_bit, i32_arg};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
+use super::face::{FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -370,15 +371,27 @@ impl ScratchSizes {
     pub fn total(&self) -> usize {
         self.agg + self.carry + self.tile_agg + self.tile_carry + self.status
     }
+}
 
-    fn as_array(&self) -> [usize; 5] {
+impl ScratchLayout for ScratchSizes {
+    const SLOTS: usize = 5;
+    fn slot_bytes(&self, slot: usize) -> usize {
         [
             self.agg,
             self.carry,
             self.tile_agg,
             self.tile_carry,
             self.status,
-        ]
+        ][slot]
+    }
+    fn from_slots(bytes: impl Fn(usize) -> usize) -> Self {
+        ScratchSizes {
+            agg: bytes(0),
+            carry: bytes(1),
+            tile_agg: bytes(2),
+            tile_carry: bytes(3),
+            status: bytes(4),
+        }
     }
 }
 
@@ -1309,70 +1322,9 @@ fn tile_thread_depth(kk: u64, e: u64, u: u64, k: u64) -> u64 {
 // Workspace
 // ---------------------------------------------------------------------------
 
-/// Scratch buffers reused across calls: they grow to the largest plan seen
-/// and never shrink, so a warm workspace allocates nothing per call.
-///
-/// A buffer belongs to one runner kind; using the workspace with another
-/// kind reallocates. Use one workspace per stream (its buffers are
-/// overwritten by every call).
-#[derive(Debug, Default)]
-pub struct DiagonalWorkspace {
-    /// agg, carry, tile_agg, tile_carry, status.
-    bufs: [Option<DeviceBuffer>; 5],
-    allocations: usize,
-}
-
-impl DiagonalWorkspace {
-    /// An empty workspace (allocates on first use).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Makes every buffer at least as large as `need` (in bytes), on `runner`.
-    pub fn reserve<R: KernelRunner>(&mut self, runner: &R, need: ScratchSizes) -> Result<()> {
-        for (slot, bytes) in self.bufs.iter_mut().zip(need.as_array()) {
-            grow_slot(
-                runner,
-                slot,
-                bytes,
-                WORKSPACE_GRANULE,
-                &mut self.allocations,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Bytes held per buffer.
-    pub fn capacity(&self) -> ScratchSizes {
-        let len = |i: usize| self.bufs[i].as_ref().map_or(0, DeviceBuffer::len_bytes);
-        ScratchSizes {
-            agg: len(0),
-            carry: len(1),
-            tile_agg: len(2),
-            tile_carry: len(3),
-            status: len(4),
-        }
-    }
-
-    /// Total bytes held.
-    pub fn capacity_bytes(&self) -> usize {
-        self.capacity().total()
-    }
-
-    /// Number of device allocations made so far (constant once warm).
-    pub fn allocations(&self) -> usize {
-        self.allocations
-    }
-
-    /// Frees every buffer.
-    pub fn clear(&mut self) {
-        self.bufs = Default::default();
-    }
-
-    fn ptr(&self, i: usize) -> u64 {
-        self.bufs[i].as_ref().map_or(0, DeviceBuffer::ptr)
-    }
-}
+/// The Diagonal kernels' scratch buffers (agg, carry, tile_agg,
+/// tile_carry, status), reused across calls: see [`Workspace`].
+pub type DiagonalWorkspace = Workspace<ScratchSizes>;
 
 // ---------------------------------------------------------------------------
 // Launching
@@ -1416,93 +1368,6 @@ pub struct DiagonalBuffers<'a> {
     pub h_t: DeviceMut<'a>,
 }
 
-/// Plans `request` and issues the plan's launches on device pointers, in
-/// order, without synchronizing; returns the plan.
-///
-/// Everything checkable is checked before the first launch: the shape, the
-/// plan, that `a`, `b`, `h_t` are non-null, that every pointer is aligned
-/// to the element size and that no two of the `B·T·D`/`B·D`-element ranges
-/// overlap. The scratch comes from `ws` (allocated only when it grows).
-///
-/// # Safety
-/// The pointers must address memory of `runner` holding at least those
-/// sizes, allocated until the launches complete (the kernels' contract,
-/// which no runner can check: on the GPU a violation is a device fault, in
-/// the emulator it corrupts host memory). [`launch_diagonal_buffers`]
-/// is the safe entry point.
-pub unsafe fn scan_diagonal_device<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DiagonalWorkspace,
-    dtype: DType,
-    layout: Layout,
-    shape: DiagShape,
-    io: DiagonalIo,
-    request: PlanRequest,
-) -> Result<GpuPlan> {
-    let plan = plan_diagonal(shape, layout, dtype, request, runner.sm_count())?;
-    // SAFETY: forwarded to the caller.
-    unsafe { launch_diagonal(runner, ws, &plan, io) }?;
-    Ok(plan)
-}
-
-/// Issues the launches of a ready `plan` on device pointers (see
-/// [`scan_diagonal_device`] for the checks).
-///
-/// # Safety
-/// As [`scan_diagonal_device`]: every pointer addresses live memory of
-/// `runner` of at least the size its shape implies.
-pub unsafe fn launch_diagonal<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DiagonalWorkspace,
-    plan: &GpuPlan,
-    io: DiagonalIo,
-) -> Result<()> {
-    check_plan(plan)?;
-    check_io(plan, &io)?;
-    ws.reserve(runner, plan.scratch)?;
-    // SAFETY: the caller vouches for the sizes; the plan and the ranges
-    // were checked above.
-    unsafe { issue(runner, plan, &plan.launches, ws, io) }
-}
-
-/// Issues the launches of `plan` on memory of `runner` (without
-/// synchronizing), after checking that each argument belongs to `runner`,
-/// holds exactly the elements the shape implies, of the plan's dtype
-/// (typed [`Error::Shape`] / [`Error::ElemType`] naming the argument
-/// otherwise), and that no output overlaps another argument.
-pub fn launch_diagonal_buffers<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DiagonalWorkspace,
-    plan: &GpuPlan,
-    bufs: DiagonalBuffers<'_>,
-) -> Result<()> {
-    let elem = ElemType::of_dtype(plan.dtype);
-    let n = plan.shape.elements();
-    let lanes = plan.shape.lanes();
-    let full = || plan.shape.describe(plan.layout);
-    let bd = || plan.shape.describe_bd();
-    check_arg(runner, "a", &bufs.a, n, elem, full)?;
-    check_arg(runner, "b", &bufs.b, n, elem, full)?;
-    if let Some(h0) = &bufs.h0 {
-        check_arg(runner, "h0", h0, lanes, elem, bd)?;
-    }
-    if let Some(h) = &bufs.h {
-        check_arg(runner, "h", &h.0, n, elem, full)?;
-    }
-    check_arg(runner, "h_t", &bufs.h_t.0, lanes, elem, bd)?;
-    let io = DiagonalIo {
-        a: bufs.a.addr,
-        b: bufs.b.addr,
-        h0: bufs.h0.as_ref().map(|m| m.addr),
-        h: bufs.h.as_ref().map(|m| m.0.addr),
-        h_t: bufs.h_t.0.addr,
-    };
-    // SAFETY: every address is the start of memory of `runner` that holds
-    // exactly the elements the plan's shape implies (checked above) and is
-    // borrowed by `bufs` until the launches are queued.
-    unsafe { launch_diagonal(runner, ws, plan, io) }
-}
-
 /// A plan must meet the launch contract and be internally consistent (its
 /// fields are public, so it may have been edited since [`plan_diagonal`]).
 fn check_plan(plan: &GpuPlan) -> Result<()> {
@@ -1532,50 +1397,98 @@ fn check_plan(plan: &GpuPlan) -> Result<()> {
     Ok(())
 }
 
-fn check_io(plan: &GpuPlan, io: &DiagonalIo) -> Result<()> {
+fn io_args(plan: &GpuPlan, io: &DiagonalIo) -> Vec<IoArg> {
     let size = plan.dtype.size();
-    let n_bytes = plan.shape.elements() * size;
-    let bd_bytes = plan.shape.lanes() * size;
-    let h0 = io.h0.unwrap_or(0);
-    let h = io.h.unwrap_or(0);
-    let ranges: [(&'static str, u64, usize, bool); 5] = [
-        ("a", io.a, n_bytes, true),
-        ("b", io.b, n_bytes, true),
-        ("h0", h0, bd_bytes, false),
-        ("h", h, n_bytes, false),
-        ("h_t", io.h_t, bd_bytes, true),
-    ];
-    for &(arg, ptr, _, required) in &ranges {
-        if required && ptr == 0 {
-            return Err(Error::size(arg, 0, "a non-null device address"));
-        }
-        if ptr % size as u64 != 0 {
-            return Err(Error::size(
-                arg,
-                ptr as usize,
-                format!(
-                    "an address aligned to the {size}-byte {} element",
-                    plan.dtype
-                ),
-            ));
+    let (n, lanes) = (plan.shape.elements(), plan.shape.lanes());
+    vec![
+        IoArg::new("a", io.a, n, size, true),
+        IoArg::new("b", io.b, n, size, true),
+        IoArg::new("h0", io.h0.unwrap_or(0), lanes, size, false),
+        IoArg::new("h", io.h.unwrap_or(0), n, size, false),
+        IoArg::new("h_t", io.h_t, lanes, size, true),
+    ]
+}
+
+impl FamilyPlan for GpuPlan {
+    type Io = DiagonalIo;
+    type Buffers<'a> = DiagonalBuffers<'a>;
+    type Scratch = ScratchSizes;
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn summary(&self) -> KernelPlanSummary {
+        GpuPlan::summary(self)
+    }
+
+    fn check(&self) -> Result<()> {
+        check_plan(self)
+    }
+
+    fn scratch(&self, depth: bool) -> Result<ScratchSizes> {
+        if depth {
+            self.geometry().scratch(KernelType::Depth)
+        } else {
+            Ok(self.scratch)
         }
     }
-    for (i, &(arg_i, p, len_p, _)) in ranges.iter().enumerate() {
-        for &(arg_j, q, len_q, _) in &ranges[..i] {
-            if p == 0 || q == 0 {
-                continue;
-            }
-            let overlap = p < q.saturating_add(len_q as u64) && q < p.saturating_add(len_p as u64);
-            if overlap {
-                return Err(Error::size(
-                    arg_i,
-                    p as usize,
-                    format!("a range of {len_p} bytes that does not overlap `{arg_j}` ({q:#x}, {len_q} bytes)"),
-                ));
-            }
+
+    fn output_elements(&self) -> (usize, usize) {
+        (self.shape.elements(), self.shape.lanes())
+    }
+
+    fn io_args(&self, io: &DiagonalIo) -> Vec<IoArg> {
+        io_args(self, io)
+    }
+
+    fn io_of<R: KernelRunner>(&self, runner: &R, bufs: &DiagonalBuffers<'_>) -> Result<DiagonalIo> {
+        let elem = ElemType::of_dtype(self.dtype);
+        let (n, lanes) = (self.shape.elements(), self.shape.lanes());
+        let full = || self.shape.describe(self.layout);
+        let bd = || self.shape.describe_bd();
+        check_arg(runner, "a", &bufs.a, n, elem, full)?;
+        check_arg(runner, "b", &bufs.b, n, elem, full)?;
+        if let Some(h0) = &bufs.h0 {
+            check_arg(runner, "h0", h0, lanes, elem, bd)?;
+        }
+        if let Some(h) = &bufs.h {
+            check_arg(runner, "h", &h.0, n, elem, full)?;
+        }
+        check_arg(runner, "h_t", &bufs.h_t.0, lanes, elem, bd)?;
+        Ok(DiagonalIo {
+            a: bufs.a.addr,
+            b: bufs.b.addr,
+            h0: bufs.h0.as_ref().map(|m| m.addr),
+            h: bufs.h.as_ref().map(|m| m.0.addr),
+            h_t: bufs.h_t.0.addr,
+        })
+    }
+
+    fn depth_io(&self, out: u64, last: u64) -> DiagonalIo {
+        DiagonalIo {
+            h: Some(out),
+            h_t: last,
+            ..DiagonalIo::default()
         }
     }
-    Ok(())
+
+    unsafe fn issue<R: KernelRunner>(
+        &self,
+        runner: &R,
+        ws: &DiagonalWorkspace,
+        io: DiagonalIo,
+        depth: bool,
+    ) -> Result<()> {
+        if depth {
+            let launches = self.launches_for(KernelType::Depth)?;
+            // SAFETY: forwarded to the caller.
+            unsafe { issue(runner, self, &launches, ws, io) }
+        } else {
+            // SAFETY: forwarded to the caller.
+            unsafe { issue(runner, self, &self.launches, ws, io) }
+        }
+    }
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with `io`.
@@ -1712,104 +1625,9 @@ pub(crate) fn lookback_parts(plan: &GpuPlan, ws: &DiagonalWorkspace) -> Option<L
 // Host convenience and depth measurement
 // ---------------------------------------------------------------------------
 
-/// Runs a host-side Diagonal problem on `runner`: validates it, plans
-/// `request`, uploads `a`, `b`, `h0`, poisons the outputs (`0xFF` bytes,
-/// NaN, so an unwritten element shows), launches, downloads.
-///
-/// Returns `(h, h_T)` (`h` in the problem's layout, `h_T` as `[B,D]`) and
-/// the plan that ran.
-pub fn scan_diagonal<R, S>(
-    runner: &R,
-    ws: &mut DiagonalWorkspace,
-    problem: &Diagonal<'_, S>,
-    request: PlanRequest,
-) -> Result<(Vec<S>, Vec<S>, GpuPlan)>
-where
-    R: KernelRunner,
-    S: Storage + bytemuck::Pod,
-{
-    problem.validate()?;
-    let shape = DiagShape::new(problem.batch, problem.len, problem.dim);
-    let plan = plan_diagonal(shape, problem.layout, S::DTYPE, request, runner.sm_count())?;
-    let a = runner.upload(problem.a)?;
-    let b = runner.upload(problem.b)?;
-    let h0 = problem.h0.map(|h0| runner.upload(h0)).transpose()?;
-    let size = std::mem::size_of::<S>();
-    let h = runner.alloc(shape.elements() * size)?;
-    let h_t = runner.alloc(shape.lanes() * size)?;
-    runner.fill(&h, 0xFF)?;
-    runner.fill(&h_t, 0xFF)?;
-    launch_diagonal_buffers(
-        runner,
-        ws,
-        &plan,
-        DiagonalBuffers {
-            a: (&a).into(),
-            b: (&b).into(),
-            h0: h0.as_ref().map(Into::into),
-            h: Some((&h).into()),
-            h_t: (&h_t).into(),
-        },
-    )?;
-    let mut out = vec![S::default(); shape.elements()];
-    let mut out_t = vec![S::default(); shape.lanes()];
-    runner.download(&h, &mut out)?;
-    runner.download(&h_t, &mut out_t)?;
-    Ok((out, out_t, plan))
-}
-
-/// Runs `plan`'s launch sequence on the `_depth` instantiation (inputs and
-/// `h0` are null: every step and `h0` has depth 0) and returns the depth of
-/// every output: `(h, h_T)` as `u32`, `h` in the plan's layout. Outputs are
-/// poisoned first, so an unwritten element reads `u32::MAX`.
-pub fn measure_diagonal_depth_outputs<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DiagonalWorkspace,
-    plan: &GpuPlan,
-) -> Result<(Vec<u32>, Vec<u32>)> {
-    check_plan(plan)?;
-    let kt = KernelType::Depth;
-    let launches = plan.launches_for(kt)?;
-    let scratch = plan.geometry().scratch(kt)?;
-    let n = plan.shape.elements();
-    let lanes = plan.shape.lanes();
-    let h = runner.alloc(n * 4)?;
-    let h_t = runner.alloc(lanes * 4)?;
-    runner.fill(&h, 0xFF)?;
-    runner.fill(&h_t, 0xFF)?;
-    ws.reserve(runner, scratch)?;
-    let io = DiagonalIo {
-        a: 0,
-        b: 0,
-        h0: None,
-        h: Some(h.ptr()),
-        h_t: h_t.ptr(),
-    };
-    // SAFETY: the depth kernels read no inputs (null `a`, `b`, `h0`) and
-    // write `h` and `h_t`, allocated above with the plan's sizes.
-    unsafe { issue(runner, plan, &launches, ws, io) }?;
-    let mut out = vec![0u32; n];
-    let mut out_t = vec![0u32; lanes];
-    runner.download(&h, &mut out)?;
-    runner.download(&h_t, &mut out_t)?;
-    Ok((out, out_t))
-}
-
-/// The measured depth of `plan`: the deepest output (`h` and `h_T`) of its
-/// launch sequence on the `_depth` kernels. Equals [`GpuPlan::depth`] when
-/// the kernels follow their contract.
-pub fn measure_diagonal_depth<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DiagonalWorkspace,
-    plan: &GpuPlan,
-) -> Result<u64> {
-    let (h, h_t) = measure_diagonal_depth_outputs(runner, ws, plan)?;
-    Ok(h.iter().chain(&h_t).copied().max().map_or(0, u64::from))
-}
-
 impl GpuPlan {
     /// The family-independent summary of this plan.
-    pub fn summary(&self) -> super::KernelPlanSummary {
+    pub fn summary(&self) -> KernelPlanSummary {
         // Inputs a, b read once per pass (P2/P3: reduce and rescan), h written once;
         // scratch written and read once (P4: written once, one predecessor's prefix
         // read per chunk).
@@ -1824,7 +1642,7 @@ impl GpuPlan {
             GpuPlanKind::LookBack => scratch + self.scratch.carry as u64,
             _ => 2 * scratch,
         };
-        super::KernelPlanSummary {
+        KernelPlanSummary {
             plan_bytes: passes * 2 * s * e + s * e + scratch_traffic,
             kind: self.kind.label().to_string(),
             chunk: self.chunk,
@@ -1842,72 +1660,38 @@ impl GpuPlan {
     }
 }
 
-impl<S: Storage + bytemuck::Pod> super::KernelScan for Diagonal<'_, S> {
+impl<S: Storage + bytemuck::Pod> KernelScan for Diagonal<'_, S> {
     type Elem = S;
+    type Plan = GpuPlan;
+    /// `a`, `b`, `h0`.
+    type Inputs = (DeviceBuffer, DeviceBuffer, Option<DeviceBuffer>);
 
-    fn kernel_plan(
-        &self,
-        sm_count: usize,
-        request: PlanRequest,
-    ) -> Result<super::KernelPlanSummary> {
+    fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<GpuPlan> {
         self.validate()?;
         let shape = DiagShape::new(self.batch, self.len, self.dim);
-        Ok(plan_diagonal(shape, self.layout, S::DTYPE, request, sm_count)?.summary())
+        plan_diagonal(shape, self.layout, S::DTYPE, request, sm_count)
     }
 
-    fn kernel_scan<R: KernelRunner>(
-        &self,
-        runner: &R,
-        request: PlanRequest,
-    ) -> Result<super::KernelOutputs<S>> {
-        let mut ws = DiagonalWorkspace::new();
-        let (out, h_last, plan) = scan_diagonal(runner, &mut ws, self, request)?;
-        Ok(super::KernelOutputs {
-            out,
-            h_last,
-            plan: plan.summary(),
-        })
+    fn upload<R: KernelRunner>(&self, runner: &R) -> Result<Self::Inputs> {
+        Ok((
+            runner.upload(self.a)?,
+            runner.upload(self.b)?,
+            self.h0.map(|h0| runner.upload(h0)).transpose()?,
+        ))
     }
 
-    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
-        self.validate()?;
-        let shape = DiagShape::new(self.batch, self.len, self.dim);
-        let plan = plan_diagonal(shape, self.layout, S::DTYPE, request, runner.sm_count())?;
-        measure_diagonal_depth(runner, &mut DiagonalWorkspace::new(), &plan)
-    }
-
-    fn kernel_prepare<'r, R: KernelRunner>(
-        &self,
-        runner: &'r R,
-        request: PlanRequest,
-    ) -> Result<(super::KernelPlanSummary, super::PreparedLaunches<'r>)> {
-        self.validate()?;
-        let shape = DiagShape::new(self.batch, self.len, self.dim);
-        let plan = plan_diagonal(shape, self.layout, S::DTYPE, request, runner.sm_count())?;
-        let size = std::mem::size_of::<S>();
-        let a = runner.upload(self.a)?;
-        let b = runner.upload(self.b)?;
-        let h0 = self.h0.map(|h0| runner.upload(h0)).transpose()?;
-        let h = runner.alloc(shape.elements() * size)?;
-        let h_t = runner.alloc(shape.lanes() * size)?;
-        let mut ws = DiagonalWorkspace::new();
-        ws.reserve(runner, plan.scratch)?;
-        let summary = plan.summary();
-        let run = move || {
-            launch_diagonal_buffers(
-                runner,
-                &mut ws,
-                &plan,
-                DiagonalBuffers {
-                    a: (&a).into(),
-                    b: (&b).into(),
-                    h0: h0.as_ref().map(Into::into),
-                    h: Some((&h).into()),
-                    h_t: (&h_t).into(),
-                },
-            )
-        };
-        Ok((summary, Box::new(run)))
+    fn bind<'a>(
+        (a, b, h0): &'a Self::Inputs,
+        out: &'a DeviceBuffer,
+        last: &'a DeviceBuffer,
+    ) -> DiagonalBuffers<'a> {
+        DiagonalBuffers {
+            a: a.into(),
+            b: b.into(),
+            h0: h0.as_ref().map(Into::into),
+            h: Some(out.into()),
+            h_t: last.into(),
+        }
     }
 }
 

@@ -14,15 +14,10 @@
 //!   chunk `C`, chunk count `NC`, register width `NMAX`, the exact launches
 //!   (with dynamic shared memory), scratch bytes and the depth the `_depth`
 //!   kernels will measure. Pure, cheap, no device.
-//! - [`launch_dplr`] issues a plan on device pointers ([`DplrIo`]) without
-//!   synchronizing and without allocating once the [`DplrWorkspace`] is
-//!   warm; [`scan_dplr_device`] plans and launches in one call;
-//!   [`launch_dplr_buffers`] does the same on [`DeviceBuffer`]s whose sizes
-//!   it checks.
-//! - [`scan_dplr`] is the host-slice convenience: validate, upload, poison
-//!   the outputs, run, download.
-//! - [`measure_dplr_depth`] runs the plan's launch sequence on the `_depth`
-//!   instantiation and returns the deepest output.
+//! - [`DplrPlan`] implements [`FamilyPlan`]: the shared entry points of
+//!   [`face`](super::face) run it on typed memory ([`DplrBuffers`]), on raw
+//!   addresses ([`DplrIo`], `unsafe`), on the `_depth` instantiation, and on
+//!   host slices; no allocation once the [`DplrWorkspace`] is warm.
 //!
 //! Limits of the kernels: `1 ≤ n, m ≤ 128` ([`MAX_DIM`]), rank
 //! `1 ≤ R ≤ 4` ([`MAX_RANK`]); the CPU engine has none. Every violation is a
@@ -56,8 +51,10 @@
 
 use std::fmt;
 
-use super::common::{check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE};
+use super::common::{check_int, highest_bit, i32_arg};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
+use super::face::{FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -335,6 +332,19 @@ impl DplrScratch {
     /// Sum of both buffers.
     pub fn total(&self) -> usize {
         self.agg + self.carry
+    }
+}
+
+impl ScratchLayout for DplrScratch {
+    const SLOTS: usize = 2;
+    fn slot_bytes(&self, slot: usize) -> usize {
+        [self.agg, self.carry][slot]
+    }
+    fn from_slots(bytes: impl Fn(usize) -> usize) -> Self {
+        DplrScratch {
+            agg: bytes(0),
+            carry: bytes(1),
+        }
     }
 }
 
@@ -742,7 +752,8 @@ impl DplrPlan {
     }
 
     /// The family-independent summary of this plan.
-    pub fn summary(&self) -> super::KernelPlanSummary {
+    /// The family-independent summary of this plan.
+    pub fn summary(&self) -> KernelPlanSummary {
         // w, k (and q for the readout), u, v (R each) per step and row, x per step
         // and column, read once per pass (P2: the reduce and the rescan); y [B,T,m]
         // or every state [B,T,n,m] written once; scratch written and read once.
@@ -760,7 +771,7 @@ impl DplrPlan {
         } else {
             1
         };
-        super::KernelPlanSummary {
+        KernelPlanSummary {
             plan_bytes: passes * inputs + steps * out * s + 2 * self.scratch_bytes() as u64,
             kind: self.kind.label().to_string(),
             chunk: self.chunk,
@@ -838,61 +849,9 @@ fn check_plan(plan: &DplrPlan) -> Result<()> {
 // Workspace
 // ---------------------------------------------------------------------------
 
-/// Scratch buffers reused across calls: they grow to the largest plan seen
-/// and never shrink, so a warm workspace allocates nothing per call.
-///
-/// A buffer belongs to one runner kind; using the workspace with another
-/// kind reallocates. Use one workspace per stream.
-#[derive(Debug, Default)]
-pub struct DplrWorkspace {
-    /// agg, carry.
-    bufs: [Option<DeviceBuffer>; 2],
-    allocations: usize,
-}
-
-impl DplrWorkspace {
-    /// An empty workspace (allocates on first use).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Makes both buffers at least as large as `need` (bytes), on `runner`.
-    pub fn reserve<R: KernelRunner>(&mut self, runner: &R, need: DplrScratch) -> Result<()> {
-        for (slot, bytes) in self.bufs.iter_mut().zip([need.agg, need.carry]) {
-            grow_slot(
-                runner,
-                slot,
-                bytes,
-                WORKSPACE_GRANULE,
-                &mut self.allocations,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Bytes held per buffer.
-    pub fn capacity(&self) -> DplrScratch {
-        let len = |i: usize| self.bufs[i].as_ref().map_or(0, DeviceBuffer::len_bytes);
-        DplrScratch {
-            agg: len(0),
-            carry: len(1),
-        }
-    }
-
-    /// Number of device allocations made so far (constant once warm).
-    pub fn allocations(&self) -> usize {
-        self.allocations
-    }
-
-    /// Frees every buffer.
-    pub fn clear(&mut self) {
-        self.bufs = Default::default();
-    }
-
-    fn ptr(&self, i: usize) -> u64 {
-        self.bufs[i].as_ref().map_or(0, DeviceBuffer::ptr)
-    }
-}
+/// The DPLR kernels' scratch buffers (agg, carry), reused across calls:
+/// see [`Workspace`].
+pub type DplrWorkspace = Workspace<DplrScratch>;
 
 // ---------------------------------------------------------------------------
 // Launching
@@ -951,183 +910,139 @@ pub struct DplrBuffers<'a> {
     pub h_t: DeviceMut<'a>,
 }
 
-/// Plans `request` and issues the plan's launches on device pointers, in
-/// order, without synchronizing; returns the plan.
-///
-/// Checked before the first launch: the shape, the plan, that every
-/// required pointer is non-null and aligned to the element size, and that
-/// no two ranges overlap. The scratch comes from `ws` (allocated only when
-/// it grows). The pointers must address memory of `runner` holding at
-/// least the sizes of [`DplrIo`] (the kernels' contract, which no runner
-/// can check); [`launch_dplr_buffers`] checks sizes for [`DeviceBuffer`]s.
-///
-/// # Safety
-/// Every address in `io` must be live memory of `runner` holding at least
-/// the elements its shape implies (see [`DplrIo`]) until the launches complete:
-/// the kernels' contract, which no runner can check. The safe entry point
-/// is [`launch_dplr_buffers`].
-pub unsafe fn scan_dplr_device<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DplrWorkspace,
-    dtype: DType,
-    output: DplrOutput,
-    shape: DplrShape,
-    io: DplrIo,
-    request: PlanRequest,
-) -> Result<DplrPlan> {
-    let plan = plan_dplr(shape, output, dtype, request, runner.sm_count())?;
-    // SAFETY: forwarded to the caller.
-    unsafe { launch_dplr(runner, ws, &plan, io) }?;
-    Ok(plan)
-}
+impl FamilyPlan for DplrPlan {
+    type Io = DplrIo;
+    type Buffers<'a> = DplrBuffers<'a>;
+    type Scratch = DplrScratch;
 
-/// Issues the launches of a ready `plan` on device pointers (see
-/// [`scan_dplr_device`] for the checks and the caller's obligations).
-///
-/// # Safety
-/// Every address in `io` must be live memory of `runner` holding at least
-/// the elements its shape implies (see [`DplrIo`]) until the launches complete:
-/// the kernels' contract, which no runner can check. The safe entry point
-/// is [`launch_dplr_buffers`].
-pub unsafe fn launch_dplr<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DplrWorkspace,
-    plan: &DplrPlan,
-    io: DplrIo,
-) -> Result<()> {
-    check_plan(plan)?;
-    check_io(plan, &io)?;
-    ws.reserve(runner, plan.scratch)?;
-    // SAFETY: the caller vouches for the sizes; plan and ranges were
-    // checked above.
-    unsafe { issue(runner, plan, &plan.launches, ws, io, false) }
-}
-
-/// Issues the launches of `plan` on buffers of `runner`, after checking
-/// that each holds exactly the elements its shape implies (typed
-/// [`Error::Shape`] naming the buffer otherwise) and belongs to `runner`.
-pub fn launch_dplr_buffers<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DplrWorkspace,
-    plan: &DplrPlan,
-    bufs: DplrBuffers<'_>,
-) -> Result<()> {
-    let s = plan.shape;
-    let size = ElemType::of_dtype(plan.dtype);
-    let (b, t, n, m, r) = (s.batch, s.len, s.n, s.m, s.rank);
-    let btn = || format!("[B,T,n] = [{b},{t},{n}]");
-    let btrn = || format!("[B,T,R,n] = [{b},{t},{r},{n}]");
-    let bnm = || format!("[B,n,m] = [{b},{n},{m}]");
-    check_arg(runner, "w", &bufs.w, b * t * n, size, btn)?;
-    check_arg(runner, "u", &bufs.u, b * t * r * n, size, btrn)?;
-    check_arg(runner, "v", &bufs.v, b * t * r * n, size, btrn)?;
-    check_arg(runner, "k", &bufs.k, b * t * n, size, btn)?;
-    check_arg(runner, "x", &bufs.x, b * t * m, size, || {
-        format!("[B,T,m] = [{b},{t},{m}]")
-    })?;
-    let q = match (plan.output, &bufs.q) {
-        (DplrOutput::Readout, Some(q)) => {
-            check_arg(runner, "q", q, b * t * n, size, btn)?;
-            Some(q.addr)
-        }
-        (DplrOutput::Readout, None) => {
-            return Err(Error::shape(
-                "q",
-                format!("{} (required for the Readout output)", btn()),
-                b * t * n,
-                0,
-            ))
-        }
-        (DplrOutput::States, _) => None,
-    };
-    if let Some(h0) = &bufs.h0 {
-        check_arg(runner, "h0", h0, s.state_elements(), size, bnm)?;
+    fn dtype(&self) -> DType {
+        self.dtype
     }
-    let out_shape = || match plan.output {
-        DplrOutput::Readout => format!("[B,T,m] = [{b},{t},{m}]"),
-        DplrOutput::States => format!("[B,T,n,m] = [{b},{t},{n},{m}]"),
-    };
-    check_arg(
-        runner,
-        "out",
-        &bufs.out.0,
-        s.out_elements(plan.output),
-        size,
-        out_shape,
-    )?;
-    check_arg(runner, "h_t", &bufs.h_t.0, s.state_elements(), size, bnm)?;
-    let io = DplrIo {
-        w: bufs.w.addr,
-        u: bufs.u.addr,
-        v: bufs.v.addr,
-        k: bufs.k.addr,
-        x: bufs.x.addr,
-        q,
-        h0: bufs.h0.as_ref().map(|m| m.addr),
-        out: bufs.out.0.addr,
-        h_t: bufs.h_t.0.addr,
-    };
-    // SAFETY: every address starts memory of `runner` holding exactly the
-    // elements the plan\'s shape implies (checked above), borrowed by `bufs`
-    // until the launches are queued.
-    unsafe { launch_dplr(runner, ws, plan, io) }
-}
 
-fn check_io(plan: &DplrPlan, io: &DplrIo) -> Result<()> {
-    let s = plan.shape;
-    let size = plan.dtype.size();
-    let btn = s.batch * s.len * s.n * size;
-    let btrn = btn * s.rank;
-    let btm = s.batch * s.len * s.m * size;
-    let state = s.state_elements() * size;
-    let out = s.out_elements(plan.output) * size;
-    let readout = plan.output == DplrOutput::Readout;
-    let q = if readout { io.q.unwrap_or(0) } else { 0 };
-    let ranges: [(&'static str, u64, usize, bool); 9] = [
-        ("w", io.w, btn, true),
-        ("u", io.u, btrn, true),
-        ("v", io.v, btrn, true),
-        ("k", io.k, btn, true),
-        ("x", io.x, btm, true),
-        ("q", q, btn, readout),
-        ("h0", io.h0.unwrap_or(0), state, false),
-        ("out", io.out, out, true),
-        ("h_t", io.h_t, state, true),
-    ];
-    for &(arg, ptr, _, required) in &ranges {
-        if required && ptr == 0 {
-            return Err(Error::size(arg, 0, "a non-null device address"));
-        }
-        if ptr % size as u64 != 0 {
-            return Err(Error::size(
-                arg,
-                ptr as usize,
-                format!(
-                    "an address aligned to the {size}-byte {} element",
-                    plan.dtype
-                ),
-            ));
+    fn summary(&self) -> KernelPlanSummary {
+        DplrPlan::summary(self)
+    }
+
+    fn check(&self) -> Result<()> {
+        check_plan(self)
+    }
+
+    fn scratch(&self, depth: bool) -> Result<DplrScratch> {
+        if depth {
+            self.geometry().scratch(KernelType::Depth)
+        } else {
+            Ok(self.scratch)
         }
     }
-    for (i, &(arg_i, p, len_p, _)) in ranges.iter().enumerate() {
-        for &(arg_j, q, len_q, _) in &ranges[..i] {
-            if p == 0 || q == 0 {
-                continue;
+
+    fn output_elements(&self) -> (usize, usize) {
+        let s = self.shape;
+        (s.out_elements(self.output), s.state_elements())
+    }
+
+    fn io_args(&self, io: &DplrIo) -> Vec<IoArg> {
+        let s = self.shape;
+        let size = self.dtype.size();
+        let btn = s.batch * s.len * s.n;
+        let btm = s.batch * s.len * s.m;
+        let state = s.state_elements();
+        let readout = self.output == DplrOutput::Readout;
+        let q = if readout { io.q.unwrap_or(0) } else { 0 };
+        vec![
+            IoArg::new("w", io.w, btn, size, true),
+            IoArg::new("u", io.u, btn * s.rank, size, true),
+            IoArg::new("v", io.v, btn * s.rank, size, true),
+            IoArg::new("k", io.k, btn, size, true),
+            IoArg::new("x", io.x, btm, size, true),
+            IoArg::new("q", q, btn, size, readout),
+            IoArg::new("h0", io.h0.unwrap_or(0), state, size, false),
+            IoArg::new("out", io.out, s.out_elements(self.output), size, true),
+            IoArg::new("h_t", io.h_t, state, size, true),
+        ]
+    }
+
+    fn io_of<R: KernelRunner>(&self, runner: &R, bufs: &DplrBuffers<'_>) -> Result<DplrIo> {
+        let s = self.shape;
+        let size = ElemType::of_dtype(self.dtype);
+        let (b, t, n, m, r) = (s.batch, s.len, s.n, s.m, s.rank);
+        let btn = || format!("[B,T,n] = [{b},{t},{n}]");
+        let btrn = || format!("[B,T,R,n] = [{b},{t},{r},{n}]");
+        let bnm = || format!("[B,n,m] = [{b},{n},{m}]");
+        check_arg(runner, "w", &bufs.w, b * t * n, size, btn)?;
+        check_arg(runner, "u", &bufs.u, b * t * r * n, size, btrn)?;
+        check_arg(runner, "v", &bufs.v, b * t * r * n, size, btrn)?;
+        check_arg(runner, "k", &bufs.k, b * t * n, size, btn)?;
+        check_arg(runner, "x", &bufs.x, b * t * m, size, || {
+            format!("[B,T,m] = [{b},{t},{m}]")
+        })?;
+        let q = match (self.output, &bufs.q) {
+            (DplrOutput::Readout, Some(q)) => {
+                check_arg(runner, "q", q, b * t * n, size, btn)?;
+                Some(q.addr)
             }
-            let overlap = p < q.saturating_add(len_q as u64) && q < p.saturating_add(len_p as u64);
-            if overlap {
-                return Err(Error::size(
-                    arg_i,
-                    p as usize,
-                    format!(
-                        "a range of {len_p} bytes that does not overlap `{arg_j}` ({q:#x}, \
-                         {len_q} bytes)"
-                    ),
-                ));
+            (DplrOutput::Readout, None) => {
+                return Err(Error::shape(
+                    "q",
+                    format!("{} (required for the Readout output)", btn()),
+                    b * t * n,
+                    0,
+                ))
             }
+            (DplrOutput::States, _) => None,
+        };
+        if let Some(h0) = &bufs.h0 {
+            check_arg(runner, "h0", h0, s.state_elements(), size, bnm)?;
+        }
+        let out_shape = || match self.output {
+            DplrOutput::Readout => format!("[B,T,m] = [{b},{t},{m}]"),
+            DplrOutput::States => format!("[B,T,n,m] = [{b},{t},{n},{m}]"),
+        };
+        check_arg(
+            runner,
+            "out",
+            &bufs.out.0,
+            s.out_elements(self.output),
+            size,
+            out_shape,
+        )?;
+        check_arg(runner, "h_t", &bufs.h_t.0, s.state_elements(), size, bnm)?;
+        Ok(DplrIo {
+            w: bufs.w.addr,
+            u: bufs.u.addr,
+            v: bufs.v.addr,
+            k: bufs.k.addr,
+            x: bufs.x.addr,
+            q,
+            h0: bufs.h0.as_ref().map(|m| m.addr),
+            out: bufs.out.0.addr,
+            h_t: bufs.h_t.0.addr,
+        })
+    }
+
+    fn depth_io(&self, out: u64, last: u64) -> DplrIo {
+        DplrIo {
+            out,
+            h_t: last,
+            ..DplrIo::default()
         }
     }
-    Ok(())
+
+    unsafe fn issue<R: KernelRunner>(
+        &self,
+        runner: &R,
+        ws: &DplrWorkspace,
+        io: DplrIo,
+        depth: bool,
+    ) -> Result<()> {
+        if depth {
+            let launches = self.geometry().launches(KernelType::Depth)?;
+            // SAFETY: forwarded to the caller.
+            unsafe { issue(runner, self, &launches, ws, io, true) }
+        } else {
+            // SAFETY: forwarded to the caller.
+            unsafe { issue(runner, self, &self.launches, ws, io, false) }
+        }
+    }
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with `io`.
@@ -1225,43 +1140,10 @@ unsafe fn issue<R: KernelRunner>(
 // Host convenience and depth measurement
 // ---------------------------------------------------------------------------
 
-/// Runs a host-side DPLR problem on `runner`: validates it (and the
-/// kernels' limits), plans `request`, uploads the inputs, poisons the
-/// outputs (`0xFF` bytes: NaN, so an unwritten element shows), launches,
-/// downloads.
-///
-/// Returns `(out, h_T, plan)`: `out` is `y: [B,T,m]` or every state
-/// `[B,T,n,m]` as `problem.output` says, `h_T: [B,n,m]`.
-pub fn scan_dplr<R, S>(
-    runner: &R,
-    ws: &mut DplrWorkspace,
-    problem: &Dplr<'_, S>,
-    request: PlanRequest,
-) -> Result<(Vec<S>, Vec<S>, DplrPlan)>
-where
-    R: KernelRunner,
-    S: Storage + bytemuck::Pod,
-{
-    problem.validate()?;
-    let shape = DplrShape::of(problem);
-    let plan = plan_dplr(shape, problem.output, S::DTYPE, request, runner.sm_count())?;
-    let inputs = Uploaded::new(runner, problem)?;
-    let size = std::mem::size_of::<S>();
-    let out = runner.alloc(shape.out_elements(problem.output) * size)?;
-    let h_t = runner.alloc(shape.state_elements() * size)?;
-    runner.fill(&out, 0xFF)?;
-    runner.fill(&h_t, 0xFF)?;
-    launch_dplr_buffers(runner, ws, &plan, inputs.buffers(&out, &h_t))?;
-    let mut host_out = vec![S::default(); shape.out_elements(problem.output)];
-    let mut host_t = vec![S::default(); shape.state_elements()];
-    runner.download(&out, &mut host_out)?;
-    runner.download(&h_t, &mut host_t)?;
-    Ok((host_out, host_t, plan))
-}
-
-/// A problem's inputs on a runner (also kept resident by `kernels::resident`).
+/// A DPLR problem's inputs on a runner ([`KernelScan::Inputs`]; also kept
+/// resident by `kernels::resident`).
 #[derive(Debug)]
-pub(crate) struct Uploaded {
+pub struct Uploaded {
     w: DeviceBuffer,
     u: DeviceBuffer,
     v: DeviceBuffer,
@@ -1310,54 +1192,6 @@ impl Uploaded {
     }
 }
 
-/// Runs `plan`'s launch sequence on the `_depth` instantiation (inputs and
-/// `h0` are null: every step and `h0` has depth 0) and returns the depth of
-/// every output, `(out, h_T)` as `u32` in the plan's output shape. Outputs
-/// are poisoned first, so an unwritten element reads `u32::MAX`.
-pub fn measure_dplr_depth_outputs<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DplrWorkspace,
-    plan: &DplrPlan,
-) -> Result<(Vec<u32>, Vec<u32>)> {
-    check_plan(plan)?;
-    let g = plan.geometry();
-    let kt = KernelType::Depth;
-    let launches = g.launches(kt)?;
-    let s = plan.shape;
-    let n_out = s.out_elements(plan.output);
-    let n_state = s.state_elements();
-    let out = runner.alloc(n_out * 4)?;
-    let h_t = runner.alloc(n_state * 4)?;
-    runner.fill(&out, 0xFF)?;
-    runner.fill(&h_t, 0xFF)?;
-    ws.reserve(runner, g.scratch(kt)?)?;
-    let io = DplrIo {
-        out: out.ptr(),
-        h_t: h_t.ptr(),
-        ..DplrIo::default()
-    };
-    // SAFETY: the depth kernels read no inputs (null pointers) and write
-    // the outputs allocated above with the plan\'s sizes.
-    unsafe { issue(runner, plan, &launches, ws, io, true) }?;
-    let mut host_out = vec![0u32; n_out];
-    let mut host_t = vec![0u32; n_state];
-    runner.download(&out, &mut host_out)?;
-    runner.download(&h_t, &mut host_t)?;
-    Ok((host_out, host_t))
-}
-
-/// The measured depth of `plan`: the deepest output of its launch sequence
-/// on the `_depth` kernels. Equals [`DplrPlan::depth`] when the kernels
-/// follow their contract.
-pub fn measure_dplr_depth<R: KernelRunner>(
-    runner: &R,
-    ws: &mut DplrWorkspace,
-    plan: &DplrPlan,
-) -> Result<u64> {
-    let (out, h_t) = measure_dplr_depth_outputs(runner, ws, plan)?;
-    Ok(out.iter().chain(&h_t).copied().max().map_or(0, u64::from))
-}
-
 fn plan_for<S: Storage>(
     p: &Dplr<'_, S>,
     sm_count: usize,
@@ -1367,52 +1201,26 @@ fn plan_for<S: Storage>(
     plan_dplr(DplrShape::of(p), p.output, S::DTYPE, request, sm_count)
 }
 
-impl<S: Storage + bytemuck::Pod> super::KernelScan for Dplr<'_, S> {
+impl<S: Storage + bytemuck::Pod> KernelScan for Dplr<'_, S> {
     type Elem = S;
+    type Plan = DplrPlan;
+    type Inputs = Uploaded;
 
-    fn kernel_plan(
-        &self,
-        sm_count: usize,
-        request: PlanRequest,
-    ) -> Result<super::KernelPlanSummary> {
-        Ok(plan_for(self, sm_count, request)?.summary())
+    /// Validates the problem and the kernels' limits, then plans.
+    fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<DplrPlan> {
+        plan_for(self, sm_count, request)
     }
 
-    fn kernel_scan<R: KernelRunner>(
-        &self,
-        runner: &R,
-        request: PlanRequest,
-    ) -> Result<super::KernelOutputs<S>> {
-        let mut ws = DplrWorkspace::new();
-        let (out, h_last, plan) = scan_dplr(runner, &mut ws, self, request)?;
-        Ok(super::KernelOutputs {
-            out,
-            h_last,
-            plan: plan.summary(),
-        })
+    fn upload<R: KernelRunner>(&self, runner: &R) -> Result<Uploaded> {
+        Uploaded::new(runner, self)
     }
 
-    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
-        let plan = plan_for(self, runner.sm_count(), request)?;
-        measure_dplr_depth(runner, &mut DplrWorkspace::new(), &plan)
-    }
-
-    fn kernel_prepare<'r, R: KernelRunner>(
-        &self,
-        runner: &'r R,
-        request: PlanRequest,
-    ) -> Result<(super::KernelPlanSummary, super::PreparedLaunches<'r>)> {
-        let plan = plan_for(self, runner.sm_count(), request)?;
-        let s = plan.shape;
-        let size = std::mem::size_of::<S>();
-        let inputs = Uploaded::new(runner, self)?;
-        let out = runner.alloc(s.out_elements(plan.output) * size)?;
-        let h_t = runner.alloc(s.state_elements() * size)?;
-        let mut ws = DplrWorkspace::new();
-        ws.reserve(runner, plan.scratch)?;
-        let summary = plan.summary();
-        let run = move || launch_dplr_buffers(runner, &mut ws, &plan, inputs.buffers(&out, &h_t));
-        Ok((summary, Box::new(run)))
+    fn bind<'a>(
+        inputs: &'a Uploaded,
+        out: &'a DeviceBuffer,
+        last: &'a DeviceBuffer,
+    ) -> DplrBuffers<'a> {
+        inputs.buffers(out, last)
     }
 }
 

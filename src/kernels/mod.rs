@@ -28,18 +28,21 @@ mod common;
 pub mod device;
 pub mod diagonal;
 pub mod dplr;
+pub mod face;
 pub mod perm_diagonal;
 pub mod resident;
 
 pub use device::{DeviceMut, DeviceRef, DeviceTensor, ElemType};
 pub use diagonal::{
-    launch_diagonal, launch_diagonal_buffers, measure_diagonal_depth,
-    measure_diagonal_depth_outputs, plan_diagonal, scan_diagonal, scan_diagonal_device, DiagShape,
-    DiagonalBuffers, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind, Launch, LaunchRole,
-    ScratchSizes,
+    plan_diagonal, DiagShape, DiagonalBuffers, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind,
+    Launch, LaunchRole, ScratchSizes,
+};
+pub use face::{
+    launch_scan, launch_scan_buffers, measure_depth, measure_depth_outputs, scan_host, FamilyPlan,
+    ScratchLayout, Workspace,
 };
 
-use crate::backend::launch::KernelRunner;
+use crate::backend::launch::{DeviceBuffer, KernelRunner};
 use crate::error::Result;
 use crate::scan::plan::PlanRequest;
 
@@ -86,15 +89,39 @@ pub struct KernelOutputs<S> {
 pub type PreparedLaunches<'r> = Box<dyn FnMut() -> Result<()> + 'r>;
 
 /// A problem of a family that has kernels in `kernels/*.cu`: the face
-/// `check` and `sweep` use for every family alike.
+/// `check`, `sweep` and generic code use for every family alike.
 ///
+/// A family implements the three required items (plan, upload, bind);
+/// the provided methods and [`scan_host`] are the same for every family.
 /// All methods validate the problem (typed errors, before any launch).
 pub trait KernelScan {
     /// Storage type of inputs and outputs.
     type Elem: crate::dtype::Storage + bytemuck::Pod;
+    /// The family's GPU plan.
+    type Plan: FamilyPlan;
+    /// The problem's inputs uploaded to a runner.
+    type Inputs;
 
-    /// Plans for a device with `sm_count` SMs, without launching anything.
-    fn kernel_plan(&self, sm_count: usize, request: PlanRequest) -> Result<KernelPlanSummary>;
+    /// Validates the problem and plans `request` for a device with
+    /// `sm_count` SMs, without launching anything.
+    fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<Self::Plan>;
+
+    /// Uploads the inputs to `runner` (call [`plan`](Self::plan) first: it
+    /// validates the problem).
+    fn upload<R: KernelRunner>(&self, runner: &R) -> Result<Self::Inputs>;
+
+    /// The scan's typed memory: uploaded inputs, every output (`out`) and
+    /// the final states (`last`).
+    fn bind<'a>(
+        inputs: &'a Self::Inputs,
+        out: &'a DeviceBuffer,
+        last: &'a DeviceBuffer,
+    ) -> <Self::Plan as FamilyPlan>::Buffers<'a>;
+
+    /// The plan's family-independent summary.
+    fn kernel_plan(&self, sm_count: usize, request: PlanRequest) -> Result<KernelPlanSummary> {
+        Ok(self.plan(sm_count, request)?.summary())
+    }
 
     /// Uploads the inputs, poisons the outputs (all bits set: NaN), runs the
     /// plan's launches, synchronizes and downloads every output.
@@ -102,12 +129,26 @@ pub trait KernelScan {
         &self,
         runner: &R,
         request: PlanRequest,
-    ) -> Result<KernelOutputs<Self::Elem>>;
+    ) -> Result<KernelOutputs<Self::Elem>>
+    where
+        Self: Sized,
+    {
+        let mut ws = Workspace::new();
+        let (out, h_last, plan) = scan_host(runner, &mut ws, self, request)?;
+        Ok(KernelOutputs {
+            out,
+            h_last,
+            plan: plan.summary(),
+        })
+    }
 
     /// Measured depth of the plan: runs the same launch sequence on the
     /// family's depth-counting kernel instantiation and returns the largest
     /// counter over all outputs.
-    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64>;
+    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
+        let plan = self.plan(runner.sm_count(), request)?;
+        measure_depth(runner, &mut Workspace::new(), &plan)
+    }
 
     /// Uploads the inputs and allocates outputs and scratch once; the
     /// returned closure issues the plan's launches (without synchronizing),
@@ -116,5 +157,20 @@ pub trait KernelScan {
         &self,
         runner: &'r R,
         request: PlanRequest,
-    ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)>;
+    ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)>
+    where
+        Self: Sized,
+        Self::Inputs: 'r,
+        Self::Plan: 'r,
+    {
+        let plan = self.plan(runner.sm_count(), request)?;
+        let inputs = self.upload(runner)?;
+        let (out, last) = face::poisoned_outputs::<Self, R>(runner, &plan)?;
+        let mut ws = Workspace::new();
+        ws.reserve(runner, plan.scratch(false)?)?;
+        let summary = plan.summary();
+        let run =
+            move || launch_scan_buffers(runner, &mut ws, &plan, Self::bind(&inputs, &out, &last));
+        Ok((summary, Box::new(run)))
+    }
 }

@@ -16,14 +16,10 @@
 //!   chunk, gathers through shared memory), chunk `C`,
 //!   chunk count `NC`, the exact launches, scratch bytes and the depth the
 //!   `_depth` kernels will measure. Pure, no device.
-//! - [`launch_perm_diagonal`] issues a plan on device pointers ([`PdIo`]),
-//!   without synchronizing and, once the [`PdWorkspace`] is warm, without
-//!   allocating; [`scan_perm_diagonal_device`] plans and launches in one
-//!   call; [`launch_perm_diagonal_buffers`] checks [`DeviceBuffer`] sizes.
-//! - [`scan_perm_diagonal`] is the host-slice convenience (validate,
-//!   upload, poison the outputs, run, download).
-//! - [`measure_perm_diagonal_depth`] runs the plan on the `_depth`
-//!   instantiation and returns the deepest output.
+//! - [`PdGpuPlan`] implements [`FamilyPlan`]: the shared entry points of
+//!   [`face`](super::face) run it on typed memory ([`PdBuffers`]), on raw
+//!   addresses ([`PdIo`], `unsafe`), on the `_depth` instantiation, and on
+//!   host slices; no allocation once the [`PdWorkspace`] is warm.
 //!
 //! Every shape, pointer and plan problem is a typed [`Error`] returned before
 //! the first launch. Permutations in host slices are checked by
@@ -59,8 +55,10 @@
 
 use std::fmt;
 
-use super::common::{ceil_log2, check_int, grow_slot, highest_bit, i32_arg, WORKSPACE_GRANULE};
+use super::common::{ceil_log2, check_int, highest_bit, i32_arg};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
+use super::face::{FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -397,10 +395,13 @@ pub struct PdScratch {
 impl PdScratch {
     /// Sum of the buffers.
     pub fn total(&self) -> usize {
-        self.as_array().iter().sum()
+        self.total_bytes()
     }
+}
 
-    fn as_array(&self) -> [usize; 9] {
+impl ScratchLayout for PdScratch {
+    const SLOTS: usize = 9;
+    fn slot_bytes(&self, slot: usize) -> usize {
         [
             self.agg_perm,
             self.agg_d,
@@ -411,7 +412,20 @@ impl PdScratch {
             self.tile_b,
             self.tile_carry,
             self.status,
-        ]
+        ][slot]
+    }
+    fn from_slots(bytes: impl Fn(usize) -> usize) -> Self {
+        PdScratch {
+            agg_perm: bytes(0),
+            agg_d: bytes(1),
+            agg_b: bytes(2),
+            carry: bytes(3),
+            tile_perm: bytes(4),
+            tile_d: bytes(5),
+            tile_b: bytes(6),
+            tile_carry: bytes(7),
+            status: bytes(8),
+        }
     }
 }
 
@@ -470,8 +484,9 @@ impl PdGpuPlan {
     }
 
     /// The family-independent summary of this plan.
-    pub fn summary(&self) -> super::KernelPlanSummary {
-        super::KernelPlanSummary {
+    /// The family-independent summary of this plan.
+    pub fn summary(&self) -> KernelPlanSummary {
+        KernelPlanSummary {
             kind: self.kind.label().to_string(),
             chunk: self.chunk,
             chunks: self.chunks,
@@ -1129,72 +1144,9 @@ fn launch_config(kernel: &str, grid: u64, block: u32) -> Result<LaunchConfig> {
 // Workspace
 // ---------------------------------------------------------------------------
 
-/// Scratch buffers reused across calls: they grow to the largest plan seen
-/// and never shrink, so a warm workspace allocates nothing per call.
-///
-/// Use one workspace per stream (every call overwrites its buffers).
-#[derive(Debug, Default)]
-pub struct PdWorkspace {
-    /// The [`PdScratch`] buffers, in its field order.
-    bufs: [Option<DeviceBuffer>; 9],
-    allocations: usize,
-}
-
-impl PdWorkspace {
-    /// An empty workspace (allocates on first use).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Makes every buffer at least as large as `need` (bytes), on `runner`.
-    pub fn reserve<R: KernelRunner>(&mut self, runner: &R, need: PdScratch) -> Result<()> {
-        for (slot, bytes) in self.bufs.iter_mut().zip(need.as_array()) {
-            grow_slot(
-                runner,
-                slot,
-                bytes,
-                WORKSPACE_GRANULE,
-                &mut self.allocations,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Bytes held per buffer.
-    pub fn capacity(&self) -> PdScratch {
-        let len = |i: usize| self.bufs[i].as_ref().map_or(0, DeviceBuffer::len_bytes);
-        PdScratch {
-            agg_perm: len(0),
-            agg_d: len(1),
-            agg_b: len(2),
-            carry: len(3),
-            tile_perm: len(4),
-            tile_d: len(5),
-            tile_b: len(6),
-            tile_carry: len(7),
-            status: len(8),
-        }
-    }
-
-    /// Total bytes held.
-    pub fn capacity_bytes(&self) -> usize {
-        self.capacity().total()
-    }
-
-    /// Device allocations made so far (constant once warm).
-    pub fn allocations(&self) -> usize {
-        self.allocations
-    }
-
-    /// Frees every buffer.
-    pub fn clear(&mut self) {
-        self.bufs = Default::default();
-    }
-
-    fn ptr(&self, i: usize) -> u64 {
-        self.bufs[i].as_ref().map_or(0, DeviceBuffer::ptr)
-    }
-}
+/// The PermDiagonal kernels' scratch buffers (the [`PdScratch`] fields, in
+/// order), reused across calls: see [`Workspace`].
+pub type PdWorkspace = Workspace<PdScratch>;
 
 // ---------------------------------------------------------------------------
 // Launching
@@ -1240,100 +1192,6 @@ pub struct PdBuffers<'a> {
     pub h_t: DeviceMut<'a>,
 }
 
-/// Plans `request` and issues the plan's launches on device pointers, in
-/// order, without synchronizing; returns the plan.
-///
-/// Checked before the first launch: the shape, the plan, that `perm`, `d`,
-/// `b`, `h_t` are non-null, that pointers are aligned to their element
-/// size and that no two ranges overlap. Scratch comes from `ws` (allocated
-/// only when it grows).
-///
-/// The caller guarantees that the pointers address memory of `runner` of at
-/// least those sizes (no runner can check it) and that every `perm` row is
-/// a permutation of `0..n` (the data is on the device; the kernels clamp
-/// indices to `n − 1`, so a violation gives wrong values but stays in
-/// bounds). [`launch_perm_diagonal_buffers`] checks sizes for
-/// [`DeviceBuffer`]s.
-///
-/// # Safety
-/// Every address in `io` must be live memory of `runner` holding at least
-/// the elements its shape implies (see [`PdIo`]) until the launches complete:
-/// the kernels' contract, which no runner can check. The safe entry point
-/// is [`launch_perm_diagonal_buffers`].
-pub unsafe fn scan_perm_diagonal_device<R: KernelRunner>(
-    runner: &R,
-    ws: &mut PdWorkspace,
-    dtype: DType,
-    shape: PdShape,
-    io: PdIo,
-    request: PlanRequest,
-) -> Result<PdGpuPlan> {
-    let plan = plan_perm_diagonal(shape, dtype, request, runner.sm_count())?;
-    // SAFETY: forwarded to the caller.
-    unsafe { launch_perm_diagonal(runner, ws, &plan, io) }?;
-    Ok(plan)
-}
-
-/// Issues the launches of a ready `plan` on device pointers (see
-/// [`scan_perm_diagonal_device`] for the checks and the caller's duties).
-///
-/// # Safety
-/// Every address in `io` must be live memory of `runner` holding at least
-/// the elements its shape implies (see [`PdIo`]) until the launches complete:
-/// the kernels' contract, which no runner can check. The safe entry point
-/// is [`launch_perm_diagonal_buffers`].
-pub unsafe fn launch_perm_diagonal<R: KernelRunner>(
-    runner: &R,
-    ws: &mut PdWorkspace,
-    plan: &PdGpuPlan,
-    io: PdIo,
-) -> Result<()> {
-    check_plan(plan)?;
-    check_io(plan, &io)?;
-    ws.reserve(runner, plan.scratch)?;
-    // SAFETY: the caller vouches for the sizes; plan and ranges were
-    // checked above.
-    unsafe { issue(runner, plan, &plan.launches, ws, io) }
-}
-
-/// Issues the launches of `plan` on buffers of `runner`, after checking
-/// that each holds exactly the bytes its shape implies (typed
-/// [`Error::Shape`] naming the buffer) and belongs to `runner`.
-pub fn launch_perm_diagonal_buffers<R: KernelRunner>(
-    runner: &R,
-    ws: &mut PdWorkspace,
-    plan: &PdGpuPlan,
-    bufs: PdBuffers<'_>,
-) -> Result<()> {
-    let size = ElemType::of_dtype(plan.dtype);
-    let n = plan.shape.elements();
-    let states = plan.shape.states();
-    let full = || plan.shape.describe();
-    let bn = || plan.shape.describe_bn();
-    check_arg(runner, "perm", &bufs.perm, n, ElemType::of::<u8>(), full)?;
-    check_arg(runner, "d", &bufs.d, n, size, full)?;
-    check_arg(runner, "b", &bufs.b, n, size, full)?;
-    if let Some(h0) = &bufs.h0 {
-        check_arg(runner, "h0", h0, states, size, bn)?;
-    }
-    if let Some(h) = &bufs.h {
-        check_arg(runner, "h", &h.0, n, size, full)?;
-    }
-    check_arg(runner, "h_t", &bufs.h_t.0, states, size, bn)?;
-    let io = PdIo {
-        perm: bufs.perm.addr,
-        d: bufs.d.addr,
-        b: bufs.b.addr,
-        h0: bufs.h0.as_ref().map(|m| m.addr),
-        h: bufs.h.as_ref().map(|m| m.0.addr),
-        h_t: bufs.h_t.0.addr,
-    };
-    // SAFETY: every address starts memory of `runner` holding exactly the
-    // elements the plan\'s shape implies (checked above), borrowed by `bufs`
-    // until the launches are queued.
-    unsafe { launch_perm_diagonal(runner, ws, plan, io) }
-}
-
 /// A plan must meet the launch contract and be consistent (its fields are
 /// public, so it may have been edited since [`plan_perm_diagonal`]).
 fn check_plan(plan: &PdGpuPlan) -> Result<()> {
@@ -1360,49 +1218,97 @@ fn check_plan(plan: &PdGpuPlan) -> Result<()> {
     Ok(())
 }
 
-fn check_io(plan: &PdGpuPlan, io: &PdIo) -> Result<()> {
-    let size = plan.dtype.size();
-    let n = plan.shape.elements();
-    let states = plan.shape.states();
-    // (name, address, bytes, element alignment, required)
-    let ranges: [(&'static str, u64, usize, usize, bool); 6] = [
-        ("perm", io.perm, n, 1, true),
-        ("d", io.d, n * size, size, true),
-        ("b", io.b, n * size, size, true),
-        ("h0", io.h0.unwrap_or(0), states * size, size, false),
-        ("h", io.h.unwrap_or(0), n * size, size, false),
-        ("h_t", io.h_t, states * size, size, true),
-    ];
-    for &(arg, ptr, _, align, required) in &ranges {
-        if required && ptr == 0 {
-            return Err(Error::size(arg, 0, "a non-null device address"));
-        }
-        if ptr % align as u64 != 0 {
-            return Err(Error::size(
-                arg,
-                ptr as usize,
-                format!("an address aligned to the {align}-byte element"),
-            ));
+impl FamilyPlan for PdGpuPlan {
+    type Io = PdIo;
+    type Buffers<'a> = PdBuffers<'a>;
+    type Scratch = PdScratch;
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn summary(&self) -> KernelPlanSummary {
+        PdGpuPlan::summary(self)
+    }
+
+    fn check(&self) -> Result<()> {
+        check_plan(self)
+    }
+
+    fn scratch(&self, depth: bool) -> Result<PdScratch> {
+        if depth {
+            self.geometry().scratch(KernelType::Depth)
+        } else {
+            Ok(self.scratch)
         }
     }
-    for (i, &(arg_i, p, len_p, _, _)) in ranges.iter().enumerate() {
-        for &(arg_j, q, len_q, _, _) in &ranges[..i] {
-            if p == 0 || q == 0 {
-                continue;
-            }
-            let overlap = p < q.saturating_add(len_q as u64) && q < p.saturating_add(len_p as u64);
-            if overlap {
-                return Err(Error::size(
-                    arg_i,
-                    p as usize,
-                    format!(
-                        "a range of {len_p} bytes that does not overlap `{arg_j}` ({q:#x}, {len_q} bytes)"
-                    ),
-                ));
-            }
+
+    fn output_elements(&self) -> (usize, usize) {
+        (self.shape.elements(), self.shape.states())
+    }
+
+    fn io_args(&self, io: &PdIo) -> Vec<IoArg> {
+        let size = self.dtype.size();
+        let (n, states) = (self.shape.elements(), self.shape.states());
+        vec![
+            IoArg::new("perm", io.perm, n, 1, true),
+            IoArg::new("d", io.d, n, size, true),
+            IoArg::new("b", io.b, n, size, true),
+            IoArg::new("h0", io.h0.unwrap_or(0), states, size, false),
+            IoArg::new("h", io.h.unwrap_or(0), n, size, false),
+            IoArg::new("h_t", io.h_t, states, size, true),
+        ]
+    }
+
+    fn io_of<R: KernelRunner>(&self, runner: &R, bufs: &PdBuffers<'_>) -> Result<PdIo> {
+        let size = ElemType::of_dtype(self.dtype);
+        let (n, states) = (self.shape.elements(), self.shape.states());
+        let full = || self.shape.describe();
+        let bn = || self.shape.describe_bn();
+        check_arg(runner, "perm", &bufs.perm, n, ElemType::of::<u8>(), full)?;
+        check_arg(runner, "d", &bufs.d, n, size, full)?;
+        check_arg(runner, "b", &bufs.b, n, size, full)?;
+        if let Some(h0) = &bufs.h0 {
+            check_arg(runner, "h0", h0, states, size, bn)?;
+        }
+        if let Some(h) = &bufs.h {
+            check_arg(runner, "h", &h.0, n, size, full)?;
+        }
+        check_arg(runner, "h_t", &bufs.h_t.0, states, size, bn)?;
+        Ok(PdIo {
+            perm: bufs.perm.addr,
+            d: bufs.d.addr,
+            b: bufs.b.addr,
+            h0: bufs.h0.as_ref().map(|m| m.addr),
+            h: bufs.h.as_ref().map(|m| m.0.addr),
+            h_t: bufs.h_t.0.addr,
+        })
+    }
+
+    fn depth_io(&self, out: u64, last: u64) -> PdIo {
+        PdIo {
+            h: Some(out),
+            h_t: last,
+            ..PdIo::default()
         }
     }
-    Ok(())
+
+    unsafe fn issue<R: KernelRunner>(
+        &self,
+        runner: &R,
+        ws: &PdWorkspace,
+        io: PdIo,
+        depth: bool,
+    ) -> Result<()> {
+        if depth {
+            let launches = self.geometry().launches(KernelType::Depth)?;
+            // SAFETY: forwarded to the caller.
+            unsafe { issue(runner, self, &launches, ws, io) }
+        } else {
+            // SAFETY: forwarded to the caller.
+            unsafe { issue(runner, self, &self.launches, ws, io) }
+        }
+    }
 }
 
 /// Issues `launches` (the plan's, for one instantiation) with `io`.
@@ -1519,172 +1425,46 @@ unsafe fn issue<R: KernelRunner>(
 // Host convenience and depth measurement
 // ---------------------------------------------------------------------------
 
-/// Runs a host-side PD problem on `runner`: validates it (shapes and every
-/// `perm` row), plans `request`, uploads, poisons the outputs (`0xFF`
-/// bytes: NaN, so an unwritten element shows), launches, downloads.
-///
-/// Returns `(h [B,T,n], h_T [B,n])` and the plan that ran.
-pub fn scan_perm_diagonal<R, S>(
-    runner: &R,
-    ws: &mut PdWorkspace,
-    problem: &PermDiagonal<'_, S, u8>,
-    request: PlanRequest,
-) -> Result<(Vec<S>, Vec<S>, PdGpuPlan)>
-where
-    R: KernelRunner,
-    S: Storage + bytemuck::Pod,
-{
-    problem.validate()?;
-    let shape = PdShape::new(problem.batch, problem.len, problem.n);
-    let plan = plan_perm_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
-    let perm = runner.upload(problem.perm)?;
-    let d = runner.upload(problem.d)?;
-    let b = runner.upload(problem.b)?;
-    let h0 = problem.h0.map(|h0| runner.upload(h0)).transpose()?;
-    let size = std::mem::size_of::<S>();
-    let h = runner.alloc(shape.elements() * size)?;
-    let h_t = runner.alloc(shape.states() * size)?;
-    runner.fill(&h, 0xFF)?;
-    runner.fill(&h_t, 0xFF)?;
-    launch_perm_diagonal_buffers(
-        runner,
-        ws,
-        &plan,
-        PdBuffers {
-            perm: (&perm).into(),
-            d: (&d).into(),
-            b: (&b).into(),
-            h0: h0.as_ref().map(Into::into),
-            h: Some((&h).into()),
-            h_t: (&h_t).into(),
-        },
-    )?;
-    let mut out = vec![S::default(); shape.elements()];
-    let mut out_t = vec![S::default(); shape.states()];
-    runner.download(&h, &mut out)?;
-    runner.download(&h_t, &mut out_t)?;
-    Ok((out, out_t, plan))
-}
-
-/// Runs `plan`'s launch sequence on the `_depth` instantiation (no inputs:
-/// every step and `h0` has depth 0) and returns the depth of every output,
-/// `(h [B,T,n], h_T [B,n])` as `u32`. Outputs are poisoned first, so an
-/// unwritten element reads `u32::MAX`.
-pub fn measure_perm_diagonal_depth_outputs<R: KernelRunner>(
-    runner: &R,
-    ws: &mut PdWorkspace,
-    plan: &PdGpuPlan,
-) -> Result<(Vec<u32>, Vec<u32>)> {
-    check_plan(plan)?;
-    let g = plan.geometry();
-    let kt = KernelType::Depth;
-    let launches = g.launches(kt)?;
-    let scratch = g.scratch(kt)?;
-    let n = plan.shape.elements();
-    let states = plan.shape.states();
-    let h = runner.alloc(n * 4)?;
-    let h_t = runner.alloc(states * 4)?;
-    runner.fill(&h, 0xFF)?;
-    runner.fill(&h_t, 0xFF)?;
-    ws.reserve(runner, scratch)?;
-    let io = PdIo {
-        perm: 0,
-        d: 0,
-        b: 0,
-        h0: None,
-        h: Some(h.ptr()),
-        h_t: h_t.ptr(),
-    };
-    // SAFETY: the depth kernels read no inputs (null pointers) and write
-    // the outputs allocated above with the plan\'s sizes.
-    unsafe { issue(runner, plan, &launches, ws, io) }?;
-    let mut out = vec![0u32; n];
-    let mut out_t = vec![0u32; states];
-    runner.download(&h, &mut out)?;
-    runner.download(&h_t, &mut out_t)?;
-    Ok((out, out_t))
-}
-
-/// The measured depth of `plan`: the deepest output (`h` and `h_T`) of its
-/// launch sequence on the `_depth` kernels. Equals [`PdGpuPlan::depth`]
-/// when the kernels follow their contract.
-pub fn measure_perm_diagonal_depth<R: KernelRunner>(
-    runner: &R,
-    ws: &mut PdWorkspace,
-    plan: &PdGpuPlan,
-) -> Result<u64> {
-    let (h, h_t) = measure_perm_diagonal_depth_outputs(runner, ws, plan)?;
-    Ok(h.iter().chain(&h_t).copied().max().map_or(0, u64::from))
-}
-
-impl<S: Storage + bytemuck::Pod> super::KernelScan for PermDiagonal<'_, S, u8> {
+impl<S: Storage + bytemuck::Pod> KernelScan for PermDiagonal<'_, S, u8> {
     type Elem = S;
+    type Plan = PdGpuPlan;
+    /// `perm`, `d`, `b`, `h0`.
+    type Inputs = (
+        DeviceBuffer,
+        DeviceBuffer,
+        DeviceBuffer,
+        Option<DeviceBuffer>,
+    );
 
-    fn kernel_plan(
-        &self,
-        sm_count: usize,
-        request: PlanRequest,
-    ) -> Result<super::KernelPlanSummary> {
+    /// Validates shapes and every `perm` row, then plans.
+    fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<PdGpuPlan> {
         self.validate()?;
         let shape = PdShape::new(self.batch, self.len, self.n);
-        Ok(plan_perm_diagonal(shape, S::DTYPE, request, sm_count)?.summary())
+        plan_perm_diagonal(shape, S::DTYPE, request, sm_count)
     }
 
-    fn kernel_scan<R: KernelRunner>(
-        &self,
-        runner: &R,
-        request: PlanRequest,
-    ) -> Result<super::KernelOutputs<S>> {
-        let mut ws = PdWorkspace::new();
-        let (out, h_last, plan) = scan_perm_diagonal(runner, &mut ws, self, request)?;
-        Ok(super::KernelOutputs {
-            out,
-            h_last,
-            plan: plan.summary(),
-        })
+    fn upload<R: KernelRunner>(&self, runner: &R) -> Result<Self::Inputs> {
+        Ok((
+            runner.upload(self.perm)?,
+            runner.upload(self.d)?,
+            runner.upload(self.b)?,
+            self.h0.map(|h0| runner.upload(h0)).transpose()?,
+        ))
     }
 
-    fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
-        self.validate()?;
-        let shape = PdShape::new(self.batch, self.len, self.n);
-        let plan = plan_perm_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
-        measure_perm_diagonal_depth(runner, &mut PdWorkspace::new(), &plan)
-    }
-
-    fn kernel_prepare<'r, R: KernelRunner>(
-        &self,
-        runner: &'r R,
-        request: PlanRequest,
-    ) -> Result<(super::KernelPlanSummary, super::PreparedLaunches<'r>)> {
-        self.validate()?;
-        let shape = PdShape::new(self.batch, self.len, self.n);
-        let plan = plan_perm_diagonal(shape, S::DTYPE, request, runner.sm_count())?;
-        let size = std::mem::size_of::<S>();
-        let perm = runner.upload(self.perm)?;
-        let d = runner.upload(self.d)?;
-        let b = runner.upload(self.b)?;
-        let h0 = self.h0.map(|h0| runner.upload(h0)).transpose()?;
-        let h = runner.alloc(shape.elements() * size)?;
-        let h_t = runner.alloc(shape.states() * size)?;
-        let mut ws = PdWorkspace::new();
-        ws.reserve(runner, plan.scratch)?;
-        let summary = plan.summary();
-        let run = move || {
-            launch_perm_diagonal_buffers(
-                runner,
-                &mut ws,
-                &plan,
-                PdBuffers {
-                    perm: (&perm).into(),
-                    d: (&d).into(),
-                    b: (&b).into(),
-                    h0: h0.as_ref().map(Into::into),
-                    h: Some((&h).into()),
-                    h_t: (&h_t).into(),
-                },
-            )
-        };
-        Ok((summary, Box::new(run)))
+    fn bind<'a>(
+        (perm, d, b, h0): &'a Self::Inputs,
+        out: &'a DeviceBuffer,
+        last: &'a DeviceBuffer,
+    ) -> PdBuffers<'a> {
+        PdBuffers {
+            perm: perm.into(),
+            d: d.into(),
+            b: b.into(),
+            h0: h0.as_ref().map(Into::into),
+            h: Some(out.into()),
+            h_t: last.into(),
+        }
     }
 }
 

@@ -10,20 +10,13 @@
 //!
 //! Implemented for the families `parascan bench` times: Diagonal (both
 //! layouts), PermDiagonal (`u8` permutations) and DPLR. Each plan goes
-//! through the family's own planner and `launch_*_buffers` entry point, so
+//! through the family's own planner and the shared `launch_scan_buffers`, so
 //! a new plan kind of a family needs no change here.
 
-use super::diagonal::{
-    launch_diagonal_buffers, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalBuffers,
-    DiagonalWorkspace,
-};
-use super::dplr::{
-    launch_dplr_buffers, measure_dplr_depth, plan_dplr, DplrShape, DplrWorkspace, Uploaded,
-};
-use super::perm_diagonal::{
-    launch_perm_diagonal_buffers, measure_perm_diagonal_depth, plan_perm_diagonal, PdBuffers,
-    PdShape, PdWorkspace,
-};
+use super::diagonal::{plan_diagonal, DiagShape, DiagonalBuffers, DiagonalWorkspace};
+use super::dplr::{plan_dplr, DplrShape, DplrWorkspace, Uploaded};
+use super::face::{launch_scan_buffers, measure_depth};
+use super::perm_diagonal::{plan_perm_diagonal, PdBuffers, PdShape, PdWorkspace};
 use super::{KernelPlanSummary, PreparedLaunches};
 use crate::backend::launch::{DeviceBuffer, KernelRunner};
 use crate::dtype::{DType, Storage};
@@ -201,7 +194,7 @@ impl Resident {
                         h: Some(h.into()),
                         h_t: h_t.into(),
                     };
-                    launch_diagonal_buffers(runner, &mut ws, &plan, bufs)
+                    launch_scan_buffers(runner, &mut ws, &plan, bufs)
                 };
                 (summary, Box::new(run) as PreparedLaunches<'r>)
             }
@@ -227,7 +220,7 @@ impl Resident {
                         h: Some(h.into()),
                         h_t: h_t.into(),
                     };
-                    launch_perm_diagonal_buffers(runner, &mut ws, &plan, bufs)
+                    launch_scan_buffers(runner, &mut ws, &plan, bufs)
                 };
                 (summary, Box::new(run) as PreparedLaunches<'r>)
             }
@@ -243,7 +236,7 @@ impl Resident {
                 ws.reserve(runner, plan.scratch)?;
                 let summary = plan.summary();
                 let run =
-                    move || launch_dplr_buffers(runner, &mut ws, &plan, inputs.buffers(out, h_t));
+                    move || launch_scan_buffers(runner, &mut ws, &plan, inputs.buffers(out, h_t));
                 (summary, Box::new(run) as PreparedLaunches<'r>)
             }
         })
@@ -258,15 +251,15 @@ impl Resident {
         match &self.family {
             ResidentFamily::Diagonal { shape, layout, .. } => {
                 let plan = plan_diagonal(*shape, *layout, dtype, request, sm)?;
-                measure_diagonal_depth(runner, &mut DiagonalWorkspace::new(), &plan)
+                measure_depth(runner, &mut DiagonalWorkspace::new(), &plan)
             }
             ResidentFamily::PermDiagonal { shape, .. } => {
                 let plan = plan_perm_diagonal(*shape, dtype, request, sm)?;
-                measure_perm_diagonal_depth(runner, &mut PdWorkspace::new(), &plan)
+                measure_depth(runner, &mut PdWorkspace::new(), &plan)
             }
             ResidentFamily::Dplr { shape, output, .. } => {
                 let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
-                measure_dplr_depth(runner, &mut DplrWorkspace::new(), &plan)
+                measure_depth(runner, &mut DplrWorkspace::new(), &plan)
             }
         }
     }

@@ -18,13 +18,13 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::family::Layout;
 use crate::kernels::block_diagonal::{
-    launch_block_diagonal, measure_block_diagonal_depth, plan_block_diagonal, BlockDiagonalIo,
-    BlockDiagonalWorkspace, BlockPlan, BlockShape,
+    plan_block_diagonal, BlockDiagonalIo, BlockDiagonalWorkspace, BlockPlan, BlockShape,
 };
 use crate::kernels::diagonal::{
-    launch_diagonal, lookback_parts, measure_diagonal_depth, plan_diagonal, DiagShape, DiagonalIo,
-    DiagonalWorkspace, GpuPlan, GpuPlanKind, LookBackParts,
+    lookback_parts, plan_diagonal, DiagShape, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind,
+    LookBackParts,
 };
+use crate::kernels::{launch_scan, measure_depth};
 
 /// A built-in cell the kernels implement (f32 parameters).
 #[derive(Clone, Copy, Debug)]
@@ -378,10 +378,10 @@ pub fn solve_kernels<R: KernelRunner>(
                 // SAFETY: every buffer of `bufs` was allocated by this solve
                 // with the state shape `[B,T,n]` (or `[B,n]`) the plan was made for.
                 unsafe {
-                    launch_diagonal(
+                    launch_scan(
                         runner,
                         &mut ws,
-                        plan,
+                        &**plan,
                         DiagonalIo {
                             a,
                             b: bufs.b.ptr(),
@@ -398,10 +398,10 @@ pub fn solve_kernels<R: KernelRunner>(
                 // SAFETY: every buffer of `bufs` was allocated by this solve
                 // with the state shape `[B,T,n]` (or `[B,n]`) the plan was made for.
                 unsafe {
-                    launch_block_diagonal(
+                    launch_scan(
                         runner,
                         &mut block_ws,
-                        plan,
+                        &**plan,
                         BlockDiagonalIo {
                             a,
                             b: bufs.b.ptr(),
@@ -440,12 +440,12 @@ pub fn solve_kernels<R: KernelRunner>(
             (LinearScan::Copy, _) => 0,
             (_, Some(d)) => d,
             (LinearScan::Diagonal(plan), None) => {
-                let d = measure_diagonal_depth(runner, &mut ws, plan)?;
+                let d = measure_depth(runner, &mut ws, &**plan)?;
                 scan_depth = Some(d);
                 d
             }
             (LinearScan::Block(plan), None) => {
-                let d = measure_block_diagonal_depth(runner, &mut block_ws, plan)?;
+                let d = measure_depth(runner, &mut block_ws, &**plan)?;
                 scan_depth = Some(d);
                 d
             }
@@ -486,7 +486,7 @@ fn fused_gru_iterations<R: KernelRunner>(
     let states = batch * len * n;
     let slots = [&bufs.h, &bufs.b, &bufs.best];
     let (mut cur, mut best): (usize, Option<usize>) = (0, None);
-    let scan_depth = measure_diagonal_depth(runner, ws, plan)?;
+    let scan_depth = measure_depth(runner, ws, plan)?;
     ws.reserve(runner, plan.scratch)?;
     report.fused = true;
     let parts: LookBackParts = lookback_parts(plan, ws)

@@ -18,16 +18,36 @@ use half::{bf16, f16};
 use parascan::backend::launch::KernelRunner;
 use parascan::family::block_diagonal::BlockDiagonal;
 use parascan::kernels::block_diagonal::{
-    launch_block_diagonal, launch_block_diagonal_buffers, measure_block_diagonal_depth,
-    measure_block_diagonal_depth_outputs, plan_block_diagonal, scan_block_diagonal,
-    scan_block_diagonal_device, BlockDiagonalBuffers, BlockDiagonalIo, BlockDiagonalWorkspace,
-    BlockPlan, BlockPlanKind, BlockShape, SUPPORTED_BLOCKS,
+    plan_block_diagonal, BlockDiagonalBuffers, BlockDiagonalIo, BlockDiagonalWorkspace, BlockPlan,
+    BlockPlanKind, BlockShape, SUPPORTED_BLOCKS,
 };
 use parascan::kernels::KernelScan;
+use parascan::kernels::{
+    launch_scan, launch_scan_buffers, measure_depth, measure_depth_outputs, scan_host,
+};
 use parascan::{oracle, DType, Error, PlanRequest, Storage};
 
 use crate::common;
 use crate::diagonal_suite::Recorder;
+
+/// Plans and launches in one call on raw addresses (the suite's shorthand).
+///
+/// # Safety
+/// As [`launch_scan`]: every address in `io` is live memory of `runner`
+/// of the size its shape implies.
+unsafe fn scan_block_diagonal_device<R: KernelRunner>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    dtype: DType,
+    shape: BlockShape,
+    io: BlockDiagonalIo,
+    request: PlanRequest,
+) -> parascan::Result<BlockPlan> {
+    let plan = plan_block_diagonal(shape, dtype, request, runner.sm_count())?;
+    // SAFETY: forwarded to the caller.
+    unsafe { launch_scan(runner, ws, &plan, io) }?;
+    Ok(plan)
+}
 
 /// One problem shape and plan request.
 #[derive(Clone, Copy, Debug)]
@@ -95,7 +115,7 @@ fn check_plan_shape(case: &Case, plan: &BlockPlan) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `case` with storage `S` through `scan_block_diagonal` (outputs
+/// Runs `case` with storage `S` through `scan_host` (outputs
 /// poisoned) and compares with the f64 oracle on the same rounded inputs.
 pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
     runner: &R,
@@ -120,8 +140,8 @@ pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
         blocks: s.blocks,
         block: s.block,
     };
-    let (h, h_t, plan) = scan_block_diagonal(runner, ws, &problem, case.request)
-        .map_err(|e| format!("{ctx}: {e}"))?;
+    let (h, h_t, plan) =
+        scan_host(runner, ws, &problem, case.request).map_err(|e| format!("{ctx}: {e}"))?;
     let ctx = format!("{ctx} [{plan}]");
     check_plan_shape(case, &plan).map_err(|e| format!("{ctx}: {e}"))?;
     if let Some(i) = h.iter().position(|x| !x.to_f64().is_finite()) {
@@ -260,7 +280,7 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
         PlanRequest::Chunk(4),
         PlanRequest::Chunk(1),
     ] {
-        let (_, full_t, plan) = scan_block_diagonal(runner, &mut ws, &problem, request).unwrap();
+        let (_, full_t, plan) = scan_host(runner, &mut ws, &problem, request).unwrap();
         let da = runner.upload(&a).unwrap();
         let db = runner.upload(&b).unwrap();
         let dh0 = runner.upload(&h0).unwrap();
@@ -273,7 +293,7 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
             h: None,
             h_t: dht.ptr(),
         };
-        unsafe { launch_block_diagonal(runner, &mut ws, &plan, io) }.unwrap();
+        unsafe { launch_scan(runner, &mut ws, &plan, io) }.unwrap();
         runner.synchronize().unwrap();
         let mut got = vec![0f32; shape.state_elements()];
         runner.download(&dht, &mut got).unwrap();
@@ -294,8 +314,7 @@ pub fn check_depth<R: KernelRunner>(
     plan: &BlockPlan,
 ) -> Result<u64, String> {
     let ctx = format!("{} depth [{plan}]", runner.backend_name());
-    let (h, h_t) = measure_block_diagonal_depth_outputs(runner, ws, plan)
-        .map_err(|e| format!("{ctx}: {e}"))?;
+    let (h, h_t) = measure_depth_outputs(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
     let s = plan.shape;
     let n = s.n();
     let formula: Vec<u64> = (0..s.len).map(|t| plan.depth_at(t)).collect();
@@ -322,8 +341,7 @@ pub fn check_depth<R: KernelRunner>(
     if !bad.is_empty() {
         return Err(format!("{ctx}: {}", bad.join("; ")));
     }
-    let measured =
-        measure_block_diagonal_depth(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
+    let measured = measure_depth(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
     if measured != plan.depth || formula.iter().copied().max() != Some(plan.depth) {
         return Err(format!(
             "{ctx}: measured max depth {measured}, plan formula {}",
@@ -427,15 +445,15 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let short = vec![0.5f32; shape.a_elements() - 1];
     let req = PlanRequest::Auto;
     expect_shape_error(
-        scan_block_diagonal(&runner, &mut ws, &BlockDiagonal { a: &short, ..good }, req),
+        scan_host(&runner, &mut ws, &BlockDiagonal { a: &short, ..good }, req),
         "a",
     );
     expect_shape_error(
-        scan_block_diagonal(&runner, &mut ws, &BlockDiagonal { b: &x[1..], ..good }, req),
+        scan_host(&runner, &mut ws, &BlockDiagonal { b: &x[1..], ..good }, req),
         "b",
     );
     expect_shape_error(
-        scan_block_diagonal(
+        scan_host(
             &runner,
             &mut ws,
             &BlockDiagonal {
@@ -447,7 +465,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         "h0",
     );
     expect_size_error(
-        scan_block_diagonal(
+        scan_host(
             &runner,
             &mut ws,
             &BlockDiagonal {
@@ -474,7 +492,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         block: 5,
     };
     for result in [
-        scan_block_diagonal(&runner, &mut ws, &p5, req).map(|_| ()),
+        scan_host(&runner, &mut ws, &p5, req).map(|_| ()),
         p5.kernel_plan(2, req).map(|_| ()),
         p5.kernel_depth(&runner, req).map(|_| ()),
     ] {
@@ -495,7 +513,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         "block",
     );
     assert!(matches!(
-        scan_block_diagonal(&runner, &mut ws, &good, PlanRequest::Chunk(0)),
+        scan_host(&runner, &mut ws, &good, PlanRequest::Chunk(0)),
         Err(Error::Plan(_))
     ));
     assert_eq!(
@@ -563,10 +581,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
             },
         ),
     ] {
-        expect_shape_error(
-            launch_block_diagonal_buffers(&runner, &mut ws, &plan, bad),
-            arg,
-        );
+        expect_shape_error(launch_scan_buffers(&runner, &mut ws, &plan, bad), arg);
     }
     // Raw pointers: null, misaligned, overlapping.
     let io = BlockDiagonalIo {
@@ -577,16 +592,16 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         h_t: dht.ptr(),
     };
     expect_size_error(
-        unsafe { launch_block_diagonal(&runner, &mut ws, &plan, BlockDiagonalIo { a: 0, ..io }) },
+        unsafe { launch_scan(&runner, &mut ws, &plan, BlockDiagonalIo { a: 0, ..io }) },
         "a",
     );
     expect_size_error(
-        unsafe { launch_block_diagonal(&runner, &mut ws, &plan, BlockDiagonalIo { h_t: 0, ..io }) },
+        unsafe { launch_scan(&runner, &mut ws, &plan, BlockDiagonalIo { h_t: 0, ..io }) },
         "h_t",
     );
     expect_size_error(
         unsafe {
-            launch_block_diagonal(
+            launch_scan(
                 &runner,
                 &mut ws,
                 &plan,
@@ -600,7 +615,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     );
     expect_size_error(
         unsafe {
-            launch_block_diagonal(
+            launch_scan(
                 &runner,
                 &mut ws,
                 &plan,
@@ -629,13 +644,13 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let mut tampered = plan.clone();
     tampered.chunk = 2;
     assert!(matches!(
-        unsafe { launch_block_diagonal(&runner, &mut ws, &tampered, io) },
+        unsafe { launch_scan(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     let mut tampered = plan.clone();
     tampered.levels.pop();
     assert!(matches!(
-        unsafe { launch_block_diagonal(&runner, &mut ws, &tampered, io) },
+        unsafe { launch_scan(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     assert_eq!(
@@ -645,7 +660,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     );
 
     // The good call still works afterwards, with exactly the plan's launches.
-    launch_block_diagonal_buffers(&runner, &mut ws, &plan, bufs()).unwrap();
+    launch_scan_buffers(&runner, &mut ws, &plan, bufs()).unwrap();
     let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel.as_str()).collect();
     assert_eq!(*runner.launches.borrow(), names);
     assert_eq!(

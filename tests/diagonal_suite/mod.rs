@@ -19,15 +19,36 @@ use parascan::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchCon
 use parascan::family::diagonal::Diagonal;
 use parascan::family::Layout;
 use parascan::kernels::diagonal::{
-    launch_diagonal, launch_diagonal_buffers, measure_diagonal_depth,
-    measure_diagonal_depth_outputs, plan_diagonal, scan_diagonal, scan_diagonal_device, DiagShape,
-    DiagonalBuffers, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind, MAX_CHUNKS,
-    MAX_SCAN_TILE,
+    plan_diagonal, DiagShape, DiagonalBuffers, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind,
+    MAX_CHUNKS, MAX_SCAN_TILE,
+};
+use parascan::kernels::{
+    launch_scan, launch_scan_buffers, measure_depth, measure_depth_outputs, scan_host,
 };
 use parascan::{oracle, DType, Error, PlanRequest, Storage};
 use rand::Rng;
 
 use crate::common;
+
+/// Plans and launches in one call on raw addresses (the suite's shorthand).
+///
+/// # Safety
+/// As [`launch_scan`]: every address in `io` is live memory of `runner`
+/// of the size its shape implies.
+unsafe fn scan_diagonal_device<R: KernelRunner>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    dtype: DType,
+    layout: Layout,
+    shape: DiagShape,
+    io: DiagonalIo,
+    request: PlanRequest,
+) -> parascan::Result<GpuPlan> {
+    let plan = plan_diagonal(shape, layout, dtype, request, runner.sm_count())?;
+    // SAFETY: forwarded to the caller.
+    unsafe { launch_scan(runner, ws, &plan, io) }?;
+    Ok(plan)
+}
 
 // ---------------------------------------------------------------------------
 // A runner that records what the orchestration asks for
@@ -211,7 +232,7 @@ pub fn check_plan_shape(case: &Case, plan: &GpuPlan) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `case` with storage `S` through `scan_diagonal` and compares with
+/// Runs `case` with storage `S` through `scan_host` and compares with
 /// the f64 oracle on the same (rounded) inputs. Returns the plan.
 pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
     runner: &R,
@@ -236,7 +257,7 @@ pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
         layout: case.layout,
     };
     let (h, h_t, plan) =
-        scan_diagonal(runner, ws, &problem, case.request).map_err(|e| format!("{ctx}: {e}"))?;
+        scan_host(runner, ws, &problem, case.request).map_err(|e| format!("{ctx}: {e}"))?;
     let ctx = format!("{ctx} [{plan}]");
     check_plan_shape(case, &plan).map_err(|e| format!("{ctx}: {e}"))?;
     let (want, want_t) = oracle::diagonal(&problem);
@@ -419,7 +440,7 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
                 dim: shape.dim,
                 layout,
             };
-            let (_, full_t, plan) = scan_diagonal(runner, &mut ws, &problem, request).unwrap();
+            let (_, full_t, plan) = scan_host(runner, &mut ws, &problem, request).unwrap();
             let da = runner.upload(&a).unwrap();
             let db = runner.upload(&b).unwrap();
             let dh0 = runner.upload(&h0).unwrap();
@@ -432,7 +453,7 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
                 h: None,
                 h_t: dht.ptr(),
             };
-            unsafe { launch_diagonal(runner, &mut ws, &plan, io) }.unwrap();
+            unsafe { launch_scan(runner, &mut ws, &plan, io) }.unwrap();
             runner.synchronize().unwrap();
             let mut got = vec![0f32; shape.lanes()];
             runner.download(&dht, &mut got).unwrap();
@@ -454,8 +475,7 @@ pub fn check_depth<R: KernelRunner>(
     plan: &GpuPlan,
 ) -> Result<u64, String> {
     let ctx = format!("{} depth [{plan}]", runner.backend_name());
-    let (h, h_t) =
-        measure_diagonal_depth_outputs(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
+    let (h, h_t) = measure_depth_outputs(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
     let DiagShape { batch, len, dim } = plan.shape;
     let formula: Vec<u64> = (0..len).map(|t| plan.depth_at(t)).collect();
     let mut bad = Vec::new();
@@ -486,7 +506,7 @@ pub fn check_depth<R: KernelRunner>(
     if !bad.is_empty() {
         return Err(format!("{ctx}: {}", bad.join("; ")));
     }
-    let measured = measure_diagonal_depth(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
+    let measured = measure_depth(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
     if measured != plan.depth || formula.iter().copied().max() != Some(plan.depth) {
         return Err(format!(
             "{ctx}: measured max depth {measured}, plan formula {}",
@@ -593,7 +613,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     };
     let short = vec![0.5f32; n - 1];
     expect_shape_error(
-        scan_diagonal(
+        scan_host(
             &runner,
             &mut ws,
             &Diagonal { a: &short, ..good },
@@ -602,7 +622,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         "a",
     );
     expect_shape_error(
-        scan_diagonal(
+        scan_host(
             &runner,
             &mut ws,
             &Diagonal { b: &short, ..good },
@@ -611,7 +631,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         "b",
     );
     expect_shape_error(
-        scan_diagonal(
+        scan_host(
             &runner,
             &mut ws,
             &Diagonal {
@@ -623,7 +643,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         "h0",
     );
     expect_size_error(
-        scan_diagonal(
+        scan_host(
             &runner,
             &mut ws,
             &Diagonal {
@@ -637,7 +657,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         "len",
     );
     expect_size_error(
-        scan_diagonal(
+        scan_host(
             &runner,
             &mut ws,
             &Diagonal {
@@ -652,7 +672,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         "batch",
     );
     assert!(matches!(
-        scan_diagonal(&runner, &mut ws, &good, PlanRequest::Chunk(0)),
+        scan_host(&runner, &mut ws, &good, PlanRequest::Chunk(0)),
         Err(Error::Plan(_))
     ));
     assert_eq!(
@@ -733,7 +753,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
             },
         ),
     ] {
-        expect_shape_error(launch_diagonal_buffers(&runner, &mut ws, &plan, bad), arg);
+        expect_shape_error(launch_scan_buffers(&runner, &mut ws, &plan, bad), arg);
     }
     // A plan for another dtype: f64 needs twice the bytes.
     let plan64 = plan_diagonal(
@@ -744,10 +764,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         runner.sm_count(),
     )
     .unwrap();
-    expect_shape_error(
-        launch_diagonal_buffers(&runner, &mut ws, &plan64, bufs()),
-        "a",
-    );
+    expect_shape_error(launch_scan_buffers(&runner, &mut ws, &plan64, bufs()), "a");
 
     // Raw pointers: null, misaligned, overlapping.
     let io = DiagonalIo {
@@ -758,16 +775,16 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         h_t: dht.ptr(),
     };
     expect_size_error(
-        unsafe { launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { a: 0, ..io }) },
+        unsafe { launch_scan(&runner, &mut ws, &plan, DiagonalIo { a: 0, ..io }) },
         "a",
     );
     expect_size_error(
-        unsafe { launch_diagonal(&runner, &mut ws, &plan, DiagonalIo { h_t: 0, ..io }) },
+        unsafe { launch_scan(&runner, &mut ws, &plan, DiagonalIo { h_t: 0, ..io }) },
         "h_t",
     );
     expect_size_error(
         unsafe {
-            launch_diagonal(
+            launch_scan(
                 &runner,
                 &mut ws,
                 &plan,
@@ -781,7 +798,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     );
     expect_size_error(
         unsafe {
-            launch_diagonal(
+            launch_scan(
                 &runner,
                 &mut ws,
                 &plan,
@@ -795,7 +812,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     );
     expect_size_error(
         unsafe {
-            launch_diagonal(
+            launch_scan(
                 &runner,
                 &mut ws,
                 &plan,
@@ -855,7 +872,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let mut tampered = plan.clone();
     tampered.chunk = 2;
     assert!(matches!(
-        unsafe { launch_diagonal(&runner, &mut ws, &tampered, io) },
+        unsafe { launch_scan(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     assert_eq!(
@@ -865,7 +882,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     );
 
     // The good call still works afterwards, with exactly the plan's launches.
-    launch_diagonal_buffers(&runner, &mut ws, &plan, bufs()).unwrap();
+    launch_scan_buffers(&runner, &mut ws, &plan, bufs()).unwrap();
     let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
     assert_eq!(*runner.launches.borrow(), names);
     assert_eq!(
@@ -1078,7 +1095,7 @@ fn aggregate_path_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
         h: Some((&dh).into()),
         h_t: (&dht).into(),
     };
-    launch_diagonal_buffers(runner, ws, &plan, bufs()).map_err(|e| format!("{ctx}: {e}"))?;
+    launch_scan_buffers(runner, ws, &plan, bufs()).map_err(|e| format!("{ctx}: {e}"))?;
     runner.synchronize().map_err(|e| format!("{ctx}: {e}"))?;
     let mut h = vec![S::default(); shape.elements()];
     let mut h_t = vec![S::default(); shape.lanes()];

@@ -18,10 +18,10 @@ use half::{bf16, f16};
 use parascan::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use parascan::family::dplr::{Dplr, DplrOutput};
 use parascan::kernels::dplr::{
-    launch_dplr, measure_dplr_depth, measure_dplr_depth_outputs, plan_dplr, scan_dplr, DplrIo,
-    DplrPlan, DplrPlanKind, DplrShape, DplrWorkspace,
+    plan_dplr, DplrIo, DplrPlan, DplrPlanKind, DplrShape, DplrWorkspace,
 };
 use parascan::kernels::KernelScan;
+use parascan::kernels::{launch_scan, measure_depth, measure_depth_outputs, scan_host};
 use parascan::{oracle, DType, Error, PlanRequest, Storage};
 use rand::Rng;
 
@@ -236,7 +236,7 @@ pub fn check_plan_shape(case: &Case, plan: &DplrPlan) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `case` with storage `S` through `scan_dplr` (outputs poisoned) and
+/// Runs `case` with storage `S` through `scan_host` (outputs poisoned) and
 /// compares with the f64 oracle on the same rounded inputs. Returns the plan.
 pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
     runner: &R,
@@ -267,7 +267,7 @@ pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
         output: case.output,
     };
     let (out, h_t, plan) =
-        scan_dplr(runner, ws, &problem, case.request).map_err(|e| format!("{ctx}: {e}"))?;
+        scan_host(runner, ws, &problem, case.request).map_err(|e| format!("{ctx}: {e}"))?;
     let ctx = format!("{ctx} [{plan}]");
     check_plan_shape(case, &plan).map_err(|e| format!("{ctx}: {e}"))?;
     if let Some(i) = out.iter().position(|x| !x.to_f64().is_finite()) {
@@ -435,7 +435,7 @@ pub fn run_all<R: KernelRunner>(runner: &R, seed: u64, label: &str) {
 pub fn check_depth<R: KernelRunner>(runner: &R, plan: &DplrPlan) -> Result<(), String> {
     let mut ws = DplrWorkspace::new();
     let (out, h_t) =
-        measure_dplr_depth_outputs(runner, &mut ws, plan).map_err(|e| format!("{plan}: {e}"))?;
+        measure_depth_outputs(runner, &mut ws, plan).map_err(|e| format!("{plan}: {e}"))?;
     let s = plan.shape;
     let per_step = out.len() / (s.batch * s.len);
     for (i, &d) in out.iter().enumerate() {
@@ -451,7 +451,7 @@ pub fn check_depth<R: KernelRunner>(runner: &R, plan: &DplrPlan) -> Result<(), S
     if let Some(&d) = h_t.iter().find(|&&d| u64::from(d) != last) {
         return Err(format!("{plan}: h_T has depth {d}, formula {last}"));
     }
-    let measured = measure_dplr_depth(runner, &mut ws, plan).map_err(|e| format!("{plan}: {e}"))?;
+    let measured = measure_depth(runner, &mut ws, plan).map_err(|e| format!("{plan}: {e}"))?;
     if measured != plan.depth {
         return Err(format!(
             "{plan}: measured depth {measured} != formula {}",
@@ -570,7 +570,7 @@ fn expect_err<R: KernelRunner>(
 ) {
     let before = runner.launches.get();
     let mut ws = DplrWorkspace::new();
-    match scan_dplr(runner, &mut ws, p, request) {
+    match scan_host(runner, &mut ws, p, request) {
         Err(e) => assert!(check(&e), "{what}: unexpected error {e:?}"),
         Ok(_) => panic!("{what}: accepted"),
     }
@@ -692,29 +692,29 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let before = runner.launches.get();
     let null_q = DplrIo { q: None, ..io };
     assert!(matches!(
-        unsafe { launch_dplr(&runner, &mut ws, &plan, null_q) },
+        unsafe { launch_scan(&runner, &mut ws, &plan, null_q) },
         Err(Error::Size { arg: "q", .. })
     ));
     let overlap = DplrIo { out: io.x, ..io };
     assert!(matches!(
-        unsafe { launch_dplr(&runner, &mut ws, &plan, overlap) },
+        unsafe { launch_scan(&runner, &mut ws, &plan, overlap) },
         Err(Error::Size { arg: "out", .. })
     ));
     let misaligned = DplrIo { k: io.k + 2, ..io };
     assert!(matches!(
-        unsafe { launch_dplr(&runner, &mut ws, &plan, misaligned) },
+        unsafe { launch_scan(&runner, &mut ws, &plan, misaligned) },
         Err(Error::Size { arg: "k", .. })
     ));
     let mut edited = plan.clone();
     edited.chunk = 3;
     assert!(matches!(
-        unsafe { launch_dplr(&runner, &mut ws, &edited, io) },
+        unsafe { launch_scan(&runner, &mut ws, &edited, io) },
         Err(Error::Plan(_))
     ));
     assert_eq!(runner.launches.get(), before, "launched before failing");
     // The same io is fine, and the device path never synchronizes.
     let syncs = runner.syncs.get();
-    unsafe { launch_dplr(&runner, &mut ws, &plan, io) }.expect("valid launch");
+    unsafe { launch_scan(&runner, &mut ws, &plan, io) }.expect("valid launch");
     assert_eq!(runner.launches.get(), before + plan.launches.len());
     assert_eq!(runner.syncs.get(), syncs, "the device path synchronized");
 }
@@ -725,11 +725,11 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     let data = Owned::new((2, 40, 6, 5, 2));
     let mut ws = DplrWorkspace::new();
     let p = data.problem();
-    let (a, _, plan) = scan_dplr(&runner, &mut ws, &p, PlanRequest::Chunk(4)).expect("first");
+    let (a, _, plan) = scan_host(&runner, &mut ws, &p, PlanRequest::Chunk(4)).expect("first");
     let allocs = ws.allocations();
     assert_eq!(allocs, 2, "agg and carry");
-    let (b, _, _) = scan_dplr(&runner, &mut ws, &p, PlanRequest::Chunk(4)).expect("second");
-    let (_, _, _) = scan_dplr(&runner, &mut ws, &p, PlanRequest::Chunk(8)).expect("smaller");
+    let (b, _, _) = scan_host(&runner, &mut ws, &p, PlanRequest::Chunk(4)).expect("second");
+    let (_, _, _) = scan_host(&runner, &mut ws, &p, PlanRequest::Chunk(8)).expect("smaller");
     assert_eq!(ws.allocations(), allocs, "the warm workspace reallocated");
     assert!(ws.capacity().total() >= plan.scratch.total());
     // Deterministic: the same launches give the same bits.

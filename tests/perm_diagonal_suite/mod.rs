@@ -19,16 +19,36 @@ use half::{bf16, f16};
 use parascan::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use parascan::family::perm_diagonal::PermDiagonal;
 use parascan::kernels::perm_diagonal::{
-    launch_perm_diagonal, launch_perm_diagonal_buffers, measure_perm_diagonal_depth,
-    measure_perm_diagonal_depth_outputs, plan_perm_diagonal, scan_perm_diagonal,
-    scan_perm_diagonal_device, PdBuffers, PdGpuPlan, PdIo, PdPlanKind, PdShape, PdTeams,
-    PdWorkspace, MAX_CHUNKS, ONE_LEVEL_MAX_CHUNKS,
+    plan_perm_diagonal, PdBuffers, PdGpuPlan, PdIo, PdPlanKind, PdShape, PdTeams, PdWorkspace,
+    MAX_CHUNKS, ONE_LEVEL_MAX_CHUNKS,
+};
+use parascan::kernels::{
+    launch_scan, launch_scan_buffers, measure_depth, measure_depth_outputs, scan_host,
 };
 use parascan::{oracle, DType, Error, PlanRequest, Storage};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
 use crate::common;
+
+/// Plans and launches in one call on raw addresses (the suite's shorthand).
+///
+/// # Safety
+/// As [`launch_scan`]: every address in `io` is live memory of `runner`
+/// of the size its shape implies.
+unsafe fn scan_perm_diagonal_device<R: KernelRunner>(
+    runner: &R,
+    ws: &mut PdWorkspace,
+    dtype: DType,
+    shape: PdShape,
+    io: PdIo,
+    request: PlanRequest,
+) -> parascan::Result<PdGpuPlan> {
+    let plan = plan_perm_diagonal(shape, dtype, request, runner.sm_count())?;
+    // SAFETY: forwarded to the caller.
+    unsafe { launch_scan(runner, ws, &plan, io) }?;
+    Ok(plan)
+}
 
 // ---------------------------------------------------------------------------
 // A runner that records what the orchestration asks for
@@ -228,7 +248,7 @@ pub fn check_plan_shape(case: &Case, plan: &PdGpuPlan) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `case` with storage `S` through `scan_perm_diagonal` (outputs
+/// Runs `case` with storage `S` through `scan_host` (outputs
 /// poisoned) and compares with the f64 oracle on the same rounded inputs.
 pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
     runner: &R,
@@ -244,8 +264,8 @@ pub fn run_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
     );
     let inp = inputs::<S>(case.batch, case.len, case.n, seed);
     let problem = inp.problem(case.batch, case.len, case.n, case.h0);
-    let (h, h_t, plan) = scan_perm_diagonal(runner, ws, &problem, case.request)
-        .map_err(|e| format!("{ctx}: {e}"))?;
+    let (h, h_t, plan) =
+        scan_host(runner, ws, &problem, case.request).map_err(|e| format!("{ctx}: {e}"))?;
     let ctx = format!("{ctx} [{plan}]");
     check_plan_shape(case, &plan).map_err(|e| format!("{ctx}: {e}"))?;
     let (want, want_t) = oracle::perm_diagonal(&problem);
@@ -406,7 +426,7 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
             let (batch, len) = (2, 300);
             let inp = inputs::<f32>(batch, len, n, 99);
             let problem = inp.problem(batch, len, n, true);
-            let (_, full_t, plan) = scan_perm_diagonal(runner, &mut ws, &problem, request).unwrap();
+            let (_, full_t, plan) = scan_host(runner, &mut ws, &problem, request).unwrap();
             let dp = runner.upload(&inp.perm).unwrap();
             let dd = runner.upload(&inp.d).unwrap();
             let db = runner.upload(&inp.b).unwrap();
@@ -421,7 +441,7 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
                 h: None,
                 h_t: dht.ptr(),
             };
-            unsafe { launch_perm_diagonal(runner, &mut ws, &plan, io) }.unwrap();
+            unsafe { launch_scan(runner, &mut ws, &plan, io) }.unwrap();
             runner.synchronize().unwrap();
             let mut got = vec![0f32; batch * n];
             runner.download(&dht, &mut got).unwrap();
@@ -490,8 +510,7 @@ pub fn check_depth<R: KernelRunner>(
     plan: &PdGpuPlan,
 ) -> Result<u64, String> {
     let ctx = format!("{} depth [{plan}]", runner.backend_name());
-    let (h, h_t) =
-        measure_perm_diagonal_depth_outputs(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
+    let (h, h_t) = measure_depth_outputs(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
     let PdShape { batch, len, n } = plan.shape;
     let formula: Vec<u64> = (0..len).map(|t| plan.depth_at(t)).collect();
     let mut bad = Vec::new();
@@ -517,8 +536,7 @@ pub fn check_depth<R: KernelRunner>(
     if !bad.is_empty() {
         return Err(format!("{ctx}: {}", bad.join("; ")));
     }
-    let measured =
-        measure_perm_diagonal_depth(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
+    let measured = measure_depth(runner, ws, plan).map_err(|e| format!("{ctx}: {e}"))?;
     if measured != plan.depth || formula.iter().copied().max() != Some(plan.depth) {
         return Err(format!(
             "{ctx}: measured max depth {measured}, plan formula {}",
@@ -623,9 +641,8 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         len: t,
         n,
     };
-    let scan = |p: &PermDiagonal<'_, f32, u8>, ws: &mut PdWorkspace, r| {
-        scan_perm_diagonal(&runner, ws, p, r)
-    };
+    let scan =
+        |p: &PermDiagonal<'_, f32, u8>, ws: &mut PdWorkspace, r| scan_host(&runner, ws, p, r);
     // Invalid permutations: a repeated index and an index out of range.
     let mut repeated = perm.clone();
     repeated[3 * n + 1] = repeated[3 * n];
@@ -820,18 +837,12 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
             },
         ),
     ] {
-        expect_shape_error(
-            launch_perm_diagonal_buffers(&runner, &mut ws, &plan, bad),
-            arg,
-        );
+        expect_shape_error(launch_scan_buffers(&runner, &mut ws, &plan, bad), arg);
     }
     // A plan for f64 needs twice the bytes.
     let plan64 =
         plan_perm_diagonal(shape, DType::F64, PlanRequest::Chunk(3), runner.sm_count()).unwrap();
-    expect_shape_error(
-        launch_perm_diagonal_buffers(&runner, &mut ws, &plan64, bufs()),
-        "d",
-    );
+    expect_shape_error(launch_scan_buffers(&runner, &mut ws, &plan64, bufs()), "d");
 
     // Raw pointers: null, misaligned, overlapping.
     let io = PdIo {
@@ -868,10 +879,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
             },
         ),
     ] {
-        expect_size_error(
-            unsafe { launch_perm_diagonal(&runner, &mut ws, &plan, bad) },
-            arg,
-        );
+        expect_size_error(unsafe { launch_scan(&runner, &mut ws, &plan, bad) }, arg);
     }
     // Shapes the kernels cannot take, through the device entry point.
     assert!(matches!(
@@ -911,13 +919,13 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let mut tampered = plan.clone();
     tampered.chunk = 2;
     assert!(matches!(
-        unsafe { launch_perm_diagonal(&runner, &mut ws, &tampered, io) },
+        unsafe { launch_scan(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     let mut tampered = plan.clone();
     tampered.tree = 2;
     assert!(matches!(
-        unsafe { launch_perm_diagonal(&runner, &mut ws, &tampered, io) },
+        unsafe { launch_scan(&runner, &mut ws, &tampered, io) },
         Err(Error::Plan(_))
     ));
     assert_eq!(
@@ -927,7 +935,7 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     );
 
     // The good call still works, with exactly the plan's launches.
-    launch_perm_diagonal_buffers(&runner, &mut ws, &plan, bufs()).unwrap();
+    launch_scan_buffers(&runner, &mut ws, &plan, bufs()).unwrap();
     let names: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
     assert_eq!(*runner.launches.borrow(), names);
     assert_eq!(
@@ -1137,7 +1145,7 @@ pub fn check_s5_exact<R: KernelRunner>(runner: &R) {
             PlanRequest::MinDepth,
             PlanRequest::LookBack,
         ] {
-            let (h, h_t, plan) = scan_perm_diagonal(runner, &mut ws, &problem, request).unwrap();
+            let (h, h_t, plan) = scan_host(runner, &mut ws, &problem, request).unwrap();
             kinds[plan.kind as usize] += 1;
             let got: Vec<f64> = h.iter().map(|x| x.to_f64()).collect();
             if let Some(k) = (0..got.len()).find(|&k| got[k] != want[k]) {
@@ -1312,7 +1320,7 @@ fn aggregate_path_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
         h: Some((&dh).into()),
         h_t: (&dht).into(),
     };
-    launch_perm_diagonal_buffers(runner, ws, &plan, bufs).map_err(e)?;
+    launch_scan_buffers(runner, ws, &plan, bufs).map_err(e)?;
     runner.synchronize().map_err(e)?;
     let mut h = vec![S::default(); shape.elements()];
     let mut h_t = vec![S::default(); shape.states()];

@@ -3,9 +3,10 @@
 //! borrows (it neither destroys the stream nor synchronizes it).
 
 use cudarc::driver::sys::CUstream;
+use parascan::kernels::{scan_host};
 use parascan::backend::cuda::CudaBackend;
 use parascan::family::{diagonal::Diagonal, Layout};
-use parascan::kernels::{scan_diagonal, DiagonalWorkspace};
+use parascan::kernels::{scan_host, DiagonalWorkspace};
 use parascan::PlanRequest;
 
 /// `h_T` of the scan `h_t = a_t h_{t-1} + b_t` (`[B,T,D]`, zero `h0`) on a
@@ -33,6 +34,6 @@ pub unsafe fn final_state(
         layout: Layout::Btd,
     };
     let mut ws = DiagonalWorkspace::new();
-    let (_, h_t, _) = scan_diagonal(&cuda, &mut ws, &problem, PlanRequest::Auto)?;
+    let (_, h_t, _) = scan_host(&cuda, &mut ws, &problem, PlanRequest::Auto)?;
     Ok(h_t)
 }

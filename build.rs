@@ -350,11 +350,15 @@ fn compile_ptx(
         let ptx_path = out_dir.join(format!("{}.ptx", kernel.stem));
         let mut cmd = Command::new(&nvcc.path);
         // IEEE arithmetic on purpose: no --use_fast_math, so results match
-        // the CPU oracle to rounding (nvcc's defaults keep IEEE division,
-        // square root and denormals). -O3 is the host optimization level and
-        // changes nothing in the PTX; device code is optimized by default.
+        // the CPU oracle to rounding (IEEE division and square root), except
+        // the one subnormal rule every backend shares: -ftz=true flushes f32
+        // subnormals to zero (the CPU engine's f32 pool and the emulator do
+        // the same); f64 keeps IEEE subnormals everywhere. -O3 is the host
+        // optimization level and changes nothing in the PTX; device code is
+        // optimized by default.
         cmd.arg("-ptx")
             .arg(format!("-arch={arch}"))
+            .arg("-ftz=true")
             .arg("-std=c++17")
             .arg("-O3")
             .arg("-I")

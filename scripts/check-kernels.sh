@@ -72,7 +72,8 @@ fi
 
 for src in "${sources[@]}"; do
   stem="$(basename "$src" .cu)"
-  flags=(-std=c++17 -O3 -I kernels "${extra_flags[@]}")
+  # -ftz=true: the f32 subnormal rule build.rs compiles with.
+  flags=(-std=c++17 -O3 -ftz=true -I kernels "${extra_flags[@]}")
   if ! "$nvcc" -ptx -arch="$arch" "${flags[@]}" -o "$tmp/$stem.ptx" "$src" 2>"$tmp/$stem.ptx.log"; then
     echo "== $src: PTX compilation FAILED" >&2
     cat "$tmp/$stem.ptx.log" >&2

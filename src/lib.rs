@@ -36,9 +36,11 @@
 //! - **Run it on the CPU** with [`backend::Cpu`] (every family; `scan`
 //!   returns the outputs, `h_T` and the plan).
 //! - **Run it on the kernels** with [`kernels`]: each family has a planner
-//!   (inspect launches, scratch, depth before running), a host call that
-//!   uploads, runs and downloads, and an entry on device buffers with a
-//!   reusable workspace (no allocation once warm, no synchronization), over
+//!   (inspect launches, scratch, depth before running); the entry points
+//!   are shared by every family ([`kernels::face`]): [`kernels::scan_host`]
+//!   uploads, runs and downloads, and [`kernels::launch_scan_buffers`] runs
+//!   on typed device memory with a reusable [`kernels::Workspace`] (no
+//!   allocation once warm, no synchronization), over
 //!   any [`KernelRunner`](backend::launch::KernelRunner): the CUDA backend
 //!   (feature `cuda`: `backend::cuda::CudaBackend`, which can run on the
 //!   stream of candle or cubecl — see the README) or the SIMT emulator
@@ -49,6 +51,11 @@
 //!   [`newton::solve`] (CPU) and [`newton::solve_kernels`] (kernels).
 //! - **Check results** against [`oracle`], the f64 sequential reference
 //!   each family is tested with.
+//! - **Numerics** are the same on every backend: IEEE arithmetic, except
+//!   that f32 arithmetic (f32, f16, bf16 storage) flushes subnormals to zero
+//!   (the kernels are built with `-ftz=true`; the CPU engine and the
+//!   emulator do the same) while f64 keeps IEEE subnormals; see
+//!   [`backend::Cpu`].
 //!
 //! Features: `cli` (the binary; default), `dynamic-loading` (the CUDA
 //! backend, cudarc loading the driver at run time for CUDA 13.0; default),

@@ -31,6 +31,7 @@
 #include <csetjmp>
 #include <map>
 #include <cstdarg>
+#include <cstring>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -40,6 +41,10 @@
 #include <system_error>
 #include <thread>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 // Builds with AddressSanitizer annotate the fiber switches.
 #if defined(__SANITIZE_ADDRESS__)
@@ -346,6 +351,11 @@ struct Launch {
     uint64_t nblocks = 0;
     size_t stack_bytes = kDefaultStackBytes;
     bool weak_memory = true;
+    // Subnormal policy (one rule for every backend): f32 arithmetic flushes
+    // subnormal inputs and results to zero, as nvcc's -ftz=true does on the
+    // GPU and the CPU engine's f32 pool does; f64 arithmetic keeps IEEE
+    // subnormals. Chosen per kernel by its dtype suffix ("_f64": IEEE).
+    bool flush_subnormals = true;
 
     std::atomic<uint64_t> next_block{0};
     std::atomic<bool> stop{false};
@@ -1205,6 +1215,26 @@ struct AltStackScope {
 // Workers
 // ---------------------------------------------------------------------------
 
+// Sets this thread's MXCSR flush-to-zero and denormals-are-zero bits for
+// the launch and restores the caller's on exit. Fibers share their
+// worker's MXCSR (the context switch does not save it), so setting it once
+// per worker covers every block the worker runs. x86 only; elsewhere the
+// host's default (IEEE) stays, which only matters for subnormal values.
+struct SubnormalMode {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned saved;
+    explicit SubnormalMode(bool flush) : saved(_mm_getcsr()) {
+        constexpr unsigned kFtzDaz = (1u << 15) | (1u << 6);
+        _mm_setcsr(flush ? (saved | kFtzDaz) : (saved & ~kFtzDaz));
+    }
+    ~SubnormalMode() { _mm_setcsr(saved); }
+#else
+    explicit SubnormalMode(bool) {}
+#endif
+    SubnormalMode(const SubnormalMode&) = delete;
+    SubnormalMode& operator=(const SubnormalMode&) = delete;
+};
+
 void worker_loop(Launch& L, Worker& w) {
     AltStackScope alt(w);
 #if PS_EMU_ASAN
@@ -1220,6 +1250,7 @@ void worker_loop(Launch& L, Worker& w) {
     }
 #endif
     w.launch = &L;
+    SubnormalMode fp_mode(L.flush_subnormals);
     tls_worker = &w;
     tls_builtins.block_dim = L.block;
     tls_builtins.grid_dim = L.grid;
@@ -1334,6 +1365,10 @@ int launch_impl(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigne
     L.nblocks = 1ull * gx * gy * gz;
     L.stack_bytes = stack_size();
     L.weak_memory = weak_memory_enabled();
+    {
+        const size_t len = strlen(name);
+        L.flush_subnormals = !(len >= 4 && strcmp(name + len - 4, "_f64") == 0);
+    }
 
     uint64_t workers = num_workers ? static_cast<uint64_t>(num_workers) : static_cast<uint64_t>(default_workers());
     workers = std::max<uint64_t>(1, std::min<uint64_t>({workers, L.nblocks, kMaxWorkers}));

@@ -5,41 +5,59 @@ use crate::error::{Error, Result};
 use crate::family::LinearProblem;
 use crate::scan::{Plan, PlanRequest};
 
-/// The native Rust engine, on a rayon pool whose workers flush subnormal
-/// floats to zero.
+/// The native Rust engine, on rayon pools that apply parascan's subnormal
+/// rule.
 ///
-/// Why flush: a chunk aggregate's transition is a product of many decays
-/// (`0.9^4096`), which passes through the subnormal range, and x86 cores
-/// take ~100 cycles per subnormal operation, slowing a chunked scan tenfold.
-/// Values below `f32::MIN_POSITIVE` (1.2e-38) become 0, as in GPU code
-/// built with `-ftz`; this is far below every tolerance the crate states.
+/// **Subnormal rule** (the same on every backend): f32 arithmetic — f32,
+/// f16 and bf16 storage, all computed in f32 — flushes subnormal inputs and
+/// results to zero (values below `f32::MIN_POSITIVE`, 1.2e-38, become ±0),
+/// as GPU code built with `-ftz=true` does (parascan's kernels are) and as
+/// the SIMT emulator does for f32 kernels; f64 arithmetic keeps IEEE
+/// subnormals everywhere (the GPU never flushes doubles). So f32 problems
+/// run on a pool whose workers set FTZ/DAZ, f64 problems on one that does
+/// not.
+///
+/// Why flush f32: a chunk aggregate's transition is a product of many
+/// decays (`0.9^4096`), which passes through the subnormal range, and x86
+/// cores take ~100 cycles per subnormal operation, slowing a chunked scan
+/// tenfold; the flushed values are far below every tolerance the crate
+/// states. f64 subnormals (below 2.2e-308) are rarely reached, and keeping
+/// them matches the GPU.
 #[derive(Debug, Default)]
 pub struct Cpu {
+    /// A private f32 (flushing) pool, from [`Cpu::with_threads`].
     pool: Option<rayon::ThreadPool>,
+    /// The private IEEE pool for f64 problems, built on first use with the
+    /// private pool's thread count.
+    ieee_pool: std::sync::OnceLock<Option<rayon::ThreadPool>>,
 }
 
-/// Sets FTZ and DAZ in this thread's MXCSR (x86-64; a no-op elsewhere).
-fn flush_subnormals_on_this_thread() {
+/// Sets (`flush`) or clears FTZ and DAZ in this thread's MXCSR (x86-64; a
+/// no-op elsewhere, where the host default, IEEE, stays).
+fn set_subnormal_mode(flush: bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        const FTZ: u32 = 1 << 15;
-        const DAZ: u32 = 1 << 6;
+        const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
         // SAFETY: reading and writing MXCSR only changes this thread's
         // floating-point modes; FTZ/DAZ are supported by every x86-64 CPU
         // with SSE2 (all of them) and cannot fault.
         #[allow(deprecated)]
         unsafe {
             use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
-            _mm_setcsr(_mm_getcsr() | FTZ | DAZ);
+            let csr = _mm_getcsr();
+            _mm_setcsr(if flush { csr | FTZ_DAZ } else { csr & !FTZ_DAZ });
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = flush;
 }
 
-fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
+fn build_pool(threads: usize, flush: bool) -> Result<rayon::ThreadPool> {
+    let kind = if flush { "cpu" } else { "cpu-f64" };
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .thread_name(|i| format!("parascan-cpu-{i}"))
-        .start_handler(|_| flush_subnormals_on_this_thread())
+        .thread_name(move |i| format!("parascan-{kind}-{i}"))
+        .start_handler(move |_| set_subnormal_mode(flush))
         .build()
         .map_err(|e| Error::BackendUnavailable {
             backend: "cpu",
@@ -47,11 +65,20 @@ fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
         })
 }
 
-/// The process-wide default pool (one worker per core), built on first use.
-fn shared_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| build_pool(rayon::current_num_threads()).ok())
+/// The process-wide default pools (one worker per core), built on first
+/// use: the f32 (flushing) one and the f64 (IEEE) one.
+fn shared_pool(flush: bool) -> Option<&'static rayon::ThreadPool> {
+    static FLUSH: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    static IEEE: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let cell = if flush { &FLUSH } else { &IEEE };
+    cell.get_or_init(|| build_pool(rayon::current_num_threads(), flush).ok())
         .as_ref()
+}
+
+/// Whether arithmetic in `T` follows the f32 rule (flush subnormals): every
+/// scalar but the 8-byte f64.
+fn flushes<T>() -> bool {
+    std::mem::size_of::<T>() != std::mem::size_of::<f64>()
 }
 
 /// What a call returns besides the outputs.
@@ -78,20 +105,45 @@ impl Cpu {
             return Err(Error::size("threads", 0, "≥ 1"));
         }
         Ok(Cpu {
-            pool: Some(build_pool(threads)?),
+            pool: Some(build_pool(threads, true)?),
+            ieee_pool: std::sync::OnceLock::new(),
         })
     }
 
-    /// The pool this engine runs on: its own, else the shared one (`None`
-    /// only if no pool could be built; then rayon's global pool is used).
-    fn pool(&self) -> Option<&rayon::ThreadPool> {
-        self.pool.as_ref().or_else(|| shared_pool())
+    /// The pool this engine runs arithmetic of the given rule on: its own,
+    /// else the shared one (`None` only if no pool could be built; then
+    /// rayon's global pool is used).
+    fn pool_for(&self, flush: bool) -> Option<&rayon::ThreadPool> {
+        match (&self.pool, flush) {
+            (Some(pool), true) => Some(pool),
+            (Some(pool), false) => self
+                .ieee_pool
+                .get_or_init(|| build_pool(pool.current_num_threads(), false).ok())
+                .as_ref(),
+            (None, _) => shared_pool(flush),
+        }
     }
 
-    /// Runs `f` on this engine's worker pool (FTZ/DAZ set), so rayon
-    /// iterators inside it use the same threads as the scans.
+    fn pool(&self) -> Option<&rayon::ThreadPool> {
+        self.pool_for(true)
+    }
+
+    /// Runs `f` on this engine's f32 worker pool (FTZ/DAZ set: the f32
+    /// subnormal rule), so rayon iterators inside it use the same threads
+    /// as the scans. Use [`install_for`](Self::install_for) for code whose
+    /// arithmetic may be f64.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match self.pool() {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
+    /// Runs `f` on the pool whose subnormal rule fits arithmetic in `T`:
+    /// the IEEE pool for `f64` (8-byte scalars), the flushing pool for
+    /// everything else (see [`Cpu`]).
+    pub fn install_for<T, R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match self.pool_for(flushes::<T>()) {
             Some(pool) => pool.install(f),
             None => f(),
         }
@@ -202,9 +254,9 @@ impl Cpu {
         }
         crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
         if reverse {
-            self.install(|| problem.run_cpu_reverse(&plan, out, h_last))?;
+            self.install_for::<P::Out, _>(|| problem.run_cpu_reverse(&plan, out, h_last))?;
         } else {
-            self.install(|| problem.run_cpu(&plan, out, h_last));
+            self.install_for::<P::Out, _>(|| problem.run_cpu(&plan, out, h_last));
         }
         Ok(plan)
     }

@@ -57,7 +57,7 @@ pub fn block_diagonal<S: Storage>(
     let a_len = problem.a.len();
     let mut a_t = try_vec("a_transposed", a_len, S::default())?;
     let (one, zero_s) = (S::store(S::Compute::one()), S::store(S::Compute::zero()));
-    cpu.install(|| {
+    cpu.install_for::<S, _>(|| {
         a_t.par_chunks_mut(kk).enumerate().for_each(|(s, dst)| {
             let last = s % t_len == t_len - 1;
             for (blk, d) in dst.chunks_mut(k * k).enumerate() {
@@ -90,7 +90,7 @@ pub fn block_diagonal<S: Storage>(
     let mut da = try_vec("d_a", a_len, S::default())?;
     let mut dh0 = try_vec("d_h0", problem.final_len(), S::default())?;
     let zero = S::Compute::zero();
-    cpu.install(|| {
+    cpu.install_for::<S, _>(|| {
         da.par_chunks_mut(kk).enumerate().for_each(|(s, da_t)| {
             let (b, t) = (s / t_len, s % t_len);
             let hp = |i: usize| {

@@ -61,7 +61,7 @@ pub fn diagonal<S: Storage>(
     // `a_{t+1}` at step t, `1` at the last step.
     let mut a_next = try_vec("a_next", problem.output_len(), S::default())?;
     let one = S::store(S::Compute::one());
-    cpu.install(|| match problem.layout {
+    cpu.install_for::<S, _>(|| match problem.layout {
         Layout::Btd => a_next
             .par_chunks_mut(t_len * dim)
             .zip(problem.a.par_chunks(t_len * dim))
@@ -92,7 +92,7 @@ pub fn diagonal<S: Storage>(
     let mut dh0 = try_vec("d_h0", problem.final_len(), S::default())?;
     let zero = S::Compute::zero();
     let h0 = |b: usize, c: usize| problem.h0.map_or(zero, |h0| h0[b * dim + c].load());
-    cpu.install(|| match problem.layout {
+    cpu.install_for::<S, _>(|| match problem.layout {
         Layout::Btd => {
             da.par_chunks_mut(dim).enumerate().for_each(|(s, da_t)| {
                 let (b, t) = (s / t_len, s % t_len);

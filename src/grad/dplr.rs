@@ -108,7 +108,7 @@ pub fn dplr<S: Storage>(
         d_out,
         d_h_last,
     };
-    cpu.install(|| scan::run_reverse(&op, &plan, &mut g));
+    cpu.install_for::<S, _>(|| scan::run_reverse(&op, &plan, &mut g));
 
     let btn = bsz * t_len * n;
     let mut dw = try_vec("d_w", btn, S::default())?;
@@ -122,7 +122,7 @@ pub fn dplr<S: Storage>(
     };
     let zero = S::Compute::zero();
     let zeros = vec![zero; nm];
-    cpu.install(|| {
+    cpu.install_for::<S, _>(|| {
         let dq_rows: Vec<Option<&mut [S]>> = match dq.as_mut() {
             Some(v) => v.chunks_mut(n).map(Some).collect(),
             None => (0..bsz * t_len).map(|_| None).collect(),

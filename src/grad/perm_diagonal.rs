@@ -59,7 +59,7 @@ pub fn perm_diagonal<S: Storage, P: PermIndex>(
     let mut perm_t = try_vec("perm_transposed", total, 0u32)?;
     let mut d_t = try_vec("d_transposed", total, S::default())?;
     let one = S::store(S::Compute::one());
-    cpu.install(|| {
+    cpu.install_for::<S, _>(|| {
         perm_t
             .par_chunks_mut(n)
             .zip(d_t.par_chunks_mut(n))
@@ -99,7 +99,7 @@ pub fn perm_diagonal<S: Storage, P: PermIndex>(
     let mut dd = try_vec("d_d", total, S::default())?;
     let mut dh0 = try_vec("d_h0", problem.final_len(), S::default())?;
     let zero = S::Compute::zero();
-    cpu.install(|| {
+    cpu.install_for::<S, _>(|| {
         dd.par_chunks_mut(n).enumerate().for_each(|(s, dd_t)| {
             let (b, t) = (s / t_len, s % t_len);
             let perm = &problem.perm[s * n..(s + 1) * n];

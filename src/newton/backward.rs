@@ -149,7 +149,7 @@ where
         ],
     )?;
     let mut jac_t = try_vec("jacobians", jac_len, T::zero())?;
-    cpu.install(|| {
+    cpu.install_for::<T, _>(|| {
         jac_t
             .par_chunks_mut(STEPS * alen)
             .enumerate()
@@ -200,7 +200,7 @@ where
 
     // Per-step VJPs; weight gradients summed per task, then in task order.
     let mut dx = try_vec("d_x", batch * len * din, T::zero())?;
-    let partial: Vec<Vec<T>> = cpu.install(|| {
+    let partial: Vec<Vec<T>> = cpu.install_for::<T, _>(|| {
         dx.par_chunks_mut(STEPS * din)
             .enumerate()
             .map(|(ci, chunk)| {
@@ -237,7 +237,9 @@ where
             }
         }
     }
-    let depth = cpu.install(|| measure_reverse(len, &plan)).depth;
+    let depth = cpu
+        .install_for::<T, _>(|| measure_reverse(len, &plan))
+        .depth;
     Ok(NewtonGrads {
         x: dx,
         h0: dh0,

@@ -40,7 +40,7 @@ pub fn sequential<T: Real, C: Cell<T> + ?Sized>(
     let (n, len, din) = (cell.state_dim(), problem.len, cell.input_dim());
     // `validate` checked that `B·T·n` and its bytes fit in usize.
     let mut states = try_vec("states", problem.batch * len * n, T::zero())?;
-    cpu.install(|| {
+    cpu.install_for::<T, _>(|| {
         states
             .par_chunks_mut(len * n)
             .enumerate()
@@ -284,7 +284,7 @@ where
         match self.depth_cache.iter().find(|(k, _)| *k == key) {
             Some(&(_, d)) => d,
             None => {
-                let d = cpu.install(|| measure(len, plan)).depth;
+                let d = cpu.install_for::<T, _>(|| measure(len, plan)).depth;
                 self.depth_cache.push((key, d));
                 d
             }
@@ -309,7 +309,7 @@ where
             Mode::Damped { shrink, .. } => <T as Storage>::from_f64(1.0 / (1.0 + shrink)),
             _ => T::one(),
         };
-        cpu.install(|| {
+        cpu.install_for::<T, _>(|| {
             self.h_new
                 .par_chunks_mut(len * n)
                 .enumerate()
@@ -397,7 +397,7 @@ where
                 let mut h = try_vec("h", states, T::zero())?;
                 let zero = vec![T::zero(); n];
                 let x = self.problem.x;
-                cpu.install(|| {
+                cpu.install_for::<T, _>(|| {
                     h.par_chunks_mut(n)
                         .enumerate()
                         .with_min_len(64)
@@ -422,7 +422,7 @@ where
         // Steps per task: enough to amortize rayon's per-task cost.
         const STEPS: usize = 256;
         let (a, b) = (&mut self.a, &mut self.b);
-        cpu.install(|| {
+        cpu.install_for::<T, _>(|| {
             b.par_chunks_mut(STEPS * n)
                 .zip(a.par_chunks_mut(STEPS * alen))
                 .enumerate()
@@ -543,7 +543,7 @@ fn save_best<T: Real>(best: &mut Option<Vec<T>>, h: &[T]) -> Result<()> {
 /// `h ← h + relax·(y − h)` (damped Newton's relaxation).
 fn relax_into<T: Real + Storage<Compute = T>>(cpu: &Cpu, h: &mut [T], y: &[T], relax: f64) {
     let w = <T as Storage>::from_f64(relax);
-    cpu.install(|| {
+    cpu.install_for::<T, _>(|| {
         h.par_iter_mut()
             .zip(y.par_iter())
             .with_min_len(4096)

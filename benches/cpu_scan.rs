@@ -1,7 +1,10 @@
 //! Criterion benchmarks of the CPU engine, one group per family, each with
 //! the machine's copy bandwidth measured alongside (the `copy` group moves
 //! the same bytes as the diagonal f32 case) so ratios come from one run.
-//! The `fma_peak` group is the compute yardstick (elements = flops), and
+//! The `fma_peak` group is the compute yardstick (elements = flops); the
+//! block-diagonal, dense and DPLR groups count flops too (elements = the
+//! flops of one sequential pass, as the sweep's `% FMA` column does), so
+//! their throughput reads against the probe's GFLOP/s. The
 //! `newton_diag_gru` times one Newton iteration (the difference of its two
 //! `solve` cases) next to one Diagonal scan of the same shape.
 
@@ -19,20 +22,25 @@ fn uniform<S: Storage>(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<S> {
     (0..n).map(|_| S::from_f64(r.gen_range(lo..hi))).collect()
 }
 
-/// Benchmarks one problem under several plans, throughput in bytes moved.
+/// Benchmarks one problem under several plans, throughput in bytes moved,
+/// or in flops (criterion's elements) when `flops` is given.
 fn bench_problem<P: LinearProblem>(
     c: &mut Criterion,
     group: &str,
     label: &str,
     p: &P,
     plans: &[PlanRequest],
+    flops: Option<u64>,
 ) {
     let cpu = Cpu::new();
     let mut out = vec![P::Out::default(); p.output_len()];
     let mut last = vec![P::Out::default(); p.final_len()];
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
-    g.throughput(Throughput::Bytes(p.bytes_moved() as u64));
+    g.throughput(match flops {
+        Some(f) => Throughput::Elements(f),
+        None => Throughput::Bytes(p.bytes_moved() as u64),
+    });
     for &plan in plans {
         g.bench_with_input(BenchmarkId::new(label, plan), &plan, |bench, &plan| {
             bench.iter(|| {
@@ -85,7 +93,7 @@ fn diagonal(c: &mut Criterion) {
             dim,
             layout,
         };
-        bench_problem(c, "diagonal_f32", &format!("{layout}"), &p, &PLANS);
+        bench_problem(c, "diagonal_f32", &format!("{layout}"), &p, &PLANS, None);
     }
     let a16: Vec<bf16> = uniform(n, 0.5, 1.0, 1);
     let b16: Vec<bf16> = uniform(n, -1.0, 1.0, 2);
@@ -98,7 +106,14 @@ fn diagonal(c: &mut Criterion) {
         dim,
         layout: Layout::Btd,
     };
-    bench_problem(c, "diagonal_bf16", "[B,T,D]", &p, &[PlanRequest::Auto]);
+    bench_problem(
+        c,
+        "diagonal_bf16",
+        "[B,T,D]",
+        &p,
+        &[PlanRequest::Auto],
+        None,
+    );
 }
 
 fn perm_diagonal(c: &mut Criterion) {
@@ -126,7 +141,7 @@ fn perm_diagonal(c: &mut Criterion) {
             len,
             n,
         };
-        bench_problem(c, "perm_diagonal_f32", &format!("n={n}"), &p, &PLANS);
+        bench_problem(c, "perm_diagonal_f32", &format!("n={n}"), &p, &PLANS, None);
     }
 }
 
@@ -153,6 +168,8 @@ fn block_diagonal(c: &mut Criterion) {
             &format!("nb={blocks},k={block}"),
             &p,
             &PLANS,
+            // One block matrix-vector product per step: 2·nb·k² flops.
+            Some((2 * batch * len * blocks * block * block) as u64),
         );
     }
 }
@@ -198,6 +215,8 @@ fn dplr(c: &mut Criterion) {
         "deltanet_n64_m64_r1_readout",
         &p,
         &[PlanRequest::Sequential, PlanRequest::Auto],
+        // Per step: scale, one rank-one update (4·n·m), k xᵀ, readout.
+        Some((batch * len * n * m * (3 + 4 * rank + 2)) as u64),
     );
 }
 

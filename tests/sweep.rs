@@ -115,6 +115,29 @@ fn tiny_sweep_writes_parseable_outputs_with_formula_depths() {
         assert!(r.median_ms > 0.0 && r.median_ms.is_finite(), "{r:?}");
         assert!(r.gb_per_s > 0.0 && r.pct_copy_bw.is_finite(), "{r:?}");
         assert_eq!(r.elements, r.batch * r.len * r.lanes);
+        // Flops of one pass, counted here per family from the row's own
+        // fields, and the FMA-peak ratio recomputed from the time.
+        let bt = (r.batch * r.len) as u64;
+        let per_step = match r.family.as_str() {
+            "diagonal" | "perm-diagonal" => 2 * r.lanes,
+            "dense" => 2 * r.lanes * r.lanes,
+            "block-diagonal" => {
+                let k: usize = r.label.rsplit('x').next().unwrap().parse().unwrap();
+                2 * r.lanes * k
+            }
+            "dplr" => {
+                let rank: usize = r.label.rsplit(" r").next().unwrap().parse().unwrap();
+                let readout = if r.shape.contains("readout") { 2 } else { 0 };
+                r.lanes * (1 + 4 * rank + 2 + readout)
+            }
+            other => panic!("unexpected family {other}"),
+        };
+        assert_eq!(r.flops, per_step as u64 * bt, "{r:?}");
+        let pct = 100.0 * r.flops as f64 / (r.median_ms * 1e-3) / 1e9 / report.meta.fma_gflops;
+        assert!(
+            (r.pct_fma_peak - pct).abs() <= 1e-9 * pct.max(1.0),
+            "{r:?}: {pct}"
+        );
         let log_t = r.len.trailing_zeros() as u64;
         match r.plan.as_str() {
             // Linear: the sequential loop's depth is T.
@@ -511,6 +534,10 @@ fn nonlinear_rows_show_flat_and_growing_newton_depth() {
         assert!(svg.contains(needle), "hierarchy.svg lacks `{needle}`");
     }
     let csv = std::fs::read_to_string(&out.csv).unwrap();
-    assert!(csv.lines().next().unwrap().ends_with(",iterations"));
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.ends_with(",iterations,flops,pct_fma_peak"),
+        "{header}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -275,6 +275,38 @@ impl<'a, S: Storage> LinearProblem for BlockDiagonal<'a, S> {
     }
 }
 
+/// One step `g = A h + b` for blocks of a size `K` known at compile time
+/// (the per-block loops unroll; the operand blocks are fixed-size arrays,
+/// so there is one bounds check per block), storing `g` into `out` in the
+/// same pass. The arithmetic is [`apply`]'s, operation for operation.
+#[inline(always)]
+fn bd_step<S: Storage, const K: usize>(
+    a: &[S],
+    b: &[S],
+    h: &[S::Compute],
+    g: &mut [S::Compute],
+    out: &mut [S],
+) {
+    let blocks = a
+        .chunks_exact(K * K)
+        .zip(b.chunks_exact(K))
+        .zip(h.chunks_exact(K))
+        .zip(g.chunks_exact_mut(K))
+        .zip(out.chunks_exact_mut(K));
+    for ((((x, y), h), g), o) in blocks {
+        let h: &[S::Compute; K] = h.try_into().expect("K slots");
+        for r in 0..K {
+            let row: &[S; K] = x[r * K..(r + 1) * K].try_into().expect("K slots");
+            let mut acc = y[r].load();
+            for j in 0..K {
+                acc = acc + row[j].load() * h[j];
+            }
+            g[r] = acc;
+            o[r] = S::store(acc);
+        }
+    }
+}
+
 /// A chunk aggregate `(A, b)` plus the [`fold_step`] scratch (`k·k + k`
 /// values, so the fold allocates nothing per step). Clones (Blelloch tree
 /// nodes) drop the scratch.
@@ -406,10 +438,19 @@ impl<S: Storage> ScanOp for RowOp<'_, '_, S> {
     }
     #[inline]
     fn advance(&self, h: &mut Self::State, p: usize, t: usize, out: &mut [S]) {
-        apply(self.p.block, self.step(p, t), &h.h, &mut h.tmp, S::load);
-        std::mem::swap(&mut h.h, &mut h.tmp);
-        for (o, v) in out.iter_mut().zip(&h.h) {
-            *o = S::store(*v);
+        let (a, b) = self.step(p, t);
+        match self.p.block {
+            2 => bd_step::<S, 2>(a, b, &h.h, &mut h.tmp, out),
+            4 => bd_step::<S, 4>(a, b, &h.h, &mut h.tmp, out),
+            8 => bd_step::<S, 8>(a, b, &h.h, &mut h.tmp, out),
+            16 => bd_step::<S, 16>(a, b, &h.h, &mut h.tmp, out),
+            k => {
+                apply(k, (a, b), &h.h, &mut h.tmp, S::load);
+                for (o, v) in out.iter_mut().zip(&h.tmp) {
+                    *o = S::store(*v);
+                }
+            }
         }
+        std::mem::swap(&mut h.h, &mut h.tmp);
     }
 }

@@ -379,6 +379,8 @@ impl Runner<'_, '_> {
             gb_per_s,
             pct_copy_bw: 100.0 * gb_per_s / self.copy_gbs,
             iterations: (options.mode != Mode::Sequential).then_some(rep.iterations),
+            flops: 0,
+            pct_fma_peak: 0.0,
         })
     }
 }

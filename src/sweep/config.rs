@@ -302,6 +302,30 @@ impl Shape {
         }
     }
 
+    /// Floating-point operations (multiplies and adds, each counted once)
+    /// of applying one step to one batch row's state, as the sequential
+    /// loop does: `2·D` (diagonal), `2·n` (perm-diagonal), `2·nb·k²`
+    /// (block matrix-vector product), and for DPLR `n·m·(3 + 4R)` (scale,
+    /// `R` rank-one updates `H += u (vᵀH)`, `k xᵀ`) plus `2·n·m` for the
+    /// readout `qᵀH`. Chunked plans do more work per step (folds and
+    /// combines); the FMA-peak ratio of a row uses this count.
+    pub fn flops_per_step(&self) -> usize {
+        match *self {
+            Shape::Diagonal { dim, .. } => 2 * dim,
+            Shape::PermDiagonal { n, .. } => 2 * n,
+            Shape::BlockDiagonal { blocks, block, .. } => 2 * blocks * block * block,
+            Shape::Dplr {
+                n, m, rank, output, ..
+            } => {
+                let readout = match output {
+                    DplrOutput::Readout => 2,
+                    DplrOutput::States => 0,
+                };
+                n * m * (3 + 4 * rank + readout)
+            }
+        }
+    }
+
     /// Bytes of integer indices per batch row and step (`perm` as `u8`).
     pub fn index_bytes_per_step(&self) -> usize {
         match *self {

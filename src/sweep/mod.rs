@@ -254,6 +254,7 @@ pub fn run(
         cpu: &cpu,
         pool: &pool,
         copy_gbs,
+        fma_gflops,
         progress,
         on_event,
         depth_cache: HashMap::new(),
@@ -328,6 +329,8 @@ struct Runner<'c, 'e> {
     cpu: &'c Cpu,
     pool: &'c rayon::ThreadPool,
     copy_gbs: f64,
+    /// The FMA peak measured at the start, GFLOP/s.
+    fma_gflops: f64,
     progress: &'c ProgressBar,
     on_event: &'e mut dyn FnMut(Event<'_>),
     /// Depth and work depend only on `(T, C)`: measure each pair once.
@@ -572,6 +575,8 @@ impl Runner<'_, '_> {
             gb_per_s,
             pct_copy_bw: 100.0 * gb_per_s / self.copy_gbs,
             iterations: None,
+            flops: flops_of(shape, len),
+            pct_fma_peak: pct_fma(flops_of(shape, len), secs, self.fma_gflops),
         }))
     }
 
@@ -631,8 +636,23 @@ impl Runner<'_, '_> {
             gb_per_s,
             pct_copy_bw: 100.0 * gb_per_s / self.copy_gbs,
             iterations: None,
+            flops: flops_of(shape, len),
+            pct_fma_peak: pct_fma(flops_of(shape, len), secs, self.fma_gflops),
         })
     }
+}
+
+/// Flops of one pass of `shape` at length `len` (saturating: a report
+/// field, never an allocation size).
+fn flops_of(shape: Shape, len: usize) -> u64 {
+    (shape.flops_per_step() as u64)
+        .saturating_mul(shape.batch() as u64)
+        .saturating_mul(len as u64)
+}
+
+/// `flops` in `secs` as a percentage of `peak_gflops`.
+fn pct_fma(flops: u64, secs: f64, peak_gflops: f64) -> f64 {
+    100.0 * flops as f64 / secs / 1e9 / peak_gflops.max(1e-12)
 }
 
 /// Visits a problem with [`Runner::kernel_case`].

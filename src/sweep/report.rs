@@ -86,6 +86,16 @@ pub struct Row {
     /// the linear families.
     #[serde(default)]
     pub iterations: Option<usize>,
+    /// Floating-point operations of one pass by the family's per-step
+    /// count ([`super::config::Shape::flops_per_step`] times `B·T`); 0 on
+    /// nonlinear rows.
+    #[serde(default)]
+    pub flops: u64,
+    /// `flops / median time` as a percentage of this run's measured FMA
+    /// peak ([`Meta::fma_gflops`]): the yardstick of dense, block and DPLR
+    /// rows (for the bandwidth-bound families it stays small).
+    #[serde(default)]
+    pub pct_fma_peak: f64,
 }
 
 /// A case that did not run, and why.
@@ -147,7 +157,7 @@ pub struct SweepReport {
 }
 
 /// Column headers and widths of the printed table.
-const COLUMNS: [(&str, usize); 13] = [
+const COLUMNS: [(&str, usize); 14] = [
     ("family", 22),
     ("dtype", 5),
     ("backend", 7),
@@ -161,6 +171,7 @@ const COLUMNS: [(&str, usize); 13] = [
     ("Melem/s", 9),
     ("GB/s", 7),
     ("% copy BW", 9),
+    ("% FMA", 6),
 ];
 
 /// The table's header line and a rule under it.
@@ -187,7 +198,7 @@ pub fn table_row(r: &Row) -> String {
         r.label.clone()
     };
     format!(
-        "{:<w0$} {:<w1$} {:<w2$} {:<w3$} {:>w4$} {:<w5$} {:>w6$} {:>w7$} {:>w8$} {:>w9$} {:>w10$} {:>w11$} {:>w12$}",
+        "{:<w0$} {:<w1$} {:<w2$} {:<w3$} {:>w4$} {:<w5$} {:>w6$} {:>w7$} {:>w8$} {:>w9$} {:>w10$} {:>w11$} {:>w12$} {:>w13$}",
         label,
         r.dtype.name(),
         r.backend,
@@ -204,6 +215,11 @@ pub fn table_row(r: &Row) -> String {
         format!("{:.1}", r.melem_per_s),
         format!("{:.2}", r.gb_per_s),
         format!("{:.1}", r.pct_copy_bw),
+        if r.flops > 0 {
+            format!("{:.1}", r.pct_fma_peak)
+        } else {
+            "-".to_string()
+        },
         w0 = w(0),
         w1 = w(1),
         w2 = w(2),
@@ -217,6 +233,7 @@ pub fn table_row(r: &Row) -> String {
         w10 = w(10),
         w11 = w(11),
         w12 = w(12),
+        w13 = w(13),
     )
 }
 
@@ -299,7 +316,7 @@ impl SweepReport {
 pub const CSV_HEADER: &str =
     "kind,backend,timed,family,label,dtype,shape,batch,lanes,T,plan,chunk,chunks,\
 depth,work,depth_formula,work_formula,reps,median_ms,min_ms,elements,melem_per_s,bytes_moved,\
-gb_per_s,pct_copy_bw,iterations";
+gb_per_s,pct_copy_bw,iterations,flops,pct_fma_peak";
 
 pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -341,6 +358,8 @@ fn csv_row(r: &Row) -> String {
         format!("{:.4}", r.gb_per_s),
         format!("{:.3}", r.pct_copy_bw),
         r.iterations.map_or(String::new(), |i| i.to_string()),
+        r.flops.to_string(),
+        format!("{:.3}", r.pct_fma_peak),
     ]
     .join(",")
 }

@@ -4,8 +4,15 @@
 //!
 //! The whole iteration stays on the device: the assemble kernel evaluates
 //! the cell, writes the scan inputs and reduces the residual into two
-//! device words; the scan writes the next guess. Per iteration the host
-//! reads back those two words (8 bytes) and nothing else. f32 only.
+//! device words; the scan writes the next guess. Per iteration an
+//! adaptive solve reads back those two words (8 bytes) and nothing else; a
+//! fixed-iteration solve ([`Iterations::Fixed`]) reads nothing back. f32
+//! only.
+//!
+//! [`solve_kernels`] is the host entry point (uploads, a fresh workspace,
+//! depth measured); [`solve_device`](super::device::solve_device) runs the
+//! same loop on the caller's device memory with a reused
+//! [`NewtonWorkspace`].
 
 use std::time::Instant;
 

@@ -24,6 +24,11 @@
 //! assert!(worst < 1e-4);
 //! # Ok::<(), parascan::Error>(())
 //! ```
+//!
+//! On the kernels: [`solve_kernels`] (host memory in and out) and
+//! [`solve_device`] (device memory, a reusable [`NewtonWorkspace`],
+//! adaptive or fixed [`Iterations`]; see [`device`]). Every path returns
+//! the final states `h_T` ([`Solution::h_t`], [`DeviceStates::h_t`]).
 
 pub mod backward;
 pub mod cell;

@@ -128,11 +128,11 @@ impl Layer {
                             .map(|k| f(self.w[row * D_IN + k]) * f(u[k]))
                             .sum::<f64>()
                 };
-                for i in 0..N {
-                    let z = sigmoid(proj(i) + f(self.a_z[i]) * h[i]);
-                    let r = sigmoid(proj(N + i) + f(self.a_r[i]) * h[i]);
-                    let c = (proj(2 * N + i) + f(self.a_c[i]) * r * h[i]).tanh();
-                    h[i] = (1.0 - z) * h[i] + z * c;
+                for (i, hi) in h.iter_mut().enumerate() {
+                    let z = sigmoid(proj(i) + f(self.a_z[i]) * *hi);
+                    let r = sigmoid(proj(N + i) + f(self.a_r[i]) * *hi);
+                    let c = (proj(2 * N + i) + f(self.a_c[i]) * r * *hi).tanh();
+                    *hi = (1.0 - z) * *hi + z * c;
                 }
                 states[(bi * self.len + t) * N..][..N].copy_from_slice(&h);
             }
@@ -243,7 +243,7 @@ fn on_kernels<R: KernelRunner + Clone>(
                 }
                 // What the fixed mode does not check, checked once afterwards.
                 let r = newton::residual_device(runner, &mut ws, &cell, &problem, h.as_ref())?;
-                if !(r.residual <= tolerance * (1.0 + r.max_abs)) {
+                if r.residual.is_nan() || r.residual > tolerance * (1.0 + r.max_abs) {
                     return fail(format!(
                         "chunk {i}: residual {:.2e} after {k} iterations",
                         r.residual

@@ -48,7 +48,11 @@
 //!   the CPU for tests.
 //! - **Nonlinear cells** (`DiagGru`, `DiagLstm`, `Elman`, or your own
 //!   [`Cell`](newton::Cell)) are solved in parallel over time by
-//!   [`newton::solve`] (CPU) and [`newton::solve_kernels`] (kernels).
+//!   [`newton::solve`] (CPU), [`newton::solve_kernels`] (kernels, host
+//!   memory) and [`newton::solve_device`] (kernels, device memory: a
+//!   reusable [`newton::NewtonWorkspace`], no allocation once warm, and a
+//!   fixed-iteration mode that never reads back); every path returns
+//!   `h_T`.
 //! - **Check results** against [`oracle`], the f64 sequential reference
 //!   each family is tested with.
 //! - **Numerics** are the same on every backend: IEEE arithmetic, except

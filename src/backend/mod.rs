@@ -5,6 +5,9 @@
 //! - `cuda` (feature `cuda`): cudarc over PTX compiled by `build.rs` from
 //!   `kernels/*.cu`.
 //! - [`emu`]: the SIMT emulator running the same kernels on the CPU.
+//! - [`counting::CountingRunner`]: wraps any kernel runner and counts its
+//!   allocations, read-backs and launches (a diagnostic for code that must
+//!   not allocate or read back once warm).
 //!
 //! [`Engine`] is the one face of all of them for generic code: `run` a
 //! problem of any family with kernels and get the same outputs shape.
@@ -12,6 +15,7 @@
 //! [`BackendKind::auto`] picks CUDA when a device works, else the CPU, and
 //! says why.
 
+pub mod counting;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

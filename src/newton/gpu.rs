@@ -4,15 +4,24 @@
 //!
 //! The whole iteration stays on the device: the assemble kernel evaluates
 //! the cell, writes the scan inputs and reduces the residual into two
-//! device words; the scan writes the next guess. Per iteration the host
-//! reads back those two words (8 bytes) and nothing else. f32 only.
+//! device words; the scan writes the next guess. Per iteration an
+//! adaptive solve reads back those two words (8 bytes) and nothing else; a
+//! fixed-iteration solve ([`Iterations::Fixed`]) reads nothing back. f32
+//! only.
+//!
+//! [`solve_kernels`] is the host entry point (uploads, a fresh workspace,
+//! depth measured); [`solve_device`](super::device::solve_device) runs the
+//! same loop on the caller's device memory with a reused
+//! [`NewtonWorkspace`].
 
 use std::time::Instant;
 
 use super::cell::{Cell, DiagGru, DiagLstm, Elman, Structure};
 use super::report::{Diverged, Mode, SolveReport, StopReason};
 use super::solver::Solution;
-use super::{InitialGuess, NewtonOptions, NonlinearProblem, Policy, Verdict, Watch};
+use super::{
+    parallel_steps, InitialGuess, NewtonOptions, NonlinearProblem, Policy, Verdict, Watch,
+};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -24,7 +33,7 @@ use crate::kernels::diagonal::{
     lookback_parts, plan_diagonal, DiagShape, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind,
     LookBackParts,
 };
-use crate::kernels::{launch_scan, measure_depth};
+use crate::kernels::{launch_scan, measure_depth as measure_scan_depth};
 
 /// A built-in cell the kernels implement (f32 parameters).
 #[derive(Clone, Copy, Debug)]
@@ -80,7 +89,7 @@ impl GpuCell<'_> {
         }
     }
 
-    fn params(&self) -> Vec<f32> {
+    pub(crate) fn params(&self) -> Vec<f32> {
         match *self {
             GpuCell::DiagGru(c) => [c.a_z(), c.a_r(), c.a_c()].concat(),
             GpuCell::DiagLstm(c) => [c.a_f(), c.a_o(), c.a_g()].concat(),
@@ -111,24 +120,28 @@ pub fn sequential_kernels<R: KernelRunner>(
     let h0 = problem.h0.map(|h| runner.upload(h)).transpose()?;
     let h = runner.alloc(problem.batch * problem.len * n_state * 4)?;
     runner.fill(&h, 0xFF)?;
-    launch_sequential(runner, cell, problem, &x, h0.as_ref(), &params, &h)?;
+    let job = Job {
+        cell,
+        batch: problem.batch,
+        len: problem.len,
+        x: x.ptr(),
+        params: params.ptr(),
+        h0: h0.as_ref().map_or(0, DeviceBuffer::ptr),
+        h: h.ptr(),
+        h_t: 0,
+    };
+    launch_sequential(runner, &job, job.h)?;
     runner.synchronize()?;
     let mut out = crate::mem::try_vec("states", problem.batch * problem.len * n_state, 0f32)?;
     runner.download(&h, &mut out)?;
     Ok(out)
 }
 
-fn launch_sequential<R: KernelRunner>(
-    runner: &R,
-    cell: GpuCell<'_>,
-    problem: &NonlinearProblem<'_, f32>,
-    x: &DeviceBuffer,
-    h0: Option<&DeviceBuffer>,
-    params: &DeviceBuffer,
-    h: &DeviceBuffer,
-) -> Result<()> {
-    let (batch, len, units) = (problem.batch, problem.len, cell.units());
-    let cfg = match cell {
+/// The sequential kernel of `job.cell` on `job`'s inputs, writing all
+/// states into `into` (`[B,T,n]` f32).
+fn launch_sequential<R: KernelRunner>(runner: &R, job: &Job<'_>, into: u64) -> Result<()> {
+    let (batch, len, units) = (job.batch, job.len, job.cell.units());
+    let cfg = match job.cell {
         GpuCell::Elman(_) => {
             let threads = units.div_ceil(32) * 32;
             if threads > 1024 {
@@ -143,18 +156,18 @@ fn launch_sequential<R: KernelRunner>(
         }
         _ => LaunchConfig::linear(grid_for(runner, batch * units), BLOCK),
     };
-    // SAFETY: `x`, `h0`, `params` and `h` were allocated by this solve for
-    // `problem`'s `[B,T,·]` shapes and the cell's parameter block, as
+    // SAFETY: `Job`'s contract: `x`, `h0` (or 0), `params` and `into` hold
+    // the `[B,T,·]` shapes and the cell's parameter block, as
     // `kernels/newton.cu`'s sequential kernel reads and writes them.
     unsafe {
         runner.launch(
-            &format!("{}_sequential", cell.prefix()),
+            &format!("{}_sequential", job.cell.prefix()),
             cfg,
             &[
-                x.into(),
-                ptr_or_null(h0),
-                params.into(),
-                h.into(),
+                KernelArg::Ptr(job.x),
+                KernelArg::Ptr(job.h0),
+                KernelArg::Ptr(job.params),
+                KernelArg::Ptr(into),
                 KernelArg::U64(batch as u64),
                 KernelArg::U64(len as u64),
                 KernelArg::U64(units as u64),
@@ -163,8 +176,174 @@ fn launch_sequential<R: KernelRunner>(
     }
 }
 
-fn ptr_or_null(b: Option<&DeviceBuffer>) -> KernelArg {
-    KernelArg::Ptr(b.map_or(0, DeviceBuffer::ptr))
+/// How many iterations a kernel solve runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Iterations {
+    /// Iterate until the residual meets the tolerance, the iteration cap
+    /// or divergence, as [`NewtonOptions`] says. Every iteration reads two
+    /// device words back (residual and `max|h|`, 8 bytes), which waits for
+    /// the device.
+    #[default]
+    Adaptive,
+    /// Exactly `k` linear solves (ParaRNN's fixed small count), from the
+    /// initial guess, and never a read-back: the whole solve is queued on
+    /// the runner without waiting for it. What the caller gives up: the
+    /// convergence verdict (the report has no residuals and
+    /// `converged = false`, stop [`StopReason::Fixed`]), divergence
+    /// detection and so the sequential fallback, and the tolerance and
+    /// `max_iters` of [`NewtonOptions`] (ignored). To check the answer
+    /// afterwards, [`residual_device`](super::device::residual_device)
+    /// evaluates it once (one 8-byte read). Undamped Newton makes the
+    /// first `k` states of every sequence exact, so `k ≥ T` is always exact.
+    Fixed(usize),
+}
+
+/// Device scratch of the kernel Newton solver, reused across solves: the
+/// scan offsets `b`, the transitions `a` (when the iteration scans one
+/// that the cell kernel does not fuse), a best-iterate copy, the relaxation
+/// buffer of damped mode, two residual words, and the scans' own
+/// workspaces. Every buffer grows to the largest shape seen and never
+/// shrinks, so a warm workspace makes a solve allocate nothing.
+///
+/// One workspace per stream: a solve overwrites its buffers. A workspace
+/// used with another runner kind reallocates.
+#[derive(Debug, Default)]
+pub struct NewtonWorkspace {
+    /// `[B,T,n]` f32: scan offsets (and a rotation slot of the fused path).
+    b: Option<DeviceBuffer>,
+    /// `[B,T,n]` f32: the best iterate so far (and a rotation slot).
+    best: Option<DeviceBuffer>,
+    /// `[B,T,·]` f32: transitions of the linear recurrence.
+    a: Option<DeviceBuffer>,
+    /// `[B,T,n]` f32: the scan's output before relaxation (damped mode).
+    h_new: Option<DeviceBuffer>,
+    /// Two u32 words: residual and `max|h|` (f32 bits), exactly 8 bytes.
+    stats: Option<DeviceBuffer>,
+    diag: DiagonalWorkspace,
+    block: BlockDiagonalWorkspace,
+    allocations: usize,
+}
+
+/// Granule the workspace's state-sized buffers are rounded up to (bytes),
+/// so that slightly different shapes reuse them.
+const GRANULE: usize = 1 << 16;
+
+impl NewtonWorkspace {
+    /// An empty workspace (allocates on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Device allocations made so far, including the scans' workspaces
+    /// (constant across calls once warm).
+    pub fn allocations(&self) -> usize {
+        self.allocations + self.diag.allocations() + self.block.allocations()
+    }
+
+    /// Bytes held by the Newton buffers (not counting the scans' scratch).
+    pub fn bytes(&self) -> usize {
+        [&self.b, &self.best, &self.a, &self.h_new, &self.stats]
+            .iter()
+            .filter_map(|b| b.as_ref().map(DeviceBuffer::len_bytes))
+            .sum()
+    }
+
+    /// Frees every buffer.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Grows the buffers to `states` f32 values (`b`, `best`), `a_len`
+    /// transitions and, when `relax`, a relaxation buffer.
+    fn reserve<R: KernelRunner>(
+        &mut self,
+        runner: &R,
+        states: usize,
+        a_len: usize,
+        relax: bool,
+    ) -> Result<()> {
+        let bytes = |what: &'static str, n: usize| crate::mem::bytes_of::<f32>(what, n);
+        let s = bytes("states", states)?;
+        let allocs = &mut self.allocations;
+        grow_slot(runner, &mut self.b, s, GRANULE, allocs)?;
+        grow_slot(runner, &mut self.best, s, GRANULE, allocs)?;
+        grow_slot(runner, &mut self.a, bytes("a", a_len)?, GRANULE, allocs)?;
+        if relax {
+            grow_slot(runner, &mut self.h_new, s, GRANULE, allocs)?;
+        }
+        // Exactly 8 bytes: a download reads the whole buffer.
+        grow_slot(runner, &mut self.stats, 8, 8, allocs)?;
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<&DeviceBuffer> {
+        self.stats.as_ref().ok_or_else(missing)
+    }
+
+    fn best(&self) -> Result<&DeviceBuffer> {
+        self.best.as_ref().ok_or_else(missing)
+    }
+
+    fn b(&self) -> Result<&DeviceBuffer> {
+        self.b.as_ref().ok_or_else(missing)
+    }
+}
+
+/// Makes `slot` hold at least `bytes` bytes of `runner`'s memory (rounded
+/// up to `granule`), counting a new allocation; a buffer that fits is kept.
+fn grow_slot<R: KernelRunner>(
+    runner: &R,
+    slot: &mut Option<DeviceBuffer>,
+    bytes: usize,
+    granule: usize,
+    allocations: &mut usize,
+) -> Result<()> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let fits = slot
+        .as_ref()
+        .is_some_and(|buf| buf.backend_name() == runner.backend_name() && buf.len_bytes() >= bytes);
+    if !fits {
+        // Free the old buffer first (stream-ordered on CUDA).
+        *slot = None;
+        let size = bytes.checked_next_multiple_of(granule).unwrap_or(bytes);
+        *slot = Some(runner.alloc(size)?);
+        *allocations += 1;
+    }
+    Ok(())
+}
+
+fn missing() -> Error {
+    Error::Plan("internal: a Newton workspace buffer was used before it was reserved".into())
+}
+
+fn ptr_of(b: &Option<DeviceBuffer>) -> u64 {
+    b.as_ref().map_or(0, DeviceBuffer::ptr)
+}
+
+/// One solve's inputs and outputs as device addresses (0: absent).
+///
+/// Contract (checked by the entry points before building one): every
+/// address is f32 memory of the runner, `x` of `[B,T,input_dim]`, `h0` of
+/// `[B,n]` (or 0), `params` the cell's parameter block, `h` `[B,T,n]` and
+/// `h_t` `[B,n]` (outputs, overlapping nothing else), live until the
+/// solve's launches are queued.
+pub(crate) struct Job<'c> {
+    pub(crate) cell: GpuCell<'c>,
+    pub(crate) batch: usize,
+    pub(crate) len: usize,
+    pub(crate) x: u64,
+    pub(crate) params: u64,
+    pub(crate) h0: u64,
+    pub(crate) h: u64,
+    pub(crate) h_t: u64,
+}
+
+impl Job<'_> {
+    fn states(&self) -> usize {
+        self.batch * self.len * self.cell.as_cell().state_dim()
+    }
 }
 
 /// The scan an iteration runs, planned once per solve.
@@ -177,23 +356,12 @@ enum LinearScan {
     Block(Box<BlockPlan>),
 }
 
-/// Device buffers of one solve.
-struct Buffers {
-    x: DeviceBuffer,
-    params: DeviceBuffer,
-    h0: Option<DeviceBuffer>,
-    h: DeviceBuffer,
-    a: Option<DeviceBuffer>,
-    b: DeviceBuffer,
-    h_new: Option<DeviceBuffer>,
-    h_t: DeviceBuffer,
-    best: DeviceBuffer,
-    stats: DeviceBuffer,
-}
-
 /// Solves `problem` for a built-in `cell` on `runner`'s kernels, with the
 /// same options, stopping rules, divergence policy and report as the CPU
-/// [`solve`](super::solve). f32 only.
+/// [`solve`](super::solve). f32 only. Host memory in and out: uploads the
+/// inputs, makes a fresh workspace and measures the scans' depth every
+/// call; [`solve_device`](super::device::solve_device) is the entry point
+/// on device memory with a reused workspace.
 ///
 /// Full-Jacobian Newton (and damped Newton) for [`DiagLstm`] and [`Elman`]
 /// runs the BlockDiagonal scan kernels (2×2 blocks, or one dense block);
@@ -210,26 +378,76 @@ pub fn solve_kernels<R: KernelRunner>(
     options.validate(c, problem)?;
     let (batch, len, n) = (problem.batch, problem.len, c.state_dim());
     let states = batch * len * n;
-    let mut report = SolveReport::new(c.name(), options.mode, batch, len, n);
-
     let x = runner.upload(problem.x)?;
     let params = runner.upload(&cell.params())?;
     let h0 = problem.h0.map(|h| runner.upload(h)).transpose()?;
+    let h = runner.alloc(states * 4)?;
+    let h_t = runner.alloc(batch * n * 4)?;
+    let job = Job {
+        cell,
+        batch,
+        len,
+        x: x.ptr(),
+        params: params.ptr(),
+        h0: h0.as_ref().map_or(0, DeviceBuffer::ptr),
+        h: h.ptr(),
+        h_t: h_t.ptr(),
+    };
+    let mut ws = NewtonWorkspace::new();
+    let report = run(runner, &mut ws, &job, options, Iterations::Adaptive, true)?;
+    runner.synchronize()?;
+    let mut out = crate::mem::try_vec("states", states, 0f32)?;
+    runner.download(&h, &mut out)?;
+    let mut last = crate::mem::try_vec("h_t", batch * n, 0f32)?;
+    runner.download(&h_t, &mut last)?;
+    Ok(Solution {
+        states: out,
+        h_t: last,
+        report,
+    })
+}
+
+/// The solve itself, on the addresses of `job` (whose contract the caller
+/// checked) and the buffers of `ws`. Writes every state into `job.h` and
+/// the last one into `job.h_t`. Reads back only the residual words of an
+/// [`Iterations::Adaptive`] solve (and the iterate of a divergence error);
+/// allocates only where `ws` is too small and, when `measure_depth`, the
+/// depth-counting scans' buffers.
+pub(crate) fn run<R: KernelRunner>(
+    runner: &R,
+    ws: &mut NewtonWorkspace,
+    job: &Job<'_>,
+    options: &NewtonOptions<'_, f32>,
+    iterations: Iterations,
+    measure_depth: bool,
+) -> Result<SolveReport> {
+    let c = job.cell.as_cell();
+    let (batch, len, n) = (job.batch, job.len, c.state_dim());
+    let states = job.states();
+    let fixed = match iterations {
+        Iterations::Fixed(k) => Some(k),
+        Iterations::Adaptive => None,
+    };
+    // A fixed solve never waits for the device; an adaptive one waits at
+    // every residual read anyway, and synchronizes to split its times.
+    let sync = |runner: &R| {
+        if fixed.is_none() {
+            runner.synchronize()
+        } else {
+            Ok(())
+        }
+    };
+    let mut report = SolveReport::new(c.name(), options.mode, batch, len, n);
     if options.mode == Mode::Sequential {
-        let h = runner.alloc(states * 4)?;
         let t0 = Instant::now();
-        launch_sequential(runner, cell, problem, &x, h0.as_ref(), &params, &h)?;
-        runner.synchronize()?;
+        launch_sequential(runner, job, job.h)?;
+        gather_last(runner, job)?;
+        sync(runner)?;
         report.cell_s = t0.elapsed().as_secs_f64();
         report.depth = len as u64;
         report.converged = true;
         report.stop = StopReason::Sequential;
-        let mut out = crate::mem::try_vec("states", states, 0f32)?;
-        runner.download(&h, &mut out)?;
-        return Ok(Solution {
-            states: out,
-            report,
-        });
+        return Ok(report);
     }
 
     // Which A_t: form 0 (none), 1 (diagonal), 2 (the cell's full structure).
@@ -264,7 +482,7 @@ pub fn solve_kernels<R: KernelRunner>(
     };
     // gru's diagonal iterations fuse the assemble into a [B,T,n] look-back
     // scan (one pass per iteration) whenever the plan is P4 there.
-    let fused = match (&scan, cell) {
+    let fused = match (&scan, job.cell) {
         (LinearScan::Diagonal(plan), GpuCell::DiagGru(_))
             if form == 1
                 && relax.is_none()
@@ -285,136 +503,163 @@ pub fn solve_kernels<R: KernelRunner>(
         Mode::Damped { shrink, .. } => (1.0 / (1.0 + shrink)) as f32,
         _ => 1.0,
     };
-    let bufs = Buffers {
-        x,
-        params,
-        h0,
-        h: runner.alloc(states * 4)?,
-        a: (a_len > 0).then(|| runner.alloc(a_len * 4)).transpose()?,
-        b: runner.alloc(states * 4)?,
-        h_new: relax.map(|_| runner.alloc(states * 4)).transpose()?,
-        h_t: runner.alloc(batch * n * 4)?,
-        best: runner.alloc(states * 4)?,
-        stats: runner.alloc(8)?,
+    ws.reserve(runner, states, a_len, relax.is_some())?;
+    let io = Io {
+        b: ptr_of(&ws.b),
+        best: ptr_of(&ws.best),
+        a: if a_len > 0 { ptr_of(&ws.a) } else { 0 },
+        h_new: ptr_of(&ws.h_new),
+        stats: ptr_of(&ws.stats),
     };
-    let mut ws = DiagonalWorkspace::new();
-    let mut block_ws = BlockDiagonalWorkspace::new();
 
-    // Initial guess.
+    // Initial guess, into `h`.
     let t0 = Instant::now();
     match options.initial {
-        InitialGuess::Zeros => runner.fill(&bufs.h, 0)?,
+        InitialGuess::Zeros => {
+            runner.fill(ws.b()?, 0)?;
+            copy(runner, io.b, job.h, states)?;
+        }
         InitialGuess::Given(g) => {
+            // Host memory: only the host entry point lets this through.
             let g = runner.upload(g)?;
-            copy(runner, &g, &bufs.h, states)?;
+            copy(runner, g.ptr(), job.h, states)?;
         }
         InitialGuess::FirstStep => {
             // f(0, x_t) at every t: Picard's assemble on an all-zero guess
-            // with no h_0, then b → h.
-            runner.fill(&bufs.h, 0)?;
-            assemble(runner, cell, problem, &bufs, None, 0, 1.0)?;
-            copy(runner, &bufs.b, &bufs.h, states)?;
+            // (`best`, zeroed) with no h_0, then b → h.
+            runner.fill(ws.best()?, 0)?;
+            assemble(runner, job, &io, io.best, 0, 0, 1.0)?;
+            copy(runner, io.b, job.h, states)?;
         }
     }
-    runner.synchronize()?;
+    sync(runner)?;
     report.cell_s += t0.elapsed().as_secs_f64();
 
     if let Some(plan) = fused {
         return fused_gru_iterations(
             runner,
-            cell,
-            problem,
+            ws,
+            job,
+            &io,
             options,
-            &bufs,
-            (&plan, &mut ws),
+            &plan,
             scale,
+            (fixed, measure_depth),
             report,
         );
     }
 
     let mut scan_depth: Option<u64> = None;
     let mut watch = Watch::new();
+    // Whether `h_t` holds the last state of `h` (the scan writes both).
+    let mut h_t_fresh = false;
     loop {
         let t0 = Instant::now();
-        runner.fill(&bufs.stats, 0)?;
-        assemble(runner, cell, problem, &bufs, bufs.h0.as_ref(), form, scale)?;
-        runner.synchronize()?;
-        let t1 = Instant::now();
-        let (residual, hmax) = read_stats(runner, &bufs.stats)?;
-        report.cell_s += (t1 - t0).as_secs_f64();
-        report.check_s += t1.elapsed().as_secs_f64();
-        let (verdict, improved) = watch.observe(&mut report, residual, hmax, options);
-        if improved {
-            copy(runner, &bufs.h, &bufs.best, states)?;
-        }
-        match verdict {
-            Verdict::Converged => break,
-            Verdict::Continue => {}
-            Verdict::Diverged(why) => {
-                let iterate = if watch.best().is_some() {
-                    &bufs.best
-                } else {
-                    &bufs.h
-                };
-                let ctx = (cell, problem, options, &bufs);
-                on_diverged(runner, ctx, why, &mut report, &watch, iterate, &bufs.h)?;
-                break;
+        match fixed {
+            Some(k) => {
+                if report.iterations >= k {
+                    report.stop = StopReason::Fixed;
+                    break;
+                }
+                // The residual words are reduced but never read.
+                assemble(runner, job, &io, job.h, job.h0, form, scale)?;
+                report.cell_s += t0.elapsed().as_secs_f64();
+                if measure_depth {
+                    report.depth += parallel_steps(len);
+                }
             }
-        }
-        if report.iterations >= options.max_iters {
-            report.stop = StopReason::MaxIters;
-            break;
+            None => {
+                runner.fill(ws.stats()?, 0)?;
+                assemble(runner, job, &io, job.h, job.h0, form, scale)?;
+                runner.synchronize()?;
+                let t1 = Instant::now();
+                let (residual, hmax) = read_stats(runner, ws.stats()?)?;
+                report.cell_s += (t1 - t0).as_secs_f64();
+                report.check_s += t1.elapsed().as_secs_f64();
+                let (verdict, improved) = watch.observe(&mut report, residual, hmax, options);
+                if improved {
+                    copy(runner, job.h, io.best, states)?;
+                }
+                match verdict {
+                    Verdict::Converged => break,
+                    Verdict::Continue => {}
+                    Verdict::Diverged(why) => {
+                        let iterate = if watch.best().is_some() {
+                            io.best
+                        } else {
+                            job.h
+                        };
+                        on_diverged(
+                            runner,
+                            ws,
+                            job,
+                            options,
+                            why,
+                            &mut report,
+                            &watch,
+                            iterate,
+                            job.h,
+                        )?;
+                        h_t_fresh = false;
+                        break;
+                    }
+                }
+                if report.iterations >= options.max_iters {
+                    report.stop = StopReason::MaxIters;
+                    break;
+                }
+            }
         }
 
         let t0 = Instant::now();
-        let out = bufs.h_new.as_ref().unwrap_or(&bufs.h);
+        let out = if relax.is_some() { io.h_new } else { job.h };
         let mut depth = match &scan {
             LinearScan::Copy => {
-                copy(runner, &bufs.b, &bufs.h, states)?;
+                copy(runner, io.b, job.h, states)?;
+                h_t_fresh = false;
                 1
             }
             LinearScan::Diagonal(plan) => {
-                let a = bufs.a.as_ref().map_or(0, DeviceBuffer::ptr);
-                // SAFETY: every buffer of `bufs` was allocated by this solve
-                // with the state shape `[B,T,n]` (or `[B,n]`) the plan was made for.
+                // SAFETY: `b`, `a` come from `ws`, reserved above for this
+                // shape; `h0`, `out` and `h_t` are `job`'s (its contract).
                 unsafe {
                     launch_scan(
                         runner,
-                        &mut ws,
+                        &mut ws.diag,
                         &**plan,
                         DiagonalIo {
-                            a,
-                            b: bufs.b.ptr(),
-                            h0: bufs.h0.as_ref().map(DeviceBuffer::ptr),
-                            h: Some(out.ptr()),
-                            h_t: bufs.h_t.ptr(),
+                            a: io.a,
+                            b: io.b,
+                            h0: (job.h0 != 0).then_some(job.h0),
+                            h: Some(out),
+                            h_t: job.h_t,
                         },
                     )
                 }?;
+                h_t_fresh = relax.is_none();
                 0
             }
             LinearScan::Block(plan) => {
-                let a = bufs.a.as_ref().map_or(0, DeviceBuffer::ptr);
-                // SAFETY: every buffer of `bufs` was allocated by this solve
-                // with the state shape `[B,T,n]` (or `[B,n]`) the plan was made for.
+                // SAFETY: as for the Diagonal scan above.
                 unsafe {
                     launch_scan(
                         runner,
-                        &mut block_ws,
+                        &mut ws.block,
                         &**plan,
                         BlockDiagonalIo {
-                            a,
-                            b: bufs.b.ptr(),
-                            h0: bufs.h0.as_ref().map(DeviceBuffer::ptr),
-                            h: Some(out.ptr()),
-                            h_t: bufs.h_t.ptr(),
+                            a: io.a,
+                            b: io.b,
+                            h0: (job.h0 != 0).then_some(job.h0),
+                            h: Some(out),
+                            h_t: job.h_t,
                         },
                     )
                 }?;
+                h_t_fresh = relax.is_none();
                 0
             }
         };
-        if let (Some(w), Some(h_new)) = (relax, bufs.h_new.as_ref()) {
+        if let Some(w) = relax {
             if !matches!(scan, LinearScan::Copy) {
                 // SAFETY: `h` and `h_new` hold `states` f32 values each.
                 unsafe {
@@ -422,8 +667,8 @@ pub fn solve_kernels<R: KernelRunner>(
                         "newton_relax",
                         LaunchConfig::linear(grid_for(runner, states), BLOCK),
                         &[
-                            (&bufs.h).into(),
-                            h_new.into(),
+                            KernelArg::Ptr(job.h),
+                            KernelArg::Ptr(io.h_new),
                             KernelArg::F32(w),
                             KernelArg::U64(states as u64),
                         ],
@@ -432,76 +677,108 @@ pub fn solve_kernels<R: KernelRunner>(
                 depth += 1;
             }
         }
-        runner.synchronize()?;
+        sync(runner)?;
         report.scan_s += t0.elapsed().as_secs_f64();
         // The scan's depth, measured once per solve on the depth-counting
-        // kernels, outside the timed region (it is not part of the solve).
-        depth += match (&scan, scan_depth) {
-            (LinearScan::Copy, _) => 0,
-            (_, Some(d)) => d,
-            (LinearScan::Diagonal(plan), None) => {
-                let d = measure_depth(runner, &mut ws, &**plan)?;
-                scan_depth = Some(d);
-                d
-            }
-            (LinearScan::Block(plan), None) => {
-                let d = measure_depth(runner, &mut block_ws, &**plan)?;
-                scan_depth = Some(d);
-                d
-            }
-        };
-        report.depth += depth;
-        report.scan_depths.push(depth);
+        // kernels, outside the timed region (it is not part of the solve),
+        // and only when asked (it allocates a `[B,T,n]` counter buffer).
+        if measure_depth {
+            depth += match (&scan, scan_depth) {
+                (LinearScan::Copy, _) => 0,
+                (_, Some(d)) => d,
+                (LinearScan::Diagonal(plan), None) => {
+                    let d = measure_scan_depth(runner, &mut ws.diag, &**plan)?;
+                    scan_depth = Some(d);
+                    d
+                }
+                (LinearScan::Block(plan), None) => {
+                    let d = measure_scan_depth(runner, &mut ws.block, &**plan)?;
+                    scan_depth = Some(d);
+                    d
+                }
+            };
+            report.depth += depth;
+            report.scan_depths.push(depth);
+        }
         report.iterations += 1;
     }
-    runner.synchronize()?;
-    let mut out = crate::mem::try_vec("states", states, 0f32)?;
-    runner.download(&bufs.h, &mut out)?;
-    Ok(Solution {
-        states: out,
-        report,
-    })
+    if !h_t_fresh {
+        gather_last(runner, job)?;
+    }
+    finish_depth(&mut report, measure_depth);
+    sync(runner)?;
+    Ok(report)
 }
 
-/// The iterations of [`solve_kernels`] for gru on a `[B,T,n]` look-back
-/// plan: one `newton_gru_lookback` pass per iteration evaluates the cell at
-/// the guess, reduces its residual and writes the next guess. The guess,
-/// the next guess and the best iterate rotate among three buffers (`h`,
-/// `b`, `best`) instead of being copied. The pass that meets the tolerance
-/// (or the iteration cap) also computed a next guess, which is dropped: the
-/// answer and the report are those of the unfused loop.
+/// Without depth measurement the report's depth is 0 (not a partial count).
+fn finish_depth(report: &mut SolveReport, measured: bool) {
+    if !measured {
+        report.depth = 0;
+        report.scan_depths.clear();
+    }
+}
+
+/// Workspace addresses of one solve (0: not used).
+struct Io {
+    b: u64,
+    best: u64,
+    a: u64,
+    h_new: u64,
+    stats: u64,
+}
+
+/// The iterations of [`run`] for gru on a `[B,T,n]` look-back plan: one
+/// `newton_gru_lookback` pass per iteration evaluates the cell at the
+/// guess, reduces its residual and writes the next guess. The guess, the
+/// next guess and the best iterate rotate among three buffers (`h`, `b`,
+/// `best`) instead of being copied; the answer is copied into `h` at the
+/// end if it lies elsewhere. In adaptive mode the pass that meets the
+/// tolerance (or the iteration cap) also computed a next guess, which is
+/// dropped: the answer and the report are those of the unfused loop.
 #[allow(clippy::too_many_arguments)]
 fn fused_gru_iterations<R: KernelRunner>(
     runner: &R,
-    cell: GpuCell<'_>,
-    problem: &NonlinearProblem<'_, f32>,
+    ws: &mut NewtonWorkspace,
+    job: &Job<'_>,
+    io: &Io,
     options: &NewtonOptions<'_, f32>,
-    bufs: &Buffers,
-    (plan, ws): (&GpuPlan, &mut DiagonalWorkspace),
+    plan: &GpuPlan,
     scale: f32,
+    (fixed, measure_depth): (Option<usize>, bool),
     mut report: SolveReport,
-) -> Result<Solution<f32>> {
-    let c = cell.as_cell();
-    let (batch, len, n) = (problem.batch, problem.len, c.state_dim());
-    let states = batch * len * n;
-    let slots = [&bufs.h, &bufs.b, &bufs.best];
+) -> Result<SolveReport> {
+    let (batch, len, n) = (job.batch, job.len, job.cell.units());
+    let states = job.states();
+    let slots = [job.h, io.b, io.best];
     let (mut cur, mut best): (usize, Option<usize>) = (0, None);
-    let scan_depth = measure_depth(runner, ws, plan)?;
-    ws.reserve(runner, plan.scratch)?;
+    let scan_depth = if measure_depth {
+        measure_scan_depth(runner, &mut ws.diag, plan)?
+    } else {
+        0
+    };
+    ws.diag.reserve(runner, plan.scratch)?;
     report.fused = true;
-    let parts: LookBackParts = lookback_parts(plan, ws)
+    let parts: LookBackParts = lookback_parts(plan, &ws.diag)
         .ok_or_else(|| Error::Plan(format!("{plan} is not a [B,T,D] look-back plan")))?;
     let int = |v: usize| KernelArg::I32(i32::try_from(v).unwrap_or(i32::MAX));
     let mut watch = Watch::new();
+    // Whether `h_t` holds the last state of `slots[cur]`.
+    let mut h_t_fresh = false;
     loop {
+        if fixed.is_some_and(|k| report.iterations >= k) {
+            report.stop = StopReason::Fixed;
+            break;
+        }
         let next = (0..3)
             .find(|&i| i != cur && Some(i) != best)
             .unwrap_or((cur + 1) % 3);
         let t0 = Instant::now();
-        runner.fill(&bufs.stats, 0)?;
-        // SAFETY: the status words and scratch come from `ws`, reserved for
-        // this plan; `x`, the slots, `params` and `h_t` were allocated by this
-        // solve with the shapes the fused kernel's contract names.
+        if fixed.is_none() {
+            runner.fill(ws.stats()?, 0)?;
+        }
+        // SAFETY: the status words and scratch come from `ws.diag`, reserved
+        // for this plan; the slots and `stats` from `ws`, reserved for this
+        // shape; `x`, `h0`, `params` and `h_t` are `job`'s (its contract).
         unsafe {
             runner.launch(
                 parts.clear.kernel,
@@ -515,13 +792,13 @@ fn fused_gru_iterations<R: KernelRunner>(
                 "newton_gru_lookback",
                 parts.cfg,
                 &[
-                    (&bufs.x).into(),
-                    slots[cur].into(),
-                    ptr_or_null(bufs.h0.as_ref()),
-                    (&bufs.params).into(),
-                    slots[next].into(),
-                    (&bufs.h_t).into(),
-                    (&bufs.stats).into(),
+                    KernelArg::Ptr(job.x),
+                    KernelArg::Ptr(slots[cur]),
+                    KernelArg::Ptr(job.h0),
+                    KernelArg::Ptr(job.params),
+                    KernelArg::Ptr(slots[next]),
+                    KernelArg::Ptr(job.h_t),
+                    KernelArg::Ptr(io.stats),
                     KernelArg::F32(scale),
                     KernelArg::Ptr(parts.status),
                     KernelArg::Ptr(parts.agg),
@@ -534,9 +811,21 @@ fn fused_gru_iterations<R: KernelRunner>(
                 ],
             )
         }?;
+        if fixed.is_some() {
+            // No read-back: the pass's next guess is the iterate.
+            report.scan_s += t0.elapsed().as_secs_f64();
+            if measure_depth {
+                report.depth += parallel_steps(len) + scan_depth;
+                report.scan_depths.push(scan_depth);
+            }
+            report.iterations += 1;
+            cur = next;
+            h_t_fresh = true;
+            continue;
+        }
         runner.synchronize()?;
         let t1 = Instant::now();
-        let (residual, hmax) = read_stats(runner, &bufs.stats)?;
+        let (residual, hmax) = read_stats(runner, ws.stats()?)?;
         // One pass both evaluates the cell and scans: its time counts as scan time.
         report.scan_s += (t1 - t0).as_secs_f64();
         report.check_s += t1.elapsed().as_secs_f64();
@@ -549,8 +838,17 @@ fn fused_gru_iterations<R: KernelRunner>(
             Verdict::Continue => {}
             Verdict::Diverged(why) => {
                 let iterate = slots[best.unwrap_or(cur)];
-                let ctx = (cell, problem, options, bufs);
-                on_diverged(runner, ctx, why, &mut report, &watch, iterate, slots[cur])?;
+                on_diverged(
+                    runner,
+                    ws,
+                    job,
+                    options,
+                    why,
+                    &mut report,
+                    &watch,
+                    iterate,
+                    slots[cur],
+                )?;
                 break;
             }
         }
@@ -563,12 +861,17 @@ fn fused_gru_iterations<R: KernelRunner>(
         report.iterations += 1;
         cur = next;
     }
-    let mut out = crate::mem::try_vec("states", states, 0f32)?;
-    runner.download(slots[cur], &mut out)?;
-    Ok(Solution {
-        states: out,
-        report,
-    })
+    if slots[cur] != job.h {
+        copy(runner, slots[cur], job.h, states)?;
+    }
+    if !h_t_fresh {
+        gather_last(runner, job)?;
+    }
+    finish_depth(&mut report, measure_depth);
+    if fixed.is_none() {
+        runner.synchronize()?;
+    }
+    Ok(report)
 }
 
 /// The residual and max|h| words the cell kernels reduced (`stats`).
@@ -581,29 +884,34 @@ fn read_stats<R: KernelRunner>(runner: &R, stats: &DeviceBuffer) -> Result<(f64,
 
 /// A divergence under `options.policy`: `Policy::Error` returns
 /// [`Error::Diverged`] carrying the residual history and `iterate` (the best
-/// guess so far, else the current one); `Policy::FallbackSequential` runs
-/// the cell's sequential kernel into `into` and marks the report.
+/// guess so far, else the current one; read back through `ws.best`);
+/// `Policy::FallbackSequential` runs the cell's sequential kernel into
+/// `into` and marks the report.
+#[allow(clippy::too_many_arguments)]
 fn on_diverged<R: KernelRunner>(
     runner: &R,
-    (cell, problem, options, bufs): (
-        GpuCell<'_>,
-        &NonlinearProblem<'_, f32>,
-        &NewtonOptions<'_, f32>,
-        &Buffers,
-    ),
+    ws: &NewtonWorkspace,
+    job: &Job<'_>,
+    options: &NewtonOptions<'_, f32>,
     why: String,
     report: &mut SolveReport,
     watch: &Watch,
-    iterate: &DeviceBuffer,
-    into: &DeviceBuffer,
+    iterate: u64,
+    into: u64,
 ) -> Result<()> {
     match options.policy {
         Policy::Error => {
-            let mut host = vec![0f32; iterate.len_bytes() / 4];
+            let states = job.states();
+            let best = ws.best()?;
+            if iterate != best.ptr() {
+                copy(runner, iterate, best.ptr(), states)?;
+            }
+            let mut host = crate::mem::try_vec("best_iterate", best.len_bytes() / 4, 0f32)?;
             runner.synchronize()?;
-            runner.download(iterate, &mut host)?;
+            runner.download(best, &mut host)?;
+            host.truncate(states);
             Err(Error::Diverged(Box::new(Diverged {
-                cell: cell.as_cell().name().to_string(),
+                cell: job.cell.as_cell().name().to_string(),
                 mode: options.mode,
                 reason: why,
                 residuals: std::mem::take(&mut report.residuals),
@@ -613,18 +921,10 @@ fn on_diverged<R: KernelRunner>(
         }
         Policy::FallbackSequential => {
             let t0 = Instant::now();
-            launch_sequential(
-                runner,
-                cell,
-                problem,
-                &bufs.x,
-                bufs.h0.as_ref(),
-                &bufs.params,
-                into,
-            )?;
+            launch_sequential(runner, job, into)?;
             runner.synchronize()?;
             report.cell_s += t0.elapsed().as_secs_f64();
-            report.depth += problem.len as u64;
+            report.depth += job.len as u64;
             report.converged = true;
             report.fell_back = true;
             report.stop = StopReason::Fallback(why);
@@ -633,34 +933,38 @@ fn on_diverged<R: KernelRunner>(
     }
 }
 
+/// The cell kernel at the guess `h` (with initial states `h0`, 0 for
+/// zeros): writes the scan inputs `b` (and `a` unless `form == 0`) of `io`
+/// and reduces the residual into `io.stats`.
 fn assemble<R: KernelRunner>(
     runner: &R,
-    cell: GpuCell<'_>,
-    problem: &NonlinearProblem<'_, f32>,
-    bufs: &Buffers,
-    h0: Option<&DeviceBuffer>,
+    job: &Job<'_>,
+    io: &Io,
+    h: u64,
+    h0: u64,
     form: i32,
     scale: f32,
 ) -> Result<()> {
-    let units = cell.units();
-    let items = problem.batch * problem.len * units;
-    // SAFETY: `bufs` was allocated by this solve for `problem`'s shapes
-    // (`a` and `b` with the cell's Jacobian structure), as the assemble
+    let units = job.cell.units();
+    let items = job.batch * job.len * units;
+    // SAFETY: `io`'s buffers were reserved for `job`'s shape (`a` with the
+    // cell's Jacobian structure when `form != 0`), `h` holds `[B,T,n]`
+    // states, and `job`'s addresses meet its contract, as the assemble
     // kernel's contract in `kernels/newton.cu` needs.
     unsafe {
         runner.launch(
-            &format!("{}_assemble", cell.prefix()),
+            &format!("{}_assemble", job.cell.prefix()),
             LaunchConfig::linear(grid_for(runner, items), BLOCK),
             &[
-                (&bufs.x).into(),
-                (&bufs.h).into(),
-                ptr_or_null(h0),
-                (&bufs.params).into(),
-                ptr_or_null(bufs.a.as_ref()),
-                (&bufs.b).into(),
-                (&bufs.stats).into(),
-                KernelArg::U64(problem.batch as u64),
-                KernelArg::U64(problem.len as u64),
+                KernelArg::Ptr(job.x),
+                KernelArg::Ptr(h),
+                KernelArg::Ptr(h0),
+                KernelArg::Ptr(job.params),
+                KernelArg::Ptr(if form == 0 { 0 } else { io.a }),
+                KernelArg::Ptr(io.b),
+                KernelArg::Ptr(io.stats),
+                KernelArg::U64(job.batch as u64),
+                KernelArg::U64(job.len as u64),
                 KernelArg::U64(units as u64),
                 KernelArg::I32(form),
                 KernelArg::F32(scale),
@@ -669,18 +973,52 @@ fn assemble<R: KernelRunner>(
     }
 }
 
-fn copy<R: KernelRunner>(
+/// The residual `max_t |h_t − f(h_{t-1}, x_t)|` and `max|h|` of the states
+/// at `job.h`, through the Picard assemble into the workspace (8 bytes
+/// read back).
+pub(crate) fn residual_of<R: KernelRunner>(
     runner: &R,
-    src: &DeviceBuffer,
-    dst: &DeviceBuffer,
-    count: usize,
-) -> Result<()> {
-    // SAFETY: the callers pass two buffers of at least `count` f32 values.
+    ws: &mut NewtonWorkspace,
+    job: &Job<'_>,
+) -> Result<(f64, f64)> {
+    ws.reserve(runner, job.states(), 0, false)?;
+    let io = Io {
+        b: ptr_of(&ws.b),
+        best: ptr_of(&ws.best),
+        a: 0,
+        h_new: 0,
+        stats: ptr_of(&ws.stats),
+    };
+    runner.fill(ws.stats()?, 0)?;
+    assemble(runner, job, &io, job.h, job.h0, 0, 1.0)?;
+    read_stats(runner, ws.stats()?)
+}
+
+/// Copies the last state of every sequence of `job.h` into `job.h_t` (one
+/// copy launch per sequence; on the device, no read-back).
+fn gather_last<R: KernelRunner>(runner: &R, job: &Job<'_>) -> Result<()> {
+    let n = job.cell.as_cell().state_dim();
+    for b in 0..job.batch {
+        let src = job.h + (((b * job.len + job.len - 1) * n * 4) as u64);
+        let dst = job.h_t + ((b * n * 4) as u64);
+        copy(runner, src, dst, n)?;
+    }
+    Ok(())
+}
+
+/// Copies `count` f32 values from `src` to `dst` on the device.
+fn copy<R: KernelRunner>(runner: &R, src: u64, dst: u64, count: usize) -> Result<()> {
+    // SAFETY: the callers pass two addresses of at least `count` f32 values
+    // of this runner's memory.
     unsafe {
         runner.launch(
             "copy_f32",
             LaunchConfig::linear(grid_for(runner, count.div_ceil(4)), BLOCK),
-            &[src.into(), dst.into(), KernelArg::U64(count as u64)],
+            &[
+                KernelArg::Ptr(src),
+                KernelArg::Ptr(dst),
+                KernelArg::U64(count as u64),
+            ],
         )
     }
 }

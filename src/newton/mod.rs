@@ -24,9 +24,15 @@
 //! assert!(worst < 1e-4);
 //! # Ok::<(), parascan::Error>(())
 //! ```
+//!
+//! On the kernels: [`solve_kernels`] (host memory in and out) and
+//! [`solve_device`] (device memory, a reusable [`NewtonWorkspace`],
+//! adaptive or fixed [`Iterations`]; see [`device`]). Every path returns
+//! the final states `h_T` ([`Solution::h_t`], [`DeviceStates::h_t`]).
 
 pub mod backward;
 pub mod cell;
+pub mod device;
 pub mod gpu;
 pub mod report;
 pub mod solver;
@@ -34,7 +40,10 @@ mod vjp;
 
 pub use backward::{backward, NewtonGrads};
 pub use cell::{Cell, DiagGru, DiagLstm, Elman, Parity, Structure};
-pub use gpu::{sequential_kernels, solve_kernels, GpuCell};
+pub use device::{
+    residual_device, solve_device, DeviceCell, DeviceOptions, DeviceProblem, DeviceStates, Residual,
+};
+pub use gpu::{sequential_kernels, solve_kernels, GpuCell, Iterations, NewtonWorkspace};
 pub use report::{Diverged, Mode, SolveReport, StopReason};
 pub use solver::{sequential, solve, Solution};
 
@@ -193,20 +202,37 @@ pub struct NewtonOptions<'a, T> {
     pub plan: PlanRequest,
 }
 
-impl<T> Default for NewtonOptions<'_, T> {
-    /// Newton from `f(0, x_t)`, `atol = 1e-5`, `rtol = 1e-5`,
-    /// `max_iters = 100`, growth patience 8, error on divergence, auto plan.
+impl<T: Real> Default for NewtonOptions<'_, T> {
+    /// Newton from `f(0, x_t)`, `atol = rtol =`
+    /// [`default_tolerance::<T>()`](default_tolerance) (`1e-5` for f32,
+    /// `1e-12` for f64), `max_iters = 100`, growth patience 8, error on
+    /// divergence, auto plan.
     fn default() -> Self {
+        let tol = default_tolerance::<T>();
         Self {
             mode: Mode::Newton,
             initial: InitialGuess::FirstStep,
-            atol: 1e-5,
-            rtol: 1e-5,
+            atol: tol,
+            rtol: tol,
             max_iters: 100,
             growth_patience: Some(8),
             policy: Policy::Error,
             plan: PlanRequest::Auto,
         }
+    }
+}
+
+/// The default `atol` and `rtol` of [`NewtonOptions`] for states of `T`,
+/// scaled with its precision: `1e-5` for `f32` (about 80 ulps at 1) and
+/// `1e-12` for `f64` (about 4500 ulps at 1: headroom for the rounding of
+/// the cell and of the scan's combines over long sequences, still far
+/// below what f32 can reach), so an f64 solve is f64-accurate by default.
+pub fn default_tolerance<T: Real>() -> f64 {
+    let eps = num_traits::ToPrimitive::to_f64(&T::epsilon()).unwrap_or(f64::from(f32::EPSILON));
+    if eps < f64::from(f32::EPSILON) / 2.0 {
+        1e-12
+    } else {
+        1e-5
     }
 }
 

@@ -91,6 +91,9 @@ pub enum StopReason {
     Fallback(String),
     /// The mode was [`Mode::Sequential`].
     Sequential,
+    /// A fixed number of iterations ran without reading the residual
+    /// (`Iterations::Fixed` of the kernel solver): no convergence verdict.
+    Fixed,
 }
 
 /// Report of one solve.

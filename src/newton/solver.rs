@@ -24,6 +24,9 @@ use crate::scan::Plan;
 pub struct Solution<T> {
     /// `[B, T, n]`: `h_t` for `t = 1..T`.
     pub states: Vec<T>,
+    /// `[B, n]`: the final state `h_T` of every sequence (the last step of
+    /// `states`), to carry into the next chunk of a stream as its `h0`.
+    pub h_t: Vec<T>,
     /// What the solve did.
     pub report: SolveReport,
 }
@@ -86,7 +89,12 @@ where
         report.depth = len as u64;
         report.converged = true;
         report.stop = StopReason::Sequential;
-        return Ok(Solution { states, report });
+        let h_t = last_states(&states, batch, len, n)?;
+        return Ok(Solution {
+            states,
+            h_t,
+            report,
+        });
     }
 
     let mut st = State::new(cpu, cell, problem, options)?;
@@ -170,7 +178,29 @@ where
         report.scan_depths.push(scan_depth);
         report.iterations += 1;
     }
-    Ok(Solution { states: h, report })
+    let h_t = last_states(&h, batch, len, n)?;
+    Ok(Solution {
+        states: h,
+        h_t,
+        report,
+    })
+}
+
+/// `h_T` of every sequence of `[B, T, n]` states: `[B, n]`.
+pub(crate) fn last_states<T: Copy>(
+    states: &[T],
+    batch: usize,
+    len: usize,
+    n: usize,
+) -> Result<Vec<T>> {
+    let Some(&first) = states.first() else {
+        return Ok(Vec::new());
+    };
+    let mut out = try_vec("h_t", batch * n, first)?;
+    for (dst, seq) in out.chunks_exact_mut(n).zip(states.chunks_exact(len * n)) {
+        dst.copy_from_slice(&seq[(len - 1) * n..]);
+    }
+    Ok(out)
 }
 
 /// NaN-propagating max (a NaN residual must not hide behind `f64::max`).

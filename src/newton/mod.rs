@@ -36,7 +36,7 @@ pub use backward::{backward, NewtonGrads};
 pub use cell::{Cell, DiagGru, DiagLstm, Elman, Parity, Structure};
 pub use gpu::{sequential_kernels, solve_kernels, GpuCell};
 pub use report::{Diverged, Mode, SolveReport, StopReason};
-pub use solver::{sequential, solve, Solution};
+pub use solver::{sequential, solve, solve_varlen, Solution, VarlenSolution};
 
 use rayon::prelude::*;
 

@@ -6,26 +6,27 @@
 //! (as for any PD problem) and narrowed to `u8` on the host, one pass over
 //! `perm` before the upload (`B·T·n` bytes of host scratch). A larger `n` is
 //! [`Error::Size`] on `n` naming the kernels' limit, before anything is
-//! uploaded; the CPU engine runs it. So every index type has a
-//! [`KernelScan`](super::KernelScan) and an [`Engine`](crate::backend::Engine)
-//! run, never a compile-time gap.
+//! uploaded; the CPU engine runs it. The narrowing happens in `upload`;
+//! planning, binding and launching are the `u8` problem's. So every index
+//! type has a [`KernelScan`](super::KernelScan) and an
+//! [`Engine`](crate::backend::Engine) run, never a compile-time gap.
 
-use super::perm_diagonal::MAX_N;
-use super::{KernelOutputs, KernelPlanSummary, KernelScan, PreparedLaunches};
-use crate::backend::launch::KernelRunner;
+use super::perm_diagonal::{plan_perm_diagonal, PdBuffers, PdGpuPlan, PdShape, MAX_N};
+use super::KernelScan;
+use crate::backend::launch::{DeviceBuffer, KernelRunner};
 use crate::dtype::Storage;
 use crate::error::{Error, Result};
 use crate::family::perm_diagonal::{PermDiagonal, PermIndex};
 use crate::family::LinearProblem;
 use crate::scan::PlanRequest;
 
-/// Validates `p` (shapes and every row), checks `n` against the kernels'
-/// limit and returns `perm` as `u8`.
-fn narrow<S: Storage, P: PermIndex>(p: &PermDiagonal<'_, S, P>) -> Result<Vec<u8>> {
-    if p.n > MAX_N {
+/// `n` against the kernels' limit: the typed error for a wide problem they
+/// cannot index.
+fn check_n<P: PermIndex>(n: usize) -> Result<()> {
+    if n > MAX_N {
         return Err(Error::size(
             "n",
-            p.n,
+            n,
             format!(
                 "1 ≤ n ≤ {MAX_N} on the PermDiagonal kernels (they index with u8; \
                  {} permutations with n ≤ {MAX_N} are narrowed on the host, \
@@ -34,48 +35,61 @@ fn narrow<S: Storage, P: PermIndex>(p: &PermDiagonal<'_, S, P>) -> Result<Vec<u8
             ),
         ));
     }
-    p.validate()?;
-    let mut perm = crate::mem::try_vec("perm", p.perm.len(), 0u8)?;
-    for (d, s) in perm.iter_mut().zip(p.perm) {
-        // Every index is < n ≤ 256 (validated above).
-        *d = s.index() as u8;
+    Ok(())
+}
+
+/// `perm` as `u8` (host scratch of `B·T·n` bytes). An index that does not
+/// fit (impossible after `plan`, which checks every row against `n ≤ 256`)
+/// is reported as a bad row.
+fn narrow<S, P: PermIndex>(p: &PermDiagonal<'_, S, P>) -> Result<Vec<u8>> {
+    let mut out = crate::mem::try_vec("perm", p.perm.len(), 0u8)?;
+    for (i, (d, s)) in out.iter_mut().zip(p.perm).enumerate() {
+        *d = u8::try_from(s.index()).map_err(|_| {
+            let row = i / p.n.max(1);
+            Error::NotPermutation {
+                batch: row / p.len.max(1),
+                step: row % p.len.max(1),
+                n: p.n,
+                detail: format!("index {} does not fit the kernels' u8", s.index()),
+            }
+        })?;
     }
-    Ok(perm)
+    Ok(out)
 }
 
 macro_rules! wide_index {
     ($($idx:ty),*) => {$(
         impl<S: Storage + bytemuck::Pod> KernelScan for PermDiagonal<'_, S, $idx> {
             type Elem = S;
+            type Plan = PdGpuPlan;
+            /// `perm` (narrowed to `u8`), `d`, `b`, `h0`.
+            type Inputs = <PermDiagonal<'static, S, u8> as KernelScan>::Inputs;
 
-            fn kernel_plan(&self, sm_count: usize, request: PlanRequest) -> Result<KernelPlanSummary> {
-                let perm = narrow(self)?;
-                PermDiagonal { perm: &perm[..], d: self.d, b: self.b, h0: self.h0, batch: self.batch, len: self.len, n: self.n }
-                    .kernel_plan(sm_count, request)
+            /// Checks `n` against the kernels' limit, validates shapes and
+            /// every `perm` row, then plans as for `u8`.
+            fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<PdGpuPlan> {
+                check_n::<$idx>(self.n)?;
+                self.validate()?;
+                let shape = PdShape::new(self.batch, self.len, self.n);
+                plan_perm_diagonal(shape, S::DTYPE, request, sm_count)
             }
 
-            fn kernel_scan<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<KernelOutputs<S>> {
-                let perm = narrow(self)?;
-                PermDiagonal { perm: &perm[..], d: self.d, b: self.b, h0: self.h0, batch: self.batch, len: self.len, n: self.n }
-                    .kernel_scan(runner, request)
+            fn upload<R: KernelRunner>(&self, runner: &R) -> Result<Self::Inputs> {
+                check_n::<$idx>(self.n)?;
+                Ok((
+                    runner.upload(&narrow(self)?)?,
+                    runner.upload(self.d)?,
+                    runner.upload(self.b)?,
+                    self.h0.map(|h0| runner.upload(h0)).transpose()?,
+                ))
             }
 
-            fn kernel_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
-                let perm = narrow(self)?;
-                PermDiagonal { perm: &perm[..], d: self.d, b: self.b, h0: self.h0, batch: self.batch, len: self.len, n: self.n }
-                    .kernel_depth(runner, request)
-            }
-
-            fn kernel_prepare<'r, R: KernelRunner>(
-                &self,
-                runner: &'r R,
-                request: PlanRequest,
-            ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
-                let perm = narrow(self)?;
-                // The prepared launches own their device copies; the
-                // narrowed host rows are dropped here.
-                PermDiagonal { perm: &perm[..], d: self.d, b: self.b, h0: self.h0, batch: self.batch, len: self.len, n: self.n }
-                    .kernel_prepare(runner, request)
+            fn bind<'a>(
+                inputs: &'a Self::Inputs,
+                out: &'a DeviceBuffer,
+                last: &'a DeviceBuffer,
+            ) -> PdBuffers<'a> {
+                <PermDiagonal<'static, S, u8> as KernelScan>::bind(inputs, out, last)
             }
         }
     )*};

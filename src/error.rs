@@ -176,6 +176,31 @@ pub enum Error {
         /// The tolerance it had to meet.
         tolerance: f64,
     },
+    /// A `cu_seqlens` entry (sequence offsets into a packed time axis) was
+    /// out of order or out of range, or there were too few entries.
+    #[error("argument `{arg}`: entry {index} is {got}; expected {expected}")]
+    SeqOffsets {
+        /// The argument, e.g. `"cu_seqlens"`.
+        arg: &'static str,
+        /// Index of the first bad entry (0 when there are too few).
+        index: usize,
+        /// The entry found, printed (or the entry count).
+        got: String,
+        /// What was expected, in words.
+        expected: String,
+    },
+    /// A strided view's strides or innermost axis do not fit the shape:
+    /// overlapping rows, a non-contiguous innermost axis, or a view that
+    /// reaches past its buffer.
+    #[error("argument `{arg}`: {detail}; expected {expected}")]
+    Stride {
+        /// The argument, e.g. `"a"`.
+        arg: &'static str,
+        /// What is wrong, with the values.
+        detail: String,
+        /// What was expected, in words.
+        expected: String,
+    },
     /// An I/O error while writing results.
     #[error("I/O error on {path}: {source}")]
     Io {

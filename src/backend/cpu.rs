@@ -1,7 +1,9 @@
 //! The CPU backend: validates, plans and runs any [`LinearProblem`] on the
 //! rayon engine of [`crate::scan`].
 
+use crate::dtype::Storage;
 use crate::error::{Error, Result};
+use crate::family::varlen::InPlaceScan;
 use crate::family::LinearProblem;
 use crate::scan::{Plan, PlanRequest};
 
@@ -208,6 +210,50 @@ impl Cpu {
         request: PlanRequest,
     ) -> Result<ScanOutput<P::Out>> {
         self.run(problem, request, true)
+    }
+
+    /// The forward scan with in-place state: `state` holds the initial
+    /// states on entry and the final states on exit (`problem.final_len()`
+    /// scalars: `[B, state]` for a plain problem, `[B, N, state]` for a
+    /// [`Varlen`](crate::family::varlen::Varlen)), so a streaming decoder
+    /// keeps one buffer. The problem must carry no `h0` of its own. Every
+    /// initial state is read before any final state is written: the pass
+    /// reads `state` only, and the final states are stored after it.
+    /// Every check (shapes, `state`'s length and values) runs before any
+    /// computation.
+    pub fn scan_in_place<P: InPlaceScan>(
+        &self,
+        problem: &P,
+        request: PlanRequest,
+        out: &mut [P::Out],
+        state: &mut [P::Out],
+    ) -> Result<Plan> {
+        problem.check_in_place()?;
+        let plan = self.plan(problem, request)?;
+        if out.len() != problem.output_len() {
+            return Err(Error::shape(
+                "out",
+                problem.output_shape(),
+                problem.output_len(),
+                out.len(),
+            ));
+        }
+        if state.len() != problem.final_len() {
+            return Err(Error::shape(
+                "state",
+                problem.final_shape(),
+                problem.final_len(),
+                state.len(),
+            ));
+        }
+        crate::family::check_finite("state", state)?;
+        crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
+        let h0: &[P::Out] = state;
+        let finals = self.install(|| problem.run_in_place(&plan, h0, out));
+        for (d, v) in state.iter_mut().zip(finals) {
+            *d = <P::Out as Storage>::store(v);
+        }
+        Ok(plan)
     }
 
     /// [`scan`](Self::scan) or [`scan_reverse`](Self::scan_reverse).

@@ -282,3 +282,63 @@ impl<S: Storage> ScanOp for LaneOp<'_, '_, S> {
         out[0] = S::store(*h);
     }
 }
+
+impl<S: Storage> super::varlen::Segmentable for Diagonal<'_, S> {
+    fn state_len(&self) -> usize {
+        self.dim
+    }
+    fn rows(&self) -> usize {
+        self.batch
+    }
+    fn steps(&self) -> usize {
+        self.len
+    }
+    fn own_h0(&self) -> Option<&[S]> {
+        self.h0
+    }
+    fn run_states(
+        &self,
+        plan: &Plan,
+        segs: Option<&scan::segmented::Segments>,
+        h0: Option<&[S]>,
+        out: &mut [S],
+    ) -> Vec<S::Compute> {
+        let p = Diagonal { h0, ..*self };
+        let d = self.dim;
+        let n = segs.map_or(1, |s| s.count());
+        match self.layout {
+            Layout::Btd => {
+                let op = RowOp { p: &p };
+                // `initial(i)` reads row i of `h0`, here `[B·N, D]`.
+                let finals = match segs {
+                    None => scan::run(&op, plan, out),
+                    Some(segs) => {
+                        scan::segmented::run(&op, plan, segs, |b, s| op.initial(b * n + s), out)
+                    }
+                };
+                finals.into_iter().flatten().collect()
+            }
+            Layout::Bdt => {
+                let op = LaneOp { p: &p };
+                // Lane `l = b·D + c`; `initial(i)` reads element i of `h0`,
+                // here `[B,N,D]`; the finals come lane-major `[B·D, N]`.
+                let finals = match segs {
+                    None => scan::run(&op, plan, out),
+                    Some(segs) => scan::segmented::run(
+                        &op,
+                        plan,
+                        segs,
+                        |l, s| op.initial(((l / d) * n + s) * d + l % d),
+                        out,
+                    ),
+                };
+                let mut h = vec![S::Compute::zero(); finals.len()];
+                for (i, v) in finals.into_iter().enumerate() {
+                    let (l, s) = (i / n, i % n);
+                    h[((l / d) * n + s) * d + l % d] = v;
+                }
+                h
+            }
+        }
+    }
+}

@@ -672,6 +672,40 @@ impl<S: Storage> ScanOp for DplrOp<'_, '_, S> {
     }
 }
 
+impl<S: Storage> super::varlen::Segmentable for Dplr<'_, S> {
+    fn state_len(&self) -> usize {
+        self.n * self.m
+    }
+    fn rows(&self) -> usize {
+        self.batch
+    }
+    fn steps(&self) -> usize {
+        self.len
+    }
+    fn own_h0(&self) -> Option<&[S]> {
+        self.h0
+    }
+    fn run_states(
+        &self,
+        plan: &Plan,
+        segs: Option<&scan::segmented::Segments>,
+        h0: Option<&[S]>,
+        out: &mut [S],
+    ) -> Vec<S::Compute> {
+        let p = Dplr { h0, ..*self };
+        let op = DplrOp { p: &p };
+        // `initial(i)` reads state i of `h0`, here `[B·N, n, m]`.
+        let finals = match segs {
+            None => scan::run(&op, plan, out),
+            Some(segs) => {
+                let n = segs.count();
+                scan::segmented::run(&op, plan, segs, |b, s| op.initial(b * n + s), out)
+            }
+        };
+        finals.into_iter().flat_map(|st| st.h).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

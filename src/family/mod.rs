@@ -11,7 +11,9 @@
 pub mod block_diagonal;
 pub mod diagonal;
 pub mod dplr;
+pub mod heads;
 pub mod perm_diagonal;
+pub mod varlen;
 
 use crate::dtype::Storage;
 use crate::error::{Error, Result};

@@ -594,3 +594,37 @@ impl<S: Storage, P: PermIndex> ScanOp for RowOp<'_, '_, S, P> {
         std::mem::swap(&mut h.h, &mut h.tmp);
     }
 }
+
+impl<S: Storage, P: PermIndex> super::varlen::Segmentable for PermDiagonal<'_, S, P> {
+    fn state_len(&self) -> usize {
+        self.n
+    }
+    fn rows(&self) -> usize {
+        self.batch
+    }
+    fn steps(&self) -> usize {
+        self.len
+    }
+    fn own_h0(&self) -> Option<&[S]> {
+        self.h0
+    }
+    fn run_states(
+        &self,
+        plan: &Plan,
+        segs: Option<&scan::segmented::Segments>,
+        h0: Option<&[S]>,
+        out: &mut [S],
+    ) -> Vec<S::Compute> {
+        let p = PermDiagonal { h0, ..*self };
+        let op = RowOp { p: &p };
+        // `initial(i)` reads row i of `h0`, here `[B·N, n]`.
+        let finals = match segs {
+            None => scan::run(&op, plan, out),
+            Some(segs) => {
+                let n = segs.count();
+                scan::segmented::run(&op, plan, segs, |b, s| op.initial(b * n + s), out)
+            }
+        };
+        finals.into_iter().flat_map(|st| st.h).collect()
+    }
+}

@@ -14,7 +14,8 @@
 //!   `k ∈ {1,2,3,4,8,16,32,64}`, f32/f16/bf16/f64 storage, depth-counting too.
 //! - [`perm_diagonal`]: the PermDiagonal family (`kernels/perm_diagonal.cu`),
 //!   `n ≤ 256` with `u8` permutations, f32/f16/bf16/f64 storage, and its
-//!   depth-counting instantiation.
+//!   depth-counting instantiation; `u16`/`u32` permutations with `n ≤ 256`
+//!   are narrowed to `u8` on the host, larger `n` is `Error::Size` on `n`.
 //! - [`dplr`]: the DPLR family (`kernels/dplr.cu`): readout and all-states
 //!   outputs, rank ≤ 4, `n, m ≤ 128`, f32/f16/bf16/f64 storage and depth.
 //!
@@ -30,6 +31,7 @@ pub mod diagonal;
 pub mod dplr;
 pub mod face;
 pub mod perm_diagonal;
+mod perm_wide;
 pub mod resident;
 
 pub use device::{DeviceMut, DeviceRef, DeviceTensor, ElemType};

@@ -45,7 +45,7 @@ pub use device::{
 };
 pub use gpu::{sequential_kernels, solve_kernels, GpuCell, Iterations, NewtonWorkspace};
 pub use report::{Diverged, Mode, SolveReport, StopReason};
-pub use solver::{sequential, solve, Solution};
+pub use solver::{sequential, solve, solve_varlen, Solution, VarlenSolution};
 
 use rayon::prelude::*;
 

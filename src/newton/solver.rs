@@ -14,9 +14,11 @@ use crate::dtype::{Real, Storage};
 use crate::error::{Error, Result};
 use crate::family::block_diagonal::BlockDiagonal;
 use crate::family::diagonal::Diagonal;
+use crate::family::varlen::Varlen;
 use crate::family::Layout;
 use crate::mem::{checked_product, try_vec};
 use crate::scan::depth::measure;
+use crate::scan::segmented::{Segments, SeqOffset};
 use crate::scan::Plan;
 
 /// The states `h_1..h_T` of every sequence and how they were found.
@@ -39,6 +41,17 @@ pub fn sequential<T: Real, C: Cell<T> + ?Sized>(
     cell: &C,
     problem: &NonlinearProblem<'_, T>,
 ) -> Result<Vec<T>> {
+    sequential_with(cpu, cell, problem, None)
+}
+
+/// [`sequential`], restarting from each packed sequence's `h0` at its
+/// first step when `seg` is given.
+pub(crate) fn sequential_with<T: Real, C: Cell<T> + ?Sized>(
+    cpu: &Cpu,
+    cell: &C,
+    problem: &NonlinearProblem<'_, T>,
+    seg: Option<&SegStarts<'_, T>>,
+) -> Result<Vec<T>> {
     problem.validate(cell)?;
     let (n, len, din) = (cell.state_dim(), problem.len, cell.input_dim());
     // `validate` checked that `B·T·n` and its bytes fit in usize.
@@ -53,6 +66,9 @@ pub fn sequential<T: Real, C: Cell<T> + ?Sized>(
                     None => vec![T::zero(); n],
                 };
                 for t in 0..len {
+                    if let Some(h0) = seg.and_then(|g| g.start(b, t)) {
+                        prev.copy_from_slice(h0);
+                    }
                     let x = &problem.x[(b * len + t) * din..(b * len + t + 1) * din];
                     let out = &mut seq[t * n..(t + 1) * n];
                     cell.step(&prev, x, out);
@@ -78,13 +94,29 @@ where
     T: Real + Storage<Compute = T>,
     C: Cell<T> + ?Sized,
 {
+    solve_with(cpu, cell, problem, options, None)
+}
+
+/// [`solve`], with packed sequences when `seg` is given (their starts
+/// read their own `h0`; the scans are segmented).
+pub(crate) fn solve_with<T, C>(
+    cpu: &Cpu,
+    cell: &C,
+    problem: &NonlinearProblem<'_, T>,
+    options: &NewtonOptions<'_, T>,
+    seg: Option<&SegStarts<'_, T>>,
+) -> Result<Solution<T>>
+where
+    T: Real + Storage<Compute = T>,
+    C: Cell<T> + ?Sized,
+{
     problem.validate(cell)?;
     options.validate(cell, problem)?;
     let (batch, len, n) = (problem.batch, problem.len, cell.state_dim());
     let mut report = SolveReport::new(cell.name(), options.mode, batch, len, n);
     if options.mode == Mode::Sequential {
         let t0 = Instant::now();
-        let states = sequential(cpu, cell, problem)?;
+        let states = sequential_with(cpu, cell, problem, seg)?;
         report.cell_s = t0.elapsed().as_secs_f64();
         report.depth = len as u64;
         report.converged = true;
@@ -97,7 +129,7 @@ where
         });
     }
 
-    let mut st = State::new(cpu, cell, problem, options)?;
+    let mut st = State::new(cpu, cell, problem, options, seg)?;
     let t0 = Instant::now();
     let mut h = st.initial_guess(cpu, options.initial)?;
     report.cell_s += t0.elapsed().as_secs_f64();
@@ -148,7 +180,7 @@ where
                 }
                 Policy::FallbackSequential => {
                     let t0 = Instant::now();
-                    h = sequential(cpu, cell, problem)?;
+                    h = sequential_with(cpu, cell, problem, seg)?;
                     report.cell_s += t0.elapsed().as_secs_f64();
                     report.depth += len as u64;
                     report.converged = true;
@@ -216,6 +248,8 @@ fn max_nan(a: f64, b: f64) -> f64 {
 struct State<'p, 'c, T, C: ?Sized> {
     cell: &'c C,
     problem: &'p NonlinearProblem<'p, T>,
+    /// Packed sequences: where the carry restarts, and from which `h0`.
+    seg: Option<&'p SegStarts<'p, T>>,
     mode: Mode,
     n: usize,
     /// Scalars per step of the scan's transition (`n`, or `n·k`).
@@ -247,6 +281,7 @@ where
         cell: &'c C,
         problem: &'p NonlinearProblem<'p, T>,
         options: &NewtonOptions<'_, T>,
+        seg: Option<&'p SegStarts<'p, T>>,
     ) -> Result<Self> {
         let n = cell.state_dim();
         let k = match options.mode {
@@ -294,13 +329,18 @@ where
         Ok(Self {
             cell,
             problem,
+            seg,
             mode: options.mode,
             n,
             alen,
             k,
             a: try_vec("a", a_len, T::zero())?,
             b: try_vec("b", b_len, T::zero())?,
-            h_last: try_vec("h_last", problem.batch * n, T::zero())?,
+            h_last: try_vec(
+                "h_last",
+                problem.batch * seg.map_or(1, |g| g.segs.count()) * n,
+                T::zero(),
+            )?,
             h_new,
             depth_cache: Vec::new(),
             fused,
@@ -334,7 +374,7 @@ where
     fn fused_pass(&mut self, cpu: &Cpu, h: &[T]) -> Vec<(f64, f64)> {
         let (n, len) = (self.n, self.problem.len);
         let din = self.cell.input_dim();
-        let (cell, problem, mode) = (self.cell, self.problem, self.mode);
+        let (cell, problem, mode, seg) = (self.cell, self.problem, self.mode, self.seg);
         let scale = match mode {
             Mode::Damped { shrink, .. } => <T as Storage>::from_f64(1.0 / (1.0 + shrink)),
             _ => T::one(),
@@ -354,10 +394,12 @@ where
                     let mut acc = RowMax::default();
                     let seq = &h[bi * len * n..(bi + 1) * len * n];
                     for t in 0..len {
-                        let prev = if t > 0 {
-                            &seq[(t - 1) * n..t * n]
-                        } else {
-                            start
+                        // A packed sequence's first step starts from its h0.
+                        let reset = seg.and_then(|g| g.start(bi, t));
+                        let prev = match reset {
+                            Some(h0) => h0,
+                            None if t > 0 => &seq[(t - 1) * n..t * n],
+                            None => start,
                         };
                         let x = &problem.x[(bi * len + t) * din..(bi * len + t + 1) * din];
                         match mode {
@@ -365,7 +407,11 @@ where
                             _ => cell.step_jacobian(prev, x, &mut f, &mut a),
                         }
                         let (done, rest) = out.split_at_mut(t * n);
-                        let hn_prev = if t > 0 { &done[(t - 1) * n..] } else { start };
+                        let hn_prev = match reset {
+                            Some(h0) => h0,
+                            None if t > 0 => &done[(t - 1) * n..],
+                            None => start,
+                        };
                         let cur = &seq[t * n..(t + 1) * n];
                         fused_row(&f, &a, prev, cur, hn_prev, &mut rest[..n], scale, &mut acc);
                     }
@@ -443,7 +489,7 @@ where
     fn assemble(&mut self, cpu: &Cpu, h: &[T]) -> Vec<(f64, f64)> {
         let (n, len, alen, k) = (self.n, self.problem.len, self.alen, self.k);
         let din = self.cell.input_dim();
-        let (cell, problem, mode) = (self.cell, self.problem, self.mode);
+        let (cell, problem, mode, seg) = (self.cell, self.problem, self.mode, self.seg);
         let scale = match mode {
             Mode::Damped { shrink, .. } => <T as Storage>::from_f64(1.0 / (1.0 + shrink)),
             _ => T::one(),
@@ -461,7 +507,10 @@ where
                     for (j, (bt, at)) in bs.chunks_mut(n).zip(as_.chunks_mut(alen)).enumerate() {
                         let s = ci * STEPS + j;
                         let (bi, t) = (s / len, s % len);
-                        let prev: &[T] = if t > 0 {
+                        let reset = seg.and_then(|g| g.start(bi, t));
+                        let prev: &[T] = if let Some(h0) = reset {
+                            h0
+                        } else if t > 0 {
                             &h[(s - 1) * n..s * n]
                         } else {
                             match problem.h0 {
@@ -530,7 +579,16 @@ where
                 dim: n,
                 layout: Layout::Btd,
             };
-            cpu.scan_into(&p, options.plan, &mut self.h_new, &mut self.h_last)?
+            match self.seg {
+                // The carry stops at every packed sequence's start.
+                Some(g) => cpu.scan_into(
+                    &Varlen::new(p, g.segs.offsets(), g.h0)?,
+                    options.plan,
+                    &mut self.h_new,
+                    &mut self.h_last,
+                )?,
+                None => cpu.scan_into(&p, options.plan, &mut self.h_new, &mut self.h_last)?,
+            }
         } else {
             let p = BlockDiagonal {
                 a: &self.a,
@@ -541,7 +599,15 @@ where
                 blocks: n / k,
                 block: k,
             };
-            cpu.scan_into(&p, options.plan, &mut self.h_new, &mut self.h_last)?
+            match self.seg {
+                Some(g) => cpu.scan_into(
+                    &Varlen::new(p, g.segs.offsets(), g.h0)?,
+                    options.plan,
+                    &mut self.h_new,
+                    &mut self.h_last,
+                )?,
+                None => cpu.scan_into(&p, options.plan, &mut self.h_new, &mut self.h_last)?,
+            }
         };
         let depth = self.depth_of(cpu, &plan);
         match self.mode {
@@ -717,4 +783,116 @@ crate::simd::multiversion!(fn fused_row<T: Real>(
 
 fn to_f64<T: Real>(x: T) -> f64 {
     x.to_f64().unwrap_or(f64::NAN)
+}
+
+/// Packed sequences for the Newton solver: where each starts and its `h0`.
+pub(crate) struct SegStarts<'a, T> {
+    segs: Segments,
+    /// `[B, N, n]`; zeros when `None`.
+    h0: Option<&'a [T]>,
+    zeros: Vec<T>,
+    n: usize,
+}
+
+impl<T: Real> SegStarts<'_, T> {
+    /// The initial state of the sequence that starts at step `t` of row
+    /// `b`, or `None` when no sequence starts there.
+    #[inline]
+    fn start(&self, b: usize, t: usize) -> Option<&[T]> {
+        if !self.segs.is_start(t) {
+            return None;
+        }
+        let s = b * self.segs.count() + self.segs.seq_at(t);
+        Some(match self.h0 {
+            Some(h0) => &h0[s * self.n..(s + 1) * self.n],
+            None => &self.zeros,
+        })
+    }
+}
+
+/// A Newton solve of packed sequences, and every sequence's final state.
+#[derive(Clone, Debug)]
+pub struct VarlenSolution<T> {
+    /// `[B, T, n]` states of the packed axis, and the report.
+    pub solution: Solution<T>,
+    /// `[B, N, n]`: each sequence's final state (its `h0` when it is empty).
+    pub h_last: Vec<T>,
+}
+
+/// [`solve`] for `N` sequences packed on the time axis of `problem`
+/// (`cu_seqlens`: `N + 1` offsets from 0 to `T`, as for
+/// [`Varlen`]): each sequence starts from its own `h0` (`[B, N, n]`, zeros
+/// when `None`; `problem.h0` must be `None`), the Newton iterations and
+/// their scans run over the whole packed axis at once (the scans are
+/// segmented: no carry crosses a boundary), and the residual and
+/// convergence are over all sequences together. Returns the states and
+/// every sequence's final state; a zero-length sequence's is its `h0`.
+/// Bad offsets are [`Error::SeqOffsets`] before any work.
+pub fn solve_varlen<T, C, O>(
+    cpu: &Cpu,
+    cell: &C,
+    problem: &NonlinearProblem<'_, T>,
+    cu_seqlens: &[O],
+    h0: Option<&[T]>,
+    options: &NewtonOptions<'_, T>,
+) -> Result<VarlenSolution<T>>
+where
+    T: Real + Storage<Compute = T>,
+    C: Cell<T> + ?Sized,
+    O: SeqOffset,
+{
+    problem.validate(cell)?;
+    if problem.h0.is_some() {
+        return Err(Error::Unsupported {
+            what: "problem.h0",
+            by: "a packed (cu_seqlens) Newton solve".into(),
+            hint: "pass the per-sequence initial states [B,N,n] as h0".into(),
+        });
+    }
+    let segs = Segments::new("cu_seqlens", cu_seqlens, problem.len)?;
+    let n = cell.state_dim();
+    let count = segs.count();
+    let states = checked_product(
+        "h0",
+        &[
+            ("batch", problem.batch),
+            ("sequences", count),
+            ("state_dim", n),
+        ],
+    )?;
+    if let Some(h0) = h0 {
+        if h0.len() != states {
+            return Err(Error::shape(
+                "h0",
+                format!("[B,N,n] = [{},{count},{n}]", problem.batch),
+                states,
+                h0.len(),
+            ));
+        }
+        crate::family::check_finite("h0", h0)?;
+    }
+    let seg = SegStarts {
+        segs,
+        h0,
+        zeros: vec![T::zero(); n],
+        n,
+    };
+    let solution = solve_with(cpu, cell, problem, options, Some(&seg))?;
+    let mut h_last = try_vec("h_last", states, T::zero())?;
+    let len = problem.len;
+    for b in 0..problem.batch {
+        for s in 0..count {
+            let dst = &mut h_last[(b * count + s) * n..(b * count + s + 1) * n];
+            let r = seg.segs.range(s);
+            if r.is_empty() {
+                if let Some(h0) = h0 {
+                    dst.copy_from_slice(&h0[(b * count + s) * n..(b * count + s + 1) * n]);
+                }
+            } else {
+                let t = b * len + r.end - 1;
+                dst.copy_from_slice(&solution.states[t * n..(t + 1) * n]);
+            }
+        }
+    }
+    Ok(VarlenSolution { solution, h_last })
 }

@@ -21,6 +21,7 @@
 
 pub mod depth;
 pub mod plan;
+pub mod segmented;
 
 pub use plan::{Plan, PlanRequest};
 

@@ -249,7 +249,7 @@ impl Cpu {
         crate::family::check_finite("state", state)?;
         crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
         let h0: &[P::Out] = state;
-        let finals = self.install(|| problem.run_in_place(&plan, h0, out));
+        let finals = self.install_for::<P::Out, _>(|| problem.run_in_place(&plan, h0, out));
         for (d, v) in state.iter_mut().zip(finals) {
             *d = <P::Out as Storage>::store(v);
         }

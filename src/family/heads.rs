@@ -188,7 +188,7 @@ where
             )
         })?;
         check_len("h_last", h_last, self.state_len(), || self.state_shape())?;
-        let finals = cpu.install(|| self.states(&plan, None, self.h0, out));
+        let finals = cpu.install_for::<A, _>(|| self.states(&plan, None, self.h0, out));
         for (d, v) in h_last.iter_mut().zip(finals) {
             *d = A::store(v);
         }
@@ -531,7 +531,7 @@ where
         check_len("out", out, self.out_len(), || self.out_shape())?;
         check_len("h_last", h_last, self.state_len(), || self.state_shape())?;
         crate::mem::check_budget("cpu scan scratch", self.scratch_bytes(&plan)?)?;
-        let finals = cpu.install(|| self.states(&plan, None, self.h0, out));
+        let finals = cpu.install_for::<A, _>(|| self.states(&plan, None, self.h0, out));
         h_last.copy_from_slice(&finals);
         Ok(plan)
     }

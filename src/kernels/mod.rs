@@ -28,6 +28,7 @@ mod common;
 pub mod device;
 pub mod diagonal;
 pub mod dplr;
+pub mod lookback_switch;
 pub mod perm_diagonal;
 pub mod resident;
 

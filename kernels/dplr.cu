@@ -118,10 +118,13 @@
 //     chunks. Tensor cores (mma for the dense level kernels and a WY-form chunk fold)
 //     are not used yet.
 //   * ptxas (sm_90, scripts/check-kernels.sh): no spill at NMAX <= 64 in the chunk
-//     kernels (f32: 123-164 registers; __launch_bounds__(64, 4): without the
-//     minimum-blocks hint ptxas capped dplr_reduce_n64 at 128 registers and spilled).
-//     Spills: dplr_up_n32 4 B; NMAX = 128: rescan/sequential <= 32 B, dplr_down 524 B;
-//     f64 at NMAX = 128 everywhere (up to ~1.2 KB). Correct, but slower there.
+//     kernels (f32: 112-168 registers; __launch_bounds__(64, 4): without the
+//     minimum-blocks hint ptxas capped dplr_reduce_n64 at 128 registers and spilled),
+//     none in any f32 kernel at NMAX = 128 (dplr_down holds its carry-in column in two
+//     halves: 168 registers). Spills left: dplr_up_n32 4 B; f16/bf16 at NMAX = 128:
+//     dplr_down 20 B, rescan 16 B, sequential 8 B; f64 at NMAX = 128 (a 128-double
+//     column alone needs 256 registers; up to ~3 KB in the rescan) except dplr_down,
+//     and dplr_down_n64_f64 52 B.
 //   * The depth instantiation keeps one counter per column (dcol) rather than NMAX equal
 //     counters: nvcc 13.0's cicc crashed (SIGSEGV) on the 128-wide array of counters.
 // =====================================================================================

@@ -58,8 +58,9 @@
 // Launch shapes (grid (x,1,1), block (bx,1,1)):
 //   K1: bx = CB in {32, 64}; tiles = ceil((n+m)/CB) (thread j < n: column j of M,
 //       n <= j < n+m: column j-n of N); grid = B*NC*tiles, block id = (b*NC + c)*tiles + tile.
-//       shared = (SB*(2R+3)*NMAX + SB*CB + 4*CB)*sizeof(A), SB = 8 staged steps: the
-//       staged step vectors, x of the block's columns, each thread's R projections.
+//       shared = (SB*(2R+3)*NMAX + SB*CB + 4*CB)*sizeof(A), SB = 8 step slots (two
+//       buffers of 4 steps): the staged step vectors, x of the block's columns, each
+//       thread's R projections.
 //   K2, K3: bx = CB in {32, 64}; tiles = ceil(m/CB); grid = B*NC*tiles (K3: NC = 1);
 //       shared as K1.
 //   K4: bx in [32, 256], a multiple of 32 (recommended round32(n+m) clamped);
@@ -99,9 +100,16 @@
 // Performance design (not measured on a GPU yet):
 //   * Columns of H are independent given the step vectors, so one thread owns one
 //     column (n values in registers, NMAX-unrolled, zero-padded: no bounds checks) and
-//     a step is (2R+3)*NMAX FMAs with no barrier and no shuffle. The block stages SB
-//     steps of w, u, v, k, q (shared by all its columns) in shared memory, read as
-//     broadcasts, with 2 barriers per SB steps.
+//     a step is (2R+3)*NMAX FMAs with no barrier and no shuffle. The block stages the
+//     step vectors w, u, v, k, q (shared by all its columns) in shared memory, read as
+//     broadcasts: two buffers of SB/2 = 4 steps, 2 barriers per 4 steps; while one
+//     buffer is computed on, the next 4 steps are copied into the other. Each array's
+//     rows for consecutive steps are one contiguous run in memory, copied in 16-byte
+//     pieces (n a multiple of 16 bytes of storage and aligned bases; else element by
+//     element) with no division and no per-element branch on the array; f32/f64 use
+//     async copies (cp.async, sm_80+), f16/bf16 widen through registers. The emulator
+//     models the async copies (kernels/async_copy.cuh): the destination reads NaN from
+//     the issue until the issuing thread's wait, so a missing wait or barrier fails.
 //   * The chunk fold runs the same engine on the n+m columns of [M | N] (M columns
 //     start at e_j, no input), so a chunk costs (n+m)/m rescans; the scan of chunk
 //     aggregates is dense (n^2 (n+m) per combine, n^2 m per apply) but only ~2 NC of
@@ -110,20 +118,32 @@
 //     chunks. Tensor cores (mma for the dense level kernels and a WY-form chunk fold)
 //     are not used yet.
 //   * ptxas (sm_90, scripts/check-kernels.sh): no spill at NMAX <= 64 in the chunk
-//     kernels (f32: 123-164 registers; __launch_bounds__(64, 4): without the
-//     minimum-blocks hint ptxas capped dplr_reduce_n64 at 128 registers and spilled).
-//     Spills: dplr_up_n32 4 B; NMAX = 128: rescan/sequential <= 32 B, dplr_down 524 B;
-//     f64 at NMAX = 128 everywhere (up to ~1.2 KB). Correct, but slower there.
+//     kernels (f32: 112-168 registers; __launch_bounds__(64, 4): without the
+//     minimum-blocks hint ptxas capped dplr_reduce_n64 at 128 registers and spilled),
+//     none in any f32 kernel at NMAX = 128 (dplr_down holds its carry-in column in two
+//     halves: 168 registers). Spills left: dplr_up_n32 4 B; f16/bf16 at NMAX = 128:
+//     dplr_down 20 B, rescan 16 B, sequential 8 B; f64 at NMAX = 128 (a 128-double
+//     column alone needs 256 registers; up to ~3 KB in the rescan) except dplr_down,
+//     and dplr_down_n64_f64 52 B.
 //   * The depth instantiation keeps one counter per column (dcol) rather than NMAX equal
 //     counters: nvcc 13.0's cicc crashed (SIGSEGV) on the 128-wide array of counters.
 // =====================================================================================
 
 #include <stdint.h>
 
+#include "async_copy.cuh"
 #include "emu/portable.cuh"
 #include "parascan.cuh"
 
 #define PSP_DEV __device__ __forceinline__
+// Partial unrolling of the staging loops: four independent loads in flight per thread.
+#if defined(__CUDACC__)
+#define PSP_UNROLL4 _Pragma("unroll 4")
+#define PSP_NO_UNROLL _Pragma("unroll 1")
+#else
+#define PSP_UNROLL4
+#define PSP_NO_UNROLL
+#endif
 
 // -DPS_DPLR_DROP_BARRIER=1 removes the barrier that protects the staged step inputs
 // from being overwritten while other threads still read them (a deliberately broken
@@ -131,11 +151,18 @@
 #ifndef PS_DPLR_DROP_BARRIER
 #define PS_DPLR_DROP_BARRIER 0
 #endif
+// -DPS_DPLR_DROP_WAIT=1 reads a stage buffer without waiting for its async copies
+// (another deliberately broken build, for the same tests).
+#ifndef PS_DPLR_DROP_WAIT
+#define PS_DPLR_DROP_WAIT 0
+#endif
 
 namespace psp {
 
-// Steps whose inputs a block stages in shared memory at once.
+// Step slots of the stage area in shared memory (the launch contract's SB), split into
+// two buffers of kHalf steps: one is computed on while the other is being filled.
 constexpr int kStage = 8;
+constexpr int kHalf = kStage / 2;
 // Largest rank the kernels accept.
 constexpr int kMaxRank = 4;
 
@@ -165,6 +192,146 @@ struct DepthOps {
 };
 
 PSP_DEV unsigned umax(unsigned a, unsigned b) { return a > b ? a : b; }
+
+// ---------------------------------------------------------------------------------------
+// Staging: the step vectors of kHalf steps, global -> shared.
+//
+// Every array's rows for consecutive steps are consecutive in memory (w, k, q: [B,T,n];
+// u, v: [B,T,R,n], i.e. ns*R rows of n), so each array is one contiguous run, copied
+// row by row into rows of stride NMAX. Thread i of the copy takes item i, i + cb, ...
+// of rows x slots, slots = NMAX / V a compile-time power of two (no runtime division,
+// no branch on the array). V = 16 bytes of storage when every row start is 16-byte
+// aligned (n a multiple of V, aligned bases), else 1 element. Same storage and compute
+// type (f32, f64): async copies (cp.async), so the next batch is in flight while this
+// one runs; f16/bf16 are widened on the way, through registers (16-byte loads).
+// ---------------------------------------------------------------------------------------
+template <class Ops>
+struct StageIo {
+    const typename Ops::In* w;
+    const typename Ops::In* u;
+    const typename Ops::In* v;
+    const typename Ops::In* k;
+    const typename Ops::In* q;  // nullable
+    const typename Ops::In* x;
+    static constexpr int kVec = 16 / static_cast<int>(sizeof(typename Ops::In));
+    PSP_DEV static bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+    // Uniform across the launch: every row start of every array is 16-byte aligned.
+    PSP_DEV bool vectorizable(int n) const {
+        if constexpr (Ops::kDepth) {
+            return false;
+        } else {
+            return n % kVec == 0 && aligned16(w) && aligned16(u) && aligned16(v) && aligned16(k) &&
+                   (q == nullptr || aligned16(q));
+        }
+    }
+};
+
+// 16 bytes of half-precision storage, widened into V compute values.
+template <class Ops>
+PSP_DEV void widen16(typename Ops::Acc* dp, const typename Ops::In* sp) {
+    using S = typename Ops::In;
+    constexpr int V = StageIo<Ops>::kVec;
+    const uint4 raw = *reinterpret_cast<const uint4*>(sp);
+    S vals[V];
+    memcpy(vals, &raw, sizeof(raw));
+PS_UNROLL
+    for (int e = 0; e < V; ++e) dp[e] = ps::widen(vals[e]);
+}
+
+template <class Ops, int NMAX>
+PSP_DEV void stage_rows(typename Ops::Acc* dst, const typename Ops::In* src, int rows, int n, bool vec, int tid,
+                        int cb, ps::AsyncCopies& copies) {
+    using S = typename Ops::In;
+    using A = typename Ops::Acc;
+    constexpr bool kSame = sizeof(S) == sizeof(A);  // f32, f64: raw copies
+    if (vec) {
+        constexpr int V = StageIo<Ops>::kVec;
+        constexpr int kSlots = NMAX / V;
+        static_assert(kSlots >= 1 && (kSlots & (kSlots - 1)) == 0, "slots per row: a power of two");
+        const int items = rows * kSlots;
+        if constexpr (NMAX > 64) {
+            // Next to a 128-value column: one piece at a time (four widened pieces in
+            // flight spilled; an async copy does not wait for its data anyway).
+PSP_NO_UNROLL
+            for (int it = tid; it < items; it += cb) {
+                const int row = it / kSlots;
+                const int l = (it % kSlots) * V;
+                if (l < n) {
+                    const S* sp = src + static_cast<long long>(row) * n + l;
+                    A* dp = dst + row * NMAX + l;
+                    if constexpr (kSame) {
+                        copies.template copy<16>(dp, sp);
+                    } else {
+                        widen16<Ops>(dp, sp);
+                    }
+                }
+            }
+            return;
+        }
+PSP_UNROLL4
+        for (int it = tid; it < items; it += cb) {
+            const int row = it / kSlots;
+            const int l = (it % kSlots) * V;
+            if (l < n) {
+                const S* sp = src + static_cast<long long>(row) * n + l;
+                A* dp = dst + row * NMAX + l;
+                if constexpr (kSame) {
+                    copies.template copy<16>(dp, sp);
+                } else {
+                    widen16<Ops>(dp, sp);
+                }
+            }
+        }
+    } else {
+        const int items = rows * NMAX;
+PSP_UNROLL4
+        for (int it = tid; it < items; it += cb) {  // the general (unaligned) case
+            const int row = it / NMAX;
+            const int l = it % NMAX;
+            if (l < n) {
+                const long long o = static_cast<long long>(row) * n + l;
+                if constexpr (kSame) {
+                    copies.template copy<static_cast<int>(sizeof(S))>(dst + row * NMAX + l, src + o);
+                } else {
+                    dst[row * NMAX + l] = Ops::ld(src, o);
+                }
+            }
+        }
+    }
+}
+
+// Issues the copies of steps [bt0, bt0 + ns) (flattened b*T + t) into one stage buffer
+// and its x slots; xlive: this thread's column takes x (a column of N or of H).
+template <class Ops, int NMAX>
+PSP_DEV void stage_batch(const StageIo<Ops>& io, typename Ops::Acc* buf, typename Ops::Acc* sx, long long bt0,
+                         int ns, int n, int m, int R, int xc, bool xlive, bool vec, int tid, int cb,
+                         ps::AsyncCopies& copies) {
+    using S = typename Ops::In;
+    using A = typename Ops::Acc;
+    A* const sw = buf;
+    A* const su = sw + kHalf * NMAX;
+    A* const sv = su + kHalf * R * NMAX;
+    A* const sk = sv + kHalf * R * NMAX;
+    A* const sq = sk + kHalf * NMAX;
+    stage_rows<Ops, NMAX>(sw, io.w + bt0 * n, ns, n, vec, tid, cb, copies);
+    stage_rows<Ops, NMAX>(su, io.u + bt0 * R * n, ns * R, n, vec, tid, cb, copies);
+    stage_rows<Ops, NMAX>(sv, io.v + bt0 * R * n, ns * R, n, vec, tid, cb, copies);
+    stage_rows<Ops, NMAX>(sk, io.k + bt0 * n, ns, n, vec, tid, cb, copies);
+    if (io.q) stage_rows<Ops, NMAX>(sq, io.q + bt0 * n, ns, n, vec, tid, cb, copies);
+    if (xlive) {
+PS_UNROLL
+        for (int s = 0; s < kHalf; ++s) {
+            if (s < ns) {
+                const long long o = (bt0 + s) * m + xc;
+                if constexpr (sizeof(S) == sizeof(A)) {
+                    copies.template copy<static_cast<int>(sizeof(S))>(sx + s * cb + tid, io.x + o);
+                } else {
+                    sx[s * cb + tid] = Ops::ld(io.x, o);
+                }
+            }
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // K1/K2/K3: one thread per column, one block per (problem, chunk, column tile).
@@ -198,11 +365,13 @@ PSP_DEV void chunk_run(const typename Ops::In* __restrict__ w, const typename Op
     const int xc = REDUCE ? j - n : j;  // column of x, N, H
     const long long t0 = c * C;
     const long long t1 = min_ll(t0 + C, T);
-    // Staged step s: w | u_0..u_{R-1} | v_0..v_{R-1} | k | q, each NMAX wide, zero-padded.
-    const int nvec = 2 * R + 3;
-    const int ss = nvec * NMAX;
-    A* sx = smem + kStage * ss;  // x of this block's columns: [kStage][cb]
-    A* sproj = sx + kStage * cb;  // each thread's R projections: [kMaxRank][cb]
+    // Two stage buffers (double buffering), each kHalf steps of w | u | v | k | q, array by
+    // array ([kHalf][NMAX] for w, k, q; [kHalf][R][NMAX] for u, v), rows zero-padded to
+    // NMAX; then x of this block's columns ([2][kHalf][cb]), then each thread's R
+    // projections ([kMaxRank][cb]). Same total as the launch contract's SB = 8 steps.
+    const int bsz = kHalf * (2 * R + 3) * NMAX;
+    A* const sxb = smem + 2 * bsz;
+    A* const sproj = sxb + 2 * kHalf * cb;
 
     A h[NMAX];
 PS_UNROLL
@@ -233,50 +402,55 @@ PS_UNROLL
         for (int l = 0; l < NMAX; ++l) dcol = umax(dcol, h[l]);
     }
 
-    for (long long ts = t0; ts < t1; ts += kStage) {  // uniform across the block
-        const int ns = static_cast<int>(min_ll(kStage, t1 - ts));
-#if PS_DPLR_DROP_BARRIER != 1
-        __syncthreads();  // the previous batch's readers are done with smem
-#endif
-        if (!Ops::kDepth) {
-            for (int e = tid; e < ns * ss; e += cb) {
-                const int s = e / ss;
-                const int o = e % ss;
-                const int vi = o / NMAX;
-                const int l = o % NMAX;
-                const long long bt = b * T + ts + s;
-                A val = A(0);
-                if (l < n) {
-                    if (vi == 0) {
-                        val = Ops::ld(w, bt * n + l);
-                    } else if (vi <= R) {
-                        val = Ops::ld(u, (bt * R + (vi - 1)) * n + l);
-                    } else if (vi <= 2 * R) {
-                        val = Ops::ld(v, (bt * R + (vi - 1 - R)) * n + l);
-                    } else if (vi == 2 * R + 1) {
-                        val = Ops::ld(k, bt * n + l);
-                    } else if (q) {
-                        val = Ops::ld(q, bt * n + l);
-                    }
-                }
-                smem[e] = val;
+    // The chunk's steps in batches of kHalf; batch i+1 is in flight while batch i runs.
+    // Every thread takes part in every barrier (t0, t1 are uniform across the block).
+    const long long nb = (t1 - t0 + kHalf - 1) / kHalf;
+    StageIo<Ops> io{w, u, v, k, q, x};
+    ps::AsyncCopies copies;
+    const bool vec = io.vectorizable(n);
+    if constexpr (!Ops::kDepth) {
+        // Padding (rows past n, x of dead columns) is written once: the copies only
+        // ever write rows' first n entries and live columns.
+        for (int e = tid; e < 2 * bsz + 2 * kHalf * cb; e += cb) smem[e] = A(0);
+        __syncthreads();  // the zeros land before any thread's first copy
+        stage_batch<Ops, NMAX>(io, smem, sxb, b * T + t0, static_cast<int>(min_ll(kHalf, t1 - t0)), n, m, R,
+                               xc, live && !mcol, vec, tid, cb, copies);
+        copies.commit();
+    }
+    for (long long i = 0; i < nb; ++i) {
+        const long long ts = t0 + i * kHalf;
+        const int ns = static_cast<int>(min_ll(kHalf, t1 - ts));
+        const int cur = static_cast<int>(i & 1);
+        if constexpr (!Ops::kDepth) {
+            if (i + 1 < nb) {
+                const int nxt = cur ^ 1;
+                stage_batch<Ops, NMAX>(io, smem + nxt * bsz, sxb + nxt * kHalf * cb, b * T + ts + kHalf,
+                                       static_cast<int>(min_ll(kHalf, t1 - ts - kHalf)), n, m, R, xc,
+                                       live && !mcol, vec, tid, cb, copies);
             }
-            for (int s = 0; s < ns; ++s)
-                sx[s * cb + tid] = (live && !mcol) ? Ops::ld(x, (b * T + ts + s) * m + xc) : A(0);
+            copies.commit();  // possibly empty: keeps "all but the newest group" = batch i
+#if PS_DPLR_DROP_WAIT != 1
+            copies.wait<1>();  // this thread's copies of batch i have landed
+#endif
         }
-        __syncthreads();
+        __syncthreads();  // ... and every other thread's
         if (live) {
+            const A* sw = smem + cur * bsz;
+            const A* su = sw + kHalf * NMAX;
+            const A* sv = su + kHalf * R * NMAX;
+            const A* sk = sv + kHalf * R * NMAX;
+            const A* sq = sk + kHalf * NMAX;
+            const A* sx = sxb + cur * kHalf * cb;
             for (int s = 0; s < ns; ++s) {
                 const long long bt = b * T + ts + s;
-                const A* st = smem + s * ss;
                 A yv;
                 if constexpr (Ops::kDepth) {
                     dcol += 1u;  // one combine per step
                     yv = dcol;
                 } else {
-                    ps::dplr_col_step<A, NMAX>(R, st, st + NMAX, st + (R + 1) * NMAX, st + (2 * R + 1) * NMAX,
-                                               sx[s * cb + tid], !mcol, h, sproj + tid, cb);
-                    yv = (!REDUCE && y) ? ps::dplr_col_readout<A, NMAX>(h, st + (2 * R + 2) * NMAX) : A(0);
+                    ps::dplr_col_step<A, NMAX>(R, sw + s * NMAX, su + s * R * NMAX, sv + s * R * NMAX,
+                                               sk + s * NMAX, sx[s * cb + tid], !mcol, h, sproj + tid, cb);
+                    yv = (!REDUCE && y) ? ps::dplr_col_readout<A, NMAX>(h, sq + s * NMAX) : A(0);
                 }
                 if (!REDUCE) {
                     if (y) y[bt * m + xc] = Ops::narrow(yv);
@@ -289,6 +463,9 @@ PS_UNROLL
                 }
             }
         }
+#if PS_DPLR_DROP_BARRIER != 1
+        __syncthreads();  // buffer cur is read by everyone before batch i+2's copies go in
+#endif
     }
 
     if (!live) return;  // no barrier below
@@ -321,17 +498,19 @@ PSP_DEV void load_m(const typename Ops::Acc* __restrict__ m_src, typename Ops::A
     }
 }
 
-// out = init + Mrow . a (real) or max(init, Mrow, a) + 1 (depth).
-template <class Ops, int NMAX>
+// out = init + Mrow . a (real) or max(init, Mrow, a) + 1 (depth), over W entries.
+// last = false: a partial result that a later call continues from (as init): the real
+// sum goes on in the same order; the depth gets its + 1 only at the end.
+template <class Ops, int W>
 PSP_DEV typename Ops::Acc dense_entry(typename Ops::Acc init, const typename Ops::Acc* mrow,
-                                      const typename Ops::Acc* a) {
+                                      const typename Ops::Acc* a, bool last = true) {
     if constexpr (Ops::kDepth) {
         unsigned mx = init;
 PS_UNROLL
-        for (int l = 0; l < NMAX; ++l) mx = umax(mx, umax(mrow[l], a[l]));
-        return mx + 1u;
+        for (int l = 0; l < W; ++l) mx = umax(mx, umax(mrow[l], a[l]));
+        return last ? mx + 1u : mx;
     } else {
-        return ps::dplr_row_dot<typename Ops::Acc, NMAX>(init, mrow, a);
+        return ps::dplr_row_dot<typename Ops::Acc, W>(init, mrow, a);
     }
 }
 
@@ -390,23 +569,37 @@ PSP_DEV void down_level(const typename Ops::Acc* __restrict__ agg, typename Ops:
     const A* el = agg + (b * NC + r - 1) * E;
     load_m<Ops, NMAX>(el, sm, n);
     __syncthreads();
+    // The column of the carry-in is held in registers kPart entries at a time: at
+    // NMAX = 128 a whole column (128 registers) spilled. Each later part continues the
+    // row sums the earlier one stored in dst (same order: l ascending).
+    constexpr int kPart = NMAX > 64 ? 64 : NMAX;
     for (int j = static_cast<int>(threadIdx.x); j < m; j += static_cast<int>(blockDim.x)) {
-        A a[NMAX];
-PS_UNROLL
-        for (int l = 0; l < NMAX; ++l) {
-            A val = A(0);
-            if (l < n) {
-                if (src > 0)
-                    val = carry[(b * NC + src) * nm + static_cast<long long>(l) * m + j];
-                else if (h0)
-                    val = Ops::ld(h0, (b * n + l) * m + j);
-            }
-            a[l] = val;
-        }
         A* dst = carry + (b * NC + r) * nm + j;
-        for (int i = 0; i < n; ++i)
-            dst[static_cast<long long>(i) * m] =
-                dense_entry<Ops, NMAX>(el[nn + static_cast<long long>(i) * m + j], sm + i * NMAX, a);
+        // Not unrolled either: the next part's loads would be hoisted above this part's
+        // row loop and be live with it.
+PSP_NO_UNROLL
+        for (int l0 = 0; l0 < NMAX; l0 += kPart) {
+            A a[kPart];
+PS_UNROLL
+            for (int l = 0; l < kPart; ++l) {
+                A val = A(0);
+                if (l0 + l < n) {
+                    if (src > 0)
+                        val = carry[(b * NC + src) * nm + static_cast<long long>(l0 + l) * m + j];
+                    else if (h0)
+                        val = Ops::ld(h0, (b * n + l0 + l) * m + j);
+                }
+                a[l] = val;
+            }
+            const bool last = l0 + kPart >= NMAX;
+            // Not unrolled: unrolled row iterations kept several rows' M entries live and
+            // spilled at NMAX = 128.
+PSP_NO_UNROLL
+            for (int i = 0; i < n; ++i) {
+                const A init = l0 == 0 ? el[nn + static_cast<long long>(i) * m + j] : dst[static_cast<long long>(i) * m];
+                dst[static_cast<long long>(i) * m] = dense_entry<Ops, kPart>(init, sm + i * NMAX + l0, a, last);
+            }
+        }
     }
 }
 

@@ -11,18 +11,24 @@
 #   then, with the device tool: run `bash dist/device/run.sh` carrying
 #   dist/device (see README, "Running on a GPU")
 #
-# dist/device/run.sh runs stages in priority order, each under `timeout`
-# with its own log under $OUT and a summary at the end:
-#   env       date, nvidia-smi, nvcc --version, commit, `parascan info`
-#   tests     the cuda_* test executables and the CUDA part of emu_backend,
-#             REQUIRE_GPU=1 (a missing GPU fails instead of skipping)
-#   bench     `parascan bench --backend cuda` (bench.md/csv/json under $OUT/bench)
-#   check     `parascan check --backends cuda`
-#   sanitize  compute-sanitizer memcheck then racecheck over each cuda_*
-#             test executable, fewest tests first, each under its own timeout
-# `run.sh` alone runs every stage within RUN_TOTAL_S (default 540 s, under
-# the device's 600 s per call); `run.sh tests bench` or `run.sh sanitize`
-# runs only those, so the work can be split across two device calls.
+# dist/device/run.sh runs the first-call order, each step under
+# `timeout -k 5` with its own log under $OUT and a summary at the end:
+#   env       date, commit, nvidia-smi and its clocks, nvcc --version,
+#             `parascan info`
+#   tests     the cuda_* tests that do not launch the look-back (Auto kept
+#             off it with PARASCAN_NO_LOOKBACK=1) and the CUDA part of
+#             emu_backend, REQUIRE_GPU=1 (a missing GPU fails, not skips)
+#   ladder    the look-back tests, smallest first, 20 s each; the first
+#             timeout is taken for a hang and drops the look-back
+#             (PARASCAN_NO_LOOKBACK=1) for the rest of the run
+#   bench     `parascan bench --quick` per shape group with --time-limit
+#   sanitize  compute-sanitizer memcheck on one small look-back test
+# `run.sh` alone does all of that within RUN_TOTAL_S (default 480 s, so a
+# rerun fits in the device's time); `run.sh env tests` or `run.sh ladder`
+# runs only those stages, and `run.sh check` runs `parascan check`.
+# PARASCAN_BUNDLE_CUBINS=0 skips the cubins (for a quick rehearsal only).
+# Rehearsal here: `bash scripts/device-bundle.sh`, then
+# `OUT=$(mktemp -d) bash scripts/emulated-driver.sh bash dist/device/run.sh`.
 # Checkouts that share one CARGO_TARGET_DIR share the build script's
 # output (the PTX): do not build another checkout into it meanwhile.
 set -euo pipefail
@@ -75,7 +81,11 @@ strip "$stage/parascan" "$stage"/tests/* 2>/dev/null || true
 arch="${PARASCAN_CUDA_ARCH:-sm_90}"
 ptxas="$(dirname "$nvcc")/ptxas"
 mkdir -p "$stage/cubin"
-if "$stage/parascan" info --write-ptx "$stage/ptx" >/dev/null && [ -x "$ptxas" ]; then
+if [ "${PARASCAN_BUNDLE_CUBINS:-1}" = 0 ]; then
+  # A rehearsal bundle: the emulated driver runs no cubin, and ptxas over every
+  # module takes long on a small build machine.
+  echo "device-bundle: PARASCAN_BUNDLE_CUBINS=0, no cubins (the device would JIT-compile the PTX)" >&2
+elif "$stage/parascan" info --write-ptx "$stage/ptx" >/dev/null && [ -x "$ptxas" ]; then
   pids=()
   for ptx in "$stage"/ptx/*.ptx; do
     m="$(basename "$ptx" .ptx)"
@@ -99,31 +109,54 @@ echo "$commit" >"$dest/COMMIT"
 
 cat >"$dest/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs on the GPU machine (see scripts/device-bundle.sh): stages in
-# priority order, each step under `timeout`, one log per stage under $OUT
-# (default: logs/ beside this script), and summary.log at the end.
+# Runs on the GPU machine (see scripts/device-bundle.sh): stages in the
+# first-call order below, each step under `timeout -k 5`, one log per stage
+# under $OUT (default: logs/ beside this script), summary.log at the end.
 #
-#   bash dist/device/run.sh                  # env tests bench check sanitize
-#   bash dist/device/run.sh env tests bench  # only these, in this order
-#   bash dist/device/run.sh sanitize
+#   bash dist/device/run.sh                    # env tests ladder bench sanitize
+#   bash dist/device/run.sh env tests ladder   # only these, in this order
+#   bash dist/device/run.sh check              # parascan check (not in the default run)
+#
+# Stages (the default run is done within RUN_TOTAL_S, so that a rerun fits):
+#   env       date, commit, nvidia-smi and its clocks, nvcc --version,
+#             `parascan info` (did the cubins load?)
+#   tests     the plans without the look-back: every cuda_* executable but
+#             the look-back tests, PARASCAN_NO_LOOKBACK=1 (Auto avoids P4)
+#   ladder    the look-back, smallest first, each step LADDER_ONE_S: tiny P4
+#             both layouts with prefix_every 2..NC (aggregate path), surplus
+#             blocks, the suites' P4 cases, measured depth, the long shapes
+#             (B=2, D=64, T=2^20, both layouts, every plan timed next to
+#             P2/P3), the fused Newton suite. A step that times out is taken
+#             for a hang: PARASCAN_NO_LOOKBACK=1 is exported for every later
+#             stage (Auto avoids P4, bench drops its look-back rows) and the
+#             rest of the ladder is skipped.
+#   bench     `parascan bench --quick` per shape group: diagonal, dplr,
+#             perm-diagonal, newton, each with --time-limit
+#   sanitize  compute-sanitizer memcheck on one small P4 test (skipped
+#             after a hang; racecheck would only see shared memory)
+#   check     `parascan check --backends cuda` (only when named)
 #
 # Time limits, seconds (environment overrides):
-#   RUN_TOTAL_S=540   everything this call runs (the device allows 600 per call)
-#   TESTS_S=200       the tests stage; TEST_ONE_S=120 each executable
-#   BENCH_S=240       the bench stage (bench gets --time-limit BENCH_S - 45)
-#   CHECK_S=90        the check stage
-#   SANITIZE_ONE_S=150  each compute-sanitizer run
+#   RUN_TOTAL_S=480     everything this call runs (~8 min; the device allows 600)
+#   TEST_ONE_S=60       each test executable of the tests stage
+#   LADDER_ONE_S=20     each ladder step (a hang costs this much, not the run)
+#   BENCH_ONE_S=45      each bench shape group (--time-limit BENCH_ONE_S - 15)
+#   SANITIZE_ONE_S=60   the memcheck run
+#   CHECK_S=90          the check stage
+# In a rehearsal on the emulated driver (scripts/emulated-driver.sh) the
+# defaults are longer: the emulator is a CPU, and a slow step must not pass
+# for a hang.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${OUT:-$here/logs}"
 mkdir -p "$out"
 stages=("$@")
-(( ${#stages[@]} )) || stages=(env tests bench check sanitize)
+(( ${#stages[@]} )) || stages=(env tests ladder bench sanitize)
 for s in "${stages[@]}"; do
   case "$s" in
-    env | tests | bench | check | sanitize) ;;
+    env | tests | ladder | bench | sanitize | check) ;;
     *)
-      echo "run.sh: unknown stage \`$s\`; expected env, tests, bench, check or sanitize" >&2
+      echo "run.sh: unknown stage \`$s\`; expected env, tests, ladder, bench, sanitize or check" >&2
       exit 2
       ;;
   esac
@@ -144,19 +177,25 @@ rehearsal="${PARASCAN_EMULATED_DRIVER:-}"
 if [ -n "$rehearsal" ]; then
   export REQUIRE_CUDA=1
   unset REQUIRE_GPU
+  slow=6  # rehearsal: every default limit times this
 else
   export REQUIRE_GPU=1
+  slow=1
 fi
 # Modules without a prebuilt cubin are JIT-compiled from PTX: keep the
 # driver's cache of that between processes.
 export CUDA_CACHE_MAXSIZE="${CUDA_CACHE_MAXSIZE:-4294967296}"
 
-total="${RUN_TOTAL_S:-540}"
+total="${RUN_TOTAL_S:-$(( 480 * slow ))}"
+test_one="${TEST_ONE_S:-$(( 60 * slow ))}"
+ladder_one="${LADDER_ONE_S:-$(( 20 * slow ))}"
+bench_one="${BENCH_ONE_S:-$(( 45 * slow ))}"
 start=$(date +%s)
 summary="$out/summary.log"
 : >"$summary"
 status=0
 stage_end=0
+dropped=""  # set when the ladder saw a hang
 
 now() { date +%s; }
 note() { echo "$*" | tee -a "$summary"; }
@@ -168,18 +207,19 @@ cap() {
   (( left < t )) && t=$left
   echo "$t"
 }
-# step NAME LOG LIMIT CMD...: CMD under timeout, output appended to LOG.
+# step NAME LOG LIMIT CMD...: CMD under timeout, output appended to LOG;
+# returns CMD's status (124/137: killed at the limit).
 step() {
   local name=$1 log=$2 limit=$3
   shift 3
-  if (( limit < 10 )); then
+  if (( limit < 5 )); then
     note "SKIP  $name (time budget spent)"
     return 0
   fi
   local t0 rc
   t0=$(now)
   echo "== $name (limit ${limit}s): $*" >>"$log"
-  timeout -k 10 "$limit" "$@" >>"$log" 2>&1
+  timeout -k 5 "$limit" "$@" >>"$log" 2>&1
   rc=$?
   local dt=$(( $(now) - t0 ))
   if (( rc == 0 )); then
@@ -191,6 +231,7 @@ step() {
     note "FAIL  $name (exit $rc, ${dt}s; see $(basename "$log"))"
     status=1
   fi
+  return $rc
 }
 begin() { stage_end=$(( $(now) + $1 )); note "-- stage $2 (up to $1 s; $(( total - ($(now) - start) )) s left)"; }
 # The cuda_* test executables, fewest tests first (`--list` runs no test).
@@ -202,7 +243,7 @@ cuda_tests() {
 }
 
 stage_env() {
-  begin 180 env
+  begin $(( 60 * slow )) env
   local log="$out/env.log"
   {
     date -u
@@ -210,55 +251,107 @@ stage_env() {
     ls -l "$here" "$bin" "$bin/tests"
   } >>"$log" 2>&1
   if [ -n "$rehearsal" ]; then
-    note "SKIP  nvidia-smi, nvcc --version (emulated driver rehearsal)"
+    note "SKIP  nvidia-smi, clocks, nvcc --version (emulated driver rehearsal)"
   else
-    step nvidia-smi "$log" "$(cap 20)" nvidia-smi
+    step nvidia-smi "$log" "$(cap 15)" nvidia-smi
+    # Clocks and throttle reasons: a timing is read against the clock it ran at.
+    step "nvidia-smi clocks" "$log" "$(cap 15)" nvidia-smi -q -d CLOCK,PERFORMANCE
     step "nvcc --version" "$log" "$(cap 10)" nvcc --version
   fi
-  # First to open the device: without cubins it pays the JIT (~1 min) that
-  # the driver's cache then saves every later process.
-  step "parascan info" "$log" "$(cap 150)" "$bin/parascan" info
+  # First to open the device: the module loads (cubins, or the JIT that the
+  # driver's cache then saves every later process).
+  step "parascan info" "$log" "$(cap $(( 40 * slow )))" "$bin/parascan" info
 }
 
+# The tests that launch the look-back explicitly (the ladder runs them).
+lookback_skips=(--skip lookback --skip matches_oracle --skip measured_depth --skip workspace --skip large)
+
 stage_tests() {
-  begin "${TESTS_S:-200}" tests
-  local t
+  begin $(( 150 * slow )) tests
+  local t name
   for t in $(cuda_tests); do
-    step "test $(basename "$t")" "$out/tests.log" "$(cap "${TEST_ONE_S:-120}")" "$t" --test-threads=1
+    name=$(basename "$t")
+    case "$name" in
+      cuda_diagonal | cuda_perm_diagonal)
+        PARASCAN_NO_LOOKBACK=1 step "test $name (no look-back)" "$out/tests.log" "$(cap "$test_one")" \
+          "$t" --test-threads=1 "${lookback_skips[@]}" ;;
+      cuda_newton) ;;  # the fused look-back: in the ladder
+      *)
+        PARASCAN_NO_LOOKBACK=1 step "test $name" "$out/tests.log" "$(cap "$test_one")" "$t" --test-threads=1 ;;
+    esac
   done
   # The emulator tests run in CI; only the CUDA comparison here.
-  step "test emu_backend cuda" "$out/tests.log" "$(cap 60)" "$bin/tests/emu_backend" cuda --test-threads=1
+  PARASCAN_NO_LOOKBACK=1 step "test emu_backend cuda" "$out/tests.log" "$(cap "$test_one")" \
+    "$bin/tests/emu_backend" cuda --test-threads=1
+}
+
+stage_ladder() {
+  begin $(( 180 * slow )) ladder
+  if [ -n "$dropped" ]; then
+    note "SKIP  ladder (look-back dropped: $dropped)"
+    return 0
+  fi
+  local rung exe filter rc
+  for rung in \
+    "cuda_diagonal lookback_aggregate_path" \
+    "cuda_perm_diagonal lookback_aggregate_path" \
+    "cuda_diagonal lookback_surplus_blocks_do_nothing" \
+    "cuda_perm_diagonal lookback_surplus_blocks_do_nothing" \
+    "cuda_diagonal matches_oracle" \
+    "cuda_perm_diagonal matches_oracle" \
+    "cuda_diagonal measured_depth_equals_formula" \
+    "cuda_perm_diagonal measured_depth_equals_formula" \
+    "cuda_diagonal large_shapes_all_plans" \
+    "cuda_perm_diagonal large_shapes_all_plans" \
+    "cuda_newton every_cell_and_mode_on_cuda"; do
+    read -r exe filter <<<"$rung"
+    if [ -n "$dropped" ]; then
+      note "SKIP  ladder $exe $filter (look-back dropped)"
+      continue
+    fi
+    step "ladder $exe $filter" "$out/ladder.log" "$(cap "$ladder_one")" \
+      "$bin/tests/$exe" "$filter" --test-threads=1 --nocapture
+    rc=$?
+    if (( rc == 124 || rc == 137 )); then
+      dropped="$exe $filter timed out"
+      export PARASCAN_NO_LOOKBACK=1
+      note "DROP  look-back for the rest of the run ($dropped): PARASCAN_NO_LOOKBACK=1"
+    fi
+  done
 }
 
 stage_bench() {
-  begin "${BENCH_S:-240}" bench
-  local limit
-  limit=$(cap "${BENCH_S:-240}")
-  step "parascan bench" "$out/bench.log" "$limit" \
-    "$bin/parascan" bench --backend cuda --out "$out/bench" --time-limit $(( limit > 90 ? limit - 45 : limit / 2 ))
-}
-
-stage_check() {
-  begin "${CHECK_S:-90}" check
-  step "parascan check --backends cuda" "$out/check.log" "$(cap "${CHECK_S:-90}")" \
-    "$bin/parascan" check --backends cuda
+  begin $(( 4 * bench_one + 10 )) bench
+  local group limit
+  for group in diagonal dplr perm-diagonal newton; do
+    limit=$(cap "$bench_one")
+    step "bench --quick $group" "$out/bench.log" "$limit" \
+      "$bin/parascan" bench --backend cuda --quick --shapes "$group" --out "$out/bench-$group" \
+      --time-limit $(( limit > 30 ? limit - 15 : limit / 2 ))
+  done
 }
 
 stage_sanitize() {
-  begin "$total" sanitize
-  local tool t
+  begin $(( ${SANITIZE_ONE_S:-60} + 5 )) sanitize
   if [ -n "$rehearsal" ]; then
     note "SKIP  compute-sanitizer (emulated driver rehearsal)"
     return 0
   fi
-  # Per executable, fewest tests first, memcheck then racecheck: when time
-  # runs out, both tools have covered the small suites.
-  for t in $(cuda_tests); do
-    for tool in memcheck racecheck; do
-      step "$tool $(basename "$t")" "$out/sanitizer.log" "$(cap "${SANITIZE_ONE_S:-150}")" \
-        compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" --test-threads=1
-    done
-  done
+  if [ -n "$dropped" ]; then
+    note "SKIP  memcheck of the look-back (look-back dropped: $dropped)"
+    return 0
+  fi
+  # Global-memory errors in the look-back protocol (status, aggregates, prefixes)
+  # on its smallest test; racecheck sees shared memory only.
+  step "memcheck cuda_diagonal lookback_aggregate_path" "$out/sanitizer.log" "$(cap "${SANITIZE_ONE_S:-60}")" \
+    compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/tests/cuda_diagonal" lookback_aggregate_path \
+    --test-threads=1
+}
+
+stage_check() {
+  begin "${CHECK_S:-$(( 90 * slow ))}" check
+  step "parascan check --backends cuda" "$out/check.log" "$(cap "${CHECK_S:-$(( 90 * slow ))}")" \
+    "$bin/parascan" check --backends cuda
 }
 
 note "parascan device run: commit $PARASCAN_COMMIT, stages ${stages[*]}, up to ${total} s, logs in $out"
@@ -267,10 +360,10 @@ for s in "${stages[@]}"; do
 done
 
 echo
-note "== summary: $(( $(now) - start )) s"
+note "== summary: $(( $(now) - start )) s${dropped:+; look-back dropped ($dropped)}"
 grep -hE "^test result:|FAILED|panicked|ERROR SUMMARY: [1-9]" "$out"/*.log 2>/dev/null |
   sed -E 's/ \([0-9]+\) panicked/ panicked/' | sort | uniq -c | head -40
-[ -f "$out/bench/bench.md" ] && echo "bench table: $out/bench/bench.md"
+for f in "$out"/bench-*/bench.md; do [ -f "$f" ] && echo "bench table: $f"; done
 cat "$summary"
 exit $status
 RUN

@@ -217,7 +217,9 @@ pub fn diagonal_plans(len: usize) -> Vec<PlanRequest> {
 /// choice, the shallowest plan, the single pass (what `auto` picks when
 /// lanes fill the GPU), two fixed chunks on either side of what the
 /// three-pass plans would take, and the single-pass look-back (P4, what
-/// `auto` picks when the lanes alone do not fill the GPU).
+/// `auto` picks when the lanes alone do not fill the GPU); without the
+/// look-back when `PARASCAN_NO_LOOKBACK` is set
+/// ([`crate::kernels::lookback_switch`]).
 pub fn perm_diagonal_plans(len: usize) -> Vec<PlanRequest> {
     let mut v = vec![
         PlanRequest::Sequential,
@@ -226,7 +228,9 @@ pub fn perm_diagonal_plans(len: usize) -> Vec<PlanRequest> {
         PlanRequest::Chunk(len),
     ];
     v.extend(shorter_chunks(len, &[2048, 64]));
-    v.push(PlanRequest::LookBack);
+    if crate::kernels::lookback_switch::auto_lookback_allowed() {
+        v.push(PlanRequest::LookBack);
+    }
     v
 }
 

@@ -558,9 +558,10 @@ pub fn plan_diagonal(
             // Where the lanes alone do not fill the GPU: the look-back (12 B per f32
             // element against P2/P3's 20; its window keeps chains of any count
             // moving), unless it does not fit one launch.
+            // PARASCAN_NO_LOOKBACK (super::lookback_switch): the three-pass plan.
             Some(c) => match Geometry::lookback(shape, kernel_layout) {
-                Ok(g) => g,
-                Err(_) => Geometry::chunked(shape, kernel_layout, c, sm)?,
+                Ok(g) if super::lookback_switch::auto_lookback_allowed() => g,
+                _ => Geometry::chunked(shape, kernel_layout, c, sm)?,
             },
             None => Geometry::chunked(shape, kernel_layout, t, sm)?,
         },

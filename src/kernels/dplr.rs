@@ -66,7 +66,8 @@ use crate::scan::PlanRequest;
 pub const MAX_DIM: usize = 128;
 /// Largest rank `R` the kernels take.
 pub const MAX_RANK: usize = 4;
-/// Steps whose inputs a chunk block stages in shared memory at once (`SB`).
+/// Step slots of a chunk block's stage area in shared memory (`SB`): two
+/// buffers of `SB / 2` steps, one filled while the other is computed on.
 pub const STAGE_STEPS: usize = 8;
 /// Column threads per SM that `Auto` aims for.
 pub const AUTO_THREADS_PER_SM: usize = 1024;

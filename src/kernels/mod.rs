@@ -30,6 +30,7 @@ pub mod device;
 pub mod diagonal;
 pub mod dplr;
 pub mod face;
+pub mod lookback_switch;
 pub mod perm_diagonal;
 mod perm_wide;
 pub mod resident;

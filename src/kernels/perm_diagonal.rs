@@ -610,9 +610,10 @@ pub fn plan_perm_diagonal(
         // slot and step against P2/P3's 22), unless it does not fit one launch.
         PlanRequest::Auto => match auto_chunk(shape, sm) {
             c if c >= shape.len => Geometry::chunked(shape, c)?,
+            // PARASCAN_NO_LOOKBACK (super::lookback_switch): the chunked plan.
             c => match Geometry::lookback(shape) {
-                Ok(g) => g,
-                Err(_) => Geometry::chunked(shape, c)?,
+                Ok(g) if super::lookback_switch::auto_lookback_allowed() => g,
+                _ => Geometry::chunked(shape, c)?,
             },
         },
         PlanRequest::LookBack => Geometry::lookback(shape)?,

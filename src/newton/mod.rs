@@ -32,7 +32,7 @@ pub mod report;
 pub mod solver;
 mod vjp;
 
-pub use backward::{backward, NewtonGrads};
+pub use backward::{backward, backward_kernels, NewtonGrads};
 pub use cell::{Cell, DiagGru, DiagLstm, Elman, Parity, Structure};
 pub use gpu::{sequential_kernels, solve_kernels, GpuCell};
 pub use report::{Diverged, Mode, SolveReport, StopReason};

@@ -280,7 +280,7 @@ impl BenchReport {
         let newton: Vec<&BenchRow> = self
             .rows
             .iter()
-            .filter(|r| r.family == BenchFamily::Newton)
+            .filter(|r| r.family == BenchFamily::Newton && r.backward_over_forward.is_none())
             .collect();
         if !newton.is_empty() {
             s.push_str(

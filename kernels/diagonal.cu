@@ -133,6 +133,17 @@
 //   twice) plus the scratch (16 B per chunk and lane, negligible for C >= 64; P4: 12 B
 //   per chunk and channel plus 4 B per chunk and chain).
 //
+// REVERSE. diag_<L>_reduce_rev_<sfx>, diag_<L>_rescan_rev_<sfx>, diag_<L>_sequential_rev_<sfx>
+// and diag_<L>_lookback_rev_<sfx> (L = btd, bdt; every suffix) take the same arguments,
+// launch shapes, scratch and plans as K1, K2, K3, K7 and run the scan right to left:
+// h_t = a_t * h_{t+1} + b_t for t = T-1 down to 0, starting from h0 (the state "after"
+// t = T-1), and hT receives the state at t = 0. Inside, step s of the scan is time
+// t = T-1-s: chunk c covers times [T - (c+1)*C, T - c*C) (clamped at 0), carries and
+// look-back chains run in s, so every formula of this contract (depth included) holds
+// with t replaced by s = T-1-t. The 16-byte vectors are the same aligned ones (T, C and
+// the K steps of a thread are multiples of the vector width), their values reversed.
+// The phase-2 kernels (K4-K6) are the same for both directions.
+//
 // DEPTH. The _depth kernels are the same templates instantiated over the depth-counter
 // element (ps::DepthCounter: combine = max(d1, d2) + 1, identity 0; apply(e, h) =
 // max(e, h) + 1). They read nothing from a, b, h0 (pass 0 or anything), treat every
@@ -209,7 +220,8 @@
 // Emulator. Everything here stays inside the CUDA subset of kernels/emu/README.md, so the
 // same source runs on the CPU emulator; kernels/emu/diagonal_selftest.sh tests it.
 // -DPS_DIAG_DROP_BARRIER=1 removes one __syncthreads from the Blelloch down-sweep (a
-// deliberately broken build, used by the selftest to show the race is caught).
+// deliberately broken build, used by the selftest to show the race is caught);
+// -DPS_DIAG_DROP_BARRIER=2 removes the [B,D,T] tile barrier of the reverse kernels only.
 // =====================================================================================
 
 #include "diagonal.cuh"
@@ -299,6 +311,73 @@
     }                                                                                                          \
     PS_REGISTER_KERNEL(diag_btd_lookback_##SFX)
 
+// Reverse scans (REVERSE above): the kernels that touch a, b, h, hT, with the same
+// arguments, launch shapes and scratch as their forward namesakes; phase 2 (diag_scan,
+// diag_scan_tiles, diag_scan_apply) works on chunk indices only and is shared.
+#define PSD_REV_KERNELS(SFX, OPS, LB)                                                                            \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_btd_reduce_rev_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                \
+                                  OPS::Elem* __restrict__ agg, int B, int T, int D, int C) {                   \
+        psd::btd_chunk<OPS, true, true>(a, b, nullptr, nullptr, nullptr, nullptr, agg, B, T, D, C);            \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_btd_reduce_rev_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_btd_rescan_rev_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                \
+                                  OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                         \
+                                  const OPS::State* __restrict__ carry, const OPS::In* __restrict__ h0, int B, \
+                                  int T, int D, int C) {                                                       \
+        psd::btd_chunk<OPS, false, true>(a, b, h, hT, carry, h0, nullptr, B, T, D, C);                         \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_btd_rescan_rev_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_btd_sequential_rev_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,            \
+                                      OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                     \
+                                      const OPS::In* __restrict__ h0, int B, int T, int D) {                   \
+        psd::btd_chunk<OPS, false, true>(a, b, h, hT, nullptr, h0, nullptr, B, T, D, T);                       \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_btd_sequential_rev_##SFX);                                                         \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_bdt_reduce_rev_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                \
+                                  OPS::Elem* __restrict__ agg, int B, int T, int D, int C) {                   \
+        psd::bdt_chunk<OPS, false, true>(a, b, nullptr, nullptr, nullptr, nullptr, agg, B, T, D, C);           \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_bdt_reduce_rev_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_bdt_rescan_rev_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,                \
+                                  OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                         \
+                                  const OPS::State* __restrict__ carry, const OPS::In* __restrict__ h0, int B, \
+                                  int T, int D, int C) {                                                       \
+        psd::bdt_chunk<OPS, true, true>(a, b, h, hT, carry, h0, nullptr, B, T, D, C);                          \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_bdt_rescan_rev_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        diag_bdt_sequential_rev_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,            \
+                                      OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                     \
+                                      const OPS::In* __restrict__ h0, int B, int T, int D) {                   \
+        psd::bdt_sequential<OPS, true>(a, b, h, hT, h0, B, T, D);                                              \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_bdt_sequential_rev_##SFX);                                                         \
+    extern "C" __global__ void __launch_bounds__(256, LB)                                                      \
+        diag_bdt_lookback_rev_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,              \
+                                    OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                       \
+                                    const OPS::In* __restrict__ h0, unsigned* __restrict__ status,             \
+                                    OPS::Elem* __restrict__ lagg, OPS::State* __restrict__ lpre, int B, int T, \
+                                    int D, int C, int prefix_every) {                                          \
+        psd::bdt_lookback<OPS, psd::LbProduction, true>(a, b, h, hT, h0, status, lagg, lpre, B, T, D, C,       \
+                                                        prefix_every);                                         \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_bdt_lookback_rev_##SFX);                                                           \
+    extern "C" __global__ void __launch_bounds__(256, LB)                                                      \
+        diag_btd_lookback_rev_##SFX(const OPS::In* __restrict__ a, const OPS::In* __restrict__ b,              \
+                                    OPS::Out* __restrict__ h, OPS::Out* __restrict__ hT,                       \
+                                    const OPS::In* __restrict__ h0, unsigned* __restrict__ status,             \
+                                    OPS::Elem* __restrict__ lagg, OPS::State* __restrict__ lpre, int B, int T, \
+                                    int D, int C, int prefix_every) {                                          \
+        psd::btd_lookback<OPS, psd::LbProduction, true>(a, b, h, hT, h0, status, lagg, lpre, B, T, D, C,       \
+                                                        prefix_every);                                         \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_btd_lookback_rev_##SFX)
+
 // LB: look-back blocks of 256 per SM that ptxas must fit (4 -> 64 registers: a third more
 // bytes in flight than the 3 that ~70 registers allow; f64 needs its ~128).
 PSD_KERNELS(f32, psd::OpsF32, 4);
@@ -306,6 +385,11 @@ PSD_KERNELS(f64, psd::OpsF64, 2);
 PSD_KERNELS(f16, psd::OpsF16, 4);
 PSD_KERNELS(bf16, psd::OpsBF16, 4);
 PSD_KERNELS(depth, psd::OpsDepth, 4);
+PSD_REV_KERNELS(f32, psd::OpsF32, 4);
+PSD_REV_KERNELS(f64, psd::OpsF64, 2);
+PSD_REV_KERNELS(f16, psd::OpsF16, 4);
+PSD_REV_KERNELS(bf16, psd::OpsBF16, 4);
+PSD_REV_KERNELS(depth, psd::OpsDepth, 4);
 
 // Emulator tests only, never launched on a GPU (a trap ends the process's CUDA context; they
 // are in the PTX because the emulated backend only launches kernels the PTX has): the

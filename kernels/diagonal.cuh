@@ -34,6 +34,17 @@ PSD_DEV bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) &
 
 PSD_DEV long long min_ll(long long x, long long y) { return x < y ? x : y; }
 
+// Reverse scans (REV = true): the skeletons walk steps s = 0..T-1 in their own order
+// (chunks, carries, look-back chains, depth and the "last step" that writes hT are all in
+// s), and step s lives at time t = T-1-s in memory, so h_t = a_t * h_{t+1} + b_t from
+// h0 = the state after t = T-1, and hT is the state at t = 0. Only the memory index
+// changes: every plan keeps its depth and its bytes (the 16-byte vectors of a thread's K
+// steps are the same aligned vectors, read or written with their values in reverse).
+template <bool REV>
+PSD_DEV long long step_time(long long s, long long T) {
+    return REV ? T - 1 - s : s;
+}
+
 // 16 bytes <-> storage values, with explicit bit moves. The 16-byte accesses go through
 // __ldg / __stwb (intrinsics nvcc cannot split; a plain uint4 dereference or a union
 // was split into 4- and 8-byte accesses by the optimizer).
@@ -293,7 +304,7 @@ PSD_UNROLL
 // One thread per (lane, chunk) of the [B,T,D] layout; d varies fastest across threads,
 // so a warp reads 32 consecutive channels of one time step (coalesced).
 // REDUCE writes the chunk aggregate to agg; otherwise rescans from the carry-in.
-template <class Ops, bool REDUCE>
+template <class Ops, bool REDUCE, bool REV = false>
 PSD_DEV void btd_chunk(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                        typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                        const typename Ops::State* __restrict__ carry, const typename Ops::In* __restrict__ h0,
@@ -307,12 +318,12 @@ PSD_DEV void btd_chunk(const typename Ops::In* __restrict__ a, const typename Op
     const long long bb = r / nchunks;
     const long long t0 = c * C;
     const long long len = min_ll(C, T - t0);
-    const long long base = (bb * T + t0) * D + d;
+    const long long base = (bb * T + step_time<REV>(t0, T)) * D + d;
     const long long lane = bb * D + d;
     typename Ops::State hh{};
     typename Ops::Elem acc = Ops::identity();
     if (!REDUCE) hh = carry ? carry[w] : Ops::initial(h0, lane);  // carry index == w
-    serial_run<Ops, REDUCE>(a, b, h, base, D, len, hh, acc);
+    serial_run<Ops, REDUCE>(a, b, h, base, REV ? -static_cast<long long>(D) : D, len, hh, acc);
     if (REDUCE) {
         agg[w] = acc;
     } else if (hT && c == nchunks - 1) {
@@ -321,7 +332,7 @@ PSD_DEV void btd_chunk(const typename Ops::In* __restrict__ a, const typename Op
 }
 
 // One thread per lane of the [B,D,T] layout, looping over all of T (the baseline).
-template <class Ops>
+template <class Ops, bool REV = false>
 PSD_DEV void bdt_sequential(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                             typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                             const typename Ops::In* __restrict__ h0, int B, int T, int D) {
@@ -329,7 +340,7 @@ PSD_DEV void bdt_sequential(const typename Ops::In* __restrict__ a, const typena
     if (lane >= static_cast<long long>(B) * D) return;
     typename Ops::State hh = Ops::initial(h0, lane);
     typename Ops::Elem acc = Ops::identity();
-    serial_run<Ops, false>(a, b, h, lane * T, 1, T, hh, acc);
+    serial_run<Ops, false>(a, b, h, lane * T + step_time<REV>(0, T), REV ? -1 : 1, T, hh, acc);
     if (hT) hT[lane] = Ops::narrow(hh);
 }
 
@@ -343,26 +354,31 @@ PSD_DEV void bdt_sequential(const typename Ops::In* __restrict__ a, const typena
 // thread's steps from the state hin entering the tile and writes them to h (nullable) and,
 // at step T - 1, to hT[lane].
 // ---------------------------------------------------------------------------------------
-template <class Ops, int K>
+template <class Ops, int K, bool REV = false>
 PSD_DEV void bdt_tile_scan(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                            long long row, long long s, long long t1, bool vec_in, typename Ops::Elem (&e)[K],
                            typename Ops::Elem* s_tot, typename Ops::Elem& incl, typename Ops::Elem& W,
-                           typename Ops::Elem& run) {
+                           typename Ops::Elem& run, long long T) {
     using Elem = typename Ops::Elem;
     using Raw = typename Ops::Raw;
     const int wid = threadIdx.x >> 5;
     const int lid = threadIdx.x & 31;
     const int nw = blockDim.x >> 5;
     if (vec_in && s + K <= t1) {
+        // Steps s..s+K-1 are times [s, s+K) forward, [T-s-K, T-s) in reverse (aligned
+        // alike: T, s and K are multiples of the vector width).
+        const long long v0 = REV ? T - s - K : s;
         Raw ra[K], rb[K];
-        load_vec<Ops, K>(a + row + s, ra);
-        load_vec<Ops, K>(b + row + s, rb);
+        load_vec<Ops, K>(a + row + v0, ra);
+        load_vec<Ops, K>(b + row + v0, rb);
 PSD_UNROLL
-        for (int k = 0; k < K; ++k) e[k] = Ops::make(ra[k], rb[k]);
+        for (int k = 0; k < K; ++k) e[k] = REV ? Ops::make(ra[K - 1 - k], rb[K - 1 - k]) : Ops::make(ra[k], rb[k]);
     } else {
 PSD_UNROLL
-        for (int k = 0; k < K; ++k)
-            e[k] = s + k < t1 ? Ops::make(Ops::load(a + row + s + k), Ops::load(b + row + s + k)) : Ops::identity();
+        for (int k = 0; k < K; ++k) {
+            const long long t = row + step_time<REV>(s + k, T);
+            e[k] = s + k < t1 ? Ops::make(Ops::load(a + t), Ops::load(b + t)) : Ops::identity();
+        }
     }
     Elem x = e[0];
 PSD_UNROLL
@@ -374,7 +390,11 @@ PSD_UNROLL
         if (lid >= static_cast<int>(off)) incl = Ops::combine(y, incl);
     }
     if (lid == 31) s_tot[wid] = incl;
+#if PS_DIAG_DROP_BARRIER == 2
+    if (!REV) __syncthreads();  // a deliberately broken build: the reverse kernels race
+#else
     __syncthreads();
+#endif
     run = s_tot[0];
     W = Ops::identity();
     for (int w = 1; w < nw; ++w) {
@@ -383,7 +403,7 @@ PSD_UNROLL
     }
 }
 
-template <class Ops, int K>
+template <class Ops, int K, bool REV = false>
 PSD_DEV void bdt_tile_store(const typename Ops::Elem (&e)[K], const typename Ops::Elem& incl,
                             const typename Ops::Elem& W, typename Ops::State hin, typename Ops::Out* __restrict__ h,
                             typename Ops::Out* __restrict__ hT, long long row, long long s, long long t1, int T,
@@ -401,11 +421,18 @@ PSD_UNROLL
     }
     if (h) {
         if (vec_out && s + K <= t1) {
-            store_vec<Ops, K>(h + row + s, o);
+            if (REV) {
+                State r[K];
+PSD_UNROLL
+                for (int k = 0; k < K; ++k) r[k] = o[K - 1 - k];
+                store_vec<Ops, K>(h + row + (T - s - K), r);
+            } else {
+                store_vec<Ops, K>(h + row + s, o);
+            }
         } else {
 PSD_UNROLL
             for (int k = 0; k < K; ++k)
-                if (s + k < t1) h[row + s + k] = Ops::narrow(o[k]);
+                if (s + k < t1) h[row + step_time<REV>(s + k, T)] = Ops::narrow(o[k]);
         }
     }
     if (hT && t1 == T && s <= T - 1 && T - 1 < s + K) {
@@ -427,7 +454,7 @@ PSD_UNROLL
 // RESCAN: h at the thread's first step = apply(lane prefix, apply(W, h_tile_in)),
 // then K serial steps; h_tile_in advances by the tile total.
 // ---------------------------------------------------------------------------------------
-template <class Ops, bool RESCAN>
+template <class Ops, bool RESCAN, bool REV = false>
 PSD_DEV void bdt_chunk(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                        typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                        const typename Ops::State* __restrict__ carry, const typename Ops::In* __restrict__ h0,
@@ -465,11 +492,11 @@ PSD_DEV void bdt_chunk(const typename Ops::In* __restrict__ a, const typename Op
     for (long long ts = t0; ts < t1; ts += tile) {  // uniform across the block
         const long long s = ts + static_cast<long long>(tid) * K;
         Elem e[K], incl, W, run;
-        bdt_tile_scan<Ops, K>(a, b, row, s, t1, vec_in, e, s_tot + bank * 32, incl, W, run);
+        bdt_tile_scan<Ops, K, REV>(a, b, row, s, t1, vec_in, e, s_tot + bank * 32, incl, W, run, T);
         if (!RESCAN) {
             acc = Ops::combine(acc, run);
         } else {
-            bdt_tile_store<Ops, K>(e, incl, W, hin, h, hT, row, s, t1, T, vec_out, lane);
+            bdt_tile_store<Ops, K, REV>(e, incl, W, hin, h, hT, row, s, t1, T, vec_out, lane);
             hin = Ops::apply(run, hin);
         }
         bank ^= 1;
@@ -815,7 +842,7 @@ PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem*
 }
 
 // [B,D,T] single pass: one block per (lane, chunk of C = blockDim.x * kLbSteps steps).
-template <class Ops, class Lb = LbProduction>
+template <class Ops, class Lb = LbProduction, bool REV = false>
 PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                           typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                           const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
@@ -842,14 +869,14 @@ PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename
     const bool vec_in = Ops::kReads && T % VI == 0 && aligned16(a) && aligned16(b);
     const bool vec_out = T % VO == 0 && aligned16(h);
     Elem e[K], incl, W, run;
-    bdt_tile_scan<Ops, K>(a, b, row, s, t1, vec_in, e, s_tot, incl, W, run);
+    bdt_tile_scan<Ops, K, REV>(a, b, row, s, t1, vec_in, e, s_tot, incl, W, run, T);
     if ((threadIdx.x >> 5) == 0) {
         const State hin = lookback_lane<Ops, Lb>(status, lagg, lpre, lane, lanes, c, run, Ops::initial(h0, lane),
                                              prefix_every);
         if (threadIdx.x == 0) s_hin = hin;
     }
     __syncthreads();
-    bdt_tile_store<Ops, K>(e, incl, W, s_hin, h, hT, row, s, t1, T, vec_out, lane);
+    bdt_tile_store<Ops, K, REV>(e, incl, W, s_hin, h, hT, row, s, t1, T, vec_out, lane);
 }
 
 // Where the [B,T,D] look-back's steps come from: step(bb, t, d, i) is the element of step
@@ -867,7 +894,7 @@ struct DiagSteps {
 // [B,T,D] single pass: one block per (batch row, 32-channel group, chunk of
 // C = (blockDim.x / 32) * kLbSteps steps); warp w holds steps [w*K, (w+1)*K) of the chunk
 // for the group's 32 channels (lane = channel: every load is one coalesced row segment).
-template <class Ops, class Steps, class Lb = LbProduction>
+template <class Ops, class Steps, class Lb = LbProduction, bool REV = false>
 PSD_DEV void btd_lookback_steps(Steps& src, typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                                 const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
                                 typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre,
@@ -896,12 +923,14 @@ PSD_DEV void btd_lookback_steps(Steps& src, typename Ops::Out* __restrict__ h, t
     const bool active = d < D;
     const long long ts = c * C + static_cast<long long>(wid) * K;
     const long long len = active ? min_ll(K, T - ts) : 0;  // may be <= 0 in the last chunk
-    const long long base = (bb * T + ts) * D + d;
+    // Step ts + k at time step_time(ts + k): flat index base +- k * D (REV walks back).
+    const long long base = (bb * T + step_time<REV>(ts, T)) * D + d;
+    const long long tstride = static_cast<long long>(D);
 
     Elem e[K];
 PSD_UNROLL
     for (int k = 0; k < K; ++k)
-        e[k] = k < len ? src.step(bb, ts + k, d, base + k * static_cast<long long>(D)) : Ops::identity();
+        e[k] = k < len ? src.step(bb, step_time<REV>(ts + k, T), d, REV ? base - k * tstride : base + k * tstride) : Ops::identity();
     Elem x = e[0];
 PSD_UNROLL
     for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
@@ -922,20 +951,20 @@ PSD_UNROLL
     for (int k = 0; k < K; ++k) {
         if (k < len) {
             hh = Ops::apply(e[k], hh);
-            if (h) h[base + k * static_cast<long long>(D)] = Ops::narrow(hh);
+            if (h) h[REV ? base - k * tstride : base + k * tstride] = Ops::narrow(hh);
             if (hT && ts + k == T - 1) hT[bb * D + d] = Ops::narrow(hh);
         }
     }
 }
 
-template <class Ops, class Lb = LbProduction>
+template <class Ops, class Lb = LbProduction, bool REV = false>
 PSD_DEV void btd_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                           typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                           const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
                           typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre, int B,
                           int T, int D, int C, int prefix_every) {
     DiagSteps<Ops> src{a, b};
-    btd_lookback_steps<Ops, DiagSteps<Ops>, Lb>(src, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);
+    btd_lookback_steps<Ops, DiagSteps<Ops>, Lb, REV>(src, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);
 }
 
 using OpsF32 = DiagOps<float, float>;

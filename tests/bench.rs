@@ -45,6 +45,15 @@ fn expected_rows() -> Vec<(String, String, String, String)> {
                         "f32".to_string(),
                         p.to_string(),
                     ));
+                    // The backward at each Newton plan's solution.
+                    if p != PlanRequest::Sequential {
+                        rows.push((
+                            "diag-gru backward".to_string(),
+                            format!("[B,T,n]=[{},{},{}]", c.batch, c.len, c.units),
+                            "f32".to_string(),
+                            p.to_string(),
+                        ));
+                    }
                 }
             }
             continue;
@@ -56,11 +65,20 @@ fn expected_rows() -> Vec<(String, String, String, String)> {
                     _ => c.shape.label(),
                 };
                 rows.push((
-                    case,
+                    case.clone(),
                     shape_text(&c.shape, c.len),
                     c.dtype.name().to_string(),
                     p.to_string(),
                 ));
+                // Diagonal: the reverse scan of the backward under each plan.
+                if family == BenchFamily::Diagonal {
+                    rows.push((
+                        format!("{case} backward"),
+                        shape_text(&c.shape, c.len),
+                        c.dtype.name().to_string(),
+                        p.to_string(),
+                    ));
+                }
             }
         }
     }
@@ -151,6 +169,9 @@ fn emu_bench_writes_a_row_per_shape_and_plan() {
         "| DPLR | T | plan |",
         "| Newton | shape | plan | iterations |",
         "| diag-gru |",
+        "| backward | shape | dtype | plan | kind | plan B/elem | depth | median ms | GB/s | % copy BW | ÷ forward |",
+        "| diagonal backward |",
+        "| diag-gru backward |",
     ] {
         assert!(md.contains(needle), "missing `{needle}` in:\n{md}");
     }
@@ -165,6 +186,17 @@ fn emu_bench_writes_a_row_per_shape_and_plan() {
         if fam != "newton" {
             assert!(bytes.is_some_and(|b| b > 0.0), "no plan bytes: {row}");
         }
+        // Backward rows carry their time over the forward's, measured in this run.
+        let backward = row["case"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("backward"));
+        assert_eq!(
+            row["backward_over_forward"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0 && r.is_finite()),
+            backward,
+            "backward ratio: {row}"
+        );
         if fam == "perm-diagonal" && row["kind"].as_str() == Some("P4") {
             assert!(
                 bytes.is_some_and(|b| b <= 14.0),

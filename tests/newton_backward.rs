@@ -9,10 +9,13 @@
 mod common;
 
 use common::{rng, uniform};
+use parascan::backend::emu::EmuBackend;
+use parascan::backend::launch::KernelRunner;
 use parascan::backend::Cpu;
+use parascan::kernels::diagonal::DiagonalWorkspace;
 use parascan::newton::{
-    backward, sequential, solve, Cell, DiagGru, DiagLstm, Elman, InitialGuess, Mode, NewtonOptions,
-    NonlinearProblem, Parity, Structure,
+    backward, backward_kernels, sequential, solve, Cell, DiagGru, DiagLstm, Elman, InitialGuess,
+    Mode, NewtonOptions, NonlinearProblem, Parity, Structure,
 };
 use parascan::{oracle, Error, PlanRequest, Real, Storage};
 
@@ -212,6 +215,48 @@ impl Case {
         let cpu = Cpu::new();
         let sol = solve(&cpu, cell.as_ref(), &prob, &options).unwrap();
         let g = backward(&cpu, cell.as_ref(), &prob, &sol, &gs, Some(&gh), plan).unwrap();
+        (g.x, g.h0, g.params, g.depth, g.plan.depth)
+    }
+
+    /// The solve on the CPU engine, the backward on the kernels of `runner`
+    /// ([`backward_kernels`]): `(dx, dh0, dparams, measured depth, formula)`.
+    fn kernels<R: KernelRunner, T: Real + Storage<Compute = T> + bytemuck::Pod>(
+        &self,
+        runner: &R,
+        plan: PlanRequest,
+        atol: f64,
+    ) -> (Vec<T>, Vec<T>, Vec<T>, u64, u64) {
+        let cell = build::<T>(self.kind, self.units, &cast::<T>(&self.p));
+        let (x, h0, gs, gh) = (
+            cast::<T>(&self.x),
+            cast::<T>(&self.h0),
+            cast::<T>(&self.gs),
+            cast::<T>(&self.gh),
+        );
+        let prob = NonlinearProblem {
+            x: &x,
+            h0: Some(&h0),
+            batch: self.batch,
+            len: self.len,
+        };
+        let options = NewtonOptions {
+            atol,
+            rtol: 0.0,
+            ..Default::default()
+        };
+        let sol = solve(&Cpu::new(), cell.as_ref(), &prob, &options).unwrap();
+        let mut ws = DiagonalWorkspace::new();
+        let g = backward_kernels(
+            runner,
+            &mut ws,
+            cell.as_ref(),
+            &prob,
+            &sol,
+            &gs,
+            Some(&gh),
+            plan,
+        )
+        .unwrap_or_else(|e| panic!("{:?} backward_kernels {plan}: {e}", self.kind));
         (g.x, g.h0, g.params, g.depth, g.plan.depth)
     }
 
@@ -432,5 +477,113 @@ fn a_cell_without_a_vjp_is_refused_with_a_typed_error() {
             assert!(by.contains("halving"));
         }
         other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+/// Every plan of the Diagonal kernels, the look-back included.
+const KERNEL_PLANS: [PlanRequest; 6] = [
+    PlanRequest::Sequential,
+    PlanRequest::Chunk(4),
+    PlanRequest::Chunk(256),
+    PlanRequest::MinDepth,
+    PlanRequest::Auto,
+    PlanRequest::LookBack,
+];
+
+fn emulators() -> [EmuBackend; 3] {
+    [
+        EmuBackend::forward(),
+        EmuBackend::reverse(),
+        EmuBackend::shuffled(0x5eed),
+    ]
+}
+
+/// `DiagGru`'s backward with the reverse scan on the emulated Diagonal
+/// kernels (every fiber order, every plan) against finite differences of
+/// the f64 sequential loop.
+#[test]
+fn diag_gru_backward_on_the_emulated_kernels_matches_finite_differences() {
+    let c = Case::new::<f64>(Kind::Gru, 3, 2, 12, 10);
+    let want_x = fd(&c.x, |x| c.loss(&c.p, x, &c.h0));
+    let want_h0 = fd(&c.h0, |h0| c.loss(&c.p, &c.x, h0));
+    let want_p = fd(&c.p, |p| c.loss(p, &c.x, &c.h0));
+    for runner in emulators() {
+        for plan in KERNEL_PLANS {
+            let what = format!("emu {} DiagGru {plan}", runner.order());
+            let (dx, dh0, dp, depth, formula) = c.kernels::<_, f64>(&runner, plan, 1e-13);
+            assert_rel(&format!("{what} dx"), &dx, &want_x, 1e-6);
+            assert_rel(&format!("{what} dh0"), &dh0, &want_h0, 1e-6);
+            assert_rel(&format!("{what} dparams"), &dp, &want_p, 1e-6);
+            assert_eq!(depth, formula, "{what}: measured depth vs formula");
+        }
+    }
+}
+
+/// The same on a long `T` against the f64 sequential adjoint (f64 and f32).
+#[test]
+fn diag_gru_backward_on_the_emulated_kernels_matches_the_sequential_adjoint() {
+    for runner in emulators() {
+        for (f64_run, len) in [(true, 3000), (false, 3000)] {
+            let c = if f64_run {
+                Case::new::<f64>(Kind::Gru, 4, 2, len, 20 + len as u64)
+            } else {
+                Case::new::<f32>(Kind::Gru, 4, 2, len, 20 + len as u64)
+            };
+            let (wx, wh0, wp) = c.sequential_adjoint();
+            for plan in KERNEL_PLANS {
+                let what = format!(
+                    "emu {} DiagGru T={len} f64={f64_run} {plan}",
+                    runner.order()
+                );
+                let (depth, formula) = if f64_run {
+                    let (dx, dh0, dp, d, f) = c.kernels::<_, f64>(&runner, plan, 1e-12);
+                    assert_rel(&format!("{what} dx"), &dx, &wx, 1e-11);
+                    assert_rel(&format!("{what} dh0"), &dh0, &wh0, 1e-11);
+                    assert_rel(&format!("{what} dparams"), &dp, &wp, 1e-11);
+                    (d, f)
+                } else {
+                    let (dx, dh0, dp, d, f) = c.kernels::<_, f32>(&runner, plan, 1e-6);
+                    assert_rel(&format!("{what} dx"), &dx, &wx, 1e-5);
+                    assert_rel(&format!("{what} dh0"), &dh0, &wh0, 1e-5);
+                    assert_rel(&format!("{what} dparams"), &dp, &wp, 1e-5);
+                    (d, f)
+                };
+                assert_eq!(depth, formula, "{what}: measured depth vs formula");
+            }
+        }
+    }
+}
+
+/// Cells whose Jacobian is not diagonal have no reverse kernels yet: a
+/// typed error naming the cell, before any launch.
+#[test]
+fn backward_kernels_refuse_a_non_diagonal_jacobian() {
+    for kind in [Kind::Lstm, Kind::Elman] {
+        let c = Case::new::<f64>(kind, 3, 1, 20, 3);
+        let cell = build::<f64>(kind, 3, &c.p);
+        let prob = NonlinearProblem {
+            x: &c.x,
+            h0: Some(&c.h0),
+            batch: 1,
+            len: 20,
+        };
+        let sol = solve(&Cpu::new(), cell.as_ref(), &prob, &NewtonOptions::default()).unwrap();
+        let mut ws = DiagonalWorkspace::new();
+        match backward_kernels(
+            &EmuBackend::forward(),
+            &mut ws,
+            cell.as_ref(),
+            &prob,
+            &sol,
+            &c.gs,
+            None,
+            PlanRequest::Auto,
+        ) {
+            Err(Error::Unsupported { what, by, .. }) => {
+                assert_eq!(what, "newton::backward_kernels");
+                assert_eq!(by, cell.name());
+            }
+            other => panic!("{kind:?}: expected Unsupported, got {other:?}"),
+        }
     }
 }

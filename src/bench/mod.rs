@@ -490,7 +490,16 @@ impl<'c, 'e, R: KernelRunner> Bench<'c, 'e, R> {
                     }
                     row.speedup_vs_seq = sequential_ms.map(|s| s / row.median_ms.max(1e-12));
                     medians.push((request, row.median_ms));
+                    let forward_ms = row.median_ms;
                     self.push_row(row);
+                    if info.family == BenchFamily::Diagonal {
+                        match self.backward_plan(resident, info, request, forward_ms) {
+                            Ok(row) => self.push_row(row),
+                            Err(e) => {
+                                self.skip(&format!("{label} backward"), &plan, e.to_string(), true)
+                            }
+                        }
+                    }
                 }
                 Err(e) => self.skip(&label, &plan, e.to_string(), true),
             }
@@ -540,6 +549,59 @@ impl<'c, 'e, R: KernelRunner> Bench<'c, 'e, R> {
         Ok(row)
     }
 
+    /// The reverse scan of the Diagonal backward pass (`g_t = a_{t+1} g_{t+1}
+    /// + dy_t`, the `_rev_` kernels) under the same plan, on the same
+    /// resident buffers (the bytes are the same as the forward's: read two
+    /// arrays, write one); `forward_ms` is the forward row's median.
+    fn backward_plan(
+        &mut self,
+        resident: &Resident,
+        info: &CaseInfo,
+        request: PlanRequest,
+        forward_ms: f64,
+    ) -> Result<BenchRow> {
+        let runner = self.runner;
+        resident.poison(runner)?;
+        let (plan, mut launches) = resident.prepare_reverse(runner, request)?;
+        let timing = timing::time_launches(runner, &self.config.reps, &mut launches)?;
+        drop(launches);
+        let finite = resident.final_states(runner)?.iter().all(|x| x.is_finite());
+        let (depth, depth_measured) = if resident.output_elements() <= self.config.depth_measure_max
+        {
+            let d = match self.depths.get(&plan.depth_key) {
+                Some(&d) => d,
+                None => {
+                    let d = resident.measure_depth_reverse(runner, request)?;
+                    self.depths.insert(plan.depth_key.clone(), d);
+                    d
+                }
+            };
+            (d, true)
+        } else {
+            (plan.depth_formula, false)
+        };
+        let backward = CaseInfo {
+            case: format!("{} backward", info.case),
+            shape: info.shape.clone(),
+            ..*info
+        };
+        let mut row = self.row(
+            &backward,
+            request.to_string(),
+            plan.kind,
+            plan.chunk,
+            plan.chunks,
+            depth,
+            depth_measured,
+            timing,
+            finite,
+        );
+        let elements = (info.batch * info.len * info.lanes).max(1);
+        row.plan_bytes_per_elem = Some(plan.plan_bytes as f64 / elements as f64);
+        row.backward_over_forward = Some(row.median_ms / forward_ms.max(1e-12));
+        Ok(row)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn row(
         &self,
@@ -582,6 +644,7 @@ impl<'c, 'e, R: KernelRunner> Bench<'c, 'e, R> {
             iterations: None,
             ms_per_iter: None,
             iter_over_scan: None,
+            backward_over_forward: None,
         }
     }
 }

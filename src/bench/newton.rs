@@ -10,6 +10,12 @@
 //! measurement are outside it). One warm-up solve, then as many solves as
 //! fit [`BenchConfig::newton_budget`](super::BenchConfig) (at least one);
 //! a first solve longer than the scan policy's `slow` is the measurement.
+//!
+//! After each Newton plan, a `diag-gru backward` row times
+//! [`backward_kernels`] at the solution (wall clock: the Jacobians and the
+//! VJPs on the host, the reverse Diagonal scan on the runner, uploads and
+//! downloads included), with the reverse scan's measured depth and its
+//! time over the solve's.
 
 use std::time::Instant;
 
@@ -23,9 +29,11 @@ use super::{fnv1a, upload, Bench, BenchRow, CaseInfo};
 use crate::backend::launch::KernelRunner;
 use crate::dtype::DType;
 use crate::family::{Layout, LinearProblem};
+use crate::kernels::diagonal::DiagonalWorkspace;
 use crate::kernels::diagonal::{plan_diagonal, DiagShape};
 use crate::newton::{
-    solve_kernels, DiagGru, GpuCell, Mode, NewtonOptions, NonlinearProblem, Solution,
+    backward_kernels, solve_kernels, DiagGru, GpuCell, Mode, NewtonOptions, NonlinearProblem,
+    Solution,
 };
 use crate::scan::PlanRequest;
 use crate::sweep::cases::{mix_seed, uniform, Inputs};
@@ -112,7 +120,7 @@ impl<R: KernelRunner> Bench<'_, '_, R> {
                 continue;
             }
             match self.newton_plan(&cell, &problem, &info, request) {
-                Ok(mut row) => {
+                Ok((mut row, sol)) => {
                     if request == PlanRequest::Sequential {
                         sequential_ms = Some(row.median_ms);
                     }
@@ -122,7 +130,17 @@ impl<R: KernelRunner> Bench<'_, '_, R> {
                         .find(|(r, _)| *r == request)
                         .zip(row.ms_per_iter)
                         .map(|((_, scan), per)| per / scan.max(1e-12));
+                    let solve_ms = row.median_ms;
                     self.push_row(row);
+                    if request != PlanRequest::Sequential {
+                        match self.newton_backward(&cell, &problem, &info, request, &sol, solve_ms)
+                        {
+                            Ok(row) => self.push_row(row),
+                            Err(e) => {
+                                self.skip(&format!("{label} backward"), &plan, e.to_string(), true)
+                            }
+                        }
+                    }
                 }
                 Err(e) => self.skip(&label, &plan, e.to_string(), true),
             }
@@ -137,7 +155,7 @@ impl<R: KernelRunner> Bench<'_, '_, R> {
         problem: &NonlinearProblem<'_, f32>,
         info: &CaseInfo,
         request: PlanRequest,
-    ) -> Result<BenchRow> {
+    ) -> Result<(BenchRow, Solution<f32>)> {
         let sequential = request == PlanRequest::Sequential;
         let options = NewtonOptions {
             mode: if sequential {
@@ -191,6 +209,63 @@ impl<R: KernelRunner> Bench<'_, '_, R> {
             row.iterations = Some(rep.iterations);
             row.ms_per_iter = Some(row.median_ms / rep.iterations.max(1) as f64);
         }
+        Ok((row, sol))
+    }
+
+    /// The backward of the solve `sol` under the same plan (module docs);
+    /// `solve_ms` is the solve row's median. `∂L/∂h_t = 1` for every state.
+    fn newton_backward(
+        &mut self,
+        cell: &DiagGru<f32>,
+        problem: &NonlinearProblem<'_, f32>,
+        info: &CaseInfo,
+        request: PlanRequest,
+        sol: &Solution<f32>,
+        solve_ms: f64,
+    ) -> Result<BenchRow> {
+        let runner = self.runner;
+        let d_states = vec![1.0f32; sol.states.len()];
+        let mut ws = DiagonalWorkspace::new();
+        let mut once = || {
+            let start = Instant::now();
+            let g = backward_kernels(
+                runner, &mut ws, cell, problem, sol, &d_states, None, request,
+            )?;
+            Ok::<_, crate::Error>((start.elapsed().as_secs_f64(), g))
+        };
+        let (first_s, mut g) = once()?;
+        let mut samples = vec![first_s];
+        if first_s < self.config.reps.slow.as_secs_f64() {
+            let fit = self.config.newton_budget.as_secs_f64() / first_s.max(1e-9);
+            let reps = (fit.min(1e9) as usize).clamp(1, self.config.reps.max_reps.max(1));
+            samples.clear();
+            for _ in 0..reps {
+                let (s, last) = once()?;
+                samples.push(s);
+                g = last;
+            }
+        }
+        let timing = Timing::of(samples)?;
+        let finite = g.x.iter().chain(&g.params).all(|v| v.is_finite());
+        let backward = CaseInfo {
+            case: "diag-gru backward".into(),
+            shape: info.shape.clone(),
+            ..*info
+        };
+        let mut row = self.row(
+            &backward,
+            request.to_string(),
+            format!("reverse [{}]", g.plan.kind.label()),
+            g.plan.chunk,
+            g.plan.chunks,
+            g.depth,
+            true,
+            timing,
+            finite,
+        );
+        let elements = (info.batch * info.len * info.lanes).max(1);
+        row.plan_bytes_per_elem = Some(g.plan.summary().plan_bytes as f64 / elements as f64);
+        row.backward_over_forward = Some(row.median_ms / solve_ms.max(1e-12));
         Ok(row)
     }
 

@@ -79,6 +79,10 @@ pub struct BenchRow {
     /// `ms_per_iter` over one Diagonal scan of the same `[B,T,n]` shape
     /// under the same plan.
     pub iter_over_scan: Option<f64>,
+    /// Backward rows (the reverse scan of a Diagonal backward pass, a
+    /// Newton backward): this row's median time over the forward row's of
+    /// the same shape and plan, measured in the same run.
+    pub backward_over_forward: Option<f64>,
 }
 
 /// A (shape, plan) that did not produce a row.
@@ -187,6 +191,7 @@ impl BenchReport {
             .rows
             .iter()
             .filter(|r| matches!(r.family, BenchFamily::Diagonal | BenchFamily::PermDiagonal))
+            .filter(|r| r.backward_over_forward.is_none())
             .collect();
         if !scans.is_empty() {
             s.push_str(
@@ -209,6 +214,35 @@ impl BenchReport {
                     r.gb_per_s,
                     r.pct_copy_bw,
                     ratio_text(r.speedup_vs_seq)
+                );
+            }
+            s.push('\n');
+        }
+        let backward: Vec<&BenchRow> = self
+            .rows
+            .iter()
+            .filter(|r| r.backward_over_forward.is_some())
+            .collect();
+        if !backward.is_empty() {
+            s.push_str(
+                "| backward | shape | dtype | plan | kind | plan B/elem | depth | median ms | GB/s | % copy BW | ÷ forward |\n\
+                 |---|---|---|---|---|---|---|---|---|---|---|\n",
+            );
+            for r in backward {
+                let _ = writeln!(
+                    s,
+                    "| {} | `{}` | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
+                    r.case,
+                    r.shape,
+                    r.dtype.name(),
+                    r.plan,
+                    r.kind,
+                    bytes_text(r.plan_bytes_per_elem),
+                    depth_text(r),
+                    format_ms(r.median_ms),
+                    r.gb_per_s,
+                    r.pct_copy_bw,
+                    ratio_text(r.backward_over_forward)
                 );
             }
             s.push('\n');
@@ -246,7 +280,7 @@ impl BenchReport {
         let newton: Vec<&BenchRow> = self
             .rows
             .iter()
-            .filter(|r| r.family == BenchFamily::Newton)
+            .filter(|r| r.family == BenchFamily::Newton && r.backward_over_forward.is_none())
             .collect();
         if !newton.is_empty() {
             s.push_str(
@@ -358,6 +392,9 @@ pub fn progress_line(r: &BenchRow) -> String {
     if let Some(v) = r.iter_over_scan {
         let _ = write!(line, " = {} scans", ratio_text(Some(v)));
     }
+    if let Some(v) = r.backward_over_forward {
+        let _ = write!(line, "  ÷fwd {}", ratio_text(Some(v)));
+    }
     if !r.finite {
         line.push_str("  NON-FINITE");
     }
@@ -367,7 +404,8 @@ pub fn progress_line(r: &BenchRow) -> String {
 /// The CSV columns, in order.
 pub const CSV_HEADER: &str = "family,case,shape,dtype,batch,lanes,T,plan,kind,chunk,chunks,\
 depth,depth_measured,reps,median_ms,min_ms,bytes_moved,gb_per_s,pct_copy_bw,ns_per_token,\
-speedup_vs_seq,finite,iterations,ms_per_iter,iter_over_scan,plan_bytes_per_elem";
+speedup_vs_seq,finite,iterations,ms_per_iter,iter_over_scan,plan_bytes_per_elem,\
+backward_over_forward";
 
 /// A plan's bytes per element with two decimals, `–` when not counted.
 fn bytes_text(v: Option<f64>) -> String {
@@ -406,6 +444,7 @@ fn csv_row(r: &BenchRow) -> String {
         opt(r.ms_per_iter.map(|v| format!("{v:.6}"))),
         opt(r.iter_over_scan.map(|v| format!("{v:.4}"))),
         opt(r.plan_bytes_per_elem.map(|v| format!("{v:.4}"))),
+        opt(r.backward_over_forward.map(|v| format!("{v:.4}"))),
     ]
     .join(",")
 }

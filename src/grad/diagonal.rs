@@ -6,22 +6,31 @@
 //!
 //! Memory beyond the inputs and the returned gradients: one shifted copy
 //! of `a` (`B·T·D` scalars of `S`).
+//!
+//! [`diagonal`] runs the reverse scan on the CPU engine; [`diagonal_kernels`]
+//! runs it on any [`KernelRunner`] (the `_rev_` kernels of
+//! `kernels/diagonal.cu`, every plan including the look-back), with the
+//! shift and the elementwise products on the host.
 
 use rayon::prelude::*;
 
 use super::check_buf;
+use crate::backend::launch::KernelRunner;
 use crate::backend::Cpu;
 use crate::dtype::Storage;
 use crate::error::Result;
 use crate::family::diagonal::Diagonal;
 use crate::family::{Layout, LinearProblem};
+use crate::kernels::diagonal::{scan_diagonal_reverse, DiagonalWorkspace, GpuPlan};
 use crate::mem::try_vec;
 use crate::scan::{Plan, PlanRequest};
 use num_traits::{One, Zero};
 
-/// Gradients of a Diagonal scan's inputs, in the problem's layout.
+/// Gradients of a Diagonal scan's inputs, in the problem's layout. `P` is
+/// the plan of the reverse scan: [`Plan`] on the CPU engine, [`GpuPlan`]
+/// on the kernels.
 #[derive(Clone, Debug)]
-pub struct DiagonalGrads<S> {
+pub struct DiagonalGrads<S, P = Plan> {
     /// `∂L/∂a`: like `a` (`[B,T,D]` or `[B,D,T]`).
     pub a: Vec<S>,
     /// `∂L/∂b`: like `b`; equal to the adjoint states `g_t`.
@@ -29,7 +38,7 @@ pub struct DiagonalGrads<S> {
     /// `∂L/∂h0`: `[B,D]` (returned also when `h0` was `None`, i.e. zeros).
     pub h0: Vec<S>,
     /// The plan of the reverse scan.
-    pub plan: Plan,
+    pub plan: P,
 }
 
 /// The backward pass of `problem`.
@@ -50,6 +59,71 @@ pub fn diagonal<S: Storage>(
     d_h_last: Option<&[S]>,
     request: PlanRequest,
 ) -> Result<DiagonalGrads<S>> {
+    check_args(problem, states, d_out, d_h_last)?;
+    let a_next = shifted_a(cpu, problem)?;
+    let adjoint = Diagonal {
+        a: &a_next,
+        b: d_out,
+        h0: d_h_last,
+        ..*problem
+    };
+    let run = cpu.scan_reverse(&adjoint, request)?;
+    drop(a_next);
+    let (da, dh0) = param_grads(cpu, problem, states, &run.out)?;
+    Ok(DiagonalGrads {
+        a: da,
+        b: run.out,
+        h0: dh0,
+        plan: run.plan,
+    })
+}
+
+/// [`diagonal`] with the reverse scan on `runner` ([`scan_diagonal_reverse`]:
+/// any kernel plan, the look-back included); the shifted `a` and the
+/// products `g_t ⊙ h_{t-1}`, `a_0 ⊙ g_0` are formed on the host (rayon's
+/// global pool). `ws` holds the scan's device scratch between calls.
+///
+/// Errors: as [`diagonal`], plus the kernels' plan and launch errors.
+pub fn diagonal_kernels<R, S>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    problem: &Diagonal<'_, S>,
+    states: &[S],
+    d_out: &[S],
+    d_h_last: Option<&[S]>,
+    request: PlanRequest,
+) -> Result<DiagonalGrads<S, GpuPlan>>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    check_args(problem, states, d_out, d_h_last)?;
+    let cpu = Cpu::new();
+    let a_next = shifted_a(&cpu, problem)?;
+    let adjoint = Diagonal {
+        a: &a_next,
+        b: d_out,
+        h0: d_h_last,
+        ..*problem
+    };
+    let (g, _, plan) = scan_diagonal_reverse(runner, ws, &adjoint, request)?;
+    drop(a_next);
+    let (da, dh0) = param_grads(&cpu, problem, states, &g)?;
+    Ok(DiagonalGrads {
+        a: da,
+        b: g,
+        h0: dh0,
+        plan,
+    })
+}
+
+/// The problem's own checks and the gradient buffers' lengths.
+fn check_args<S: Storage>(
+    problem: &Diagonal<'_, S>,
+    states: &[S],
+    d_out: &[S],
+    d_h_last: Option<&[S]>,
+) -> Result<()> {
     problem.validate()?;
     let shape = || problem.output_shape();
     check_buf("states", states, problem.output_len(), shape)?;
@@ -57,6 +131,11 @@ pub fn diagonal<S: Storage>(
     if let Some(g) = d_h_last {
         check_buf("d_h_last", g, problem.final_len(), || problem.final_shape())?;
     }
+    Ok(())
+}
+
+/// `a_{t+1}` at step `t` and `1` at the last step, in the problem's layout.
+fn shifted_a<S: Storage>(cpu: &Cpu, problem: &Diagonal<'_, S>) -> Result<Vec<S>> {
     let (t_len, dim) = (problem.len, problem.dim);
     // `a_{t+1}` at step t, `1` at the last step.
     let mut a_next = try_vec("a_next", problem.output_len(), S::default())?;
@@ -78,16 +157,18 @@ pub fn diagonal<S: Storage>(
                 dst[t_len - 1] = one;
             }),
     });
-    let adjoint = Diagonal {
-        a: &a_next,
-        b: d_out,
-        h0: d_h_last,
-        ..*problem
-    };
-    let run = cpu.scan_reverse(&adjoint, request)?;
-    drop(a_next);
-    let g = run.out;
+    Ok(a_next)
+}
 
+/// `(∂L/∂a, ∂L/∂h0)` from the adjoint states `g`: `g_t ⊙ h_{t-1}` and
+/// `a_0 ⊙ g_0`.
+fn param_grads<S: Storage>(
+    cpu: &Cpu,
+    problem: &Diagonal<'_, S>,
+    states: &[S],
+    g: &[S],
+) -> Result<(Vec<S>, Vec<S>)> {
+    let (t_len, dim) = (problem.len, problem.dim);
     let mut da = try_vec("d_a", problem.output_len(), S::default())?;
     let mut dh0 = try_vec("d_h0", problem.final_len(), S::default())?;
     let zero = S::Compute::zero();
@@ -133,10 +214,5 @@ pub fn diagonal<S: Storage>(
             });
         }
     });
-    Ok(DiagonalGrads {
-        a: da,
-        b: g,
-        h0: dh0,
-        plan: run.plan,
-    })
+    Ok((da, dh0))
 }

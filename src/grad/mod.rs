@@ -35,7 +35,7 @@ pub mod dplr;
 pub mod perm_diagonal;
 
 pub use block_diagonal::{block_diagonal, BlockDiagonalGrads};
-pub use diagonal::{diagonal, DiagonalGrads};
+pub use diagonal::{diagonal, diagonal_kernels, DiagonalGrads};
 pub use dplr::{dplr, DplrGrads};
 pub use perm_diagonal::{perm_diagonal, PermDiagonalGrads};
 

@@ -203,18 +203,23 @@ struct KernelNames {
 
 macro_rules! kernel_names {
     ($sfx:literal) => {
+        kernel_names!($sfx, "")
+    };
+    // `$dir` = "rev_": the reverse kernels (the contract's REVERSE section);
+    // the phase-2 kernels are the same for both directions.
+    ($sfx:literal, $dir:literal) => {
         KernelNames {
-            btd_reduce: concat!("diag_btd_reduce_", $sfx),
-            btd_rescan: concat!("diag_btd_rescan_", $sfx),
-            btd_sequential: concat!("diag_btd_sequential_", $sfx),
-            bdt_reduce: concat!("diag_bdt_reduce_", $sfx),
-            bdt_rescan: concat!("diag_bdt_rescan_", $sfx),
-            bdt_sequential: concat!("diag_bdt_sequential_", $sfx),
+            btd_reduce: concat!("diag_btd_reduce_", $dir, $sfx),
+            btd_rescan: concat!("diag_btd_rescan_", $dir, $sfx),
+            btd_sequential: concat!("diag_btd_sequential_", $dir, $sfx),
+            bdt_reduce: concat!("diag_bdt_reduce_", $dir, $sfx),
+            bdt_rescan: concat!("diag_bdt_rescan_", $dir, $sfx),
+            bdt_sequential: concat!("diag_bdt_sequential_", $dir, $sfx),
             scan: concat!("diag_scan_", $sfx),
             scan_tiles: concat!("diag_scan_tiles_", $sfx),
             scan_apply: concat!("diag_scan_apply_", $sfx),
-            btd_lookback: concat!("diag_btd_lookback_", $sfx),
-            bdt_lookback: concat!("diag_bdt_lookback_", $sfx),
+            btd_lookback: concat!("diag_btd_lookback_", $dir, $sfx),
+            bdt_lookback: concat!("diag_bdt_lookback_", $dir, $sfx),
         }
     };
 }
@@ -224,6 +229,11 @@ static NAMES_F16: KernelNames = kernel_names!("f16");
 static NAMES_BF16: KernelNames = kernel_names!("bf16");
 static NAMES_F64: KernelNames = kernel_names!("f64");
 static NAMES_DEPTH: KernelNames = kernel_names!("depth");
+static NAMES_REV_F32: KernelNames = kernel_names!("f32", "rev_");
+static NAMES_REV_F16: KernelNames = kernel_names!("f16", "rev_");
+static NAMES_REV_BF16: KernelNames = kernel_names!("bf16", "rev_");
+static NAMES_REV_F64: KernelNames = kernel_names!("f64", "rev_");
+static NAMES_REV_DEPTH: KernelNames = kernel_names!("depth", "rev_");
 
 /// One instantiation of the kernels: a storage dtype or the depth counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,13 +243,18 @@ enum KernelType {
 }
 
 impl KernelType {
-    fn names(self) -> &'static KernelNames {
-        match self {
-            KernelType::Data(DType::F32) => &NAMES_F32,
-            KernelType::Data(DType::F16) => &NAMES_F16,
-            KernelType::Data(DType::Bf16) => &NAMES_BF16,
-            KernelType::Data(DType::F64) => &NAMES_F64,
-            KernelType::Depth => &NAMES_DEPTH,
+    fn names(self, reverse: bool) -> &'static KernelNames {
+        match (self, reverse) {
+            (KernelType::Data(DType::F32), false) => &NAMES_F32,
+            (KernelType::Data(DType::F16), false) => &NAMES_F16,
+            (KernelType::Data(DType::Bf16), false) => &NAMES_BF16,
+            (KernelType::Data(DType::F64), false) => &NAMES_F64,
+            (KernelType::Depth, false) => &NAMES_DEPTH,
+            (KernelType::Data(DType::F32), true) => &NAMES_REV_F32,
+            (KernelType::Data(DType::F16), true) => &NAMES_REV_F16,
+            (KernelType::Data(DType::Bf16), true) => &NAMES_REV_BF16,
+            (KernelType::Data(DType::F64), true) => &NAMES_REV_F64,
+            (KernelType::Depth, true) => &NAMES_REV_DEPTH,
         }
     }
 
@@ -440,6 +455,11 @@ pub struct GpuPlan {
     /// the look-back's aggregate path, which otherwise only timing decides;
     /// results stay exact. Must be ≥ 1.
     pub lookback_prefix_every: u32,
+    /// Right to left ([`plan_diagonal_reverse`]): `h_t = a_t·h_{t+1} + b_t`
+    /// from `h0` at `t = T − 1` down to `t = 0`, `h_T` = the state at
+    /// `t = 0`. Same launches (the `_rev_` kernels), scratch and depth as
+    /// the forward plan, with step `t` at the forward position `T − 1 − t`.
+    pub reverse: bool,
 }
 
 impl GpuPlan {
@@ -465,8 +485,15 @@ impl GpuPlan {
     }
 
     /// The measured depth of output step `t` (0-based, `t < T`) of any lane,
-    /// by the contract's formula; `hT` has the depth of `t = T − 1`.
+    /// by the contract's formula; `hT` has the depth of the last step
+    /// computed (`t = T − 1`, or `t = 0` for a reverse plan). A reverse
+    /// plan's step `t` is the forward plan's step `T − 1 − t`.
     pub fn depth_at(&self, t: usize) -> u64 {
+        let t = if self.reverse {
+            self.shape.len - 1 - t
+        } else {
+            t
+        };
         self.geometry().depth_at(t as u64)
     }
 
@@ -487,6 +514,7 @@ impl GpuPlan {
             tile_block: self.tile_block,
             tile: self.tile,
             tiles: self.tiles,
+            reverse: self.reverse,
         }
     }
 }
@@ -495,8 +523,9 @@ impl fmt::Display for GpuPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} ({}) {} {} on {} kernels: C={} NC={}",
+            "{}{} ({}) {} {} on {} kernels: C={} NC={}",
             self.kind,
+            if self.reverse { " reverse" } else { "" },
             self.request,
             self.dtype,
             self.shape.describe(self.layout),
@@ -533,6 +562,8 @@ struct Geometry {
     tile_block: u32,
     tile: usize,
     tiles: usize,
+    /// The `_rev_` kernels (only the names differ).
+    reverse: bool,
 }
 
 /// Resolves `request` for a Diagonal problem of `shape` in `layout`, stored
@@ -545,6 +576,31 @@ pub fn plan_diagonal(
     dtype: DType,
     request: PlanRequest,
     sm_count: usize,
+) -> Result<GpuPlan> {
+    plan_directed(shape, layout, dtype, request, sm_count, false)
+}
+
+/// [`plan_diagonal`] for a reverse scan (right to left, see
+/// [`GpuPlan::reverse`]): the same plan kind, chunk, blocks, scratch and
+/// depth as the forward plan of the same request; the launches name the
+/// `_rev_` kernels.
+pub fn plan_diagonal_reverse(
+    shape: DiagShape,
+    layout: Layout,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+) -> Result<GpuPlan> {
+    plan_directed(shape, layout, dtype, request, sm_count, true)
+}
+
+fn plan_directed(
+    shape: DiagShape,
+    layout: Layout,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+    reverse: bool,
 ) -> Result<GpuPlan> {
     shape.validate()?;
     let kernel_layout = if shape.dim == 1 { Layout::Bdt } else { layout };
@@ -568,6 +624,10 @@ pub fn plan_diagonal(
         PlanRequest::MinDepth => min_depth_geometry(shape, kernel_layout, sm)?,
         PlanRequest::LookBack => Geometry::lookback(shape, kernel_layout)?,
     };
+    let geometry = Geometry {
+        reverse,
+        ..geometry
+    };
     let kt = KernelType::Data(dtype);
     Ok(GpuPlan {
         request,
@@ -587,6 +647,7 @@ pub fn plan_diagonal(
         scratch: geometry.scratch(kt)?,
         depth: geometry.depth(),
         lookback_prefix_every: 1,
+        reverse,
     })
 }
 
@@ -717,6 +778,7 @@ impl Geometry {
             tile_block: 0,
             tile: 0,
             tiles: 0,
+            reverse: false,
         })
     }
 
@@ -750,6 +812,7 @@ impl Geometry {
             tile_block: 0,
             tile: 0,
             tiles: 0,
+            reverse: false,
         };
         g.lookback_words()?;
         g.launches(KernelType::Depth)?;
@@ -821,6 +884,7 @@ impl Geometry {
             tile_block: 0,
             tile: 0,
             tiles: 0,
+            reverse: false,
         };
         match kind {
             GpuPlanKind::OneLevel => g.scan_block = scan_block(nc),
@@ -924,7 +988,7 @@ impl Geometry {
 
     /// The launch sequence for instantiation `kt`.
     fn launches(&self, kt: KernelType) -> Result<Vec<Launch>> {
-        let names = kt.names();
+        let names = kt.names(self.reverse);
         let lanes = self.lanes() as u64;
         let nc = self.chunks as u64;
         let btd = self.kernel_layout == Layout::Btd;
@@ -1625,6 +1689,26 @@ pub(crate) fn lookback_parts(plan: &GpuPlan, ws: &DiagonalWorkspace) -> Option<L
 // ---------------------------------------------------------------------------
 // Host convenience and depth measurement
 // ---------------------------------------------------------------------------
+
+/// Runs a host-side Diagonal problem right to left on `runner`
+/// ([`scan_host`](super::scan_host) with [`plan_diagonal_reverse`]):
+/// `h_t = a_t·h_{t+1} + b_t` from `h0` (the state entering `t = T − 1`)
+/// down to `t = 0`. Returns `(h, h_T, plan)`, `h_T` the state at `t = 0`.
+pub fn scan_diagonal_reverse<R, S>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    problem: &Diagonal<'_, S>,
+    request: PlanRequest,
+) -> Result<(Vec<S>, Vec<S>, GpuPlan)>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    problem.validate()?;
+    let shape = DiagShape::new(problem.batch, problem.len, problem.dim);
+    let plan = plan_diagonal_reverse(shape, problem.layout, S::DTYPE, request, runner.sm_count())?;
+    super::scan_host_planned(runner, ws, problem, plan)
+}
 
 impl GpuPlan {
     /// The family-independent summary of this plan.

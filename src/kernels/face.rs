@@ -409,6 +409,19 @@ pub fn scan_host<K: KernelScan, R: KernelRunner>(
     request: PlanRequest,
 ) -> Result<HostScan<K>> {
     let plan = problem.plan(runner.sm_count(), request)?;
+    scan_host_planned(runner, ws, problem, plan)
+}
+
+/// [`scan_host`] with a ready `plan` of `problem` (one the family's planner
+/// made for the problem's shape and dtype, e.g. a reverse plan or a test's
+/// variant; the launch entry point rejects one whose sizes or dtype do
+/// not match the problem's buffers, with a typed error naming the argument).
+pub fn scan_host_planned<K: KernelScan, R: KernelRunner>(
+    runner: &R,
+    ws: &mut Workspace<ScratchOf<K>>,
+    problem: &K,
+    plan: K::Plan,
+) -> Result<HostScan<K>> {
     let inputs = problem.upload(runner)?;
     let (out, last) = poisoned_outputs::<K, R>(runner, &plan)?;
     launch_scan_buffers(runner, ws, &plan, K::bind(&inputs, &out, &last))?;

@@ -37,12 +37,12 @@ pub mod resident;
 
 pub use device::{DeviceMut, DeviceRef, DeviceTensor, ElemType};
 pub use diagonal::{
-    plan_diagonal, DiagShape, DiagonalBuffers, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind,
-    Launch, LaunchRole, ScratchSizes,
+    plan_diagonal, plan_diagonal_reverse, scan_diagonal_reverse, DiagShape, DiagonalBuffers,
+    DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind, Launch, LaunchRole, ScratchSizes,
 };
 pub use face::{
-    launch_scan, launch_scan_buffers, measure_depth, measure_depth_outputs, scan_host, FamilyPlan,
-    ScratchLayout, Workspace,
+    launch_scan, launch_scan_buffers, measure_depth, measure_depth_outputs, scan_host,
+    scan_host_planned, FamilyPlan, ScratchLayout, Workspace,
 };
 
 use crate::backend::launch::{DeviceBuffer, KernelRunner};

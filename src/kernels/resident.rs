@@ -13,14 +13,16 @@
 //! through the family's own planner and the shared `launch_scan_buffers`, so
 //! a new plan kind of a family needs no change here.
 
-use super::diagonal::{plan_diagonal, DiagShape, DiagonalBuffers, DiagonalWorkspace};
+use super::diagonal::{
+    plan_diagonal, plan_diagonal_reverse, DiagShape, DiagonalBuffers, DiagonalWorkspace,
+};
 use super::dplr::{plan_dplr, DplrShape, DplrWorkspace, Uploaded};
 use super::face::{launch_scan_buffers, measure_depth};
 use super::perm_diagonal::{plan_perm_diagonal, PdBuffers, PdShape, PdWorkspace};
 use super::{KernelPlanSummary, PreparedLaunches};
 use crate::backend::launch::{DeviceBuffer, KernelRunner};
 use crate::dtype::{DType, Storage};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::family::diagonal::Diagonal;
 use crate::family::dplr::{Dplr, DplrOutput};
 use crate::family::perm_diagonal::PermDiagonal;
@@ -261,6 +263,77 @@ impl Resident {
                 let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
                 measure_depth(runner, &mut DplrWorkspace::new(), &plan)
             }
+        }
+    }
+
+    /// [`Resident::prepare`] for the reverse scan (right to left, the `_rev_`
+    /// kernels) on the same buffers: the scan of a Diagonal backward pass.
+    /// Returns the reverse plan's summary (its `kind` says `reverse`).
+    ///
+    /// Errors: [`Error::Unsupported`] for the families without reverse
+    /// kernels yet (PermDiagonal, DPLR).
+    pub fn prepare_reverse<'r, R: KernelRunner>(
+        &'r self,
+        runner: &'r R,
+        request: PlanRequest,
+    ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
+        let ResidentFamily::Diagonal {
+            shape,
+            layout,
+            a,
+            b,
+            h0,
+            h,
+            h_t,
+        } = &self.family
+        else {
+            return Err(self.no_reverse_kernels());
+        };
+        let plan = plan_diagonal_reverse(*shape, *layout, self.dtype, request, runner.sm_count())?;
+        let mut ws = DiagonalWorkspace::new();
+        ws.reserve(runner, plan.scratch)?;
+        let mut summary = plan.summary();
+        summary.kind = format!("{} reverse", summary.kind);
+        summary.depth_key = format!("{} reverse", summary.depth_key);
+        let run = move || {
+            let bufs = DiagonalBuffers {
+                a: a.into(),
+                b: b.into(),
+                h0: h0.as_ref().map(Into::into),
+                h: Some(h.into()),
+                h_t: h_t.into(),
+            };
+            launch_scan_buffers(runner, &mut ws, &plan, bufs)
+        };
+        Ok((summary, Box::new(run) as PreparedLaunches<'r>))
+    }
+
+    /// [`Resident::measure_depth`] of the reverse plan (the `_rev_` `_depth`
+    /// kernels). Errors as [`Resident::prepare_reverse`].
+    pub fn measure_depth_reverse<R: KernelRunner>(
+        &self,
+        runner: &R,
+        request: PlanRequest,
+    ) -> Result<u64> {
+        let ResidentFamily::Diagonal { shape, layout, .. } = &self.family else {
+            return Err(self.no_reverse_kernels());
+        };
+        let plan = plan_diagonal_reverse(*shape, *layout, self.dtype, request, runner.sm_count())?;
+        measure_depth(runner, &mut DiagonalWorkspace::new(), &plan)
+    }
+
+    fn no_reverse_kernels(&self) -> Error {
+        let by = match &self.family {
+            ResidentFamily::Diagonal { .. } => "diagonal",
+            ResidentFamily::PermDiagonal { .. } => "perm-diagonal",
+            ResidentFamily::Dplr { .. } => "dplr",
+        };
+        Error::Unsupported {
+            what: "reverse scans on the kernels",
+            by: by.into(),
+            hint: "only the Diagonal kernels have `_rev_` instantiations yet; use \
+                   Cpu::scan_reverse"
+                .into(),
         }
     }
 

@@ -17,25 +17,35 @@
 //! Memory beyond the inputs and the returned gradients: the transposed
 //! Jacobians (`B·T·n·k` scalars for block size `k`) and the adjoint states
 //! (`B·T·n`).
+//!
+//! [`backward`] runs the reverse scan on the CPU engine;
+//! [`backward_kernels`] runs it on any [`KernelRunner`] (the Diagonal
+//! `_rev_` kernels, for cells with a diagonal Jacobian), the Jacobians and
+//! the per-step VJPs staying on the host.
 
 use rayon::prelude::*;
 
 use super::cell::Cell;
 use super::solver::Solution;
 use super::NonlinearProblem;
+use crate::backend::launch::KernelRunner;
 use crate::backend::Cpu;
 use crate::dtype::{Real, Storage};
 use crate::error::{Error, Result};
 use crate::family::block_diagonal::BlockDiagonal;
 use crate::family::diagonal::Diagonal;
 use crate::family::Layout;
+use crate::kernels::diagonal::{scan_diagonal_reverse, DiagonalWorkspace, GpuPlan};
+use crate::kernels::measure_depth;
 use crate::mem::{checked_product, try_vec};
 use crate::scan::depth::measure_reverse;
 use crate::scan::{Plan, PlanRequest};
 
-/// Gradients of a Newton solve's inputs and of the cell's weights.
+/// Gradients of a Newton solve's inputs and of the cell's weights. `P` is
+/// the plan of the reverse scan: [`Plan`] on the CPU engine, [`GpuPlan`]
+/// on the kernels.
 #[derive(Clone, Debug)]
-pub struct NewtonGrads<T> {
+pub struct NewtonGrads<T, P = Plan> {
     /// `∂L/∂x`: `[B, T, input_dim]`, like the problem's `x`.
     pub x: Vec<T>,
     /// `∂L/∂h_0`: `[B, n]` (also when `h0` was `None`).
@@ -44,9 +54,9 @@ pub struct NewtonGrads<T> {
     /// weight order ([`Cell::param_count`]).
     pub params: Vec<T>,
     /// The plan of the reverse scan.
-    pub plan: Plan,
-    /// Measured depth of the reverse scan (the engine run over depth
-    /// counters), equal to `plan.depth`.
+    pub plan: P,
+    /// Measured depth of the reverse scan (the engine or the `_depth`
+    /// kernels run over depth counters), equal to `plan.depth`.
     pub depth: u64,
 }
 
@@ -72,6 +82,119 @@ pub fn backward<T, C>(
     d_h_last: Option<&[T]>,
     request: PlanRequest,
 ) -> Result<NewtonGrads<T>>
+where
+    T: Real + Storage<Compute = T>,
+    C: Cell<T> + ?Sized,
+{
+    backward_with(
+        cpu,
+        cell,
+        problem,
+        solution,
+        d_states,
+        d_h_last,
+        |k, jac_t, batch, len, n| {
+            let run = if k == 1 {
+                let p = Diagonal {
+                    a: jac_t,
+                    b: d_states,
+                    h0: d_h_last,
+                    batch,
+                    len,
+                    dim: n,
+                    layout: Layout::Btd,
+                };
+                cpu.scan_reverse(&p, request)?
+            } else {
+                let p = BlockDiagonal {
+                    a: jac_t,
+                    b: d_states,
+                    h0: d_h_last,
+                    batch,
+                    len,
+                    blocks: n / k,
+                    block: k,
+                };
+                cpu.scan_reverse(&p, request)?
+            };
+            let depth = cpu.install(|| measure_reverse(len, &run.plan)).depth;
+            Ok((run.out, run.plan, depth))
+        },
+    )
+}
+
+/// [`backward`] with the reverse scan on `runner`: the Diagonal `_rev_`
+/// kernels with plan `request` (any kernel plan, the look-back included),
+/// and the measured depth from the `_depth` kernels. The Jacobians, the
+/// per-step VJPs and `∂L/∂h_0` are computed on the host (rayon's global
+/// pool); `ws` holds the scan's device scratch between calls.
+///
+/// Errors: as [`backward`]; [`Error::Unsupported`] for a cell whose
+/// Jacobian is not diagonal (no BlockDiagonal reverse kernels yet: use
+/// [`backward`]); the kernels' plan and launch errors.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_kernels<R, T, C>(
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    cell: &C,
+    problem: &NonlinearProblem<'_, T>,
+    solution: &Solution<T>,
+    d_states: &[T],
+    d_h_last: Option<&[T]>,
+    request: PlanRequest,
+) -> Result<NewtonGrads<T, GpuPlan>>
+where
+    R: KernelRunner,
+    T: Real + Storage<Compute = T> + bytemuck::Pod,
+    C: Cell<T> + ?Sized,
+{
+    let n = cell.state_dim();
+    if cell.structure().block(n) != 1 {
+        return Err(Error::Unsupported {
+            what: "newton::backward_kernels",
+            by: cell.name().to_string(),
+            hint: "its Jacobian is not diagonal and the BlockDiagonal reverse kernels are not \
+                   built yet: use newton::backward (the CPU engine)"
+                .into(),
+        });
+    }
+    backward_with(
+        &Cpu::new(),
+        cell,
+        problem,
+        solution,
+        d_states,
+        d_h_last,
+        |_, jac_t, batch, len, n| {
+            let p = Diagonal {
+                a: jac_t,
+                b: d_states,
+                h0: d_h_last,
+                batch,
+                len,
+                dim: n,
+                layout: Layout::Btd,
+            };
+            let (g, _, plan) = scan_diagonal_reverse(runner, ws, &p, request)?;
+            let depth = measure_depth(runner, ws, &plan)?;
+            Ok((g, plan, depth))
+        },
+    )
+}
+
+/// The engine-independent part of the backward: checks, transposed
+/// Jacobians, then `scan(k, jacᵀ, B, T, n)` → `(g, plan, measured depth)`
+/// (the reverse scan of `(jacᵀ, d_states)` from `d_h_last`), then the VJPs.
+#[allow(clippy::type_complexity)]
+fn backward_with<T, C, P>(
+    cpu: &Cpu,
+    cell: &C,
+    problem: &NonlinearProblem<'_, T>,
+    solution: &Solution<T>,
+    d_states: &[T],
+    d_h_last: Option<&[T]>,
+    scan: impl FnOnce(usize, &[T], usize, usize, usize) -> Result<(Vec<T>, P, u64)>,
+) -> Result<NewtonGrads<T, P>>
 where
     T: Real + Storage<Compute = T>,
     C: Cell<T> + ?Sized,
@@ -171,31 +294,7 @@ where
                 }
             })
     });
-    let (g, plan) = if k == 1 {
-        let p = Diagonal {
-            a: &jac_t,
-            b: d_states,
-            h0: d_h_last,
-            batch,
-            len,
-            dim: n,
-            layout: Layout::Btd,
-        };
-        let run = cpu.scan_reverse(&p, request)?;
-        (run.out, run.plan)
-    } else {
-        let p = BlockDiagonal {
-            a: &jac_t,
-            b: d_states,
-            h0: d_h_last,
-            batch,
-            len,
-            blocks: n / k,
-            block: k,
-        };
-        let run = cpu.scan_reverse(&p, request)?;
-        (run.out, run.plan)
-    };
+    let (g, plan, depth) = scan(k, &jac_t, batch, len, n)?;
     drop(jac_t);
 
     // Per-step VJPs; weight gradients summed per task, then in task order.
@@ -237,9 +336,6 @@ where
             }
         }
     }
-    let depth = cpu
-        .install_for::<T, _>(|| measure_reverse(len, &plan))
-        .depth;
     Ok(NewtonGrads {
         x: dx,
         h0: dh0,

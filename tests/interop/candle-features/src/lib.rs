@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use cudarc::driver::CudaStream;
-use parascan::kernels::{scan_host};
 use parascan::backend::cuda::CudaBackend;
 use parascan::family::{diagonal::Diagonal, Layout};
 use parascan::kernels::{scan_host, DiagonalWorkspace};

@@ -3,7 +3,6 @@
 //! borrows (it neither destroys the stream nor synchronizes it).
 
 use cudarc::driver::sys::CUstream;
-use parascan::kernels::{scan_host};
 use parascan::backend::cuda::CudaBackend;
 use parascan::family::{diagonal::Diagonal, Layout};
 use parascan::kernels::{scan_host, DiagonalWorkspace};

@@ -229,29 +229,44 @@ impl Cpu {
         state: &mut [P::Out],
     ) -> Result<Plan> {
         problem.check_in_place()?;
-        let plan = self.plan(problem, request)?;
-        if out.len() != problem.output_len() {
-            return Err(Error::shape(
-                "out",
-                problem.output_shape(),
-                problem.output_len(),
-                out.len(),
-            ));
-        }
-        if state.len() != problem.final_len() {
-            return Err(Error::shape(
-                "state",
-                problem.final_shape(),
-                problem.final_len(),
-                state.len(),
-            ));
-        }
+        let plan = self.plan_for_buffers(problem, request, out.len(), "state", state.len())?;
         crate::family::check_finite("state", state)?;
         crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
         let h0: &[P::Out] = state;
         let finals = self.install_for::<P::Out, _>(|| problem.run_in_place(&plan, h0, out));
         for (d, v) in state.iter_mut().zip(finals) {
             *d = <P::Out as Storage>::store(v);
+        }
+        Ok(plan)
+    }
+
+    /// The plan of `problem` under `request`, after checking the caller's
+    /// output buffers: `out_len` scalars for every output, `final_len` for
+    /// the final states (named `final_arg` in the error).
+    fn plan_for_buffers<P: LinearProblem>(
+        &self,
+        problem: &P,
+        request: PlanRequest,
+        out_len: usize,
+        final_arg: &'static str,
+        final_len: usize,
+    ) -> Result<Plan> {
+        let plan = self.plan(problem, request)?;
+        if out_len != problem.output_len() {
+            return Err(Error::shape(
+                "out",
+                problem.output_shape(),
+                problem.output_len(),
+                out_len,
+            ));
+        }
+        if final_len != problem.final_len() {
+            return Err(Error::shape(
+                final_arg,
+                problem.final_shape(),
+                problem.final_len(),
+                final_len,
+            ));
         }
         Ok(plan)
     }
@@ -281,23 +296,7 @@ impl Cpu {
         h_last: &mut [P::Out],
         reverse: bool,
     ) -> Result<Plan> {
-        let plan = self.plan(problem, request)?;
-        if out.len() != problem.output_len() {
-            return Err(Error::shape(
-                "out",
-                problem.output_shape(),
-                problem.output_len(),
-                out.len(),
-            ));
-        }
-        if h_last.len() != problem.final_len() {
-            return Err(Error::shape(
-                "h_last",
-                problem.final_shape(),
-                problem.final_len(),
-                h_last.len(),
-            ));
-        }
+        let plan = self.plan_for_buffers(problem, request, out.len(), "h_last", h_last.len())?;
         crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
         if reverse {
             self.install_for::<P::Out, _>(|| problem.run_cpu_reverse(&plan, out, h_last))?;

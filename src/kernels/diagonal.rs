@@ -76,7 +76,9 @@
 
 use std::fmt;
 
-use super::common::{ceil_log2, check_int, highest_bit, i32_arg};
+use super::common::{
+    bit_length, ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, prefix_depth,
+};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use super::face::{FamilyPlan, IoArg, ScratchLayout, Workspace};
 use super::{KernelPlanSummary, KernelScan};
@@ -1008,7 +1010,7 @@ impl Geometry {
             out.push(Launch {
                 role,
                 kernel,
-                cfg: launch_config(kernel, grid, block)?,
+                cfg: launch_config(kernel, grid, block, 0)?,
             });
             Ok(())
         };
@@ -1303,65 +1305,6 @@ impl Geometry {
             best = best.max(self.chunk_max_depth(self.max_carry_depth(nc - 1), c_len));
         }
         best
-    }
-}
-
-fn launch_config(kernel: &str, grid: [u64; 3], block: u32) -> Result<LaunchConfig> {
-    let dim = |x: u64| {
-        u32::try_from(x).map_err(|_| {
-            Error::Plan(format!(
-                "{kernel}: a grid of {grid:?} blocks exceeds CUDA's limits (shape too large for this plan)"
-            ))
-        })
-    };
-    let cfg = LaunchConfig {
-        grid: [dim(grid[0])?, dim(grid[1])?, dim(grid[2])?],
-        block: [block, 1, 1],
-        shared_bytes: 0,
-    };
-    cfg.validate()
-        .map_err(|e| Error::Plan(format!("{kernel}: {e} (shape too large for this plan)")))?;
-    Ok(cfg)
-}
-
-fn bit_length(x: u64) -> u64 {
-    u64::from(64 - x.leading_zeros())
-}
-
-/// `P(L, i)`: depth of the Blelloch exclusive prefix of leaf `i` over
-/// leaves of depth `L`.
-fn prefix_depth(l: u64, i: u64) -> u64 {
-    if i == 0 {
-        0
-    } else {
-        l + highest_bit(i) + u64::from(i.count_ones())
-    }
-}
-
-/// `max_{1 ≤ i ≤ m} hb(i) + pc(i)` for `m ≥ 1`, in O(log m): every `i < m`
-/// is dominated (bitwise, hence in both `hb` and `pc`) by `m` with one set
-/// bit cleared and all bits below it set.
-fn max_hb_pc(m: u64) -> u64 {
-    let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
-    let mut best = score(m);
-    let mut bits = m;
-    while bits != 0 {
-        let k = bits.trailing_zeros();
-        bits &= bits - 1;
-        let x = (m & !(1u64 << k)) | ((1u64 << k) - 1);
-        if x >= 1 {
-            best = best.max(score(x));
-        }
-    }
-    best
-}
-
-/// `max_{0 ≤ i < n} P(L, i)`.
-fn max_prefix_depth(l: u64, n: u64) -> u64 {
-    if n <= 1 {
-        0
-    } else {
-        l + max_hb_pc(n - 1)
     }
 }
 
@@ -1797,16 +1740,6 @@ mod tests {
 
     fn brute_max_depth(p: &GpuPlan) -> u64 {
         (0..p.shape.len).map(|t| p.depth_at(t)).max().unwrap()
-    }
-
-    #[test]
-    fn max_hb_pc_matches_brute_force() {
-        let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
-        let mut best = 0;
-        for m in 1..5000u64 {
-            best = best.max(score(m));
-            assert_eq!(max_hb_pc(m), best, "m = {m}");
-        }
     }
 
     #[test]

@@ -51,7 +51,7 @@
 
 use std::fmt;
 
-use super::common::{check_int, highest_bit, i32_arg};
+use super::common::{ceil_log2, check_int, highest_bit, i32_arg, launch_config, max_hb_pc};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use super::face::{FamilyPlan, IoArg, ScratchLayout, Workspace};
 use super::{KernelPlanSummary, KernelScan};
@@ -390,28 +390,6 @@ struct Geometry {
     chunks: usize,
 }
 
-fn ceil_log2(x: usize) -> usize {
-    (usize::BITS - (x.max(1) - 1).leading_zeros()) as usize
-}
-
-/// `max_{1 ≤ i ≤ k} hb(i) + pc(i)` for `k ≥ 1`, in O(log k): every `i < k`
-/// is dominated bitwise by `k` with one set bit cleared and all bits below
-/// it set.
-fn max_hb_pc(k: u64) -> u64 {
-    let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
-    let mut best = score(k);
-    let mut bits = k;
-    while bits != 0 {
-        let b = bits.trailing_zeros();
-        bits &= bits - 1;
-        let x = (k & !(1u64 << b)) | ((1u64 << b) - 1);
-        if x >= 1 {
-            best = best.max(score(x));
-        }
-    }
-    best
-}
-
 impl Geometry {
     fn sequential(shape: DplrShape) -> Geometry {
         Geometry {
@@ -451,7 +429,7 @@ impl Geometry {
     }
 
     fn levels(&self) -> usize {
-        ceil_log2(self.chunks)
+        ceil_log2(self.chunks) as usize
     }
 
     /// `CB`: 32 columns per block for narrow states, else 64.
@@ -509,7 +487,7 @@ impl Geometry {
             out.push(DplrLaunch {
                 role,
                 kernel,
-                cfg: launch_config(kernel, grid, block, shared)?,
+                cfg: launch_config(kernel, [grid, 1, 1], block, shared)?,
             });
             Ok::<(), Error>(())
         };
@@ -607,18 +585,6 @@ impl Geometry {
         };
         last.max(full)
     }
-}
-
-fn launch_config(kernel: &str, grid: u64, block: u32, shared: u64) -> Result<LaunchConfig> {
-    let too_large =
-        |what: String| Error::Plan(format!("{kernel}: {what} (shape too large for this plan)"));
-    let gx = u32::try_from(grid)
-        .map_err(|_| too_large(format!("a grid of {grid} blocks exceeds CUDA's limits")))?;
-    let shared =
-        u32::try_from(shared).map_err(|_| too_large(format!("{shared} bytes of shared memory")))?;
-    let cfg = LaunchConfig::linear(gx, block).with_shared_bytes(shared);
-    cfg.validate().map_err(too_large)?;
-    Ok(cfg)
 }
 
 /// Resolves `request` for a DPLR problem of `shape` writing `output`,

@@ -55,7 +55,7 @@
 
 use std::fmt;
 
-use super::common::{ceil_log2, check_int, highest_bit, i32_arg};
+use super::common::{ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, prefix_depth};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use super::face::{FamilyPlan, IoArg, ScratchLayout, Workspace};
 use super::{KernelPlanSummary, KernelScan};
@@ -685,48 +685,11 @@ fn min_depth_geometry(shape: PdShape, kt: KernelType) -> Result<Geometry> {
     best.ok_or_else(|| Error::Plan("min-depth: no candidate chunk".into()))
 }
 
-/// `max_{1 ≤ i ≤ m} hb(i) + pc(i)` for `m ≥ 1`, in O(log m): every `i < m`
-/// is dominated bitwise (hence in both terms) by `m` with one set bit
-/// cleared and all bits below it set.
-fn max_hb_pc(m: u64) -> u64 {
-    let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
-    let mut best = score(m);
-    let mut bits = m;
-    while bits != 0 {
-        let k = bits.trailing_zeros();
-        bits &= bits - 1;
-        let x = (m & !(1u64 << k)) | ((1u64 << k) - 1);
-        if x >= 1 {
-            best = best.max(score(x));
-        }
-    }
-    best
-}
-
 /// `TL` of P3 for `nc` chunks: the power of two at or above `√nc`, at least
 /// [`MIN_TILE`] (so both levels have about `√nc` elements).
 fn p3_tile(nc: usize) -> usize {
     let root = (nc as f64).sqrt().ceil() as usize;
     root.next_power_of_two().max(MIN_TILE)
-}
-
-/// `P(L, i)`: depth of the Blelloch exclusive prefix of leaf `i` over
-/// leaves of depth `L`.
-fn prefix_depth(l: u64, i: u64) -> u64 {
-    if i == 0 {
-        0
-    } else {
-        l + highest_bit(i) + u64::from(i.count_ones())
-    }
-}
-
-/// `max_{0 ≤ i < m} P(L, i)`.
-fn max_prefix_depth(l: u64, m: u64) -> u64 {
-    if m <= 1 {
-        0
-    } else {
-        l + max_hb_pc(m - 1)
-    }
 }
 
 /// The look-back team shape for `n`: `(slots per lane, steps per team K,
@@ -921,7 +884,7 @@ impl Geometry {
             Ok(PdLaunch {
                 role,
                 kernel,
-                cfg: launch_config(kernel, grid, block)?,
+                cfg: launch_config(kernel, [grid.max(1), 1, 1], block, 0)?,
             })
         };
         Ok(match self.kind {
@@ -1127,18 +1090,6 @@ impl Geometry {
         }
         best
     }
-}
-
-fn launch_config(kernel: &str, grid: u64, block: u32) -> Result<LaunchConfig> {
-    let gx = u32::try_from(grid).map_err(|_| {
-        Error::Plan(format!(
-            "{kernel}: a grid of {grid} blocks exceeds CUDA's limits (shape too large for this plan)"
-        ))
-    })?;
-    let cfg = LaunchConfig::linear(gx.max(1), block);
-    cfg.validate()
-        .map_err(|e| Error::Plan(format!("{kernel}: {e} (shape too large for this plan)")))?;
-    Ok(cfg)
 }
 
 // ---------------------------------------------------------------------------
@@ -1479,16 +1430,6 @@ mod tests {
 
     fn brute_max_depth(p: &PdGpuPlan) -> u64 {
         (0..p.shape.len).map(|t| p.depth_at(t)).max().unwrap()
-    }
-
-    #[test]
-    fn max_hb_pc_matches_brute_force() {
-        let score = |x: u64| highest_bit(x) + u64::from(x.count_ones());
-        let mut best = 0;
-        for m in 1..5000u64 {
-            best = best.max(score(m));
-            assert_eq!(max_hb_pc(m), best, "m = {m}");
-        }
     }
 
     #[test]

@@ -219,9 +219,11 @@ fn on_kernels<R: KernelRunner>(
             DiagonalBuffers {
                 a: a.as_ref(),
                 b: b.as_ref(),
-                h0: (i > 0).then(|| state.as_ref()),
                 h: Some(h.as_mut()),
-                h_t: next.as_mut(),
+                ends: parascan::kernels::EndBuffers {
+                    h0: (i > 0).then(|| state.as_ref()),
+                    h_t: next.as_mut(),
+                },
             },
         )?;
         std::mem::swap(&mut state, &mut next);

@@ -157,9 +157,11 @@ fn time_plan<S: Storage + bytemuck::Pod>(
         perm: (&perm).into(),
         d: (&d).into(),
         b: (&b).into(),
-        h0: None,
         h: Some((&h).into()),
-        h_t: (&h_t).into(),
+        ends: parascan::kernels::EndBuffers {
+            h0: None,
+            h_t: (&h_t).into(),
+        },
     };
     launch_scan_buffers(cuda, ws, &plan, bufs()).unwrap();
     KernelRunner::synchronize(cuda).unwrap();

@@ -87,9 +87,11 @@ fn typed_tensors_match_the_oracle<R: KernelRunner>(runner: &R, request: PlanRequ
             DiagonalBuffers {
                 a: da.as_ref(),
                 b: db.as_ref(),
-                h0: Some(dh0.as_ref()),
                 h: Some(h.as_mut()),
-                h_t: h_t.as_mut(),
+                ends: parascan::kernels::EndBuffers {
+                    h0: Some(dh0.as_ref()),
+                    h_t: h_t.as_mut(),
+                },
             },
         )
         .unwrap();
@@ -149,9 +151,11 @@ fn bad_device_memory_is_rejected_by_name() {
         DiagonalBuffers {
             a: d64.as_ref(),
             b: db.as_ref(),
-            h0: None,
             h: None,
-            h_t: h_t.as_mut(),
+            ends: parascan::kernels::EndBuffers {
+                h0: None,
+                h_t: h_t.as_mut(),
+            },
         },
     )
     .unwrap_err();
@@ -176,9 +180,11 @@ fn bad_device_memory_is_rejected_by_name() {
         DiagonalBuffers {
             a: da.as_ref(),
             b: short.as_ref(),
-            h0: None,
             h: None,
-            h_t: h_t.as_mut(),
+            ends: parascan::kernels::EndBuffers {
+                h0: None,
+                h_t: h_t.as_mut(),
+            },
         },
     )
     .unwrap_err();
@@ -197,9 +203,11 @@ fn bad_device_memory_is_rejected_by_name() {
         DiagonalBuffers {
             a: (&both).into(),
             b: (&both).into(),
-            h0: None,
             h: None,
-            h_t: (&h_t_alias).into(),
+            ends: parascan::kernels::EndBuffers {
+                h0: None,
+                h_t: (&h_t_alias).into(),
+            },
         },
     )
     .unwrap_err();
@@ -241,9 +249,11 @@ fn cudarc_slices_on_the_cuda_backend() {
             DiagonalBuffers {
                 a: cuda.input(&sa).unwrap(),
                 b: cuda.input(&sb.slice(..)).unwrap(),
-                h0: Some(cuda.input(&sh0).unwrap()),
                 h: Some(cuda.output(&mut sh).unwrap()),
-                h_t: cuda.output(&mut mid).unwrap(),
+                ends: parascan::kernels::EndBuffers {
+                    h0: Some(cuda.input(&sh0).unwrap()),
+                    h_t: cuda.output(&mut mid).unwrap(),
+                },
             },
         )
         .unwrap();
@@ -268,9 +278,11 @@ fn cudarc_slices_on_the_cuda_backend() {
         DiagonalBuffers {
             a: cuda.input(&s64).unwrap(),
             b: cuda.input(&sb).unwrap(),
-            h0: None,
             h: None,
-            h_t: cuda.output(&mut out).unwrap(),
+            ends: parascan::kernels::EndBuffers {
+                h0: None,
+                h_t: cuda.output(&mut out).unwrap(),
+            },
         },
     )
     .unwrap_err();
@@ -286,9 +298,11 @@ fn cudarc_slices_on_the_cuda_backend() {
         DiagonalBuffers {
             a: foreign.as_ref(),
             b: cuda.input(&sb).unwrap(),
-            h0: None,
             h: None,
-            h_t: cuda.output(&mut out).unwrap(),
+            ends: parascan::kernels::EndBuffers {
+                h0: None,
+                h_t: cuda.output(&mut out).unwrap(),
+            },
         },
     )
     .unwrap_err();

@@ -36,7 +36,7 @@ use std::fmt;
 
 use super::common::{check_int, i32_arg};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{FamilyPlan, IoArg, Workspace};
+use super::face::{EndBuffers, Ends, FamilyPlan, IoArg, Workspace};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -706,12 +706,10 @@ pub struct BlockDiagonalIo {
     pub a: u64,
     /// Inputs `b`.
     pub b: u64,
-    /// Initial state `[B,n]`.
-    pub h0: Option<u64>,
     /// All states (output).
     pub h: Option<u64>,
-    /// Final state `[B,n]` (output).
-    pub h_t: u64,
+    /// Initial state and final state (output), `[B,n]` each.
+    pub ends: Ends,
 }
 
 /// The same as [`BlockDiagonalIo`], as buffers whose sizes are checked:
@@ -722,12 +720,10 @@ pub struct BlockDiagonalBuffers<'a> {
     pub a: DeviceRef<'a>,
     /// `b`: `B·T·n` elements.
     pub b: DeviceRef<'a>,
-    /// `h0`: `B·n` elements, or zeros.
-    pub h0: Option<DeviceRef<'a>>,
     /// `h`: `B·T·n` elements, or only `h_t` is computed.
     pub h: Option<DeviceMut<'a>>,
-    /// `h_t`: `B·n` elements.
-    pub h_t: DeviceMut<'a>,
+    /// `h0` (or zeros) and `h_t`: `[B,n]` each.
+    pub ends: EndBuffers<'a>,
 }
 
 /// Plans have public fields: a plan that is not what the planner makes for
@@ -791,12 +787,13 @@ impl FamilyPlan for BlockPlan {
         let size = self.dtype.size();
         let s = self.shape;
         let (n, st) = (s.elements(), s.state_elements());
+        let [h0, h_t] = io.ends.args(st, size);
         vec![
             IoArg::new("a", io.a, s.a_elements(), size, true),
             IoArg::new("b", io.b, n, size, true),
-            IoArg::new("h0", io.h0.unwrap_or(0), st, size, false),
+            h0,
             IoArg::new("h", io.h.unwrap_or(0), n, size, false),
-            IoArg::new("h_t", io.h_t, st, size, true),
+            h_t,
         ]
     }
 
@@ -811,30 +808,23 @@ impl FamilyPlan for BlockPlan {
             s.describe_a()
         })?;
         check_arg(runner, "b", &bufs.b, s.elements(), size, || s.describe())?;
-        if let Some(h0) = &bufs.h0 {
-            check_arg(runner, "h0", h0, s.state_elements(), size, || {
-                s.describe_state()
-            })?;
-        }
         if let Some(h) = &bufs.h {
             check_arg(runner, "h", &h.0, s.elements(), size, || s.describe())?;
         }
-        check_arg(runner, "h_t", &bufs.h_t.0, s.state_elements(), size, || {
-            s.describe_state()
-        })?;
         Ok(BlockDiagonalIo {
             a: bufs.a.addr,
             b: bufs.b.addr,
-            h0: bufs.h0.as_ref().map(|m| m.addr),
             h: bufs.h.as_ref().map(|m| m.0.addr),
-            h_t: bufs.h_t.0.addr,
+            ends: bufs
+                .ends
+                .check(runner, s.state_elements(), size, || s.describe_state())?,
         })
     }
 
     fn depth_io(&self, out: u64, last: u64) -> BlockDiagonalIo {
         BlockDiagonalIo {
             h: Some(out),
-            h_t: last,
+            ends: Ends::last(last),
             ..BlockDiagonalIo::default()
         }
     }
@@ -880,7 +870,7 @@ unsafe fn issue<R: KernelRunner>(
     use KernelArg::Ptr;
     let s = plan.shape;
     let (bsz, nb) = (i32_arg(s.batch), i32_arg(s.blocks));
-    let h0 = Ptr(io.h0.unwrap_or(0));
+    let h0 = Ptr(io.ends.h0.unwrap_or(0));
     let at = |off: usize| Ptr(base + off as u64);
     let levels = &plan.levels;
     let m = levels.len() - 1;
@@ -899,7 +889,7 @@ unsafe fn issue<R: KernelRunner>(
                 a_in,
                 b_in,
                 Ptr(io.h.unwrap_or(0)),
-                Ptr(io.h_t),
+                Ptr(io.ends.h_t),
                 h0,
                 bsz,
                 t,
@@ -911,7 +901,7 @@ unsafe fn issue<R: KernelRunner>(
             }
             BlockLaunchRole::Rescan => {
                 let (h, h_t) = if l.level == 0 {
-                    (Ptr(io.h.unwrap_or(0)), Ptr(io.h_t))
+                    (Ptr(io.h.unwrap_or(0)), Ptr(io.ends.h_t))
                 } else {
                     (at(offsets[l.level].states), Ptr(0))
                 };
@@ -966,9 +956,8 @@ impl<S: Storage + bytemuck::Pod> KernelScan for BlockDiagonal<'_, S> {
         BlockDiagonalBuffers {
             a: a.into(),
             b: b.into(),
-            h0: h0.as_ref().map(Into::into),
             h: Some(out.into()),
-            h_t: last.into(),
+            ends: EndBuffers::new(h0.as_ref().map(Into::into), last.into()),
         }
     }
 }

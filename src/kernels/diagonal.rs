@@ -80,7 +80,7 @@ use super::common::{
     bit_length, ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, prefix_depth,
 };
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::face::{EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -1350,12 +1350,10 @@ pub struct DiagonalIo {
     pub a: u64,
     /// Per-step input `b`.
     pub b: u64,
-    /// Initial state `[B,D]`.
-    pub h0: Option<u64>,
     /// All states (output).
     pub h: Option<u64>,
-    /// Final state `[B,D]` (output).
-    pub h_t: u64,
+    /// Initial state and final state (output), `[B,D]` each.
+    pub ends: Ends,
 }
 
 /// The memory of one Diagonal scan, as typed or sized device memory whose
@@ -1368,12 +1366,10 @@ pub struct DiagonalBuffers<'a> {
     pub a: DeviceRef<'a>,
     /// `b`: `B·T·D` elements.
     pub b: DeviceRef<'a>,
-    /// `h0`: `B·D` elements, or zeros.
-    pub h0: Option<DeviceRef<'a>>,
     /// `h`: `B·T·D` elements, or only `h_t` is computed.
     pub h: Option<DeviceMut<'a>>,
-    /// `h_t`: `B·D` elements.
-    pub h_t: DeviceMut<'a>,
+    /// `h0` (or zeros) and `h_t`: `B·D` elements each.
+    pub ends: EndBuffers<'a>,
 }
 
 /// A plan must meet the launch contract and be internally consistent (its
@@ -1408,12 +1404,13 @@ fn check_plan(plan: &GpuPlan) -> Result<()> {
 fn io_args(plan: &GpuPlan, io: &DiagonalIo) -> Vec<IoArg> {
     let size = plan.dtype.size();
     let (n, lanes) = (plan.shape.elements(), plan.shape.lanes());
+    let [h0, h_t] = io.ends.args(lanes, size);
     vec![
         IoArg::new("a", io.a, n, size, true),
         IoArg::new("b", io.b, n, size, true),
-        IoArg::new("h0", io.h0.unwrap_or(0), lanes, size, false),
+        h0,
         IoArg::new("h", io.h.unwrap_or(0), n, size, false),
-        IoArg::new("h_t", io.h_t, lanes, size, true),
+        h_t,
     ]
 }
 
@@ -1457,26 +1454,21 @@ impl FamilyPlan for GpuPlan {
         let bd = || self.shape.describe_bd();
         check_arg(runner, "a", &bufs.a, n, elem, full)?;
         check_arg(runner, "b", &bufs.b, n, elem, full)?;
-        if let Some(h0) = &bufs.h0 {
-            check_arg(runner, "h0", h0, lanes, elem, bd)?;
-        }
         if let Some(h) = &bufs.h {
             check_arg(runner, "h", &h.0, n, elem, full)?;
         }
-        check_arg(runner, "h_t", &bufs.h_t.0, lanes, elem, bd)?;
         Ok(DiagonalIo {
             a: bufs.a.addr,
             b: bufs.b.addr,
-            h0: bufs.h0.as_ref().map(|m| m.addr),
             h: bufs.h.as_ref().map(|m| m.0.addr),
-            h_t: bufs.h_t.0.addr,
+            ends: bufs.ends.check(runner, lanes, elem, bd)?,
         })
     }
 
     fn depth_io(&self, out: u64, last: u64) -> DiagonalIo {
         DiagonalIo {
             h: Some(out),
-            h_t: last,
+            ends: Ends::last(last),
             ..DiagonalIo::default()
         }
     }
@@ -1522,9 +1514,9 @@ unsafe fn issue<R: KernelRunner>(
     let (a_p, b_p, h0, h, ht) = (
         Ptr(io.a),
         Ptr(io.b),
-        Ptr(io.h0.unwrap_or(0)),
+        Ptr(io.ends.h0.unwrap_or(0)),
         Ptr(io.h.unwrap_or(0)),
-        Ptr(io.h_t),
+        Ptr(io.ends.h_t),
     );
     let (agg, carry, tile_agg, tile_carry, status) = (
         Ptr(ws.ptr(0)),
@@ -1716,9 +1708,11 @@ impl<S: Storage + bytemuck::Pod> KernelScan for Diagonal<'_, S> {
         DiagonalBuffers {
             a: a.into(),
             b: b.into(),
-            h0: h0.as_ref().map(Into::into),
             h: Some(out.into()),
-            h_t: last.into(),
+            ends: EndBuffers {
+                h0: h0.as_ref().map(Into::into),
+                h_t: last.into(),
+            },
         }
     }
 }

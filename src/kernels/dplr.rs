@@ -53,7 +53,7 @@ use std::fmt;
 
 use super::common::{ceil_log2, check_int, highest_bit, i32_arg, launch_config, max_hb_pc};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::face::{EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -846,12 +846,10 @@ pub struct DplrIo {
     pub x: u64,
     /// `q: [B,T,n]` (readout only).
     pub q: Option<u64>,
-    /// `h0: [B,n,m]`.
-    pub h0: Option<u64>,
     /// `y: [B,T,m]` or states `[B,T,n,m]` (output).
     pub out: u64,
-    /// `h_T: [B,n,m]` (output).
-    pub h_t: u64,
+    /// Initial state and final state (output), `[B,n,m]` each.
+    pub ends: Ends,
 }
 
 /// The same as [`DplrIo`], as buffers whose sizes are checked.
@@ -869,12 +867,10 @@ pub struct DplrBuffers<'a> {
     pub x: DeviceRef<'a>,
     /// `q: [B,T,n]`, required for the readout.
     pub q: Option<DeviceRef<'a>>,
-    /// `h0: [B,n,m]`, or zeros.
-    pub h0: Option<DeviceRef<'a>>,
     /// `y: [B,T,m]` or states `[B,T,n,m]`.
     pub out: DeviceMut<'a>,
-    /// `h_T: [B,n,m]`.
-    pub h_t: DeviceMut<'a>,
+    /// `h0` (or zeros) and `h_t`: `[B,n,m]` each.
+    pub ends: EndBuffers<'a>,
 }
 
 impl FamilyPlan for DplrPlan {
@@ -915,6 +911,7 @@ impl FamilyPlan for DplrPlan {
         let state = s.state_elements();
         let readout = self.output == DplrOutput::Readout;
         let q = if readout { io.q.unwrap_or(0) } else { 0 };
+        let [h0, h_t] = io.ends.args(state, size);
         vec![
             IoArg::new("w", io.w, btn, size, true),
             IoArg::new("u", io.u, btn * s.rank, size, true),
@@ -922,9 +919,9 @@ impl FamilyPlan for DplrPlan {
             IoArg::new("k", io.k, btn, size, true),
             IoArg::new("x", io.x, btm, size, true),
             IoArg::new("q", q, btn, size, readout),
-            IoArg::new("h0", io.h0.unwrap_or(0), state, size, false),
+            h0,
             IoArg::new("out", io.out, s.out_elements(self.output), size, true),
-            IoArg::new("h_t", io.h_t, state, size, true),
+            h_t,
         ]
     }
 
@@ -957,9 +954,6 @@ impl FamilyPlan for DplrPlan {
             }
             (DplrOutput::States, _) => None,
         };
-        if let Some(h0) = &bufs.h0 {
-            check_arg(runner, "h0", h0, s.state_elements(), size, bnm)?;
-        }
         let out_shape = || match self.output {
             DplrOutput::Readout => format!("[B,T,m] = [{b},{t},{m}]"),
             DplrOutput::States => format!("[B,T,n,m] = [{b},{t},{n},{m}]"),
@@ -972,7 +966,6 @@ impl FamilyPlan for DplrPlan {
             size,
             out_shape,
         )?;
-        check_arg(runner, "h_t", &bufs.h_t.0, s.state_elements(), size, bnm)?;
         Ok(DplrIo {
             w: bufs.w.addr,
             u: bufs.u.addr,
@@ -980,16 +973,15 @@ impl FamilyPlan for DplrPlan {
             k: bufs.k.addr,
             x: bufs.x.addr,
             q,
-            h0: bufs.h0.as_ref().map(|m| m.addr),
             out: bufs.out.0.addr,
-            h_t: bufs.h_t.0.addr,
+            ends: bufs.ends.check(runner, s.state_elements(), size, bnm)?,
         })
     }
 
     fn depth_io(&self, out: u64, last: u64) -> DplrIo {
         DplrIo {
             out,
-            h_t: last,
+            ends: Ends::last(last),
             ..DplrIo::default()
         }
     }
@@ -1049,7 +1041,7 @@ unsafe fn issue<R: KernelRunner>(
     } else {
         (Ptr(0), Ptr(io.out))
     };
-    let (h0, ht) = (Ptr(io.h0.unwrap_or(0)), Ptr(io.h_t));
+    let (h0, ht) = (Ptr(io.ends.h0.unwrap_or(0)), Ptr(io.ends.h_t));
     let (agg, carry) = (Ptr(ws.ptr(0)), Ptr(ws.ptr(1)));
     // P1 runs the rescan without carries: its only chunk starts from h0.
     let rescan_carry = if plan.kind == DplrPlanKind::Chunked {
@@ -1152,9 +1144,8 @@ impl Uploaded {
             k: (&self.k).into(),
             x: (&self.x).into(),
             q: self.q.as_ref().map(Into::into),
-            h0: self.h0.as_ref().map(Into::into),
             out: out.into(),
-            h_t: h_t.into(),
+            ends: EndBuffers::new(self.h0.as_ref().map(Into::into), h_t.into()),
         }
     }
 }

@@ -22,6 +22,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelRunner};
 use crate::dtype::DType;
@@ -195,6 +196,77 @@ impl IoArg {
             align: size,
             required,
         }
+    }
+}
+
+/// The initial and final states of one scan, as raw device addresses: both
+/// `[B, state]` (`B·D`, `B·n` or `B·n·m` elements of the storage type, as
+/// the family's `*Io` says).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ends {
+    /// Initial state; `None` (or `Some(0)`) means zeros.
+    pub h0: Option<u64>,
+    /// Final state `h_T` (output).
+    pub h_t: u64,
+}
+
+impl Ends {
+    /// The initial state (`None` or `Some(0)`: zeros) and the final state.
+    pub fn new(h0: Option<u64>, h_t: u64) -> Self {
+        Ends { h0, h_t }
+    }
+
+    /// `h0` (optional) and `h_t` (required), `elements` values of `size`
+    /// bytes each, for the checks of [`launch_scan`].
+    pub(crate) fn args(&self, elements: usize, size: usize) -> [IoArg; 2] {
+        [
+            IoArg::new("h0", self.h0.unwrap_or(0), elements, size, false),
+            IoArg::new("h_t", self.h_t, elements, size, true),
+        ]
+    }
+
+    /// The ends of a depth run: no initial state, the final one at `last`.
+    pub(crate) fn last(last: u64) -> Self {
+        Ends {
+            h0: None,
+            h_t: last,
+        }
+    }
+}
+
+/// The same as [`Ends`], as typed device memory whose owner, size and
+/// element type are checked.
+#[derive(Debug)]
+pub struct EndBuffers<'a> {
+    /// Initial state, or zeros.
+    pub h0: Option<DeviceRef<'a>>,
+    /// Final state `h_T`.
+    pub h_t: DeviceMut<'a>,
+}
+
+impl<'a> EndBuffers<'a> {
+    /// The initial state (`None`: zeros) and the final state.
+    pub fn new(h0: Option<DeviceRef<'a>>, h_t: DeviceMut<'a>) -> Self {
+        EndBuffers { h0, h_t }
+    }
+
+    /// The addresses, after checking that each holds `elements` values of
+    /// `elem` owned by `runner` (`shape` describes them in errors).
+    pub(crate) fn check<R: KernelRunner>(
+        &self,
+        runner: &R,
+        elements: usize,
+        elem: ElemType,
+        shape: impl Fn() -> String,
+    ) -> Result<Ends> {
+        if let Some(h0) = &self.h0 {
+            check_arg(runner, "h0", h0, elements, elem, &shape)?;
+        }
+        check_arg(runner, "h_t", &self.h_t.0, elements, elem, &shape)?;
+        Ok(Ends {
+            h0: self.h0.as_ref().map(|m| m.addr),
+            h_t: self.h_t.0.addr,
+        })
     }
 }
 

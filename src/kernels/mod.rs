@@ -42,7 +42,7 @@ pub use diagonal::{
 };
 pub use face::{
     launch_scan, launch_scan_buffers, measure_depth, measure_depth_outputs, scan_host,
-    scan_host_planned, FamilyPlan, ScratchLayout, Workspace,
+    scan_host_planned, EndBuffers, Ends, FamilyPlan, ScratchLayout, Workspace,
 };
 
 use crate::backend::launch::{DeviceBuffer, KernelRunner};

@@ -57,7 +57,7 @@ use std::fmt;
 
 use super::common::{ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, prefix_depth};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::face::{EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -1118,12 +1118,10 @@ pub struct PdIo {
     pub d: u64,
     /// Inputs `b`.
     pub b: u64,
-    /// Initial state `[B,n]`.
-    pub h0: Option<u64>,
     /// All states (output).
     pub h: Option<u64>,
-    /// Final state `[B,n]` (output).
-    pub h_t: u64,
+    /// Initial state and final state (output), `[B,n]` each.
+    pub ends: Ends,
 }
 
 /// The same as [`PdIo`], as buffers whose sizes are checked: each must hold
@@ -1136,12 +1134,10 @@ pub struct PdBuffers<'a> {
     pub d: DeviceRef<'a>,
     /// `b`: `B·T·n` elements.
     pub b: DeviceRef<'a>,
-    /// `h0`: `B·n` elements, or zeros.
-    pub h0: Option<DeviceRef<'a>>,
     /// `h`: `B·T·n` elements, or only `h_t` is computed.
     pub h: Option<DeviceMut<'a>>,
-    /// `h_t`: `B·n` elements.
-    pub h_t: DeviceMut<'a>,
+    /// `h0` (or zeros) and `h_t`: `[B,n]` each.
+    pub ends: EndBuffers<'a>,
 }
 
 /// A plan must meet the launch contract and be consistent (its fields are
@@ -1202,13 +1198,14 @@ impl FamilyPlan for PdGpuPlan {
     fn io_args(&self, io: &PdIo) -> Vec<IoArg> {
         let size = self.dtype.size();
         let (n, states) = (self.shape.elements(), self.shape.states());
+        let [h0, h_t] = io.ends.args(states, size);
         vec![
             IoArg::new("perm", io.perm, n, 1, true),
             IoArg::new("d", io.d, n, size, true),
             IoArg::new("b", io.b, n, size, true),
-            IoArg::new("h0", io.h0.unwrap_or(0), states, size, false),
+            h0,
             IoArg::new("h", io.h.unwrap_or(0), n, size, false),
-            IoArg::new("h_t", io.h_t, states, size, true),
+            h_t,
         ]
     }
 
@@ -1220,27 +1217,22 @@ impl FamilyPlan for PdGpuPlan {
         check_arg(runner, "perm", &bufs.perm, n, ElemType::of::<u8>(), full)?;
         check_arg(runner, "d", &bufs.d, n, size, full)?;
         check_arg(runner, "b", &bufs.b, n, size, full)?;
-        if let Some(h0) = &bufs.h0 {
-            check_arg(runner, "h0", h0, states, size, bn)?;
-        }
         if let Some(h) = &bufs.h {
             check_arg(runner, "h", &h.0, n, size, full)?;
         }
-        check_arg(runner, "h_t", &bufs.h_t.0, states, size, bn)?;
         Ok(PdIo {
             perm: bufs.perm.addr,
             d: bufs.d.addr,
             b: bufs.b.addr,
-            h0: bufs.h0.as_ref().map(|m| m.addr),
             h: bufs.h.as_ref().map(|m| m.0.addr),
-            h_t: bufs.h_t.0.addr,
+            ends: bufs.ends.check(runner, states, size, bn)?,
         })
     }
 
     fn depth_io(&self, out: u64, last: u64) -> PdIo {
         PdIo {
             h: Some(out),
-            h_t: last,
+            ends: Ends::last(last),
             ..PdIo::default()
         }
     }
@@ -1290,9 +1282,9 @@ unsafe fn issue<R: KernelRunner>(
         Ptr(io.perm),
         Ptr(io.d),
         Ptr(io.b),
-        Ptr(io.h0.unwrap_or(0)),
+        Ptr(io.ends.h0.unwrap_or(0)),
         Ptr(io.h.unwrap_or(0)),
-        Ptr(io.h_t),
+        Ptr(io.ends.h_t),
     );
     let (agg_p, agg_d, agg_b, carry) = (
         Ptr(ws.ptr(0)),
@@ -1413,9 +1405,8 @@ impl<S: Storage + bytemuck::Pod> KernelScan for PermDiagonal<'_, S, u8> {
             perm: perm.into(),
             d: d.into(),
             b: b.into(),
-            h0: h0.as_ref().map(Into::into),
             h: Some(out.into()),
-            h_t: last.into(),
+            ends: EndBuffers::new(h0.as_ref().map(Into::into), last.into()),
         }
     }
 }

@@ -17,7 +17,7 @@ use super::diagonal::{
     plan_diagonal, plan_diagonal_reverse, DiagShape, DiagonalBuffers, DiagonalWorkspace,
 };
 use super::dplr::{plan_dplr, DplrShape, DplrWorkspace, Uploaded};
-use super::face::{launch_scan_buffers, measure_depth};
+use super::face::{launch_scan_buffers, measure_depth, EndBuffers};
 use super::perm_diagonal::{plan_perm_diagonal, PdBuffers, PdShape, PdWorkspace};
 use super::{KernelPlanSummary, PreparedLaunches};
 use crate::backend::launch::{DeviceBuffer, KernelRunner};
@@ -192,9 +192,8 @@ impl Resident {
                     let bufs = DiagonalBuffers {
                         a: a.into(),
                         b: b.into(),
-                        h0: h0.as_ref().map(Into::into),
                         h: Some(h.into()),
-                        h_t: h_t.into(),
+                        ends: EndBuffers::new(h0.as_ref().map(Into::into), h_t.into()),
                     };
                     launch_scan_buffers(runner, &mut ws, &plan, bufs)
                 };
@@ -218,9 +217,8 @@ impl Resident {
                         perm: perm.into(),
                         d: d.into(),
                         b: b.into(),
-                        h0: h0.as_ref().map(Into::into),
                         h: Some(h.into()),
-                        h_t: h_t.into(),
+                        ends: EndBuffers::new(h0.as_ref().map(Into::into), h_t.into()),
                     };
                     launch_scan_buffers(runner, &mut ws, &plan, bufs)
                 };
@@ -299,9 +297,8 @@ impl Resident {
             let bufs = DiagonalBuffers {
                 a: a.into(),
                 b: b.into(),
-                h0: h0.as_ref().map(Into::into),
                 h: Some(h.into()),
-                h_t: h_t.into(),
+                ends: EndBuffers::new(h0.as_ref().map(Into::into), h_t.into()),
             };
             launch_scan_buffers(runner, &mut ws, &plan, bufs)
         };

@@ -33,7 +33,7 @@ use crate::kernels::diagonal::{
     lookback_parts, plan_diagonal, DiagShape, DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind,
     LookBackParts,
 };
-use crate::kernels::{launch_scan, measure_depth as measure_scan_depth};
+use crate::kernels::{launch_scan, measure_depth as measure_scan_depth, Ends};
 
 /// A built-in cell the kernels implement (f32 parameters).
 #[derive(Clone, Copy, Debug)]
@@ -630,9 +630,8 @@ pub(crate) fn run<R: KernelRunner>(
                         DiagonalIo {
                             a: io.a,
                             b: io.b,
-                            h0: (job.h0 != 0).then_some(job.h0),
                             h: Some(out),
-                            h_t: job.h_t,
+                            ends: Ends::new((job.h0 != 0).then_some(job.h0), job.h_t),
                         },
                     )
                 }?;
@@ -649,9 +648,8 @@ pub(crate) fn run<R: KernelRunner>(
                         BlockDiagonalIo {
                             a: io.a,
                             b: io.b,
-                            h0: (job.h0 != 0).then_some(job.h0),
                             h: Some(out),
-                            h_t: job.h_t,
+                            ends: Ends::new((job.h0 != 0).then_some(job.h0), job.h_t),
                         },
                     )
                 }?;

@@ -289,9 +289,11 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
         let io = BlockDiagonalIo {
             a: da.ptr(),
             b: db.ptr(),
-            h0: Some(dh0.ptr()),
             h: None,
-            h_t: dht.ptr(),
+            ends: parascan::kernels::Ends {
+                h0: Some(dh0.ptr()),
+                h_t: dht.ptr(),
+            },
         };
         unsafe { launch_scan(runner, &mut ws, &plan, io) }.unwrap();
         runner.synchronize().unwrap();
@@ -540,9 +542,11 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let bufs = || BlockDiagonalBuffers {
         a: (&da).into(),
         b: (&db).into(),
-        h0: Some((&dh0).into()),
         h: Some((&dh).into()),
-        h_t: (&dht).into(),
+        ends: parascan::kernels::EndBuffers {
+            h0: Some((&dh0).into()),
+            h_t: (&dht).into(),
+        },
     };
     for (arg, bad) in [
         (
@@ -569,14 +573,20 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         (
             "h0",
             BlockDiagonalBuffers {
-                h0: Some((&dst_short).into()),
+                ends: parascan::kernels::EndBuffers {
+                    h0: Some((&dst_short).into()),
+                    ..bufs().ends
+                },
                 ..bufs()
             },
         ),
         (
             "h_t",
             BlockDiagonalBuffers {
-                h_t: (&dst_short).into(),
+                ends: parascan::kernels::EndBuffers {
+                    h0: None,
+                    h_t: (&dst_short).into(),
+                },
                 ..bufs()
             },
         ),
@@ -587,16 +597,28 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let io = BlockDiagonalIo {
         a: da.ptr(),
         b: db.ptr(),
-        h0: Some(dh0.ptr()),
         h: Some(dh.ptr()),
-        h_t: dht.ptr(),
+        ends: parascan::kernels::Ends {
+            h0: Some(dh0.ptr()),
+            h_t: dht.ptr(),
+        },
     };
     expect_size_error(
         unsafe { launch_scan(&runner, &mut ws, &plan, BlockDiagonalIo { a: 0, ..io }) },
         "a",
     );
     expect_size_error(
-        unsafe { launch_scan(&runner, &mut ws, &plan, BlockDiagonalIo { h_t: 0, ..io }) },
+        unsafe {
+            launch_scan(
+                &runner,
+                &mut ws,
+                &plan,
+                BlockDiagonalIo {
+                    ends: parascan::kernels::Ends { h_t: 0, ..io.ends },
+                    ..io
+                },
+            )
+        },
         "h_t",
     );
     expect_size_error(
@@ -689,9 +711,11 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     let io = BlockDiagonalIo {
         a: da.ptr(),
         b: db.ptr(),
-        h0: None,
         h: Some(h.ptr()),
-        h_t: h_t.ptr(),
+        ends: parascan::kernels::Ends {
+            h0: None,
+            h_t: h_t.ptr(),
+        },
     };
     let run = |ws: &mut BlockDiagonalWorkspace, request| {
         let before = runner.launch_count();

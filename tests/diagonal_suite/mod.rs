@@ -449,9 +449,11 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
             let io = DiagonalIo {
                 a: da.ptr(),
                 b: db.ptr(),
-                h0: Some(dh0.ptr()),
                 h: None,
-                h_t: dht.ptr(),
+                ends: parascan::kernels::Ends {
+                    h0: Some(dh0.ptr()),
+                    h_t: dht.ptr(),
+                },
             };
             unsafe { launch_scan(runner, &mut ws, &plan, io) }.unwrap();
             runner.synchronize().unwrap();
@@ -705,9 +707,11 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let bufs = || DiagonalBuffers {
         a: (&da).into(),
         b: (&db).into(),
-        h0: Some((&dh0).into()),
         h: Some((&dh).into()),
-        h_t: (&dht).into(),
+        ends: parascan::kernels::EndBuffers {
+            h0: Some((&dh0).into()),
+            h_t: (&dht).into(),
+        },
     };
     for (arg, bad) in [
         (
@@ -734,21 +738,30 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         (
             "h0",
             DiagonalBuffers {
-                h0: Some((&dbd_short).into()),
+                ends: parascan::kernels::EndBuffers {
+                    h0: Some((&dbd_short).into()),
+                    ..bufs().ends
+                },
                 ..bufs()
             },
         ),
         (
             "h_t",
             DiagonalBuffers {
-                h_t: (&dbd_short).into(),
+                ends: parascan::kernels::EndBuffers {
+                    h0: None,
+                    h_t: (&dbd_short).into(),
+                },
                 ..bufs()
             },
         ),
         (
             "h_t",
             DiagonalBuffers {
-                h_t: (&dh).into(),
+                ends: parascan::kernels::EndBuffers {
+                    h0: None,
+                    h_t: (&dh).into(),
+                },
                 ..bufs()
             },
         ),
@@ -770,16 +783,28 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
     let io = DiagonalIo {
         a: da.ptr(),
         b: db.ptr(),
-        h0: Some(dh0.ptr()),
         h: Some(dh.ptr()),
-        h_t: dht.ptr(),
+        ends: parascan::kernels::Ends {
+            h0: Some(dh0.ptr()),
+            h_t: dht.ptr(),
+        },
     };
     expect_size_error(
         unsafe { launch_scan(&runner, &mut ws, &plan, DiagonalIo { a: 0, ..io }) },
         "a",
     );
     expect_size_error(
-        unsafe { launch_scan(&runner, &mut ws, &plan, DiagonalIo { h_t: 0, ..io }) },
+        unsafe {
+            launch_scan(
+                &runner,
+                &mut ws,
+                &plan,
+                DiagonalIo {
+                    ends: parascan::kernels::Ends { h_t: 0, ..io.ends },
+                    ..io
+                },
+            )
+        },
         "h_t",
     );
     expect_size_error(
@@ -817,7 +842,10 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
                 &mut ws,
                 &plan,
                 DiagonalIo {
-                    h_t: dh.ptr() + 4 * (n as u64 - 1),
+                    ends: parascan::kernels::Ends {
+                        h0: None,
+                        h_t: dh.ptr() + 4 * (n as u64 - 1),
+                    },
                     ..io
                 },
             )
@@ -914,9 +942,11 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
     let io = DiagonalIo {
         a: a.ptr(),
         b: b.ptr(),
-        h0: None,
         h: Some(h.ptr()),
-        h_t: h_t.ptr(),
+        ends: parascan::kernels::Ends {
+            h0: None,
+            h_t: h_t.ptr(),
+        },
     };
     let run = |ws: &mut DiagonalWorkspace, request| {
         let before = runner.launch_count();
@@ -1091,9 +1121,11 @@ fn aggregate_path_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
     let bufs = || DiagonalBuffers {
         a: (&da).into(),
         b: (&db).into(),
-        h0: Some((&dh0).into()),
         h: Some((&dh).into()),
-        h_t: (&dht).into(),
+        ends: parascan::kernels::EndBuffers {
+            h0: Some((&dh0).into()),
+            h_t: (&dht).into(),
+        },
     };
     launch_scan_buffers(runner, ws, &plan, bufs()).map_err(|e| format!("{ctx}: {e}"))?;
     runner.synchronize().map_err(|e| format!("{ctx}: {e}"))?;

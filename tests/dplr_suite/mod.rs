@@ -684,9 +684,11 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         k: bufs[3].ptr(),
         x: bufs[4].ptr(),
         q: Some(bufs[5].ptr()),
-        h0: Some(bufs[6].ptr()),
         out: bufs[7].ptr(),
-        h_t: bufs[8].ptr(),
+        ends: parascan::kernels::Ends {
+            h0: Some(bufs[6].ptr()),
+            h_t: bufs[8].ptr(),
+        },
     };
     let mut ws = DplrWorkspace::new();
     let before = runner.launches.get();

@@ -437,9 +437,11 @@ pub fn check_final_state_only<R: KernelRunner>(runner: &R) {
                 perm: dp.ptr(),
                 d: dd.ptr(),
                 b: db.ptr(),
-                h0: Some(dh0.ptr()),
                 h: None,
-                h_t: dht.ptr(),
+                ends: parascan::kernels::Ends {
+                    h0: Some(dh0.ptr()),
+                    h_t: dht.ptr(),
+                },
             };
             unsafe { launch_scan(runner, &mut ws, &plan, io) }.unwrap();
             runner.synchronize().unwrap();
@@ -477,9 +479,11 @@ pub fn check_bad_perm_is_clamped<R: KernelRunner>(runner: &R) {
                 perm: dp.ptr(),
                 d: dd.ptr(),
                 b: db.ptr(),
-                h0: Some(dh0.ptr()),
                 h: Some(dh.ptr()),
-                h_t: dht.ptr(),
+                ends: parascan::kernels::Ends {
+                    h0: Some(dh0.ptr()),
+                    h_t: dht.ptr(),
+                },
             };
             let plan = unsafe {
                 scan_perm_diagonal_device(runner, &mut ws, DType::F32, shape, io, request)
@@ -789,9 +793,11 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         perm: (&dp).into(),
         d: (&dd).into(),
         b: (&db).into(),
-        h0: Some((&dh0).into()),
         h: Some((&dh).into()),
-        h_t: (&dht).into(),
+        ends: parascan::kernels::EndBuffers {
+            h0: Some((&dh0).into()),
+            h_t: (&dht).into(),
+        },
     };
     for (arg, bad) in [
         (
@@ -825,14 +831,20 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         (
             "h0",
             PdBuffers {
-                h0: Some((&dbn_short).into()),
+                ends: parascan::kernels::EndBuffers {
+                    h0: Some((&dbn_short).into()),
+                    ..bufs().ends
+                },
                 ..bufs()
             },
         ),
         (
             "h_t",
             PdBuffers {
-                h_t: (&dbn_short).into(),
+                ends: parascan::kernels::EndBuffers {
+                    h0: None,
+                    h_t: (&dbn_short).into(),
+                },
                 ..bufs()
             },
         ),
@@ -849,14 +861,22 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         perm: dp.ptr(),
         d: dd.ptr(),
         b: db.ptr(),
-        h0: Some(dh0.ptr()),
         h: Some(dh.ptr()),
-        h_t: dht.ptr(),
+        ends: parascan::kernels::Ends {
+            h0: Some(dh0.ptr()),
+            h_t: dht.ptr(),
+        },
     };
     for (arg, bad) in [
         ("perm", PdIo { perm: 0, ..io }),
         ("d", PdIo { d: 0, ..io }),
-        ("h_t", PdIo { h_t: 0, ..io }),
+        (
+            "h_t",
+            PdIo {
+                ends: parascan::kernels::Ends { h_t: 0, ..io.ends },
+                ..io
+            },
+        ),
         (
             "b",
             PdIo {
@@ -874,7 +894,10 @@ pub fn check_errors<R: KernelRunner>(inner: &R) {
         (
             "h_t",
             PdIo {
-                h_t: dh.ptr() + 4 * (total as u64 - 1),
+                ends: parascan::kernels::Ends {
+                    h0: None,
+                    h_t: dh.ptr() + 4 * (total as u64 - 1),
+                },
                 ..io
             },
         ),
@@ -972,9 +995,11 @@ pub fn check_workspace_reuse<R: KernelRunner>(inner: &R) {
         perm: dp.ptr(),
         d: dd.ptr(),
         b: db.ptr(),
-        h0: None,
         h: Some(dh.ptr()),
-        h_t: dht.ptr(),
+        ends: parascan::kernels::Ends {
+            h0: None,
+            h_t: dht.ptr(),
+        },
     };
     let run = |ws: &mut PdWorkspace, request| {
         let before = runner.launch_count();
@@ -1197,9 +1222,11 @@ pub fn check_no_writes_outside<R: KernelRunner>(runner: &R) {
                 perm: dp.ptr(),
                 d: dd.ptr(),
                 b: db.ptr(),
-                h0: Some(dh0.ptr()),
                 h: Some(dh.ptr() + GUARD as u64),
-                h_t: dht.ptr() + GUARD as u64,
+                ends: parascan::kernels::Ends {
+                    h0: Some(dh0.ptr()),
+                    h_t: dht.ptr() + GUARD as u64,
+                },
             };
             let plan = unsafe {
                 scan_perm_diagonal_device(runner, &mut ws, DType::F32, shape, io, request)
@@ -1316,9 +1343,11 @@ fn aggregate_path_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
         perm: (&dp).into(),
         d: (&dd).into(),
         b: (&db).into(),
-        h0: case.h0.then_some((&dh0).into()),
         h: Some((&dh).into()),
-        h_t: (&dht).into(),
+        ends: parascan::kernels::EndBuffers {
+            h0: case.h0.then_some((&dh0).into()),
+            h_t: (&dht).into(),
+        },
     };
     launch_scan_buffers(runner, ws, &plan, bufs).map_err(e)?;
     runner.synchronize().map_err(e)?;

@@ -36,7 +36,7 @@ use std::fmt;
 
 use super::common::{check_int, i32_arg};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{EndBuffers, Ends, FamilyPlan, IoArg, Workspace};
+use super::face::{BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, Workspace};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -929,6 +929,24 @@ fn shape_of<S>(p: &BlockDiagonal<'_, S>) -> BlockShape {
     BlockShape::new(p.batch, p.len, p.blocks, p.block)
 }
 
+/// A BlockDiagonal problem's uploaded inputs (`A`, `b`, `h0` if any) with
+/// outputs `h` at `out` and `h_T` at `last`.
+impl BindInputs<BlockPlan> for (DeviceBuffer, DeviceBuffer, Option<DeviceBuffer>) {
+    fn bind<'a>(
+        &'a self,
+        out: &'a DeviceBuffer,
+        last: &'a DeviceBuffer,
+    ) -> BlockDiagonalBuffers<'a> {
+        let (a, b, h0) = self;
+        BlockDiagonalBuffers {
+            a: a.into(),
+            b: b.into(),
+            h: Some(out.into()),
+            ends: EndBuffers::new(h0.as_ref().map(Into::into), last.into()),
+        }
+    }
+}
+
 impl<S: Storage + bytemuck::Pod> KernelScan for BlockDiagonal<'_, S> {
     type Elem = S;
     type Plan = BlockPlan;
@@ -946,19 +964,6 @@ impl<S: Storage + bytemuck::Pod> KernelScan for BlockDiagonal<'_, S> {
             runner.upload(self.b)?,
             self.h0.map(|h0| runner.upload(h0)).transpose()?,
         ))
-    }
-
-    fn bind<'a>(
-        (a, b, h0): &'a Self::Inputs,
-        out: &'a DeviceBuffer,
-        last: &'a DeviceBuffer,
-    ) -> BlockDiagonalBuffers<'a> {
-        BlockDiagonalBuffers {
-            a: a.into(),
-            b: b.into(),
-            h: Some(out.into()),
-            ends: EndBuffers::new(h0.as_ref().map(Into::into), last.into()),
-        }
     }
 }
 

@@ -330,7 +330,7 @@ pub(crate) fn check_arg<R: KernelRunner + ?Sized>(
 mod cuda_memory {
     use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr};
 
-    use super::{DeviceMut, DeviceRef, ElemType, Owner};
+    use super::{DeviceMut, DeviceRef, ElemType, Held, Owner};
     use crate::backend::cuda::CudaBackend;
     use crate::error::{Error, Result};
 
@@ -354,15 +354,7 @@ mod cuda_memory {
             // SAFETY: cudarc guarantees `bytes` bytes of `T` at `addr` in this
             // context while `slice` is borrowed (for 'a); the guard orders
             // the use on this stream with the slice's other streams.
-            Ok(unsafe {
-                DeviceRef::from_raw_parts(
-                    addr,
-                    bytes,
-                    Some(ElemType::of::<T>()),
-                    self.owner(),
-                    Some(Box::new(guard)),
-                )
-            })
+            Ok(unsafe { self.borrowed::<T>(addr, bytes, Box::new(guard)) })
         }
 
         /// cudarc memory as a kernel output, in place (see [`input`](Self::input);
@@ -378,14 +370,31 @@ mod cuda_memory {
             let (addr, guard) = slice.device_ptr_mut(self.stream());
             // SAFETY: as in `input`, with exclusive access through `&mut`.
             Ok(DeviceMut(unsafe {
+                self.borrowed::<T>(addr, bytes, Box::new(guard))
+            }))
+        }
+
+        /// `bytes` bytes of `T` at `addr`, owned by this backend's context.
+        ///
+        /// # Safety
+        /// The memory stays allocated in this context for `'a` (`guard`
+        /// keeps what ensures that and orders the use across streams).
+        unsafe fn borrowed<'a, T: DeviceRepr + 'static>(
+            &self,
+            addr: u64,
+            bytes: usize,
+            guard: Box<dyn Held + 'a>,
+        ) -> DeviceRef<'a> {
+            // SAFETY: forwarded to the caller.
+            unsafe {
                 DeviceRef::from_raw_parts(
                     addr,
                     bytes,
                     Some(ElemType::of::<T>()),
                     self.owner(),
-                    Some(Box::new(guard)),
+                    Some(guard),
                 )
-            }))
+            }
         }
 
         fn owner(&self) -> Owner {

@@ -80,7 +80,7 @@ use super::common::{
     bit_length, ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, prefix_depth,
 };
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::face::{BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -1680,11 +1680,27 @@ impl GpuPlan {
     }
 }
 
+/// A Diagonal problem's uploaded inputs: `a`, `b` and `h0` (if any).
+pub type DiagonalInputs = (DeviceBuffer, DeviceBuffer, Option<DeviceBuffer>);
+
+/// Outputs `h` at `out` and `h_T` at `last`.
+impl BindInputs<GpuPlan> for DiagonalInputs {
+    fn bind<'a>(&'a self, out: &'a DeviceBuffer, last: &'a DeviceBuffer) -> DiagonalBuffers<'a> {
+        let (a, b, h0) = self;
+        DiagonalBuffers {
+            a: a.into(),
+            b: b.into(),
+            h: Some(out.into()),
+            ends: EndBuffers::new(h0.as_ref().map(Into::into), last.into()),
+        }
+    }
+}
+
 impl<S: Storage + bytemuck::Pod> KernelScan for Diagonal<'_, S> {
     type Elem = S;
     type Plan = GpuPlan;
     /// `a`, `b`, `h0`.
-    type Inputs = (DeviceBuffer, DeviceBuffer, Option<DeviceBuffer>);
+    type Inputs = DiagonalInputs;
 
     fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<GpuPlan> {
         self.validate()?;
@@ -1698,22 +1714,6 @@ impl<S: Storage + bytemuck::Pod> KernelScan for Diagonal<'_, S> {
             runner.upload(self.b)?,
             self.h0.map(|h0| runner.upload(h0)).transpose()?,
         ))
-    }
-
-    fn bind<'a>(
-        (a, b, h0): &'a Self::Inputs,
-        out: &'a DeviceBuffer,
-        last: &'a DeviceBuffer,
-    ) -> DiagonalBuffers<'a> {
-        DiagonalBuffers {
-            a: a.into(),
-            b: b.into(),
-            h: Some(out.into()),
-            ends: EndBuffers {
-                h0: h0.as_ref().map(Into::into),
-                h_t: last.into(),
-            },
-        }
     }
 }
 

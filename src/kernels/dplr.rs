@@ -53,7 +53,7 @@ use std::fmt;
 
 use super::common::{ceil_log2, check_int, highest_bit, i32_arg, launch_config, max_hb_pc};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::face::{BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -1131,23 +1131,6 @@ impl Uploaded {
             h0: p.h0.map(|h0| runner.upload(h0)).transpose()?,
         })
     }
-
-    pub(crate) fn buffers<'a>(
-        &'a self,
-        out: &'a DeviceBuffer,
-        h_t: &'a DeviceBuffer,
-    ) -> DplrBuffers<'a> {
-        DplrBuffers {
-            w: (&self.w).into(),
-            u: (&self.u).into(),
-            v: (&self.v).into(),
-            k: (&self.k).into(),
-            x: (&self.x).into(),
-            q: self.q.as_ref().map(Into::into),
-            out: out.into(),
-            ends: EndBuffers::new(self.h0.as_ref().map(Into::into), h_t.into()),
-        }
-    }
 }
 
 fn plan_for<S: Storage>(
@@ -1157,6 +1140,22 @@ fn plan_for<S: Storage>(
 ) -> Result<DplrPlan> {
     p.validate()?;
     plan_dplr(DplrShape::of(p), p.output, S::DTYPE, request, sm_count)
+}
+
+/// Outputs (`y` or every state) at `out` and `h_T` at `last`.
+impl BindInputs<DplrPlan> for Uploaded {
+    fn bind<'a>(&'a self, out: &'a DeviceBuffer, last: &'a DeviceBuffer) -> DplrBuffers<'a> {
+        DplrBuffers {
+            w: (&self.w).into(),
+            u: (&self.u).into(),
+            v: (&self.v).into(),
+            k: (&self.k).into(),
+            x: (&self.x).into(),
+            q: self.q.as_ref().map(Into::into),
+            out: out.into(),
+            ends: EndBuffers::new(self.h0.as_ref().map(Into::into), last.into()),
+        }
+    }
 }
 
 impl<S: Storage + bytemuck::Pod> KernelScan for Dplr<'_, S> {
@@ -1171,14 +1170,6 @@ impl<S: Storage + bytemuck::Pod> KernelScan for Dplr<'_, S> {
 
     fn upload<R: KernelRunner>(&self, runner: &R) -> Result<Uploaded> {
         Uploaded::new(runner, self)
-    }
-
-    fn bind<'a>(
-        inputs: &'a Uploaded,
-        out: &'a DeviceBuffer,
-        last: &'a DeviceBuffer,
-    ) -> DplrBuffers<'a> {
-        inputs.buffers(out, last)
     }
 }
 
@@ -1298,26 +1289,19 @@ mod tests {
                 2,
             )
         };
-        assert!(matches!(
-            bad(1, 4, 129, 4, 1),
-            Err(Error::Size { arg: "n", .. })
-        ));
-        assert!(matches!(
-            bad(1, 4, 4, 129, 1),
-            Err(Error::Size { arg: "m", .. })
-        ));
-        assert!(matches!(
-            bad(1, 4, 4, 4, 5),
-            Err(Error::Size { arg: "rank", .. })
-        ));
-        assert!(matches!(
-            bad(1, 4, 4, 4, 0),
-            Err(Error::Size { arg: "rank", .. })
-        ));
-        assert!(matches!(
-            bad(1, 0, 4, 4, 1),
-            Err(Error::Size { arg: "len", .. })
-        ));
+        for (shape, arg) in [
+            ((1, 4, 129, 4, 1), "n"),
+            ((1, 4, 4, 129, 1), "m"),
+            ((1, 4, 4, 4, 5), "rank"),
+            ((1, 4, 4, 4, 0), "rank"),
+            ((1, 0, 4, 4, 1), "len"),
+        ] {
+            let (b, t, n, m, r) = shape;
+            match bad(b, t, n, m, r) {
+                Err(Error::Size { arg: got, .. }) => assert_eq!(got, arg, "{shape:?}"),
+                other => panic!("{shape:?}: expected a size error on {arg}, got {other:?}"),
+            }
+        }
         assert!(matches!(
             plan_dplr(
                 DplrShape::new(1, 9, 4, 4, 1),

@@ -270,6 +270,15 @@ impl<'a> EndBuffers<'a> {
     }
 }
 
+/// Uploaded inputs of a family whose plans are `P` (see
+/// [`KernelScan::upload`](super::KernelScan::upload)): with every output at
+/// `out` and the final states at `last`, they make the kernels' typed
+/// arguments.
+pub trait BindInputs<P: FamilyPlan> {
+    /// The scan's typed memory.
+    fn bind<'a>(&'a self, out: &'a DeviceBuffer, last: &'a DeviceBuffer) -> P::Buffers<'a>;
+}
+
 /// The checks every raw launch makes before the first kernel: required
 /// addresses are non-null, every address is aligned to its element, and no
 /// two ranges overlap (an output overlapping an input or another output

@@ -42,7 +42,7 @@ pub use diagonal::{
 };
 pub use face::{
     launch_scan, launch_scan_buffers, measure_depth, measure_depth_outputs, scan_host,
-    scan_host_planned, EndBuffers, Ends, FamilyPlan, ScratchLayout, Workspace,
+    scan_host_planned, BindInputs, EndBuffers, Ends, FamilyPlan, ScratchLayout, Workspace,
 };
 
 use crate::backend::launch::{DeviceBuffer, KernelRunner};
@@ -94,7 +94,8 @@ pub type PreparedLaunches<'r> = Box<dyn FnMut() -> Result<()> + 'r>;
 /// A problem of a family that has kernels in `kernels/*.cu`: the face
 /// `check`, `sweep` and generic code use for every family alike.
 ///
-/// A family implements the three required items (plan, upload, bind);
+/// A family implements the two required methods (plan, upload) and
+/// uploads into inputs that [`BindInputs`] turns into the kernels' arguments;
 /// the provided methods and [`scan_host`] are the same for every family.
 /// All methods validate the problem (typed errors, before any launch).
 pub trait KernelScan {
@@ -103,7 +104,7 @@ pub trait KernelScan {
     /// The family's GPU plan.
     type Plan: FamilyPlan;
     /// The problem's inputs uploaded to a runner.
-    type Inputs;
+    type Inputs: BindInputs<Self::Plan>;
 
     /// Validates the problem and plans `request` for a device with
     /// `sm_count` SMs, without launching anything.
@@ -119,7 +120,9 @@ pub trait KernelScan {
         inputs: &'a Self::Inputs,
         out: &'a DeviceBuffer,
         last: &'a DeviceBuffer,
-    ) -> <Self::Plan as FamilyPlan>::Buffers<'a>;
+    ) -> <Self::Plan as FamilyPlan>::Buffers<'a> {
+        inputs.bind(out, last)
+    }
 
     /// The plan's family-independent summary.
     fn kernel_plan(&self, sm_count: usize, request: PlanRequest) -> Result<KernelPlanSummary> {

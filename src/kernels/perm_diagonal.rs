@@ -57,7 +57,7 @@ use std::fmt;
 
 use super::common::{ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, prefix_depth};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::face::{BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -1369,16 +1369,34 @@ unsafe fn issue<R: KernelRunner>(
 // Host convenience and depth measurement
 // ---------------------------------------------------------------------------
 
+/// A PermDiagonal problem's uploaded inputs: `perm` (`u8`), `d`, `b` and
+/// `h0` (if any).
+pub type PdInputs = (
+    DeviceBuffer,
+    DeviceBuffer,
+    DeviceBuffer,
+    Option<DeviceBuffer>,
+);
+
+/// Outputs `h` at `out` and `h_T` at `last`.
+impl BindInputs<PdGpuPlan> for PdInputs {
+    fn bind<'a>(&'a self, out: &'a DeviceBuffer, last: &'a DeviceBuffer) -> PdBuffers<'a> {
+        let (perm, d, b, h0) = self;
+        PdBuffers {
+            perm: perm.into(),
+            d: d.into(),
+            b: b.into(),
+            h: Some(out.into()),
+            ends: EndBuffers::new(h0.as_ref().map(Into::into), last.into()),
+        }
+    }
+}
+
 impl<S: Storage + bytemuck::Pod> KernelScan for PermDiagonal<'_, S, u8> {
     type Elem = S;
     type Plan = PdGpuPlan;
     /// `perm`, `d`, `b`, `h0`.
-    type Inputs = (
-        DeviceBuffer,
-        DeviceBuffer,
-        DeviceBuffer,
-        Option<DeviceBuffer>,
-    );
+    type Inputs = PdInputs;
 
     /// Validates shapes and every `perm` row, then plans.
     fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<PdGpuPlan> {
@@ -1394,20 +1412,6 @@ impl<S: Storage + bytemuck::Pod> KernelScan for PermDiagonal<'_, S, u8> {
             runner.upload(self.b)?,
             self.h0.map(|h0| runner.upload(h0)).transpose()?,
         ))
-    }
-
-    fn bind<'a>(
-        (perm, d, b, h0): &'a Self::Inputs,
-        out: &'a DeviceBuffer,
-        last: &'a DeviceBuffer,
-    ) -> PdBuffers<'a> {
-        PdBuffers {
-            perm: perm.into(),
-            d: d.into(),
-            b: b.into(),
-            h: Some(out.into()),
-            ends: EndBuffers::new(h0.as_ref().map(Into::into), last.into()),
-        }
     }
 }
 

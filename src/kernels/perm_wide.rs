@@ -11,9 +11,9 @@
 //! type has a [`KernelScan`](super::KernelScan) and an
 //! [`Engine`](crate::backend::Engine) run, never a compile-time gap.
 
-use super::perm_diagonal::{plan_perm_diagonal, PdBuffers, PdGpuPlan, PdShape, MAX_N};
+use super::perm_diagonal::{plan_perm_diagonal, PdGpuPlan, PdShape, MAX_N};
 use super::KernelScan;
-use crate::backend::launch::{DeviceBuffer, KernelRunner};
+use crate::backend::launch::KernelRunner;
 use crate::dtype::Storage;
 use crate::error::{Error, Result};
 use crate::family::perm_diagonal::{PermDiagonal, PermIndex};
@@ -82,14 +82,6 @@ macro_rules! wide_index {
                     runner.upload(self.b)?,
                     self.h0.map(|h0| runner.upload(h0)).transpose()?,
                 ))
-            }
-
-            fn bind<'a>(
-                inputs: &'a Self::Inputs,
-                out: &'a DeviceBuffer,
-                last: &'a DeviceBuffer,
-            ) -> PdBuffers<'a> {
-                <PermDiagonal<'static, S, u8> as KernelScan>::bind(inputs, out, last)
             }
         }
     )*};

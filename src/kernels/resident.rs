@@ -14,12 +14,12 @@
 //! a new plan kind of a family needs no change here.
 
 use super::diagonal::{
-    plan_diagonal, plan_diagonal_reverse, DiagShape, DiagonalBuffers, DiagonalWorkspace,
+    plan_diagonal, plan_diagonal_reverse, DiagShape, DiagonalInputs, DiagonalWorkspace, GpuPlan,
 };
 use super::dplr::{plan_dplr, DplrShape, DplrWorkspace, Uploaded};
-use super::face::{launch_scan_buffers, measure_depth, EndBuffers};
-use super::perm_diagonal::{plan_perm_diagonal, PdBuffers, PdShape, PdWorkspace};
-use super::{KernelPlanSummary, PreparedLaunches};
+use super::face::{launch_scan_buffers, measure_depth, BindInputs, FamilyPlan, Workspace};
+use super::perm_diagonal::{plan_perm_diagonal, PdInputs, PdShape, PdWorkspace};
+use super::{KernelPlanSummary, KernelScan, PreparedLaunches};
 use crate::backend::launch::{DeviceBuffer, KernelRunner};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
@@ -42,35 +42,28 @@ pub trait KernelResident {
 pub struct Resident {
     dtype: DType,
     family: ResidentFamily,
+    /// Every output: `h`, or the DPLR readout / states.
+    out: DeviceBuffer,
+    /// The final states.
+    h_t: DeviceBuffer,
 }
 
-/// The device buffers of each family, with the sizes the planners need.
+/// The uploaded inputs of each family, with the sizes the planners need.
 #[derive(Debug)]
 enum ResidentFamily {
     Diagonal {
         shape: DiagShape,
         layout: Layout,
-        a: DeviceBuffer,
-        b: DeviceBuffer,
-        h0: Option<DeviceBuffer>,
-        h: DeviceBuffer,
-        h_t: DeviceBuffer,
+        inputs: DiagonalInputs,
     },
     PermDiagonal {
         shape: PdShape,
-        perm: DeviceBuffer,
-        d: DeviceBuffer,
-        b: DeviceBuffer,
-        h0: Option<DeviceBuffer>,
-        h: DeviceBuffer,
-        h_t: DeviceBuffer,
+        inputs: PdInputs,
     },
     Dplr {
         shape: DplrShape,
         output: DplrOutput,
         inputs: Box<Uploaded>,
-        out: DeviceBuffer,
-        h_t: DeviceBuffer,
     },
 }
 
@@ -85,19 +78,12 @@ impl<S: Storage + bytemuck::Pod> KernelResident for Diagonal<'_, S> {
     fn kernel_upload<R: KernelRunner>(&self, runner: &R) -> Result<Resident> {
         self.validate()?;
         let shape = DiagShape::new(self.batch, self.len, self.dim);
-        let size = std::mem::size_of::<S>();
-        Ok(Resident {
-            dtype: S::DTYPE,
-            family: ResidentFamily::Diagonal {
-                shape,
-                layout: self.layout,
-                a: runner.upload(self.a)?,
-                b: runner.upload(self.b)?,
-                h0: self.h0.map(|h0| runner.upload(h0)).transpose()?,
-                h: poisoned(runner, shape.elements(), size)?,
-                h_t: poisoned(runner, shape.lanes(), size)?,
-            },
-        })
+        let family = ResidentFamily::Diagonal {
+            shape,
+            layout: self.layout,
+            inputs: self.upload(runner)?,
+        };
+        Resident::new::<S, R>(runner, family, shape.elements(), shape.lanes())
     }
 }
 
@@ -105,19 +91,11 @@ impl<S: Storage + bytemuck::Pod> KernelResident for PermDiagonal<'_, S, u8> {
     fn kernel_upload<R: KernelRunner>(&self, runner: &R) -> Result<Resident> {
         self.validate()?;
         let shape = PdShape::new(self.batch, self.len, self.n);
-        let size = std::mem::size_of::<S>();
-        Ok(Resident {
-            dtype: S::DTYPE,
-            family: ResidentFamily::PermDiagonal {
-                shape,
-                perm: runner.upload(self.perm)?,
-                d: runner.upload(self.d)?,
-                b: runner.upload(self.b)?,
-                h0: self.h0.map(|h0| runner.upload(h0)).transpose()?,
-                h: poisoned(runner, shape.elements(), size)?,
-                h_t: poisoned(runner, shape.states(), size)?,
-            },
-        })
+        let family = ResidentFamily::PermDiagonal {
+            shape,
+            inputs: self.upload(runner)?,
+        };
+        Resident::new::<S, R>(runner, family, shape.elements(), shape.states())
     }
 }
 
@@ -125,22 +103,34 @@ impl<S: Storage + bytemuck::Pod> KernelResident for Dplr<'_, S> {
     fn kernel_upload<R: KernelRunner>(&self, runner: &R) -> Result<Resident> {
         self.validate()?;
         let shape = DplrShape::of(self);
-        let size = std::mem::size_of::<S>();
-        let inputs = Uploaded::new(runner, self)?;
-        Ok(Resident {
-            dtype: S::DTYPE,
-            family: ResidentFamily::Dplr {
-                shape,
-                output: self.output,
-                inputs: Box::new(inputs),
-                out: poisoned(runner, shape.out_elements(self.output), size)?,
-                h_t: poisoned(runner, shape.state_elements(), size)?,
-            },
-        })
+        let outputs = shape.out_elements(self.output);
+        let family = ResidentFamily::Dplr {
+            shape,
+            output: self.output,
+            inputs: Box::new(Uploaded::new(runner, self)?),
+        };
+        Resident::new::<S, R>(runner, family, outputs, shape.state_elements())
     }
 }
 
 impl Resident {
+    /// Uploaded inputs of storage type `S` with poisoned outputs: `outputs`
+    /// values and `states` final states.
+    fn new<S: Storage, R: KernelRunner>(
+        runner: &R,
+        family: ResidentFamily,
+        outputs: usize,
+        states: usize,
+    ) -> Result<Self> {
+        let size = std::mem::size_of::<S>();
+        Ok(Resident {
+            dtype: S::DTYPE,
+            family,
+            out: poisoned(runner, outputs, size)?,
+            h_t: poisoned(runner, states, size)?,
+        })
+    }
+
     /// Storage type of inputs and outputs.
     pub fn dtype(&self) -> DType {
         self.dtype
@@ -174,72 +164,31 @@ impl Resident {
     ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
         let dtype = self.dtype;
         let sm = runner.sm_count();
-        Ok(match &self.family {
+        let (out, h_t) = (&self.out, &self.h_t);
+        match &self.family {
             ResidentFamily::Diagonal {
                 shape,
                 layout,
-                a,
-                b,
-                h0,
-                h,
-                h_t,
+                inputs,
             } => {
                 let plan = plan_diagonal(*shape, *layout, dtype, request, sm)?;
-                let mut ws = DiagonalWorkspace::new();
-                ws.reserve(runner, plan.scratch)?;
-                let summary = plan.summary();
-                let run = move || {
-                    let bufs = DiagonalBuffers {
-                        a: a.into(),
-                        b: b.into(),
-                        h: Some(h.into()),
-                        ends: EndBuffers::new(h0.as_ref().map(Into::into), h_t.into()),
-                    };
-                    launch_scan_buffers(runner, &mut ws, &plan, bufs)
-                };
-                (summary, Box::new(run) as PreparedLaunches<'r>)
+                prepared(runner, plan, move || {
+                    BindInputs::<GpuPlan>::bind(inputs, out, h_t)
+                })
             }
-            ResidentFamily::PermDiagonal {
-                shape,
-                perm,
-                d,
-                b,
-                h0,
-                h,
-                h_t,
-            } => {
+            ResidentFamily::PermDiagonal { shape, inputs } => {
                 let plan = plan_perm_diagonal(*shape, dtype, request, sm)?;
-                let mut ws = PdWorkspace::new();
-                ws.reserve(runner, plan.scratch)?;
-                let summary = plan.summary();
-                let run = move || {
-                    let bufs = PdBuffers {
-                        perm: perm.into(),
-                        d: d.into(),
-                        b: b.into(),
-                        h: Some(h.into()),
-                        ends: EndBuffers::new(h0.as_ref().map(Into::into), h_t.into()),
-                    };
-                    launch_scan_buffers(runner, &mut ws, &plan, bufs)
-                };
-                (summary, Box::new(run) as PreparedLaunches<'r>)
+                prepared(runner, plan, move || inputs.bind(out, h_t))
             }
             ResidentFamily::Dplr {
                 shape,
                 output,
                 inputs,
-                out,
-                h_t,
             } => {
                 let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
-                let mut ws = DplrWorkspace::new();
-                ws.reserve(runner, plan.scratch)?;
-                let summary = plan.summary();
-                let run =
-                    move || launch_scan_buffers(runner, &mut ws, &plan, inputs.buffers(out, h_t));
-                (summary, Box::new(run) as PreparedLaunches<'r>)
+                prepared(runner, plan, move || inputs.bind(out, h_t))
             }
-        })
+        }
     }
 
     /// The plan's depth measured on the family's depth-counting kernels
@@ -278,31 +227,19 @@ impl Resident {
         let ResidentFamily::Diagonal {
             shape,
             layout,
-            a,
-            b,
-            h0,
-            h,
-            h_t,
+            inputs,
         } = &self.family
         else {
             return Err(self.no_reverse_kernels());
         };
+        let (out, h_t) = (&self.out, &self.h_t);
         let plan = plan_diagonal_reverse(*shape, *layout, self.dtype, request, runner.sm_count())?;
-        let mut ws = DiagonalWorkspace::new();
-        ws.reserve(runner, plan.scratch)?;
-        let mut summary = plan.summary();
+        let (mut summary, run) = prepared(runner, plan, move || {
+            BindInputs::<GpuPlan>::bind(inputs, out, h_t)
+        })?;
         summary.kind = format!("{} reverse", summary.kind);
         summary.depth_key = format!("{} reverse", summary.depth_key);
-        let run = move || {
-            let bufs = DiagonalBuffers {
-                a: a.into(),
-                b: b.into(),
-                h: Some(h.into()),
-                ends: EndBuffers::new(h0.as_ref().map(Into::into), h_t.into()),
-            };
-            launch_scan_buffers(runner, &mut ws, &plan, bufs)
-        };
-        Ok((summary, Box::new(run) as PreparedLaunches<'r>))
+        Ok((summary, run))
     }
 
     /// [`Resident::measure_depth`] of the reverse plan (the `_rev_` `_depth`
@@ -337,13 +274,8 @@ impl Resident {
     /// Poisons every output and the final states (all bits set: NaN), so
     /// a run that forgets one shows up as non-finite.
     pub fn poison<R: KernelRunner>(&self, runner: &R) -> Result<()> {
-        let (out, h_t) = match &self.family {
-            ResidentFamily::Diagonal { h, h_t, .. }
-            | ResidentFamily::PermDiagonal { h, h_t, .. } => (h, h_t),
-            ResidentFamily::Dplr { out, h_t, .. } => (out, h_t),
-        };
-        runner.fill(out, 0xFF)?;
-        runner.fill(h_t, 0xFF)
+        runner.fill(&self.out, 0xFF)?;
+        runner.fill(&self.h_t, 0xFF)
     }
 
     /// Number of outputs (`h`, or the DPLR readout / states), not counting
@@ -359,11 +291,7 @@ impl Resident {
     /// Downloads the final states `h_T`, widened to f64 (a cheap check that
     /// the last run wrote finite values).
     pub fn final_states<R: KernelRunner>(&self, runner: &R) -> Result<Vec<f64>> {
-        let h_t = match &self.family {
-            ResidentFamily::Diagonal { h_t, .. }
-            | ResidentFamily::PermDiagonal { h_t, .. }
-            | ResidentFamily::Dplr { h_t, .. } => h_t,
-        };
+        let h_t = &self.h_t;
         runner.synchronize()?;
         match self.dtype {
             DType::F32 => download_widened::<f32, R>(runner, h_t),
@@ -381,6 +309,25 @@ fn download_widened<S: Storage + bytemuck::Pod, R: KernelRunner>(
     let mut host = vec![S::default(); buf.len_bytes() / std::mem::size_of::<S>()];
     runner.download(buf, &mut host)?;
     Ok(host.into_iter().map(Storage::to_f64).collect())
+}
+
+/// Reserves `plan`'s scratch on `runner` and returns its summary and a
+/// closure that issues its launches on the buffers `bufs` names (each call
+/// checks them again, as every safe launch does).
+fn prepared<'r, P, R>(
+    runner: &'r R,
+    plan: P,
+    bufs: impl Fn() -> P::Buffers<'r> + 'r,
+) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)>
+where
+    P: FamilyPlan + 'r,
+    R: KernelRunner,
+{
+    let mut ws = Workspace::new();
+    ws.reserve(runner, plan.scratch(false)?)?;
+    let summary = plan.summary();
+    let run = move || launch_scan_buffers(runner, &mut ws, &plan, bufs());
+    Ok((summary, Box::new(run)))
 }
 
 #[cfg(test)]

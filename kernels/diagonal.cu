@@ -391,6 +391,24 @@ PSD_REV_KERNELS(f16, psd::OpsF16, 4);
 PSD_REV_KERNELS(bf16, psd::OpsBF16, 4);
 PSD_REV_KERNELS(depth, psd::OpsDepth, 4);
 
+// Depth of the 16-bit look-back geometry (32 steps per thread: psd::bdt_lookback_packed,
+// psd::btd_lookback_packed): the depth counter on chunks of blockDim.x * 32 ([B,D,T]) and
+// blockDim.x / 32 * 32 ([B,T,D]) steps, with the f32 depth kernels' arguments.
+#define PSD_DEPTH32(L, DIR, REVB)                                                                              \
+    extern "C" __global__ void __launch_bounds__(256, 4) diag_##L##_lookback_##DIR##depth32(                  \
+        const unsigned* __restrict__ a, const unsigned* __restrict__ b, unsigned* __restrict__ h,             \
+        unsigned* __restrict__ hT, const unsigned* __restrict__ h0, unsigned* __restrict__ status,            \
+        unsigned* __restrict__ lagg, unsigned* __restrict__ lpre, int B, int T, int D, int C,                 \
+        int prefix_every) {                                                                                    \
+        psd::L##_lookback<psd::OpsDepth, psd::LbProduction, REVB, psd::kLbSteps16>(                           \
+            a, b, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);                                    \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_##L##_lookback_##DIR##depth32)
+PSD_DEPTH32(bdt, , false);
+PSD_DEPTH32(btd, , false);
+PSD_DEPTH32(bdt, rev_, true);
+PSD_DEPTH32(btd, rev_, true);
+
 // Emulator tests only, never launched on a GPU (a trap ends the process's CUDA context; they
 // are in the PTX because the emulated backend only launches kernels the PTX has): the
 // look-back kernels with psd::LbProbe, i.e. chunk 1 of chain 0 never publishes and its

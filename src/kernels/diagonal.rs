@@ -643,9 +643,7 @@ fn plan_directed(
             None => Geometry::chunked(shape, kernel_layout, t, sm)?,
         },
         PlanRequest::MinDepth => min_depth_geometry(shape, kernel_layout, sm)?,
-        PlanRequest::LookBack => {
-            Geometry::lookback(shape, kernel_layout, lookback_steps(dtype))?
-        }
+        PlanRequest::LookBack => Geometry::lookback(shape, kernel_layout, lookback_steps(dtype))?,
     };
     let geometry = Geometry {
         reverse,

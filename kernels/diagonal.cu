@@ -206,9 +206,12 @@
 //     so they are capped at 60% of copy bandwidth: use P1 whenever lanes fill the GPU,
 //     else P4, which also moves 12 B/element (its chunk stays in registers: 16 steps per
 //     thread) and spreads one lane over as many blocks as T / 4096 (BDT).
-//   * P4 (ptxas, sm_90): __launch_bounds__(256, 4): 64 registers for f32, f16, bf16, no
-//     spills, so 4 blocks of 256 per SM, i.e. ~128 KiB of a, b in flight per SM for f32
-//     (Little's law asks ~20 KiB at 3.35 TB/s and ~800 ns); f64 126-128 registers, 2 blocks.
+//   * P4 (ptxas, sm_90): __launch_bounds__(256, 4): 64 registers for f32, f16, bf16, so 4
+//     blocks of 256 per SM, i.e. ~128 KiB of a, b in flight per SM for f32 (Little's law
+//     asks ~20 KiB at 3.35 TB/s and ~800 ns); f64 126-128 registers, 2 blocks. No spills on
+//     [B,D,T]; on [B,T,D] the acquire/release status accesses cost 8-44 B of spills per
+//     thread (values live across the look-back, touched once per block). f16/bf16 take 32
+//     steps per thread (packed), so their blocks move as many bytes as f32 blocks.
 //   * P4 [B,T,D] look-back window: warp 0 polls 32 predecessors' status words at once, all
 //     warps then load the aggregates in front of the nearest prefix (one slot per warp per
 //     round trip, <= 4 round trips for 8 warps) and warp 0 folds them in order from shared

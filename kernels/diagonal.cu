@@ -206,9 +206,12 @@
 //     so they are capped at 60% of copy bandwidth: use P1 whenever lanes fill the GPU,
 //     else P4, which also moves 12 B/element (its chunk stays in registers: 16 steps per
 //     thread) and spreads one lane over as many blocks as T / 4096 (BDT).
-//   * P4 (ptxas, sm_90): __launch_bounds__(256, 4): 64 registers for f32, f16, bf16, no
-//     spills, so 4 blocks of 256 per SM, i.e. ~128 KiB of a, b in flight per SM for f32
-//     (Little's law asks ~20 KiB at 3.35 TB/s and ~800 ns); f64 126-128 registers, 2 blocks.
+//   * P4 (ptxas, sm_90): __launch_bounds__(256, 4): 64 registers for f32, f16, bf16, so 4
+//     blocks of 256 per SM, i.e. ~128 KiB of a, b in flight per SM for f32 (Little's law
+//     asks ~20 KiB at 3.35 TB/s and ~800 ns); f64 126-128 registers, 2 blocks. No spills on
+//     [B,D,T]; on [B,T,D] the acquire/release status accesses cost 8-44 B of spills per
+//     thread (values live across the look-back, touched once per block). f16/bf16 take 32
+//     steps per thread (packed), so their blocks move as many bytes as f32 blocks.
 //   * P4 [B,T,D] look-back window: warp 0 polls 32 predecessors' status words at once, all
 //     warps then load the aggregates in front of the nearest prefix (one slot per warp per
 //     round trip, <= 4 round trips for 8 warps) and warp 0 folds them in order from shared
@@ -390,6 +393,24 @@ PSD_REV_KERNELS(f64, psd::OpsF64, 2);
 PSD_REV_KERNELS(f16, psd::OpsF16, 4);
 PSD_REV_KERNELS(bf16, psd::OpsBF16, 4);
 PSD_REV_KERNELS(depth, psd::OpsDepth, 4);
+
+// Depth of the 16-bit look-back geometry (32 steps per thread: psd::bdt_lookback_packed,
+// psd::btd_lookback_packed): the depth counter on chunks of blockDim.x * 32 ([B,D,T]) and
+// blockDim.x / 32 * 32 ([B,T,D]) steps, with the f32 depth kernels' arguments.
+#define PSD_DEPTH32(L, DIR, REVB)                                                                              \
+    extern "C" __global__ void __launch_bounds__(256, 4) diag_##L##_lookback_##DIR##depth32(                  \
+        const unsigned* __restrict__ a, const unsigned* __restrict__ b, unsigned* __restrict__ h,             \
+        unsigned* __restrict__ hT, const unsigned* __restrict__ h0, unsigned* __restrict__ status,            \
+        unsigned* __restrict__ lagg, unsigned* __restrict__ lpre, int B, int T, int D, int C,                 \
+        int prefix_every) {                                                                                    \
+        psd::L##_lookback<psd::OpsDepth, psd::LbProduction, REVB, psd::kLbSteps16>(                           \
+            a, b, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);                                    \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(diag_##L##_lookback_##DIR##depth32)
+PSD_DEPTH32(bdt, , false);
+PSD_DEPTH32(btd, , false);
+PSD_DEPTH32(bdt, rev_, true);
+PSD_DEPTH32(btd, rev_, true);
 
 // Emulator tests only, never launched on a GPU (a trap ends the process's CUDA context; they
 // are in the PTX because the emulated backend only launches kernels the PTX has): the

@@ -618,11 +618,49 @@ PSD_DEV void scan_apply(const typename Ops::Elem* __restrict__ agg, const typena
 // and rescans from registers. Status word of (chain, c) at index c*chains + chain;
 // the ticket counter follows the last status word; both start at zero (diag_lb_clear).
 //
-// Publishing: payload stores (st.cg), __threadfence(), __syncwarp(), then one volatile
-// status store. Reading: volatile status load until non-empty, __threadfence(), payload
-// loads (ld.cg). Waiting is only ever for a smaller ticket, which always progresses (on
-// the GPU it is resident; in the emulator it runs on another worker or has finished).
+// Publishing: payload stores (st.cg) by the lanes of one warp, __syncwarp(), then one
+// status store with release semantics by lane 0 (st.release.gpu). Reading: status loads
+// with acquire semantics (ld.acquire.gpu) until non-empty, then payload loads (ld.cg) by
+// the acquiring thread or by threads that a barrier orders after it. No __threadfence:
+// see "Memory ordering" below. Waiting is only ever for a smaller ticket, which always
+// progresses (on the GPU it is resident; in the emulator it runs on another worker or
+// has finished).
+//
+// Memory ordering (PTX memory model, sm_70+). The payload a successor reads must be the
+// one its publisher wrote, not a stale value, and without a full fence (fence.sc.gpu,
+// i.e. __threadfence(), on both sides: two per publication and one per wait before).
+//   * Publisher. Lane j of the publishing warp stores its payload part (a weak st.cg)
+//     and then reaches __syncwarp() (bar.warp.sync orders memory among the participating
+//     lanes), after which lane 0 performs the status store as st.release.gpu. A release
+//     is cumulative: every memory operation that precedes it in causality order (lane
+//     0's own program order, and the other lanes' stores ordered before it by the warp
+//     barrier) is visible to any thread whose acquire observes the released value.
+//   * Reader. A thread polls the status word with ld.acquire.gpu. Once it observes a
+//     non-empty value written by the release above, the release synchronizes with that
+//     acquire (both are morally strong: same word, .gpu scope covers both blocks), so
+//     the publisher's payload stores happen before everything after the acquire in the
+//     reader's program order, and before everything another thread of the reader's
+//     block does after a barrier that follows the acquire (__syncwarp in lb_window,
+//     __syncthreads in the block-wide window loads): causality order is transitive.
+//   * Payload loads stay ld.cg (L2): the acquire already forbids a stale L1 hit, but a
+//     neighbouring slot's line may have been cached by this SM before the slot was
+//     written, and .cg costs nothing here (every payload is read once).
+//   * A status word only ever goes empty -> aggregate -> prefix, and a reader acts only
+//     on the value it acquired; the payload of that value was stored before its release
+//     (the aggregate before status 1, the prefix before status 2), so either value
+//     finds its payload complete.
+// The emulator models this with its weak-memory mode (kernels/emu/README.md): a __stcg
+// store is held in the storing thread's buffer until that thread fences, so the
+// emulator's release (every lane of the publishing warp releases its own held stores
+// before the __syncwarp: the model of the release's cumulativity over the warp) is what
+// makes a payload visible to other blocks. -DPS_LB_DROP_RELEASE=1 makes the status store
+// relaxed (st.relaxed.gpu; in the emulator, no lane releases): a planted bug whose
+// successors read unpublished payloads, which the emulated suites must catch.
 // ---------------------------------------------------------------------------------------
+
+#ifndef PS_LB_DROP_RELEASE
+#define PS_LB_DROP_RELEASE 0
+#endif
 
 constexpr unsigned kLbEmpty = 0u;
 constexpr unsigned kLbAggregate = 1u;
@@ -659,10 +697,37 @@ PSD_DEV bool lb_withheld(long long chain, long long c) {
     return Lb::kWithheld >= 0 && chain == 0 && c == Lb::kWithheld;
 }
 
-PSD_DEV unsigned lb_peek(const unsigned* p) { return *reinterpret_cast<const volatile unsigned*>(p); }
+// A status load with acquire semantics (see "Memory ordering" above).
+PSD_DEV unsigned lb_peek(const unsigned* p) {
+#if defined(__CUDA_ARCH__)
+    unsigned s;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(s) : "l"(p) : "memory");
+    return s;
+#elif defined(PS_EMULATION)
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+#else
+    return *reinterpret_cast<const volatile unsigned*>(p);
+#endif
+}
 
-// Spins until the status word is non-empty (with `want` != kLbEmpty: until it equals `want`),
-// then fences so that the payload loads that follow see what the publisher wrote before it.
+// The status store: release semantics (relaxed in the -DPS_LB_DROP_RELEASE=1 plant).
+PSD_DEV void lb_store(unsigned* p, unsigned s) {
+#if defined(__CUDA_ARCH__)
+#if PS_LB_DROP_RELEASE
+    asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(s) : "memory");
+#else
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(s) : "memory");
+#endif
+#elif defined(PS_EMULATION)
+    __atomic_store_n(p, s, __ATOMIC_RELEASE);
+#else
+    *reinterpret_cast<volatile unsigned*>(p) = s;
+#endif
+}
+
+// Spins until the status word is non-empty (with `want` != kLbEmpty: until it equals `want`).
+// Every poll is an acquire, so the payload loads that follow (in this thread, or in threads
+// a barrier orders after it) see what the publisher wrote before its release.
 // __nanosleep also lets the emulator run the block's other fibers.
 template <class Lb>
 PSD_DEV unsigned lb_wait(const unsigned* p, unsigned want) {
@@ -673,15 +738,19 @@ PSD_DEV unsigned lb_wait(const unsigned* p, unsigned want) {
         __nanosleep(32);
         s = lb_peek(p);
     }
-    __threadfence();
     return s;
 }
 
-// Called by every lane of one warp after each lane stored its part of the payload.
+// Called by every lane of one warp after each lane stored its part of the payload: the warp
+// barrier orders every lane's payload stores before lane 0's release of the status word.
 PSD_DEV void lb_publish(unsigned* p, unsigned s) {
+#if defined(PS_EMULATION) && !defined(__CUDA_ARCH__) && !PS_LB_DROP_RELEASE
+    // Emulator: each lane releases its own held-back __stcg stores (weak-memory mode), the
+    // model of lane 0's release being cumulative over the stores the barrier orders first.
     __threadfence();
+#endif
     __syncwarp();
-    if ((threadIdx.x & 31) == 0) *reinterpret_cast<volatile unsigned*>(p) = s;
+    if ((threadIdx.x & 31) == 0) lb_store(p, s);
 }
 
 // The block's ticket, taken by thread 0 and shared (contains a __syncthreads).
@@ -814,7 +883,7 @@ PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem*
                     const int lp = lb_window<Lb>(status, cj, chain, chains);
                     if (lid == 0) s_lp = lp;
                 }
-                // Also orders warp 0's acquires (lb_wait's fences) before every warp's loads.
+                // Also orders warp 0's acquires (lb_wait's polls) before every warp's loads.
                 __syncthreads();
                 const int lp = s_lp;
                 const Elem* p0 = lagg + (cj * chains + chain) * 32 + lid;
@@ -841,8 +910,252 @@ PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem*
     return hin;
 }
 
-// [B,D,T] single pass: one block per (lane, chunk of C = blockDim.x * kLbSteps steps).
-template <class Ops, class Lb = LbProduction, bool REV = false>
+// ---------------------------------------------------------------------------------------
+// 16-bit look-back (f16/bf16 storage, f32 compute): kLbSteps16 = 32 steps per thread, twice
+// the f32 kernels' 16, so a block moves the same bytes per chunk as an f32 block (a
+// look-back's latency is paid once per 2x the elements) while holding as many registers:
+// the raw inputs stay packed, two 16-bit values per 32-bit word, and each step is widened
+// to its f32 element where it is used (the fold, then the rescan). Same protocol, chunk
+// geometry (C = blockDim.x * 32 on [B,D,T], blockDim.x / 32 * 32 on [B,T,D]) and outputs.
+// ---------------------------------------------------------------------------------------
+constexpr int kLbSteps16 = 32;
+
+// Whether Ops takes the packed 16-bit look-back.
+template <class Ops>
+constexpr bool kLbPacked = Ops::kReads && sizeof(typename Ops::In) == 2;
+
+#if defined(PS_HAS_HALF)
+// Packed 16-bit values: value `hi` (0: low half, 1: high half) of word w.
+template <typename S>
+PSD_DEV S half_of(unsigned w, int hi) {
+    S x;
+    Vec16<S>::from_bits(static_cast<unsigned short>(hi ? w >> 16 : w & 0xffffu), x);
+    return x;
+}
+template <typename S>
+PSD_DEV unsigned half_bits(S x) {
+    return static_cast<unsigned>(Vec16<S>::bits(x));
+}
+PSD_DEV void put_half(unsigned& w, int hi, unsigned bits) {
+    w = hi ? (w & 0xffffu) | (bits << 16) : (w & 0xffff0000u) | bits;
+}
+
+// Warp scan and block combine of one thread's fold x (bdt_tile_scan's second half): incl,
+// W (the warp's exclusive prefix) and run (the tile total), one barrier.
+template <class Ops, bool REV>
+PSD_DEV void bdt_tile_combine(typename Ops::Elem x, typename Ops::Elem* s_tot, typename Ops::Elem& incl,
+                              typename Ops::Elem& W, typename Ops::Elem& run) {
+    const int wid = threadIdx.x >> 5;
+    const int lid = threadIdx.x & 31;
+    const int nw = blockDim.x >> 5;
+    incl = x;
+PSD_UNROLL
+    for (unsigned off = 1; off < 32; off <<= 1) {
+        const typename Ops::Elem y = Ops::shfl_up(incl, off);
+        if (lid >= static_cast<int>(off)) incl = Ops::combine(y, incl);
+    }
+    if (lid == 31) s_tot[wid] = incl;
+#if PS_DIAG_DROP_BARRIER == 2
+    if (!REV) __syncthreads();  // a deliberately broken build: the reverse kernels race
+#else
+    __syncthreads();
+#endif
+    run = s_tot[0];
+    W = Ops::identity();
+    for (int w = 1; w < nw; ++w) {
+        if (w == wid) W = run;
+        run = Ops::combine(run, s_tot[w]);
+    }
+}
+
+// [B,D,T], 16-bit: thread u of the block holds steps [u*32, u*32 + 32) of the chunk as 16
+// words of a and 16 of b (memory position p = time - v0 in word p/2, half p%2; step k sits
+// at position k forward, 31 - k in reverse), loaded as 4 + 4 16-byte vectors when aligned.
+template <class Ops, class Lb, bool REV>
+PSD_DEV void bdt_lookback_packed(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                                 typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                                 const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
+                                 typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre,
+                                 int B, int T, int D, int C, int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    using S = typename Ops::In;
+    constexpr int K = kLbSteps16;
+    constexpr int KW = K / 2;
+    constexpr int V = Vec16<S>::N;  // 8 values per 16-byte vector
+    PS_SHARED(Elem, s_tot, 32);
+    PS_SHARED_VAR(State, s_hin);
+    if ((blockDim.x & 31u) != 0 || static_cast<long long>(blockDim.x) * K != C || prefix_every < 1) __trap();
+    const long long lanes = static_cast<long long>(B) * D;
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long id = lb_ticket(status + lanes * nchunks);
+    if (id >= lanes * nchunks) return;  // surplus tickets (uniform per block)
+    const long long c = id / lanes;
+    const long long lane = id % lanes;
+    const long long row = lane * T;
+    const long long t1 = min_ll(c * C + C, T);
+    const long long s = c * C + static_cast<long long>(threadIdx.x) * K;
+    const bool full = s + K <= t1;
+    const bool vec_in = full && T % V == 0 && aligned16(a) && aligned16(b);
+    const bool vec_out = full && h && T % V == 0 && aligned16(h);
+    unsigned wa[KW], wb[KW];
+    if (vec_in) {
+        const long long v0 = REV ? T - s - K : s;
+        const uint4* __restrict__ qa = reinterpret_cast<const uint4*>(a + row + v0);
+        const uint4* __restrict__ qb = reinterpret_cast<const uint4*>(b + row + v0);
+PSD_UNROLL
+        for (int v = 0; v < K / V; ++v) {
+            const uint4 ua = __ldg(qa + v);
+            const uint4 ub = __ldg(qb + v);
+            wa[4 * v] = ua.x;
+            wa[4 * v + 1] = ua.y;
+            wa[4 * v + 2] = ua.z;
+            wa[4 * v + 3] = ua.w;
+            wb[4 * v] = ub.x;
+            wb[4 * v + 1] = ub.y;
+            wb[4 * v + 2] = ub.z;
+            wb[4 * v + 3] = ub.w;
+        }
+    } else {
+        const unsigned one = half_bits<S>(Ops::narrow(State(1)));
+        const unsigned zero = half_bits<S>(Ops::narrow(State(0)));
+PSD_UNROLL
+        for (int p = 0; p < K; ++p) {
+            const int k = REV ? K - 1 - p : p;
+            unsigned xa = one, xb = zero;  // steps past the chunk: the identity
+            if (s + k < t1) {
+                const long long t = row + step_time<REV>(s + k, T);
+                xa = half_bits<S>(a[t]);
+                xb = half_bits<S>(b[t]);
+            }
+            if ((p & 1) == 0) {
+                wa[p >> 1] = xa;
+                wb[p >> 1] = xb;
+            } else {
+                put_half(wa[p >> 1], 1, xa);
+                put_half(wb[p >> 1], 1, xb);
+            }
+        }
+    }
+#define PSD_PK_ELEM(k)                                                                                   \
+    Ops::make(half_of<S>(wa[(REV ? K - 1 - (k) : (k)) >> 1], (REV ? K - 1 - (k) : (k)) & 1),             \
+              half_of<S>(wb[(REV ? K - 1 - (k) : (k)) >> 1], (REV ? K - 1 - (k) : (k)) & 1))
+    Elem x = PSD_PK_ELEM(0);
+PSD_UNROLL
+    for (int k = 1; k < K; ++k) x = Ops::combine(x, PSD_PK_ELEM(k));
+    Elem incl, W, run;
+    bdt_tile_combine<Ops, REV>(x, s_tot, incl, W, run);
+    if ((threadIdx.x >> 5) == 0) {
+        const State hin = lookback_lane<Ops, Lb>(status, lagg, lpre, lane, lanes, c, run, Ops::initial(h0, lane),
+                                                 prefix_every);
+        if (threadIdx.x == 0) s_hin = hin;
+    }
+    __syncthreads();
+    Elem ex = Ops::shfl_up(incl, 1);
+    if ((threadIdx.x & 31) == 0) ex = Ops::identity();
+    State hh = Ops::apply(ex, Ops::apply(W, s_hin));
+    if (vec_out) {
+        // 8 steps per 16-byte vector, written as soon as it is complete.
+        uint4* __restrict__ q = reinterpret_cast<uint4*>(h + row + (REV ? T - s - K : s));
+PSD_UNROLL
+        for (int g = 0; g < K / V; ++g) {
+            S o[V];
+PSD_UNROLL
+            for (int j = 0; j < V; ++j) {
+                hh = Ops::apply(PSD_PK_ELEM(g * V + j), hh);
+                o[REV ? V - 1 - j : j] = Ops::narrow(hh);
+                if (hT && s + g * V + j == T - 1) hT[lane] = Ops::narrow(hh);
+            }
+            __stwb(q + (REV ? K / V - 1 - g : g), Vec16<S>::pack(o));
+        }
+    } else {
+PSD_UNROLL
+        for (int k = 0; k < K; ++k) {
+            hh = Ops::apply(PSD_PK_ELEM(k), hh);
+            if (s + k < t1) {
+                if (h) h[row + step_time<REV>(s + k, T)] = Ops::narrow(hh);
+                if (hT && s + k == T - 1) hT[lane] = Ops::narrow(hh);
+            }
+        }
+    }
+#undef PSD_PK_ELEM
+}
+
+// [B,T,D], 16-bit: warp w holds steps [w*32, w*32 + 32) of the chunk for its 32 channels,
+// step k as one word (a in the low half, b in the high half).
+template <class Ops, class Lb, bool REV>
+PSD_DEV void btd_lookback_packed(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                                 typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
+                                 const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
+                                 typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre,
+                                 int B, int T, int D, int C, int prefix_every) {
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    using S = typename Ops::In;
+    constexpr int K = kLbSteps16;
+    PS_SHARED(Elem, s_w, kLbMaxWarps * 32);
+    PS_SHARED(State, s_hin, 32);
+    if ((blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || static_cast<long long>(blockDim.x / 32) * K != C ||
+        prefix_every < 1)
+        __trap();
+    const long long groups = (static_cast<long long>(D) + 31) / 32;
+    const long long chains = static_cast<long long>(B) * groups;
+    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
+    const long long id = lb_ticket(status + chains * nchunks);
+    if (id >= chains * nchunks) return;  // surplus tickets (uniform per block)
+    const long long c = id / chains;
+    const long long chain = id % chains;
+    const long long bb = chain / groups;
+    const int wid = threadIdx.x >> 5;
+    const int lid = threadIdx.x & 31;
+    const int nw = blockDim.x >> 5;
+    const long long d = (chain % groups) * 32 + lid;
+    const bool active = d < D;
+    const long long ts = c * C + static_cast<long long>(wid) * K;
+    const long long len = active ? min_ll(K, T - ts) : 0;  // may be <= 0 in the last chunk
+    const long long base = (bb * T + step_time<REV>(ts, T)) * D + d;
+    const long long tstride = static_cast<long long>(D);
+    const unsigned ident = half_bits<S>(Ops::narrow(State(1))) | (half_bits<S>(Ops::narrow(State(0))) << 16);
+    unsigned w[K];
+PSD_UNROLL
+    for (int k = 0; k < K; ++k) {
+        w[k] = ident;
+        if (k < len) {
+            const long long i = REV ? base - k * tstride : base + k * tstride;
+            w[k] = half_bits<S>(a[i]) | (half_bits<S>(b[i]) << 16);
+        }
+    }
+    Elem x = Ops::make(half_of<S>(w[0], 0), half_of<S>(w[0], 1));
+PSD_UNROLL
+    for (int k = 1; k < K; ++k) x = Ops::combine(x, Ops::make(half_of<S>(w[k], 0), half_of<S>(w[k], 1)));
+    s_w[wid * 32 + lid] = x;
+    __syncthreads();
+    Elem run = s_w[lid];
+    Elem W = Ops::identity();
+    for (int v = 1; v < nw; ++v) {
+        if (v == wid) W = run;
+        run = Ops::combine(run, s_w[v * 32 + lid]);
+    }
+    const State init = wid == 0 && active ? Ops::initial(h0, bb * D + d) : State{};
+    const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, run, init, prefix_every);
+    if (wid == 0) s_hin[lid] = hin;
+    __syncthreads();
+    State hh = Ops::apply(W, s_hin[lid]);
+PSD_UNROLL
+    for (int k = 0; k < K; ++k) {
+        if (k < len) {
+            hh = Ops::apply(Ops::make(half_of<S>(w[k], 0), half_of<S>(w[k], 1)), hh);
+            if (h) h[REV ? base - k * tstride : base + k * tstride] = Ops::narrow(hh);
+            if (hT && ts + k == T - 1) hT[bb * D + d] = Ops::narrow(hh);
+        }
+    }
+}
+#endif  // PS_HAS_HALF
+
+// [B,D,T] single pass: one block per (lane, chunk of C = blockDim.x * K steps); K = 32 only
+// for the depth kernels that mirror the 16-bit geometry (the 16-bit data kernels dispatch to
+// bdt_lookback_packed).
+template <class Ops, class Lb = LbProduction, bool REV = false, int K = kLbSteps>
 PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                           typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                           const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
@@ -850,7 +1163,12 @@ PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename
                           int T, int D, int C, int prefix_every) {
     using Elem = typename Ops::Elem;
     using State = typename Ops::State;
-    constexpr int K = kLbSteps;
+#if defined(PS_HAS_HALF)
+    if constexpr (kLbPacked<Ops>) {  // f16/bf16: 32 steps per thread, packed
+        bdt_lookback_packed<Ops, Lb, REV>(a, b, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);
+        return;
+    }
+#endif
     constexpr int VI = Vec16<typename Ops::In>::N;
     constexpr int VO = Vec16<typename Ops::Out>::N;
     PS_SHARED(Elem, s_tot, 32);
@@ -894,14 +1212,13 @@ struct DiagSteps {
 // [B,T,D] single pass: one block per (batch row, 32-channel group, chunk of
 // C = (blockDim.x / 32) * kLbSteps steps); warp w holds steps [w*K, (w+1)*K) of the chunk
 // for the group's 32 channels (lane = channel: every load is one coalesced row segment).
-template <class Ops, class Steps, class Lb = LbProduction, bool REV = false>
+template <class Ops, class Steps, class Lb = LbProduction, bool REV = false, int K = kLbSteps>
 PSD_DEV void btd_lookback_steps(Steps& src, typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                                 const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
                                 typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre,
                                 int B, int T, int D, int C, int prefix_every) {
     using Elem = typename Ops::Elem;
     using State = typename Ops::State;
-    constexpr int K = kLbSteps;
     PS_SHARED(Elem, s_w, kLbMaxWarps * 32);
     PS_SHARED(State, s_hin, 32);
     if ((blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || static_cast<long long>(blockDim.x / 32) * K != C ||
@@ -957,14 +1274,20 @@ PSD_UNROLL
     }
 }
 
-template <class Ops, class Lb = LbProduction, bool REV = false>
+template <class Ops, class Lb = LbProduction, bool REV = false, int K = kLbSteps>
 PSD_DEV void btd_lookback(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                           typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                           const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
                           typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre, int B,
                           int T, int D, int C, int prefix_every) {
+#if defined(PS_HAS_HALF)
+    if constexpr (kLbPacked<Ops>) {  // f16/bf16: 32 steps per thread, packed
+        btd_lookback_packed<Ops, Lb, REV>(a, b, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);
+        return;
+    }
+#endif
     DiagSteps<Ops> src{a, b};
-    btd_lookback_steps<Ops, DiagSteps<Ops>, Lb, REV>(src, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);
+    btd_lookback_steps<Ops, DiagSteps<Ops>, Lb, REV, K>(src, h, hT, h0, status, lagg, lpre, B, T, D, C, prefix_every);
 }
 
 using OpsF32 = DiagOps<float, float>;

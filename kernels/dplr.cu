@@ -266,19 +266,21 @@ PSP_NO_UNROLL
                     }
                 }
             }
-            return;
-        }
+        } else {
+            // An else branch, not an early return: nvcc warned that the unrolled loop
+            // after the return was not reachable in the NMAX = 128 instantiations.
 PSP_UNROLL4
-        for (int it = tid; it < items; it += cb) {
-            const int row = it / kSlots;
-            const int l = (it % kSlots) * V;
-            if (l < n) {
-                const S* sp = src + static_cast<long long>(row) * n + l;
-                A* dp = dst + row * NMAX + l;
-                if constexpr (kSame) {
-                    copies.template copy<16>(dp, sp);
-                } else {
-                    widen16<Ops>(dp, sp);
+            for (int it = tid; it < items; it += cb) {
+                const int row = it / kSlots;
+                const int l = (it % kSlots) * V;
+                if (l < n) {
+                    const S* sp = src + static_cast<long long>(row) * n + l;
+                    A* dp = dst + row * NMAX + l;
+                    if constexpr (kSame) {
+                        copies.template copy<16>(dp, sp);
+                    } else {
+                        widen16<Ops>(dp, sp);
+                    }
                 }
             }
         }

@@ -83,9 +83,10 @@
 //                            const In* h0, unsigned* status, u8* lagg_p, V* lagg_d, V* lagg_b,
 //                            V* lpre, int B, int T, int n, int C, int prefix_every)
 //       Plan P4, the whole scan in one pass with a decoupled look-back (the protocol of
-//       diagonal.cuh: tickets, a 32-chunk status window, st.cg payloads -> fence -> status,
-//       the spin cap PS_LB_SPIN_CAP, surplus tickets return at once). SPL = slots per lane:
-//       1 for n <= 32, 2, 4, 8 for n <= 64, 128, 256 (one kernel each; a wrong n traps).
+//       diagonal.cuh: tickets, a 32-chunk status window, st.cg payloads -> __syncwarp ->
+//       st.release status, ld.acquire polls, the spin cap PS_LB_SPIN_CAP, surplus tickets
+//       return at once). SPL = slots per lane: 1 for n <= 32, 2, 4, 8 for n <= 64, 128,
+//       256 (one kernel each; a wrong n traps).
 //       A chain is one problem: status word of (bb, c) at c*B + bb; lagg_*: u8/V[B*NC*n],
 //       lpre V[B*NC*n], (bb, c) at (c*B + bb)*n. Block = 32*W threads, W <= 8 warps; teams
 //       as the small (n <= 32: floor(32/n) per warp) or wide (one per warp) kernels, each
@@ -959,7 +960,7 @@ PSP_UNROLL
                     const int lp = psd::lb_window<Lb>(status, cj, bb, chains);
                     if (lid == 0) s_lp = lp;
                 }
-                // Also orders warp 0's acquires (lb_wait's fences) before every warp's loads.
+                // Also orders warp 0's acquires (lb_wait's polls) before every warp's loads.
                 __syncthreads();
                 const int lp = s_lp;
                 for (int q0 = 0; q0 < lp; q0 += S) {

@@ -9,6 +9,17 @@
 //! Sizes are kept small: the emulator runs every CUDA thread as a fiber.
 //! The kernels' own selftest (`kernels/emu/diagonal_selftest.sh`) covers
 //! many more shapes; this file covers the Rust path.
+//!
+//! Planted bug: built with `CXXFLAGS=-DPS_LB_DROP_RELEASE=1` (the
+//! look-back's status store relaxed, i.e. published payloads not
+//! released; the emulator's weak-memory mode then keeps them from other
+//! blocks), 8 of the 13 tests fail under every fiber order: the four
+//! `matches_oracle_*` (9 of the 24 look-back cases in the forward order,
+//! the others having one chunk), `auto_with_more_sms`,
+//! `lookback_aggregate_path`, `lookback_surplus_blocks_do_nothing` and
+//! `measured_depth_equals_formula`. The same build fails 9 of the 17
+//! `emu_perm_diagonal` tests, 6 of the 8 `emu_diagonal_reverse` tests and
+//! `emu_newton`'s fused look-back test.
 
 mod common;
 mod diagonal_suite;

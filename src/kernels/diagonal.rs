@@ -111,6 +111,25 @@ const APPLY_BLOCK: u32 = 256;
 /// Steps per thread (`[B,D,T]`) or per warp and channel (`[B,T,D]`) of the
 /// look-back kernels (P4), which hold their whole chunk in registers.
 pub const LOOKBACK_STEPS: usize = 16;
+/// Steps per thread of the f16/bf16 look-back kernels: twice
+/// [`LOOKBACK_STEPS`], so that a block moves the same bytes per chunk as an
+/// f32 block (the raw 16-bit inputs stay packed in registers).
+pub const LOOKBACK_STEPS_16: usize = 32;
+
+/// Look-back steps per thread for storage `dtype`.
+pub fn lookback_steps(dtype: DType) -> usize {
+    match dtype {
+        DType::F16 | DType::Bf16 => LOOKBACK_STEPS_16,
+        DType::F32 | DType::F64 => LOOKBACK_STEPS,
+    }
+}
+/// The depth counters of the 16-bit look-back geometry (32 steps per thread).
+const LB_DEPTH32: [&str; 4] = [
+    "diag_btd_lookback_depth32",
+    "diag_bdt_lookback_depth32",
+    "diag_btd_lookback_rev_depth32",
+    "diag_bdt_lookback_rev_depth32",
+];
 /// Most threads of a `[B,D,T]` look-back block: chunks of `256·16 = 4096` steps.
 pub const LOOKBACK_BDT_BLOCK: usize = 256;
 /// Most warps of a `[B,T,D]` look-back block: chunks of `8·16 = 128` steps
@@ -617,14 +636,14 @@ fn plan_directed(
             // element against P2/P3's 20; its window keeps chains of any count
             // moving), unless it does not fit one launch.
             // PARASCAN_NO_LOOKBACK (super::lookback_switch): the three-pass plan.
-            Some(c) => match Geometry::lookback(shape, kernel_layout) {
+            Some(c) => match Geometry::lookback(shape, kernel_layout, lookback_steps(dtype)) {
                 Ok(g) if super::lookback_switch::auto_lookback_allowed() => g,
                 _ => Geometry::chunked(shape, kernel_layout, c, sm)?,
             },
             None => Geometry::chunked(shape, kernel_layout, t, sm)?,
         },
         PlanRequest::MinDepth => min_depth_geometry(shape, kernel_layout, sm)?,
-        PlanRequest::LookBack => Geometry::lookback(shape, kernel_layout)?,
+        PlanRequest::LookBack => Geometry::lookback(shape, kernel_layout, lookback_steps(dtype))?,
     };
     let geometry = Geometry {
         reverse,
@@ -785,11 +804,10 @@ impl Geometry {
     }
 
     /// The look-back plan P4: the chunk is what one block holds in registers
-    /// (`NT·16` steps on `[B,D,T]`, `NT/32·16` on `[B,T,D]`), the block as
-    /// large as `T` needs, up to 256 threads.
-    fn lookback(shape: DiagShape, kernel_layout: Layout) -> Result<Geometry> {
+    /// (`NT·K` steps on `[B,D,T]`, `NT/32·K` on `[B,T,D]`, `K` =
+    /// [`lookback_steps`]), the block as large as `T` needs, up to 256 threads.
+    fn lookback(shape: DiagShape, kernel_layout: Layout, k: usize) -> Result<Geometry> {
         let t = shape.len;
-        let k = LOOKBACK_STEPS;
         let (chunk, block) = match kernel_layout {
             Layout::Bdt => {
                 let nt = (32 * t.div_ceil(32 * k)).clamp(32, LOOKBACK_BDT_BLOCK);
@@ -819,6 +837,15 @@ impl Geometry {
         g.lookback_words()?;
         g.launches(KernelType::Depth)?;
         Ok(g)
+    }
+
+    /// Look-back steps per thread (`K`, 16 or 32), from the chunk and block.
+    fn lookback_steps(&self) -> usize {
+        let threads = match self.kernel_layout {
+            Layout::Bdt => self.chunk_block as usize,
+            Layout::Btd => self.chunk_block as usize / 32,
+        };
+        self.chunk / threads.max(1)
     }
 
     /// Look-back chains: lanes (`[B,D,T]`) or batch rows × 32-channel groups (`[B,T,D]`).
@@ -913,11 +940,13 @@ impl Geometry {
         let pow2_in = |x: u32, lo: u32, hi: u32| x.is_power_of_two() && (lo..=hi).contains(&x);
         if self.kind == GpuPlanKind::LookBack {
             let nb = self.chunk_block as usize;
+            let k = self.lookback_steps();
             let c = match self.kernel_layout {
-                Layout::Bdt => nb * LOOKBACK_STEPS,
-                Layout::Btd => nb / 32 * LOOKBACK_STEPS,
+                Layout::Bdt => nb * k,
+                Layout::Btd => nb / 32 * k,
             };
             let ok = nb % 32 == 0
+                && (k == LOOKBACK_STEPS || k == LOOKBACK_STEPS_16)
                 && (32..=256).contains(&nb)
                 && self.chunk == c
                 && self.chunks == t.div_ceil(c)
@@ -1087,13 +1116,28 @@ impl Geometry {
                     [words.div_ceil(u64::from(CLEAR_BLOCK)), 1, 1],
                     CLEAR_BLOCK,
                 )?;
+                let k = self.lookback_steps();
+                let steps_ok = match kt {
+                    KernelType::Data(d) => lookback_steps(d) == k,
+                    KernelType::Depth => k == LOOKBACK_STEPS || k == LOOKBACK_STEPS_16,
+                };
+                if !steps_ok {
+                    return Err(Error::Plan(format!(
+                        "look-back chunk {} of {} threads: {k} steps per thread, \
+                         not those of the {kt:?} kernels",
+                        self.chunk, self.chunk_block
+                    )));
+                }
+                let name = match (kt, k == LOOKBACK_STEPS_16) {
+                    (KernelType::Depth, true) => {
+                        LB_DEPTH32[usize::from(!btd) + 2 * usize::from(self.reverse)]
+                    }
+                    _ if btd => names.btd_lookback,
+                    _ => names.bdt_lookback,
+                };
                 push(
                     LaunchRole::LookBack,
-                    if btd {
-                        names.btd_lookback
-                    } else {
-                        names.bdt_lookback
-                    },
+                    name,
                     [self.lookback_chains() as u64 * nc, 1, 1],
                     self.chunk_block,
                 )?;
@@ -1234,11 +1278,12 @@ impl Geometry {
     /// P4's depth of output step `t`, on the deterministic worst case the
     /// `_depth` kernels take: every block waits for its predecessor's
     /// inclusive prefix (the data kernels' critical path is never longer).
-    /// `[B,D,T]`: the tile formula with `K = 16` and carry-in depth
-    /// `K + 3 + nw + c`; `[B,T,D]`: warp `w`'s exclusive prefix has depth
-    /// `K + w − 2` (`w ≥ 1`), the carry-in `K + nw − 2 + c` (`c ≥ 1`).
+    /// `[B,D,T]`: the tile formula with `K` steps per thread (16, or 32 for
+    /// f16/bf16) and carry-in depth `K + 3 + nw + c`; `[B,T,D]`: warp `w`'s
+    /// exclusive prefix has depth `K + w − 2` (`w ≥ 1`), the carry-in
+    /// `K + nw − 2 + c` (`c ≥ 1`).
     fn lookback_depth_at(&self, t: u64) -> u64 {
-        let k = LOOKBACK_STEPS as u64;
+        let k = self.lookback_steps() as u64;
         let nw = u64::from(self.chunk_block) / 32;
         let c_len = self.chunk as u64;
         let (c, i) = (t / c_len, t % c_len);
@@ -1260,7 +1305,11 @@ impl Geometry {
     /// warp (`[B,T,D]`) of the last two chunks (carry depth grows with the chunk).
     fn lookback_depth(&self) -> u64 {
         let t = self.shape.len as u64;
-        let (k, c_len, nc) = (LOOKBACK_STEPS as u64, self.chunk as u64, self.chunks as u64);
+        let (k, c_len, nc) = (
+            self.lookback_steps() as u64,
+            self.chunk as u64,
+            self.chunks as u64,
+        );
         let mut best = 0;
         for c in nc.saturating_sub(2)..nc {
             let start = c * c_len;

@@ -546,13 +546,38 @@ pub fn depth_plans(sm_count: usize) -> Vec<GpuPlan> {
         ((1, 77, 40), Layout::Btd, LookBack),
         ((1, 5, 3), Layout::Btd, LookBack),
     ];
-    specs
+    // The f16/bf16 look-back geometry (32 steps per thread, chunks twice as
+    // long), measured by its own depth kernels.
+    let specs16: &[((usize, usize, usize), Layout, DType)] = &[
+        ((1, 20000, 2), Layout::Bdt, DType::F16),
+        ((1, 3, 2), Layout::Bdt, DType::Bf16),
+        ((2, 1000, 3), Layout::Btd, DType::Bf16),
+        ((1, 77, 40), Layout::Btd, DType::F16),
+    ];
+    let mut plans: Vec<GpuPlan> = specs
         .iter()
         .map(|&((b, t, d), layout, r)| {
             plan_diagonal(DiagShape::new(b, t, d), layout, DType::F32, r, sm_count)
                 .unwrap_or_else(|e| panic!("plan B={b} T={t} D={d} {layout} {r}: {e}"))
         })
-        .collect()
+        .collect();
+    for &((b, t, d), layout, dtype) in specs16 {
+        let plan = plan_diagonal(
+            DiagShape::new(b, t, d),
+            layout,
+            dtype,
+            PlanRequest::LookBack,
+            sm_count,
+        )
+        .unwrap_or_else(|e| panic!("plan B={b} T={t} D={d} {layout} {dtype:?} P4: {e}"));
+        let threads = match plan.kernel_layout {
+            Layout::Bdt => plan.chunk_block as usize,
+            Layout::Btd => plan.chunk_block as usize / 32,
+        };
+        assert_eq!(plan.chunk, threads * 32, "16-bit P4: 32 steps per thread");
+        plans.push(plan);
+    }
+    plans
 }
 
 pub fn run_depth_plans<R: KernelRunner>(runner: &R, label: &str) {

@@ -12,7 +12,7 @@
 //! - [`Workspace`]: the scratch buffers a plan needs, grown on demand and
 //!   reused, so a warm workspace allocates nothing.
 //! - [`launch_scan_buffers`]: the safe entry point on typed device memory
-//!   ([`DeviceRef`](super::DeviceRef)/[`DeviceMut`](super::DeviceMut) in the
+//!   ([`DeviceRef`]/[`DeviceMut`] in the
 //!   family's `*Buffers`); [`launch_scan`]: the `unsafe` one on raw
 //!   addresses (the family's `*Io`).
 //! - [`measure_depth_outputs`] / [`measure_depth`]: the plan's launch
@@ -271,7 +271,7 @@ impl<'a> EndBuffers<'a> {
 }
 
 /// Uploaded inputs of a family whose plans are `P` (see
-/// [`KernelScan::upload`](super::KernelScan::upload)): with every output at
+/// [`KernelScan::upload`]): with every output at
 /// `out` and the final states at `last`, they make the kernels' typed
 /// arguments.
 pub trait BindInputs<P: FamilyPlan> {
@@ -326,8 +326,8 @@ pub trait FamilyPlan: fmt::Display {
     /// Raw device addresses of one scan (the `unsafe` entry point's input).
     type Io: Copy + Default + fmt::Debug;
     /// Typed, borrowed device memory of one scan (the safe entry point's
-    /// input): every field a [`DeviceRef`](super::DeviceRef) or
-    /// [`DeviceMut`](super::DeviceMut).
+    /// input): every field a [`DeviceRef`] or
+    /// [`DeviceMut`].
     type Buffers<'a>;
     /// Scratch sizes, one per workspace buffer.
     type Scratch: ScratchLayout;

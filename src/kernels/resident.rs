@@ -1,6 +1,6 @@
 //! Problems whose inputs stay on the device while many plans run on them.
 //!
-//! [`KernelScan::kernel_prepare`](super::KernelScan::kernel_prepare) uploads
+//! [`KernelScan::kernel_prepare`] uploads
 //! the inputs for every plan it prepares. A benchmark that times six plans
 //! of a 10 GB problem would then spend most of its time on the bus, so
 //! [`KernelResident::kernel_upload`] uploads a problem once (and allocates
@@ -155,7 +155,7 @@ impl Resident {
     /// Plans `request` on `runner`, reserves the plan's scratch, and returns
     /// a closure that issues the plan's launches on the resident buffers
     /// without synchronizing (as
-    /// [`KernelScan::kernel_prepare`](super::KernelScan::kernel_prepare)
+    /// [`KernelScan::kernel_prepare`]
     /// does on fresh ones).
     pub fn prepare<'r, R: KernelRunner>(
         &'r self,

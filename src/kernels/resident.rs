@@ -16,13 +16,15 @@
 use super::diagonal::{
     plan_diagonal, plan_diagonal_reverse, DiagShape, DiagonalBuffers, DiagonalWorkspace,
 };
-use super::dplr::{plan_dplr, DplrShape, DplrWorkspace, Uploaded};
+use super::dplr::{plan_dplr, plan_dplr_reverse, DplrShape, DplrWorkspace, Uploaded};
 use super::face::{launch_scan_buffers, measure_depth, EndBuffers};
-use super::perm_diagonal::{plan_perm_diagonal, PdBuffers, PdShape, PdWorkspace};
+use super::perm_diagonal::{
+    plan_perm_diagonal, plan_perm_diagonal_reverse, PdBuffers, PdShape, PdWorkspace,
+};
 use super::{KernelPlanSummary, PreparedLaunches};
 use crate::backend::launch::{DeviceBuffer, KernelRunner};
 use crate::dtype::{DType, Storage};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::family::diagonal::Diagonal;
 use crate::family::dplr::{Dplr, DplrOutput};
 use crate::family::perm_diagonal::PermDiagonal;
@@ -172,6 +174,15 @@ impl Resident {
         runner: &'r R,
         request: PlanRequest,
     ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
+        self.prepare_directed(runner, request, false)
+    }
+
+    fn prepare_directed<'r, R: KernelRunner>(
+        &'r self,
+        runner: &'r R,
+        request: PlanRequest,
+        reverse: bool,
+    ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
         let dtype = self.dtype;
         let sm = runner.sm_count();
         Ok(match &self.family {
@@ -184,7 +195,11 @@ impl Resident {
                 h,
                 h_t,
             } => {
-                let plan = plan_diagonal(*shape, *layout, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_diagonal_reverse(*shape, *layout, dtype, request, sm)?
+                } else {
+                    plan_diagonal(*shape, *layout, dtype, request, sm)?
+                };
                 let mut ws = DiagonalWorkspace::new();
                 ws.reserve(runner, plan.scratch)?;
                 let summary = plan.summary();
@@ -208,7 +223,11 @@ impl Resident {
                 h,
                 h_t,
             } => {
-                let plan = plan_perm_diagonal(*shape, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_perm_diagonal_reverse(*shape, dtype, request, sm)?
+                } else {
+                    plan_perm_diagonal(*shape, dtype, request, sm)?
+                };
                 let mut ws = PdWorkspace::new();
                 ws.reserve(runner, plan.scratch)?;
                 let summary = plan.summary();
@@ -231,7 +250,11 @@ impl Resident {
                 out,
                 h_t,
             } => {
-                let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_dplr_reverse(*shape, *output, dtype, request, sm)?
+                } else {
+                    plan_dplr(*shape, *output, dtype, request, sm)?
+                };
                 let mut ws = DplrWorkspace::new();
                 ws.reserve(runner, plan.scratch)?;
                 let summary = plan.summary();
@@ -246,92 +269,67 @@ impl Resident {
     /// (the largest counter over all outputs; allocates and downloads one
     /// `u32` per output, so it costs about one more pass over the outputs).
     pub fn measure_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
+        self.measure_depth_directed(runner, request, false)
+    }
+
+    fn measure_depth_directed<R: KernelRunner>(
+        &self,
+        runner: &R,
+        request: PlanRequest,
+        reverse: bool,
+    ) -> Result<u64> {
         let dtype = self.dtype;
         let sm = runner.sm_count();
         match &self.family {
             ResidentFamily::Diagonal { shape, layout, .. } => {
-                let plan = plan_diagonal(*shape, *layout, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_diagonal_reverse(*shape, *layout, dtype, request, sm)?
+                } else {
+                    plan_diagonal(*shape, *layout, dtype, request, sm)?
+                };
                 measure_depth(runner, &mut DiagonalWorkspace::new(), &plan)
             }
             ResidentFamily::PermDiagonal { shape, .. } => {
-                let plan = plan_perm_diagonal(*shape, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_perm_diagonal_reverse(*shape, dtype, request, sm)?
+                } else {
+                    plan_perm_diagonal(*shape, dtype, request, sm)?
+                };
                 measure_depth(runner, &mut PdWorkspace::new(), &plan)
             }
             ResidentFamily::Dplr { shape, output, .. } => {
-                let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_dplr_reverse(*shape, *output, dtype, request, sm)?
+                } else {
+                    plan_dplr(*shape, *output, dtype, request, sm)?
+                };
                 measure_depth(runner, &mut DplrWorkspace::new(), &plan)
             }
         }
     }
 
     /// [`Resident::prepare`] for the reverse scan (right to left, the `_rev_`
-    /// kernels) on the same buffers: the scan of a Diagonal backward pass.
-    /// Returns the reverse plan's summary (its `kind` says `reverse`).
-    ///
-    /// Errors: [`Error::Unsupported`] for the families without reverse
-    /// kernels yet (PermDiagonal, DPLR).
+    /// kernels of every family) on the same buffers: the scan of a backward
+    /// pass. Returns the reverse plan's summary (its `kind` says `reverse`).
     pub fn prepare_reverse<'r, R: KernelRunner>(
         &'r self,
         runner: &'r R,
         request: PlanRequest,
     ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
-        let ResidentFamily::Diagonal {
-            shape,
-            layout,
-            a,
-            b,
-            h0,
-            h,
-            h_t,
-        } = &self.family
-        else {
-            return Err(self.no_reverse_kernels());
-        };
-        let plan = plan_diagonal_reverse(*shape, *layout, self.dtype, request, runner.sm_count())?;
-        let mut ws = DiagonalWorkspace::new();
-        ws.reserve(runner, plan.scratch)?;
-        let mut summary = plan.summary();
+        let (mut summary, run) = self.prepare_directed(runner, request, true)?;
         summary.kind = format!("{} reverse", summary.kind);
         summary.depth_key = format!("{} reverse", summary.depth_key);
-        let run = move || {
-            let bufs = DiagonalBuffers {
-                a: a.into(),
-                b: b.into(),
-                h: Some(h.into()),
-                ends: EndBuffers::new(h0.as_ref().map(Into::into), h_t.into()),
-            };
-            launch_scan_buffers(runner, &mut ws, &plan, bufs)
-        };
-        Ok((summary, Box::new(run) as PreparedLaunches<'r>))
+        Ok((summary, run))
     }
 
     /// [`Resident::measure_depth`] of the reverse plan (the `_rev_` `_depth`
-    /// kernels). Errors as [`Resident::prepare_reverse`].
+    /// kernels).
     pub fn measure_depth_reverse<R: KernelRunner>(
         &self,
         runner: &R,
         request: PlanRequest,
     ) -> Result<u64> {
-        let ResidentFamily::Diagonal { shape, layout, .. } = &self.family else {
-            return Err(self.no_reverse_kernels());
-        };
-        let plan = plan_diagonal_reverse(*shape, *layout, self.dtype, request, runner.sm_count())?;
-        measure_depth(runner, &mut DiagonalWorkspace::new(), &plan)
-    }
-
-    fn no_reverse_kernels(&self) -> Error {
-        let by = match &self.family {
-            ResidentFamily::Diagonal { .. } => "diagonal",
-            ResidentFamily::PermDiagonal { .. } => "perm-diagonal",
-            ResidentFamily::Dplr { .. } => "dplr",
-        };
-        Error::Unsupported {
-            what: "reverse scans on the kernels",
-            by: by.into(),
-            hint: "only the Diagonal kernels have `_rev_` instantiations yet; use \
-                   Cpu::scan_reverse"
-                .into(),
-        }
+        self.measure_depth_directed(runner, request, true)
     }
 
     /// Poisons every output and the final states (all bits set: NaN), so

@@ -801,6 +801,10 @@ fn loss_of((out, last): (Vec<f64>, Vec<f64>), gy: &[f64], gh: &[f64]) -> f64 {
         + last.iter().zip(gh).map(|(a, b)| a * b).sum::<f64>()
 }
 
+/// Three gradients (a family's step parameters, `b`, `h0`) and the plan
+/// of the reverse scan.
+type Grads3<S, P> = (Vec<S>, Vec<S>, Vec<S>, P);
+
 /// A PD gradient case: inputs and the loss's direct gradients (as f64
 /// values already rounded to the storage type).
 struct PdGrad {
@@ -852,7 +856,7 @@ impl PdGrad {
         runner: &R,
         ws: &mut PdWorkspace,
         request: PlanRequest,
-    ) -> parascan::Result<(Vec<S>, Vec<S>, Vec<S>, PdGpuPlan)> {
+    ) -> parascan::Result<Grads3<S, PdGpuPlan>> {
         let (batch, len, n) = self.dims;
         let (d, b, h0, gy, gh) = (
             cast::<S>(&self.d),
@@ -1004,7 +1008,7 @@ impl BdGrad {
         runner: &R,
         ws: &mut BlockDiagonalWorkspace,
         request: PlanRequest,
-    ) -> parascan::Result<(Vec<S>, Vec<S>, Vec<S>, BlockPlan)> {
+    ) -> parascan::Result<Grads3<S, BlockPlan>> {
         let (batch, len, nb, k) = self.dims;
         let (a, b, h0, gy, gh) = (
             cast::<S>(&self.a),

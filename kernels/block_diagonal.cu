@@ -95,6 +95,13 @@
 // P0 and P1: s(t) = t + 1. hT has the depth of h at t = T-1. The plan's depth is
 // max_t s_0(t) (about 2C + 3 log2(T/C) for R = 2).
 //
+// REVERSE. bd<K>_reduce_rev_<sfx>, bd<K>_rescan_rev_<sfx>, bd<K>_sequential_rev_<sfx> take
+// R's, S's and Q's arguments, launch shapes and plans and run the scan right to left:
+// h_t = A_t h_{t+1} + b_t for t = T-1 down to 0 from h0, hT = the state at t = 0. Step s
+// of the scan is time t = T-1-s (chunk c covers times [T-(c+1)*C, T-c*C)), so the levels
+// above (RU, SU: chunk indices only) are the forward kernels and every formula above,
+// depth included, holds with t replaced by T-1-t.
+//
 // Guarantees the tests rely on: every element of h and hT (when non-null) is written
 // exactly once; nothing else is; hT is bit-identical to h at t = T-1; results do not
 // depend on the block schedule or the thread interleaving.
@@ -181,8 +188,16 @@ PSB_UNROLL
     }
 }
 
+// Reverse scans (REV = true, the _rev_ kernels): step s of a chunk walk lives at time
+// T-1-s in memory, so chunks, carries, the tree levels above and the depth are the
+// forward scan's in s; only the level-0 kernels (R, S, Q) read or write by time.
+template <bool REV>
+PSB_DEV long long step_time(long long s, long long T) {
+    return REV ? T - 1 - s : s;
+}
+
 // Phase 1: one thread per (team, column).
-template <class Ops, int K, typename In>
+template <class Ops, int K, typename In, bool REV = false>
 PSB_DEV void reduce(const In* __restrict__ A, const In* __restrict__ b, typename Ops::Val* __restrict__ aggA,
                     typename Ops::Val* __restrict__ aggB, int B, int T, int nb, int C) {
     using V = typename Ops::Val;
@@ -203,13 +218,13 @@ PSB_DEV void reduce(const In* __restrict__ A, const In* __restrict__ b, typename
     V y[K];
     {
         // The first step's column (or b) is the aggregate of one step: no combine.
-        const long long s = bb * T + t0;
+        const long long s = bb * T + step_time<REV>(t0, T);
 PSB_UNROLL
         for (int r = 0; r < K; ++r)
             x[r] = vec ? Ops::load(b, s * n + j * K + r) : Ops::load(A, ((s * nb + j) * K + r) * K + col);
     }
     for (long long t = t0 + 1; t < t0 + len; ++t) {
-        const long long s = bb * T + t;
+        const long long s = bb * T + step_time<REV>(t, T);
         step<Ops, K, In>(A, (s * nb + j) * K * K, b, vec, s * n + j * K, x, y);
 PSB_UNROLL
         for (int r = 0; r < K; ++r) x[r] = y[r];
@@ -225,7 +240,7 @@ PSB_UNROLL
 
 // Phase 3 (and the single pass / sequential baseline with carry == null, C >= T): one
 // thread per team runs its chunk from its carry-in.
-template <class Ops, int K, typename In, typename Out, typename H0>
+template <class Ops, int K, typename In, typename Out, typename H0, bool REV = false>
 PSB_DEV void rescan(const In* __restrict__ A, const In* __restrict__ b, Out* __restrict__ h, Out* __restrict__ hT,
                     const typename Ops::Val* __restrict__ carry, const H0* __restrict__ h0, int B, int T, int nb,
                     int C) {
@@ -250,7 +265,7 @@ PSB_UNROLL
         for (int r = 0; r < K; ++r) x[r] = Ops::load_h0(h0, bb * n + j * K + r);
     }
     for (long long t = t0; t < t0 + len; ++t) {
-        const long long s = bb * T + t;
+        const long long s = bb * T + step_time<REV>(t, T);
         step<Ops, K, In>(A, (s * nb + j) * K * K, b, true, s * n + j * K, x, y);
 PSB_UNROLL
         for (int r = 0; r < K; ++r) x[r] = y[r];
@@ -301,6 +316,28 @@ using OpsBF16Up = RealOps<float, float, __nv_bfloat16, float>;
     }                                                                                                        \
     PS_REGISTER_KERNEL(bd##K##_sequential_##SFX)
 
+// Reverse level-0 kernels (REVERSE in the contract); the up kernels are shared.
+#define PSB_REV_KERNELS(K, SFX, OPS, S, V)                                                                   \
+    extern "C" __global__ void __launch_bounds__(256)                                                        \
+        bd##K##_reduce_rev_##SFX(const S* __restrict__ A, const S* __restrict__ b, V* __restrict__ aggA,     \
+                                 V* __restrict__ aggB, int B, int T, int nb, int C) {                        \
+        psb::reduce<OPS, K, S, true>(A, b, aggA, aggB, B, T, nb, C);                                         \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(bd##K##_reduce_rev_##SFX);                                                            \
+    extern "C" __global__ void __launch_bounds__(256)                                                        \
+        bd##K##_rescan_rev_##SFX(const S* __restrict__ A, const S* __restrict__ b, S* __restrict__ h,        \
+                                 S* __restrict__ hT, const V* __restrict__ carry, const S* __restrict__ h0,  \
+                                 int B, int T, int nb, int C) {                                              \
+        psb::rescan<OPS, K, S, S, S, true>(A, b, h, hT, carry, h0, B, T, nb, C);                             \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(bd##K##_rescan_rev_##SFX);                                                            \
+    extern "C" __global__ void __launch_bounds__(256)                                                        \
+        bd##K##_sequential_rev_##SFX(const S* __restrict__ A, const S* __restrict__ b, S* __restrict__ h,    \
+                                     S* __restrict__ hT, const S* __restrict__ h0, int B, int T, int nb) {   \
+        psb::rescan<OPS, K, S, S, S, true>(A, b, h, hT, nullptr, h0, B, T, nb, T);                           \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(bd##K##_sequential_rev_##SFX)
+
 #define PSB_UP_KERNELS(K, SFX, OPS, S, V)                                                                    \
     extern "C" __global__ void __launch_bounds__(256)                                                        \
         bd##K##_reduce_up_##SFX(const V* __restrict__ A, const V* __restrict__ b, V* __restrict__ aggA,      \
@@ -323,7 +360,12 @@ using OpsBF16Up = RealOps<float, float, __nv_bfloat16, float>;
     PSB_BASE_KERNELS(K, f16, psb::OpsF16, __half, float);                   \
     PSB_UP_KERNELS(K, f16, psb::OpsF16Up, __half, float);                   \
     PSB_BASE_KERNELS(K, bf16, psb::OpsBF16, __nv_bfloat16, float);          \
-    PSB_UP_KERNELS(K, bf16, psb::OpsBF16Up, __nv_bfloat16, float)
+    PSB_UP_KERNELS(K, bf16, psb::OpsBF16Up, __nv_bfloat16, float);          \
+    PSB_REV_KERNELS(K, f32, psb::OpsF32, float, float);                     \
+    PSB_REV_KERNELS(K, f64, psb::OpsF64, double, double);                   \
+    PSB_REV_KERNELS(K, depth, psb::DepthOps, unsigned, unsigned);           \
+    PSB_REV_KERNELS(K, f16, psb::OpsF16, __half, float);                    \
+    PSB_REV_KERNELS(K, bf16, psb::OpsBF16, __nv_bfloat16, float)
 
 PSB_ALL(1);
 PSB_ALL(2);

@@ -89,6 +89,14 @@
 //   Plan depth = max over steps: e.g. T = 8192, C = 256 (NC = 32): D(31) = 256 + 4 + 5,
 //   depth 521 (sequential: 8192).
 //
+// REVERSE. dplr_{reduce,rescan,sequential}_rev_n<N>_<sfx> take K1's, K2's and K3's
+// arguments, launch shapes and plans and run the scan right to left:
+// H_t = A_t H_{t+1} + k_t x_t^T for t = T-1 down to 0 from h0, hT = the state at t = 0,
+// y_t = H_t^T q_t. Step s of the scan is time T-1-s (chunk c covers [T-(c+1)*C, T-c*C));
+// a stage batch copies the same contiguous rows as a forward batch and walks them back;
+// K4, K5 are shared; the depth formula holds with t replaced by T-1-t.
+// -DPS_DPLR_DROP_BARRIER=2 drops the stage-reuse barrier of the reverse kernels only.
+//
 // Errors. n outside [1, NMAX], R outside [1, 4] trap (__trap(); in the emulator
 // PS_EMU_ERR_KERNEL_FAULT). Shapes are otherwise validated on the Rust side.
 //
@@ -340,7 +348,10 @@ PS_UNROLL
 // REDUCE: columns are those of [M | N], starting from the identity; writes agg.
 // Otherwise: columns of H, starting from the carry-in; writes y / states / hT.
 // ---------------------------------------------------------------------------------------
-template <class Ops, int NMAX, bool REDUCE>
+// REV (the _rev_ kernels): step s of the scan is time T-1-s. A batch of ns steps from s =
+// ts is the contiguous run of times [T-ts-ns, T-ts), staged in memory order exactly as a
+// forward batch, and step s reads stage slot ns-1-(s-ts): the same copies, walked back.
+template <class Ops, int NMAX, bool REDUCE, bool REV = false>
 PSP_DEV void chunk_run(const typename Ops::In* __restrict__ w, const typename Ops::In* __restrict__ u,
                        const typename Ops::In* __restrict__ v, const typename Ops::In* __restrict__ k,
                        const typename Ops::In* __restrict__ x, const typename Ops::In* __restrict__ q,
@@ -415,8 +426,9 @@ PS_UNROLL
         // ever write rows' first n entries and live columns.
         for (int e = tid; e < 2 * bsz + 2 * kHalf * cb; e += cb) smem[e] = A(0);
         __syncthreads();  // the zeros land before any thread's first copy
-        stage_batch<Ops, NMAX>(io, smem, sxb, b * T + t0, static_cast<int>(min_ll(kHalf, t1 - t0)), n, m, R,
-                               xc, live && !mcol, vec, tid, cb, copies);
+        const int ns0 = static_cast<int>(min_ll(kHalf, t1 - t0));
+        stage_batch<Ops, NMAX>(io, smem, sxb, b * T + (REV ? T - t0 - ns0 : t0), ns0, n, m, R, xc,
+                               live && !mcol, vec, tid, cb, copies);
         copies.commit();
     }
     for (long long i = 0; i < nb; ++i) {
@@ -426,9 +438,11 @@ PS_UNROLL
         if constexpr (!Ops::kDepth) {
             if (i + 1 < nb) {
                 const int nxt = cur ^ 1;
-                stage_batch<Ops, NMAX>(io, smem + nxt * bsz, sxb + nxt * kHalf * cb, b * T + ts + kHalf,
-                                       static_cast<int>(min_ll(kHalf, t1 - ts - kHalf)), n, m, R, xc,
-                                       live && !mcol, vec, tid, cb, copies);
+                const int nsn = static_cast<int>(min_ll(kHalf, t1 - ts - kHalf));
+                const long long tsn = ts + kHalf;
+                stage_batch<Ops, NMAX>(io, smem + nxt * bsz, sxb + nxt * kHalf * cb,
+                                       b * T + (REV ? T - tsn - nsn : tsn), nsn, n, m, R, xc, live && !mcol,
+                                       vec, tid, cb, copies);
             }
             copies.commit();  // possibly empty: keeps "all but the newest group" = batch i
 #if PS_DPLR_DROP_WAIT != 1
@@ -443,8 +457,9 @@ PS_UNROLL
             const A* sk = sv + kHalf * R * NMAX;
             const A* sq = sk + kHalf * NMAX;
             const A* sx = sxb + cur * kHalf * cb;
-            for (int s = 0; s < ns; ++s) {
-                const long long bt = b * T + ts + s;
+            for (int s0 = 0; s0 < ns; ++s0) {
+                const int s = REV ? ns - 1 - s0 : s0;  // stage slot of step ts + s0
+                const long long bt = b * T + (REV ? T - 1 - ts - s0 : ts + s0);
                 A yv;
                 if constexpr (Ops::kDepth) {
                     dcol += 1u;  // one combine per step
@@ -465,7 +480,9 @@ PS_UNROLL
                 }
             }
         }
-#if PS_DPLR_DROP_BARRIER != 1
+#if PS_DPLR_DROP_BARRIER == 2
+        if (!REV) __syncthreads();  // planted race in the reverse kernels only
+#elif PS_DPLR_DROP_BARRIER != 1
         __syncthreads();  // buffer cur is read by everyone before batch i+2's copies go in
 #endif
     }
@@ -660,10 +677,48 @@ using OpsBF16 = RealOps<__nv_bfloat16, float>;
     }                                                                                                        \
     PS_REGISTER_KERNEL(dplr_down_n##NM##_##SFX)
 
+// Reverse scans (REVERSE in the contract): K1-K3 right to left; K4, K5 are shared.
+#define PSP_REV_KERNELS(NM, SFX, OPS)                                                                        \
+    extern "C" __global__ void __launch_bounds__(64, 4)                                                      \
+        dplr_reduce_rev_n##NM##_##SFX(const OPS::In* __restrict__ w, const OPS::In* __restrict__ u,          \
+                                      const OPS::In* __restrict__ v, const OPS::In* __restrict__ k,          \
+                                      const OPS::In* __restrict__ x, OPS::Acc* __restrict__ agg, int B,      \
+                                      int T, int n, int m, int R, int C) {                                   \
+        psp::chunk_run<OPS, NM, true, true>(w, u, v, k, x, nullptr, nullptr, nullptr, nullptr, nullptr,      \
+                                            nullptr, agg, B, T, n, m, R, C);                                 \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(dplr_reduce_rev_n##NM##_##SFX);                                                       \
+    extern "C" __global__ void __launch_bounds__(64, 4)                                                      \
+        dplr_rescan_rev_n##NM##_##SFX(const OPS::In* __restrict__ w, const OPS::In* __restrict__ u,          \
+                                      const OPS::In* __restrict__ v, const OPS::In* __restrict__ k,          \
+                                      const OPS::In* __restrict__ x, const OPS::In* __restrict__ q,          \
+                                      OPS::Out* __restrict__ y, OPS::Out* __restrict__ states,               \
+                                      OPS::Out* __restrict__ hT, const OPS::Acc* __restrict__ carry,         \
+                                      const OPS::In* __restrict__ h0, int B, int T, int n, int m, int R,     \
+                                      int C) {                                                               \
+        psp::chunk_run<OPS, NM, false, true>(w, u, v, k, x, q, y, states, hT, carry, h0, nullptr, B, T, n,   \
+                                             m, R, C);                                                       \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(dplr_rescan_rev_n##NM##_##SFX);                                                       \
+    extern "C" __global__ void __launch_bounds__(64, 4)                                                      \
+        dplr_sequential_rev_n##NM##_##SFX(const OPS::In* __restrict__ w, const OPS::In* __restrict__ u,      \
+                                          const OPS::In* __restrict__ v, const OPS::In* __restrict__ k,      \
+                                          const OPS::In* __restrict__ x, const OPS::In* __restrict__ q,      \
+                                          OPS::Out* __restrict__ y, OPS::Out* __restrict__ states,           \
+                                          OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0, int B,  \
+                                          int T, int n, int m, int R) {                                      \
+        psp::chunk_run<OPS, NM, false, true>(w, u, v, k, x, q, y, states, hT, nullptr, h0, nullptr, B, T, n, \
+                                             m, R, T);                                                       \
+    }                                                                                                        \
+    PS_REGISTER_KERNEL(dplr_sequential_rev_n##NM##_##SFX)
+
 #define PSP_KERNELS_ALL_N(SFX, OPS) \
     PSP_KERNELS(32, SFX, OPS);      \
     PSP_KERNELS(64, SFX, OPS);      \
-    PSP_KERNELS(128, SFX, OPS)
+    PSP_KERNELS(128, SFX, OPS);     \
+    PSP_REV_KERNELS(32, SFX, OPS);  \
+    PSP_REV_KERNELS(64, SFX, OPS);  \
+    PSP_REV_KERNELS(128, SFX, OPS)
 
 PSP_KERNELS_ALL_N(f32, psp::OpsF32);
 PSP_KERNELS_ALL_N(f64, psp::OpsF64);

@@ -156,6 +156,14 @@
 //   from hin (g = 0) or max(K + g - 1, hin) + 1; step u (0-based) of team g has depth
 //   start + u + 1. Example: n = 5 (K = 16, nt = 48, C = 768), T = 2000: t = 1999 has 82.
 //
+// REVERSE. pd_<K>_{reduce,rescan,sequential}_rev_<sfx> and pd_lookback<SPL>_rev_<sfx> take
+// the arguments, launch shapes, scratch and plans of K1, K2, K3 and K7 and run the scan
+// right to left: h_t[i] = d_t[i] * h_{t+1}[perm_t[i]] + b_t[i] for t = T-1 down to 0 from
+// h0, hT = the state at t = 0. Step s of the scan is time t = T-1-s (chunk c covers
+// [T-(c+1)*C, T-c*C)); phase 2 (K4-K6, K8) works on chunk indices and is shared, and
+// every formula of this contract, depth included, holds with t replaced by T-1-t.
+// -DPS_PD_DROP_BARRIER=2 drops the wide reverse rescan's per-step __syncwarp (planted).
+//
 // Guarantees the tests rely on: every element of h (when non-null) and hT (when non-null)
 // is written exactly once, nothing else outside the scratch is; hT is bit-identical to h
 // at t = T - 1; results do not depend on block scheduling or thread interleaving.
@@ -180,6 +188,11 @@
 #include "parascan.cuh"
 
 #define PSP_DEV __device__ __forceinline__
+// -DPS_PD_DROP_BARRIER=2 removes the per-step __syncwarp of the reverse wide rescan only (a
+// deliberately broken build: a planted race for the reverse suites).
+#ifndef PS_PD_DROP_BARRIER
+#define PS_PD_DROP_BARRIER 0
+#endif
 #if defined(__CUDACC__) || defined(__clang__)
 #define PSP_UNROLL _Pragma("unroll")
 #else
@@ -198,6 +211,13 @@ constexpr int kMaxSlots = 8;
 constexpr int kSmallBatch = 8;
 
 PSP_DEV long long min_ll(long long x, long long y) { return x < y ? x : y; }
+
+// Reverse scans (REV = true, the _rev_ kernels; REVERSE in the contract): step s of the
+// scan lives at time T-1-s, so a walk over steps moves by -n in memory.
+template <bool REV>
+PSP_DEV long long step_time(long long s, long long T) {
+    return REV ? T - 1 - s : s;
+}
 
 // Team width for n <= 32: the next power of two (a shuffle segment).
 PSP_DEV int small_team(int n) {
@@ -271,7 +291,7 @@ struct PdDepthOps {
 // are spares that only take part in the shuffles. REDUCE folds the unit's chunk into an aggregate; otherwise rescans it from the carry-in
 // (or from h0 when carry == 0). Sequential = rescan with C = T.
 // ---------------------------------------------------------------------------------------
-template <class Ops, bool REDUCE>
+template <class Ops, bool REDUCE, bool REV = false>
 PSP_DEV void small_chunk(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                          const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
                          typename Ops::Out* __restrict__ hT, const typename Ops::V* __restrict__ carry,
@@ -298,7 +318,8 @@ PSP_DEV void small_chunk(const unsigned char* __restrict__ perm, const typename 
     const long long bb = active ? team / nchunks : 0;
     const long long t0 = c * C;
     const long long len = active ? min_ll(C, T - t0) : 0;  // steps this team really runs
-    const long long base = (bb * T + t0) * n + r;          // slot r of the chunk's first step
+    const long long base = (bb * T + step_time<REV>(t0, T)) * n + r;  // slot r of the chunk's first step
+    const long long tstride = REV ? -static_cast<long long>(n) : n;  // to the next step
 
     V hv = Ops::zero();
     int ap = r;
@@ -320,7 +341,7 @@ PSP_UNROLL
             pj[u] = ld ? Ops::load_perm(perm, at_ld, r, n) : r;
             dv[u] = ld ? Ops::load(d, at_ld) : Ops::one();
             bv[u] = ld ? Ops::load(b, at_ld) : Ops::zero();
-            at_ld += n;
+            at_ld += tstride;
         }
 PSP_UNROLL
         for (int u = 0; u < U; ++u) {
@@ -340,7 +361,7 @@ PSP_UNROLL
                         if (h && slot_ok) h[at_st] = Ops::narrow(hv);
                     }
                 }
-                at_st += n;
+                at_st += tstride;
             }
         }
     }
@@ -361,7 +382,7 @@ PSP_UNROLL
 // __syncwarp per step suffices: a bank is rewritten two steps later, after every lane has
 // passed the intervening __syncwarp, i.e. finished reading it.
 // ---------------------------------------------------------------------------------------
-template <class Ops, int SPL>
+template <class Ops, int SPL, bool REV = false>
 PSP_DEV void wide_rescan(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                          const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
                          typename Ops::Out* __restrict__ hT, const typename Ops::V* __restrict__ carry,
@@ -378,7 +399,8 @@ PSP_DEV void wide_rescan(const unsigned char* __restrict__ perm, const typename 
     const long long bb = team / nchunks;
     const long long t0 = c * C;
     const long long len = min_ll(C, T - t0);  // the same for every lane: the loop is uniform
-    const long long base = (bb * T + t0) * n + lid;
+    const long long base = (bb * T + step_time<REV>(t0, T)) * n + lid;
+    const long long tstride = REV ? -static_cast<long long>(n) : n;
     V* const bank0 = s_h + wid * kMaxN;
     V* const bank1 = s_h + (kWideWarps + wid) * kMaxN;
 
@@ -400,7 +422,7 @@ PSP_UNROLL
                 const int i = lid + 32 * k;
                 const long long s = s0 + u;
                 const bool ld = s < len && i < n;
-                const long long at = base + s * n + 32 * k;
+                const long long at = base + s * tstride + 32 * k;
                 pj[u][k] = ld ? Ops::load_perm(perm, at, i, n) : 0;
                 dv[u][k] = ld ? Ops::load(d, at) : Ops::one();
                 bv[u][k] = ld ? Ops::load(b, at) : Ops::zero();
@@ -414,12 +436,16 @@ PSP_UNROLL
 PSP_UNROLL
                 for (int k = 0; k < SPL; ++k)
                     if (lid + 32 * k < n) buf[lid + 32 * k] = hv[k];
+#if PS_PD_DROP_BARRIER == 2
+                if (!REV) __syncwarp(PS_FULL_MASK);  // planted race: reverse kernels only
+#else
                 __syncwarp(PS_FULL_MASK);
+#endif
 PSP_UNROLL
                 for (int k = 0; k < SPL; ++k) {
                     if (lid + 32 * k < n) {
                         hv[k] = Ops::apply_slot(dv[u][k], buf[pj[u][k]], bv[u][k]);
-                        if (h) h[base + s * n + 32 * k] = Ops::narrow(hv[k]);
+                        if (h) h[base + s * tstride + 32 * k] = Ops::narrow(hv[k]);
                     }
                 }
                 bank ^= 1;
@@ -433,7 +459,7 @@ PSP_UNROLL
     }
 }
 
-template <class Ops, int SPL>
+template <class Ops, int SPL, bool REV = false>
 PSP_DEV void wide_reduce(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                          const typename Ops::In* __restrict__ b, unsigned char* __restrict__ agg_p,
                          typename Ops::V* __restrict__ agg_d, typename Ops::V* __restrict__ agg_b, int B, int T,
@@ -449,7 +475,8 @@ PSP_DEV void wide_reduce(const unsigned char* __restrict__ perm, const typename 
     const long long bb = team / nchunks;
     const long long t0 = c * C;
     const long long len = min_ll(C, T - t0);
-    const long long base = (bb * T + t0) * n + lid;
+    const long long base = (bb * T + step_time<REV>(t0, T)) * n + lid;
+    const long long tstride = REV ? -static_cast<long long>(n) : n;
 
     int ap[SPL];
     V ad[SPL], ab[SPL];
@@ -470,7 +497,7 @@ PSP_UNROLL
                 const int i = lid + 32 * k;
                 const long long s = s0 + u;
                 const bool ld = s < len && i < n;
-                const long long at = base + s * n + 32 * k;
+                const long long at = base + s * tstride + 32 * k;
                 pj[u][k] = ld ? Ops::load_perm(perm, at, i, n) : 0;
                 dv[u][k] = ld ? Ops::load(d, at) : Ops::one();
                 bv[u][k] = ld ? Ops::load(b, at) : Ops::zero();
@@ -517,7 +544,7 @@ PSP_UNROLL
 // Slots per lane of the wide kernels for n (2, 4 or 8), 0 if n is out of range.
 PSP_DEV int wide_spl(int n) { return n < 1 ? 0 : n <= 64 ? 2 : n <= 128 ? 4 : n <= kMaxN ? 8 : 0; }
 
-template <class Ops>
+template <class Ops, bool REV = false>
 PSP_DEV void wide_rescan_any(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
                              typename Ops::Out* h, typename Ops::Out* hT, const typename Ops::V* carry,
                              const typename Ops::In* h0, int B, int T, int n, int C) {
@@ -526,14 +553,14 @@ PSP_DEV void wide_rescan_any(const unsigned char* perm, const typename Ops::In* 
     PS_SHARED(V, s_h, 2 * kWideWarps * kMaxN);
     if (blockDim.x != 32 * kWideWarps) __trap();  // contract: the shared arrays hold 4 warps
     switch (wide_spl(n)) {
-        case 2: wide_rescan<Ops, 2>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
-        case 4: wide_rescan<Ops, 4>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
-        case 8: wide_rescan<Ops, 8>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
+        case 2: wide_rescan<Ops, 2, REV>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
+        case 4: wide_rescan<Ops, 4, REV>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
+        case 8: wide_rescan<Ops, 8, REV>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
         default: __trap();
     }
 }
 
-template <class Ops>
+template <class Ops, bool REV = false>
 PSP_DEV void wide_reduce_any(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
                              unsigned char* agg_p, typename Ops::V* agg_d, typename Ops::V* agg_b, int B, int T,
                              int n, int C, int M) {
@@ -543,9 +570,9 @@ PSP_DEV void wide_reduce_any(const unsigned char* perm, const typename Ops::In* 
     PS_SHARED(unsigned char, s_p, 2 * kWideWarps * kMaxN);
     if (blockDim.x != 32 * kWideWarps) __trap();
     switch (wide_spl(n)) {
-        case 2: wide_reduce<Ops, 2>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
-        case 4: wide_reduce<Ops, 4>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
-        case 8: wide_reduce<Ops, 8>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
+        case 2: wide_reduce<Ops, 2, REV>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
+        case 4: wide_reduce<Ops, 4, REV>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
+        case 8: wide_reduce<Ops, 8, REV>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
         default: __trap();
     }
 }
@@ -773,7 +800,7 @@ PSP_DEV int lb_spl(int n) { return n >= 1 && n <= 32 ? 1 : wide_spl(n); }
 // (n > 128: two steps of 8 slots do not fit 128 registers without spills).
 PS_HD constexpr int lb_steps(int spl) { return spl >= 8 ? 1 : kLbWork / spl; }
 
-template <class Ops, int SPL, class Lb, int kBuf>
+template <class Ops, int SPL, class Lb, int kBuf, bool REV = false>
 PSP_DEV void lookback_spl(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                           const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
                           typename Ops::Out* __restrict__ hT, const typename Ops::In* __restrict__ h0,
@@ -800,7 +827,8 @@ PSP_DEV void lookback_spl(const unsigned char* __restrict__ perm, const typename
     const long long bb = id % chains;
     const long long ts = c * C + static_cast<long long>(g) * K;
     const long long len = real && ts < T ? min_ll(K, T - ts) : 0;  // real steps of the team
-    const long long base = (bb * T + ts) * n;
+    const long long base = (bb * T + step_time<REV>(ts, T)) * n;
+    const long long tstride = REV ? -static_cast<long long>(n) : n;  // to the next step
     unsigned char* const wp = s_p + wid * 32 * SPL;  // this warp's gather buffers
     V* const wd = s_d + wid * 32 * SPL;
     V* const wb = s_b + wid * 32 * SPL;
@@ -825,7 +853,7 @@ PSP_UNROLL
             dv[u][k] = ok ? Ops::load(d, at) : Ops::one();
             bv[u][k] = ok ? Ops::load(b, at) : Ops::zero();
         }
-        at_ld += n;
+        at_ld += tstride;
     }
     auto pj = [&](int u, int k) -> int {
         const int x = u * SPL + k;
@@ -1055,7 +1083,7 @@ PSP_UNROLL
             }
             __syncwarp(PS_FULL_MASK);
         }
-        if (hp) hp += n;
+        if (hp) hp += tstride;
     }
     if (hT && len > 0 && ts + len == T) {
 PSP_UNROLL
@@ -1068,7 +1096,7 @@ PSP_UNROLL
 
 // K7: the look-back kernel for SPL slots per lane (one kernel per SPL: together they
 // would take the register count of the largest); checks the contract, takes the ticket.
-template <class Ops, int SPL, class Lb = psd::LbProduction>
+template <class Ops, int SPL, class Lb = psd::LbProduction, bool REV = false>
 PSP_DEV void lookback(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
                       typename Ops::Out* h, typename Ops::Out* hT, const typename Ops::In* h0, unsigned* status,
                       unsigned char* lagg_p, typename Ops::V* lagg_d, typename Ops::V* lagg_b, typename Ops::V* lpre,
@@ -1090,7 +1118,7 @@ PSP_DEV void lookback(const unsigned char* perm, const typename Ops::In* d, cons
     const long long id = psd::lb_ticket(status + chains * nchunks);
     // A grid larger than the contract's: the surplus tickets own no chunk (uniform per block).
     if (id >= chains * nchunks) return;
-    lookback_spl<Ops, SPL, Lb, kBuf>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,
+    lookback_spl<Ops, SPL, Lb, kBuf, REV>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,
                                      prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp);
 }
 
@@ -1183,6 +1211,67 @@ PSP_KERNELS(f16, psp::OpsF16);
 PSP_KERNELS(bf16, psp::OpsBF16);
 PSP_KERNELS(depth, psp::OpsDepth);
 
+// Reverse scans (REVERSE in the contract): every kernel that reads perm, d, b or writes
+// h, hT, with its forward namesake's arguments and launch shape; phase 2 is shared.
+#define PSP_REV_KERNELS(SFX, OPS)                                                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        pd_small_reduce_rev_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,       \
+                                  const OPS::In* __restrict__ b, unsigned char* __restrict__ agg_p,            \
+                                  OPS::V* __restrict__ agg_d, OPS::V* __restrict__ agg_b, int B, int T, int n, \
+                                  int C, int M) {                                                              \
+        psp::small_chunk<OPS, true, true>(perm, d, b, nullptr, nullptr, nullptr, nullptr, agg_p, agg_d, agg_b, \
+                                          B, T, n, C, M);                                                      \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_small_reduce_rev_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        pd_small_rescan_rev_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,       \
+                                  const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                     \
+                                  OPS::Out* __restrict__ hT, const OPS::V* __restrict__ carry,                 \
+                                  const OPS::In* __restrict__ h0, int B, int T, int n, int C) {                \
+        psp::small_chunk<OPS, false, true>(perm, d, b, h, hT, carry, h0, nullptr, nullptr, nullptr, B, T, n, C, \
+                                           1);                                                                 \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_small_rescan_rev_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                                          \
+        pd_small_sequential_rev_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,   \
+                                      const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                 \
+                                      OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0, int B, int T, \
+                                      int n) {                                                                 \
+        psp::small_chunk<OPS, false, true>(perm, d, b, h, hT, nullptr, h0, nullptr, nullptr, nullptr, B, T, n, \
+                                           T, 1);                                                              \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_small_sequential_rev_##SFX);                                                         \
+    extern "C" __global__ void __launch_bounds__(128)                                                          \
+        pd_wide_reduce_rev_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,        \
+                                 const OPS::In* __restrict__ b, unsigned char* __restrict__ agg_p,             \
+                                 OPS::V* __restrict__ agg_d, OPS::V* __restrict__ agg_b, int B, int T, int n,  \
+                                 int C, int M) {                                                               \
+        psp::wide_reduce_any<OPS, true>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M);                       \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_wide_reduce_rev_##SFX);                                                              \
+    extern "C" __global__ void __launch_bounds__(128)                                                          \
+        pd_wide_rescan_rev_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,        \
+                                 const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                      \
+                                 OPS::Out* __restrict__ hT, const OPS::V* __restrict__ carry,                  \
+                                 const OPS::In* __restrict__ h0, int B, int T, int n, int C) {                 \
+        psp::wide_rescan_any<OPS, true>(perm, d, b, h, hT, carry, h0, B, T, n, C);                             \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_wide_rescan_rev_##SFX);                                                              \
+    extern "C" __global__ void __launch_bounds__(128)                                                          \
+        pd_wide_sequential_rev_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,    \
+                                     const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                  \
+                                     OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0, int B, int T,  \
+                                     int n) {                                                                  \
+        psp::wide_rescan_any<OPS, true>(perm, d, b, h, hT, nullptr, h0, B, T, n, T);                           \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_wide_sequential_rev_##SFX)
+
+PSP_REV_KERNELS(f32, psp::OpsF32);
+PSP_REV_KERNELS(f64, psp::OpsF64);
+PSP_REV_KERNELS(f16, psp::OpsF16);
+PSP_REV_KERNELS(bf16, psp::OpsBF16);
+PSP_REV_KERNELS(depth, psp::OpsDepth);
+
 // K7 pd_lookback<SPL>_<sfx>: plan P4 (see the contract), one kernel per SPL (1: n <= 32,
 // 2: n <= 64, 4: n <= 128, 8: n <= 256). LB: blocks of 256 per SM that ptxas must fit.
 #define PSP_LOOKBACK1(SPL, SFX, OPS, LB)                                                                      \
@@ -1196,7 +1285,18 @@ PSP_KERNELS(depth, psp::OpsDepth);
         psp::lookback<OPS, SPL>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,      \
                                 prefix_every);                                                                 \
     }                                                                                                          \
-    PS_REGISTER_KERNEL(pd_lookback##SPL##_##SFX)
+    PS_REGISTER_KERNEL(pd_lookback##SPL##_##SFX);                                                             \
+    extern "C" __global__ void __launch_bounds__(256, LB)                                                      \
+        pd_lookback##SPL##_rev_##SFX(const unsigned char* __restrict__ perm, const OPS::In* __restrict__ d,    \
+                                     const OPS::In* __restrict__ b, OPS::Out* __restrict__ h,                  \
+                                     OPS::Out* __restrict__ hT, const OPS::In* __restrict__ h0,                \
+                                     unsigned* __restrict__ status, unsigned char* __restrict__ lagg_p,        \
+                                     OPS::V* __restrict__ lagg_d, OPS::V* __restrict__ lagg_b,                 \
+                                     OPS::V* __restrict__ lpre, int B, int T, int n, int C, int prefix_every) { \
+        psp::lookback<OPS, SPL, psd::LbProduction, true>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, \
+                                                         lpre, B, T, n, C, prefix_every);                      \
+    }                                                                                                          \
+    PS_REGISTER_KERNEL(pd_lookback##SPL##_rev_##SFX)
 #define PSP_LOOKBACK(SFX, OPS, LB)  \
     PSP_LOOKBACK1(1, SFX, OPS, LB); \
     PSP_LOOKBACK1(2, SFX, OPS, LB); \

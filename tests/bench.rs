@@ -70,8 +70,9 @@ fn expected_rows() -> Vec<(String, String, String, String)> {
                     c.dtype.name().to_string(),
                     p.to_string(),
                 ));
-                // Diagonal: the reverse scan of the backward under each plan.
-                if family == BenchFamily::Diagonal {
+                // Diagonal, PermDiagonal: the reverse scan of the backward
+                // under each plan.
+                if matches!(family, BenchFamily::Diagonal | BenchFamily::PermDiagonal) {
                     rows.push((
                         format!("{case} backward"),
                         shape_text(&c.shape, c.len),

@@ -12,10 +12,11 @@ use common::{rng, uniform};
 use parascan::backend::emu::EmuBackend;
 use parascan::backend::launch::KernelRunner;
 use parascan::backend::Cpu;
+use parascan::kernels::block_diagonal::BlockDiagonalWorkspace;
 use parascan::kernels::diagonal::DiagonalWorkspace;
 use parascan::newton::{
-    backward, backward_kernels, sequential, solve, Cell, DiagGru, DiagLstm, Elman, InitialGuess,
-    Mode, NewtonOptions, NonlinearProblem, Parity, Structure,
+    backward, backward_block_kernels, backward_kernels, sequential, solve, Cell, DiagGru, DiagLstm,
+    Elman, InitialGuess, Mode, NewtonOptions, NonlinearProblem, Parity, Structure,
 };
 use parascan::{oracle, Error, PlanRequest, Real, Storage};
 
@@ -257,6 +258,49 @@ impl Case {
             plan,
         )
         .unwrap_or_else(|e| panic!("{:?} backward_kernels {plan}: {e}", self.kind));
+        (g.x, g.h0, g.params, g.depth, g.plan.depth)
+    }
+
+    /// The solve on the CPU engine, the backward on the BlockDiagonal
+    /// reverse kernels of `runner` ([`backward_block_kernels`], any
+    /// Jacobian structure): `(dx, dh0, dparams, measured depth, formula)`.
+    fn block_kernels<R: KernelRunner, T: Real + Storage<Compute = T> + bytemuck::Pod>(
+        &self,
+        runner: &R,
+        plan: PlanRequest,
+        atol: f64,
+    ) -> (Vec<T>, Vec<T>, Vec<T>, u64, u64) {
+        let cell = build::<T>(self.kind, self.units, &cast::<T>(&self.p));
+        let (x, h0, gs, gh) = (
+            cast::<T>(&self.x),
+            cast::<T>(&self.h0),
+            cast::<T>(&self.gs),
+            cast::<T>(&self.gh),
+        );
+        let prob = NonlinearProblem {
+            x: &x,
+            h0: Some(&h0),
+            batch: self.batch,
+            len: self.len,
+        };
+        let options = NewtonOptions {
+            atol,
+            rtol: 0.0,
+            ..Default::default()
+        };
+        let sol = solve(&Cpu::new(), cell.as_ref(), &prob, &options).unwrap();
+        let mut ws = BlockDiagonalWorkspace::new();
+        let g = backward_block_kernels(
+            runner,
+            &mut ws,
+            cell.as_ref(),
+            &prob,
+            &sol,
+            &gs,
+            Some(&gh),
+            plan,
+        )
+        .unwrap_or_else(|e| panic!("{:?} backward_block_kernels {plan}: {e}", self.kind));
         (g.x, g.h0, g.params, g.depth, g.plan.depth)
     }
 
@@ -554,8 +598,81 @@ fn diag_gru_backward_on_the_emulated_kernels_matches_the_sequential_adjoint() {
     }
 }
 
-/// Cells whose Jacobian is not diagonal have no reverse kernels yet: a
-/// typed error naming the cell, before any launch.
+/// Every plan of the BlockDiagonal kernels (no look-back there).
+const BLOCK_KERNEL_PLANS: [PlanRequest; 5] = [
+    PlanRequest::Sequential,
+    PlanRequest::Chunk(5),
+    PlanRequest::Chunk(1),
+    PlanRequest::MinDepth,
+    PlanRequest::Auto,
+];
+
+/// `DiagLstm` (2×2 Jacobian blocks), `Elman` (dense) and `DiagGru`
+/// (diagonal, blocks of 1) with the reverse scan on the emulated
+/// BlockDiagonal kernels (every fiber order, every plan) against finite
+/// differences of the f64 sequential loop.
+#[test]
+fn block_backward_on_the_emulated_kernels_matches_finite_differences() {
+    for kind in KINDS {
+        let c = Case::new::<f64>(kind, 3, 2, 12, 10);
+        let want_x = fd(&c.x, |x| c.loss(&c.p, x, &c.h0));
+        let want_h0 = fd(&c.h0, |h0| c.loss(&c.p, &c.x, h0));
+        let want_p = fd(&c.p, |p| c.loss(p, &c.x, &c.h0));
+        for runner in emulators() {
+            for plan in BLOCK_KERNEL_PLANS {
+                let what = format!("emu {} {kind:?} block {plan}", runner.order());
+                let (dx, dh0, dp, depth, formula) = c.block_kernels::<_, f64>(&runner, plan, 1e-13);
+                assert_rel(&format!("{what} dx"), &dx, &want_x, 1e-6);
+                assert_rel(&format!("{what} dh0"), &dh0, &want_h0, 1e-6);
+                assert_rel(&format!("{what} dparams"), &dp, &want_p, 1e-6);
+                assert_eq!(depth, formula, "{what}: measured depth vs formula");
+            }
+        }
+    }
+}
+
+/// The same for `DiagLstm` and `Elman` on a long `T` against the f64
+/// sequential adjoint (f64 and f32).
+#[test]
+fn block_backward_on_the_emulated_kernels_matches_the_sequential_adjoint() {
+    for kind in [Kind::Lstm, Kind::Elman] {
+        for runner in emulators() {
+            for f64_run in [true, false] {
+                let len = 1500;
+                let c = if f64_run {
+                    Case::new::<f64>(kind, 4, 2, len, 30 + len as u64)
+                } else {
+                    Case::new::<f32>(kind, 4, 2, len, 30 + len as u64)
+                };
+                let (wx, wh0, wp) = c.sequential_adjoint();
+                for plan in BLOCK_KERNEL_PLANS {
+                    let what = format!(
+                        "emu {} {kind:?} block T={len} f64={f64_run} {plan}",
+                        runner.order()
+                    );
+                    let (depth, formula) = if f64_run {
+                        let (dx, dh0, dp, d, f) = c.block_kernels::<_, f64>(&runner, plan, 1e-12);
+                        assert_rel(&format!("{what} dx"), &dx, &wx, 1e-11);
+                        assert_rel(&format!("{what} dh0"), &dh0, &wh0, 1e-11);
+                        assert_rel(&format!("{what} dparams"), &dp, &wp, 1e-11);
+                        (d, f)
+                    } else {
+                        let (dx, dh0, dp, d, f) = c.block_kernels::<_, f32>(&runner, plan, 1e-6);
+                        assert_rel(&format!("{what} dx"), &dx, &wx, 1e-5);
+                        assert_rel(&format!("{what} dh0"), &dh0, &wh0, 1e-5);
+                        assert_rel(&format!("{what} dparams"), &dp, &wp, 1e-5);
+                        (d, f)
+                    };
+                    assert_eq!(depth, formula, "{what}: measured depth vs formula");
+                }
+            }
+        }
+    }
+}
+
+/// Cells whose Jacobian is not diagonal go to `backward_block_kernels`:
+/// `backward_kernels` refuses them with a typed error naming the cell,
+/// before any launch.
 #[test]
 fn backward_kernels_refuse_a_non_diagonal_jacobian() {
     for kind in [Kind::Lstm, Kind::Elman] {

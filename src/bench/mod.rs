@@ -492,7 +492,13 @@ impl<'c, 'e, R: KernelRunner> Bench<'c, 'e, R> {
                     medians.push((request, row.median_ms));
                     let forward_ms = row.median_ms;
                     self.push_row(row);
-                    if info.family == BenchFamily::Diagonal {
+                    // The reverse scan of the family's backward pass (Diagonal:
+                    // `a_{t+1}`; PermDiagonal: the inverse permutations) moves
+                    // the forward's bytes on the same buffers.
+                    if matches!(
+                        info.family,
+                        BenchFamily::Diagonal | BenchFamily::PermDiagonal
+                    ) {
                         match self.backward_plan(resident, info, request, forward_ms) {
                             Ok(row) => self.push_row(row),
                             Err(e) => {
@@ -549,10 +555,11 @@ impl<'c, 'e, R: KernelRunner> Bench<'c, 'e, R> {
         Ok(row)
     }
 
-    /// The reverse scan of the Diagonal backward pass (`g_t = a_{t+1} g_{t+1}
-    /// + dy_t`, the `_rev_` kernels) under the same plan, on the same
-    /// resident buffers (the bytes are the same as the forward's: read two
-    /// arrays, write one); `forward_ms` is the forward row's median.
+    /// The reverse scan of the Diagonal or PermDiagonal backward pass
+    /// (`g_t = A_{t+1}ᵀ g_{t+1} + dy_t`, the `_rev_` kernels) under the same
+    /// plan, on the same resident buffers (the bytes are the forward's: a
+    /// transposed step is a step of the same family); `forward_ms` is the
+    /// forward row's median.
     fn backward_plan(
         &mut self,
         resident: &Resident,

@@ -79,7 +79,7 @@ pub struct BenchRow {
     /// `ms_per_iter` over one Diagonal scan of the same `[B,T,n]` shape
     /// under the same plan.
     pub iter_over_scan: Option<f64>,
-    /// Backward rows (the reverse scan of a Diagonal backward pass, a
+    /// Backward rows (the reverse scan of a Diagonal or PermDiagonal backward pass, a
     /// Newton backward): this row's median time over the forward row's of
     /// the same shape and plan, measured in the same run.
     pub backward_over_forward: Option<f64>,

@@ -8,22 +8,32 @@
 //!
 //! Memory beyond the inputs and the returned gradients: the transposed
 //! blocks, `B·T·nb·k²` scalars of `S` (as much as `a`).
+//!
+//! [`block_diagonal`] runs the reverse scan on the CPU engine;
+//! [`block_diagonal_kernels`] runs it on any [`KernelRunner`] (the `_rev_`
+//! kernels of `kernels/block_diagonal.cu`, every plan), with the
+//! transposition and the contractions on the host.
 
 use rayon::prelude::*;
 
 use super::check_buf;
+use crate::backend::launch::KernelRunner;
 use crate::backend::Cpu;
 use crate::dtype::Storage;
 use crate::error::Result;
 use crate::family::block_diagonal::BlockDiagonal;
 use crate::family::LinearProblem;
+use crate::kernels::block_diagonal::{
+    scan_block_diagonal_reverse, BlockDiagonalWorkspace, BlockPlan,
+};
 use crate::mem::try_vec;
 use crate::scan::{Plan, PlanRequest};
 use num_traits::{One, Zero};
 
-/// Gradients of a BlockDiagonal scan's inputs.
+/// Gradients of a BlockDiagonal scan's inputs. `P` is the plan of the
+/// reverse scan: [`Plan`] on the CPU engine, [`BlockPlan`] on the kernels.
 #[derive(Clone, Debug)]
-pub struct BlockDiagonalGrads<S> {
+pub struct BlockDiagonalGrads<S, P = Plan> {
     /// `∂L/∂a`: `[B,T,nb,k,k]`, row-major blocks like `a`.
     pub a: Vec<S>,
     /// `∂L/∂b`: `[B,T,n]`; equal to the adjoint states `g_t`.
@@ -31,7 +41,7 @@ pub struct BlockDiagonalGrads<S> {
     /// `∂L/∂h0`: `[B,n]`.
     pub h0: Vec<S>,
     /// The plan of the reverse scan.
-    pub plan: Plan,
+    pub plan: P,
 }
 
 /// The backward pass of `problem`: `states` are the forward outputs
@@ -45,6 +55,74 @@ pub fn block_diagonal<S: Storage>(
     d_h_last: Option<&[S]>,
     request: PlanRequest,
 ) -> Result<BlockDiagonalGrads<S>> {
+    check_args(problem, states, d_out, d_h_last)?;
+    let a_t = transposed(cpu, problem)?;
+    let adjoint = BlockDiagonal {
+        a: &a_t,
+        b: d_out,
+        h0: d_h_last,
+        ..*problem
+    };
+    let run = cpu.scan_reverse(&adjoint, request)?;
+    drop(a_t);
+    let g = run.out;
+    let (da, dh0) = param_grads(cpu, problem, states, &g)?;
+    Ok(BlockDiagonalGrads {
+        a: da,
+        b: g,
+        h0: dh0,
+        plan: run.plan,
+    })
+}
+
+/// [`block_diagonal`] with the reverse scan on `runner`
+/// ([`scan_block_diagonal_reverse`]: any kernel plan); the transposed
+/// blocks and the products `g_t h_{t-1}ᵀ`, `A_0ᵀ g_0` are formed on the host
+/// (rayon's global pool): the outer products write as many bytes as `a`
+/// once, which a device kernel would too, and keeping them on the host
+/// needs no new kernel. `ws` holds the scan's device scratch.
+///
+/// Errors: as [`block_diagonal`], plus the kernels' plan and launch errors.
+pub fn block_diagonal_kernels<R, S>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    problem: &BlockDiagonal<'_, S>,
+    states: &[S],
+    d_out: &[S],
+    d_h_last: Option<&[S]>,
+    request: PlanRequest,
+) -> Result<BlockDiagonalGrads<S, BlockPlan>>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    check_args(problem, states, d_out, d_h_last)?;
+    let cpu = Cpu::new();
+    let a_t = transposed(&cpu, problem)?;
+    let adjoint = BlockDiagonal {
+        a: &a_t,
+        b: d_out,
+        h0: d_h_last,
+        ..*problem
+    };
+    let (g, _, plan) = scan_block_diagonal_reverse(runner, ws, &adjoint, request)?;
+    drop(a_t);
+    let (da, dh0) = param_grads(&cpu, problem, states, &g)?;
+    Ok(BlockDiagonalGrads {
+        a: da,
+        b: g,
+        h0: dh0,
+        plan,
+    })
+}
+
+/// The problem's own checks and the gradient buffers' lengths.
+fn check_args<S: Storage>(
+    problem: &BlockDiagonal<'_, S>,
+    states: &[S],
+    d_out: &[S],
+    d_h_last: Option<&[S]>,
+) -> Result<()> {
     problem.validate()?;
     let shape = || problem.output_shape();
     check_buf("states", states, problem.output_len(), shape)?;
@@ -52,7 +130,13 @@ pub fn block_diagonal<S: Storage>(
     if let Some(g) = d_h_last {
         check_buf("d_h_last", g, problem.final_len(), || problem.final_shape())?;
     }
-    let (t_len, k, n) = (problem.len, problem.block, problem.n());
+    Ok(())
+}
+
+/// The adjoint's blocks: at step `t` the transposed blocks of step `t + 1`,
+/// identity blocks at the last step.
+fn transposed<S: Storage>(cpu: &Cpu, problem: &BlockDiagonal<'_, S>) -> Result<Vec<S>> {
+    let (t_len, k) = (problem.len, problem.block);
     let kk = problem.blocks * k * k;
     let a_len = problem.a.len();
     let mut a_t = try_vec("a_transposed", a_len, S::default())?;
@@ -77,16 +161,20 @@ pub fn block_diagonal<S: Storage>(
             }
         })
     });
-    let adjoint = BlockDiagonal {
-        a: &a_t,
-        b: d_out,
-        h0: d_h_last,
-        ..*problem
-    };
-    let run = cpu.scan_reverse(&adjoint, request)?;
-    drop(a_t);
-    let g = run.out;
+    Ok(a_t)
+}
 
+/// `(∂L/∂a, ∂L/∂h0)` from the adjoint states `g`: `g_t h_{t-1}ᵀ` per block
+/// and `A_0ᵀ g_0`.
+fn param_grads<S: Storage>(
+    cpu: &Cpu,
+    problem: &BlockDiagonal<'_, S>,
+    states: &[S],
+    g: &[S],
+) -> Result<(Vec<S>, Vec<S>)> {
+    let (t_len, k, n) = (problem.len, problem.block, problem.n());
+    let kk = problem.blocks * k * k;
+    let a_len = problem.a.len();
     let mut da = try_vec("d_a", a_len, S::default())?;
     let mut dh0 = try_vec("d_h0", problem.final_len(), S::default())?;
     let zero = S::Compute::zero();
@@ -124,10 +212,5 @@ pub fn block_diagonal<S: Storage>(
             }
         });
     });
-    Ok(BlockDiagonalGrads {
-        a: da,
-        b: g,
-        h0: dh0,
-        plan: run.plan,
-    })
+    Ok((da, dh0))
 }

@@ -19,22 +19,36 @@
 //! by one forward scan in [`DplrOutput::States`] mode); plus the engine's
 //! dense chunk aggregates as for the forward
 //! ([`LinearProblem::cpu_scratch_bytes`]).
+//!
+//! [`dplr_kernels`] runs the adjoint on any [`KernelRunner`] for the
+//! readout: `E_t = q_t d_out_tᵀ` is rank one, so the adjoint is itself a
+//! DPLR scan (`w_{t+1}`, `u`↔`v` of step `t + 1`, key `q_t`, value
+//! `d_out_t`; identity at the last step) run right to left by the `_rev_`
+//! kernels of `kernels/dplr.cu` in all-states mode; the contractions above
+//! stay on the host (they need `G_t` and `H_{t-1}` together, `O(R·n·m)` per
+//! step, one pass). Memory there: the adjoint's steps (`B·T·(2R+1)·n`
+//! scalars of `S`), `G` as `S` from the device (`B·T·n·m`) and in the
+//! compute type (`B·T·n·m`), and the states as above.
 
 use rayon::prelude::*;
 
 use super::check_buf;
+use crate::backend::launch::KernelRunner;
 use crate::backend::Cpu;
 use crate::dtype::Storage;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::family::dplr::{self, Dplr, DplrOutput};
 use crate::family::LinearProblem;
+use crate::kernels::dplr::{scan_dplr_reverse, DplrPlan, DplrWorkspace};
+use crate::kernels::scan_host;
 use crate::mem::try_vec;
 use crate::scan::{self, Plan, PlanRequest, ScanOp};
 use num_traits::Zero;
 
-/// Gradients of a DPLR scan's inputs.
+/// Gradients of a DPLR scan's inputs. `P` is the plan of the reverse
+/// scan: [`Plan`] on the CPU engine, [`DplrPlan`] on the kernels.
 #[derive(Clone, Debug)]
-pub struct DplrGrads<S> {
+pub struct DplrGrads<S, P = Plan> {
     /// `∂L/∂w`: `[B,T,n]`.
     pub w: Vec<S>,
     /// `∂L/∂u`: `[B,T,R,n]`.
@@ -50,7 +64,7 @@ pub struct DplrGrads<S> {
     /// `∂L/∂H_0`: `[B,n,m]`.
     pub h0: Vec<S>,
     /// The plan of the reverse scan.
-    pub plan: Plan,
+    pub plan: P,
 }
 
 /// The backward pass of `problem`.
@@ -69,24 +83,11 @@ pub fn dplr<S: Storage>(
     d_h_last: Option<&[S]>,
     request: PlanRequest,
 ) -> Result<DplrGrads<S>> {
-    problem.validate()?;
-    let (bsz, t_len, n, m, rank) = (
-        problem.batch,
-        problem.len,
-        problem.n,
-        problem.m,
-        problem.rank,
-    );
+    check_args(problem, d_out, d_h_last)?;
     let all = Dplr {
         output: DplrOutput::States,
         ..*problem
     };
-    check_buf("d_out", d_out, problem.output_len(), || {
-        problem.output_shape()
-    })?;
-    if let Some(g) = d_h_last {
-        check_buf("d_h_last", g, problem.final_len(), || problem.final_shape())?;
-    }
     let recomputed;
     let states = match states {
         Some(h) => {
@@ -101,14 +102,171 @@ pub fn dplr<S: Storage>(
 
     let plan = cpu.plan(problem, request)?;
     crate::mem::check_budget("cpu scan scratch", problem.cpu_scratch_bytes(&plan)?)?;
-    let nm = n * m;
-    let mut g = try_vec("adjoint", bsz * t_len * nm, S::Compute::zero())?;
+    let nm = problem.n * problem.m;
+    let mut g = try_vec(
+        "adjoint",
+        problem.batch * problem.len * nm,
+        S::Compute::zero(),
+    )?;
     let op = AdjointOp {
         p: problem,
         d_out,
         d_h_last,
     };
     cpu.install_for::<S, _>(|| scan::run_reverse(&op, &plan, &mut g));
+    param_grads(cpu, problem, states, d_out, &g, plan)
+}
+
+/// [`dplr`] for the readout ([`DplrOutput::Readout`]) with the adjoint
+/// scan on `runner` (module docs): the reverse DPLR kernels (any plan of
+/// [`plan_dplr_reverse`](crate::kernels::dplr::plan_dplr_reverse)) in
+/// all-states mode, and with `states == None` the forward states
+/// recomputed by one forward kernel scan in all-states mode under
+/// `request`. The contractions run on the host (rayon's global pool).
+///
+/// Errors: as [`dplr`]; [`Error::Unsupported`] for
+/// [`DplrOutput::States`] (its direct gradient `d_out_t` is a full `n×m`
+/// matrix, not a DPLR input: use [`dplr`] on the CPU engine); the
+/// kernels' plan and launch errors.
+pub fn dplr_kernels<R, S>(
+    runner: &R,
+    ws: &mut DplrWorkspace,
+    problem: &Dplr<'_, S>,
+    states: Option<&[S]>,
+    d_out: &[S],
+    d_h_last: Option<&[S]>,
+    request: PlanRequest,
+) -> Result<DplrGrads<S, DplrPlan>>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    check_args(problem, d_out, d_h_last)?;
+    let q = match (problem.output, problem.q) {
+        (DplrOutput::Readout, Some(q)) => q,
+        _ => {
+            return Err(Error::Unsupported {
+                what: "grad::dplr_kernels",
+                by: "DPLR in all-states mode".into(),
+                hint: "its direct gradient is a full n×m matrix per step, not a rank-one                        DPLR input; use grad::dplr on the CPU engine"
+                    .into(),
+            })
+        }
+    };
+    let cpu = Cpu::new();
+    let all = Dplr {
+        output: DplrOutput::States,
+        q: None,
+        ..*problem
+    };
+    let recomputed;
+    let states = match states {
+        Some(h) => {
+            check_buf("states", h, all.output_len(), || all.output_shape())?;
+            h
+        }
+        None => {
+            recomputed = scan_host(runner, ws, &all, request)?.0;
+            &recomputed
+        }
+    };
+    let (w_t, u_t, v_t) = shifted_transposed(&cpu, problem)?;
+    let adjoint = Dplr {
+        w: &w_t,
+        u: &u_t,
+        v: &v_t,
+        k: q,
+        x: d_out,
+        q: None,
+        h0: d_h_last,
+        output: DplrOutput::States,
+        ..*problem
+    };
+    let (g_s, _, plan) = scan_dplr_reverse(runner, ws, &adjoint, request)?;
+    drop((w_t, u_t, v_t));
+    let mut g = try_vec("adjoint", g_s.len(), S::Compute::zero())?;
+    cpu.install_for::<S, _>(|| {
+        g.par_iter_mut()
+            .zip(g_s.par_iter())
+            .for_each(|(d, s)| *d = s.load())
+    });
+    drop(g_s);
+    param_grads(&cpu, problem, states, d_out, &g, plan)
+}
+
+/// The problem's own checks and the gradient buffers' lengths.
+fn check_args<S: Storage>(
+    problem: &Dplr<'_, S>,
+    d_out: &[S],
+    d_h_last: Option<&[S]>,
+) -> Result<()> {
+    problem.validate()?;
+    check_buf("d_out", d_out, problem.output_len(), || {
+        problem.output_shape()
+    })?;
+    if let Some(g) = d_h_last {
+        check_buf("d_h_last", g, problem.final_len(), || problem.final_shape())?;
+    }
+    Ok(())
+}
+
+/// The adjoint's transitions as DPLR steps: at step `t`, `A_{t+1}ᵀ`
+/// (`w_{t+1}`, `u` and `v` of step `t + 1` swapped), and the identity
+/// (`w = 1`, `u = v = 0`) at the last step. Returns `(w, u, v)`.
+#[allow(clippy::type_complexity)]
+fn shifted_transposed<S: Storage>(
+    cpu: &Cpu,
+    problem: &Dplr<'_, S>,
+) -> Result<(Vec<S>, Vec<S>, Vec<S>)> {
+    let (t_len, n, rank) = (problem.len, problem.n, problem.rank);
+    let rn = rank * n;
+    let mut w_t = try_vec("w_next", problem.w.len(), S::default())?;
+    let mut u_t = try_vec("u_next", problem.u.len(), S::default())?;
+    let mut v_t = try_vec("v_next", problem.v.len(), S::default())?;
+    let (one, zero) = (
+        S::store(<S::Compute as num_traits::One>::one()),
+        S::store(S::Compute::zero()),
+    );
+    cpu.install_for::<S, _>(|| {
+        w_t.par_chunks_mut(n)
+            .zip(u_t.par_chunks_mut(rn))
+            .zip(v_t.par_chunks_mut(rn))
+            .enumerate()
+            .for_each(|(s, ((w, u), v))| {
+                if s % t_len == t_len - 1 {
+                    w.fill(one);
+                    u.fill(zero);
+                    v.fill(zero);
+                    return;
+                }
+                let next = s + 1;
+                w.copy_from_slice(&problem.w[next * n..(next + 1) * n]);
+                // Transpose: u and v swapped.
+                u.copy_from_slice(&problem.v[next * rn..(next + 1) * rn]);
+                v.copy_from_slice(&problem.u[next * rn..(next + 1) * rn]);
+            })
+    });
+    Ok((w_t, u_t, v_t))
+}
+
+/// Every parameter gradient from the adjoint states `g` (compute type,
+/// `[B,T,n,m]`) and the forward states (module docs).
+fn param_grads<S: Storage, P>(
+    cpu: &Cpu,
+    problem: &Dplr<'_, S>,
+    states: &[S],
+    d_out: &[S],
+    g: &[S::Compute],
+    plan: P,
+) -> Result<DplrGrads<S, P>> {
+    let (bsz, t_len, n, m, rank) = (
+        problem.batch,
+        problem.len,
+        problem.n,
+        problem.m,
+        problem.rank,
+    );
+    let nm = n * m;
 
     let btn = bsz * t_len * n;
     let mut dw = try_vec("d_w", btn, S::default())?;

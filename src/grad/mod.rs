@@ -27,6 +27,11 @@
 //! recomputes them with one forward scan in [`DplrOutput::States`] mode).
 //! Each module states the memory it needs beyond inputs and gradients.
 //!
+//! The `*_kernels` forms run the same adjoint scan on any
+//! [`KernelRunner`](crate::backend::launch::KernelRunner) (the `_rev_`
+//! kernels, every plan of the family), with the transposed steps and the
+//! parameter contractions on the host.
+//!
 //! [`DplrOutput::States`]: crate::family::dplr::DplrOutput::States
 
 pub mod block_diagonal;
@@ -34,10 +39,10 @@ pub mod diagonal;
 pub mod dplr;
 pub mod perm_diagonal;
 
-pub use block_diagonal::{block_diagonal, BlockDiagonalGrads};
+pub use block_diagonal::{block_diagonal, block_diagonal_kernels, BlockDiagonalGrads};
 pub use diagonal::{diagonal, diagonal_kernels, DiagonalGrads};
-pub use dplr::{dplr, DplrGrads};
-pub use perm_diagonal::{perm_diagonal, PermDiagonalGrads};
+pub use dplr::{dplr, dplr_kernels, DplrGrads};
+pub use perm_diagonal::{perm_diagonal, perm_diagonal_kernels, PermDiagonalGrads};
 
 use crate::error::{Error, Result};
 

@@ -307,14 +307,21 @@ pub struct BlockPlan {
     /// The depth the `_depth` instantiation measures (maximum over all
     /// outputs of the contract's formula, [`BlockPlan::depth_at`]).
     pub depth: u64,
+    /// Right to left ([`plan_block_diagonal_reverse`]):
+    /// `h_t = A_t h_{t+1} + b_t` from `h0` at `t = T − 1` down to `t = 0`,
+    /// `h_T` = the state at `t = 0`. Same launches (the level-0 kernels are
+    /// the `_rev_` ones; the levels above are shared), scratch and depth as
+    /// the forward plan, with step `t` at the forward position `T − 1 − t`.
+    pub reverse: bool,
 }
 
 impl fmt::Display for BlockPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} ({}) {} k={} {}: C={} NC={}",
+            "{}{} ({}) {} k={} {}: C={} NC={}",
             self.kind,
+            if self.reverse { " reverse" } else { "" },
             self.request,
             self.dtype,
             self.shape.block,
@@ -342,8 +349,15 @@ impl BlockPlan {
     }
 
     /// The measured depth of output step `t` (0-based, `t < T`) of any
-    /// state entry; `h_T` has the depth of `t = T − 1`.
+    /// state entry; `h_T` has the depth of the last step computed
+    /// (`t = T − 1`, or `t = 0` for a reverse plan). A reverse plan's step
+    /// `t` is the forward plan's step `T − 1 − t`.
     pub fn depth_at(&self, t: usize) -> u64 {
+        let t = if self.reverse {
+            self.shape.len - 1 - t
+        } else {
+            t
+        };
         DepthModel::new(self.kind, &self.levels).state(0, t as u64)
     }
 
@@ -391,6 +405,29 @@ pub fn plan_block_diagonal(
     request: PlanRequest,
     sm_count: usize,
 ) -> Result<BlockPlan> {
+    plan_directed(shape, dtype, request, sm_count, false)
+}
+
+/// [`plan_block_diagonal`] for a reverse scan (right to left, see
+/// [`BlockPlan::reverse`]): the same plan kind, chunk, levels, scratch and
+/// depth as the forward plan of the same request; the level-0 launches
+/// name the `_rev_` kernels.
+pub fn plan_block_diagonal_reverse(
+    shape: BlockShape,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+) -> Result<BlockPlan> {
+    plan_directed(shape, dtype, request, sm_count, true)
+}
+
+fn plan_directed(
+    shape: BlockShape,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+    reverse: bool,
+) -> Result<BlockPlan> {
     shape.validate()?;
     let t = shape.len;
     let sm = sm_count.max(1);
@@ -409,7 +446,7 @@ pub fn plan_block_diagonal(
         }
         PlanRequest::MinDepth => min_depth(t),
     };
-    build(request, kind, dtype, shape, chunk, radix)
+    build_directed(request, kind, dtype, shape, chunk, radix, reverse)
 }
 
 fn chunked(t: usize, c: usize, radix: usize) -> (BlockPlanKind, usize, usize) {
@@ -468,6 +505,7 @@ fn tree_levels(t: usize, c: usize, r: usize) -> Vec<BlockLevel> {
     levels
 }
 
+#[cfg(test)]
 fn build(
     request: PlanRequest,
     kind: BlockPlanKind,
@@ -476,13 +514,25 @@ fn build(
     chunk: usize,
     radix: usize,
 ) -> Result<BlockPlan> {
+    build_directed(request, kind, dtype, shape, chunk, radix, false)
+}
+
+fn build_directed(
+    request: PlanRequest,
+    kind: BlockPlanKind,
+    dtype: DType,
+    shape: BlockShape,
+    chunk: usize,
+    radix: usize,
+    reverse: bool,
+) -> Result<BlockPlan> {
     let t = shape.len;
     let levels = match kind {
         BlockPlanKind::Tree => tree_levels(t, chunk, radix),
         _ => vec![BlockLevel { len: t, chunk: t }],
     };
     let kt = KernelType::Data(dtype);
-    let launches = launches(kind, shape, &levels, kt)?;
+    let launches = launches(kind, shape, &levels, kt, reverse)?;
     let (_, scratch_bytes) = scratch_layout(shape, &levels, kt)?;
     let depth = DepthModel::new(kind, &levels).max_depth();
     Ok(BlockPlan {
@@ -497,12 +547,16 @@ fn build(
         launches,
         scratch_bytes,
         depth,
+        reverse,
     })
 }
 
-fn kernel_name(k: usize, role: &str, up: bool, kt: KernelType) -> String {
+/// `up`: a level above 0 (chunk aggregates, the same kernels for both
+/// directions); `reverse` names the `_rev_` kernels of level 0.
+fn kernel_name(k: usize, role: &str, up: bool, kt: KernelType, reverse: bool) -> String {
+    let dir = if reverse && !up { "_rev" } else { "" };
     let up = if up && kt.has_up() { "_up" } else { "" };
-    format!("bd{k}_{role}{up}_{}", kt.suffix())
+    format!("bd{k}_{role}{up}{dir}_{}", kt.suffix())
 }
 
 fn grid_for(kernel: &str, threads: u64) -> Result<LaunchConfig> {
@@ -524,12 +578,13 @@ fn launches(
     shape: BlockShape,
     levels: &[BlockLevel],
     kt: KernelType,
+    reverse: bool,
 ) -> Result<Vec<BlockLaunch>> {
     let k = shape.block;
     let lanes = (shape.batch * shape.blocks) as u64;
     let mut out = Vec::with_capacity(2 * levels.len());
     let mut push = |role, level: usize, name: &str, up: bool, threads: u64| -> Result<()> {
-        let kernel = kernel_name(k, name, up, kt);
+        let kernel = kernel_name(k, name, up, kt, reverse);
         let cfg = grid_for(&kernel, threads)?;
         out.push(BlockLaunch {
             role,
@@ -730,13 +785,14 @@ pub struct BlockDiagonalBuffers<'a> {
 /// its own request is rejected.
 fn check_plan(plan: &BlockPlan) -> Result<()> {
     plan.shape.validate()?;
-    let fresh = build(
+    let fresh = build_directed(
         plan.request,
         plan.kind,
         plan.dtype,
         plan.shape,
         plan.chunk,
         plan.radix,
+        plan.reverse,
     );
     let consistent = match (&fresh, plan.kind) {
         (Ok(f), _) => f == plan,
@@ -843,7 +899,7 @@ impl FamilyPlan for BlockPlan {
         };
         let (offsets, _) = scratch_layout(self.shape, &self.levels, kt)?;
         if depth {
-            let launches = launches(self.kind, self.shape, &self.levels, kt)?;
+            let launches = launches(self.kind, self.shape, &self.levels, kt, self.reverse)?;
             // SAFETY: forwarded to the caller.
             unsafe { issue(runner, self, &launches, &offsets, ws.ptr(0), io) }
         } else {
@@ -945,6 +1001,27 @@ impl BindInputs<BlockPlan> for (DeviceBuffer, DeviceBuffer, Option<DeviceBuffer>
             ends: EndBuffers::new(h0.as_ref().map(Into::into), last.into()),
         }
     }
+}
+
+/// Runs a host-side BlockDiagonal problem right to left on `runner`
+/// ([`scan_host_planned`](super::scan_host_planned) with
+/// [`plan_block_diagonal_reverse`]): `h_t = A_t h_{t+1} + b_t` from `h0`
+/// (the state entering `t = T − 1`) down to `t = 0`. Returns
+/// `(h, h_T, plan)`, `h_T` the state at `t = 0`.
+pub fn scan_block_diagonal_reverse<R, S>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    problem: &BlockDiagonal<'_, S>,
+    request: PlanRequest,
+) -> Result<(Vec<S>, Vec<S>, BlockPlan)>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    problem.validate()?;
+    let plan =
+        plan_block_diagonal_reverse(shape_of(problem), S::DTYPE, request, runner.sm_count())?;
+    super::scan_host_planned(runner, ws, problem, plan)
 }
 
 impl<S: Storage + bytemuck::Pod> KernelScan for BlockDiagonal<'_, S> {

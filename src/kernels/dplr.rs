@@ -192,12 +192,14 @@ struct Names {
     down: &'static str,
 }
 
+// `$dir` = "rev_": the reverse kernels (the contract's REVERSE section);
+// the level kernels (up, down) are the same for both directions.
 macro_rules! names {
-    ($nm:literal, $sfx:literal) => {
+    ($nm:literal, $sfx:literal, $dir:literal) => {
         Names {
-            reduce: concat!("dplr_reduce_n", $nm, "_", $sfx),
-            rescan: concat!("dplr_rescan_n", $nm, "_", $sfx),
-            sequential: concat!("dplr_sequential_n", $nm, "_", $sfx),
+            reduce: concat!("dplr_reduce_", $dir, "n", $nm, "_", $sfx),
+            rescan: concat!("dplr_rescan_", $dir, "n", $nm, "_", $sfx),
+            sequential: concat!("dplr_sequential_", $dir, "n", $nm, "_", $sfx),
             up: concat!("dplr_up_n", $nm, "_", $sfx),
             down: concat!("dplr_down_n", $nm, "_", $sfx),
         }
@@ -206,7 +208,14 @@ macro_rules! names {
 
 macro_rules! widths {
     ($sfx:literal) => {
-        [names!("32", $sfx), names!("64", $sfx), names!("128", $sfx)]
+        widths!($sfx, "")
+    };
+    ($sfx:literal, $dir:literal) => {
+        [
+            names!("32", $sfx, $dir),
+            names!("64", $sfx, $dir),
+            names!("128", $sfx, $dir),
+        ]
     };
 }
 
@@ -218,6 +227,14 @@ static NAMES: [[Names; 3]; 5] = [
     widths!("depth"),
 ];
 
+static NAMES_REV: [[Names; 3]; 5] = [
+    widths!("f32", "rev_"),
+    widths!("f64", "rev_"),
+    widths!("f16", "rev_"),
+    widths!("bf16", "rev_"),
+    widths!("depth", "rev_"),
+];
+
 /// One instantiation of the kernels: a storage dtype or the depth counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum KernelType {
@@ -226,7 +243,7 @@ enum KernelType {
 }
 
 impl KernelType {
-    fn names(self, width: usize) -> &'static Names {
+    fn names(self, width: usize, reverse: bool) -> &'static Names {
         let t = match self {
             KernelType::Data(DType::F32) => 0,
             KernelType::Data(DType::F64) => 1,
@@ -235,7 +252,11 @@ impl KernelType {
             KernelType::Depth => 4,
         };
         let w = WIDTHS.iter().position(|&x| x == width).unwrap_or(2);
-        &NAMES[t][w]
+        if reverse {
+            &NAMES_REV[t][w]
+        } else {
+            &NAMES[t][w]
+        }
     }
 
     /// Bytes of one compute/scratch value.
@@ -379,6 +400,13 @@ pub struct DplrPlan {
     pub scratch: DplrScratch,
     /// The depth the `_depth` instantiation measures (maximum over outputs).
     pub depth: u64,
+    /// Right to left ([`plan_dplr_reverse`]):
+    /// `H_t = A_t H_{t+1} + k_t x_tᵀ` from `h0` at `t = T − 1` down to
+    /// `t = 0`, `y_t = H_tᵀ q_t`, `h_T` = the state at `t = 0`. Same
+    /// launches (the chunk kernels are the `_rev_` ones; the level kernels
+    /// are shared), scratch and depth as the forward plan, with step `t` at
+    /// the forward position `T − 1 − t`.
+    pub reverse: bool,
 }
 
 /// The dtype-independent part of a plan.
@@ -388,6 +416,8 @@ struct Geometry {
     shape: DplrShape,
     chunk: usize,
     chunks: usize,
+    /// The `_rev_` chunk kernels (only the names differ).
+    reverse: bool,
 }
 
 impl Geometry {
@@ -397,6 +427,7 @@ impl Geometry {
             shape,
             chunk: shape.len,
             chunks: 1,
+            reverse: false,
         }
     }
 
@@ -417,6 +448,7 @@ impl Geometry {
                 shape,
                 chunk: t,
                 chunks: 1,
+                reverse: false,
             }
         } else {
             Geometry {
@@ -424,6 +456,7 @@ impl Geometry {
                 shape,
                 chunk: c,
                 chunks: nc,
+                reverse: false,
             }
         })
     }
@@ -466,7 +499,7 @@ impl Geometry {
     fn launches(&self, kt: KernelType) -> Result<Vec<DplrLaunch>> {
         let s = self.shape;
         let width = s.width();
-        let names = kt.names(width);
+        let names = kt.names(width, self.reverse);
         let acc = kt.acc_bytes() as u64;
         let b = s.batch as u64;
         let nc = self.chunks as u64;
@@ -598,6 +631,31 @@ pub fn plan_dplr(
     request: PlanRequest,
     sm_count: usize,
 ) -> Result<DplrPlan> {
+    plan_directed(shape, output, dtype, request, sm_count, false)
+}
+
+/// [`plan_dplr`] for a reverse scan (right to left, see
+/// [`DplrPlan::reverse`]): the same plan kind, chunk, scratch and depth as
+/// the forward plan of the same request; the chunk launches name the
+/// `_rev_` kernels.
+pub fn plan_dplr_reverse(
+    shape: DplrShape,
+    output: DplrOutput,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+) -> Result<DplrPlan> {
+    plan_directed(shape, output, dtype, request, sm_count, true)
+}
+
+fn plan_directed(
+    shape: DplrShape,
+    output: DplrOutput,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+    reverse: bool,
+) -> Result<DplrPlan> {
     shape.validate()?;
     let sm = sm_count.max(1);
     let kt = KernelType::Data(dtype);
@@ -611,7 +669,7 @@ pub fn plan_dplr(
         }
         PlanRequest::MinDepth => min_depth_geometry(shape, kt)?,
     };
-    make_plan(g, request, dtype, output)
+    make_plan(Geometry { reverse, ..g }, request, dtype, output)
 }
 
 fn make_plan(
@@ -638,6 +696,7 @@ fn make_plan(
         launches: g.launches(kt)?,
         scratch: g.scratch(kt)?,
         depth: g.depth(),
+        reverse: g.reverse,
     })
 }
 
@@ -704,8 +763,14 @@ impl DplrPlan {
 
     /// The measured depth of output step `t` (0-based, `t < T`) of any
     /// problem and column, by the contract's formula; `h_T` has the depth of
-    /// `t = T − 1`.
+    /// the last step computed (`t = T − 1`, or `t = 0` for a reverse plan).
+    /// A reverse plan's step `t` is the forward plan's step `T − 1 − t`.
     pub fn depth_at(&self, t: usize) -> u64 {
+        let t = if self.reverse {
+            self.shape.len - 1 - t
+        } else {
+            t
+        };
         self.geometry().depth_at(t as u64)
     }
 
@@ -715,6 +780,7 @@ impl DplrPlan {
             shape: self.shape,
             chunk: self.chunk,
             chunks: self.chunks,
+            reverse: self.reverse,
         }
     }
 
@@ -760,9 +826,10 @@ impl fmt::Display for DplrPlan {
         let s = self.shape;
         write!(
             f,
-            "{} ({}) {} dplr B={} T={} n={} m={} R={} {:?}: C={} NC={} NMAX={}, {} launch(es), \
+            "{}{} ({}) {} dplr B={} T={} n={} m={} R={} {:?}: C={} NC={} NMAX={}, {} launch(es), \
              scratch {} B, depth {}",
             self.kind,
+            if self.reverse { " reverse" } else { "" },
             self.request,
             self.dtype,
             s.batch,
@@ -1156,6 +1223,33 @@ impl BindInputs<DplrPlan> for Uploaded {
             ends: EndBuffers::new(self.h0.as_ref().map(Into::into), last.into()),
         }
     }
+}
+
+/// Runs a host-side DPLR problem right to left on `runner`
+/// ([`scan_host_planned`](super::scan_host_planned) with
+/// [`plan_dplr_reverse`]): `H_t = A_t H_{t+1} + k_t x_tᵀ` from `h0` (the
+/// state entering `t = T − 1`) down to `t = 0`, writing the problem's
+/// output (`y_t = H_tᵀ q_t` or every state). Returns `(out, h_T, plan)`,
+/// `h_T` the state at `t = 0`.
+pub fn scan_dplr_reverse<R, S>(
+    runner: &R,
+    ws: &mut DplrWorkspace,
+    problem: &Dplr<'_, S>,
+    request: PlanRequest,
+) -> Result<(Vec<S>, Vec<S>, DplrPlan)>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+{
+    problem.validate()?;
+    let plan = plan_dplr_reverse(
+        DplrShape::of(problem),
+        problem.output,
+        S::DTYPE,
+        request,
+        runner.sm_count(),
+    )?;
+    super::scan_host_planned(runner, ws, problem, plan)
 }
 
 impl<S: Storage + bytemuck::Pod> KernelScan for Dplr<'_, S> {

@@ -226,21 +226,26 @@ struct KernelNames {
 
 macro_rules! kernel_names {
     ($sfx:literal) => {
+        kernel_names!($sfx, "")
+    };
+    // `$dir` = "rev_": the reverse kernels (the contract's REVERSE section);
+    // the phase-2 kernels are the same for both directions.
+    ($sfx:literal, $dir:literal) => {
         KernelNames {
-            small_reduce: concat!("pd_small_reduce_", $sfx),
-            small_rescan: concat!("pd_small_rescan_", $sfx),
-            small_sequential: concat!("pd_small_sequential_", $sfx),
-            wide_reduce: concat!("pd_wide_reduce_", $sfx),
-            wide_rescan: concat!("pd_wide_rescan_", $sfx),
-            wide_sequential: concat!("pd_wide_sequential_", $sfx),
+            small_reduce: concat!("pd_small_reduce_", $dir, $sfx),
+            small_rescan: concat!("pd_small_rescan_", $dir, $sfx),
+            small_sequential: concat!("pd_small_sequential_", $dir, $sfx),
+            wide_reduce: concat!("pd_wide_reduce_", $dir, $sfx),
+            wide_rescan: concat!("pd_wide_rescan_", $dir, $sfx),
+            wide_sequential: concat!("pd_wide_sequential_", $dir, $sfx),
             scan: concat!("pd_scan_", $sfx),
             scan_tiles: concat!("pd_scan_tiles_", $sfx),
             scan_apply: concat!("pd_scan_apply_", $sfx),
             lookback: [
-                concat!("pd_lookback1_", $sfx),
-                concat!("pd_lookback2_", $sfx),
-                concat!("pd_lookback4_", $sfx),
-                concat!("pd_lookback8_", $sfx),
+                concat!("pd_lookback1_", $dir, $sfx),
+                concat!("pd_lookback2_", $dir, $sfx),
+                concat!("pd_lookback4_", $dir, $sfx),
+                concat!("pd_lookback8_", $dir, $sfx),
             ],
         }
     };
@@ -251,6 +256,11 @@ static NAMES_F16: KernelNames = kernel_names!("f16");
 static NAMES_BF16: KernelNames = kernel_names!("bf16");
 static NAMES_F64: KernelNames = kernel_names!("f64");
 static NAMES_DEPTH: KernelNames = kernel_names!("depth");
+static NAMES_REV_F32: KernelNames = kernel_names!("f32", "rev_");
+static NAMES_REV_F16: KernelNames = kernel_names!("f16", "rev_");
+static NAMES_REV_BF16: KernelNames = kernel_names!("bf16", "rev_");
+static NAMES_REV_F64: KernelNames = kernel_names!("f64", "rev_");
+static NAMES_REV_DEPTH: KernelNames = kernel_names!("depth", "rev_");
 
 /// One instantiation of the kernels: a storage dtype or the depth counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,13 +270,18 @@ enum KernelType {
 }
 
 impl KernelType {
-    fn names(self) -> &'static KernelNames {
-        match self {
-            KernelType::Data(DType::F32) => &NAMES_F32,
-            KernelType::Data(DType::F16) => &NAMES_F16,
-            KernelType::Data(DType::Bf16) => &NAMES_BF16,
-            KernelType::Data(DType::F64) => &NAMES_F64,
-            KernelType::Depth => &NAMES_DEPTH,
+    fn names(self, reverse: bool) -> &'static KernelNames {
+        match (self, reverse) {
+            (KernelType::Data(DType::F32), false) => &NAMES_F32,
+            (KernelType::Data(DType::F16), false) => &NAMES_F16,
+            (KernelType::Data(DType::Bf16), false) => &NAMES_BF16,
+            (KernelType::Data(DType::F64), false) => &NAMES_F64,
+            (KernelType::Depth, false) => &NAMES_DEPTH,
+            (KernelType::Data(DType::F32), true) => &NAMES_REV_F32,
+            (KernelType::Data(DType::F16), true) => &NAMES_REV_F16,
+            (KernelType::Data(DType::Bf16), true) => &NAMES_REV_BF16,
+            (KernelType::Data(DType::F64), true) => &NAMES_REV_F64,
+            (KernelType::Depth, true) => &NAMES_REV_DEPTH,
         }
     }
 
@@ -468,6 +483,12 @@ pub struct PdGpuPlan {
     /// aggregate path, which otherwise only timing decides; results stay
     /// exact. Must be ≥ 1.
     pub lookback_prefix_every: u32,
+    /// Right to left ([`plan_perm_diagonal_reverse`]):
+    /// `h_t[i] = d_t[i]·h_{t+1}[perm_t[i]] + b_t[i]` from `h0` at `t = T − 1`
+    /// down to `t = 0`, `h_T` = the state at `t = 0`. Same launches (the
+    /// `_rev_` kernels), scratch and depth as the forward plan, with step `t`
+    /// at the forward position `T − 1 − t`.
+    pub reverse: bool,
 }
 
 impl PdGpuPlan {
@@ -478,8 +499,14 @@ impl PdGpuPlan {
 
     /// The measured depth of output step `t` (0-based, `t < T`) of any
     /// problem and slot, by the contract's formula; `h_T` has the depth of
-    /// `t = T − 1`.
+    /// the last step computed (`t = T − 1`, or `t = 0` for a reverse plan).
+    /// A reverse plan's step `t` is the forward plan's step `T − 1 − t`.
     pub fn depth_at(&self, t: usize) -> u64 {
+        let t = if self.reverse {
+            self.shape.len - 1 - t
+        } else {
+            t
+        };
         self.geometry().depth_at(t as u64)
     }
 
@@ -542,6 +569,7 @@ impl PdGpuPlan {
             tile: self.tile,
             tiles: self.tiles,
             tile_tree: self.tile_tree,
+            reverse: self.reverse,
         }
     }
 }
@@ -550,8 +578,9 @@ impl fmt::Display for PdGpuPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} ({}) {} {} on {} kernels: C={} NC={}, {} launch(es), scratch {} B, depth {}",
+            "{}{} ({}) {} {} on {} kernels: C={} NC={}, {} launch(es), scratch {} B, depth {}",
             self.kind,
+            if self.reverse { " reverse" } else { "" },
             self.request,
             self.dtype,
             self.shape.describe(),
@@ -587,6 +616,8 @@ struct Geometry {
     tile: usize,
     tiles: usize,
     tile_tree: usize,
+    /// The `_rev_` kernels (only the names differ).
+    reverse: bool,
 }
 
 /// Resolves `request` for a PD problem of `shape` stored as `dtype` on a
@@ -598,6 +629,29 @@ pub fn plan_perm_diagonal(
     dtype: DType,
     request: PlanRequest,
     sm_count: usize,
+) -> Result<PdGpuPlan> {
+    plan_directed(shape, dtype, request, sm_count, false)
+}
+
+/// [`plan_perm_diagonal`] for a reverse scan (right to left, see
+/// [`PdGpuPlan::reverse`]): the same plan kind, chunk, teams, scratch and
+/// depth as the forward plan of the same request; the launches name the
+/// `_rev_` kernels.
+pub fn plan_perm_diagonal_reverse(
+    shape: PdShape,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+) -> Result<PdGpuPlan> {
+    plan_directed(shape, dtype, request, sm_count, true)
+}
+
+fn plan_directed(
+    shape: PdShape,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+    reverse: bool,
 ) -> Result<PdGpuPlan> {
     shape.validate()?;
     let sm = sm_count.max(1);
@@ -619,6 +673,10 @@ pub fn plan_perm_diagonal(
         PlanRequest::LookBack => Geometry::lookback(shape)?,
         PlanRequest::MinDepth => min_depth_geometry(shape, kt)?,
     };
+    let geometry = Geometry {
+        reverse,
+        ..geometry
+    };
     Ok(PdGpuPlan {
         request,
         kind: geometry.kind,
@@ -635,6 +693,7 @@ pub fn plan_perm_diagonal(
         scratch: geometry.scratch(kt)?,
         depth: geometry.depth(),
         lookback_prefix_every: 1,
+        reverse,
     })
 }
 
@@ -729,6 +788,7 @@ impl Geometry {
             tile: 0,
             tiles: 0,
             tile_tree: 0,
+            reverse: false,
         };
         g.lookback_words()?;
         g.launches(KernelType::Depth)?;
@@ -768,6 +828,7 @@ impl Geometry {
             tile: 0,
             tiles: 0,
             tile_tree: 0,
+            reverse: false,
         }
     }
 
@@ -793,6 +854,7 @@ impl Geometry {
             tile: 0,
             tiles: 0,
             tile_tree: 0,
+            reverse: false,
         };
         if nc >= 2 {
             g.tree = nc.next_power_of_two();
@@ -865,7 +927,7 @@ impl Geometry {
 
     /// The launch sequence for instantiation `kt`.
     fn launches(&self, kt: KernelType) -> Result<Vec<PdLaunch>> {
-        let names = kt.names();
+        let names = kt.names(self.reverse);
         let (reduce, rescan, sequential) = match self.teams {
             PdTeams::Small => (
                 names.small_reduce,
@@ -1390,6 +1452,31 @@ impl BindInputs<PdGpuPlan> for PdInputs {
             ends: EndBuffers::new(h0.as_ref().map(Into::into), last.into()),
         }
     }
+}
+
+/// Runs a host-side PD problem right to left on `runner`
+/// ([`scan_host_planned`](super::scan_host_planned) with
+/// [`plan_perm_diagonal_reverse`]): `h_t[i] = d_t[i]·h_{t+1}[perm_t[i]] + b_t[i]`
+/// from `h0` (the state entering `t = T − 1`) down to `t = 0`. Returns
+/// `(h, h_T, plan)`, `h_T` the state at `t = 0`. Any index type whose
+/// problem runs on the kernels (`u16`/`u32` rows are narrowed on upload).
+pub fn scan_perm_diagonal_reverse<R, S, P>(
+    runner: &R,
+    ws: &mut PdWorkspace,
+    problem: &PermDiagonal<'_, S, P>,
+    request: PlanRequest,
+) -> Result<(Vec<S>, Vec<S>, PdGpuPlan)>
+where
+    R: KernelRunner,
+    S: Storage + bytemuck::Pod,
+    P: crate::family::perm_diagonal::PermIndex,
+    for<'p> PermDiagonal<'p, S, P>: KernelScan<Elem = S, Plan = PdGpuPlan>,
+{
+    // The forward planner's checks (shapes, every row, n against the
+    // kernels' limit), then the reverse plan of the same request.
+    let fwd = problem.plan(runner.sm_count(), request)?;
+    let plan = plan_perm_diagonal_reverse(fwd.shape, S::DTYPE, request, runner.sm_count())?;
+    super::scan_host_planned(runner, ws, problem, plan)
 }
 
 impl<S: Storage + bytemuck::Pod> KernelScan for PermDiagonal<'_, S, u8> {

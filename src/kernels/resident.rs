@@ -16,13 +16,15 @@
 use super::diagonal::{
     plan_diagonal, plan_diagonal_reverse, DiagShape, DiagonalInputs, DiagonalWorkspace, GpuPlan,
 };
-use super::dplr::{plan_dplr, DplrShape, DplrWorkspace, Uploaded};
+use super::dplr::{plan_dplr, plan_dplr_reverse, DplrShape, DplrWorkspace, Uploaded};
 use super::face::{launch_scan_buffers, measure_depth, BindInputs, FamilyPlan, Workspace};
-use super::perm_diagonal::{plan_perm_diagonal, PdInputs, PdShape, PdWorkspace};
+use super::perm_diagonal::{
+    plan_perm_diagonal, plan_perm_diagonal_reverse, PdInputs, PdShape, PdWorkspace,
+};
 use super::{KernelPlanSummary, KernelScan, PreparedLaunches};
 use crate::backend::launch::{DeviceBuffer, KernelRunner};
 use crate::dtype::{DType, Storage};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::family::diagonal::Diagonal;
 use crate::family::dplr::{Dplr, DplrOutput};
 use crate::family::perm_diagonal::PermDiagonal;
@@ -162,6 +164,15 @@ impl Resident {
         runner: &'r R,
         request: PlanRequest,
     ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
+        self.prepare_directed(runner, request, false)
+    }
+
+    fn prepare_directed<'r, R: KernelRunner>(
+        &'r self,
+        runner: &'r R,
+        request: PlanRequest,
+        reverse: bool,
+    ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
         let dtype = self.dtype;
         let sm = runner.sm_count();
         let (out, h_t) = (&self.out, &self.h_t);
@@ -171,13 +182,21 @@ impl Resident {
                 layout,
                 inputs,
             } => {
-                let plan = plan_diagonal(*shape, *layout, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_diagonal_reverse(*shape, *layout, dtype, request, sm)?
+                } else {
+                    plan_diagonal(*shape, *layout, dtype, request, sm)?
+                };
                 prepared(runner, plan, move || {
                     BindInputs::<GpuPlan>::bind(inputs, out, h_t)
                 })
             }
             ResidentFamily::PermDiagonal { shape, inputs } => {
-                let plan = plan_perm_diagonal(*shape, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_perm_diagonal_reverse(*shape, dtype, request, sm)?
+                } else {
+                    plan_perm_diagonal(*shape, dtype, request, sm)?
+                };
                 prepared(runner, plan, move || inputs.bind(out, h_t))
             }
             ResidentFamily::Dplr {
@@ -185,7 +204,11 @@ impl Resident {
                 output,
                 inputs,
             } => {
-                let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_dplr_reverse(*shape, *output, dtype, request, sm)?
+                } else {
+                    plan_dplr(*shape, *output, dtype, request, sm)?
+                };
                 prepared(runner, plan, move || inputs.bind(out, h_t))
             }
         }
@@ -195,80 +218,67 @@ impl Resident {
     /// (the largest counter over all outputs; allocates and downloads one
     /// `u32` per output, so it costs about one more pass over the outputs).
     pub fn measure_depth<R: KernelRunner>(&self, runner: &R, request: PlanRequest) -> Result<u64> {
+        self.measure_depth_directed(runner, request, false)
+    }
+
+    fn measure_depth_directed<R: KernelRunner>(
+        &self,
+        runner: &R,
+        request: PlanRequest,
+        reverse: bool,
+    ) -> Result<u64> {
         let dtype = self.dtype;
         let sm = runner.sm_count();
         match &self.family {
             ResidentFamily::Diagonal { shape, layout, .. } => {
-                let plan = plan_diagonal(*shape, *layout, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_diagonal_reverse(*shape, *layout, dtype, request, sm)?
+                } else {
+                    plan_diagonal(*shape, *layout, dtype, request, sm)?
+                };
                 measure_depth(runner, &mut DiagonalWorkspace::new(), &plan)
             }
             ResidentFamily::PermDiagonal { shape, .. } => {
-                let plan = plan_perm_diagonal(*shape, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_perm_diagonal_reverse(*shape, dtype, request, sm)?
+                } else {
+                    plan_perm_diagonal(*shape, dtype, request, sm)?
+                };
                 measure_depth(runner, &mut PdWorkspace::new(), &plan)
             }
             ResidentFamily::Dplr { shape, output, .. } => {
-                let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
+                let plan = if reverse {
+                    plan_dplr_reverse(*shape, *output, dtype, request, sm)?
+                } else {
+                    plan_dplr(*shape, *output, dtype, request, sm)?
+                };
                 measure_depth(runner, &mut DplrWorkspace::new(), &plan)
             }
         }
     }
 
     /// [`Resident::prepare`] for the reverse scan (right to left, the `_rev_`
-    /// kernels) on the same buffers: the scan of a Diagonal backward pass.
-    /// Returns the reverse plan's summary (its `kind` says `reverse`).
-    ///
-    /// Errors: [`Error::Unsupported`] for the families without reverse
-    /// kernels yet (PermDiagonal, DPLR).
+    /// kernels of every family) on the same buffers: the scan of a backward
+    /// pass. Returns the reverse plan's summary (its `kind` says `reverse`).
     pub fn prepare_reverse<'r, R: KernelRunner>(
         &'r self,
         runner: &'r R,
         request: PlanRequest,
     ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
-        let ResidentFamily::Diagonal {
-            shape,
-            layout,
-            inputs,
-        } = &self.family
-        else {
-            return Err(self.no_reverse_kernels());
-        };
-        let (out, h_t) = (&self.out, &self.h_t);
-        let plan = plan_diagonal_reverse(*shape, *layout, self.dtype, request, runner.sm_count())?;
-        let (mut summary, run) = prepared(runner, plan, move || {
-            BindInputs::<GpuPlan>::bind(inputs, out, h_t)
-        })?;
+        let (mut summary, run) = self.prepare_directed(runner, request, true)?;
         summary.kind = format!("{} reverse", summary.kind);
         summary.depth_key = format!("{} reverse", summary.depth_key);
         Ok((summary, run))
     }
 
     /// [`Resident::measure_depth`] of the reverse plan (the `_rev_` `_depth`
-    /// kernels). Errors as [`Resident::prepare_reverse`].
+    /// kernels).
     pub fn measure_depth_reverse<R: KernelRunner>(
         &self,
         runner: &R,
         request: PlanRequest,
     ) -> Result<u64> {
-        let ResidentFamily::Diagonal { shape, layout, .. } = &self.family else {
-            return Err(self.no_reverse_kernels());
-        };
-        let plan = plan_diagonal_reverse(*shape, *layout, self.dtype, request, runner.sm_count())?;
-        measure_depth(runner, &mut DiagonalWorkspace::new(), &plan)
-    }
-
-    fn no_reverse_kernels(&self) -> Error {
-        let by = match &self.family {
-            ResidentFamily::Diagonal { .. } => "diagonal",
-            ResidentFamily::PermDiagonal { .. } => "perm-diagonal",
-            ResidentFamily::Dplr { .. } => "dplr",
-        };
-        Error::Unsupported {
-            what: "reverse scans on the kernels",
-            by: by.into(),
-            hint: "only the Diagonal kernels have `_rev_` instantiations yet; use \
-                   Cpu::scan_reverse"
-                .into(),
-        }
+        self.measure_depth_directed(runner, request, true)
     }
 
     /// Poisons every output and the final states (all bits set: NaN), so

@@ -20,8 +20,11 @@
 //!
 //! [`backward`] runs the reverse scan on the CPU engine;
 //! [`backward_kernels`] runs it on any [`KernelRunner`] (the Diagonal
-//! `_rev_` kernels, for cells with a diagonal Jacobian), the Jacobians and
-//! the per-step VJPs staying on the host.
+//! `_rev_` kernels, for cells with a diagonal Jacobian) and
+//! [`backward_block_kernels`] for any Jacobian structure (the
+//! BlockDiagonal `_rev_` kernels on the transposed blocks: `DiagLstm`'s
+//! 2×2 blocks, `Elman`'s dense `n×n`), the Jacobians and the per-step VJPs
+//! staying on the host.
 
 use rayon::prelude::*;
 
@@ -35,6 +38,9 @@ use crate::error::{Error, Result};
 use crate::family::block_diagonal::BlockDiagonal;
 use crate::family::diagonal::Diagonal;
 use crate::family::Layout;
+use crate::kernels::block_diagonal::{
+    scan_block_diagonal_reverse, BlockDiagonalWorkspace, BlockPlan,
+};
 use crate::kernels::diagonal::{scan_diagonal_reverse, DiagonalWorkspace, GpuPlan};
 use crate::kernels::measure_depth;
 use crate::mem::{checked_product, try_vec};
@@ -130,8 +136,8 @@ where
 /// pool); `ws` holds the scan's device scratch between calls.
 ///
 /// Errors: as [`backward`]; [`Error::Unsupported`] for a cell whose
-/// Jacobian is not diagonal (no BlockDiagonal reverse kernels yet: use
-/// [`backward`]); the kernels' plan and launch errors.
+/// Jacobian is not diagonal (use [`backward_block_kernels`]); the kernels'
+/// plan and launch errors.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_kernels<R, T, C>(
     runner: &R,
@@ -153,8 +159,8 @@ where
         return Err(Error::Unsupported {
             what: "newton::backward_kernels",
             by: cell.name().to_string(),
-            hint: "its Jacobian is not diagonal and the BlockDiagonal reverse kernels are not \
-                   built yet: use newton::backward (the CPU engine)"
+            hint: "its Jacobian is not diagonal: use newton::backward_block_kernels (the \
+                   BlockDiagonal reverse kernels) or newton::backward (the CPU engine)"
                 .into(),
         });
     }
@@ -176,6 +182,57 @@ where
                 layout: Layout::Btd,
             };
             let (g, _, plan) = scan_diagonal_reverse(runner, ws, &p, request)?;
+            let depth = measure_depth(runner, ws, &plan)?;
+            Ok((g, plan, depth))
+        },
+    )
+}
+
+/// [`backward`] with the reverse scan on `runner` for any Jacobian
+/// structure: the BlockDiagonal `_rev_` kernels on the transposed `k×k`
+/// blocks (`k` = the cell's block size: 1 diagonal, 2 for `DiagLstm`, `n`
+/// for a dense Jacobian) with plan `request`, and the measured depth from
+/// the `_depth` kernels. The Jacobians, the per-step VJPs and `∂L/∂h_0`
+/// are computed on the host (rayon's global pool); `ws` holds the scan's
+/// device scratch between calls.
+///
+/// Errors: as [`backward`]; a block size the BlockDiagonal kernels do not
+/// have (a typed plan error naming the supported sizes); the kernels'
+/// plan and launch errors.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_block_kernels<R, T, C>(
+    runner: &R,
+    ws: &mut BlockDiagonalWorkspace,
+    cell: &C,
+    problem: &NonlinearProblem<'_, T>,
+    solution: &Solution<T>,
+    d_states: &[T],
+    d_h_last: Option<&[T]>,
+    request: PlanRequest,
+) -> Result<NewtonGrads<T, BlockPlan>>
+where
+    R: KernelRunner,
+    T: Real + Storage<Compute = T> + bytemuck::Pod,
+    C: Cell<T> + ?Sized,
+{
+    backward_with(
+        &Cpu::new(),
+        cell,
+        problem,
+        solution,
+        d_states,
+        d_h_last,
+        |k, jac_t, batch, len, n| {
+            let p = BlockDiagonal {
+                a: jac_t,
+                b: d_states,
+                h0: d_h_last,
+                batch,
+                len,
+                blocks: n / k,
+                block: k,
+            };
+            let (g, _, plan) = scan_block_diagonal_reverse(runner, ws, &p, request)?;
             let depth = measure_depth(runner, ws, &plan)?;
             Ok((g, plan, depth))
         },

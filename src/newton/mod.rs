@@ -38,7 +38,7 @@ pub mod report;
 pub mod solver;
 mod vjp;
 
-pub use backward::{backward, backward_kernels, NewtonGrads};
+pub use backward::{backward, backward_block_kernels, backward_kernels, NewtonGrads};
 pub use cell::{Cell, DiagGru, DiagLstm, Elman, Parity, Structure};
 pub use device::{
     residual_device, solve_device, DeviceCell, DeviceOptions, DeviceProblem, DeviceStates, Residual,

@@ -48,7 +48,7 @@ use super::diagonal::{
     lookback_parts, plan_diagonal_btd_kernels, DiagShape, DiagonalWorkspace, GpuPlan, GpuPlanKind,
     LaunchRole, ScratchSizes,
 };
-use super::face::{FamilyPlan, IoArg, Workspace};
+use super::face::{BindInputs, FamilyPlan, IoArg, Workspace};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -512,12 +512,12 @@ impl<S: Storage + bytemuck::Pod> KernelScan for Varlen<'_, Diagonal<'_, S>> {
             self.h0().map(|h0| runner.upload(h0)).transpose()?,
         ))
     }
+}
 
-    fn bind<'a>(
-        (a, b, h0): &'a Self::Inputs,
-        out: &'a DeviceBuffer,
-        last: &'a DeviceBuffer,
-    ) -> VarlenBuffers<'a> {
+/// Outputs `h` at `out` and the per-sequence `h_T` at `last`.
+impl BindInputs<VarlenPlan> for (DeviceBuffer, DeviceBuffer, Option<DeviceBuffer>) {
+    fn bind<'a>(&'a self, out: &'a DeviceBuffer, last: &'a DeviceBuffer) -> VarlenBuffers<'a> {
+        let (a, b, h0) = self;
         VarlenBuffers {
             a: a.into(),
             b: b.into(),

@@ -12,13 +12,21 @@
 //!
 //! That is DPLR with one `K×V` state per (batch, head): `w = 1`, rank 1,
 //! `u = −β k`, `v = k` (so `A_t = I − β_t k_t k_tᵀ`), input key `k`, input
-//! value `β v`, readout query `q`. The heads become batch rows
-//! (`[B,T,H,K] → [B·H,T,K]`, a host transpose here; variable lengths and a
-//! strided head axis without the copy are the next step for the API).
+//! value `β v`, readout query `q`.
 //!
-//! The same generic function runs on the CPU engine, on the emulated kernels
-//! and on CUDA device 0 when one opens (through [`Engine`]), and each result
-//! is checked against the delta rule evaluated step by step in f64.
+//! Two runs, each checked against the delta rule evaluated step by step in
+//! f64:
+//!
+//! - **Packed, fla's varlen call** (`cu_seqlens`, `B = 1`): the `[1,T,H,K]`
+//!   tensors are taken as they are ([`DplrHeads`] over [`Strided`] views, no
+//!   transpose, no copy), the sequences packed on `T` with one initial
+//!   state each (`[N,H,K,V]`) and one final state each out, on the CPU
+//!   engine through [`Varlen`]. (Packed DPLR kernels are not built yet; the
+//!   packed Diagonal kernels are, see `parascan::kernels::varlen`.)
+//! - **Fixed length on every engine**: the heads become batch rows
+//!   (`[B,T,H,K] → [B·H,T,K]`, a host transpose) and the same generic
+//!   function runs on the CPU engine, on the emulated kernels and on CUDA
+//!   device 0 when one opens (through [`Engine`]).
 //!
 //! ```text
 //! cargo run --release --example deltanet [-- <T>]
@@ -27,6 +35,8 @@
 use parascan::backend::emu::EmuBackend;
 use parascan::backend::{Cpu, Engine};
 use parascan::family::dplr::{Dplr, DplrOutput};
+use parascan::family::heads::{DplrHeads, Strided};
+use parascan::family::varlen::Varlen;
 use parascan::PlanRequest;
 
 /// Batch, heads, key and value dimensions.
@@ -180,6 +190,16 @@ fn worst(got: &[f32], want: &[f64]) -> f64 {
 pub fn run(len: usize) -> Result<Vec<(String, f64)>, String> {
     let inputs = Inputs::new(len.max(1));
     let (want_o, want_s) = inputs.reference();
+    let packed = Packed::new(len.max(1));
+    let (packed_o, packed_s) = packed.reference();
+    let (o, s) = packed.run().map_err(|e| format!("cpu packed: {e}"))?;
+    let err = worst(&o, &packed_o).max(worst(&s, &packed_s));
+    if err.is_nan() || err >= 2e-4 {
+        return Err(format!(
+            "cpu packed (cu_seqlens): error {err:.2e} against the f64 delta rule"
+        ));
+    }
+    let packed_err = err;
     let mut results = Vec::new();
     let mut check = |name: String, got: parascan::Result<(Vec<f32>, Vec<f32>)>| {
         let (o, s) = got.map_err(|e| format!("{name}: {e}"))?;
@@ -203,7 +223,133 @@ pub fn run(len: usize) -> Result<Vec<(String, f64)>, String> {
         )?,
         Err(e) => println!("cuda: skipped ({e})"),
     }
+    results.push((
+        "cpu packed (cu_seqlens, [1,T,H,K] views)".into(),
+        packed_err,
+    ));
     Ok(results)
+}
+
+/// fla's varlen call: `B = 1`, `N` sequences packed on `T` (`cu_seqlens`),
+/// `q, k: [1,T,H,K]`, `v: [1,T,H,V]`, `β: [1,T,H]`, one initial state per
+/// sequence `[N,H,K,V]`.
+struct Packed {
+    cu_seqlens: Vec<i32>,
+    x: Inputs,
+    h0: Vec<f32>, // [N,H,K,V]
+}
+
+impl Packed {
+    /// Lengths around `len / 4` with an empty and a one-step sequence.
+    fn new(len: usize) -> Self {
+        let q = (len / 4).max(1);
+        let lens = [q, 0, 1, q + 3, 2 * q + 1];
+        let mut cu_seqlens = vec![0i32];
+        for l in lens {
+            cu_seqlens.push(cu_seqlens.last().unwrap() + l as i32);
+        }
+        // Inputs::new draws B rows; the packed call uses the first row only.
+        let total = *cu_seqlens.last().unwrap() as usize;
+        let x = Inputs::new(total);
+        let mut g = Lcg(0x5eed);
+        let h0 = (0..lens.len() * H * K * V)
+            .map(|_| g.uniform(-0.5, 0.5))
+            .collect();
+        Packed { cu_seqlens, x, h0 }
+    }
+
+    fn sequences(&self) -> usize {
+        self.cu_seqlens.len() - 1
+    }
+
+    /// Row 0 of a `[B,T,H,w]` tensor of the inputs: `[1,T,H,w]`.
+    fn row0<'a>(&self, t: &'a [f32], w: usize) -> &'a [f32] {
+        &t[..self.x.len * H * w]
+    }
+
+    /// `(o: [1,T,H,V], S_T: [N,H,K,V])` on the CPU engine, packed.
+    fn run(&self) -> parascan::Result<(Vec<f32>, Vec<f32>)> {
+        let t_len = self.x.len;
+        let (q, k) = (self.row0(&self.x.q, K), self.row0(&self.x.k, K));
+        let v = self.row0(&self.x.v, V);
+        let beta = self.row0(&self.x.beta, 1);
+        // The per-step factors are computed in the [1,T,H,·] layout itself.
+        let w = vec![1.0f32; t_len * H * K];
+        let u: Vec<f32> = (0..t_len * H * K).map(|i| -beta[i / K] * k[i]).collect();
+        let bv: Vec<f32> = (0..t_len * H * V).map(|i| beta[i / V] * v[i]).collect();
+        fn view(x: &[f32], t_len: usize, w: usize) -> Strided<'_, f32> {
+            Strided::contiguous(x, t_len, H, w)
+        }
+        let problem = DplrHeads {
+            w: view(&w, t_len, K),
+            u: view(&u, t_len, K),
+            v: view(k, t_len, K),
+            k: view(k, t_len, K),
+            x: view(&bv, t_len, V),
+            q: Some(view(q, t_len, K)),
+            h0: None,
+            batch: 1,
+            len: t_len,
+            heads: H,
+            n: K,
+            m: V,
+            rank: 1,
+            output: DplrOutput::Readout,
+        };
+        let packed = Varlen::new(problem, &self.cu_seqlens, Some(&self.h0))?;
+        let run = Cpu::new().scan(&packed, PlanRequest::Auto)?;
+        // y: [1,H,T,V] → o: [1,T,H,V]; h_T is already fla's [N,H,K,V].
+        let mut o = vec![0.0; run.out.len()];
+        for h in 0..H {
+            for t in 0..t_len {
+                let src = (h * t_len + t) * V;
+                let dst = (t * H + h) * V;
+                o[dst..dst + V].copy_from_slice(&run.out[src..src + V]);
+            }
+        }
+        Ok((o, run.h_last))
+    }
+
+    /// The delta rule step by step in f64, sequence by sequence from its
+    /// own initial state: `(o: [1,T,H,V], S_T: [N,H,K,V])`.
+    fn reference(&self) -> (Vec<f64>, Vec<f64>) {
+        let t_len = self.x.len;
+        let n = self.sequences();
+        let mut o = vec![0.0; t_len * H * V];
+        let mut s_final = vec![0.0; n * H * K * V];
+        for seq in 0..n {
+            let (t0, t1) = (
+                self.cu_seqlens[seq] as usize,
+                self.cu_seqlens[seq + 1] as usize,
+            );
+            for h in 0..H {
+                let base = (seq * H + h) * K * V;
+                let mut s: Vec<f64> = self.h0[base..base + K * V]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect();
+                for t in t0..t1 {
+                    let th = t * H + h;
+                    let k = &self.x.k[th * K..][..K];
+                    let q = &self.x.q[th * K..][..K];
+                    let v = &self.x.v[th * V..][..V];
+                    let beta = f64::from(self.x.beta[th]);
+                    for j in 0..V {
+                        let sk: f64 = (0..K).map(|i| s[i * V + j] * f64::from(k[i])).sum();
+                        let delta = f64::from(v[j]) - sk;
+                        for i in 0..K {
+                            s[i * V + j] += beta * f64::from(k[i]) * delta;
+                        }
+                    }
+                    for j in 0..V {
+                        o[th * V + j] = (0..K).map(|i| s[i * V + j] * f64::from(q[i])).sum();
+                    }
+                }
+                s_final[base..base + K * V].copy_from_slice(&s);
+            }
+        }
+        (o, s_final)
+    }
 }
 
 #[allow(dead_code)]

@@ -59,6 +59,13 @@ mod deltanet;
 fn deltanet_matches_the_delta_rule_everywhere() {
     let results = deltanet::run(200).unwrap();
     assert!(results.iter().any(|(name, _)| name == "emu"), "{results:?}");
+    // fla's varlen call (cu_seqlens, [1,T,H,K] views) ran and was checked.
+    assert!(
+        results
+            .iter()
+            .any(|(name, _)| name.starts_with("cpu packed")),
+        "{results:?}"
+    );
     require_cuda_ran(&results);
 }
 

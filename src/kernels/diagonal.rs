@@ -598,7 +598,18 @@ pub fn plan_diagonal(
     request: PlanRequest,
     sm_count: usize,
 ) -> Result<GpuPlan> {
-    plan_directed(shape, layout, dtype, request, sm_count, false)
+    plan_directed(shape, layout, dtype, request, sm_count, false, false)
+}
+
+/// [`plan_diagonal`] for `[B,T,D]` data on the `[B,T,D]` kernels even for
+/// `D = 1` (the packed-sequence kernels exist in that layout only).
+pub(crate) fn plan_diagonal_btd_kernels(
+    shape: DiagShape,
+    dtype: DType,
+    request: PlanRequest,
+    sm_count: usize,
+) -> Result<GpuPlan> {
+    plan_directed(shape, Layout::Btd, dtype, request, sm_count, false, true)
 }
 
 /// [`plan_diagonal`] for a reverse scan (right to left, see
@@ -612,7 +623,7 @@ pub fn plan_diagonal_reverse(
     request: PlanRequest,
     sm_count: usize,
 ) -> Result<GpuPlan> {
-    plan_directed(shape, layout, dtype, request, sm_count, true)
+    plan_directed(shape, layout, dtype, request, sm_count, true, false)
 }
 
 fn plan_directed(
@@ -622,9 +633,14 @@ fn plan_directed(
     request: PlanRequest,
     sm_count: usize,
     reverse: bool,
+    btd_kernels: bool,
 ) -> Result<GpuPlan> {
     shape.validate()?;
-    let kernel_layout = if shape.dim == 1 { Layout::Bdt } else { layout };
+    let kernel_layout = if shape.dim == 1 && !btd_kernels {
+        Layout::Bdt
+    } else {
+        layout
+    };
     let sm = sm_count.max(1);
     let t = shape.len;
     let geometry = match request {

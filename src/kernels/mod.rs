@@ -19,6 +19,9 @@
 //! - [`dplr`]: the DPLR family (`kernels/dplr.cu`): readout and all-states
 //!   outputs, rank ≤ 4, `n, m ≤ 128`, f32/f16/bf16/f64 storage and depth.
 //!
+//! - [`varlen`]: packed variable-length batches (`cu_seqlens`) on the
+//!   Diagonal `[B,T,D]` kernels (`kernels/varlen.cu`), every plan.
+//!
 //! Every family also implements [`KernelScan`], the family-independent face
 //! that `parascan check` and `parascan sweep` drive; [`resident`] keeps one
 //! problem's buffers on the device while many plans run on them (`parascan
@@ -34,6 +37,7 @@ pub mod lookback_switch;
 pub mod perm_diagonal;
 mod perm_wide;
 pub mod resident;
+pub mod varlen;
 
 pub use device::{DeviceMut, DeviceRef, DeviceTensor, ElemType};
 pub use diagonal::{

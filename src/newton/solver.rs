@@ -61,18 +61,21 @@ pub(crate) fn sequential_with<T: Real, C: Cell<T> + ?Sized>(
             .par_chunks_mut(len * n)
             .enumerate()
             .for_each(|(b, seq)| {
-                let mut prev = match problem.h0 {
+                let start = match problem.h0 {
                     Some(h0) => h0[b * n..(b + 1) * n].to_vec(),
                     None => vec![T::zero(); n],
                 };
+                // The previous state is read where it was written (no copy
+                // per step: for small `n` that call cost as much as the cell).
                 for t in 0..len {
-                    if let Some(h0) = seg.and_then(|g| g.start(b, t)) {
-                        prev.copy_from_slice(h0);
-                    }
+                    let (done, rest) = seq.split_at_mut(t * n);
+                    let prev: &[T] = match seg.and_then(|g| g.start(b, t)) {
+                        Some(h0) => h0,
+                        None if t > 0 => &done[(t - 1) * n..],
+                        None => &start,
+                    };
                     let x = &problem.x[(b * len + t) * din..(b * len + t + 1) * din];
-                    let out = &mut seq[t * n..(t + 1) * n];
-                    cell.step(&prev, x, out);
-                    prev.copy_from_slice(out);
+                    cell.step(prev, x, &mut rest[..n]);
                 }
             })
     });
@@ -920,25 +923,30 @@ fn fused_chunk_row_body<T: Real>(
     let (y_prev, p_prev) = (&i.y_prev[..n], &i.p_prev[..n]);
     const L: usize = 8;
     let (mut res, mut hmax, mut nan) = ([acc.res; L], [acc.hmax; L], [false; L]);
-    let mut unit = |i: usize, l: usize| {
-        let d = (cur[i] - f[i]).abs();
-        nan[l] |= d.is_nan();
-        res[l] = if d > res[l] { d } else { res[l] };
-        let c = cur[i].abs();
-        hmax[l] = if c > hmax[l] { c } else { hmax[l] };
-        let ai = a[i] * scale;
-        let b = f[i] - (T::zero() + ai * prev[i]);
-        y[i] = ai * y_prev[i] + b;
-        p[i] = ai * p_prev[i];
-    };
+    // A macro, not a closure: LLVM left the closure as a call per unit
+    // (scalar code) in this function.
+    macro_rules! unit {
+        ($i:expr, $l:expr) => {{
+            let (i, l) = ($i, $l);
+            let d = (cur[i] - f[i]).abs();
+            nan[l] |= d.is_nan();
+            res[l] = if d > res[l] { d } else { res[l] };
+            let c = cur[i].abs();
+            hmax[l] = if c > hmax[l] { c } else { hmax[l] };
+            let ai = a[i] * scale;
+            let b = f[i] - (T::zero() + ai * prev[i]);
+            y[i] = ai * y_prev[i] + b;
+            p[i] = ai * p_prev[i];
+        }};
+    }
     let full = n - n % L;
     for base in (0..full).step_by(L) {
         for l in 0..L {
-            unit(base + l, l);
+            unit!(base + l, l);
         }
     }
     for i in full..n {
-        unit(i, i - full);
+        unit!(i, i - full);
     }
     acc.absorb(res, hmax, nan);
 }

@@ -242,62 +242,66 @@ fn fma_peak(c: &mut Criterion) {
 
 fn newton_diag_gru(c: &mut Criterion) {
     use parascan::newton::{solve, DiagGru, Mode, NewtonOptions, NonlinearProblem};
-    let (batch, len, n) = (8, 4096, 256);
     let cpu = Cpu::new();
-    let w = |s| uniform::<f32>(n, -0.5, 0.5, s);
-    let cell = DiagGru::new(w(20), w(21), w(22)).expect("finite weights");
-    let x: Vec<f32> = uniform(batch * len * 3 * n, -1.0, 1.0, 23);
-    let problem = NonlinearProblem {
-        x: &x,
-        h0: None,
-        batch,
-        len,
-    };
     let mut g = c.benchmark_group("newton_diag_gru");
     g.sample_size(10);
-    g.throughput(Throughput::Elements((batch * len * n) as u64));
-    // Tolerances of zero: every solve runs exactly `max_iters` iterations,
-    // so `iters=2` minus `iters=1` is one Newton iteration.
-    for iters in [1usize, 2] {
-        let options = NewtonOptions {
-            mode: Mode::Newton,
-            max_iters: iters,
-            atol: 0.0,
-            rtol: 0.0,
-            growth_patience: None,
-            plan: PlanRequest::Auto,
+    // The batch fills the cores (one-chunk fused pass), and one long
+    // sequence (chunked fused pass).
+    for (batch, len, n) in [(8, 4096, 256), (1, 65536, 16)] {
+        let shape = format!("[{batch},{len},{n}]");
+        let w = |s| uniform::<f32>(n, -0.5, 0.5, s);
+        let cell = DiagGru::new(w(20), w(21), w(22)).expect("finite weights");
+        let x: Vec<f32> = uniform(batch * len * 3 * n, -1.0, 1.0, 23);
+        let problem = NonlinearProblem {
+            x: &x,
+            h0: None,
+            batch,
+            len,
+        };
+        g.throughput(Throughput::Elements((batch * len * n) as u64));
+        // Tolerances of zero: every solve runs exactly `max_iters` iterations,
+        // so `iters=2` minus `iters=1` is one Newton iteration.
+        for iters in [1usize, 2] {
+            let options = NewtonOptions {
+                mode: Mode::Newton,
+                max_iters: iters,
+                atol: 0.0,
+                rtol: 0.0,
+                growth_patience: None,
+                plan: PlanRequest::Auto,
+                ..Default::default()
+            };
+            g.bench_function(format!("solve_iters={iters}_{shape}"), |b| {
+                b.iter(|| solve(&cpu, &cell, &problem, &options).expect("solve"))
+            });
+        }
+        let seq = NewtonOptions {
+            mode: Mode::Sequential,
             ..Default::default()
         };
-        g.bench_function(format!("solve_iters={iters}_[8,4096,256]"), |b| {
-            b.iter(|| solve(&cpu, &cell, &problem, &options).expect("solve"))
+        g.bench_function(format!("sequential_{shape}"), |b| {
+            b.iter(|| solve(&cpu, &cell, &problem, &seq).expect("solve"))
+        });
+        let a: Vec<f32> = uniform(batch * len * n, 0.5, 1.0, 24);
+        let bb: Vec<f32> = uniform(batch * len * n, -1.0, 1.0, 25);
+        let p = Diagonal {
+            a: &a,
+            b: &bb,
+            h0: None,
+            batch,
+            len,
+            dim: n,
+            layout: Layout::Btd,
+        };
+        let mut out = vec![0.0f32; p.output_len()];
+        let mut last = vec![0.0f32; p.final_len()];
+        g.bench_function(format!("diagonal_scan_auto_{shape}"), |b| {
+            b.iter(|| {
+                cpu.scan_into(&p, PlanRequest::Auto, &mut out, &mut last)
+                    .expect("valid problem")
+            })
         });
     }
-    let seq = NewtonOptions {
-        mode: Mode::Sequential,
-        ..Default::default()
-    };
-    g.bench_function("sequential_[8,4096,256]", |b| {
-        b.iter(|| solve(&cpu, &cell, &problem, &seq).expect("solve"))
-    });
-    let a: Vec<f32> = uniform(batch * len * n, 0.5, 1.0, 24);
-    let bb: Vec<f32> = uniform(batch * len * n, -1.0, 1.0, 25);
-    let p = Diagonal {
-        a: &a,
-        b: &bb,
-        h0: None,
-        batch,
-        len,
-        dim: n,
-        layout: Layout::Btd,
-    };
-    let mut out = vec![0.0f32; p.output_len()];
-    let mut last = vec![0.0f32; p.final_len()];
-    g.bench_function("diagonal_scan_auto_[8,4096,256]", |b| {
-        b.iter(|| {
-            cpu.scan_into(&p, PlanRequest::Auto, &mut out, &mut last)
-                .expect("valid problem")
-        })
-    });
     g.finish();
 }
 

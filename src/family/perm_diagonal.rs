@@ -422,31 +422,88 @@ impl<S: Storage, P: PermIndex> PermDiagonal<'_, S, P> {
     /// `n = 5` cost ~130 cycles of slicing, swapping through the state
     /// struct and a separate store loop. Bitwise the engine's results (same
     /// operations per slot: `d·h[π] + b`).
+    ///
+    /// With at least two rows per worker, each task steps two rows in
+    /// lockstep ([`PermDiagonal::run_row_pair`]): one row's step is a
+    /// chain of dependent loads and arithmetic (latency-bound for small
+    /// `n`), and two independent chains in one loop overlap.
     fn run_rows(&self, out: &mut [S], h_last: &mut [S]) {
         let (n, len) = (self.n, self.len);
+        if self.batch >= 2 * rayon::current_num_threads() {
+            out.par_chunks_mut(2 * len * n)
+                .zip(h_last.par_chunks_mut(2 * n))
+                .enumerate()
+                .for_each(|(q, (out_q, last))| {
+                    if out_q.len() == 2 * len * n {
+                        self.run_row_pair(2 * q, out_q, last);
+                    } else {
+                        self.run_row(2 * q, out_q, last);
+                    }
+                });
+            return;
+        }
         out.par_chunks_mut(len * n)
             .zip(h_last.par_chunks_mut(n))
             .enumerate()
-            .for_each(|(p, (out_p, last))| {
-                let mut h: Vec<S::Compute> = match self.h0 {
-                    Some(h0) => h0[p * n..(p + 1) * n].iter().map(|x| x.load()).collect(),
-                    None => vec![S::Compute::zero(); n],
-                };
-                let mut g = vec![S::Compute::zero(); n];
-                let rows = p * len * n..(p + 1) * len * n;
-                let steps = self.perm[rows.clone()]
-                    .chunks_exact(n)
-                    .zip(self.d[rows.clone()].chunks_exact(n))
-                    .zip(self.b[rows].chunks_exact(n))
-                    .zip(out_p.chunks_exact_mut(n));
-                for (((perm, d), b), o) in steps {
-                    pd_step(perm, d, b, &h, &mut g, o);
-                    std::mem::swap(&mut h, &mut g);
-                }
-                for (dst, v) in last.iter_mut().zip(&h) {
-                    *dst = S::store(*v);
-                }
-            });
+            .for_each(|(p, (out_p, last))| self.run_row(p, out_p, last));
+    }
+
+    /// The initial state of row `p`, in the compute type.
+    fn start(&self, p: usize) -> Vec<S::Compute> {
+        let n = self.n;
+        match self.h0 {
+            Some(h0) => h0[p * n..(p + 1) * n].iter().map(|x| x.load()).collect(),
+            None => vec![S::Compute::zero(); n],
+        }
+    }
+
+    /// Rows `p` and `p + 1` together (`out: [2, T, n]`, `last: [2, n]`),
+    /// each with the arithmetic of [`PermDiagonal::run_row`].
+    fn run_row_pair(&self, p: usize, out: &mut [S], last: &mut [S]) {
+        let (n, len) = (self.n, self.len);
+        let (mut h0, mut h1) = (self.start(p), self.start(p + 1));
+        let (mut g0, mut g1) = (vec![S::Compute::zero(); n], vec![S::Compute::zero(); n]);
+        let row = |q: usize| {
+            let r = q * len * n..(q + 1) * len * n;
+            self.perm[r.clone()]
+                .chunks_exact(n)
+                .zip(self.d[r.clone()].chunks_exact(n))
+                .zip(self.b[r].chunks_exact(n))
+        };
+        let (out0, out1) = out.split_at_mut(len * n);
+        let steps = row(p)
+            .zip(row(p + 1))
+            .zip(out0.chunks_exact_mut(n).zip(out1.chunks_exact_mut(n)));
+        for ((((perm0, d0), b0), ((perm1, d1), b1)), (o0, o1)) in steps {
+            pd_step(perm0, d0, b0, &h0, &mut g0, o0);
+            pd_step(perm1, d1, b1, &h1, &mut g1, o1);
+            std::mem::swap(&mut h0, &mut g0);
+            std::mem::swap(&mut h1, &mut g1);
+        }
+        let (l0, l1) = last.split_at_mut(n);
+        for (dst, v) in l0.iter_mut().zip(&h0).chain(l1.iter_mut().zip(&h1)) {
+            *dst = S::store(*v);
+        }
+    }
+
+    /// Row `p`'s sequential loop (`out_p: [T, n]`, `last: [n]`).
+    fn run_row(&self, p: usize, out_p: &mut [S], last: &mut [S]) {
+        let (n, len) = (self.n, self.len);
+        let mut h = self.start(p);
+        let mut g = vec![S::Compute::zero(); n];
+        let rows = p * len * n..(p + 1) * len * n;
+        let steps = self.perm[rows.clone()]
+            .chunks_exact(n)
+            .zip(self.d[rows.clone()].chunks_exact(n))
+            .zip(self.b[rows].chunks_exact(n))
+            .zip(out_p.chunks_exact_mut(n));
+        for (((perm, d), b), o) in steps {
+            pd_step(perm, d, b, &h, &mut g, o);
+            std::mem::swap(&mut h, &mut g);
+        }
+        for (dst, v) in last.iter_mut().zip(&h) {
+            *dst = S::store(*v);
+        }
     }
 }
 

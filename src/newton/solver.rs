@@ -61,18 +61,21 @@ pub(crate) fn sequential_with<T: Real, C: Cell<T> + ?Sized>(
             .par_chunks_mut(len * n)
             .enumerate()
             .for_each(|(b, seq)| {
-                let mut prev = match problem.h0 {
+                let start = match problem.h0 {
                     Some(h0) => h0[b * n..(b + 1) * n].to_vec(),
                     None => vec![T::zero(); n],
                 };
+                // The previous state is read where it was written (no copy
+                // per step: for small `n` that call cost as much as the cell).
                 for t in 0..len {
-                    if let Some(h0) = seg.and_then(|g| g.start(b, t)) {
-                        prev.copy_from_slice(h0);
-                    }
+                    let (done, rest) = seq.split_at_mut(t * n);
+                    let prev: &[T] = match seg.and_then(|g| g.start(b, t)) {
+                        Some(h0) => h0,
+                        None if t > 0 => &done[(t - 1) * n..],
+                        None => &start,
+                    };
                     let x = &problem.x[(b * len + t) * din..(b * len + t + 1) * din];
-                    let out = &mut seq[t * n..(t + 1) * n];
-                    cell.step(&prev, x, out);
-                    prev.copy_from_slice(out);
+                    cell.step(prev, x, &mut rest[..n]);
                 }
             })
     });
@@ -266,8 +269,9 @@ struct State<'p, 'c, T, C: ?Sized> {
     h_new: Vec<T>,
     /// Scan depth by `(T, chunk)` (measured once).
     depth_cache: Vec<((usize, usize), u64)>,
-    /// The one-chunk plan of the fused pass, when it runs (see
-    /// [`State::fused_pass`]); then `a` and `b` stay empty.
+    /// The plan of the fused pass, when it runs (see
+    /// [`State::fused_pass`]); then `b` stays empty, and so does `a`
+    /// under a one-chunk plan.
     fused: Option<Plan>,
 }
 
@@ -317,14 +321,16 @@ where
                 layout: Layout::Btd,
             };
             // A plan error surfaces from the unfused scan, as before.
-            cpu.plan(&p, options.plan).ok().filter(|p| p.chunks == 1)
+            cpu.plan(&p, options.plan).ok()
         } else {
             None
         };
-        let (a_len, b_len) = if fused.is_some() {
-            (0, 0)
-        } else {
-            (a_len, states)
+        // The fused pass keeps no `b`; a chunked one keeps the running
+        // products of `A` in `a` (one `[B,T,n]` array instead of two).
+        let (a_len, b_len) = match fused {
+            Some(p) if p.chunks == 1 => (0, 0),
+            Some(_) => (states, 0),
+            None => (a_len, states),
         };
         Ok(Self {
             cell,
@@ -372,6 +378,9 @@ where
     /// scan's time is counted in `cell_s`. Returns per-sequence
     /// `(max residual, max |h|)`.
     fn fused_pass(&mut self, cpu: &Cpu, h: &[T]) -> Vec<(f64, f64)> {
+        if let Some(plan) = self.fused.filter(|p| p.chunks > 1) {
+            return self.fused_pass_chunked(cpu, h, plan.chunk);
+        }
         let (n, len) = (self.n, self.problem.len);
         let din = self.cell.input_dim();
         let (cell, problem, mode, seg) = (self.cell, self.problem, self.mode, self.seg);
@@ -416,6 +425,130 @@ where
                         fused_row(&f, &a, prev, cur, hn_prev, &mut rest[..n], scale, &mut acc);
                     }
                     acc.finish()
+                })
+                .collect()
+        })
+    }
+
+    /// The fused pass under a chunked plan (chunks of `chunk` steps), the
+    /// CPU scan's three phases with the cell inside the first:
+    ///
+    /// 1. every chunk of every sequence, in parallel: evaluate `f_t` and
+    ///    `A_t` at the guess, reduce the residual, form `b_t`, and scan the
+    ///    chunk from a zero state, writing `y_t` (the chunk-local state) into
+    ///    `h_new` and the running product `P_t = A_t ⋯ A_first` into `a`
+    ///    (zero once a sequence's `h0` is in `y`: the first chunk, and after
+    ///    a packed sequence's start);
+    /// 2. per sequence, the carries between chunks: `c_{k+1} = P_last ⊙ c_k
+    ///    + y_last` over the chunk ends (a short serial loop: `N·n` work);
+    /// 3. every chunk but the first, in parallel: `h_t = y_t + P_t ⊙ c_k`.
+    ///
+    /// Same results as the unfused path up to rounding (the carry enters
+    /// through `P_t` instead of step by step).
+    fn fused_pass_chunked(&mut self, cpu: &Cpu, h: &[T], chunk: usize) -> Vec<(f64, f64)> {
+        let (n, len, batch) = (self.n, self.problem.len, self.problem.batch);
+        let din = self.cell.input_dim();
+        let (cell, problem, mode, seg) = (self.cell, self.problem, self.mode, self.seg);
+        let scale = match mode {
+            Mode::Damped { shrink, .. } => <T as Storage>::from_f64(1.0 / (1.0 + shrink)),
+            _ => T::one(),
+        };
+        let chunks = len.div_ceil(chunk);
+        let (y, p) = (&mut self.h_new, &mut self.a);
+        cpu.install_for::<T, _>(|| {
+            // Phase 1. Tasks are (row, chunk) pairs in row-major order.
+            let tasks: Vec<(&mut [T], &mut [T])> = y
+                .chunks_mut(len * n)
+                .zip(p.chunks_mut(len * n))
+                .flat_map(|(yr, pr)| yr.chunks_mut(chunk * n).zip(pr.chunks_mut(chunk * n)))
+                .collect();
+            let sums: Vec<RowMax<T>> = tasks
+                .into_par_iter()
+                .enumerate()
+                .map(|(i, (yc, pc))| {
+                    let (bi, ci) = (i / chunks, i % chunks);
+                    let zero = vec![T::zero(); n];
+                    let ones = vec![T::one(); n];
+                    let start: &[T] = match problem.h0 {
+                        Some(h0) => &h0[bi * n..(bi + 1) * n],
+                        None => &zero,
+                    };
+                    let mut f = vec![T::zero(); n];
+                    let mut a = vec![T::zero(); n];
+                    let mut acc = RowMax::default();
+                    let seq = &h[bi * len * n..(bi + 1) * len * n];
+                    let t0 = ci * chunk;
+                    for (j, t) in (t0..t0 + yc.len() / n).enumerate() {
+                        let reset = seg.and_then(|g| g.start(bi, t));
+                        let prev = match reset {
+                            Some(h0) => h0,
+                            None if t > 0 => &seq[(t - 1) * n..t * n],
+                            None => start,
+                        };
+                        let x = &problem.x[(bi * len + t) * din..(bi * len + t + 1) * din];
+                        match mode {
+                            Mode::QuasiNewton => cell.step_jacobian_diag(prev, x, &mut f, &mut a),
+                            _ => cell.step_jacobian(prev, x, &mut f, &mut a),
+                        }
+                        let (ydone, yrest) = yc.split_at_mut(j * n);
+                        let (pdone, prest) = pc.split_at_mut(j * n);
+                        // Where the chunk-local scan continues from, and
+                        // whether a carry still enters (P) or not (0).
+                        let (y_prev, p_prev): (&[T], &[T]) = match reset {
+                            Some(h0) => (h0, &zero),
+                            None if j > 0 => (&ydone[(j - 1) * n..], &pdone[(j - 1) * n..]),
+                            None if t == 0 => (start, &zero),
+                            None => (&zero, &ones),
+                        };
+                        let cur = &seq[t * n..(t + 1) * n];
+                        fused_chunk_row(
+                            FusedIn {
+                                f: &f,
+                                a: &a,
+                                prev,
+                                cur,
+                                y_prev,
+                                p_prev,
+                            },
+                            &mut yrest[..n],
+                            &mut prest[..n],
+                            scale,
+                            &mut acc,
+                        );
+                    }
+                    acc
+                })
+                .collect();
+
+            // Phase 2: the carry into every chunk (row-major, `[B, N, n]`).
+            let mut carries = vec![T::zero(); batch * chunks * n];
+            for (bi, cr) in carries.chunks_mut(chunks * n).enumerate() {
+                for ci in 1..chunks {
+                    let end = (bi * len + ci * chunk - 1) * n;
+                    let (yl, pl) = (&y[end..end + n], &p[end..end + n]);
+                    let (before, now) = cr.split_at_mut(ci * n);
+                    let c_prev = &before[(ci - 1) * n..];
+                    carry_step(&mut now[..n], pl, c_prev, yl);
+                }
+            }
+
+            // Phase 3: add each chunk's carry (the first chunk has none).
+            let tasks: Vec<(&mut [T], &[T])> = y
+                .chunks_mut(len * n)
+                .zip(p.chunks(len * n))
+                .flat_map(|(yr, pr)| yr.chunks_mut(chunk * n).zip(pr.chunks(chunk * n)))
+                .collect();
+            tasks
+                .into_par_iter()
+                .enumerate()
+                .filter(|(i, _)| i % chunks > 0)
+                .for_each(|(i, (yc, pc))| add_carry(yc, pc, &carries[i * n..(i + 1) * n]));
+
+            sums.chunks(chunks)
+                .map(|row| {
+                    row.iter()
+                        .fold(RowMax::default(), |m, r| m.merge(r))
+                        .finish()
                 })
                 .collect()
         })
@@ -671,6 +804,33 @@ impl<T: Real> RowMax<T> {
     /// `(residual, max |h|)` as the unfused path reports them: a NaN
     /// residual anywhere makes the residual NaN; NaN states do not count
     /// toward `max |h|` (as `f64::max` ignores them).
+    /// Folds eight lanes of running maxima into `self`.
+    #[inline(always)]
+    fn absorb(&mut self, res: [T; 8], hmax: [T; 8], nan: [bool; 8]) {
+        for l in 0..8 {
+            self.nan |= nan[l];
+            self.res = if res[l] > self.res { res[l] } else { self.res };
+            self.hmax = if hmax[l] > self.hmax {
+                hmax[l]
+            } else {
+                self.hmax
+            };
+        }
+    }
+
+    /// The maxima of two tasks together.
+    fn merge(self, o: &Self) -> Self {
+        Self {
+            res: if o.res > self.res { o.res } else { self.res },
+            hmax: if o.hmax > self.hmax {
+                o.hmax
+            } else {
+                self.hmax
+            },
+            nan: self.nan | o.nan,
+        }
+    }
+
     fn finish(self) -> (f64, f64) {
         let res = if self.nan { f64::NAN } else { to_f64(self.res) };
         (res, to_f64(self.hmax))
@@ -730,6 +890,119 @@ fn fused_row_body<T: Real>(
             acc.hmax
         };
     }
+}
+
+/// The inputs of one step of the chunked fused pass over a row of `n`
+/// units: `f_t`, `A_t` (unscaled), the guess's `h_{t-1}` and `h_t`, and
+/// the chunk-local scan's previous state and running product.
+struct FusedIn<'a, T> {
+    f: &'a [T],
+    a: &'a [T],
+    prev: &'a [T],
+    cur: &'a [T],
+    y_prev: &'a [T],
+    p_prev: &'a [T],
+}
+
+/// One step of [`State::fused_pass_chunked`]'s first phase: reduces the
+/// residual of `cur` against `f` and writes `y = (s·a)·y_prev + (f −
+/// (s·a)·prev)` and `p = (s·a)·p_prev`.
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn fused_chunk_row_body<T: Real>(
+    i: FusedIn<'_, T>,
+    y: &mut [T],
+    p: &mut [T],
+    scale: T,
+    acc: &mut RowMax<T>,
+) {
+    let n = y.len();
+    let p = &mut p[..n];
+    let (f, a, prev, cur) = (&i.f[..n], &i.a[..n], &i.prev[..n], &i.cur[..n]);
+    let (y_prev, p_prev) = (&i.y_prev[..n], &i.p_prev[..n]);
+    const L: usize = 8;
+    let (mut res, mut hmax, mut nan) = ([acc.res; L], [acc.hmax; L], [false; L]);
+    // A macro, not a closure: LLVM left the closure as a call per unit
+    // (scalar code) in this function.
+    macro_rules! unit {
+        ($i:expr, $l:expr) => {{
+            let (i, l) = ($i, $l);
+            let d = (cur[i] - f[i]).abs();
+            nan[l] |= d.is_nan();
+            res[l] = if d > res[l] { d } else { res[l] };
+            let c = cur[i].abs();
+            hmax[l] = if c > hmax[l] { c } else { hmax[l] };
+            let ai = a[i] * scale;
+            let b = f[i] - (T::zero() + ai * prev[i]);
+            y[i] = ai * y_prev[i] + b;
+            p[i] = ai * p_prev[i];
+        }};
+    }
+    let full = n - n % L;
+    for base in (0..full).step_by(L) {
+        for l in 0..L {
+            unit!(base + l, l);
+        }
+    }
+    for i in full..n {
+        unit!(i, i - full);
+    }
+    acc.absorb(res, hmax, nan);
+}
+
+crate::simd::multiversion!(fn fused_chunk_row<T: Real>(
+    i: FusedIn<'_, T>,
+    y: &mut [T],
+    p: &mut [T],
+    scale: T,
+    acc: &mut RowMax<T>,
+) => fused_chunk_row_body);
+
+/// `h = y + p ⊙ c` over a chunk of `[steps, n]` (`c: [n]`), leaving `y`
+/// where `p = 0` (no carry enters there: a NaN carry must not leak into
+/// a later packed sequence through `0 · NaN`).
+#[inline(always)]
+fn add_carry_body<T: Real>(y: &mut [T], p: &[T], c: &[T]) {
+    let n = c.len();
+    for (yr, pr) in y.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+        carry_step_body(yr, pr, c, &[]);
+    }
+}
+
+/// `out = p ⊙ c + y` (with `y` read from `out` when `y` is empty), `out`
+/// unchanged where `p = 0`.
+// Index loops over several equal-length slices: the form that vectorizes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn carry_step_body<T: Real>(out: &mut [T], p: &[T], c: &[T], y: &[T]) {
+    let n = out.len();
+    let (p, c) = (&p[..n], &c[..n]);
+    if y.is_empty() {
+        for u in 0..n {
+            out[u] = if p[u] == T::zero() {
+                out[u]
+            } else {
+                p[u] * c[u] + out[u]
+            };
+        }
+    } else {
+        let y = &y[..n];
+        for u in 0..n {
+            out[u] = if p[u] == T::zero() {
+                y[u]
+            } else {
+                p[u] * c[u] + y[u]
+            };
+        }
+    }
+}
+
+crate::simd::multiversion!(fn add_carry<T: Real>(y: &mut [T], p: &[T], c: &[T]) => add_carry_body);
+
+/// `out = p ⊙ c + y`, `y` where `p = 0` (phase 2's carry step).
+fn carry_step<T: Real>(out: &mut [T], p: &[T], c: &[T], y: &[T]) {
+    carry_step_body(out, p, c, y);
 }
 
 /// The residual part of [`fused_row_body`] alone (the unfused path).

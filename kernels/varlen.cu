@@ -196,8 +196,10 @@ PSD_DEV void varlen_final(const typename Ops::Out* __restrict__ h, const typenam
                                        int T, int D, int C, int N, int prefix_every) {                         \
         using Ops = psv::VarlenOps<BASE>;                                                                      \
         psv::VarlenSteps<Ops> src{a, b, seg, h0s, N, D};                                                       \
-        psd::btd_lookback_steps<Ops, psv::VarlenSteps<Ops>>(src, h, nullptr, nullptr, status, lagg, lpre, B, T, \
-                                                            D, C, prefix_every);                               \
+        /* The planner gives 16-bit data 32 steps per thread (kLbSteps16). */                                  \
+        constexpr int K = sizeof(BASE::In) == 2 ? psd::kLbSteps16 : psd::kLbSteps;                               \
+        psd::btd_lookback_steps<Ops, psv::VarlenSteps<Ops>, psd::LbProduction, false, K>(                        \
+            src, h, nullptr, nullptr, status, lagg, lpre, B, T, D, C, prefix_every);                             \
     }                                                                                                          \
     PS_REGISTER_KERNEL(diag_btd_lookback_varlen_##SFX);                                                        \
     extern "C" __global__ void __launch_bounds__(256)                                                          \

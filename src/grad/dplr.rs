@@ -117,16 +117,16 @@ pub fn dplr<S: Storage>(
     param_grads(cpu, problem, states, d_out, &g, plan)
 }
 
-/// [`dplr`] for the readout ([`DplrOutput::Readout`]) with the adjoint
+/// [`dplr()`] for the readout ([`DplrOutput::Readout`]) with the adjoint
 /// scan on `runner` (module docs): the reverse DPLR kernels (any plan of
 /// [`plan_dplr_reverse`](crate::kernels::dplr::plan_dplr_reverse)) in
 /// all-states mode, and with `states == None` the forward states
 /// recomputed by one forward kernel scan in all-states mode under
 /// `request`. The contractions run on the host (rayon's global pool).
 ///
-/// Errors: as [`dplr`]; [`Error::Unsupported`] for
+/// Errors: as [`dplr()`]; [`Error::Unsupported`] for
 /// [`DplrOutput::States`] (its direct gradient `d_out_t` is a full `n×m`
-/// matrix, not a DPLR input: use [`dplr`] on the CPU engine); the
+/// matrix, not a DPLR input: use [`dplr()`] on the CPU engine); the
 /// kernels' plan and launch errors.
 pub fn dplr_kernels<R, S>(
     runner: &R,

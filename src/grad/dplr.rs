@@ -119,7 +119,7 @@ pub fn dplr<S: Storage>(
 
 /// [`dplr()`] for the readout ([`DplrOutput::Readout`]) with the adjoint
 /// scan on `runner` (module docs): the reverse DPLR kernels (any plan of
-/// [`plan_dplr_reverse`](crate::kernels::dplr::plan_dplr_reverse)) in
+/// [`DplrPlan::reversed`]) in
 /// all-states mode, and with `states == None` the forward states
 /// recomputed by one forward kernel scan in all-states mode under
 /// `request`. The contractions run on the host (rayon's global pool).

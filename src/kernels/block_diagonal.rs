@@ -34,9 +34,11 @@
 
 use std::fmt;
 
-use super::common::{check_int, i32_arg};
-use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, Workspace};
+use super::common::{check_int, i32_arg, plan_kinds, KernelType};
+use super::device::ElemType;
+use super::face::{
+    AffineBuffers, AffineIo, AffineSizes, BindInputs, EndBuffers, FamilyPlan, IoArg, Workspace,
+};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -158,75 +160,20 @@ impl BlockShape {
     }
 }
 
-/// One instantiation of the kernels: a storage dtype or the depth counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KernelType {
-    Data(DType),
-    Depth,
-}
-
-impl KernelType {
-    fn suffix(self) -> &'static str {
-        match self {
-            KernelType::Data(d) => d.name(),
-            KernelType::Depth => "depth",
-        }
-    }
-
-    /// Bytes of one compute value (aggregates, carries).
-    fn value_bytes(self) -> usize {
-        match self {
-            KernelType::Data(DType::F64) => 8,
-            _ => 4,
-        }
-    }
-
-    /// Whether the levels above 0 need their own ("up") kernels: only when
-    /// storage and compute types differ.
-    fn has_up(self) -> bool {
-        matches!(self, KernelType::Data(DType::F16 | DType::Bf16))
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The plan
 // ---------------------------------------------------------------------------
 
-/// Which launch sequence of the contract a plan uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BlockPlanKind {
-    /// P0: `bd<k>_sequential`, one thread per (row, block) over all `T`.
-    Sequential,
-    /// P1: one `bd<k>_rescan` with `C = T` and no carries.
-    SinglePass,
-    /// P2: reduce levels up a radix-`R` tree of chunk aggregates, then
-    /// rescans down it.
-    Tree,
-}
-
-impl BlockPlanKind {
-    /// `"P0"`, `"P1"`, `"P2"`.
-    pub fn label(self) -> &'static str {
-        match self {
-            BlockPlanKind::Sequential => "P0",
-            BlockPlanKind::SinglePass => "P1",
-            BlockPlanKind::Tree => "P2",
-        }
-    }
-
-    /// `"sequential"`, `"single-pass"`, `"tree"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            BlockPlanKind::Sequential => "sequential",
-            BlockPlanKind::SinglePass => "single-pass",
-            BlockPlanKind::Tree => "tree",
-        }
-    }
-}
-
-impl fmt::Display for BlockPlanKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.label(), self.name())
+plan_kinds! {
+    /// Which launch sequence of the contract a plan uses.
+    pub enum BlockPlanKind {
+        /// P0: `bd<k>_sequential`, one thread per (row, block) over all `T`.
+        Sequential = ("P0", "sequential"),
+        /// P1: one `bd<k>_rescan` with `C = T` and no carries.
+        SinglePass = ("P1", "single-pass"),
+        /// P2: reduce levels up a radix-`R` tree of chunk aggregates, then
+        /// rescans down it.
+        Tree = ("P2", "tree"),
     }
 }
 
@@ -307,7 +254,7 @@ pub struct BlockPlan {
     /// The depth the `_depth` instantiation measures (maximum over all
     /// outputs of the contract's formula, [`BlockPlan::depth_at`]).
     pub depth: u64,
-    /// Right to left ([`plan_block_diagonal_reverse`]):
+    /// Right to left ([`BlockPlan::reversed`]):
     /// `h_t = A_t h_{t+1} + b_t` from `h0` at `t = T − 1` down to `t = 0`,
     /// `h_T` = the state at `t = 0`. Same launches (the level-0 kernels are
     /// the `_rev_` ones; the levels above are shared), scratch and depth as
@@ -343,6 +290,21 @@ impl fmt::Display for BlockPlan {
 }
 
 impl BlockPlan {
+    /// The same plan for the other direction (a forward plan becomes a
+    /// reverse one and back): same kind, chunk, scratch and depth; only the
+    /// kernel names change. Errors: an edited plan whose launches cannot be
+    /// rebuilt.
+    pub fn reversed(self) -> Result<BlockPlan> {
+        let reverse = !self.reverse;
+        let kt = KernelType::Data(self.dtype);
+        let launches = launches(self.kind, self.shape, &self.levels, kt, reverse)?;
+        Ok(BlockPlan {
+            reverse,
+            launches,
+            ..self
+        })
+    }
+
     /// Number of launches.
     pub fn launch_count(&self) -> usize {
         self.launches.len()
@@ -405,29 +367,6 @@ pub fn plan_block_diagonal(
     request: PlanRequest,
     sm_count: usize,
 ) -> Result<BlockPlan> {
-    plan_directed(shape, dtype, request, sm_count, false)
-}
-
-/// [`plan_block_diagonal`] for a reverse scan (right to left, see
-/// [`BlockPlan::reverse`]): the same plan kind, chunk, levels, scratch and
-/// depth as the forward plan of the same request; the level-0 launches
-/// name the `_rev_` kernels.
-pub fn plan_block_diagonal_reverse(
-    shape: BlockShape,
-    dtype: DType,
-    request: PlanRequest,
-    sm_count: usize,
-) -> Result<BlockPlan> {
-    plan_directed(shape, dtype, request, sm_count, true)
-}
-
-fn plan_directed(
-    shape: BlockShape,
-    dtype: DType,
-    request: PlanRequest,
-    sm_count: usize,
-    reverse: bool,
-) -> Result<BlockPlan> {
     shape.validate()?;
     let t = shape.len;
     let sm = sm_count.max(1);
@@ -446,7 +385,7 @@ fn plan_directed(
         }
         PlanRequest::MinDepth => min_depth(t),
     };
-    build_directed(request, kind, dtype, shape, chunk, radix, reverse)
+    build_directed(request, kind, dtype, shape, chunk, radix, false)
 }
 
 fn chunked(t: usize, c: usize, radix: usize) -> (BlockPlanKind, usize, usize) {
@@ -505,18 +444,6 @@ fn tree_levels(t: usize, c: usize, r: usize) -> Vec<BlockLevel> {
     levels
 }
 
-#[cfg(test)]
-fn build(
-    request: PlanRequest,
-    kind: BlockPlanKind,
-    dtype: DType,
-    shape: BlockShape,
-    chunk: usize,
-    radix: usize,
-) -> Result<BlockPlan> {
-    build_directed(request, kind, dtype, shape, chunk, radix, false)
-}
-
 fn build_directed(
     request: PlanRequest,
     kind: BlockPlanKind,
@@ -555,7 +482,9 @@ fn build_directed(
 /// directions); `reverse` names the `_rev_` kernels of level 0.
 fn kernel_name(k: usize, role: &str, up: bool, kt: KernelType, reverse: bool) -> String {
     let dir = if reverse && !up { "_rev" } else { "" };
-    let up = if up && kt.has_up() { "_up" } else { "" };
+    // Levels above 0 need their own ("up") kernels only when storage and
+    // compute types differ.
+    let up = if up && kt.is_16bit() { "_up" } else { "" };
     format!("bd{k}_{role}{up}{dir}_{}", kt.suffix())
 }
 
@@ -750,35 +679,24 @@ pub type BlockDiagonalWorkspace = Workspace<usize>;
 // Launching
 // ---------------------------------------------------------------------------
 
-/// Device addresses of one BlockDiagonal scan (a `CUdeviceptr` on CUDA, a
-/// host address in the emulator). Sizes in elements of the storage type:
-/// `a`: `B·T·nb·k·k` (`[B,T,nb,k,k]`, row-major blocks); `b`, `h`: `B·T·n`
-/// (`[B,T,n]`); `h0`, `h_t`: `B·n`. `h0 = None` means zeros; `h = None`
-/// computes only `h_t`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BlockDiagonalIo {
-    /// Transition blocks `A`.
-    pub a: u64,
-    /// Inputs `b`.
-    pub b: u64,
-    /// All states (output).
-    pub h: Option<u64>,
-    /// Initial state and final state (output), `[B,n]` each.
-    pub ends: Ends,
-}
+/// Device addresses of one BlockDiagonal scan. Sizes in elements of the
+/// storage type: `a`: `B·T·nb·k·k` (`[B,T,nb,k,k]`, row-major blocks); `b`,
+/// `h`: `B·T·n` (`[B,T,n]`); `h0`, `h_t`: `B·n`. `h0 = None` means zeros.
+pub type BlockDiagonalIo = AffineIo;
 
-/// The same as [`BlockDiagonalIo`], as buffers whose sizes are checked:
-/// each must hold exactly the elements its shape implies.
-#[derive(Debug)]
-pub struct BlockDiagonalBuffers<'a> {
-    /// `A`: `B·T·nb·k·k` elements.
-    pub a: DeviceRef<'a>,
-    /// `b`: `B·T·n` elements.
-    pub b: DeviceRef<'a>,
-    /// `h`: `B·T·n` elements, or only `h_t` is computed.
-    pub h: Option<DeviceMut<'a>>,
-    /// `h0` (or zeros) and `h_t`: `[B,n]` each.
-    pub ends: EndBuffers<'a>,
+/// The memory of one BlockDiagonal scan ([`AffineBuffers`]; sizes as
+/// [`BlockDiagonalIo`]).
+pub type BlockDiagonalBuffers<'a> = AffineBuffers<'a>;
+
+/// The arguments' sizes and shapes for the checks of [`AffineIo`].
+fn affine_sizes(
+    s: BlockShape,
+) -> AffineSizes<impl Fn() -> String, impl Fn() -> String, impl Fn() -> String> {
+    AffineSizes {
+        a: (s.a_elements(), move || s.describe_a()),
+        steps: (s.elements(), move || s.describe()),
+        states: (s.state_elements(), move || s.describe_state()),
+    }
 }
 
 /// Plans have public fields: a plan that is not what the planner makes for
@@ -840,17 +758,7 @@ impl FamilyPlan for BlockPlan {
     }
 
     fn io_args(&self, io: &BlockDiagonalIo) -> Vec<IoArg> {
-        let size = self.dtype.size();
-        let s = self.shape;
-        let (n, st) = (s.elements(), s.state_elements());
-        let [h0, h_t] = io.ends.args(st, size);
-        vec![
-            IoArg::new("a", io.a, s.a_elements(), size, true),
-            IoArg::new("b", io.b, n, size, true),
-            h0,
-            IoArg::new("h", io.h.unwrap_or(0), n, size, false),
-            h_t,
-        ]
+        io.args(&affine_sizes(self.shape), self.dtype.size())
     }
 
     fn io_of<R: KernelRunner>(
@@ -858,31 +766,15 @@ impl FamilyPlan for BlockPlan {
         runner: &R,
         bufs: &BlockDiagonalBuffers<'_>,
     ) -> Result<BlockDiagonalIo> {
-        let size = ElemType::of_dtype(self.dtype);
-        let s = self.shape;
-        check_arg(runner, "a", &bufs.a, s.a_elements(), size, || {
-            s.describe_a()
-        })?;
-        check_arg(runner, "b", &bufs.b, s.elements(), size, || s.describe())?;
-        if let Some(h) = &bufs.h {
-            check_arg(runner, "h", &h.0, s.elements(), size, || s.describe())?;
-        }
-        Ok(BlockDiagonalIo {
-            a: bufs.a.addr,
-            b: bufs.b.addr,
-            h: bufs.h.as_ref().map(|m| m.0.addr),
-            ends: bufs
-                .ends
-                .check(runner, s.state_elements(), size, || s.describe_state())?,
-        })
+        bufs.check(
+            runner,
+            ElemType::of_dtype(self.dtype),
+            &affine_sizes(self.shape),
+        )
     }
 
     fn depth_io(&self, out: u64, last: u64) -> BlockDiagonalIo {
-        BlockDiagonalIo {
-            h: Some(out),
-            ends: Ends::last(last),
-            ..BlockDiagonalIo::default()
-        }
+        AffineIo::depth(out, last)
     }
 
     unsafe fn issue<R: KernelRunner>(
@@ -1005,7 +897,7 @@ impl BindInputs<BlockPlan> for (DeviceBuffer, DeviceBuffer, Option<DeviceBuffer>
 
 /// Runs a host-side BlockDiagonal problem right to left on `runner`
 /// ([`scan_host_planned`](super::scan_host_planned) with
-/// [`plan_block_diagonal_reverse`]): `h_t = A_t h_{t+1} + b_t` from `h0`
+/// [`BlockPlan::reversed`]): `h_t = A_t h_{t+1} + b_t` from `h0`
 /// (the state entering `t = T − 1`) down to `t = 0`. Returns
 /// `(h, h_T, plan)`, `h_T` the state at `t = 0`.
 pub fn scan_block_diagonal_reverse<R, S>(
@@ -1020,7 +912,7 @@ where
 {
     problem.validate()?;
     let plan =
-        plan_block_diagonal_reverse(shape_of(problem), S::DTYPE, request, runner.sm_count())?;
+        plan_block_diagonal(shape_of(problem), S::DTYPE, request, runner.sm_count())?.reversed()?;
     super::scan_host_planned(runner, ws, problem, plan)
 }
 
@@ -1115,13 +1007,14 @@ mod tests {
         for t in [9usize, 64, 65, 300, 1000, 5000] {
             for c in [1usize, 2, 5, 16] {
                 let shape = BlockShape::new(1, t, 1, 2);
-                let p = build(
+                let p = build_directed(
                     PlanRequest::Auto,
                     BlockPlanKind::Tree,
                     DType::F32,
                     shape,
                     c,
                     AUTO_RADIX,
+                    false,
                 )
                 .unwrap();
                 let sim = simulate(&p);

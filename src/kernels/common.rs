@@ -3,7 +3,131 @@
 //! depths).
 
 use crate::backend::launch::{KernelArg, LaunchConfig};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+
+/// One instantiation of a family's kernels: a storage dtype or the
+/// depth-counting kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KernelType {
+    Data(DType),
+    Depth,
+}
+
+impl KernelType {
+    /// The suffix of the `extern "C"` names: `f32`, `f64`, `f16`, `bf16`,
+    /// `depth`.
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            KernelType::Data(d) => d.name(),
+            KernelType::Depth => "depth",
+        }
+    }
+
+    /// Bytes of one compute value (aggregates, carries): f64 for f64
+    /// storage, f32 for the other dtypes, a `u32` counter for depth.
+    pub(crate) fn value_bytes(self) -> usize {
+        match self {
+            KernelType::Data(DType::F64) => 8,
+            _ => 4,
+        }
+    }
+
+    /// Whether storage and compute types differ (f16, bf16).
+    pub(crate) fn is_16bit(self) -> bool {
+        matches!(self, KernelType::Data(DType::F16 | DType::Bf16))
+    }
+}
+
+/// A family's kernel names (`N`: one instantiation's names) for every
+/// [`KernelType`] and direction, built by [`name_table!`].
+pub(crate) struct NameTable<N: 'static> {
+    /// f32, f64, f16, bf16, depth.
+    pub(crate) forward: [N; 5],
+    /// The same order, the `_rev_` kernels.
+    pub(crate) reverse: [N; 5],
+}
+
+impl<N> NameTable<N> {
+    pub(crate) fn get(&self, kt: KernelType, reverse: bool) -> &N {
+        let i = match kt {
+            KernelType::Data(DType::F32) => 0,
+            KernelType::Data(DType::F64) => 1,
+            KernelType::Data(DType::F16) => 2,
+            KernelType::Data(DType::Bf16) => 3,
+            KernelType::Depth => 4,
+        };
+        if reverse {
+            &self.reverse[i]
+        } else {
+            &self.forward[i]
+        }
+    }
+}
+
+/// A [`NameTable`] from a family macro: `$names!("f32")` names the forward
+/// kernels of one instantiation, `$names!("f32", "rev_")` the reverse ones.
+macro_rules! name_table {
+    ($names:ident) => {
+        $crate::kernels::common::NameTable {
+            forward: [
+                $names!("f32"),
+                $names!("f64"),
+                $names!("f16"),
+                $names!("bf16"),
+                $names!("depth"),
+            ],
+            reverse: [
+                $names!("f32", "rev_"),
+                $names!("f64", "rev_"),
+                $names!("f16", "rev_"),
+                $names!("bf16", "rev_"),
+                $names!("depth", "rev_"),
+            ],
+        }
+    };
+}
+pub(crate) use name_table;
+
+/// Declares a family's plan-kind enum: each variant with its contract label
+/// (`"P0"` …) and name, `label()`, `name()`, and `Display` as both.
+macro_rules! plan_kinds {
+    (
+        $(#[$meta:meta])*
+        pub enum $kind:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = ($label:literal, $name:literal), )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $kind {
+            $( $(#[$vmeta])* $variant, )*
+        }
+
+        impl $kind {
+            /// The contract's label: `"P0"`, `"P1"`, ….
+            pub fn label(self) -> &'static str {
+                match self {
+                    $( $kind::$variant => $label, )*
+                }
+            }
+
+            /// The plan's name, e.g. `"single-pass"`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $kind::$variant => $name, )*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $kind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{} {}", self.label(), self.name())
+            }
+        }
+    };
+}
+pub(crate) use plan_kinds;
 
 /// Checks that a size passed to a kernel as a C `int` is in `1..=2^31 − 1`.
 pub(crate) fn check_int(arg: &'static str, v: usize) -> Result<()> {

@@ -77,10 +77,14 @@
 use std::fmt;
 
 use super::common::{
-    bit_length, ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, prefix_depth,
+    bit_length, ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, name_table,
+    plan_kinds, prefix_depth, KernelType, NameTable,
 };
-use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::device::ElemType;
+use super::face::{
+    AffineBuffers, AffineIo, AffineSizes, BindInputs, EndBuffers, FamilyPlan, IoArg, KernelLaunch,
+    ScratchLayout, Workspace,
+};
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -245,55 +249,14 @@ macro_rules! kernel_names {
     };
 }
 
-static NAMES_F32: KernelNames = kernel_names!("f32");
-static NAMES_F16: KernelNames = kernel_names!("f16");
-static NAMES_BF16: KernelNames = kernel_names!("bf16");
-static NAMES_F64: KernelNames = kernel_names!("f64");
-static NAMES_DEPTH: KernelNames = kernel_names!("depth");
-static NAMES_REV_F32: KernelNames = kernel_names!("f32", "rev_");
-static NAMES_REV_F16: KernelNames = kernel_names!("f16", "rev_");
-static NAMES_REV_BF16: KernelNames = kernel_names!("bf16", "rev_");
-static NAMES_REV_F64: KernelNames = kernel_names!("f64", "rev_");
-static NAMES_REV_DEPTH: KernelNames = kernel_names!("depth", "rev_");
+static NAMES: NameTable<KernelNames> = name_table!(kernel_names);
 
-/// One instantiation of the kernels: a storage dtype or the depth counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KernelType {
-    Data(DType),
-    Depth,
-}
-
-impl KernelType {
-    fn names(self, reverse: bool) -> &'static KernelNames {
-        match (self, reverse) {
-            (KernelType::Data(DType::F32), false) => &NAMES_F32,
-            (KernelType::Data(DType::F16), false) => &NAMES_F16,
-            (KernelType::Data(DType::Bf16), false) => &NAMES_BF16,
-            (KernelType::Data(DType::F64), false) => &NAMES_F64,
-            (KernelType::Depth, false) => &NAMES_DEPTH,
-            (KernelType::Data(DType::F32), true) => &NAMES_REV_F32,
-            (KernelType::Data(DType::F16), true) => &NAMES_REV_F16,
-            (KernelType::Data(DType::Bf16), true) => &NAMES_REV_BF16,
-            (KernelType::Data(DType::F64), true) => &NAMES_REV_F64,
-            (KernelType::Depth, true) => &NAMES_REV_DEPTH,
-        }
-    }
-
-    /// Bytes of one aggregate `Elem` (two compute values; one counter).
-    fn elem_bytes(self) -> usize {
-        match self {
-            KernelType::Data(DType::F64) => 16,
-            KernelType::Data(_) => 8,
-            KernelType::Depth => 4,
-        }
-    }
-
-    /// Bytes of one carry `State`.
-    fn state_bytes(self) -> usize {
-        match self {
-            KernelType::Data(DType::F64) => 8,
-            KernelType::Data(_) | KernelType::Depth => 4,
-        }
+/// Bytes of one aggregate `Elem`: two compute values (`a`, `b`), or one
+/// counter for the depth kernels.
+fn elem_bytes(kt: KernelType) -> usize {
+    match kt {
+        KernelType::Depth => 4,
+        KernelType::Data(_) => 2 * kt.value_bytes(),
     }
 }
 
@@ -301,53 +264,24 @@ impl KernelType {
 // The plan
 // ---------------------------------------------------------------------------
 
-/// Which launch sequence of the contract a plan uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum GpuPlanKind {
-    /// P0: `diag_<L>_sequential`, one thread per lane over all `T` steps.
-    Sequential,
-    /// P1: one `diag_<L>_rescan` with `C = T` and no carries (one chunk).
-    SinglePass,
-    /// P2: reduce, one-level Blelloch scan of `2 ≤ NC ≤ 2048` chunk
-    /// aggregates, rescan.
-    OneLevel,
-    /// P3: reduce, tile scans, top-level scan of the tile totals, apply,
-    /// rescan (`NC ≤ 4,194,304`).
-    TwoLevel,
-    /// P4: one pass with a decoupled look-back between chunks
-    /// (`diag_lb_clear`, then `diag_<L>_lookback`): every input is read
-    /// once (12 B per f32 element), but the carries form a chain, so the
-    /// depth grows by one per chunk.
-    LookBack,
-}
-
-impl GpuPlanKind {
-    /// `"P0"` … `"P3"`, the contract's names.
-    pub fn label(self) -> &'static str {
-        match self {
-            GpuPlanKind::Sequential => "P0",
-            GpuPlanKind::SinglePass => "P1",
-            GpuPlanKind::OneLevel => "P2",
-            GpuPlanKind::TwoLevel => "P3",
-            GpuPlanKind::LookBack => "P4",
-        }
-    }
-
-    /// `"sequential"`, `"single-pass"`, `"one-level"`, `"two-level"`, `"look-back"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            GpuPlanKind::Sequential => "sequential",
-            GpuPlanKind::SinglePass => "single-pass",
-            GpuPlanKind::OneLevel => "one-level",
-            GpuPlanKind::TwoLevel => "two-level",
-            GpuPlanKind::LookBack => "look-back",
-        }
-    }
-}
-
-impl fmt::Display for GpuPlanKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.label(), self.name())
+plan_kinds! {
+    /// Which launch sequence of the contract a plan uses.
+    pub enum GpuPlanKind {
+        /// P0: `diag_<L>_sequential`, one thread per lane over all `T` steps.
+        Sequential = ("P0", "sequential"),
+        /// P1: one `diag_<L>_rescan` with `C = T` and no carries (one chunk).
+        SinglePass = ("P1", "single-pass"),
+        /// P2: reduce, one-level Blelloch scan of `2 ≤ NC ≤ 2048` chunk
+        /// aggregates, rescan.
+        OneLevel = ("P2", "one-level"),
+        /// P3: reduce, tile scans, top-level scan of the tile totals, apply,
+        /// rescan (`NC ≤ 4,194,304`).
+        TwoLevel = ("P3", "two-level"),
+        /// P4: one pass with a decoupled look-back between chunks
+        /// (`diag_lb_clear`, then `diag_<L>_lookback`): every input is read
+        /// once (12 B per f32 element), but the carries form a chain, so the
+        /// depth grows by one per chunk.
+        LookBack = ("P4", "look-back"),
     }
 }
 
@@ -375,15 +309,7 @@ pub enum LaunchRole {
 }
 
 /// One kernel launch of a plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Launch {
-    /// What it does.
-    pub role: LaunchRole,
-    /// The `extern "C"` kernel name, with the dtype suffix.
-    pub kernel: &'static str,
-    /// Grid and block (no dynamic shared memory).
-    pub cfg: LaunchConfig,
-}
+pub type Launch = KernelLaunch<LaunchRole>;
 
 /// Scratch a plan needs, in bytes per buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -476,7 +402,7 @@ pub struct GpuPlan {
     /// the look-back's aggregate path, which otherwise only timing decides;
     /// results stay exact. Must be ≥ 1.
     pub lookback_prefix_every: u32,
-    /// Right to left ([`plan_diagonal_reverse`]): `h_t = a_t·h_{t+1} + b_t`
+    /// Right to left ([`GpuPlan::reversed`]): `h_t = a_t·h_{t+1} + b_t`
     /// from `h0` at `t = T − 1` down to `t = 0`, `h_T` = the state at
     /// `t = 0`. Same launches (the `_rev_` kernels), scratch and depth as
     /// the forward plan, with step `t` at the forward position `T − 1 − t`.
@@ -516,6 +442,19 @@ impl GpuPlan {
             t
         };
         self.geometry().depth_at(t as u64)
+    }
+
+    /// The same plan for the other direction (a forward plan becomes a
+    /// reverse one and back): same kind, chunk, scratch and depth; only the
+    /// kernel names change. Errors: an edited plan whose launches cannot be
+    /// rebuilt.
+    pub fn reversed(self) -> Result<GpuPlan> {
+        let mut plan = GpuPlan {
+            reverse: !self.reverse,
+            ..self
+        };
+        plan.launches = plan.launches_for(KernelType::Data(plan.dtype))?;
+        Ok(plan)
     }
 
     /// The launches of this plan for another instantiation (the depth counter).
@@ -598,7 +537,7 @@ pub fn plan_diagonal(
     request: PlanRequest,
     sm_count: usize,
 ) -> Result<GpuPlan> {
-    plan_directed(shape, layout, dtype, request, sm_count, false, false)
+    plan_directed(shape, layout, dtype, request, sm_count, false)
 }
 
 /// [`plan_diagonal`] for `[B,T,D]` data on the `[B,T,D]` kernels even for
@@ -609,21 +548,7 @@ pub(crate) fn plan_diagonal_btd_kernels(
     request: PlanRequest,
     sm_count: usize,
 ) -> Result<GpuPlan> {
-    plan_directed(shape, Layout::Btd, dtype, request, sm_count, false, true)
-}
-
-/// [`plan_diagonal`] for a reverse scan (right to left, see
-/// [`GpuPlan::reverse`]): the same plan kind, chunk, blocks, scratch and
-/// depth as the forward plan of the same request; the launches name the
-/// `_rev_` kernels.
-pub fn plan_diagonal_reverse(
-    shape: DiagShape,
-    layout: Layout,
-    dtype: DType,
-    request: PlanRequest,
-    sm_count: usize,
-) -> Result<GpuPlan> {
-    plan_directed(shape, layout, dtype, request, sm_count, true, false)
+    plan_directed(shape, Layout::Btd, dtype, request, sm_count, true)
 }
 
 fn plan_directed(
@@ -632,7 +557,6 @@ fn plan_directed(
     dtype: DType,
     request: PlanRequest,
     sm_count: usize,
-    reverse: bool,
     btd_kernels: bool,
 ) -> Result<GpuPlan> {
     shape.validate()?;
@@ -661,10 +585,6 @@ fn plan_directed(
         PlanRequest::MinDepth => min_depth_geometry(shape, kernel_layout, sm)?,
         PlanRequest::LookBack => Geometry::lookback(shape, kernel_layout, lookback_steps(dtype))?,
     };
-    let geometry = Geometry {
-        reverse,
-        ..geometry
-    };
     let kt = KernelType::Data(dtype);
     Ok(GpuPlan {
         request,
@@ -684,7 +604,7 @@ fn plan_directed(
         scratch: geometry.scratch(kt)?,
         depth: geometry.depth(),
         lookback_prefix_every: 1,
-        reverse,
+        reverse: false,
     })
 }
 
@@ -1035,7 +955,7 @@ impl Geometry {
 
     /// The launch sequence for instantiation `kt`.
     fn launches(&self, kt: KernelType) -> Result<Vec<Launch>> {
-        let names = kt.names(self.reverse);
+        let names = NAMES.get(kt, self.reverse);
         let lanes = self.lanes() as u64;
         let nc = self.chunks as u64;
         let btd = self.kernel_layout == Layout::Btd;
@@ -1050,6 +970,8 @@ impl Geometry {
         } else {
             lanes * nc
         };
+        // The chunk kernels' grid and block (reduce, rescan).
+        let (chunks, cb) = ([chunk_grid, 1, 1], self.chunk_block);
         let mut out = Vec::with_capacity(5);
         let mut push = |role, kernel: &'static str, grid: [u64; 3], block: u32| -> Result<()> {
             out.push(Launch {
@@ -1066,39 +988,19 @@ impl Geometry {
                 [lanes.div_ceil(nb), 1, 1],
                 self.chunk_block,
             )?,
-            GpuPlanKind::SinglePass => push(
-                LaunchRole::Rescan,
-                rescan,
-                [chunk_grid, 1, 1],
-                self.chunk_block,
-            )?,
+            GpuPlanKind::SinglePass => push(LaunchRole::Rescan, rescan, chunks, cb)?,
             GpuPlanKind::OneLevel => {
-                push(
-                    LaunchRole::Reduce,
-                    reduce,
-                    [chunk_grid, 1, 1],
-                    self.chunk_block,
-                )?;
+                push(LaunchRole::Reduce, reduce, chunks, cb)?;
                 push(
                     LaunchRole::ScanChunks,
                     names.scan,
                     [lanes, 1, 1],
                     self.scan_block,
                 )?;
-                push(
-                    LaunchRole::Rescan,
-                    rescan,
-                    [chunk_grid, 1, 1],
-                    self.chunk_block,
-                )?;
+                push(LaunchRole::Rescan, rescan, chunks, cb)?;
             }
             GpuPlanKind::TwoLevel => {
-                push(
-                    LaunchRole::Reduce,
-                    reduce,
-                    [chunk_grid, 1, 1],
-                    self.chunk_block,
-                )?;
+                push(LaunchRole::Reduce, reduce, chunks, cb)?;
                 push(
                     LaunchRole::ScanTiles,
                     names.scan_tiles,
@@ -1117,12 +1019,7 @@ impl Geometry {
                     [(lanes * nc).div_ceil(u64::from(APPLY_BLOCK)), 1, 1],
                     APPLY_BLOCK,
                 )?;
-                push(
-                    LaunchRole::Rescan,
-                    rescan,
-                    [chunk_grid, 1, 1],
-                    self.chunk_block,
-                )?;
+                push(LaunchRole::Rescan, rescan, chunks, cb)?;
             }
             GpuPlanKind::LookBack => {
                 let words = self.lookback_words()? as u64;
@@ -1177,18 +1074,18 @@ impl Geometry {
         };
         let mut s = ScratchSizes::default();
         if matches!(self.kind, GpuPlanKind::OneLevel | GpuPlanKind::TwoLevel) {
-            s.agg = bytes(self.chunks, kt.elem_bytes())?;
-            s.carry = bytes(self.chunks, kt.state_bytes())?;
+            s.agg = bytes(self.chunks, elem_bytes(kt))?;
+            s.carry = bytes(self.chunks, kt.value_bytes())?;
         }
         if self.kind == GpuPlanKind::TwoLevel {
-            s.tile_agg = bytes(self.tiles, kt.elem_bytes())?;
-            s.tile_carry = bytes(self.tiles, kt.state_bytes())?;
+            s.tile_agg = bytes(self.tiles, elem_bytes(kt))?;
+            s.tile_carry = bytes(self.tiles, kt.value_bytes())?;
         }
         if self.kind == GpuPlanKind::LookBack {
             // `bytes` counts per lane; a chain's slots are `width` per chunk.
             let slots = self.lookback_chains() * self.lookback_width() * self.chunks;
-            s.agg = slots * kt.elem_bytes();
-            s.carry = slots * kt.state_bytes();
+            s.agg = slots * elem_bytes(kt);
+            s.carry = slots * kt.value_bytes();
             s.status = self.lookback_words()? * 4;
         }
         Ok(s)
@@ -1403,39 +1300,14 @@ pub type DiagonalWorkspace = Workspace<ScratchSizes>;
 // Launching
 // ---------------------------------------------------------------------------
 
-/// Device addresses of one Diagonal scan (a `CUdeviceptr` on CUDA, a host
-/// address in the emulator; [`DeviceBuffer::ptr`] plus a byte offset).
-///
-/// Sizes, in elements of the storage type: `a`, `b`, `h`: `B·T·D` in the
-/// plan's layout; `h0`, `h_t`: `B·D`. `h0 = None` (or `Some(0)`) means zeros;
-/// `h = None` computes only `h_t`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DiagonalIo {
-    /// Per-step decay `a`.
-    pub a: u64,
-    /// Per-step input `b`.
-    pub b: u64,
-    /// All states (output).
-    pub h: Option<u64>,
-    /// Initial state and final state (output), `[B,D]` each.
-    pub ends: Ends,
-}
+/// Device addresses of one Diagonal scan. Sizes, in elements of the
+/// storage type: `a` (per-step decays), `b`, `h`: `B·T·D` in the plan's
+/// layout; `h0`, `h_t`: `B·D`. `h0 = None` (or `Some(0)`) means zeros.
+pub type DiagonalIo = AffineIo;
 
-/// The memory of one Diagonal scan, as typed or sized device memory whose
-/// owner, size and element type are checked ([`crate::kernels::device`]):
-/// each must hold exactly the elements its shape implies, of the plan's
-/// storage dtype.
-#[derive(Debug)]
-pub struct DiagonalBuffers<'a> {
-    /// `a`: `B·T·D` elements.
-    pub a: DeviceRef<'a>,
-    /// `b`: `B·T·D` elements.
-    pub b: DeviceRef<'a>,
-    /// `h`: `B·T·D` elements, or only `h_t` is computed.
-    pub h: Option<DeviceMut<'a>>,
-    /// `h0` (or zeros) and `h_t`: `B·D` elements each.
-    pub ends: EndBuffers<'a>,
-}
+/// The memory of one Diagonal scan ([`AffineBuffers`]; sizes as
+/// [`DiagonalIo`]).
+pub type DiagonalBuffers<'a> = AffineBuffers<'a>;
 
 /// A plan must meet the launch contract and be internally consistent (its
 /// fields are public, so it may have been edited since [`plan_diagonal`]).
@@ -1466,17 +1338,18 @@ fn check_plan(plan: &GpuPlan) -> Result<()> {
     Ok(())
 }
 
-fn io_args(plan: &GpuPlan, io: &DiagonalIo) -> Vec<IoArg> {
-    let size = plan.dtype.size();
-    let (n, lanes) = (plan.shape.elements(), plan.shape.lanes());
-    let [h0, h_t] = io.ends.args(lanes, size);
-    vec![
-        IoArg::new("a", io.a, n, size, true),
-        IoArg::new("b", io.b, n, size, true),
-        h0,
-        IoArg::new("h", io.h.unwrap_or(0), n, size, false),
-        h_t,
-    ]
+/// The arguments' sizes and shapes for the checks of [`AffineIo`]: `a`,
+/// `b` and `h` are `[B,T,D]` or `[B,D,T]`, `h0` and `h_t` `[B,D]`.
+fn affine_sizes(
+    plan: &GpuPlan,
+) -> AffineSizes<impl Fn() -> String, impl Fn() -> String, impl Fn() -> String> {
+    let (s, layout) = (plan.shape, plan.layout);
+    let full = move || s.describe(layout);
+    AffineSizes {
+        a: (s.elements(), full),
+        steps: (s.elements(), full),
+        states: (s.lanes(), move || s.describe_bd()),
+    }
 }
 
 impl FamilyPlan for GpuPlan {
@@ -1509,33 +1382,15 @@ impl FamilyPlan for GpuPlan {
     }
 
     fn io_args(&self, io: &DiagonalIo) -> Vec<IoArg> {
-        io_args(self, io)
+        io.args(&affine_sizes(self), self.dtype.size())
     }
 
     fn io_of<R: KernelRunner>(&self, runner: &R, bufs: &DiagonalBuffers<'_>) -> Result<DiagonalIo> {
-        let elem = ElemType::of_dtype(self.dtype);
-        let (n, lanes) = (self.shape.elements(), self.shape.lanes());
-        let full = || self.shape.describe(self.layout);
-        let bd = || self.shape.describe_bd();
-        check_arg(runner, "a", &bufs.a, n, elem, full)?;
-        check_arg(runner, "b", &bufs.b, n, elem, full)?;
-        if let Some(h) = &bufs.h {
-            check_arg(runner, "h", &h.0, n, elem, full)?;
-        }
-        Ok(DiagonalIo {
-            a: bufs.a.addr,
-            b: bufs.b.addr,
-            h: bufs.h.as_ref().map(|m| m.0.addr),
-            ends: bufs.ends.check(runner, lanes, elem, bd)?,
-        })
+        bufs.check(runner, ElemType::of_dtype(self.dtype), &affine_sizes(self))
     }
 
     fn depth_io(&self, out: u64, last: u64) -> DiagonalIo {
-        DiagonalIo {
-            h: Some(out),
-            ends: Ends::last(last),
-            ..DiagonalIo::default()
-        }
+        AffineIo::depth(out, last)
     }
 
     unsafe fn issue<R: KernelRunner>(
@@ -1691,7 +1546,7 @@ pub(crate) fn lookback_parts(plan: &GpuPlan, ws: &DiagonalWorkspace) -> Option<L
 // ---------------------------------------------------------------------------
 
 /// Runs a host-side Diagonal problem right to left on `runner`
-/// ([`scan_host`](super::scan_host) with [`plan_diagonal_reverse`]):
+/// ([`scan_host`](super::scan_host) with [`GpuPlan::reversed`]):
 /// `h_t = a_t·h_{t+1} + b_t` from `h0` (the state entering `t = T − 1`)
 /// down to `t = 0`. Returns `(h, h_T, plan)`, `h_T` the state at `t = 0`.
 pub fn scan_diagonal_reverse<R, S>(
@@ -1706,7 +1561,8 @@ where
 {
     problem.validate()?;
     let shape = DiagShape::new(problem.batch, problem.len, problem.dim);
-    let plan = plan_diagonal_reverse(shape, problem.layout, S::DTYPE, request, runner.sm_count())?;
+    let plan =
+        plan_diagonal(shape, problem.layout, S::DTYPE, request, runner.sm_count())?.reversed()?;
     super::scan_host_planned(runner, ws, problem, plan)
 }
 

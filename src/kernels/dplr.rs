@@ -51,11 +51,16 @@
 
 use std::fmt;
 
-use super::common::{ceil_log2, check_int, highest_bit, i32_arg, launch_config, max_hb_pc};
+use super::common::{
+    ceil_log2, check_int, highest_bit, i32_arg, launch_config, max_hb_pc, name_table, plan_kinds,
+    KernelType, NameTable,
+};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::face::{
+    BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, KernelLaunch, ScratchLayout, Workspace,
+};
 use super::{KernelPlanSummary, KernelScan};
-use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
+use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
 use crate::family::dplr::{Dplr, DplrOutput};
@@ -219,93 +224,27 @@ macro_rules! widths {
     };
 }
 
-static NAMES: [[Names; 3]; 5] = [
-    widths!("f32"),
-    widths!("f64"),
-    widths!("f16"),
-    widths!("bf16"),
-    widths!("depth"),
-];
+static NAMES: NameTable<[Names; 3]> = name_table!(widths);
 
-static NAMES_REV: [[Names; 3]; 5] = [
-    widths!("f32", "rev_"),
-    widths!("f64", "rev_"),
-    widths!("f16", "rev_"),
-    widths!("bf16", "rev_"),
-    widths!("depth", "rev_"),
-];
-
-/// One instantiation of the kernels: a storage dtype or the depth counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KernelType {
-    Data(DType),
-    Depth,
-}
-
-impl KernelType {
-    fn names(self, width: usize, reverse: bool) -> &'static Names {
-        let t = match self {
-            KernelType::Data(DType::F32) => 0,
-            KernelType::Data(DType::F64) => 1,
-            KernelType::Data(DType::F16) => 2,
-            KernelType::Data(DType::Bf16) => 3,
-            KernelType::Depth => 4,
-        };
-        let w = WIDTHS.iter().position(|&x| x == width).unwrap_or(2);
-        if reverse {
-            &NAMES_REV[t][w]
-        } else {
-            &NAMES[t][w]
-        }
-    }
-
-    /// Bytes of one compute/scratch value.
-    fn acc_bytes(self) -> usize {
-        match self {
-            KernelType::Data(DType::F64) => 8,
-            _ => 4,
-        }
-    }
+/// The kernels of one instantiation, `NMAX = width` and direction.
+fn names(kt: KernelType, width: usize, reverse: bool) -> &'static Names {
+    let w = WIDTHS.iter().position(|&x| x == width).unwrap_or(2);
+    &NAMES.get(kt, reverse)[w]
 }
 
 // ---------------------------------------------------------------------------
 // The plan
 // ---------------------------------------------------------------------------
 
-/// Which launch sequence of the contract a plan uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DplrPlanKind {
-    /// P0: `dplr_sequential`, one pass over all `T`.
-    Sequential,
-    /// P1: one `dplr_rescan` with `C = T` and no carries.
-    SinglePass,
-    /// P2: reduce, Blelloch up-sweep and down-sweep levels, rescan.
-    Chunked,
-}
-
-impl DplrPlanKind {
-    /// `"P0"`, `"P1"`, `"P2"`.
-    pub fn label(self) -> &'static str {
-        match self {
-            DplrPlanKind::Sequential => "P0",
-            DplrPlanKind::SinglePass => "P1",
-            DplrPlanKind::Chunked => "P2",
-        }
-    }
-
-    /// `"sequential"`, `"single-pass"`, `"chunked"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            DplrPlanKind::Sequential => "sequential",
-            DplrPlanKind::SinglePass => "single-pass",
-            DplrPlanKind::Chunked => "chunked",
-        }
-    }
-}
-
-impl fmt::Display for DplrPlanKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.label(), self.name())
+plan_kinds! {
+    /// Which launch sequence of the contract a plan uses.
+    pub enum DplrPlanKind {
+        /// P0: `dplr_sequential`, one pass over all `T`.
+        Sequential = ("P0", "sequential"),
+        /// P1: one `dplr_rescan` with `C = T` and no carries.
+        SinglePass = ("P1", "single-pass"),
+        /// P2: reduce, Blelloch up-sweep and down-sweep levels, rescan.
+        Chunked = ("P2", "chunked"),
     }
 }
 
@@ -331,15 +270,7 @@ pub enum DplrRole {
 }
 
 /// One kernel launch of a plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DplrLaunch {
-    /// What it does.
-    pub role: DplrRole,
-    /// The `extern "C"` kernel name.
-    pub kernel: &'static str,
-    /// Grid, block and dynamic shared memory.
-    pub cfg: LaunchConfig,
-}
+pub type DplrLaunch = KernelLaunch<DplrRole>;
 
 /// Scratch a plan needs, in bytes per buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -400,7 +331,7 @@ pub struct DplrPlan {
     pub scratch: DplrScratch,
     /// The depth the `_depth` instantiation measures (maximum over outputs).
     pub depth: u64,
-    /// Right to left ([`plan_dplr_reverse`]):
+    /// Right to left ([`DplrPlan::reversed`]):
     /// `H_t = A_t H_{t+1} + k_t x_tᵀ` from `h0` at `t = T − 1` down to
     /// `t = 0`, `y_t = H_tᵀ q_t`, `h_T` = the state at `t = 0`. Same
     /// launches (the chunk kernels are the `_rev_` ones; the level kernels
@@ -487,10 +418,10 @@ impl Geometry {
         };
         let per = s.batch.checked_mul(self.chunks).ok_or_else(too_big)?;
         let agg = per
-            .checked_mul(s.n * (s.n + s.m) * kt.acc_bytes())
+            .checked_mul(s.n * (s.n + s.m) * kt.value_bytes())
             .ok_or_else(too_big)?;
         let carry = per
-            .checked_mul(s.n * s.m * kt.acc_bytes())
+            .checked_mul(s.n * s.m * kt.value_bytes())
             .ok_or_else(too_big)?;
         Ok(DplrScratch { agg, carry })
     }
@@ -499,8 +430,8 @@ impl Geometry {
     fn launches(&self, kt: KernelType) -> Result<Vec<DplrLaunch>> {
         let s = self.shape;
         let width = s.width();
-        let names = kt.names(width, self.reverse);
-        let acc = kt.acc_bytes() as u64;
+        let names = names(kt, width, self.reverse);
+        let acc = kt.value_bytes() as u64;
         let b = s.batch as u64;
         let nc = self.chunks as u64;
         let cb = self.col_block();
@@ -631,31 +562,6 @@ pub fn plan_dplr(
     request: PlanRequest,
     sm_count: usize,
 ) -> Result<DplrPlan> {
-    plan_directed(shape, output, dtype, request, sm_count, false)
-}
-
-/// [`plan_dplr`] for a reverse scan (right to left, see
-/// [`DplrPlan::reverse`]): the same plan kind, chunk, scratch and depth as
-/// the forward plan of the same request; the chunk launches name the
-/// `_rev_` kernels.
-pub fn plan_dplr_reverse(
-    shape: DplrShape,
-    output: DplrOutput,
-    dtype: DType,
-    request: PlanRequest,
-    sm_count: usize,
-) -> Result<DplrPlan> {
-    plan_directed(shape, output, dtype, request, sm_count, true)
-}
-
-fn plan_directed(
-    shape: DplrShape,
-    output: DplrOutput,
-    dtype: DType,
-    request: PlanRequest,
-    sm_count: usize,
-    reverse: bool,
-) -> Result<DplrPlan> {
     shape.validate()?;
     let sm = sm_count.max(1);
     let kt = KernelType::Data(dtype);
@@ -669,7 +575,7 @@ fn plan_directed(
         }
         PlanRequest::MinDepth => min_depth_geometry(shape, kt)?,
     };
-    make_plan(Geometry { reverse, ..g }, request, dtype, output)
+    make_plan(g, request, dtype, output)
 }
 
 fn make_plan(
@@ -774,6 +680,19 @@ impl DplrPlan {
         self.geometry().depth_at(t as u64)
     }
 
+    /// The same plan for the other direction (a forward plan becomes a
+    /// reverse one and back): same kind, chunk, scratch and depth; only the
+    /// kernel names change. Errors: an edited plan whose launches cannot be
+    /// rebuilt.
+    pub fn reversed(self) -> Result<DplrPlan> {
+        let mut plan = DplrPlan {
+            reverse: !self.reverse,
+            ..self
+        };
+        plan.launches = plan.geometry().launches(KernelType::Data(plan.dtype))?;
+        Ok(plan)
+    }
+
     fn geometry(&self) -> Geometry {
         Geometry {
             kind: self.kind,
@@ -784,7 +703,6 @@ impl DplrPlan {
         }
     }
 
-    /// The family-independent summary of this plan.
     /// The family-independent summary of this plan.
     pub fn summary(&self) -> KernelPlanSummary {
         // w, k (and q for the readout), u, v (R each) per step and row, x per step
@@ -1227,7 +1145,7 @@ impl BindInputs<DplrPlan> for Uploaded {
 
 /// Runs a host-side DPLR problem right to left on `runner`
 /// ([`scan_host_planned`](super::scan_host_planned) with
-/// [`plan_dplr_reverse`]): `H_t = A_t H_{t+1} + k_t x_tᵀ` from `h0` (the
+/// [`DplrPlan::reversed`]): `H_t = A_t H_{t+1} + k_t x_tᵀ` from `h0` (the
 /// state entering `t = T − 1`) down to `t = 0`, writing the problem's
 /// output (`y_t = H_tᵀ q_t` or every state). Returns `(out, h_T, plan)`,
 /// `h_T` the state at `t = 0`.
@@ -1242,13 +1160,14 @@ where
     S: Storage + bytemuck::Pod,
 {
     problem.validate()?;
-    let plan = plan_dplr_reverse(
+    let plan = plan_dplr(
         DplrShape::of(problem),
         problem.output,
         S::DTYPE,
         request,
         runner.sm_count(),
-    )?;
+    )
+    .and_then(|p| p.reversed())?;
     super::scan_host_planned(runner, ws, problem, plan)
 }
 
@@ -1414,24 +1333,13 @@ mod tests {
 
     #[test]
     fn auto_splits_few_problems() {
-        let p = plan_dplr(
-            DplrShape::new(64, 8192, 64, 64, 1),
-            DplrOutput::Readout,
-            DType::Bf16,
-            PlanRequest::Auto,
-            132,
-        )
-        .unwrap();
+        let auto = |shape, dtype| {
+            plan_dplr(shape, DplrOutput::Readout, dtype, PlanRequest::Auto, 132).unwrap()
+        };
+        let p = auto(DplrShape::new(64, 8192, 64, 64, 1), DType::Bf16);
         assert_eq!(p.kind, DplrPlanKind::Chunked);
         assert!(64 * 64 * p.chunks >= 132 * AUTO_THREADS_PER_SM, "{p}");
-        let p = plan_dplr(
-            DplrShape::new(8192, 1000, 16, 16, 1),
-            DplrOutput::Readout,
-            DType::F32,
-            PlanRequest::Auto,
-            132,
-        )
-        .unwrap();
+        let p = auto(DplrShape::new(8192, 1000, 16, 16, 1), DType::F32);
         assert_eq!(p.kind, DplrPlanKind::SinglePass);
     }
 }

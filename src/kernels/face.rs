@@ -24,7 +24,7 @@ use std::marker::PhantomData;
 
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use super::{KernelPlanSummary, KernelScan};
-use crate::backend::launch::{DeviceBuffer, KernelRunner};
+use crate::backend::launch::{DeviceBuffer, KernelRunner, LaunchConfig};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::scan::plan::PlanRequest;
@@ -316,6 +316,121 @@ pub(crate) fn check_args(args: &[IoArg]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Device addresses of one scan whose inputs are one transition tensor `a`
+/// and one input tensor `b` (`h_t = A_t h_{t−1} + b_t`): the Diagonal and
+/// BlockDiagonal families. A `CUdeviceptr` on CUDA, a host address in the
+/// emulator ([`DeviceBuffer::ptr`] plus a byte offset); each family's alias
+/// ([`DiagonalIo`](super::diagonal::DiagonalIo),
+/// [`BlockDiagonalIo`](super::block_diagonal::BlockDiagonalIo)) states the
+/// sizes. `h = None` computes only `h_t`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffineIo {
+    /// The transitions `A_t`.
+    pub a: u64,
+    /// The inputs `b_t`.
+    pub b: u64,
+    /// All states (output).
+    pub h: Option<u64>,
+    /// Initial state and final state (output).
+    pub ends: Ends,
+}
+
+/// The same as [`AffineIo`], as typed or sized device memory whose owner,
+/// size and element type are checked: each must hold exactly the elements
+/// its shape implies, of the plan's storage dtype.
+#[derive(Debug)]
+pub struct AffineBuffers<'a> {
+    /// The transitions `A_t`.
+    pub a: DeviceRef<'a>,
+    /// The inputs `b_t`.
+    pub b: DeviceRef<'a>,
+    /// All states, or only `h_t` is computed.
+    pub h: Option<DeviceMut<'a>>,
+    /// `h0` (or zeros) and `h_t`.
+    pub ends: EndBuffers<'a>,
+}
+
+/// Element counts of an affine scan's arguments and the shapes that name
+/// them in errors.
+pub(crate) struct AffineSizes<A, S, H> {
+    /// `a`'s elements and shape.
+    pub(crate) a: (usize, A),
+    /// The elements and shape of `b` and of `h` (one per step and row).
+    pub(crate) steps: (usize, S),
+    /// The elements and shape of `h0` and of `h_t`.
+    pub(crate) states: (usize, H),
+}
+
+impl AffineIo {
+    /// Every argument with its size (`size`-byte elements), for the checks
+    /// of [`launch_scan`].
+    pub(crate) fn args<A, S, H>(&self, sizes: &AffineSizes<A, S, H>, size: usize) -> Vec<IoArg> {
+        let n = sizes.steps.0;
+        let [h0, h_t] = self.ends.args(sizes.states.0, size);
+        vec![
+            IoArg::new("a", self.a, sizes.a.0, size, true),
+            IoArg::new("b", self.b, n, size, true),
+            h0,
+            IoArg::new("h", self.h.unwrap_or(0), n, size, false),
+            h_t,
+        ]
+    }
+
+    /// The `Io` of a depth run: no inputs, outputs at `out` and `last`.
+    pub(crate) fn depth(out: u64, last: u64) -> Self {
+        AffineIo {
+            h: Some(out),
+            ends: Ends::last(last),
+            ..AffineIo::default()
+        }
+    }
+}
+
+impl AffineBuffers<'_> {
+    /// The addresses, after checking each buffer's owner, element count and
+    /// element type (`elem`) against `runner` and `sizes`.
+    pub(crate) fn check<R, A, S, H>(
+        &self,
+        runner: &R,
+        elem: ElemType,
+        sizes: &AffineSizes<A, S, H>,
+    ) -> Result<AffineIo>
+    where
+        R: KernelRunner,
+        A: Fn() -> String,
+        S: Fn() -> String,
+        H: Fn() -> String,
+    {
+        let (n, steps) = (sizes.steps.0, &sizes.steps.1);
+        check_arg(runner, "a", &self.a, sizes.a.0, elem, &sizes.a.1)?;
+        check_arg(runner, "b", &self.b, n, elem, steps)?;
+        if let Some(h) = &self.h {
+            check_arg(runner, "h", &h.0, n, elem, steps)?;
+        }
+        Ok(AffineIo {
+            a: self.a.addr,
+            b: self.b.addr,
+            h: self.h.as_ref().map(|m| m.0.addr),
+            ends: self
+                .ends
+                .check(runner, sizes.states.0, elem, &sizes.states.1)?,
+        })
+    }
+}
+
+/// One kernel launch of a plan: its role `R` (which decides the argument
+/// list), the `extern "C"` kernel name with its dtype suffix, and the grid,
+/// block and dynamic shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLaunch<R> {
+    /// What it does.
+    pub role: R,
+    /// The `extern "C"` kernel name.
+    pub kernel: &'static str,
+    /// Grid, block and dynamic shared memory.
+    pub cfg: LaunchConfig,
 }
 
 /// What a kernel family's GPU plan supplies to the shared entry points.

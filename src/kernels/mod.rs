@@ -41,12 +41,13 @@ pub mod varlen;
 
 pub use device::{DeviceMut, DeviceRef, DeviceTensor, ElemType};
 pub use diagonal::{
-    plan_diagonal, plan_diagonal_reverse, scan_diagonal_reverse, DiagShape, DiagonalBuffers,
-    DiagonalIo, DiagonalWorkspace, GpuPlan, GpuPlanKind, Launch, LaunchRole, ScratchSizes,
+    plan_diagonal, scan_diagonal_reverse, DiagShape, DiagonalBuffers, DiagonalIo,
+    DiagonalWorkspace, GpuPlan, GpuPlanKind, Launch, LaunchRole, ScratchSizes,
 };
 pub use face::{
     launch_scan, launch_scan_buffers, measure_depth, measure_depth_outputs, scan_host,
-    scan_host_planned, BindInputs, EndBuffers, Ends, FamilyPlan, ScratchLayout, Workspace,
+    scan_host_planned, AffineBuffers, AffineIo, BindInputs, EndBuffers, Ends, FamilyPlan,
+    KernelLaunch, ScratchLayout, Workspace,
 };
 
 use crate::backend::launch::{DeviceBuffer, KernelRunner};

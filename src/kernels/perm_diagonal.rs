@@ -55,11 +55,16 @@
 
 use std::fmt;
 
-use super::common::{ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, prefix_depth};
+use super::common::{
+    ceil_log2, check_int, i32_arg, launch_config, max_prefix_depth, name_table, plan_kinds,
+    prefix_depth, KernelType, NameTable,
+};
 use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, ScratchLayout, Workspace};
+use super::face::{
+    BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, KernelLaunch, ScratchLayout, Workspace,
+};
 use super::{KernelPlanSummary, KernelScan};
-use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
+use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner};
 use crate::dtype::{DType, Storage};
 use crate::error::{Error, Result};
 use crate::family::perm_diagonal::PermDiagonal;
@@ -251,96 +256,26 @@ macro_rules! kernel_names {
     };
 }
 
-static NAMES_F32: KernelNames = kernel_names!("f32");
-static NAMES_F16: KernelNames = kernel_names!("f16");
-static NAMES_BF16: KernelNames = kernel_names!("bf16");
-static NAMES_F64: KernelNames = kernel_names!("f64");
-static NAMES_DEPTH: KernelNames = kernel_names!("depth");
-static NAMES_REV_F32: KernelNames = kernel_names!("f32", "rev_");
-static NAMES_REV_F16: KernelNames = kernel_names!("f16", "rev_");
-static NAMES_REV_BF16: KernelNames = kernel_names!("bf16", "rev_");
-static NAMES_REV_F64: KernelNames = kernel_names!("f64", "rev_");
-static NAMES_REV_DEPTH: KernelNames = kernel_names!("depth", "rev_");
-
-/// One instantiation of the kernels: a storage dtype or the depth counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KernelType {
-    Data(DType),
-    Depth,
-}
-
-impl KernelType {
-    fn names(self, reverse: bool) -> &'static KernelNames {
-        match (self, reverse) {
-            (KernelType::Data(DType::F32), false) => &NAMES_F32,
-            (KernelType::Data(DType::F16), false) => &NAMES_F16,
-            (KernelType::Data(DType::Bf16), false) => &NAMES_BF16,
-            (KernelType::Data(DType::F64), false) => &NAMES_F64,
-            (KernelType::Depth, false) => &NAMES_DEPTH,
-            (KernelType::Data(DType::F32), true) => &NAMES_REV_F32,
-            (KernelType::Data(DType::F16), true) => &NAMES_REV_F16,
-            (KernelType::Data(DType::Bf16), true) => &NAMES_REV_BF16,
-            (KernelType::Data(DType::F64), true) => &NAMES_REV_F64,
-            (KernelType::Depth, true) => &NAMES_REV_DEPTH,
-        }
-    }
-
-    /// Bytes of one compute value `V` (aggregate `d`/`b` slot, carry slot).
-    fn value_bytes(self) -> usize {
-        match self {
-            KernelType::Data(DType::F64) => 8,
-            _ => 4,
-        }
-    }
-}
+static NAMES: NameTable<KernelNames> = name_table!(kernel_names);
 
 // ---------------------------------------------------------------------------
 // The plan
 // ---------------------------------------------------------------------------
 
-/// Which launch sequence of the contract a plan uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PdPlanKind {
-    /// P0: `pd_<K>_sequential`, one team per problem over all `T` steps.
-    Sequential,
-    /// P1: one `pd_<K>_rescan` with `C = T` and no carries.
-    SinglePass,
-    /// P2: reduce, Blelloch scan of the `2 ≤ NC ≤ 1024` chunk aggregates, rescan.
-    Chunked,
-    /// P3: reduce, tile scans, top-level scan of the tile totals, apply, rescan.
-    TwoLevel,
-    /// P4: one pass with a decoupled look-back between chunks (every input
-    /// read once).
-    LookBack,
-}
-
-impl PdPlanKind {
-    /// `"P0"` … `"P4"`: the contract's names.
-    pub fn label(self) -> &'static str {
-        match self {
-            PdPlanKind::Sequential => "P0",
-            PdPlanKind::SinglePass => "P1",
-            PdPlanKind::Chunked => "P2",
-            PdPlanKind::TwoLevel => "P3",
-            PdPlanKind::LookBack => "P4",
-        }
-    }
-
-    /// `"sequential"`, `"single-pass"`, `"chunked"`, `"two-level"`, `"look-back"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            PdPlanKind::Sequential => "sequential",
-            PdPlanKind::SinglePass => "single-pass",
-            PdPlanKind::Chunked => "chunked",
-            PdPlanKind::TwoLevel => "two-level",
-            PdPlanKind::LookBack => "look-back",
-        }
-    }
-}
-
-impl fmt::Display for PdPlanKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.label(), self.name())
+plan_kinds! {
+    /// Which launch sequence of the contract a plan uses.
+    pub enum PdPlanKind {
+        /// P0: `pd_<K>_sequential`, one team per problem over all `T` steps.
+        Sequential = ("P0", "sequential"),
+        /// P1: one `pd_<K>_rescan` with `C = T` and no carries.
+        SinglePass = ("P1", "single-pass"),
+        /// P2: reduce, Blelloch scan of the `2 ≤ NC ≤ 1024` chunk aggregates, rescan.
+        Chunked = ("P2", "chunked"),
+        /// P3: reduce, tile scans, top-level scan of the tile totals, apply, rescan.
+        TwoLevel = ("P3", "two-level"),
+        /// P4: one pass with a decoupled look-back between chunks (every input
+        /// read once).
+        LookBack = ("P4", "look-back"),
     }
 }
 
@@ -370,15 +305,7 @@ pub enum PdLaunchRole {
 }
 
 /// One kernel launch of a plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PdLaunch {
-    /// What it does.
-    pub role: PdLaunchRole,
-    /// The `extern "C"` kernel name, with the dtype suffix.
-    pub kernel: &'static str,
-    /// Grid and block (no dynamic shared memory).
-    pub cfg: LaunchConfig,
-}
+pub type PdLaunch = KernelLaunch<PdLaunchRole>;
 
 /// Scratch a plan needs, in bytes per buffer (all zero for P0 and P1; the
 /// tile buffers only for P3). `V` is the compute type (f32, or f64 for f64).
@@ -483,7 +410,7 @@ pub struct PdGpuPlan {
     /// aggregate path, which otherwise only timing decides; results stay
     /// exact. Must be ≥ 1.
     pub lookback_prefix_every: u32,
-    /// Right to left ([`plan_perm_diagonal_reverse`]):
+    /// Right to left ([`PdGpuPlan::reversed`]):
     /// `h_t[i] = d_t[i]·h_{t+1}[perm_t[i]] + b_t[i]` from `h0` at `t = T − 1`
     /// down to `t = 0`, `h_T` = the state at `t = 0`. Same launches (the
     /// `_rev_` kernels), scratch and depth as the forward plan, with step `t`
@@ -558,6 +485,19 @@ impl PdGpuPlan {
         passes * input + s + scratch_traffic / slots
     }
 
+    /// The same plan for the other direction (a forward plan becomes a
+    /// reverse one and back): same kind, chunk, scratch and depth; only the
+    /// kernel names change. Errors: an edited plan whose launches cannot be
+    /// rebuilt.
+    pub fn reversed(self) -> Result<PdGpuPlan> {
+        let mut plan = PdGpuPlan {
+            reverse: !self.reverse,
+            ..self
+        };
+        plan.launches = plan.geometry().launches(KernelType::Data(plan.dtype))?;
+        Ok(plan)
+    }
+
     fn geometry(&self) -> Geometry {
         Geometry {
             kind: self.kind,
@@ -630,29 +570,6 @@ pub fn plan_perm_diagonal(
     request: PlanRequest,
     sm_count: usize,
 ) -> Result<PdGpuPlan> {
-    plan_directed(shape, dtype, request, sm_count, false)
-}
-
-/// [`plan_perm_diagonal`] for a reverse scan (right to left, see
-/// [`PdGpuPlan::reverse`]): the same plan kind, chunk, teams, scratch and
-/// depth as the forward plan of the same request; the launches name the
-/// `_rev_` kernels.
-pub fn plan_perm_diagonal_reverse(
-    shape: PdShape,
-    dtype: DType,
-    request: PlanRequest,
-    sm_count: usize,
-) -> Result<PdGpuPlan> {
-    plan_directed(shape, dtype, request, sm_count, true)
-}
-
-fn plan_directed(
-    shape: PdShape,
-    dtype: DType,
-    request: PlanRequest,
-    sm_count: usize,
-    reverse: bool,
-) -> Result<PdGpuPlan> {
     shape.validate()?;
     let sm = sm_count.max(1);
     let kt = KernelType::Data(dtype);
@@ -673,10 +590,6 @@ fn plan_directed(
         PlanRequest::LookBack => Geometry::lookback(shape)?,
         PlanRequest::MinDepth => min_depth_geometry(shape, kt)?,
     };
-    let geometry = Geometry {
-        reverse,
-        ..geometry
-    };
     Ok(PdGpuPlan {
         request,
         kind: geometry.kind,
@@ -693,7 +606,7 @@ fn plan_directed(
         scratch: geometry.scratch(kt)?,
         depth: geometry.depth(),
         lookback_prefix_every: 1,
-        reverse,
+        reverse: false,
     })
 }
 
@@ -927,7 +840,7 @@ impl Geometry {
 
     /// The launch sequence for instantiation `kt`.
     fn launches(&self, kt: KernelType) -> Result<Vec<PdLaunch>> {
-        let names = kt.names(self.reverse);
+        let names = NAMES.get(kt, self.reverse);
         let (reduce, rescan, sequential) = match self.teams {
             PdTeams::Small => (
                 names.small_reduce,
@@ -1456,7 +1369,7 @@ impl BindInputs<PdGpuPlan> for PdInputs {
 
 /// Runs a host-side PD problem right to left on `runner`
 /// ([`scan_host_planned`](super::scan_host_planned) with
-/// [`plan_perm_diagonal_reverse`]): `h_t[i] = d_t[i]·h_{t+1}[perm_t[i]] + b_t[i]`
+/// [`PdGpuPlan::reversed`]): `h_t[i] = d_t[i]·h_{t+1}[perm_t[i]] + b_t[i]`
 /// from `h0` (the state entering `t = T − 1`) down to `t = 0`. Returns
 /// `(h, h_T, plan)`, `h_T` the state at `t = 0`. Any index type whose
 /// problem runs on the kernels (`u16`/`u32` rows are narrowed on upload).
@@ -1475,7 +1388,7 @@ where
     // The forward planner's checks (shapes, every row, n against the
     // kernels' limit), then the reverse plan of the same request.
     let fwd = problem.plan(runner.sm_count(), request)?;
-    let plan = plan_perm_diagonal_reverse(fwd.shape, S::DTYPE, request, runner.sm_count())?;
+    let plan = plan_perm_diagonal(fwd.shape, S::DTYPE, request, runner.sm_count())?.reversed()?;
     super::scan_host_planned(runner, ws, problem, plan)
 }
 

@@ -13,14 +13,10 @@
 //! through the family's own planner and the shared `launch_scan_buffers`, so
 //! a new plan kind of a family needs no change here.
 
-use super::diagonal::{
-    plan_diagonal, plan_diagonal_reverse, DiagShape, DiagonalInputs, DiagonalWorkspace, GpuPlan,
-};
-use super::dplr::{plan_dplr, plan_dplr_reverse, DplrShape, DplrWorkspace, Uploaded};
+use super::diagonal::{plan_diagonal, DiagShape, DiagonalInputs, DiagonalWorkspace, GpuPlan};
+use super::dplr::{plan_dplr, DplrPlan, DplrShape, DplrWorkspace, Uploaded};
 use super::face::{launch_scan_buffers, measure_depth, BindInputs, FamilyPlan, Workspace};
-use super::perm_diagonal::{
-    plan_perm_diagonal, plan_perm_diagonal_reverse, PdInputs, PdShape, PdWorkspace,
-};
+use super::perm_diagonal::{plan_perm_diagonal, PdGpuPlan, PdInputs, PdShape, PdWorkspace};
 use super::{KernelPlanSummary, KernelScan, PreparedLaunches};
 use crate::backend::launch::{DeviceBuffer, KernelRunner};
 use crate::dtype::{DType, Storage};
@@ -67,6 +63,13 @@ enum ResidentFamily {
         output: DplrOutput,
         inputs: Box<Uploaded>,
     },
+}
+
+/// A plan of the resident family and the inputs it binds.
+enum FamilyPlans<'a> {
+    Diagonal(GpuPlan, &'a DiagonalInputs),
+    PermDiagonal(PdGpuPlan, &'a PdInputs),
+    Dplr(DplrPlan, &'a Uploaded),
 }
 
 /// Allocates `elements` values of `size` bytes and poisons them.
@@ -140,16 +143,42 @@ impl Resident {
 
     /// Plans `request` for a device with `sm_count` SMs (nothing launched).
     pub fn plan(&self, sm_count: usize, request: PlanRequest) -> Result<KernelPlanSummary> {
+        Ok(match self.family_plan(sm_count, request, false)? {
+            FamilyPlans::Diagonal(plan, _) => plan.summary(),
+            FamilyPlans::PermDiagonal(plan, _) => plan.summary(),
+            FamilyPlans::Dplr(plan, _) => plan.summary(),
+        })
+    }
+
+    /// The family's plan of `request` in either direction, with the
+    /// resident inputs it binds.
+    fn family_plan(
+        &self,
+        sm: usize,
+        request: PlanRequest,
+        reverse: bool,
+    ) -> Result<FamilyPlans<'_>> {
         let dtype = self.dtype;
         Ok(match &self.family {
-            ResidentFamily::Diagonal { shape, layout, .. } => {
-                plan_diagonal(*shape, *layout, dtype, request, sm_count)?.summary()
+            ResidentFamily::Diagonal {
+                shape,
+                layout,
+                inputs,
+            } => {
+                let plan = plan_diagonal(*shape, *layout, dtype, request, sm)?;
+                FamilyPlans::Diagonal(directed(plan, reverse, GpuPlan::reversed)?, inputs)
             }
-            ResidentFamily::PermDiagonal { shape, .. } => {
-                plan_perm_diagonal(*shape, dtype, request, sm_count)?.summary()
+            ResidentFamily::PermDiagonal { shape, inputs } => {
+                let plan = plan_perm_diagonal(*shape, dtype, request, sm)?;
+                FamilyPlans::PermDiagonal(directed(plan, reverse, PdGpuPlan::reversed)?, inputs)
             }
-            ResidentFamily::Dplr { shape, output, .. } => {
-                plan_dplr(*shape, *output, dtype, request, sm_count)?.summary()
+            ResidentFamily::Dplr {
+                shape,
+                output,
+                inputs,
+            } => {
+                let plan = plan_dplr(*shape, *output, dtype, request, sm)?;
+                FamilyPlans::Dplr(directed(plan, reverse, DplrPlan::reversed)?, inputs)
             }
         })
     }
@@ -173,42 +202,15 @@ impl Resident {
         request: PlanRequest,
         reverse: bool,
     ) -> Result<(KernelPlanSummary, PreparedLaunches<'r>)> {
-        let dtype = self.dtype;
-        let sm = runner.sm_count();
         let (out, h_t) = (&self.out, &self.h_t);
-        match &self.family {
-            ResidentFamily::Diagonal {
-                shape,
-                layout,
-                inputs,
-            } => {
-                let plan = if reverse {
-                    plan_diagonal_reverse(*shape, *layout, dtype, request, sm)?
-                } else {
-                    plan_diagonal(*shape, *layout, dtype, request, sm)?
-                };
-                prepared(runner, plan, move || {
-                    BindInputs::<GpuPlan>::bind(inputs, out, h_t)
-                })
-            }
-            ResidentFamily::PermDiagonal { shape, inputs } => {
-                let plan = if reverse {
-                    plan_perm_diagonal_reverse(*shape, dtype, request, sm)?
-                } else {
-                    plan_perm_diagonal(*shape, dtype, request, sm)?
-                };
+        match self.family_plan(runner.sm_count(), request, reverse)? {
+            FamilyPlans::Diagonal(plan, inputs) => prepared(runner, plan, move || {
+                BindInputs::<GpuPlan>::bind(inputs, out, h_t)
+            }),
+            FamilyPlans::PermDiagonal(plan, inputs) => {
                 prepared(runner, plan, move || inputs.bind(out, h_t))
             }
-            ResidentFamily::Dplr {
-                shape,
-                output,
-                inputs,
-            } => {
-                let plan = if reverse {
-                    plan_dplr_reverse(*shape, *output, dtype, request, sm)?
-                } else {
-                    plan_dplr(*shape, *output, dtype, request, sm)?
-                };
+            FamilyPlans::Dplr(plan, inputs) => {
                 prepared(runner, plan, move || inputs.bind(out, h_t))
             }
         }
@@ -227,33 +229,14 @@ impl Resident {
         request: PlanRequest,
         reverse: bool,
     ) -> Result<u64> {
-        let dtype = self.dtype;
-        let sm = runner.sm_count();
-        match &self.family {
-            ResidentFamily::Diagonal { shape, layout, .. } => {
-                let plan = if reverse {
-                    plan_diagonal_reverse(*shape, *layout, dtype, request, sm)?
-                } else {
-                    plan_diagonal(*shape, *layout, dtype, request, sm)?
-                };
+        match self.family_plan(runner.sm_count(), request, reverse)? {
+            FamilyPlans::Diagonal(plan, _) => {
                 measure_depth(runner, &mut DiagonalWorkspace::new(), &plan)
             }
-            ResidentFamily::PermDiagonal { shape, .. } => {
-                let plan = if reverse {
-                    plan_perm_diagonal_reverse(*shape, dtype, request, sm)?
-                } else {
-                    plan_perm_diagonal(*shape, dtype, request, sm)?
-                };
+            FamilyPlans::PermDiagonal(plan, _) => {
                 measure_depth(runner, &mut PdWorkspace::new(), &plan)
             }
-            ResidentFamily::Dplr { shape, output, .. } => {
-                let plan = if reverse {
-                    plan_dplr_reverse(*shape, *output, dtype, request, sm)?
-                } else {
-                    plan_dplr(*shape, *output, dtype, request, sm)?
-                };
-                measure_depth(runner, &mut DplrWorkspace::new(), &plan)
-            }
+            FamilyPlans::Dplr(plan, _) => measure_depth(runner, &mut DplrWorkspace::new(), &plan),
         }
     }
 
@@ -319,6 +302,15 @@ fn download_widened<S: Storage + bytemuck::Pod, R: KernelRunner>(
     let mut host = vec![S::default(); buf.len_bytes() / std::mem::size_of::<S>()];
     runner.download(buf, &mut host)?;
     Ok(host.into_iter().map(Storage::to_f64).collect())
+}
+
+/// `plan` for a forward scan, or `reversed(plan)` for a reverse one.
+fn directed<P>(plan: P, reverse: bool, reversed: fn(P) -> Result<P>) -> Result<P> {
+    if reverse {
+        reversed(plan)
+    } else {
+        Ok(plan)
+    }
 }
 
 /// Reserves `plan`'s scratch on `runner` and returns its summary and a

@@ -27,8 +27,7 @@ use parascan::family::diagonal::Diagonal;
 use parascan::family::Layout;
 use parascan::grad;
 use parascan::kernels::diagonal::{
-    plan_diagonal, plan_diagonal_reverse, scan_diagonal_reverse, DiagShape, DiagonalWorkspace,
-    GpuPlan,
+    plan_diagonal, scan_diagonal_reverse, DiagShape, DiagonalWorkspace, GpuPlan,
 };
 use parascan::kernels::{measure_depth, measure_depth_outputs, scan_host_planned};
 use parascan::{oracle, DType, PlanRequest, Storage};
@@ -261,13 +260,14 @@ fn aggregate_case<R: KernelRunner, S: Storage + bytemuck::Pod>(
         dim: shape.dim,
         layout,
     };
-    let mut plan = plan_diagonal_reverse(
+    let mut plan = plan_diagonal(
         shape,
         layout,
         S::DTYPE,
         PlanRequest::LookBack,
         runner.sm_count(),
     )
+    .and_then(|p| p.reversed())
     .map_err(|e| e.to_string())?;
     plan.lookback_prefix_every = every;
     let ctx = format!("{} every={every} [{plan}]", runner.backend_name());
@@ -285,13 +285,14 @@ pub fn run_reverse_depth_plans<R: KernelRunner>(runner: &R, label: &str) {
     let mut kinds = [0usize; 5];
     let mut failures = Vec::new();
     for fwd in diagonal_suite::depth_plans(runner.sm_count()) {
-        let rev = plan_diagonal_reverse(
+        let rev = plan_diagonal(
             fwd.shape,
             fwd.layout,
             fwd.dtype,
             fwd.request,
             runner.sm_count(),
         )
+        .and_then(|p| p.reversed())
         .expect("reverse plan");
         kinds[rev.kind as usize] += 1;
         match check_reverse_depth(runner, &mut ws, &fwd, &rev) {

@@ -27,15 +27,11 @@ use parascan::family::dplr::{Dplr, DplrOutput};
 use parascan::family::perm_diagonal::PermDiagonal;
 use parascan::grad;
 use parascan::kernels::block_diagonal::{
-    plan_block_diagonal, plan_block_diagonal_reverse, scan_block_diagonal_reverse,
-    BlockDiagonalWorkspace, BlockPlan, BlockShape,
+    plan_block_diagonal, scan_block_diagonal_reverse, BlockDiagonalWorkspace, BlockPlan, BlockShape,
 };
-use parascan::kernels::dplr::{
-    plan_dplr, plan_dplr_reverse, scan_dplr_reverse, DplrPlan, DplrShape, DplrWorkspace,
-};
+use parascan::kernels::dplr::{plan_dplr, scan_dplr_reverse, DplrPlan, DplrShape, DplrWorkspace};
 use parascan::kernels::perm_diagonal::{
-    plan_perm_diagonal, plan_perm_diagonal_reverse, scan_perm_diagonal_reverse, PdGpuPlan, PdShape,
-    PdWorkspace,
+    plan_perm_diagonal, scan_perm_diagonal_reverse, PdGpuPlan, PdShape, PdWorkspace,
 };
 use parascan::kernels::{measure_depth, measure_depth_outputs, FamilyPlan, Workspace};
 use parascan::{oracle, PlanRequest, Storage};
@@ -689,7 +685,7 @@ pub fn reverse_depth_all<R: KernelRunner>(runner: &R, label: &str) {
             let dt = parascan::DType::F32;
             let (Ok(fwd), Ok(rev)) = (
                 plan_perm_diagonal(shape, dt, request, sm),
-                plan_perm_diagonal_reverse(shape, dt, request, sm),
+                plan_perm_diagonal(shape, dt, request, sm).and_then(|p| p.reversed()),
             ) else {
                 failures.push(format!("pd plan {request} for {b}x{t}x{n}"));
                 continue;
@@ -717,7 +713,7 @@ pub fn reverse_depth_all<R: KernelRunner>(runner: &R, label: &str) {
             let dt = parascan::DType::F32;
             let (Ok(fwd), Ok(rev)) = (
                 plan_block_diagonal(shape, dt, request, sm),
-                plan_block_diagonal_reverse(shape, dt, request, sm),
+                plan_block_diagonal(shape, dt, request, sm).and_then(|p| p.reversed()),
             ) else {
                 failures.push(format!("bd plan {request}"));
                 continue;
@@ -746,7 +742,7 @@ pub fn reverse_depth_all<R: KernelRunner>(runner: &R, label: &str) {
                 let dt = parascan::DType::F32;
                 let (Ok(fwd), Ok(rev)) = (
                     plan_dplr(shape, output, dt, request, sm),
-                    plan_dplr_reverse(shape, output, dt, request, sm),
+                    plan_dplr(shape, output, dt, request, sm).and_then(|p| p.reversed()),
                 ) else {
                     failures.push(format!("dplr plan {request}"));
                     continue;

@@ -1118,6 +1118,7 @@ PSD_DEV void btd_lookback_packed(const typename Ops::In* __restrict__ a, const t
     constexpr int K = kLbSteps16;
     PS_SHARED(Elem, s_w, kLbMaxWarps * 32);
     PS_SHARED(State, s_hin, 32);
+    PS_SHARED(long long, s_base, kLbMaxWarps * 32);
     if ((blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || static_cast<long long>(blockDim.x / 32) * K != C ||
         prefix_every < 1)
         __trap();
@@ -1154,17 +1155,19 @@ PSD_UNROLL
     s_w[wid * 32 + lid] = x;
     __syncthreads();
     const State init = wid == 0 && active ? Ops::initial(h0, static_cast<long long>(bb) * D + d) : State{};
+    s_base[threadIdx.x] = base;
     const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, s_w, init, prefix_every);
     if (wid == 0) s_hin[lid] = hin;
     __syncthreads();
+    const long long base2 = s_base[threadIdx.x];
     State hh = s_hin[lid];
     for (int v = 0; v < wid; ++v) hh = Ops::apply(s_w[v * 32 + lid], hh);
 PSD_UNROLL
     for (int k = 0; k < K; ++k) {
         if (k < rem) {
             hh = Ops::apply(Ops::make(half_of<S>(w[k], 0), half_of<S>(w[k], 1)), hh);
-            if (h) h[REV ? base - static_cast<long long>(k) * D : base + static_cast<long long>(k) * D] = Ops::narrow(hh);
-            if (hT && k == rem - 1) hT[lb_btd_lane(base, T, D)] = Ops::narrow(hh);
+            if (h) h[REV ? base2 - static_cast<long long>(k) * D : base2 + static_cast<long long>(k) * D] = Ops::narrow(hh);
+            if (hT && k == rem - 1) hT[lb_btd_lane(base2, T, D)] = Ops::narrow(hh);
         }
     }
 }
@@ -1239,6 +1242,8 @@ PSD_DEV void btd_lookback_steps(Steps& src, typename Ops::Out* __restrict__ h, t
     using State = typename Ops::State;
     PS_SHARED(Elem, s_w, kLbMaxWarps * 32);
     PS_SHARED(State, s_hin, 32);
+    PS_SHARED(long long, s_base, kLbMaxWarps * 32);
+    PS_SHARED(int, s_rem, kLbMaxWarps * 32);
     if ((blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || static_cast<long long>(blockDim.x / 32) * K != C ||
         prefix_every < 1)
         __trap();
@@ -1278,19 +1283,23 @@ PSD_UNROLL
     s_w[wid * 32 + lid] = x;
     __syncthreads();
     const State init = wid == 0 && active ? Ops::initial(h0, static_cast<long long>(bb) * D + d) : State{};
+    s_base[threadIdx.x] = base;
+    s_rem[threadIdx.x] = rem;
     const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, s_w, init, prefix_every);
     if (wid == 0) s_hin[lid] = hin;
     __syncthreads();
+    const long long base2 = s_base[threadIdx.x];
+    const int rem2 = s_rem[threadIdx.x];
     // The carry into this warp's steps: the warps before it applied to the chunk's carry-in,
     // folded from s_w again rather than kept in registers across the look-back.
     State hh = s_hin[lid];
     for (int w = 0; w < wid; ++w) hh = Ops::apply(s_w[w * 32 + lid], hh);
 PSD_UNROLL
     for (int k = 0; k < K; ++k) {
-        if (k < rem) {
+        if (k < rem2) {
             hh = Ops::apply(e[k], hh);
-            if (h) h[REV ? base - static_cast<long long>(k) * D : base + static_cast<long long>(k) * D] = Ops::narrow(hh);
-            if (hT && k == rem - 1) hT[lb_btd_lane(base, T, D)] = Ops::narrow(hh);
+            if (h) h[REV ? base2 - static_cast<long long>(k) * D : base2 + static_cast<long long>(k) * D] = Ops::narrow(hh);
+            if (hT && k == rem2 - 1) hT[lb_btd_lane(base2, T, D)] = Ops::narrow(hh);
         }
     }
 }

@@ -933,6 +933,21 @@ PSD_DEV long long lb_btd_lane(long long i, int T, int D) {
     return q / T * D + (i - q * D);
 }
 
+// The exclusive prefix of this warp's part among the block's (parts[w*32 + lane], w < warp):
+// folded from shared memory after the look-back rather than kept in registers across it
+// (same combines in the same order, so the same values and depth as folding before it).
+template <class Ops>
+PSD_DEV typename Ops::Elem lb_warp_prefix(const typename Ops::Elem* parts) {
+    const int lid = threadIdx.x & 31;
+    const int wid = threadIdx.x >> 5;
+    typename Ops::Elem W = Ops::identity();
+    if (wid > 0) {
+        W = parts[lid];
+        for (int w = 1; w < wid; ++w) W = Ops::combine(W, parts[w * 32 + lid]);
+    }
+    return W;
+}
+
 // ---------------------------------------------------------------------------------------
 // 16-bit look-back (f16/bf16 storage, f32 compute): kLbSteps16 = 32 steps per thread, twice
 // the f32 kernels' 16, so a block moves the same bytes per chunk as an f32 block (a
@@ -1160,8 +1175,7 @@ PSD_UNROLL
     if (wid == 0) s_hin[lid] = hin;
     __syncthreads();
     const long long base2 = s_base[threadIdx.x];
-    State hh = s_hin[lid];
-    for (int v = 0; v < wid; ++v) hh = Ops::apply(s_w[v * 32 + lid], hh);
+    State hh = Ops::apply(lb_warp_prefix<Ops>(s_w), s_hin[lid]);
 PSD_UNROLL
     for (int k = 0; k < K; ++k) {
         if (k < rem) {
@@ -1290,10 +1304,7 @@ PSD_UNROLL
     __syncthreads();
     const long long base2 = s_base[threadIdx.x];
     const int rem2 = s_rem[threadIdx.x];
-    // The carry into this warp's steps: the warps before it applied to the chunk's carry-in,
-    // folded from s_w again rather than kept in registers across the look-back.
-    State hh = s_hin[lid];
-    for (int w = 0; w < wid; ++w) hh = Ops::apply(s_w[w * 32 + lid], hh);
+    State hh = Ops::apply(lb_warp_prefix<Ops>(s_w), s_hin[lid]);
 PSD_UNROLL
     for (int k = 0; k < K; ++k) {
         if (k < rem2) {

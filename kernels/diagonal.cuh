@@ -766,9 +766,9 @@ PSD_DEV long long lb_ticket(unsigned* counter) {
 // chunk with an inclusive prefix (32: none in the window; chunk 0 always publishes one, so
 // lanes past it, cj - l < 0, never matter). The __syncwarp orders lane l's acquire (in
 // lb_wait) before any lane's payload loads of chunk cj - l.
-template <class Lb>
-PSD_DEV int lb_window(const unsigned* status, long long cj, long long chain, long long chains) {
-    const long long cc = cj - (threadIdx.x & 31);
+template <class Lb, typename I>
+PSD_DEV int lb_window(const unsigned* status, I cj, I chain, I chains) {
+    const I cc = cj - static_cast<I>(threadIdx.x & 31);
     const unsigned st = cc >= 0 ? lb_wait<Lb>(status + cc * chains + chain, kLbEmpty) : kLbPrefix;
     const unsigned pmask = __ballot_sync(PS_FULL_MASK, st == kLbPrefix);
     __syncwarp();
@@ -849,36 +849,49 @@ constexpr int kLbMaxWarps = 8;
 // folds them in order and applies them to the prefix. Every thread of the block calls it
 // (block-uniform control flow, two __syncthreads per window); the carry-in is valid in
 // warp 0.
+// Chunk, chain and status indices are 32-bit: a status index c*chains + chain is below
+// chains*NC + 1 <= 2^31 - 1, which the planner checks before any launch (the grid is one
+// block per status word, and a launch's grid is below 2^31 anyway); only the payload
+// offsets (status index * 32 + lane) are formed in 64 bits, where they are used. Fewer
+// 64-bit values live across the look-back is what keeps the f32 kernels within 64
+// registers without spills.
 template <class Ops, class Lb>
 PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem* lagg, typename Ops::State* lpre,
-                                           long long chain, long long chains, long long c,
-                                           const typename Ops::Elem& total, typename Ops::State h_init,
-                                           int prefix_every) {
+                                           int chain, int chains, int c, const typename Ops::Elem* parts,
+                                           typename Ops::State h_init, int prefix_every) {
     using Elem = typename Ops::Elem;
     using State = typename Ops::State;
     const int lid = threadIdx.x & 31;
     const int wid = threadIdx.x >> 5;
-    const long long me = c * chains + chain;
+    // The chunk's aggregate: the in-order fold of the warps' parts (shared memory, stable
+    // for the whole call), formed where it is published rather than held in registers
+    // across the look-back.
+    const auto total = [&]() {
+        Elem run = parts[lid];
+        for (int w = 1; w < (static_cast<int>(blockDim.x) >> 5); ++w) run = Ops::combine(run, parts[w * 32 + lid]);
+        return run;
+    };
+    const int me = c * chains + chain;
     const bool publish = !lb_withheld<Lb>(chain, c);
     State hin = h_init;
     if (c > 0) {
+        hin = State{};  // h_init is chunk 0's only: not live across the look-back
         if (wid == 0 && publish) {
-            Ops::store_agg(lagg + me * 32 + lid, total);
+            Ops::store_agg(lagg + (static_cast<long long>(me) * 32 + lid), total());
             lb_publish(status + me, kLbAggregate);
         }
         if constexpr (Ops::kChainOnly) {
             if (wid == 0) {
-                lb_wait<Lb>(status + me - chains, kLbPrefix);
-                hin = Ops::load_state(lpre + (me - chains) * 32 + lid);
+                lb_wait<Lb>(status + (me - chains), kLbPrefix);
+                hin = Ops::load_state(lpre + (static_cast<long long>(me - chains) * 32 + lid));
             }
         } else {
             PS_SHARED(Elem, s_win, 32 * 32);
             PS_SHARED_VAR(int, s_lp);
             const int nw = blockDim.x >> 5;
-            const long long slot_stride = chains * 32;  // from chunk cj - q to cj - q - 1
             Elem acc = Ops::identity();
             bool have_acc = false;
-            for (long long cj = c - 1;; cj -= 32) {
+            for (int cj = c - 1;; cj -= 32) {
                 if (wid == 0) {
                     const int lp = lb_window<Lb>(status, cj, chain, chains);
                     if (lid == 0) s_lp = lp;
@@ -886,10 +899,12 @@ PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem*
                 // Also orders warp 0's acquires (lb_wait's polls) before every warp's loads.
                 __syncthreads();
                 const int lp = s_lp;
-                const Elem* p0 = lagg + (cj * chains + chain) * 32 + lid;
-                for (int q = wid; q < lp; q += nw) s_win[q * 32 + lid] = Ops::load_agg(p0 - q * slot_stride);
+                // Slot q is chunk cj - q >= 1 (chunk 0 always publishes a prefix, so lp <= cj).
+                for (int q = wid; q < lp; q += nw)
+                    s_win[q * 32 + lid] = Ops::load_agg(lagg + (static_cast<long long>((cj - q) * chains + chain) * 32 + lid));
                 State pv{};
-                if (wid == 0 && lp < 32) pv = Ops::load_state(lpre + ((cj - lp) * chains + chain) * 32 + lid);
+                if (wid == 0 && lp < 32)
+                    pv = Ops::load_state(lpre + (static_cast<long long>((cj - lp) * chains + chain) * 32 + lid));
                 __syncthreads();
                 if (wid == 0) {
                     for (int q = 0; q < lp; ++q) {  // slot q precedes slot q - 1 in time
@@ -904,10 +919,33 @@ PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem*
         }
     }
     if (wid == 0 && publish && (Ops::kChainOnly || c % prefix_every == 0)) {
-        Ops::store_state(lpre + me * 32 + lid, Ops::apply(total, hin));
+        Ops::store_state(lpre + (static_cast<long long>(me) * 32 + lid), Ops::apply(total(), hin));
         lb_publish(status + me, kLbPrefix);
     }
     return hin;
+}
+
+// The lane bb*D + d of a [B,T,D] flat index (bb*T + t)*D + d with 0 <= t < T: recomputed
+// where hT is written (one thread per chain) instead of keeping bb and d in registers
+// across the look-back.
+PSD_DEV long long lb_btd_lane(long long i, int T, int D) {
+    const long long q = i / D;  // bb*T + t
+    return q / T * D + (i - q * D);
+}
+
+// The exclusive prefix of this warp's part among the block's (parts[w*32 + lane], w < warp):
+// folded from shared memory after the look-back rather than kept in registers across it
+// (same combines in the same order, so the same values and depth as folding before it).
+template <class Ops>
+PSD_DEV typename Ops::Elem lb_warp_prefix(const typename Ops::Elem* parts) {
+    const int lid = threadIdx.x & 31;
+    const int wid = threadIdx.x >> 5;
+    typename Ops::Elem W = Ops::identity();
+    if (wid > 0) {
+        W = parts[lid];
+        for (int w = 1; w < wid; ++w) W = Ops::combine(W, parts[w * 32 + lid]);
+    }
+    return W;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1095,33 +1133,34 @@ PSD_DEV void btd_lookback_packed(const typename Ops::In* __restrict__ a, const t
     constexpr int K = kLbSteps16;
     PS_SHARED(Elem, s_w, kLbMaxWarps * 32);
     PS_SHARED(State, s_hin, 32);
+    PS_SHARED(long long, s_base, kLbMaxWarps * 32);
     if ((blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || static_cast<long long>(blockDim.x / 32) * K != C ||
         prefix_every < 1)
         __trap();
-    const long long groups = (static_cast<long long>(D) + 31) / 32;
-    const long long chains = static_cast<long long>(B) * groups;
-    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
-    const long long id = lb_ticket(status + chains * nchunks);
-    if (id >= chains * nchunks) return;  // surplus tickets (uniform per block)
-    const long long c = id / chains;
-    const long long chain = id % chains;
-    const long long bb = chain / groups;
+    // Indices as in btd_lookback_steps (32-bit chunk and chain, 64-bit element offsets).
+    const int groups = static_cast<int>((static_cast<long long>(D) + 31) / 32);
+    const long long nblocks = static_cast<long long>(B) * groups * ((static_cast<long long>(T) + C - 1) / C);
+    const long long id = lb_ticket(status + nblocks);
+    if (id >= nblocks) return;  // surplus tickets (uniform per block)
+    const int chains = B * groups;
+    const int c = static_cast<int>(id) / chains;
+    const int chain = static_cast<int>(id) - c * chains;
+    const int bb = chain / groups;
     const int wid = threadIdx.x >> 5;
     const int lid = threadIdx.x & 31;
-    const int nw = blockDim.x >> 5;
-    const long long d = (chain % groups) * 32 + lid;
-    const bool active = d < D;
-    const long long ts = c * C + static_cast<long long>(wid) * K;
-    const long long len = active ? min_ll(K, T - ts) : 0;  // may be <= 0 in the last chunk
-    const long long base = (bb * T + step_time<REV>(ts, T)) * D + d;
-    const long long tstride = static_cast<long long>(D);
+    const int g0 = (chain - bb * groups) * 32;
+    const bool active = lid < D - g0;
+    const int d = g0 + (active ? lid : 0);
+    const long long ts = static_cast<long long>(c) * C + wid * K;
+    const int rem = active ? static_cast<int>(T - ts) : 0;  // step k exists iff k < rem
+    const long long base = (static_cast<long long>(bb) * T + step_time<REV>(ts, T)) * D + d;
     const unsigned ident = half_bits<S>(Ops::narrow(State(1))) | (half_bits<S>(Ops::narrow(State(0))) << 16);
     unsigned w[K];
 PSD_UNROLL
     for (int k = 0; k < K; ++k) {
         w[k] = ident;
-        if (k < len) {
-            const long long i = REV ? base - k * tstride : base + k * tstride;
+        if (k < rem) {
+            const long long i = REV ? base - static_cast<long long>(k) * D : base + static_cast<long long>(k) * D;
             w[k] = half_bits<S>(a[i]) | (half_bits<S>(b[i]) << 16);
         }
     }
@@ -1130,23 +1169,19 @@ PSD_UNROLL
     for (int k = 1; k < K; ++k) x = Ops::combine(x, Ops::make(half_of<S>(w[k], 0), half_of<S>(w[k], 1)));
     s_w[wid * 32 + lid] = x;
     __syncthreads();
-    Elem run = s_w[lid];
-    Elem W = Ops::identity();
-    for (int v = 1; v < nw; ++v) {
-        if (v == wid) W = run;
-        run = Ops::combine(run, s_w[v * 32 + lid]);
-    }
-    const State init = wid == 0 && active ? Ops::initial(h0, bb * D + d) : State{};
-    const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, run, init, prefix_every);
+    const State init = wid == 0 && active ? Ops::initial(h0, static_cast<long long>(bb) * D + d) : State{};
+    s_base[threadIdx.x] = base;
+    const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, s_w, init, prefix_every);
     if (wid == 0) s_hin[lid] = hin;
     __syncthreads();
-    State hh = Ops::apply(W, s_hin[lid]);
+    const long long base2 = s_base[threadIdx.x];
+    State hh = Ops::apply(lb_warp_prefix<Ops>(s_w), s_hin[lid]);
 PSD_UNROLL
     for (int k = 0; k < K; ++k) {
-        if (k < len) {
+        if (k < rem) {
             hh = Ops::apply(Ops::make(half_of<S>(w[k], 0), half_of<S>(w[k], 1)), hh);
-            if (h) h[REV ? base - k * tstride : base + k * tstride] = Ops::narrow(hh);
-            if (hT && ts + k == T - 1) hT[bb * D + d] = Ops::narrow(hh);
+            if (h) h[REV ? base2 - static_cast<long long>(k) * D : base2 + static_cast<long long>(k) * D] = Ops::narrow(hh);
+            if (hT && k == rem - 1) hT[lb_btd_lane(base2, T, D)] = Ops::narrow(hh);
         }
     }
 }
@@ -1221,55 +1256,61 @@ PSD_DEV void btd_lookback_steps(Steps& src, typename Ops::Out* __restrict__ h, t
     using State = typename Ops::State;
     PS_SHARED(Elem, s_w, kLbMaxWarps * 32);
     PS_SHARED(State, s_hin, 32);
+    PS_SHARED(long long, s_base, kLbMaxWarps * 32);
+    PS_SHARED(int, s_rem, kLbMaxWarps * 32);
     if ((blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || static_cast<long long>(blockDim.x / 32) * K != C ||
         prefix_every < 1)
         __trap();
-    const long long groups = (static_cast<long long>(D) + 31) / 32;
-    const long long chains = static_cast<long long>(B) * groups;
-    const long long nchunks = (static_cast<long long>(T) + C - 1) / C;
-    const long long id = lb_ticket(status + chains * nchunks);
+    // 32-bit chunk and chain indices (see lookback_group: chains*NC + 1 <= 2^31 - 1 is
+    // checked by the planner); element offsets stay 64-bit.
+    const int groups = static_cast<int>((static_cast<long long>(D) + 31) / 32);
+    const long long nblocks = static_cast<long long>(B) * groups * ((static_cast<long long>(T) + C - 1) / C);
+    const long long id = lb_ticket(status + nblocks);
     // A grid larger than the contract's: the surplus tickets own no chunk (uniform per block).
-    if (id >= chains * nchunks) return;
-    const long long c = id / chains;
-    const long long chain = id % chains;
-    const long long bb = chain / groups;
+    if (id >= nblocks) return;
+    const int chains = B * groups;
+    const int c = static_cast<int>(id) / chains;
+    const int chain = static_cast<int>(id) - c * chains;
+    const int bb = chain / groups;
     const int wid = threadIdx.x >> 5;
     const int lid = threadIdx.x & 31;
-    const int nw = blockDim.x >> 5;
-    const long long d = (chain % groups) * 32 + lid;
-    const bool active = d < D;
-    const long long ts = c * C + static_cast<long long>(wid) * K;
-    const long long len = active ? min_ll(K, T - ts) : 0;  // may be <= 0 in the last chunk
+    const int g0 = (chain - bb * groups) * 32;  // first channel of the group, < D
+    const bool active = lid < D - g0;
+    const int d = g0 + (active ? lid : 0);
+    const long long ts = static_cast<long long>(c) * C + wid * K;
+    // Steps left in the sequence from this thread's first (0 for an inactive channel; in
+    // [-C, T]): step k exists iff k < rem and is t = T - 1 iff k == rem - 1. One 32-bit
+    // register is all the rescan needs of ts across the look-back.
+    const int rem = active ? static_cast<int>(T - ts) : 0;
     // Step ts + k at time step_time(ts + k): flat index base +- k * D (REV walks back).
-    const long long base = (bb * T + step_time<REV>(ts, T)) * D + d;
-    const long long tstride = static_cast<long long>(D);
+    const long long base = (static_cast<long long>(bb) * T + step_time<REV>(ts, T)) * D + d;
 
     Elem e[K];
 PSD_UNROLL
     for (int k = 0; k < K; ++k)
-        e[k] = k < len ? src.step(bb, step_time<REV>(ts + k, T), d, REV ? base - k * tstride : base + k * tstride) : Ops::identity();
+        e[k] = k < rem ? src.step(bb, step_time<REV>(ts + k, T), d,
+                                  REV ? base - static_cast<long long>(k) * D : base + static_cast<long long>(k) * D)
+                       : Ops::identity();
     Elem x = e[0];
 PSD_UNROLL
     for (int k = 1; k < K; ++k) x = Ops::combine(x, e[k]);
     s_w[wid * 32 + lid] = x;
     __syncthreads();
-    Elem run = s_w[lid];
-    Elem W = Ops::identity();
-    for (int w = 1; w < nw; ++w) {
-        if (w == wid) W = run;
-        run = Ops::combine(run, s_w[w * 32 + lid]);
-    }
-    const State init = wid == 0 && active ? Ops::initial(h0, bb * D + d) : State{};
-    const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, run, init, prefix_every);
+    const State init = wid == 0 && active ? Ops::initial(h0, static_cast<long long>(bb) * D + d) : State{};
+    s_base[threadIdx.x] = base;
+    s_rem[threadIdx.x] = rem;
+    const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, s_w, init, prefix_every);
     if (wid == 0) s_hin[lid] = hin;
     __syncthreads();
-    State hh = Ops::apply(W, s_hin[lid]);
+    const long long base2 = s_base[threadIdx.x];
+    const int rem2 = s_rem[threadIdx.x];
+    State hh = Ops::apply(lb_warp_prefix<Ops>(s_w), s_hin[lid]);
 PSD_UNROLL
     for (int k = 0; k < K; ++k) {
-        if (k < len) {
+        if (k < rem2) {
             hh = Ops::apply(e[k], hh);
-            if (h) h[REV ? base - k * tstride : base + k * tstride] = Ops::narrow(hh);
-            if (hT && ts + k == T - 1) hT[bb * D + d] = Ops::narrow(hh);
+            if (h) h[REV ? base2 - static_cast<long long>(k) * D : base2 + static_cast<long long>(k) * D] = Ops::narrow(hh);
+            if (hT && k == rem2 - 1) hT[lb_btd_lane(base2, T, D)] = Ops::narrow(hh);
         }
     }
 }

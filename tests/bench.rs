@@ -179,13 +179,32 @@ fn emu_bench_writes_a_row_per_shape_and_plan() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).expect("json"))
             .expect("valid JSON");
-    // Every scan row carries its plan's bytes per element; the PD look-back moves
+    // Every row carries its plan's bytes per element; the PD look-back moves
     // at most 14 B per f32 slot and step (the three-pass plans 22).
-    for row in json["rows"].as_array().expect("rows") {
+    let rows = json["rows"].as_array().expect("rows");
+    let field = |row: &serde_json::Value, k: &str| row[k].as_str().unwrap_or("").to_string();
+    for row in rows {
         let fam = row["family"].as_str().unwrap_or("");
         let bytes = row["plan_bytes_per_elem"].as_f64();
-        if fam != "newton" {
-            assert!(bytes.is_some_and(|b| b > 0.0), "no plan bytes: {row}");
+        assert!(bytes.is_some_and(|b| b > 0.0), "no plan bytes: {row}");
+        // A Newton iteration under plan p scans [B,T,n] as the reference
+        // "diagonal scan" row of p does: the same planner count. The
+        // sequential kernel reads x [B,T,3n] and writes h [B,T,n] in f32.
+        if field(row, "case") == "diag-gru" {
+            let expected = if field(row, "plan") == PlanRequest::Sequential.to_string() {
+                Some(((3 + 1) * std::mem::size_of::<f32>()) as f64)
+            } else {
+                let dims = field(row, "shape").replace("[B,T,n]", "[B,T,D]");
+                rows.iter()
+                    .find(|r| {
+                        field(r, "case") == "diagonal scan"
+                            && field(r, "shape") == dims
+                            && field(r, "plan") == field(row, "plan")
+                    })
+                    .and_then(|r| r["plan_bytes_per_elem"].as_f64())
+            };
+            assert!(expected.is_some(), "no reference scan row for {row}");
+            assert_eq!(bytes, expected, "Newton plan bytes: {row}");
         }
         // Backward rows carry their time over the forward's, measured in this run.
         let backward = row["case"]

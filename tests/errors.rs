@@ -205,3 +205,51 @@ fn diagonal_combine_is_associative_and_has_an_identity() {
         assert!((apply(combine(x, y), h) - apply(y, apply(x, h))).abs() < 1e-12);
     }
 }
+
+/// The `[B,T,D]` look-back kernels index chunks, chains and status words
+/// in 32 bits (fewer registers across the look-back); that is sound only
+/// because the planner refuses a look-back of `chains·NC + 1 > 2^31 − 1`
+/// status words (one block per word) with a typed error, and `Auto` then
+/// picks another plan. Both sides of the bound, for f32 (16 steps per
+/// thread) and bf16 (32).
+#[test]
+fn lookback_status_words_fit_32_bit_indices() {
+    use parascan::kernels::diagonal::{plan_diagonal, DiagShape, GpuPlanKind};
+    use parascan::DType;
+    let limit = i32::MAX as usize;
+    for dtype in [DType::F32, DType::Bf16] {
+        // The chunk of a full block on [B,T,D], from the planner itself.
+        let c = plan_diagonal(
+            DiagShape::new(1, 1 << 12, 32),
+            Layout::Btd,
+            dtype,
+            PlanRequest::LookBack,
+            4,
+        )
+        .expect("small look-back")
+        .chunk;
+        let batch = 1usize << 14; // one 32-channel chain per batch row
+        let plan = |chunks: usize, request| {
+            plan_diagonal(
+                DiagShape::new(batch, c * chunks, 32),
+                Layout::Btd,
+                dtype,
+                request,
+                4,
+            )
+        };
+        // chains·NC + 1 = 2^31 + 1: refused, naming the look-back.
+        let over = limit.div_ceil(batch);
+        assert!(batch * over + 1 > limit);
+        match plan(over, PlanRequest::LookBack) {
+            Err(Error::Plan(msg)) => assert!(msg.contains("look-back"), "{msg}"),
+            other => panic!("{dtype:?}: expected a plan error, got {other:?}"),
+        }
+        let auto = plan(over, PlanRequest::Auto).expect("auto plan");
+        assert_ne!(auto.kind, GpuPlanKind::LookBack, "{dtype:?}");
+        // One chunk fewer per chain: within the bound, planned.
+        assert!(batch * (over - 1) + 1 <= limit);
+        let ok = plan(over - 1, PlanRequest::LookBack).expect("look-back within the bound");
+        assert_eq!((ok.kind, ok.chunks), (GpuPlanKind::LookBack, over - 1));
+    }
+}

@@ -11,6 +11,13 @@
 //! fit [`BenchConfig::newton_budget`](super::BenchConfig) (at least one);
 //! a first solve longer than the scan policy's `slow` is the measurement.
 //!
+//! `plan B/elem` of a Newton row is what one iteration's scan moves as
+//! its planner counts it ([`plan_diagonal`]'s `plan_bytes` for the
+//! `[B,T,n]` f32 plan, over `B·T·n`: the same count as the reference scan
+//! row of that plan; a fused iteration reads `x` and `h` in place of `a`
+//! and `b`, which the count does not model); the sequential kernel's row
+//! counts its one pass (`x` read, `h` written: 16 B per element).
+//!
 //! After each Newton plan, a `diag-gru backward` row times
 //! [`backward_kernels`] at the solution (wall clock: the Jacobians and the
 //! VJPs on the host, the reverse Diagonal scan on the runner, uploads and
@@ -181,8 +188,10 @@ impl<R: KernelRunner> Bench<'_, '_, R> {
             )));
         }
         let finite = sol.states.par_iter().all(|v| v.is_finite());
-        let (kind, chunk, chunks) = if sequential {
-            ("sequential kernel".to_string(), info.len, 1)
+        let elements = (info.batch * info.len * info.lanes).max(1);
+        let (kind, chunk, chunks, plan_bytes) = if sequential {
+            // One pass of the cell's sequential kernel: `x` read, `h` written.
+            ("sequential kernel".to_string(), info.len, 1, info.bytes)
         } else {
             let plan = plan_diagonal(
                 DiagShape::new(info.batch, info.len, info.lanes),
@@ -192,7 +201,13 @@ impl<R: KernelRunner> Bench<'_, '_, R> {
                 runner.sm_count(),
             )?
             .summary();
-            (format!("newton [{}]", plan.kind), plan.chunk, plan.chunks)
+            let bytes = usize::try_from(plan.plan_bytes).unwrap_or(usize::MAX);
+            (
+                format!("newton [{}]", plan.kind),
+                plan.chunk,
+                plan.chunks,
+                bytes,
+            )
         };
         let mut row = self.row(
             info,
@@ -209,6 +224,7 @@ impl<R: KernelRunner> Bench<'_, '_, R> {
             row.iterations = Some(rep.iterations);
             row.ms_per_iter = Some(row.median_ms / rep.iterations.max(1) as f64);
         }
+        row.plan_bytes_per_elem = Some(plan_bytes as f64 / elements as f64);
         Ok((row, sol))
     }
 

@@ -114,7 +114,7 @@ fn plan_segments(
 }
 
 /// The kernels' words: sequence starts per step, then the offsets.
-fn words(offsets: &[usize], t: usize) -> Vec<u32> {
+pub(super) fn words(offsets: &[usize], t: usize) -> Vec<u32> {
     let mut w = vec![0u32; t + offsets.len()];
     for (s, o) in offsets.windows(2).enumerate() {
         if o[1] > o[0] {

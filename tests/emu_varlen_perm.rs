@@ -280,7 +280,8 @@ fn depth_of_a_packed_plan_is_unsupported() {
 fn device_api_error(which: &str) -> Error {
     let emu = EmuBackend::forward();
     let cu = [0usize, 3, 3, 10];
-    let mut plan = plan_perm_diagonal_varlen(shape(), &cu, DType::F32, PlanRequest::Auto, 4).unwrap();
+    let mut plan =
+        plan_perm_diagonal_varlen(shape(), &cu, DType::F32, PlanRequest::Auto, 4).unwrap();
     let n = 10 * 4;
     let states = 3 * 4;
     let sized = |k: usize| emu.alloc(k).unwrap();

@@ -35,10 +35,12 @@
 //! ```
 //!
 //! Limits (typed errors before any launch): Diagonal in the `[B,T,D]`
-//! layout only (`Error::Unsupported` naming `layout`; the other families
-//! run packed batches on the CPU engine), forward scans only, no
-//! depth-counting run (a packed plan's launches have the unpacked plan's
-//! depth: measure that one).
+//! layout only (`Error::Unsupported` naming `layout`), forward scans only,
+//! no depth-counting run (a packed plan's launches have the unpacked
+//! plan's depth: measure that one). The same technique on the other
+//! families: [`super::varlen_perm`] (PermDiagonal) and
+//! [`super::varlen_block`] (BlockDiagonal); DPLR runs packed batches on
+//! the CPU engine.
 
 use std::fmt;
 

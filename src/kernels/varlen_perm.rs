@@ -295,11 +295,7 @@ impl FamilyPlan for VarlenPdPlan {
         ]
     }
 
-    fn io_of<R: KernelRunner>(
-        &self,
-        runner: &R,
-        bufs: &VarlenPdBuffers<'_>,
-    ) -> Result<VarlenPdIo> {
+    fn io_of<R: KernelRunner>(&self, runner: &R, bufs: &VarlenPdBuffers<'_>) -> Result<VarlenPdIo> {
         let elem = ElemType::of_dtype(self.inner.dtype);
         let shape = self.inner.shape;
         let (n, states) = (shape.elements(), self.states());

@@ -7,11 +7,13 @@
 //! `h_T`), and a separate kernel call per sequence on the same runner. A
 //! zero-length sequence must return `h_T = h0` bit for bit.
 //!
-//! Include it with `mod common; mod varlen_suite;`. The PermDiagonal
-//! counterparts of [`Packed`] and [`check_partition`] are in [`perm`]; it
-//! compares sequences with [`check_empty`] and [`check_sequence`].
+//! Include it with `mod common; mod varlen_suite;`. The PermDiagonal and
+//! BlockDiagonal counterparts of [`Packed`] and [`check_partition`] are in
+//! [`perm`] and [`block`]; they compare sequences with [`check_empty`] and
+//! [`check_sequence`].
 #![allow(dead_code)]
 
+pub mod block;
 pub mod perm;
 
 use parascan::backend::emu::{EmuBackend, FiberOrder};
@@ -312,7 +314,9 @@ pub fn check_empty<S: Storage + bytemuck::Pod>(
     h0: &[S],
 ) -> Result<(), String> {
     if bytemuck::cast_slice::<S, u8>(h_t) != bytemuck::cast_slice::<S, u8>(h0) {
-        return Err(format!("{what}: empty sequence {s} of row {row}: h_T != h0"));
+        return Err(format!(
+            "{what}: empty sequence {s} of row {row}: h_T != h0"
+        ));
     }
     Ok(())
 }

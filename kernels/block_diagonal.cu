@@ -291,6 +291,9 @@ using OpsBF16Up = RealOps<float, float, __nv_bfloat16, float>;
 
 }  // namespace psb
 
+// varlen_block.cu includes this file for its templates only.
+#ifndef PSB_TEMPLATES_ONLY
+
 // ---------------------------------------------------------------------------------------
 // extern "C" instantiations.
 // ---------------------------------------------------------------------------------------
@@ -375,3 +378,5 @@ PSB_ALL(8);
 PSB_ALL(16);
 PSB_ALL(32);
 PSB_ALL(64);
+
+#endif  // PSB_TEMPLATES_ONLY

@@ -285,19 +285,28 @@ struct PdDepthOps {
     static constexpr bool kChainOnly = true;
 };
 
+// Step sources: where a loader's freshly loaded step (perm index j of slot i, d_i, b_i at
+// time t of problem bb) may be rewritten before it is used. The plain kernels use the
+// inputs as loaded (this no-op); the packed kernels (varlen_perm.cu) fold a sequence's
+// reset and initial state into its first step.
+template <class Ops>
+struct PdPlainSteps {
+    PSP_DEV void fix(long long, long long, int, typename Ops::V&, typename Ops::V&) const {}
+};
+
 // ---------------------------------------------------------------------------------------
 // Small kernels (n <= 32): a team of n consecutive lanes per unit, one slot per lane,
 // shuffle gathers; floor(32/n) teams per warp (6 for n = 5), the warp's last 32 mod n lanes
 // are spares that only take part in the shuffles. REDUCE folds the unit's chunk into an aggregate; otherwise rescans it from the carry-in
 // (or from h0 when carry == 0). Sequential = rescan with C = T.
 // ---------------------------------------------------------------------------------------
-template <class Ops, bool REDUCE, bool REV = false>
+template <class Ops, bool REDUCE, bool REV = false, class Src = PdPlainSteps<Ops>>
 PSP_DEV void small_chunk(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                          const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
                          typename Ops::Out* __restrict__ hT, const typename Ops::V* __restrict__ carry,
                          const typename Ops::In* __restrict__ h0, unsigned char* __restrict__ agg_p,
                          typename Ops::V* __restrict__ agg_d, typename Ops::V* __restrict__ agg_b, int B, int T,
-                         int n, int C, int M) {
+                         int n, int C, int M, Src src = Src()) {
     using V = typename Ops::V;
     constexpr int U = kSmallBatch;
     if (n < 1 || n > 32) __trap();  // contract: the wide kernels take larger n
@@ -341,6 +350,7 @@ PSP_UNROLL
             pj[u] = ld ? Ops::load_perm(perm, at_ld, r, n) : r;
             dv[u] = ld ? Ops::load(d, at_ld) : Ops::one();
             bv[u] = ld ? Ops::load(b, at_ld) : Ops::zero();
+            if (ld) src.fix(bb, step_time<REV>(t0 + s0 + u, T), pj[u], dv[u], bv[u]);
             at_ld += tstride;
         }
 PSP_UNROLL
@@ -382,12 +392,12 @@ PSP_UNROLL
 // __syncwarp per step suffices: a bank is rewritten two steps later, after every lane has
 // passed the intervening __syncwarp, i.e. finished reading it.
 // ---------------------------------------------------------------------------------------
-template <class Ops, int SPL, bool REV = false>
+template <class Ops, int SPL, bool REV = false, class Src = PdPlainSteps<Ops>>
 PSP_DEV void wide_rescan(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                          const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
                          typename Ops::Out* __restrict__ hT, const typename Ops::V* __restrict__ carry,
                          const typename Ops::In* __restrict__ h0, int B, int T, int n, int C,
-                         typename Ops::V* s_h) {
+                         typename Ops::V* s_h, Src src = Src()) {
     using V = typename Ops::V;
     constexpr int U = 8 / SPL > 1 ? 8 / SPL : 1;
     const int wid = threadIdx.x >> 5;
@@ -426,6 +436,7 @@ PSP_UNROLL
                 pj[u][k] = ld ? Ops::load_perm(perm, at, i, n) : 0;
                 dv[u][k] = ld ? Ops::load(d, at) : Ops::one();
                 bv[u][k] = ld ? Ops::load(b, at) : Ops::zero();
+                if (ld) src.fix(bb, step_time<REV>(t0 + s, T), pj[u][k], dv[u][k], bv[u][k]);
             }
         }
 PSP_UNROLL
@@ -459,11 +470,12 @@ PSP_UNROLL
     }
 }
 
-template <class Ops, int SPL, bool REV = false>
+template <class Ops, int SPL, bool REV = false, class Src = PdPlainSteps<Ops>>
 PSP_DEV void wide_reduce(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                          const typename Ops::In* __restrict__ b, unsigned char* __restrict__ agg_p,
                          typename Ops::V* __restrict__ agg_d, typename Ops::V* __restrict__ agg_b, int B, int T,
-                         int n, int C, int M, typename Ops::V* s_d, typename Ops::V* s_b, unsigned char* s_p) {
+                         int n, int C, int M, typename Ops::V* s_d, typename Ops::V* s_b, unsigned char* s_p,
+                         Src src = Src()) {
     using V = typename Ops::V;
     constexpr int U = 8 / SPL > 1 ? 8 / SPL : 1;
     const int wid = threadIdx.x >> 5;
@@ -501,6 +513,7 @@ PSP_UNROLL
                 pj[u][k] = ld ? Ops::load_perm(perm, at, i, n) : 0;
                 dv[u][k] = ld ? Ops::load(d, at) : Ops::one();
                 bv[u][k] = ld ? Ops::load(b, at) : Ops::zero();
+                if (ld) src.fix(bb, step_time<REV>(t0 + s, T), pj[u][k], dv[u][k], bv[u][k]);
             }
         }
 PSP_UNROLL
@@ -544,35 +557,41 @@ PSP_UNROLL
 // Slots per lane of the wide kernels for n (2, 4 or 8), 0 if n is out of range.
 PSP_DEV int wide_spl(int n) { return n < 1 ? 0 : n <= 64 ? 2 : n <= 128 ? 4 : n <= kMaxN ? 8 : 0; }
 
-template <class Ops, bool REV = false>
+template <class Ops, bool REV = false, class Src = PdPlainSteps<Ops>>
 PSP_DEV void wide_rescan_any(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
                              typename Ops::Out* h, typename Ops::Out* hT, const typename Ops::V* carry,
-                             const typename Ops::In* h0, int B, int T, int n, int C) {
+                             const typename Ops::In* h0, int B, int T, int n, int C, Src src = Src()) {
     using V = typename Ops::V;
     // Declared once here, not per SPL instantiation (static shared memory adds up).
     PS_SHARED(V, s_h, 2 * kWideWarps * kMaxN);
     if (blockDim.x != 32 * kWideWarps) __trap();  // contract: the shared arrays hold 4 warps
     switch (wide_spl(n)) {
-        case 2: wide_rescan<Ops, 2, REV>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
-        case 4: wide_rescan<Ops, 4, REV>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
-        case 8: wide_rescan<Ops, 8, REV>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h); break;
+        case 2: wide_rescan<Ops, 2, REV, Src>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h, src); break;
+        case 4: wide_rescan<Ops, 4, REV, Src>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h, src); break;
+        case 8: wide_rescan<Ops, 8, REV, Src>(perm, d, b, h, hT, carry, h0, B, T, n, C, s_h, src); break;
         default: __trap();
     }
 }
 
-template <class Ops, bool REV = false>
+template <class Ops, bool REV = false, class Src = PdPlainSteps<Ops>>
 PSP_DEV void wide_reduce_any(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
                              unsigned char* agg_p, typename Ops::V* agg_d, typename Ops::V* agg_b, int B, int T,
-                             int n, int C, int M) {
+                             int n, int C, int M, Src src = Src()) {
     using V = typename Ops::V;
     PS_SHARED(V, s_d, 2 * kWideWarps * kMaxN);
     PS_SHARED(V, s_b, 2 * kWideWarps * kMaxN);
     PS_SHARED(unsigned char, s_p, 2 * kWideWarps * kMaxN);
     if (blockDim.x != 32 * kWideWarps) __trap();
     switch (wide_spl(n)) {
-        case 2: wide_reduce<Ops, 2, REV>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
-        case 4: wide_reduce<Ops, 4, REV>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
-        case 8: wide_reduce<Ops, 8, REV>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p); break;
+        case 2:
+            wide_reduce<Ops, 2, REV, Src>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p, src);
+            break;
+        case 4:
+            wide_reduce<Ops, 4, REV, Src>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p, src);
+            break;
+        case 8:
+            wide_reduce<Ops, 8, REV, Src>(perm, d, b, agg_p, agg_d, agg_b, B, T, n, C, M, s_d, s_b, s_p, src);
+            break;
         default: __trap();
     }
 }
@@ -800,7 +819,7 @@ PSP_DEV int lb_spl(int n) { return n >= 1 && n <= 32 ? 1 : wide_spl(n); }
 // (n > 128: two steps of 8 slots do not fit 128 registers without spills).
 PS_HD constexpr int lb_steps(int spl) { return spl >= 8 ? 1 : kLbWork / spl; }
 
-template <class Ops, int SPL, class Lb, int kBuf, bool REV = false>
+template <class Ops, int SPL, class Lb, int kBuf, bool REV = false, class Src = PdPlainSteps<Ops>>
 PSP_DEV void lookback_spl(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                           const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
                           typename Ops::Out* __restrict__ hT, const typename Ops::In* __restrict__ h0,
@@ -808,7 +827,7 @@ PSP_DEV void lookback_spl(const unsigned char* __restrict__ perm, const typename
                           typename Ops::V* __restrict__ lagg_d, typename Ops::V* __restrict__ lagg_b,
                           typename Ops::V* __restrict__ lpre, int B, int T, int n, int C, int prefix_every,
                           long long id, unsigned char* s_p, typename Ops::V* s_d, typename Ops::V* s_b,
-                          typename Ops::V* s_h, typename Ops::V* s_pv, int& s_lp) {
+                          typename Ops::V* s_h, typename Ops::V* s_pv, int& s_lp, Src src = Src()) {
     using V = typename Ops::V;
     constexpr int K = lb_steps(SPL);
     const int G = SPL == 1 ? n : 32;  // lanes per team
@@ -852,6 +871,7 @@ PSP_UNROLL
             pw[x >> 2] |= static_cast<unsigned>(j) << (8 * (x & 3));
             dv[u][k] = ok ? Ops::load(d, at) : Ops::one();
             bv[u][k] = ok ? Ops::load(b, at) : Ops::zero();
+            if (ok) src.fix(bb, step_time<REV>(ts + u, T), j, dv[u][k], bv[u][k]);
         }
         at_ld += tstride;
     }
@@ -1096,11 +1116,11 @@ PSP_UNROLL
 
 // K7: the look-back kernel for SPL slots per lane (one kernel per SPL: together they
 // would take the register count of the largest); checks the contract, takes the ticket.
-template <class Ops, int SPL, class Lb = psd::LbProduction, bool REV = false>
+template <class Ops, int SPL, class Lb = psd::LbProduction, bool REV = false, class Src = PdPlainSteps<Ops>>
 PSP_DEV void lookback(const unsigned char* perm, const typename Ops::In* d, const typename Ops::In* b,
                       typename Ops::Out* h, typename Ops::Out* hT, const typename Ops::In* h0, unsigned* status,
                       unsigned char* lagg_p, typename Ops::V* lagg_d, typename Ops::V* lagg_b, typename Ops::V* lpre,
-                      int B, int T, int n, int C, int prefix_every) {
+                      int B, int T, int n, int C, int prefix_every, Src src = Src()) {
     using V = typename Ops::V;
     // n <= 32: no gather buffers, team aggregates and a 32-chunk window fit 32 * 32 slots.
     constexpr int kBuf = SPL == 1 ? 32 * 32 : kLbBuf;
@@ -1118,8 +1138,8 @@ PSP_DEV void lookback(const unsigned char* perm, const typename Ops::In* d, cons
     const long long id = psd::lb_ticket(status + chains * nchunks);
     // A grid larger than the contract's: the surplus tickets own no chunk (uniform per block).
     if (id >= chains * nchunks) return;
-    lookback_spl<Ops, SPL, Lb, kBuf, REV>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n, C,
-                                     prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp);
+    lookback_spl<Ops, SPL, Lb, kBuf, REV, Src>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n,
+                                              C, prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp, src);
 }
 
 using OpsF32 = PdOps<float, float>;
@@ -1129,6 +1149,9 @@ using OpsBF16 = PdOps<__nv_bfloat16, float>;
 using OpsDepth = PdDepthOps;
 
 }  // namespace psp
+
+// varlen_perm.cu includes this file for its templates only.
+#ifndef PSP_TEMPLATES_ONLY
 
 // ---------------------------------------------------------------------------------------
 // extern "C" instantiations: nine kernels per data type.
@@ -1333,3 +1356,5 @@ extern "C" __global__ void __launch_bounds__(256) pd_lb_clear(unsigned* __restri
     if (i < n) status[i] = 0u;
 }
 PS_REGISTER_KERNEL(pd_lb_clear);
+
+#endif  // PSP_TEMPLATES_ONLY

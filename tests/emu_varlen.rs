@@ -10,7 +10,7 @@ mod common;
 mod varlen_suite;
 
 use half::{bf16, f16};
-use parascan::backend::emu::{EmuBackend, FiberOrder};
+use parascan::backend::emu::EmuBackend;
 use parascan::backend::launch::KernelRunner;
 use parascan::family::diagonal::Diagonal;
 use parascan::family::varlen::Varlen;
@@ -19,33 +19,7 @@ use parascan::kernels::varlen::{plan_diagonal_varlen, VarlenBuffers, VarlenWorks
 use parascan::kernels::{launch_scan_buffers, DiagShape, GpuPlanKind, KernelScan};
 use parascan::{DType, Error, PlanRequest};
 use proptest::prelude::*;
-use varlen_suite::{check_partition, long_among_short, Packed, CHUNK};
-
-fn orders() -> Vec<EmuBackend> {
-    let runners = vec![
-        EmuBackend::forward(),
-        EmuBackend::reverse(),
-        EmuBackend::shuffled(0x5eed),
-    ];
-    let seen: Vec<FiberOrder> = runners.iter().map(EmuBackend::order).collect();
-    assert_eq!(seen, FiberOrder::ALL, "every fiber order is covered");
-    runners
-}
-
-/// A sequence length: 0, 1, odd, a multiple of the chunk, or anything up to 40.
-fn length() -> impl Strategy<Value = usize> {
-    prop_oneof![
-        Just(0usize),
-        Just(1usize),
-        (1usize..10).prop_map(|k| 2 * k + 1),
-        (1usize..4).prop_map(|k| k * CHUNK),
-        2usize..40,
-    ]
-}
-
-fn lengths() -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(length(), 1..8)
-}
+use varlen_suite::{check_partition, lengths, long_among_short, orders, Packed};
 
 fn every_order<S: parascan::Storage + bytemuck::Pod>(
     lens: &[usize],

@@ -869,6 +869,17 @@ unsafe fn issue<R: KernelRunner>(
     Ok(())
 }
 
+/// Byte offsets `(aggA, aggB, states)` inside the workspace of every
+/// level's scratch (index `l ≥ 1`; entry 0 unused) for `plan`'s dtype:
+/// the packed kernels ([`super::varlen_block`]) use the same scratch.
+pub(super) fn level_offsets(plan: &BlockPlan) -> Result<Vec<(usize, usize, usize)>> {
+    let (levels, _) = scratch_layout(plan.shape, &plan.levels, KernelType::Data(plan.dtype))?;
+    Ok(levels
+        .iter()
+        .map(|l| (l.agg_a, l.agg_b, l.states))
+        .collect())
+}
+
 // ---------------------------------------------------------------------------
 // Host convenience and depth measurement
 // ---------------------------------------------------------------------------

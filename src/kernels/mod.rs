@@ -21,6 +21,10 @@
 //!
 //! - [`varlen`]: packed variable-length batches (`cu_seqlens`) on the
 //!   Diagonal `[B,T,D]` kernels (`kernels/varlen.cu`), every plan.
+//! - [`varlen_perm`]: the same on the PermDiagonal kernels
+//!   (`kernels/varlen_perm.cu`), every plan.
+//! - [`varlen_block`]: the same on the BlockDiagonal kernels
+//!   (`kernels/varlen_block.cu`), every plan.
 //!
 //! Every family also implements [`KernelScan`], the family-independent face
 //! that `parascan check` and `parascan sweep` drive; [`resident`] keeps one
@@ -38,6 +42,8 @@ pub mod perm_diagonal;
 mod perm_wide;
 pub mod resident;
 pub mod varlen;
+pub mod varlen_block;
+pub mod varlen_perm;
 
 pub use device::{DeviceMut, DeviceRef, DeviceTensor, ElemType};
 pub use diagonal::{

@@ -22,7 +22,7 @@ use crate::scan::PlanRequest;
 
 /// `n` against the kernels' limit: the typed error for a wide problem they
 /// cannot index.
-fn check_n<P: PermIndex>(n: usize) -> Result<()> {
+pub(super) fn check_n<P: PermIndex>(n: usize) -> Result<()> {
     if n > MAX_N {
         return Err(Error::size(
             "n",
@@ -41,7 +41,7 @@ fn check_n<P: PermIndex>(n: usize) -> Result<()> {
 /// `perm` as `u8` (host scratch of `B·T·n` bytes). An index that does not
 /// fit (impossible after `plan`, which checks every row against `n ≤ 256`)
 /// is reported as a bad row.
-fn narrow<S, P: PermIndex>(p: &PermDiagonal<'_, S, P>) -> Result<Vec<u8>> {
+pub(super) fn narrow<S, P: PermIndex>(p: &PermDiagonal<'_, S, P>) -> Result<Vec<u8>> {
     let mut out = crate::mem::try_vec("perm", p.perm.len(), 0u8)?;
     for (i, (d, s)) in out.iter_mut().zip(p.perm).enumerate() {
         *d = u8::try_from(s.index()).map_err(|_| {

@@ -35,10 +35,12 @@
 //! ```
 //!
 //! Limits (typed errors before any launch): Diagonal in the `[B,T,D]`
-//! layout only (`Error::Unsupported` naming `layout`; the other families
-//! run packed batches on the CPU engine), forward scans only, no
-//! depth-counting run (a packed plan's launches have the unpacked plan's
-//! depth: measure that one).
+//! layout only (`Error::Unsupported` naming `layout`), forward scans only,
+//! no depth-counting run (a packed plan's launches have the unpacked
+//! plan's depth: measure that one). The same technique on the other
+//! families: [`super::varlen_perm`] (PermDiagonal) and
+//! [`super::varlen_block`] (BlockDiagonal); DPLR runs packed batches on
+//! the CPU engine.
 
 use std::fmt;
 
@@ -114,7 +116,7 @@ fn plan_segments(
 }
 
 /// The kernels' words: sequence starts per step, then the offsets.
-fn words(offsets: &[usize], t: usize) -> Vec<u32> {
+pub(super) fn words(offsets: &[usize], t: usize) -> Vec<u32> {
     let mut w = vec![0u32; t + offsets.len()];
     for (s, o) in offsets.windows(2).enumerate() {
         if o[1] > o[0] {

@@ -7,9 +7,16 @@
 //! `h_T`), and a separate kernel call per sequence on the same runner. A
 //! zero-length sequence must return `h_T = h0` bit for bit.
 //!
-//! Include it with `mod common; mod varlen_suite;`.
+//! Include it with `mod common; mod varlen_suite;`. The PermDiagonal and
+//! BlockDiagonal counterparts of [`Packed`] and [`check_partition`] are in
+//! [`perm`] and [`block`]; they compare sequences with [`check_empty`] and
+//! [`check_sequence`].
 #![allow(dead_code)]
 
+pub mod block;
+pub mod perm;
+
+use parascan::backend::emu::{EmuBackend, FiberOrder};
 use parascan::backend::launch::KernelRunner;
 use parascan::family::diagonal::Diagonal;
 use parascan::family::varlen::Varlen;
@@ -17,13 +24,42 @@ use parascan::family::Layout;
 use parascan::kernels::varlen::{plan_diagonal_varlen, VarlenBuffers, VarlenWorkspace};
 use parascan::kernels::{launch_scan_buffers, DiagShape, GpuPlanKind, KernelScan};
 use parascan::{oracle, PlanRequest, Storage};
+use proptest::prelude::*;
 
 use crate::common::{rng, tolerance, uniform};
 
 /// The chunk the partitions are aligned to ("multiples of the chunk").
 pub const CHUNK: usize = 4;
 
-/// Every plan kind of the Diagonal kernels with the kind it must resolve
+/// The emulator under every fiber order (forward, reverse, shuffled).
+pub fn orders() -> Vec<EmuBackend> {
+    let runners = vec![
+        EmuBackend::forward(),
+        EmuBackend::reverse(),
+        EmuBackend::shuffled(0x5eed),
+    ];
+    let seen: Vec<FiberOrder> = runners.iter().map(EmuBackend::order).collect();
+    assert_eq!(seen, FiberOrder::ALL, "every fiber order is covered");
+    runners
+}
+
+/// A sequence length: 0, 1, odd, a multiple of the chunk, or anything up to 40.
+pub fn length() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(0usize),
+        Just(1usize),
+        (1usize..10).prop_map(|k| 2 * k + 1),
+        (1usize..4).prop_map(|k| k * CHUNK),
+        2usize..40,
+    ]
+}
+
+/// A random partition: 1 to 7 sequence lengths.
+pub fn lengths() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(length(), 1..8)
+}
+
+/// Every plan kind (the Diagonal and PermDiagonal kernels share the labels P0–P4) with the kind it must resolve
 /// to (`None`: whatever the planner picks), on chunks that do and do not
 /// divide the sequence lengths.
 pub fn plans() -> Vec<(PlanRequest, Option<GpuPlanKind>)> {
@@ -267,4 +303,59 @@ pub fn long_among_short(long: usize) -> Vec<usize> {
     let mut lens: Vec<usize> = (0..24).map(|i| i % 3).collect();
     lens.insert(11, long);
     lens
+}
+
+/// An empty sequence `s` of row `row` must return its `h0` bit for bit.
+pub fn check_empty<S: Storage + bytemuck::Pod>(
+    what: &str,
+    row: usize,
+    s: usize,
+    h_t: &[S],
+    h0: &[S],
+) -> Result<(), String> {
+    if bytemuck::cast_slice::<S, u8>(h_t) != bytemuck::cast_slice::<S, u8>(h0) {
+        return Err(format!(
+            "{what}: empty sequence {s} of row {row}: h_T != h0"
+        ));
+    }
+    Ok(())
+}
+
+/// Sequence `s` (of `len ≥ 1` steps) of row `row` of a packed run: its
+/// outputs `got` and final state `h_t` against the f64 oracle on that
+/// sequence alone (`want`: outputs, final state; tolerance
+/// [`tolerance`]) and against a separate kernel call on it (`alone`:
+/// outputs, final state; twice the tolerance).
+#[allow(clippy::too_many_arguments)]
+pub fn check_sequence<S: Storage>(
+    what: &str,
+    row: usize,
+    s: usize,
+    len: usize,
+    got: &[S],
+    h_t: &[S],
+    want: (&[f64], &[f64]),
+    alone: (&[S], &[S]),
+) -> Result<(), String> {
+    let tol = tolerance::<S>(len);
+    let (e_h, e_t) = (oracle::rel_l2(got, want.0), oracle::rel_l2(h_t, want.1));
+    if !(e_h <= tol && e_t <= tol) {
+        return Err(format!(
+            "{what}: sequence {s} (len {len}) of row {row}: oracle error h {e_h:.2e}, \
+             h_T {e_t:.2e} > {tol:.2e}"
+        ));
+    }
+    let as_f64 = |v: &[S]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+    let (s_h, s_t) = (
+        oracle::rel_l2(got, &as_f64(alone.0)),
+        oracle::rel_l2(h_t, &as_f64(alone.1)),
+    );
+    if !(s_h <= 2.0 * tol && s_t <= 2.0 * tol) {
+        return Err(format!(
+            "{what}: sequence {s} (len {len}) of row {row}: differs from its own call: \
+             h {s_h:.2e}, h_T {s_t:.2e} > {:.2e}",
+            2.0 * tol
+        ));
+    }
+    Ok(())
 }

@@ -84,3 +84,11 @@ fn dplr_gradients_match_fd_and_the_sequential_adjoint() {
         family_reverse_suite::dplr_gradients(&runner, 400, &label);
     }
 }
+
+#[test]
+fn perm_diagonal_half_precision_gradients_match_the_sequential_adjoint() {
+    for runner in orders() {
+        let label = format!("emu {}", runner.order());
+        family_reverse_suite::pd_gradients_half(&runner, 2100, &label);
+    }
+}

@@ -55,6 +55,8 @@ fn tiny_config() -> SweepConfig {
         }),
         // Nonlinear rows have their own test.
         cells: Vec::new(),
+        // Backward rows have their own test (tests/sweep_backward.rs).
+        backward: Vec::new(),
         ..SweepConfig::quick()
     }
 }

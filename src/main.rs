@@ -126,7 +126,7 @@ struct SweepArgs {
     /// after each forward row), comma-separated, all or none.
     #[arg(long, default_value = "diagonal,perm-diagonal")]
     backward: String,
-    /// Longest T of the backward rows [default: 2^18].
+    /// Longest T of the backward rows [default: 2^16].
     #[arg(long, value_parser = parse_len)]
     backward_max_t: Option<usize>,
     /// The depth-hierarchy preset: diagonal, perm-diagonal and dplr scans (min-depth),

@@ -619,10 +619,12 @@ impl Default for SweepConfig {
 /// (the others are opt-in with `--backward`, their backward costs several
 /// forward passes of dense work).
 pub const DEFAULT_BACKWARD: [Family; 2] = [Family::Diagonal, Family::PermDiagonal];
-/// Default cap on `T` of the backward rows (`2^18`): the backward of the
-/// default Diagonal shape at `2^20` holds about 1 GiB and would double the
-/// default sweep's run time.
-pub const DEFAULT_BACKWARD_MAX_T: usize = 1 << 18;
+/// Default cap on `T` of the backward rows (`2^16`): on a 2-core VM the
+/// CPU backward costs 3–18 forward passes (it allocates its gradients and
+/// makes separate transpose and contraction passes), and the
+/// `perm-diagonal n=64` backward at `2^18` alone took about 2.4 s per run,
+/// which would double the default sweep's run time.
+pub const DEFAULT_BACKWARD_MAX_T: usize = 1 << 16;
 
 /// Default cap on `T` of the contractive cells' rows.
 pub const DEFAULT_NEWTON_MAX_T: usize = 1 << 16;

@@ -122,6 +122,13 @@ struct SweepArgs {
     /// Units of every nonlinear cell [default: 16 diag-gru/elman, 8 diag-lstm, 4 parity].
     #[arg(long)]
     cell_units: Option<usize>,
+    /// Families that also get backward rows (the gradient pass under the same plan,
+    /// after each forward row), comma-separated, all or none.
+    #[arg(long, default_value = "diagonal,perm-diagonal")]
+    backward: String,
+    /// Longest T of the backward rows [default: 2^16].
+    #[arg(long, value_parser = parse_len)]
+    backward_max_t: Option<usize>,
     /// The depth-hierarchy preset: diagonal, perm-diagonal and dplr scans (min-depth),
     /// Newton on diag-gru and parity, and the sequential loops, T = 2^6..2^14 (x2);
     /// writes hierarchy.svg. Overrides --families, --plans, --cells and the grid unless
@@ -355,6 +362,12 @@ fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
     }
     if let Some(t) = args.hard_max_t {
         cfg.hard_max_t = t;
+    }
+    if !args.hierarchy {
+        cfg.backward = config::parse_backward(&args.backward)?;
+    }
+    if let Some(t) = args.backward_max_t {
+        cfg.backward_max_t = t;
     }
     if let Some(b) = args.cell_batch {
         cfg.cell_batch = b;

@@ -76,6 +76,8 @@ fn tiny_sweep_with_flags_writes_outputs() {
         "0",
         "--cells",
         "none",
+        "--backward",
+        "none",
         "--out",
         dir.to_str().unwrap(),
     ]);
@@ -238,6 +240,8 @@ fn emu_sweep_reports_the_kernels_measured_depth() {
         "--quick",
         "--no-bandwidth-case",
         "--cells",
+        "none",
+        "--backward",
         "none",
         "--out",
         dir.to_str().unwrap(),

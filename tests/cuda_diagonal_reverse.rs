@@ -46,3 +46,12 @@ fn gradients_match_finite_differences_and_the_sequential_adjoint() {
     let len = gpu::scaled(&cuda, 100_000, 2600);
     diagonal_reverse_suite::check_gradients_long(&cuda, len, "cuda");
 }
+
+#[test]
+fn half_precision_gradients_match_the_sequential_adjoint() {
+    let Some(cuda) = gpu::cuda_or_skip() else {
+        return;
+    };
+    let len = gpu::scaled(&cuda, 100_000, 2600);
+    diagonal_reverse_suite::check_gradients_half(&cuda, len, "cuda");
+}

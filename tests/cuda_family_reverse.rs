@@ -40,3 +40,11 @@ fn gradients_match_finite_differences_and_the_sequential_adjoint() {
     family_reverse_suite::bd_gradients(&cuda, gpu::scaled(&cuda, 20_000, 1500), "cuda");
     family_reverse_suite::dplr_gradients(&cuda, gpu::scaled(&cuda, 5_000, 400), "cuda");
 }
+
+#[test]
+fn perm_diagonal_half_precision_gradients_match_the_sequential_adjoint() {
+    let Some(cuda) = gpu::cuda_or_skip() else {
+        return;
+    };
+    family_reverse_suite::pd_gradients_half(&cuda, gpu::scaled(&cuda, 50_000, 2100), "cuda");
+}

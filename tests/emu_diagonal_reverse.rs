@@ -74,3 +74,11 @@ fn gradients_match_the_sequential_adjoint_on_long_t() {
         diagonal_reverse_suite::check_gradients_long(&runner, 2600, &label);
     }
 }
+
+#[test]
+fn half_precision_gradients_match_the_sequential_adjoint() {
+    for runner in orders() {
+        let label = format!("emu {}", runner.order());
+        diagonal_reverse_suite::check_gradients_half(&runner, 2600, &label);
+    }
+}

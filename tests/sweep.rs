@@ -55,6 +55,8 @@ fn tiny_config() -> SweepConfig {
         }),
         // Nonlinear rows have their own test.
         cells: Vec::new(),
+        // Backward rows have their own test (tests/sweep_backward.rs).
+        backward: Vec::new(),
         ..SweepConfig::quick()
     }
 }
@@ -536,7 +538,7 @@ fn nonlinear_rows_show_flat_and_growing_newton_depth() {
     let csv = std::fs::read_to_string(&out.csv).unwrap();
     let header = csv.lines().next().unwrap();
     assert!(
-        header.ends_with(",iterations,flops,pct_fma_peak"),
+        header.ends_with(",iterations,flops,pct_fma_peak,backward_over_forward"),
         "{header}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -381,6 +381,7 @@ impl Runner<'_, '_> {
             iterations: (options.mode != Mode::Sequential).then_some(rep.iterations),
             flops: 0,
             pct_fma_peak: 0.0,
+            backward_over_forward: None,
         })
     }
 }

@@ -560,6 +560,12 @@ pub struct SweepConfig {
     pub cell_batch: usize,
     /// Units of every cell; `None`: each cell's default (16, 8, 16, 4).
     pub cell_units: Option<usize>,
+    /// Families (among [`SweepConfig::families`]) that also get backward
+    /// rows: after each forward row, the family's gradient pass
+    /// ([`crate::grad`]) under the same plan ([`super::backward`]).
+    pub backward: Vec<Family>,
+    /// Longest `T` of the backward rows.
+    pub backward_max_t: usize,
 }
 
 /// Default grid: `2^8 … 2^20` in steps of ×4.
@@ -603,9 +609,22 @@ impl Default for SweepConfig {
             hard_max_t: DEFAULT_HARD_MAX_T,
             cell_batch: 1,
             cell_units: None,
+            backward: DEFAULT_BACKWARD.to_vec(),
+            backward_max_t: DEFAULT_BACKWARD_MAX_T,
         }
     }
 }
+
+/// Families with backward rows by default: the two bandwidth-bound ones
+/// (the others are opt-in with `--backward`, their backward costs several
+/// forward passes of dense work).
+pub const DEFAULT_BACKWARD: [Family; 2] = [Family::Diagonal, Family::PermDiagonal];
+/// Default cap on `T` of the backward rows (`2^16`): on a 2-core VM the
+/// CPU backward costs 3–18 forward passes (it allocates its gradients and
+/// makes separate transpose and contraction passes), and the
+/// `perm-diagonal n=64` backward at `2^18` alone took about 2.4 s per run,
+/// which would double the default sweep's run time.
+pub const DEFAULT_BACKWARD_MAX_T: usize = 1 << 16;
 
 /// Default cap on `T` of the contractive cells' rows.
 pub const DEFAULT_NEWTON_MAX_T: usize = 1 << 16;
@@ -658,6 +677,7 @@ impl SweepConfig {
             },
             copy_bytes: 64 << 20,
             bandwidth_case: None,
+            backward: Vec::new(),
             ..SweepConfig::default()
         }
     }
@@ -681,6 +701,9 @@ impl SweepConfig {
         }
         if self.cell_batch == 0 || self.cell_units == Some(0) {
             return Err(invalid("cell-batch/cell-units", "values ≥ 1".into()));
+        }
+        if !self.backward.is_empty() && self.backward_max_t == 0 {
+            return Err(invalid("backward-max-t", "T ≥ 1".into()));
         }
         if self.threads == Some(0) {
             return Err(Error::size("threads", 0, "≥ 1").into());
@@ -773,6 +796,20 @@ pub fn parse_families(s: &str) -> Result<Vec<Family>> {
         return Ok(Family::ALL.to_vec());
     }
     parse_list("families", s, Family::from_str)
+}
+
+/// Parses the `--backward` list: families as [`parse_families`], or
+/// `none` (no backward rows).
+pub fn parse_backward(s: &str) -> Result<Vec<Family>> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    parse_families(s).map_err(|_| {
+        invalid(
+            "backward",
+            format!("families (diagonal, perm-diagonal, block-diagonal, dense, dplr), all or none; got `{s}`"),
+        )
+    })
 }
 
 /// Parses `f32,bf16`; `all` means every dtype.

@@ -33,6 +33,7 @@
 //! kernels ([`crate::newton::solve_kernels`], `timed = solve`) except the
 //! parity machine, which is CPU-only.
 
+pub mod backward;
 pub mod bandwidth;
 pub mod cases;
 pub mod cells;
@@ -209,6 +210,7 @@ pub fn case_count(config: &SweepConfig) -> usize {
         .sum();
     shapes * config.dtypes.len() * config.lengths.len() * config.plans.len()
         + Runner::cell_steps(config)
+        + Runner::backward_steps(config)
         + usize::from(config.bandwidth_case.is_some())
 }
 
@@ -258,6 +260,7 @@ pub fn run(
         progress,
         on_event,
         depth_cache: HashMap::new(),
+        reverse_depth_cache: HashMap::new(),
         device: device.as_ref(),
         gpu_depth_cache: HashMap::new(),
         rows: Vec::new(),
@@ -335,6 +338,8 @@ struct Runner<'c, 'e> {
     on_event: &'e mut dyn FnMut(Event<'_>),
     /// Depth and work depend only on `(T, C)`: measure each pair once.
     depth_cache: HashMap<(usize, usize), Measured>,
+    /// The same for the reverse engine of the backward rows.
+    reverse_depth_cache: HashMap<(usize, usize), Measured>,
     /// The kernel runner of `cuda` / `emu`, if any.
     device: Option<&'c Device>,
     /// Kernel-measured depth by [`KernelPlanSummary::depth_key`](crate::kernels::KernelPlanSummary).
@@ -364,6 +369,9 @@ impl Runner<'_, '_> {
                     ),
                     cfg.plans.len(),
                 );
+                if self.wants_backward(shape, len) {
+                    self.progress.inc(cfg.plans.len() as u64);
+                }
                 continue;
             }
             self.progress
@@ -378,8 +386,12 @@ impl Runner<'_, '_> {
             // One set of output buffers for every plan of this length: the
             // first warm-up faults its pages in, later plans reuse them.
             let mut bufs = Buffers::new(&inputs);
+            // `∂L/∂out` of the backward rows, drawn once per length.
+            let d_out = self
+                .wants_backward(shape, len)
+                .then(|| self.backward_d_out(&inputs));
             if let Some(device) = self.device {
-                if self.kernel_rows(device, &inputs)? {
+                if self.kernel_rows(device, &inputs, &mut bufs, d_out.as_deref())? {
                     continue;
                 }
             }
@@ -388,6 +400,7 @@ impl Runner<'_, '_> {
                     // A plan only some engines have (look-back) is skipped, not fatal.
                     Err(Error::Plan(why)) if request == PlanRequest::LookBack => {
                         self.skip(&label, S::DTYPE, len, request.to_string(), why, 1);
+                        self.progress.inc(u64::from(d_out.is_some()));
                         continue;
                     }
                     r => r?,
@@ -407,6 +420,7 @@ impl Runner<'_, '_> {
                         ),
                         1,
                     );
+                    self.progress.inc(u64::from(d_out.is_some()));
                     continue;
                 }
                 self.progress
@@ -414,7 +428,10 @@ impl Runner<'_, '_> {
                 let row = self.measure_case(&inputs, &mut bufs, request, RowKind::Sweep)?;
                 self.progress.inc(1);
                 (self.on_event)(Event::Row(&row));
-                self.rows.push(row);
+                self.rows.push(row.clone());
+                if let Some(d_out) = &d_out {
+                    self.backward_cpu(&inputs, &bufs.out, d_out, request, &row)?;
+                }
             }
         }
         Ok(())
@@ -443,16 +460,23 @@ impl Runner<'_, '_> {
 
     /// Every plan of one input set on the device's kernels, when the
     /// family has kernels (`false` otherwise: the CPU engine runs it).
+    ///
+    /// With `d_out` (the grid point has backward rows), each forward row is
+    /// followed by the backward row on the same runner; the saved states
+    /// are the forward outputs, computed once on the CPU engine into `bufs`.
     fn kernel_rows<S: Storage + bytemuck::Pod>(
         &mut self,
         device: &Device,
         inputs: &Inputs<S>,
+        bufs: &mut Buffers<S>,
+        d_out: Option<&[S]>,
     ) -> Result<bool> {
         let cfg = self.config;
         let shape = inputs.shape();
         let label = shape.label();
         let view = inputs.view();
         let bytes = inputs.problem().bytes_moved();
+        let mut states_ready = false;
         for &request in &cfg.plans {
             self.progress
                 .set_message(format!("{label} {} T={} {request}", S::DTYPE, inputs.len()));
@@ -477,10 +501,32 @@ impl Runner<'_, '_> {
             let Some(row) = row else {
                 return Ok(false);
             };
-            if let Some(row) = row? {
-                self.progress.inc(1);
-                (self.on_event)(Event::Row(&row));
-                self.rows.push(row);
+            let Some(row) = row? else {
+                self.progress.inc(u64::from(d_out.is_some()));
+                continue;
+            };
+            self.progress.inc(1);
+            (self.on_event)(Event::Row(&row));
+            self.rows.push(row.clone());
+            if let Some(d_out) = d_out {
+                if !states_ready {
+                    let problem = inputs.problem();
+                    self.cpu.scan_into(
+                        &problem,
+                        PlanRequest::Auto,
+                        &mut bufs.out,
+                        &mut bufs.h_last,
+                    )?;
+                    states_ready = true;
+                }
+                match device {
+                    Device::Cuda(r) => {
+                        self.backward_kernels(r, inputs, &bufs.out, d_out, request, &row)?
+                    }
+                    Device::Emu(r) => {
+                        self.backward_kernels(r, inputs, &bufs.out, d_out, request, &row)?
+                    }
+                }
             }
         }
         Ok(true)
@@ -577,6 +623,7 @@ impl Runner<'_, '_> {
             iterations: None,
             flops: flops_of(shape, len),
             pct_fma_peak: pct_fma(flops_of(shape, len), secs, self.fma_gflops),
+            backward_over_forward: None,
         }))
     }
 
@@ -638,6 +685,7 @@ impl Runner<'_, '_> {
             iterations: None,
             flops: flops_of(shape, len),
             pct_fma_peak: pct_fma(flops_of(shape, len), secs, self.fma_gflops),
+            backward_over_forward: None,
         })
     }
 }

@@ -17,6 +17,9 @@ pub enum RowKind {
     Sweep,
     /// The separate large diagonal case quoted against copy bandwidth.
     Bandwidth,
+    /// The backward pass (gradients of every input) of a grid point, under
+    /// the same plan (see [`super::backward`]).
+    Backward,
 }
 
 /// One measured case: `(family instance, dtype, T, plan)`.
@@ -96,6 +99,11 @@ pub struct Row {
     /// rows (for the bandwidth-bound families it stays small).
     #[serde(default)]
     pub pct_fma_peak: f64,
+    /// Backward rows: this row's median time over the median of the
+    /// forward row with the same family instance, dtype, `T` and plan
+    /// (measured in the same run); `None` on forward rows.
+    #[serde(default)]
+    pub backward_over_forward: Option<f64>,
 }
 
 /// A case that did not run, and why.
@@ -157,7 +165,7 @@ pub struct SweepReport {
 }
 
 /// Column headers and widths of the printed table.
-const COLUMNS: [(&str, usize); 14] = [
+const COLUMNS: [(&str, usize); 15] = [
     ("family", 22),
     ("dtype", 5),
     ("backend", 7),
@@ -172,6 +180,7 @@ const COLUMNS: [(&str, usize); 14] = [
     ("GB/s", 7),
     ("% copy BW", 9),
     ("% FMA", 6),
+    ("÷ fwd", 6),
 ];
 
 /// The table's header line and a rule under it.
@@ -198,7 +207,7 @@ pub fn table_row(r: &Row) -> String {
         r.label.clone()
     };
     format!(
-        "{:<w0$} {:<w1$} {:<w2$} {:<w3$} {:>w4$} {:<w5$} {:>w6$} {:>w7$} {:>w8$} {:>w9$} {:>w10$} {:>w11$} {:>w12$} {:>w13$}",
+        "{:<w0$} {:<w1$} {:<w2$} {:<w3$} {:>w4$} {:<w5$} {:>w6$} {:>w7$} {:>w8$} {:>w9$} {:>w10$} {:>w11$} {:>w12$} {:>w13$} {:>w14$}",
         label,
         r.dtype.name(),
         r.backend,
@@ -220,6 +229,8 @@ pub fn table_row(r: &Row) -> String {
         } else {
             "-".to_string()
         },
+        r.backward_over_forward
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.2}")),
         w0 = w(0),
         w1 = w(1),
         w2 = w(2),
@@ -234,6 +245,7 @@ pub fn table_row(r: &Row) -> String {
         w11 = w(11),
         w12 = w(12),
         w13 = w(13),
+        w14 = w(14),
     )
 }
 
@@ -316,7 +328,7 @@ impl SweepReport {
 pub const CSV_HEADER: &str =
     "kind,backend,timed,family,label,dtype,shape,batch,lanes,T,plan,chunk,chunks,\
 depth,work,depth_formula,work_formula,reps,median_ms,min_ms,elements,melem_per_s,bytes_moved,\
-gb_per_s,pct_copy_bw,iterations,flops,pct_fma_peak";
+gb_per_s,pct_copy_bw,iterations,flops,pct_fma_peak,backward_over_forward";
 
 pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -330,6 +342,7 @@ fn csv_row(r: &Row) -> String {
     let kind = match r.kind {
         RowKind::Sweep => "sweep",
         RowKind::Bandwidth => "bandwidth",
+        RowKind::Backward => "backward",
     };
     [
         kind.to_string(),
@@ -360,6 +373,8 @@ fn csv_row(r: &Row) -> String {
         r.iterations.map_or(String::new(), |i| i.to_string()),
         r.flops.to_string(),
         format!("{:.3}", r.pct_fma_peak),
+        r.backward_over_forward
+            .map_or(String::new(), |v| format!("{v:.4}")),
     ]
     .join(",")
 }

@@ -33,6 +33,25 @@ pub fn tolerance<S: Storage>(t: usize) -> f64 {
     }
 }
 
+/// Tolerance on relative L2 error of a backward pass's gradients of
+/// length `t` in storage type `S`, against the f64 adjoint on the same
+/// rounded inputs.
+///
+/// f32 and f64 as [`tolerance`]. f16 and bf16 (gradients stored in the
+/// input's dtype, accumulation in f32): a parameter gradient such as
+/// `g_t ⊙ h_{t-1}` carries three roundings to `S` (the adjoint state `g_t`
+/// on store, the saved forward state, the product on store), each at most
+/// the unit roundoff `u` (2^-11 for f16, 2^-8 for bf16), so `3u` plus the
+/// f32 compute term.
+pub fn grad_tolerance<S: Storage>(t: usize) -> f64 {
+    let u = match S::DTYPE {
+        parascan::DType::F16 => 2f64.powi(-11),
+        parascan::DType::Bf16 => 2f64.powi(-8),
+        _ => return tolerance::<S>(t),
+    };
+    3.0 * u + tolerance::<f32>(t)
+}
+
 /// Asserts that `p` fails validation with a shape error on `arg` (expected
 /// and actual element counts as given) and that a scan refuses it too.
 pub fn expect_shape<P: parascan::family::LinearProblem>(

@@ -569,3 +569,71 @@ pub fn check_gradients_long<R: KernelRunner>(runner: &R, len: usize, label: &str
         assert!(kinds.iter().all(|&k| k > 0), "{label}: P0..P4 = {kinds:?}");
     }
 }
+
+/// `grad::diagonal_kernels` in f16 and bf16 (inputs, states and gradients
+/// in the dtype, accumulation in f32) against the f64 sequential adjoint on
+/// the rounded inputs, within `common::grad_tolerance`, both layouts, every
+/// plan kind reached at `len` (all five when `len > 2048`).
+pub fn check_gradients_half<R: KernelRunner>(runner: &R, len: usize, label: &str) {
+    let mut ws = DiagonalWorkspace::new();
+    let mut failures = Vec::new();
+    let mut kinds = [0usize; 5];
+    let mut runs = 0;
+    for layout in [Layout::Btd, Layout::Bdt] {
+        for dtype in [DType::F16, DType::Bf16] {
+            let seed = 70 + len as u64 + (layout == Layout::Bdt) as u64;
+            let c = match dtype {
+                DType::F16 => GradCase::new::<half::f16>(seed, 2, len, 3, layout),
+                _ => GradCase::new::<half::bf16>(seed, 2, len, 3, layout),
+            };
+            let want = adjoint::diagonal(
+                &c.a,
+                &c.b,
+                &c.h0,
+                &c.gy,
+                &c.gh,
+                c.batch,
+                len,
+                c.dim,
+                layout == Layout::Bdt,
+            );
+            for request in grad_requests(len) {
+                let what = format!("{label} {dtype} T={len} {layout} {request}");
+                runs += 1;
+                let r = match dtype {
+                    DType::F16 => half_check::<R, half::f16>(&c, runner, &mut ws, request, &want),
+                    _ => half_check::<R, half::bf16>(&c, runner, &mut ws, request, &want),
+                };
+                match r {
+                    Ok(kind) => kinds[kind] += 1,
+                    Err(e) => failures.push(format!("{what}: {e}")),
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{label}: {runs} diagonal f16/bf16 gradient runs, P0..P4 = {kinds:?}, {} failure(s)",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    if len > 2048 {
+        assert!(kinds.iter().all(|&k| k > 0), "{label}: P0..P4 = {kinds:?}");
+    }
+}
+
+/// One half-precision gradient run against `want = (da, db, dh0)`;
+/// returns the plan kind's index.
+fn half_check<R: KernelRunner, S: Storage + bytemuck::Pod>(
+    c: &GradCase,
+    runner: &R,
+    ws: &mut DiagonalWorkspace,
+    request: PlanRequest,
+    want: &(Vec<f64>, Vec<f64>, Vec<f64>),
+) -> Result<usize, String> {
+    let g = c.kernels::<R, S>(runner, ws, request)?;
+    let tol = common::grad_tolerance::<S>(c.len);
+    rel_check(&format!("da [{}]", g.plan), &g.a, &want.0, tol)?;
+    rel_check("db", &g.b, &want.1, tol)?;
+    rel_check("dh0", &g.h0, &want.2, tol)?;
+    Ok(g.plan.kind as usize)
+}

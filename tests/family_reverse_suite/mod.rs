@@ -925,6 +925,25 @@ pub fn pd_gradients<R: KernelRunner>(runner: &R, long: usize, label: &str) {
     grads_report(label, "pd gradient runs", results);
 }
 
+/// PD gradients on the kernels in f16 and bf16 (inputs, states and
+/// gradients in the dtype, accumulation in f32) against the f64 sequential
+/// adjoint on the rounded inputs, within `common::grad_tolerance`: small
+/// and wide teams, every plan with the look-back.
+pub fn pd_gradients_half<R: KernelRunner>(runner: &R, long: usize, label: &str) {
+    let mut ws = PdWorkspace::new();
+    let mut results = Vec::new();
+    for (seed, n) in [(0x62u64, 6usize), (0x63, 40)] {
+        results.extend(pd_long::<R, f16>(runner, &mut ws, seed, (2, long, n)));
+        results.extend(pd_long::<R, half::bf16>(
+            runner,
+            &mut ws,
+            seed + 7,
+            (2, long, n),
+        ));
+    }
+    grads_report(label, "pd f16/bf16 gradient runs", results);
+}
+
 fn pd_long<R: KernelRunner, S: Storage + bytemuck::Pod>(
     runner: &R,
     ws: &mut PdWorkspace,
@@ -936,7 +955,7 @@ fn pd_long<R: KernelRunner, S: Storage + bytemuck::Pod>(
     let perm: Vec<usize> = c.perm.iter().map(|&p| p as usize).collect();
     let (dd, db, dh0) =
         adjoint::perm_diagonal(&perm, &c.d, &c.b, &c.h0, &c.gy, &c.gh, batch, len, n);
-    let tol = common::tolerance::<S>(len);
+    let tol = common::grad_tolerance::<S>(len);
     pd_requests(len)
         .into_iter()
         .map(|request| {

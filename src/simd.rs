@@ -48,3 +48,25 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+/// `s` viewed as `&[B]` when `A` and `B` are the same type (a no-op),
+/// else `None`: lets generic code take a path written for one concrete
+/// type (an AVX2 loop over `f32`, say).
+pub(crate) fn same_type<A: 'static, B: 'static>(s: &[A]) -> Option<&[B]> {
+    if std::any::TypeId::of::<A>() != std::any::TypeId::of::<B>() {
+        return None;
+    }
+    // SAFETY: `A` and `B` are one type (equal type ids), so the memory is
+    // `s.len()` values of `B`, borrowed for the same lifetime.
+    Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<B>(), s.len()) })
+}
+
+/// [`same_type`] for a mutable slice.
+pub(crate) fn same_type_mut<A: 'static, B: 'static>(s: &mut [A]) -> Option<&mut [B]> {
+    if std::any::TypeId::of::<A>() != std::any::TypeId::of::<B>() {
+        return None;
+    }
+    // SAFETY: `A` and `B` are one type (equal type ids), so the memory is
+    // `s.len()` values of `B`, borrowed exclusively for the same lifetime.
+    Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<B>(), s.len()) })
+}

@@ -13,6 +13,7 @@ pub mod diagonal;
 pub mod dplr;
 pub mod heads;
 pub mod perm_diagonal;
+mod perm_small;
 pub mod varlen;
 
 use crate::dtype::Storage;

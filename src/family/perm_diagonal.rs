@@ -428,6 +428,10 @@ impl<S: Storage, P: PermIndex> PermDiagonal<'_, S, P> {
     /// chain of dependent loads and arithmetic (latency-bound for small
     /// `n`), and two independent chains in one loop overlap.
     fn run_rows(&self, out: &mut [S], h_last: &mut [S]) {
+        // f32 rows of at most 8 slots: the state in one AVX2 register.
+        if super::perm_small::run_rows(self, out, h_last) {
+            return;
+        }
         let (n, len) = (self.n, self.len);
         if self.batch >= 2 * rayon::current_num_threads() {
             out.par_chunks_mut(2 * len * n)

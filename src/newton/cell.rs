@@ -10,9 +10,13 @@
 //! [`Real::cell_exp`] and friends, and every per-unit loop is written so
 //! that it vectorizes across the state dimension; the loops are compiled
 //! for AVX2 as well and picked at run time (one binary for any x86-64).
+//! The `f32` [`DiagGru`] has its own AVX2+FMA path with no divisions
+//! ([`super::gru_avx2`], error bounds there), taken when the CPU has
+//! those features.
 
 use crate::dtype::Real;
 use crate::error::{Error, Result};
+use crate::simd::{same_type, same_type_mut};
 
 /// Which structure `∂f/∂h` has, which decides the scan family of a Newton
 /// iteration and the layout of the Jacobian buffer.
@@ -230,6 +234,15 @@ impl<T: Real> DiagGru<T> {
     fn weights(&self) -> [&[T]; 3] {
         [&self.a_z, &self.a_r, &self.a_c]
     }
+
+    /// The weights when `T` is `f32` (for the AVX2 cell).
+    fn weights_f32(&self) -> Option<[&[f32]; 3]> {
+        Some([
+            same_type::<T, f32>(&self.a_z)?,
+            same_type::<T, f32>(&self.a_r)?,
+            same_type::<T, f32>(&self.a_c)?,
+        ])
+    }
 }
 
 impl<T: Real> Cell<T> for DiagGru<T> {
@@ -246,9 +259,30 @@ impl<T: Real> Cell<T> for DiagGru<T> {
         Structure::Diagonal
     }
     fn step(&self, h: &[T], x: &[T], out: &mut [T]) {
+        if let (Some(w), Some(h), Some(x), Some(out)) = (
+            self.weights_f32(),
+            same_type::<T, f32>(h),
+            same_type::<T, f32>(x),
+            same_type_mut::<T, f32>(out),
+        ) {
+            if super::gru_avx2::run(w, h, x, out, None) {
+                return;
+            }
+        }
         gru_f(self.weights(), h, x, out);
     }
     fn step_jacobian(&self, h: &[T], x: &[T], out: &mut [T], jac: &mut [T]) {
+        if let (Some(w), Some(h), Some(x), Some(out), Some(jac)) = (
+            self.weights_f32(),
+            same_type::<T, f32>(h),
+            same_type::<T, f32>(x),
+            same_type_mut::<T, f32>(out),
+            same_type_mut::<T, f32>(jac),
+        ) {
+            if super::gru_avx2::run(w, h, x, out, Some(jac)) {
+                return;
+            }
+        }
         gru_fj(self.weights(), h, x, out, jac);
     }
     fn step_jacobian_diag(&self, h: &[T], x: &[T], out: &mut [T], diag: &mut [T]) {

@@ -34,6 +34,7 @@ pub mod backward;
 pub mod cell;
 pub mod device;
 pub mod gpu;
+pub mod gru_avx2;
 pub mod report;
 pub mod solver;
 mod vjp;

@@ -104,7 +104,9 @@ fi
 # 84 for eleven executables), keeping the folder under the 64 MiB a device
 # call may carry.
 if command -v xz >/dev/null; then
-  tar -cf - -C "$stage" parascan tests cubin | xz -T2 -6 >"$dest/bin.tar.xz"
+  # A 128 MiB dictionary spans a whole executable, so the PTX every test
+  # executable embeds is stored about once (14 MB against 68 for -6 alone).
+  tar -cf - -C "$stage" parascan tests cubin | xz -T2 --lzma2=preset=6,dict=128MiB >"$dest/bin.tar.xz"
 else
   python3 -c '
 import sys, tarfile

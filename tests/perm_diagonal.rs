@@ -695,6 +695,38 @@ fn first_bad_row_is_reported_in_a_long_batch() {
 }
 
 #[test]
+fn every_small_n_reports_the_first_bad_row_of_any_block() {
+    // n ≤ 8 takes the blocked, unrolled check; n = 9 the general one. The
+    // bad rows sit past the first block of rows (16384 / n rows).
+    for n in 1..=9usize {
+        let (batch, len) = (2, 20_000 / n + 7);
+        let mut r = rng(7 + n as u64);
+        let mut perm: Vec<u8> = to_index(&random_perms(&mut r, batch * len, n));
+        let v = vec![0.5f32; batch * len * n];
+        let check = |perm: &[u8], b: usize, t: usize, what: &str| {
+            let p = PermDiagonal {
+                perm,
+                d: &v,
+                b: &v,
+                h0: None,
+                batch,
+                len,
+                n,
+            };
+            expect_not_perm(&p, b, t, what);
+        };
+        let late = len - 3;
+        perm[(len + late) * n + n - 1] = n as u8;
+        check(&perm, 1, late, "out of range");
+        if n > 1 {
+            let row = (len / 2) * n;
+            perm[row] = perm[row + n - 1];
+            check(&perm, 0, len / 2, "appears twice");
+        }
+    }
+}
+
+#[test]
 fn wrong_output_buffers_are_errors() {
     let x = data();
     let p = problem(&x);

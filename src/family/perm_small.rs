@@ -88,36 +88,45 @@ mod imp {
         ///
         /// # Safety
         /// The CPU has AVX2.
-        unsafe fn load8(s: &[Self]) -> __m256i;
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn load8(s: &[Self]) -> __m256i {
+            let s = &s[..8];
+            // SAFETY: `s` holds 8 values (sliced above); AVX2 is the caller's.
+            unsafe { Self::load8_at(s.as_ptr()) }
+        }
+
+        /// The 8 values at `p` widened to 8 lanes.
+        ///
+        /// # Safety
+        /// The CPU has AVX2 and 8 values are readable at `p`.
+        unsafe fn load8_at(p: *const Self) -> __m256i;
     }
 
     impl Lanes for u8 {
         #[inline]
         #[target_feature(enable = "avx2")]
-        unsafe fn load8(s: &[u8]) -> __m256i {
-            let s = &s[..8];
-            // SAFETY: `s` holds 8 bytes (sliced above), the 8 this reads.
-            _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(s.as_ptr().cast()) })
+        unsafe fn load8_at(p: *const u8) -> __m256i {
+            // SAFETY: 8 bytes are readable at `p` (the contract), the 8 this reads.
+            _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p.cast()) })
         }
     }
 
     impl Lanes for u16 {
         #[inline]
         #[target_feature(enable = "avx2")]
-        unsafe fn load8(s: &[u16]) -> __m256i {
-            let s = &s[..8];
-            // SAFETY: `s` holds 8 `u16`s (sliced above): the 16 bytes read.
-            _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(s.as_ptr().cast()) })
+        unsafe fn load8_at(p: *const u16) -> __m256i {
+            // SAFETY: 8 `u16`s are readable at `p` (the contract): the 16 bytes read.
+            _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(p.cast()) })
         }
     }
 
     impl Lanes for u32 {
         #[inline]
         #[target_feature(enable = "avx2")]
-        unsafe fn load8(s: &[u32]) -> __m256i {
-            let s = &s[..8];
-            // SAFETY: `s` holds 8 `u32`s (sliced above): the 32 bytes read.
-            unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+        unsafe fn load8_at(p: *const u32) -> __m256i {
+            // SAFETY: 8 `u32`s are readable at `p` (the contract): the 32 bytes read.
+            unsafe { _mm256_loadu_si256(p.cast()) }
         }
     }
 
@@ -208,6 +217,29 @@ mod imp {
         }
     }
 
+    /// One step of one row at `base`: shuffle the state, multiply, add,
+    /// store 8 lanes. Raw pointers because a bounds check per step put a
+    /// panic call on the loop's path, and LLVM then kept a state in memory
+    /// across it (a store-to-load round trip on the dependency chain).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, and `row`'s `perm`, `d`, `b` and `out` each hold at
+    /// least `base + 8` values.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn step<I: Lanes>(h: __m256, row: &mut Row<'_, I>, base: usize) -> __m256 {
+        debug_assert!(base + 8 <= row.out.len().min(row.d.len()).min(row.b.len()));
+        // SAFETY (all four): `base + 8` values of each array are in bounds
+        // (this function's contract).
+        let idx = unsafe { I::load8_at(row.perm.as_ptr().add(base)) };
+        let g = _mm256_permutevar8x32_ps(h, idx);
+        let d = unsafe { _mm256_loadu_ps(row.d.as_ptr().add(base)) };
+        let b = unsafe { _mm256_loadu_ps(row.b.as_ptr().add(base)) };
+        let h = _mm256_add_ps(_mm256_mul_ps(d, g), b);
+        unsafe { _mm256_storeu_ps(row.out.as_mut_ptr().add(base), h) };
+        h
+    }
+
     /// The sequential loop of `R` rows in lockstep.
     #[target_feature(enable = "avx2")]
     unsafe fn steps<I: Lanes, const R: usize>(mut rows: [Row<'_, I>; R], n: usize, len: usize) {
@@ -218,19 +250,40 @@ mod imp {
             }
         }
         let total = len * n;
-        // Steps whose 8-lane loads and store stay inside the row.
-        let wide = if total >= 8 {
+        // Steps whose 8-lane loads and store stay inside the row: for
+        // `t < wide`, `t·n + 8 ≤ total`, and every array of a row holds
+        // `total` values (checked here once, so the loop needs no checks).
+        let fits = rows.iter().all(|r| {
+            r.perm.len() >= total
+                && r.d.len() >= total
+                && r.b.len() >= total
+                && r.out.len() >= total
+        });
+        let wide = if fits && total >= 8 {
             ((total - 8) / n + 1).min(len)
         } else {
             0
         };
-        for t in 0..wide {
-            let base = t * n;
+        // The states live in locals, not in the `h` array: indexed through
+        // the array, LLVM kept one of them on the stack and the store-to-load
+        // round trip sat on every step's dependency chain.
+        if let [a, b] = &mut rows[..] {
+            let (mut ha, mut hb) = (h[0], h[1]);
+            for t in 0..wide {
+                // SAFETY (both): AVX2 is this function's contract; `t < wide`
+                // keeps `t·n + 8` within the row (see `wide`).
+                ha = unsafe { step(ha, a, t * n) };
+                hb = unsafe { step(hb, b, t * n) };
+            }
+            (h[0], h[1]) = (ha, hb);
+        } else {
             for (h, row) in h.iter_mut().zip(rows.iter_mut()) {
-                let idx = I::load8(&row.perm[base..]);
-                let g = _mm256_permutevar8x32_ps(*h, idx);
-                *h = _mm256_add_ps(_mm256_mul_ps(load(row.d, base), g), load(row.b, base));
-                store(row.out, base, *h);
+                let mut x = *h;
+                for t in 0..wide {
+                    // SAFETY: as in the pair loop above.
+                    x = unsafe { step(x, row, t * n) };
+                }
+                *h = x;
             }
         }
         for t in wide..len {

@@ -129,6 +129,14 @@ struct SweepArgs {
     /// Longest T of the backward rows [default: 2^16].
     #[arg(long, value_parser = parse_len)]
     backward_max_t: Option<usize>,
+    /// Families that also get varlen rows (CPU engine): after each forward row, the
+    /// same B·T tokens as 4·B packed sequences of random lengths (cu_seqlens) and as
+    /// the same sequences padded to an equal-length batch, comma-separated, all or none.
+    #[arg(long, default_value = "none")]
+    varlen: String,
+    /// Longest T of the varlen rows [default: 2^16].
+    #[arg(long, value_parser = parse_len)]
+    varlen_max_t: Option<usize>,
     /// The depth-hierarchy preset: diagonal, perm-diagonal and dplr scans (min-depth),
     /// Newton on diag-gru and parity, and the sequential loops, T = 2^6..2^14 (x2);
     /// writes hierarchy.svg. Overrides --families, --plans, --cells and the grid unless
@@ -368,6 +376,10 @@ fn sweep_config(args: &SweepArgs) -> Result<SweepConfig> {
     }
     if let Some(t) = args.backward_max_t {
         cfg.backward_max_t = t;
+    }
+    cfg.varlen = config::parse_varlen(&args.varlen)?;
+    if let Some(t) = args.varlen_max_t {
+        cfg.varlen_max_t = t;
     }
     if let Some(b) = args.cell_batch {
         cfg.cell_batch = b;

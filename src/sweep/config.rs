@@ -566,6 +566,12 @@ pub struct SweepConfig {
     pub backward: Vec<Family>,
     /// Longest `T` of the backward rows.
     pub backward_max_t: usize,
+    /// Families (among [`SweepConfig::families`]) that also get varlen
+    /// rows: after each CPU forward row, the same tokens as packed
+    /// `cu_seqlens` sequences and as a padded batch ([`super::varlen`]).
+    pub varlen: Vec<Family>,
+    /// Longest `T` of the varlen rows.
+    pub varlen_max_t: usize,
 }
 
 /// Default grid: `2^8 … 2^20` in steps of ×4.
@@ -611,9 +617,15 @@ impl Default for SweepConfig {
             cell_units: None,
             backward: DEFAULT_BACKWARD.to_vec(),
             backward_max_t: DEFAULT_BACKWARD_MAX_T,
+            varlen: Vec::new(),
+            varlen_max_t: DEFAULT_VARLEN_MAX_T,
         }
     }
 }
+
+/// Default cap on `T` of the varlen rows (`2^16`): the padded batch can
+/// hold several times the grid point's tokens.
+pub const DEFAULT_VARLEN_MAX_T: usize = 1 << 16;
 
 /// Families with backward rows by default: the two bandwidth-bound ones
 /// (the others are opt-in with `--backward`, their backward costs several
@@ -704,6 +716,9 @@ impl SweepConfig {
         }
         if !self.backward.is_empty() && self.backward_max_t == 0 {
             return Err(invalid("backward-max-t", "T ≥ 1".into()));
+        }
+        if !self.varlen.is_empty() && self.varlen_max_t == 0 {
+            return Err(invalid("varlen-max-t", "T ≥ 1".into()));
         }
         if self.threads == Some(0) {
             return Err(Error::size("threads", 0, "≥ 1").into());
@@ -807,6 +822,19 @@ pub fn parse_backward(s: &str) -> Result<Vec<Family>> {
     parse_families(s).map_err(|_| {
         invalid(
             "backward",
+            format!("families (diagonal, perm-diagonal, block-diagonal, dense, dplr), all or none; got `{s}`"),
+        )
+    })
+}
+
+/// Parses the `--varlen` list: families as [`parse_families`], or `none`.
+pub fn parse_varlen(s: &str) -> Result<Vec<Family>> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    parse_families(s).map_err(|_| {
+        invalid(
+            "varlen",
             format!("families (diagonal, perm-diagonal, block-diagonal, dense, dplr), all or none; got `{s}`"),
         )
     })

@@ -41,6 +41,7 @@ pub mod config;
 pub mod plot;
 pub mod report;
 pub mod timing;
+pub mod varlen;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -211,6 +212,7 @@ pub fn case_count(config: &SweepConfig) -> usize {
     shapes * config.dtypes.len() * config.lengths.len() * config.plans.len()
         + Runner::cell_steps(config)
         + Runner::backward_steps(config)
+        + Runner::varlen_steps(config)
         + usize::from(config.bandwidth_case.is_some())
 }
 
@@ -392,15 +394,28 @@ impl Runner<'_, '_> {
                 .then(|| self.backward_d_out(&inputs));
             if let Some(device) = self.device {
                 if self.kernel_rows(device, &inputs, &mut bufs, d_out.as_deref())? {
+                    if self.wants_varlen(shape, len) {
+                        let label = format!("{label} varlen");
+                        let why = "varlen rows run on the CPU backend only".to_string();
+                        let steps = 2 * cfg.plans.len();
+                        self.skip(&label, S::DTYPE, len, "*".into(), why, steps);
+                    }
                     continue;
                 }
             }
+            // The packed and padded inputs of the varlen rows, once per length.
+            let vcase = if self.wants_varlen(shape, len) {
+                self.varlen_case::<S>(shape, len)?
+            } else {
+                None
+            };
+            let vsteps = 2 * u64::from(vcase.is_some());
             for &request in &cfg.plans {
                 let plan = match self.cpu.plan(&inputs.problem(), request) {
                     // A plan only some engines have (look-back) is skipped, not fatal.
                     Err(Error::Plan(why)) if request == PlanRequest::LookBack => {
                         self.skip(&label, S::DTYPE, len, request.to_string(), why, 1);
-                        self.progress.inc(u64::from(d_out.is_some()));
+                        self.progress.inc(u64::from(d_out.is_some()) + vsteps);
                         continue;
                     }
                     r => r?,
@@ -420,7 +435,7 @@ impl Runner<'_, '_> {
                         ),
                         1,
                     );
-                    self.progress.inc(u64::from(d_out.is_some()));
+                    self.progress.inc(u64::from(d_out.is_some()) + vsteps);
                     continue;
                 }
                 self.progress
@@ -431,6 +446,9 @@ impl Runner<'_, '_> {
                 self.rows.push(row.clone());
                 if let Some(d_out) = &d_out {
                     self.backward_cpu(&inputs, &bufs.out, d_out, request, &row)?;
+                }
+                if let Some(vcase) = &vcase {
+                    self.varlen_rows(vcase, request, &row)?;
                 }
             }
         }

@@ -20,6 +20,10 @@ pub enum RowKind {
     /// The backward pass (gradients of every input) of a grid point, under
     /// the same plan (see [`super::backward`]).
     Backward,
+    /// A grid point's tokens as packed variable-length sequences, or the
+    /// same sequences padded to an equal-length batch (see
+    /// [`super::varlen`]).
+    Varlen,
 }
 
 /// One measured case: `(family instance, dtype, T, plan)`.
@@ -343,6 +347,7 @@ fn csv_row(r: &Row) -> String {
         RowKind::Sweep => "sweep",
         RowKind::Bandwidth => "bandwidth",
         RowKind::Backward => "backward",
+        RowKind::Varlen => "varlen",
     };
     [
         kind.to_string(),

@@ -14,6 +14,13 @@
 #ifndef PS_DIAG_DROP_BARRIER
 #define PS_DIAG_DROP_BARRIER 0
 #endif
+// Planted look-back bugs (lb_plant below): emulator builds only.
+#ifndef PS_LB_PLANTS
+#define PS_LB_PLANTS 0
+#endif
+#if PS_LB_PLANTS && defined(PS_EMULATION) && !defined(__CUDA_ARCH__)
+#include <stdlib.h>
+#endif
 
 #define PSD_DEV __device__ __forceinline__
 // Full unrolling of the fixed-trip loops (register arrays must only see constant indices).
@@ -662,6 +669,31 @@ PSD_DEV void scan_apply(const typename Ops::Elem* __restrict__ agg, const typena
 #define PS_LB_DROP_RELEASE 0
 #endif
 
+// Planted look-back bugs for the emulated suites, so that what the tests catch can be
+// re-checked whenever the look-back changes. An emulator build with -DPS_LB_PLANTS=1
+// (CXXFLAGS; never a GPU build) reads the environment variable PS_LB_PLANT once per
+// process and plants that bug in every look-back (Diagonal [B,D,T] and [B,T,D], the
+// varlen and Newton passes built on them, PermDiagonal):
+//   1 the window fold combines in the wrong order (a later aggregate before an earlier),
+//   2 the carry-in ignores the folded aggregates (the nearest inclusive prefix alone),
+//   3 the __syncthreads between the carry-in's shared-memory write and its readers is
+//     dropped,
+//   4 the status store releases nothing (the emulator's model of -DPS_LB_DROP_RELEASE=1).
+// Unset or 0: no bug, the production code. Without -DPS_LB_PLANTS, lb_plant is constant
+// false and the code is that of a build without plants.
+#if PS_LB_PLANTS && defined(PS_EMULATION) && !defined(__CUDA_ARCH__)
+inline int lb_plant_selected() {
+    static const int selected = [] {
+        const char* v = getenv("PS_LB_PLANT");
+        return v ? atoi(v) : 0;
+    }();
+    return selected;
+}
+inline bool lb_plant(int which) { return lb_plant_selected() == which; }
+#else
+PSD_DEV constexpr bool lb_plant(int) { return false; }
+#endif
+
 constexpr unsigned kLbEmpty = 0u;
 constexpr unsigned kLbAggregate = 1u;
 constexpr unsigned kLbPrefix = 2u;
@@ -747,7 +779,7 @@ PSD_DEV void lb_publish(unsigned* p, unsigned s) {
 #if defined(PS_EMULATION) && !defined(__CUDA_ARCH__) && !PS_LB_DROP_RELEASE
     // Emulator: each lane releases its own held-back __stcg stores (weak-memory mode), the
     // model of lane 0's release being cumulative over the stores the barrier orders first.
-    __threadfence();
+    if (!lb_plant(4)) __threadfence();
 #endif
     __syncwarp();
     if ((threadIdx.x & 31) == 0) lb_store(p, s);
@@ -816,7 +848,8 @@ PSD_DEV typename Ops::State lookback_lane(unsigned* status, typename Ops::Elem* 
 PSD_UNROLL
                     for (unsigned off = 1; off < 32; off <<= 1) {
                         const Elem o = Ops::shfl_down(v, off);
-                        if (lid + static_cast<int>(off) < 32) v = Ops::combine(o, v);
+                        if (lid + static_cast<int>(off) < 32)
+                            v = lb_plant(1) ? Ops::combine(v, o) : Ops::combine(o, v);  // plant: order swapped
                     }
                     const Elem win = Ops::shfl_idx(v, 0);
                     acc = have_acc ? Ops::combine(win, acc) : win;
@@ -824,7 +857,7 @@ PSD_UNROLL
                 }
                 if (lp < 32) {
                     const State p = Ops::shfl_state(pv, lp);
-                    hin = have_acc ? Ops::apply(acc, p) : p;
+                    hin = have_acc && !lb_plant(2) ? Ops::apply(acc, p) : p;
                     break;
                 }
             }
@@ -909,10 +942,10 @@ PSD_DEV typename Ops::State lookback_group(unsigned* status, typename Ops::Elem*
                 if (wid == 0) {
                     for (int q = 0; q < lp; ++q) {  // slot q precedes slot q - 1 in time
                         const Elem e = s_win[q * 32 + lid];
-                        acc = have_acc ? Ops::combine(e, acc) : e;
+                        acc = have_acc ? (lb_plant(1) ? Ops::combine(acc, e) : Ops::combine(e, acc)) : e;
                         have_acc = true;
                     }
-                    if (lp < 32) hin = have_acc ? Ops::apply(acc, pv) : pv;
+                    if (lp < 32) hin = have_acc && !lb_plant(2) ? Ops::apply(acc, pv) : pv;
                 }
                 if (lp < 32) break;
             }
@@ -1088,7 +1121,7 @@ PSD_UNROLL
                                                  prefix_every);
         if (threadIdx.x == 0) s_hin = hin;
     }
-    __syncthreads();
+    if (!lb_plant(3)) __syncthreads();
     Elem ex = Ops::shfl_up(incl, 1);
     if ((threadIdx.x & 31) == 0) ex = Ops::identity();
     State hh = Ops::apply(ex, Ops::apply(W, s_hin));
@@ -1119,14 +1152,29 @@ PSD_UNROLL
 #undef PSD_PK_ELEM
 }
 
+// Where a packed [B,T,D] look-back step may be replaced: LbNoResets for the Diagonal
+// kernels; varlen.cu's packed batches reset a sequence at its first step (the element
+// (0, a*h0_s + b)). seg(t) != 0 marks such a step, and reset(bb, t, d, s, e) makes it
+// from the widened element e of the inputs.
+struct LbNoResets {
+    static constexpr bool kAny = false;
+    PSD_DEV unsigned seg(long long) const { return 0u; }
+    template <class Elem>
+    PSD_DEV Elem reset(long long, long long, long long, unsigned, const Elem& e) const {
+        return e;
+    }
+};
+
 // [B,T,D], 16-bit: warp w holds steps [w*32, w*32 + 32) of the chunk for its 32 channels,
-// step k as one word (a in the low half, b in the high half).
-template <class Ops, class Lb, bool REV>
+// step k as one word (a in the low half, b in the high half); a thread's steps that a
+// step source resets (Resets) are one bit each of a mask, their element made where it is
+// used (widened, then reset) like every other step's.
+template <class Ops, class Lb, bool REV, class Resets = LbNoResets>
 PSD_DEV void btd_lookback_packed(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
                                  typename Ops::Out* __restrict__ h, typename Ops::Out* __restrict__ hT,
                                  const typename Ops::In* __restrict__ h0, unsigned* __restrict__ status,
                                  typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre,
-                                 int B, int T, int D, int C, int prefix_every) {
+                                 int B, int T, int D, int C, int prefix_every, Resets resets = Resets()) {
     using Elem = typename Ops::Elem;
     using State = typename Ops::State;
     using S = typename Ops::In;
@@ -1134,6 +1182,7 @@ PSD_DEV void btd_lookback_packed(const typename Ops::In* __restrict__ a, const t
     PS_SHARED(Elem, s_w, kLbMaxWarps * 32);
     PS_SHARED(State, s_hin, 32);
     PS_SHARED(long long, s_base, kLbMaxWarps * 32);
+    PS_SHARED(unsigned, s_resets, Resets::kAny ? kLbMaxWarps * 32 : 1);
     if ((blockDim.x & 31u) != 0 || blockDim.x > 32u * kLbMaxWarps || static_cast<long long>(blockDim.x / 32) * K != C ||
         prefix_every < 1)
         __trap();
@@ -1156,30 +1205,44 @@ PSD_DEV void btd_lookback_packed(const typename Ops::In* __restrict__ a, const t
     const long long base = (static_cast<long long>(bb) * T + step_time<REV>(ts, T)) * D + d;
     const unsigned ident = half_bits<S>(Ops::narrow(State(1))) | (half_bits<S>(Ops::narrow(State(0))) << 16);
     unsigned w[K];
+    unsigned rs = 0u;  // bit k: step k is reset
 PSD_UNROLL
     for (int k = 0; k < K; ++k) {
         w[k] = ident;
         if (k < rem) {
             const long long i = REV ? base - static_cast<long long>(k) * D : base + static_cast<long long>(k) * D;
             w[k] = half_bits<S>(a[i]) | (half_bits<S>(b[i]) << 16);
+            if (resets.seg(step_time<REV>(ts + k, T)) != 0u) rs |= 1u << k;
         }
     }
-    Elem x = Ops::make(half_of<S>(w[0], 0), half_of<S>(w[0], 1));
+    // Step k's element; a reset one is rare, and rebuilt from the flat index (bi = base
+    // as stored in s_base) rather than keeping batch row, time and channel in registers.
+    const auto elem = [&](int k, unsigned rk, long long bi) -> Elem {
+        const Elem e = Ops::make(half_of<S>(w[k], 0), half_of<S>(w[k], 1));
+        if (((rk >> k) & 1u) == 0u) return e;
+        const long long q = bi / D;  // bb*T + time of step 0
+        const long long bq = q / T;
+        const long long tk = q - bq * T + (REV ? -k : k);
+        return resets.reset(bq, tk, bi - q * D, resets.seg(tk), e);
+    };
+    Elem x = elem(0, rs, base);
 PSD_UNROLL
-    for (int k = 1; k < K; ++k) x = Ops::combine(x, Ops::make(half_of<S>(w[k], 0), half_of<S>(w[k], 1)));
+    for (int k = 1; k < K; ++k) x = Ops::combine(x, elem(k, rs, base));
     s_w[wid * 32 + lid] = x;
     __syncthreads();
     const State init = wid == 0 && active ? Ops::initial(h0, static_cast<long long>(bb) * D + d) : State{};
     s_base[threadIdx.x] = base;
+    if (Resets::kAny) s_resets[threadIdx.x] = rs;
     const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, s_w, init, prefix_every);
     if (wid == 0) s_hin[lid] = hin;
-    __syncthreads();
+    if (!lb_plant(3)) __syncthreads();
     const long long base2 = s_base[threadIdx.x];
+    const unsigned rs2 = Resets::kAny ? s_resets[threadIdx.x] : 0u;
     State hh = Ops::apply(lb_warp_prefix<Ops>(s_w), s_hin[lid]);
 PSD_UNROLL
     for (int k = 0; k < K; ++k) {
         if (k < rem) {
-            hh = Ops::apply(Ops::make(half_of<S>(w[k], 0), half_of<S>(w[k], 1)), hh);
+            hh = Ops::apply(elem(k, rs2, base2), hh);
             if (h) h[REV ? base2 - static_cast<long long>(k) * D : base2 + static_cast<long long>(k) * D] = Ops::narrow(hh);
             if (hT && k == rem - 1) hT[lb_btd_lane(base2, T, D)] = Ops::narrow(hh);
         }
@@ -1228,7 +1291,7 @@ PSD_DEV void bdt_lookback(const typename Ops::In* __restrict__ a, const typename
                                              prefix_every);
         if (threadIdx.x == 0) s_hin = hin;
     }
-    __syncthreads();
+    if (!lb_plant(3)) __syncthreads();
     bdt_tile_store<Ops, K, REV>(e, incl, W, s_hin, h, hT, row, s, t1, T, vec_out, lane);
 }
 
@@ -1301,7 +1364,7 @@ PSD_UNROLL
     s_rem[threadIdx.x] = rem;
     const State hin = lookback_group<Ops, Lb>(status, lagg, lpre, chain, chains, c, s_w, init, prefix_every);
     if (wid == 0) s_hin[lid] = hin;
-    __syncthreads();
+    if (!lb_plant(3)) __syncthreads();
     const long long base2 = s_base[threadIdx.x];
     const int rem2 = s_rem[threadIdx.x];
     State hh = Ops::apply(lb_warp_prefix<Ops>(s_w), s_hin[lid]);

@@ -32,7 +32,11 @@
 //   "small" kernels (n <= 32): team = n consecutive lanes of one warp, TPW = floor(32/n)
 //        teams per warp (lanes TPW*n..31 are spares); lane r of a team owns slot r and
 //        x[j] = __shfl_sync(x, team's first lane + j). Team k of the grid is lanes
-//        (k mod TPW)*n .. of warp floor(k / TPW) (warp = global thread id / 32).
+//        (k mod TPW)*n .. of warp floor(k / TPW) (warp = global thread id / 32). Inputs
+//        are loaded 8 steps at a time through a per-warp shared stage (coalesced: each
+//        team's 8 steps are one run of 8n elements, read by consecutive lanes), then each
+//        lane takes its slots from the stage. Static shared memory: 4 warps * 256 *
+//        (1 + 2 sizeof(S)) bytes (the _depth kernels read nothing: 3 words).
 //   "wide" kernels (any n <= 256, used for n > 32): team = one warp, lane l owns slots
 //        l + 32k, k < SPL = 2, 4 or 8 (n <= 64, 128, 256); gathers through a per-warp
 //        double-buffered shared array (one __syncwarp per step). Static shared memory:
@@ -91,13 +95,18 @@
 //       lpre V[B*NC*n], (bb, c) at (c*B + bb)*n. Block = 32*W threads, W <= 8 warps; teams
 //       as the small (n <= 32: floor(32/n) per warp) or wide (one per warp) kernels, each
 //       K = 16/SPL steps (K = 1 for SPL = 8), so C = W * teams per warp * K (else trap).
+//       For n <= 32 the block first copies its chunk of perm, d and b (one run of C*n
+//       elements each) into shared memory in 16-byte words, coalesced (f64: b after perm
+//       and d), and each lane takes its slots from there; static shared memory about 37 KB
+//       (f32, f64), 21 KB (f16, bf16), the stage sharing its array with the look-back's
+//       buffers.
 //       status u32[B*NC + 1] all zero (K8). prefix_every >= 1 (1 in production; n > 1
 //       publishes inclusive prefixes only for chunks c % n == 0, a test hook that forces the
 //       aggregate path; the _depth kernels ignore it). h, hT, h0 nullable as in K2.
 //  K8 pd_lb_clear(unsigned* status, int n)      (no dtype suffix): status[0..n) = 0.
 //
 // Launch shapes (grid and block are (x,1,1); shared bytes 0):
-//   pd_small_reduce / _rescan / _sequential: block = 128 (any multiple of 32 in [32, 256]
+//   pd_small_reduce / _rescan / _sequential: block = 128 (any multiple of 32 in [32, 128]
 //        works); grid = ceil(ceil(U / TPW) * 32 / block), U = B*NC units (B for sequential).
 //   pd_wide_reduce / _rescan / _sequential: block = 128 exactly (4 warps, traps
 //        otherwise); grid = ceil(U / 4).
@@ -169,10 +178,12 @@
 // at t = T - 1; results do not depend on block scheduling or thread interleaving.
 //
 // Performance design (not measured on a GPU yet):
-//   * n = 5: six problems/chunks per warp (30 of 32 lanes busy); a step is 3 loads per
-//     lane (contiguous per team), one shuffle (rescan) or three (reduce) and one store;
+//   * n = 5: six problems/chunks per warp (30 of 32 lanes busy); a step is 3 shared
+//     loads per lane, one shuffle (rescan) or three (reduce) and one store; the global
 //     loads are batched 8 steps ahead so the serial chain does not wait on memory each
-//     step.
+//     step, and coalesced through shared memory: a warp's batch is six runs of 160 bytes
+//     per array (f32) instead of 8 steps of six scattered 20-byte runs; the look-back
+//     reads its whole chunk (C*n elements, one run) in 16-byte words.
 //   * n = 64: a warp per unit, 2 slots per lane; a step is one shared store, one
 //     __syncwarp and one shared gather per slot; loads batched 4 steps ahead.
 //   * Phase 2 only touches B*M*n aggregate slots; Auto keeps C >= 64 so it is small
@@ -256,6 +267,8 @@ struct PdOps {
     PSP_DEV static void store_cg(V* p, V x) { __stcg(p, x); }
     // The look-back may fold predecessors' aggregates (timing-dependent).
     static constexpr bool kChainOnly = false;
+    // Inputs are read (the loaders stage them through shared memory).
+    static constexpr bool kReads = true;
 };
 
 // Depth counting: same skeleton; every value is the depth of the longest combine chain.
@@ -283,6 +296,8 @@ struct PdDepthOps {
     // Depth is measured on the look-back's deterministic worst case: every block waits
     // for its predecessor's inclusive prefix.
     static constexpr bool kChainOnly = true;
+    // No input is ever read (pointers are null): nothing to stage.
+    static constexpr bool kReads = false;
 };
 
 // Step sources: where a loader's freshly loaded step (perm index j of slot i, d_i, b_i at
@@ -293,6 +308,45 @@ template <class Ops>
 struct PdPlainSteps {
     PSP_DEV void fix(long long, long long, int, typename Ops::V&, typename Ops::V&) const {}
 };
+
+// Coalesced loads for n <= 32. A lane's slots of consecutive steps are n elements apart, so
+// loading them lane by lane gives a warp floor(32/n) scattered runs of n elements per step
+// (six 20-byte runs for n = 5, f32). Instead the inputs go through shared memory: the
+// threads read the range that a warp's (small kernels) or a block's (look-back) steps
+// cover with consecutive threads on consecutive words, and each lane then takes its slots
+// from shared memory. Values are copied as stored (no conversion), so the loaders apply
+// Ops::load / Ops::load_perm (widening, the permutation clamp) to the shared copies and
+// everything downstream, the step source included, is unchanged.
+
+// Small kernels: input elements per warp and batch (tpw * kSmallBatch * n <= 32 * 8).
+constexpr int kSmallStage = 32 * kSmallBatch;
+// Look-back, n <= 32: elements of a block's chunk (C * n <= 8 warps * 32 lanes * 16 steps).
+constexpr int kLbStage = 8 * 32 * 16;
+
+// Block-wide copy of elements [lo, lo + cnt) of g to sh[a, a + cnt), where a is the
+// misalignment of g + lo in elements: then every aligned 16-byte word of g inside the range
+// lands on an aligned 16-byte word of sh, and consecutive threads read consecutive 16-byte
+// words (the unaligned head and tail, fewer than 16 / sizeof(S) elements each, one element
+// per thread). Only elements of the range are read. sh holds a + cnt <= cnt + 16 /
+// sizeof(S) - 1 elements. Returns a. Every thread of the block calls it (no barrier inside).
+template <typename S>
+PSP_DEV int stage_block(const S* __restrict__ g, long long lo, int cnt, S* sh) {
+    constexpr int V = 16 / static_cast<int>(sizeof(S));
+    const S* const p = g + lo;
+    const int a = static_cast<int>((reinterpret_cast<uintptr_t>(p) & 15u) / sizeof(S));
+    const int head = a == 0 ? 0 : (V - a < cnt ? V - a : cnt);
+    const int words = (cnt - head) / V;
+    const int tail = head + words * V;
+    const int tid = threadIdx.x;
+    const int nth = blockDim.x;
+    for (int x = tid; x < head; x += nth) sh[a + x] = p[x];
+    for (int x = tail + tid; x < cnt; x += nth) sh[a + x] = p[x];
+    // a + head is 0 or a multiple of V whenever words > 0.
+    const uint4* const src = reinterpret_cast<const uint4*>(p + head);
+    uint4* const dst = reinterpret_cast<uint4*>(sh + a + head);
+    for (int w = tid; w < words; w += nth) dst[w] = __ldg(src + w);
+    return a;
+}
 
 // ---------------------------------------------------------------------------------------
 // Small kernels (n <= 32): a team of n consecutive lanes per unit, one slot per lane,
@@ -337,21 +391,68 @@ PSP_DEV void small_chunk(const unsigned char* __restrict__ perm, const typename 
     if (!REDUCE && active && slot_ok)
         hv = carry ? carry[(bb * nchunks + c) * n + r] : Ops::initial(h0, bb * n + r);
 
-    // Running offsets (one 64-bit add per step instead of U precomputed addresses).
-    long long at_ld = base;
+    // The warp's batch of U steps in shared memory (coalesced loads, see stage_block):
+    // element x of the warp's buffer is slot x mod n of step (x / n) mod U of the warp's
+    // team x / (U n), i.e. team q's U steps are one run of U n elements. Lane x + 32 j
+    // loads element x + 32 j of every batch: its address for batch s0 is
+    // st_at[j] + s0 * tstride, loaded while s0 < st_lim[j] (the step is in the team's
+    // chunk). A team's run is contiguous in memory (reversed step order when REV).
+    using In = typename Ops::In;
+    PS_SHARED(unsigned char, s_stp, Ops::kReads ? kWideWarps * kSmallStage : 1);
+    PS_SHARED(In, s_std, Ops::kReads ? kWideWarps * kSmallStage : 1);
+    PS_SHARED(In, s_stb, Ops::kReads ? kWideWarps * kSmallStage : 1);
+    const int wslot = Ops::kReads ? static_cast<int>(threadIdx.x >> 5) * kSmallStage : 0;
+    const int run = U * n;  // elements of one team's batch
+    long long st_at[U];
+    int st_lim[U];
+    if constexpr (Ops::kReads) {
+        if (blockDim.x > 32u * kWideWarps) __trap();  // contract: the stage holds 4 warps
+PSP_UNROLL
+        for (int j = 0; j < U; ++j) {
+            const int x = lane + 32 * j;
+            const int q = x / run;
+            const int u = (x - q * run) / n;
+            const int rr = x - q * run - u * n;
+            const long long tm = warp * tpw + q;
+            st_at[j] = 0;
+            st_lim[j] = 0;
+            if (q < tpw && tm < units) {
+                const long long cq = tm % nchunks;
+                const long long bq = tm / nchunks;
+                st_at[j] = (bq * T + step_time<REV>(cq * C, T)) * n + u * tstride + rr;
+                st_lim[j] = static_cast<int>(min_ll(C, T - cq * C)) - u;
+            }
+        }
+    }
+    const int rd0 = wslot + (slot_ok ? tiw : 0) * run + r;  // this lane's slot of step 0
+
     long long at_st = base;
     // C is the same for every team, so every lane of the warp runs the same iterations.
     for (long long s0 = 0; s0 < C; s0 += U) {
+        if constexpr (Ops::kReads) {
+            __syncwarp(PS_FULL_MASK);  // every lane is done with the previous batch
+PSP_UNROLL
+            for (int j = 0; j < U; ++j) {
+                if (s0 < st_lim[j]) {
+                    const long long at = st_at[j] + s0 * tstride;
+                    const int x = wslot + lane + 32 * j;
+                    s_stp[x] = perm[at];
+                    s_std[x] = d[at];
+                    s_stb[x] = b[at];
+                }
+            }
+            __syncwarp(PS_FULL_MASK);
+        }
         int pj[U];
         V dv[U], bv[U];
 PSP_UNROLL
         for (int u = 0; u < U; ++u) {
             const bool ld = s0 + u < len && slot_ok;
-            pj[u] = ld ? Ops::load_perm(perm, at_ld, r, n) : r;
-            dv[u] = ld ? Ops::load(d, at_ld) : Ops::one();
-            bv[u] = ld ? Ops::load(b, at_ld) : Ops::zero();
+            const int x = rd0 + u * n;
+            pj[u] = ld ? Ops::load_perm(s_stp, x, r, n) : r;
+            dv[u] = ld ? Ops::load(s_std, x) : Ops::one();
+            bv[u] = ld ? Ops::load(s_stb, x) : Ops::zero();
             if (ld) src.fix(bb, step_time<REV>(t0 + s0 + u, T), pj[u], dv[u], bv[u]);
-            at_ld += tstride;
         }
 PSP_UNROLL
         for (int u = 0; u < U; ++u) {
@@ -819,6 +920,21 @@ PSP_DEV int lb_spl(int n) { return n >= 1 && n <= 32 ? 1 : wide_spl(n); }
 // (n > 128: two steps of 8 slots do not fit 128 registers without spills).
 PS_HD constexpr int lb_steps(int spl) { return spl >= 8 ? 1 : kLbWork / spl; }
 
+// The look-back's stage for n <= 32 (SPL = 1): the block's chunk of perm, d and b (C * n
+// elements each, at most kLbStage) copied with stage_block, each array with 16 bytes of
+// slack for its misalignment. f64 stages b after perm and d are read (the three would pass
+// the 48 KB of static shared memory). The stage is free before the block first uses its
+// union buffer (phase 2), so the two share one array.
+PS_HD constexpr int round16(int x) { return (x + 15) / 16 * 16; }
+template <class Ops>
+struct LbStage {
+    using In = typename Ops::In;
+    static constexpr bool kSplit = sizeof(In) > 4;
+    static constexpr int kPermBytes = round16(kLbStage + 16);
+    static constexpr int kValBytes = round16(kLbStage * static_cast<int>(sizeof(In)) + 16);
+    static constexpr int kBytes = kPermBytes + (kSplit ? 1 : 2) * kValBytes;
+};
+
 template <class Ops, int SPL, class Lb, int kBuf, bool REV = false, class Src = PdPlainSteps<Ops>>
 PSP_DEV void lookback_spl(const unsigned char* __restrict__ perm, const typename Ops::In* __restrict__ d,
                           const typename Ops::In* __restrict__ b, typename Ops::Out* __restrict__ h,
@@ -827,7 +943,8 @@ PSP_DEV void lookback_spl(const unsigned char* __restrict__ perm, const typename
                           typename Ops::V* __restrict__ lagg_d, typename Ops::V* __restrict__ lagg_b,
                           typename Ops::V* __restrict__ lpre, int B, int T, int n, int C, int prefix_every,
                           long long id, unsigned char* s_p, typename Ops::V* s_d, typename Ops::V* s_b,
-                          typename Ops::V* s_h, typename Ops::V* s_pv, int& s_lp, Src src = Src()) {
+                          typename Ops::V* s_h, typename Ops::V* s_pv, int& s_lp, unsigned char* s_stage,
+                          Src src = Src()) {
     using V = typename Ops::V;
     constexpr int K = lb_steps(SPL);
     const int G = SPL == 1 ? n : 32;  // lanes per team
@@ -855,30 +972,72 @@ PSP_DEV void lookback_spl(const unsigned char* __restrict__ perm, const typename
     // 1. The chunk into registers, and the team's aggregate.
     // Permutation bytes packed four to a register (byte u*SPL + k of pw).
     unsigned pw[(K * SPL + 3) / 4];
-    long long at_ld = base + r;  // slot r of step u (slot r + 32k for SPL > 1: G = 32)
     V dv[K][SPL], bv[K][SPL];
 PSP_UNROLL
     for (int w = 0; w < (K * SPL + 3) / 4; ++w) pw[w] = 0u;
-PSP_UNROLL
-    for (int u = 0; u < K; ++u) {
-PSP_UNROLL
-        for (int k = 0; k < SPL; ++k) {
-            const int i = r + G * k;
-            const bool ok = u < len && i < n;
-            const long long at = at_ld + 32 * k;
-            const int j = ok ? Ops::load_perm(perm, at, i, n) : (i < n ? i : 0);
-            const int x = u * SPL + k;
-            pw[x >> 2] |= static_cast<unsigned>(j) << (8 * (x & 3));
-            dv[u][k] = ok ? Ops::load(d, at) : Ops::one();
-            bv[u][k] = ok ? Ops::load(b, at) : Ops::zero();
-            if (ok) src.fix(bb, step_time<REV>(ts + u, T), j, dv[u][k], bv[u][k]);
-        }
-        at_ld += tstride;
-    }
     auto pj = [&](int u, int k) -> int {
         const int x = u * SPL + k;
         return static_cast<int>((pw[x >> 2] >> (8 * (x & 3))) & 0xffu);
     };
+    if constexpr (SPL == 1 && Ops::kReads) {
+        // n <= 32: the block's chunk (steps [c C, s_hi): one run of memory, reversed step
+        // order when REV) through shared memory, 16-byte words (stage_block); lane r of
+        // team g then takes slot r of its K steps from there.
+        using In = typename Ops::In;
+        using St = LbStage<Ops>;
+        const long long s_lo = c * C;
+        const long long s_hi = min_ll(s_lo + C, T);
+        const long long lo = (bb * T + (REV ? T - s_hi : s_lo)) * n;
+        const int cnt = static_cast<int>((s_hi - s_lo) * n);
+        unsigned char* const sp = s_stage;
+        In* const sd = reinterpret_cast<In*>(s_stage + St::kPermBytes);
+        In* const sb = St::kSplit ? sd : reinterpret_cast<In*>(s_stage + St::kPermBytes + St::kValBytes);
+        const int ap0 = stage_block(perm, lo, cnt, sp);
+        const int ad0 = stage_block(d, lo, cnt, sd);
+        int ab0 = St::kSplit ? 0 : stage_block(b, lo, cnt, sb);
+        __syncthreads();
+        // Slot r of the team's first step, relative to the range (unused when len == 0).
+        const int rel0 = static_cast<int>((REV ? s_hi - 1 - ts : ts - s_lo) * n) + r;
+        const int rstep = REV ? -n : n;
+PSP_UNROLL
+        for (int u = 0; u < K; ++u) {
+            const bool ok = u < len;
+            const int rel = rel0 + u * rstep;
+            const int j = ok ? Ops::load_perm(sp, ap0 + rel, r, n) : r;
+            pw[u >> 2] |= static_cast<unsigned>(j) << (8 * (u & 3));
+            dv[u][0] = ok ? Ops::load(sd, ad0 + rel) : Ops::one();
+            if (!St::kSplit) bv[u][0] = ok ? Ops::load(sb, ab0 + rel) : Ops::zero();
+        }
+        if constexpr (St::kSplit) {
+            __syncthreads();  // every lane has read its d: b replaces it
+            ab0 = stage_block(b, lo, cnt, sb);
+            __syncthreads();
+PSP_UNROLL
+            for (int u = 0; u < K; ++u)
+                bv[u][0] = u < len ? Ops::load(sb, ab0 + rel0 + u * rstep) : Ops::zero();
+        }
+PSP_UNROLL
+        for (int u = 0; u < K; ++u)
+            if (u < len) src.fix(bb, step_time<REV>(ts + u, T), pj(u, 0), dv[u][0], bv[u][0]);
+    } else {
+        long long at_ld = base + r;  // slot r of step u (slot r + 32k for SPL > 1: G = 32)
+PSP_UNROLL
+        for (int u = 0; u < K; ++u) {
+PSP_UNROLL
+            for (int k = 0; k < SPL; ++k) {
+                const int i = r + G * k;
+                const bool ok = u < len && i < n;
+                const long long at = at_ld + 32 * k;
+                const int j = ok ? Ops::load_perm(perm, at, i, n) : (i < n ? i : 0);
+                const int x = u * SPL + k;
+                pw[x >> 2] |= static_cast<unsigned>(j) << (8 * (x & 3));
+                dv[u][k] = ok ? Ops::load(d, at) : Ops::one();
+                bv[u][k] = ok ? Ops::load(b, at) : Ops::zero();
+                if (ok) src.fix(bb, step_time<REV>(ts + u, T), j, dv[u][k], bv[u][k]);
+            }
+            at_ld += tstride;
+        }
+    }
     int ap[SPL];
     V ad[SPL], ab[SPL];
 PSP_UNROLL
@@ -1022,7 +1181,8 @@ PSP_UNROLL
                     }
                     __syncthreads();
                     if (lead) {
-                        for (int q = 0; q < cnt; ++q) {  // slot q precedes slot q - 1 in time
+                        for (int q0 = 0; q0 < cnt; ++q0) {  // slot q precedes slot q - 1 in time
+                            const int q = psd::lb_plant(1) ? cnt - 1 - q0 : q0;
 PSP_UNROLL
                             for (int k = 0; k < SPL; ++k) {
                                 const int i = r + G * k;
@@ -1050,7 +1210,8 @@ PSP_UNROLL
 PSP_UNROLL
                         for (int k = 0; k < SPL; ++k) {
                             const int i = r + G * k;
-                            if (i < n) s_h[i] = have ? Ops::apply_slot(yd[k], s_pv[yp[k]], yb[k]) : s_pv[i];
+                            const bool fold = have && !psd::lb_plant(2);
+                            if (i < n) s_h[i] = fold ? Ops::apply_slot(yd[k], s_pv[yp[k]], yb[k]) : s_pv[i];
                         }
                     }
                     break;
@@ -1058,7 +1219,7 @@ PSP_UNROLL
             }
         }
     }
-    __syncthreads();  // s_h is complete
+    if (!psd::lb_plant(3)) __syncthreads();  // s_h is complete
     if (wid == 0 && publish && (Ops::kChainOnly || c % prefix_every == 0)) {
         if (lead) {
 PSP_UNROLL
@@ -1124,9 +1285,15 @@ PSP_DEV void lookback(const unsigned char* perm, const typename Ops::In* d, cons
     using V = typename Ops::V;
     // n <= 32: no gather buffers, team aggregates and a 32-chunk window fit 32 * 32 slots.
     constexpr int kBuf = SPL == 1 ? 32 * 32 : kLbBuf;
-    PS_SHARED(V, s_d, kBuf);
-    PS_SHARED(V, s_b, kBuf);
-    PS_SHARED(unsigned char, s_p, kBuf);
+    // The union buffer (s_d, s_b, s_p) and, for n <= 32, the stage (LbStage) in one array.
+    constexpr int kUnion = kBuf * 2 * static_cast<int>(sizeof(V)) + kBuf;
+    constexpr int kStageBytes = SPL == 1 && Ops::kReads ? LbStage<Ops>::kBytes : 0;
+    constexpr int kRaw = (kUnion > kStageBytes ? kUnion : kStageBytes) + 15;
+    PS_SHARED(uint4, s_raw, kRaw / 16);
+    unsigned char* const s_stage = reinterpret_cast<unsigned char*>(s_raw);
+    V* const s_d = reinterpret_cast<V*>(s_stage);
+    V* const s_b = s_d + kBuf;
+    unsigned char* const s_p = reinterpret_cast<unsigned char*>(s_b + kBuf);
     PS_SHARED(V, s_h, SPL == 1 ? 32 : kMaxN);
     PS_SHARED(V, s_pv, SPL == 1 ? 32 : kMaxN);
     PS_SHARED_VAR(int, s_lp);
@@ -1139,7 +1306,7 @@ PSP_DEV void lookback(const unsigned char* perm, const typename Ops::In* d, cons
     // A grid larger than the contract's: the surplus tickets own no chunk (uniform per block).
     if (id >= chains * nchunks) return;
     lookback_spl<Ops, SPL, Lb, kBuf, REV, Src>(perm, d, b, h, hT, h0, status, lagg_p, lagg_d, lagg_b, lpre, B, T, n,
-                                              C, prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp, src);
+                                              C, prefix_every, id, s_p, s_d, s_b, s_h, s_pv, s_lp, s_stage, src);
 }
 
 using OpsF32 = PdOps<float, float>;

@@ -97,6 +97,45 @@ struct VarlenSteps {
     }
 };
 
+// The same resets for the packed 16-bit look-back (psd::btd_lookback_packed): which step
+// is a sequence start, and its element from the widened inputs (VarlenSteps::step's).
+template <class Ops>
+struct VarlenResets {
+    using In = typename Ops::In;
+    using Elem = typename Ops::Elem;
+    using State = typename Ops::State;
+    static constexpr bool kAny = true;
+    const unsigned* __restrict__ segs;
+    const In* __restrict__ h0s;
+    long long N;
+    long long D;
+    PSD_DEV unsigned seg(long long t) const { return __ldg(segs + t); }
+    PSD_DEV Elem reset(long long bb, long long, long long d, unsigned s, const Elem& e) const {
+        const State h0 = Ops::initial(h0s, (bb * N + (s - 1u)) * D + d);
+        return Elem{State(0), e.a * h0 + e.b};
+    }
+};
+
+// V4: 16-bit data keeps its K = 32 steps packed, two 16-bit values per register, as the
+// Diagonal look-back does (kLbPacked); the resets are a bit per step. Other types go
+// through the step source.
+template <class Ops, int K>
+PSD_DEV void lookback_varlen(const typename Ops::In* __restrict__ a, const typename Ops::In* __restrict__ b,
+                             const unsigned* __restrict__ seg, const typename Ops::In* __restrict__ h0s,
+                             typename Ops::Out* __restrict__ h, unsigned* __restrict__ status,
+                             typename Ops::Elem* __restrict__ lagg, typename Ops::State* __restrict__ lpre, int B,
+                             int T, int D, int C, int N, int prefix_every) {
+    if constexpr (sizeof(typename Ops::In) == 2) {
+        const VarlenResets<Ops> resets{seg, h0s, N, D};
+        psd::btd_lookback_packed<Ops, psd::LbProduction, false, VarlenResets<Ops>>(
+            a, b, h, nullptr, nullptr, status, lagg, lpre, B, T, D, C, prefix_every, resets);
+    } else {
+        VarlenSteps<Ops> src{a, b, seg, h0s, N, D};
+        psd::btd_lookback_steps<Ops, VarlenSteps<Ops>, psd::LbProduction, false, K>(
+            src, h, nullptr, nullptr, status, lagg, lpre, B, T, D, C, prefix_every);
+    }
+}
+
 // One thread per (lane, chunk) of [B,T,D] (K1/K2's decomposition), steps from `src`.
 // REDUCE writes the chunk aggregate; otherwise rescans from the carry-in (zeros without
 // carries) and writes h.
@@ -194,12 +233,10 @@ PSD_DEV void varlen_final(const typename Ops::Out* __restrict__ h, const typenam
                                        BASE::Out* __restrict__ h, unsigned* __restrict__ status,               \
                                        BASE::Elem* __restrict__ lagg, BASE::State* __restrict__ lpre, int B,   \
                                        int T, int D, int C, int N, int prefix_every) {                         \
-        using Ops = psv::VarlenOps<BASE>;                                                                      \
-        psv::VarlenSteps<Ops> src{a, b, seg, h0s, N, D};                                                       \
         /* The planner gives 16-bit data 32 steps per thread (kLbSteps16). */                                  \
         constexpr int K = sizeof(BASE::In) == 2 ? psd::kLbSteps16 : psd::kLbSteps;                               \
-        psd::btd_lookback_steps<Ops, psv::VarlenSteps<Ops>, psd::LbProduction, false, K>(                        \
-            src, h, nullptr, nullptr, status, lagg, lpre, B, T, D, C, prefix_every);                             \
+        psv::lookback_varlen<psv::VarlenOps<BASE>, K>(a, b, seg, h0s, h, status, lagg, lpre, B, T, D, C, N,      \
+                                                     prefix_every);                                            \
     }                                                                                                          \
     PS_REGISTER_KERNEL(diag_btd_lookback_varlen_##SFX);                                                        \
     extern "C" __global__ void __launch_bounds__(256)                                                          \

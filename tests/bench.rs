@@ -168,7 +168,7 @@ fn emu_bench_writes_a_row_per_shape_and_plan() {
         "Copy bandwidth **",
         "| family | shape | dtype | plan | kind | chunk | plan B/elem | depth | median ms | GB/s | % copy BW | × seq |",
         "| DPLR | T | plan |",
-        "| Newton | shape | plan | iterations |",
+        "| Newton | shape | plan | plan B/elem | iterations |",
         "| diag-gru |",
         "| backward | shape | dtype | plan | kind | plan B/elem | depth | median ms | GB/s | % copy BW | ÷ forward |",
         "| diagonal backward |",

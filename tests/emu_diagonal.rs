@@ -18,8 +18,10 @@
 //! the others having one chunk), `auto_with_more_sms`,
 //! `lookback_aggregate_path`, `lookback_surplus_blocks_do_nothing` and
 //! `measured_depth_equals_formula`. The same build fails 9 of the 17
-//! `emu_perm_diagonal` tests, 6 of the 8 `emu_diagonal_reverse` tests and
-//! `emu_newton`'s fused look-back test.
+//! `emu_perm_diagonal` tests, 7 of the 9 `emu_diagonal_reverse` tests
+//! (recounted through `PS_LB_PLANT=4`, its emulator equivalent) and
+//! `emu_newton`'s fused look-back test. The other look-back plants
+//! (`-DPS_LB_PLANTS=1`, `PS_LB_PLANT`) and their counts: `kernels/README.md`.
 
 mod common;
 mod diagonal_suite;

@@ -284,16 +284,17 @@ impl BenchReport {
             .collect();
         if !newton.is_empty() {
             s.push_str(
-                "| Newton | shape | plan | iterations | depth | median ms | ms / iteration | iteration ÷ scan | × seq |\n\
-                 |---|---|---|---|---|---|---|---|---|\n",
+                "| Newton | shape | plan | plan B/elem | iterations | depth | median ms | ms / iteration | iteration ÷ scan | × seq |\n\
+                 |---|---|---|---|---|---|---|---|---|---|\n",
             );
             for r in newton {
                 let _ = writeln!(
                     s,
-                    "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.case,
                     r.shape,
                     r.plan,
+                    bytes_text(r.plan_bytes_per_elem),
                     r.iterations.map_or("–".into(), |i| i.to_string()),
                     depth_text(r),
                     format_ms(r.median_ms),

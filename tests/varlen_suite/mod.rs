@@ -199,7 +199,7 @@ pub fn device_api<K: KernelScan, R: KernelRunner>(
     runner: &R,
     packed: &K,
     edit: impl FnOnce(&mut K::Plan),
-) -> parascan::Result<(Vec<K::Elem>, Vec<K::Elem>)> {
+) -> parascan::Result<Outputs<K::Elem>> {
     let mut plan = packed.plan(runner.sm_count(), PlanRequest::LookBack)?;
     edit(&mut plan);
     let (out, last, _) = scan_host_planned(runner, &mut Workspace::new(), packed, plan)?;
@@ -254,9 +254,12 @@ pub fn check_plans<K: KernelScan, R: KernelRunner>(
     Ok(())
 }
 
+/// Every output and the final states of a run.
+pub type Outputs<S> = (Vec<S>, Vec<S>);
+
 /// One sequence run alone: the f64 oracle's outputs and final state, and a
 /// separate kernel call's.
-pub type Alone<S> = ((Vec<f64>, Vec<f64>), (Vec<S>, Vec<S>));
+pub type Alone<S> = (Outputs<f64>, Outputs<S>);
 
 /// `problem` (one sequence) alone: `oracle` (the f64 oracle's outputs and
 /// final state on it) and a separate kernel call on `runner`.

@@ -19,7 +19,7 @@ use parascan::kernels::varlen::{plan_diagonal_varlen, VarlenBuffers, VarlenWorks
 use parascan::kernels::{launch_scan_buffers, DiagShape, GpuPlanKind, KernelScan};
 use parascan::{DType, Error, PlanRequest};
 use proptest::prelude::*;
-use varlen_suite::{check_partition, lengths, long_among_short, orders, Packed};
+use varlen_suite::{check_partition, expect_offsets, lengths, long_among_short, orders, Packed};
 
 fn every_order<S: parascan::Storage + bytemuck::Pod>(
     lens: &[usize],
@@ -151,16 +151,6 @@ fn overflow_in_one_sequence_does_not_leak() {
 
 fn shape() -> DiagShape {
     DiagShape::new(1, 10, 4)
-}
-
-fn expect_offsets<T: std::fmt::Debug>(r: parascan::Result<T>, index: usize) {
-    match r {
-        Err(Error::SeqOffsets { arg, index: i, .. }) => {
-            assert_eq!(arg, "cu_seqlens");
-            assert_eq!(i, index);
-        }
-        other => panic!("expected Error::SeqOffsets at {index}, got {other:?}"),
-    }
 }
 
 fn plan_with(cu: &[i64]) -> parascan::Result<parascan::kernels::varlen::VarlenPlan> {

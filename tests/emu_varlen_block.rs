@@ -23,7 +23,7 @@ use parascan::kernels::{launch_scan_buffers, KernelScan};
 use parascan::{DType, Error, PlanRequest};
 use proptest::prelude::*;
 use varlen_suite::block::{check_partition_bd, PackedBd};
-use varlen_suite::{lengths, long_among_short, orders};
+use varlen_suite::{expect_offsets, lengths, long_among_short, orders};
 
 fn every_order<S: parascan::Storage + bytemuck::Pod>(
     lens: &[usize],
@@ -165,16 +165,6 @@ fn overflow_in_one_sequence_does_not_leak() {
 
 fn shape() -> BlockShape {
     BlockShape::new(1, 10, 2, 2)
-}
-
-fn expect_offsets<T: std::fmt::Debug>(r: parascan::Result<T>, index: usize) {
-    match r {
-        Err(Error::SeqOffsets { arg, index: i, .. }) => {
-            assert_eq!(arg, "cu_seqlens");
-            assert_eq!(i, index);
-        }
-        other => panic!("expected Error::SeqOffsets at {index}, got {other:?}"),
-    }
 }
 
 fn plan_with(cu: &[i64]) -> parascan::Result<VarlenBlockPlan> {

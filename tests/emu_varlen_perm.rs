@@ -24,7 +24,7 @@ use parascan::kernels::{launch_scan_buffers, KernelScan};
 use parascan::{DType, Error, PlanRequest};
 use proptest::prelude::*;
 use varlen_suite::perm::{check_partition_pd, PackedPd};
-use varlen_suite::{lengths, long_among_short, orders};
+use varlen_suite::{expect_offsets, lengths, long_among_short, orders};
 
 fn every_order<S: parascan::Storage + bytemuck::Pod>(
     lens: &[usize],
@@ -213,16 +213,6 @@ fn overflow_in_one_sequence_does_not_leak() {
 
 fn shape() -> PdShape {
     PdShape::new(1, 10, 4)
-}
-
-fn expect_offsets<T: std::fmt::Debug>(r: parascan::Result<T>, index: usize) {
-    match r {
-        Err(Error::SeqOffsets { arg, index: i, .. }) => {
-            assert_eq!(arg, "cu_seqlens");
-            assert_eq!(i, index);
-        }
-        other => panic!("expected Error::SeqOffsets at {index}, got {other:?}"),
-    }
 }
 
 fn plan_with(cu: &[i64]) -> parascan::Result<VarlenPdPlan> {

@@ -39,6 +39,7 @@ use super::device::ElemType;
 use super::face::{
     AffineBuffers, AffineIo, AffineSizes, BindInputs, EndBuffers, FamilyPlan, IoArg, Workspace,
 };
+use super::packed::Steps;
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -113,7 +114,7 @@ impl BlockShape {
         self.batch * self.n()
     }
 
-    fn describe_a(&self) -> String {
+    pub(crate) fn describe_a(&self) -> String {
         let (b, t, nb, k) = (self.batch, self.len, self.blocks, self.block);
         format!("[B,T,nb,k,k] = [{b},{t},{nb},{k},{k}]")
     }
@@ -221,7 +222,7 @@ impl BlockLevel {
 
 /// Byte offsets of one level's scratch arrays inside the workspace.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct LevelScratch {
+pub(super) struct LevelScratch {
     agg_a: usize,
     agg_b: usize,
     states: usize,
@@ -816,51 +817,13 @@ unsafe fn issue<R: KernelRunner>(
     io: BlockDiagonalIo,
 ) -> Result<()> {
     use KernelArg::Ptr;
-    let s = plan.shape;
-    let (bsz, nb) = (i32_arg(s.batch), i32_arg(s.blocks));
-    let h0 = Ptr(io.ends.h0.unwrap_or(0));
-    let at = |off: usize| Ptr(base + off as u64);
-    let levels = &plan.levels;
-    let m = levels.len() - 1;
+    let inputs = [Ptr(io.a), Ptr(io.b)];
+    let ends = [io.ends.h0.unwrap_or(0), io.h.unwrap_or(0)].map(Ptr);
+    let steps = Steps::Unpacked {
+        ht: Ptr(io.ends.h_t),
+    };
     for l in launches {
-        let lv = levels[l.level];
-        let (t, c) = (i32_arg(lv.len), i32_arg(lv.chunk));
-        // Inputs of this level: the problem's, or the aggregates below.
-        let (a_in, b_in) = if l.level == 0 {
-            (Ptr(io.a), Ptr(io.b))
-        } else {
-            let o = offsets[l.level];
-            (at(o.agg_a), at(o.agg_b))
-        };
-        let args: Vec<KernelArg> = match l.role {
-            BlockLaunchRole::Sequential => vec![
-                a_in,
-                b_in,
-                Ptr(io.h.unwrap_or(0)),
-                Ptr(io.ends.h_t),
-                h0,
-                bsz,
-                t,
-                nb,
-            ],
-            BlockLaunchRole::Reduce => {
-                let up = offsets[l.level + 1];
-                vec![a_in, b_in, at(up.agg_a), at(up.agg_b), bsz, t, nb, c]
-            }
-            BlockLaunchRole::Rescan => {
-                let (h, h_t) = if l.level == 0 {
-                    (Ptr(io.h.unwrap_or(0)), Ptr(io.ends.h_t))
-                } else {
-                    (at(offsets[l.level].states), Ptr(0))
-                };
-                let carry = if l.level < m {
-                    at(offsets[l.level + 1].states)
-                } else {
-                    Ptr(0)
-                };
-                vec![a_in, b_in, h, h_t, carry, h0, bsz, t, nb, c]
-            }
-        };
+        let args = launch_args(plan, l, (offsets, base), inputs, ends, steps);
         // SAFETY: each kernel gets the buffers its launch contract names for
         // this role, sized by the plan's shape (the caller's obligation) and
         // its scratch (reserved in the workspace).
@@ -869,15 +832,76 @@ unsafe fn issue<R: KernelRunner>(
     Ok(())
 }
 
-/// Byte offsets `(aggA, aggB, states)` inside the workspace of every
-/// level's scratch (index `l ≥ 1`; entry 0 unused) for `plan`'s dtype:
-/// the packed kernels ([`super::varlen_block`]) use the same scratch.
-pub(super) fn level_offsets(plan: &BlockPlan) -> Result<Vec<(usize, usize, usize)>> {
-    let (levels, _) = scratch_layout(plan.shape, &plan.levels, KernelType::Data(plan.dtype))?;
-    Ok(levels
-        .iter()
-        .map(|l| (l.agg_a, l.agg_b, l.states))
-        .collect())
+/// The arguments of launch `l` of `plan`, on the inputs `[a, b]`,
+/// `[h0, h]` and the level scratch at `base + offsets`: for the unpacked
+/// kernels (`kernels/block_diagonal.cu`) or, as `steps` says, their packed
+/// twins (`kernels/varlen_block.cu`: the level-0 launches also take the
+/// sequence starts; the levels above are the unpacked ones without `h0`).
+pub(super) fn launch_args(
+    plan: &BlockPlan,
+    l: &BlockLaunch,
+    (offsets, base): (&[LevelScratch], u64),
+    [a, b]: [KernelArg; 2],
+    [h0, h]: [KernelArg; 2],
+    steps: Steps,
+) -> Vec<KernelArg> {
+    use KernelArg::Ptr;
+    let s = plan.shape;
+    let (bsz, nb) = (i32_arg(s.batch), i32_arg(s.blocks));
+    let at = |off: usize| Ptr(base + off as u64);
+    let lv = plan.levels[l.level];
+    let (t, c) = (i32_arg(lv.len), i32_arg(lv.chunk));
+    // Inputs of this level: the problem's, or the aggregates below.
+    let (a_in, b_in) = if l.level == 0 {
+        (a, b)
+    } else {
+        let o = offsets[l.level];
+        (at(o.agg_a), at(o.agg_b))
+    };
+    match (l.role, steps) {
+        (BlockLaunchRole::Sequential, Steps::Unpacked { ht }) => {
+            vec![a_in, b_in, h, ht, h0, bsz, t, nb]
+        }
+        // The packed P0 is the packed rescan of one chunk of T steps.
+        (BlockLaunchRole::Sequential, Steps::Packed { seg, seqs }) => {
+            vec![a_in, b_in, seg, h0, h, Ptr(0), bsz, t, nb, t, seqs]
+        }
+        (BlockLaunchRole::Reduce, _) => {
+            let up = offsets[l.level + 1];
+            let (ua, ub) = (at(up.agg_a), at(up.agg_b));
+            match steps {
+                Steps::Packed { seg, seqs } if l.level == 0 => {
+                    vec![a_in, b_in, seg, h0, ua, ub, bsz, t, nb, c, seqs]
+                }
+                _ => vec![a_in, b_in, ua, ub, bsz, t, nb, c],
+            }
+        }
+        (BlockLaunchRole::Rescan, _) => {
+            let carry = if l.level + 1 < plan.levels.len() {
+                at(offsets[l.level + 1].states)
+            } else {
+                Ptr(0)
+            };
+            let states = at(offsets[l.level].states);
+            match (steps, l.level) {
+                (Steps::Unpacked { ht }, 0) => vec![a_in, b_in, h, ht, carry, h0, bsz, t, nb, c],
+                (Steps::Unpacked { .. }, _) => {
+                    vec![a_in, b_in, states, Ptr(0), carry, h0, bsz, t, nb, c]
+                }
+                (Steps::Packed { seg, seqs }, 0) => {
+                    vec![a_in, b_in, seg, h0, h, carry, bsz, t, nb, c, seqs]
+                }
+                (Steps::Packed { .. }, _) => vec![a_in, b_in, states, carry, bsz, t, nb, c],
+            }
+        }
+    }
+}
+
+/// The byte offsets inside the workspace of every level's scratch (index
+/// `l ≥ 1`; entry 0 unused) for `plan`'s dtype: the packed kernels
+/// ([`super::varlen_block`]) use the same scratch.
+pub(super) fn level_offsets(plan: &BlockPlan) -> Result<Vec<LevelScratch>> {
+    Ok(scratch_layout(plan.shape, &plan.levels, KernelType::Data(plan.dtype))?.0)
 }
 
 // ---------------------------------------------------------------------------

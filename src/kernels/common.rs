@@ -51,10 +51,7 @@ pub(crate) struct NameTable<N: 'static> {
 impl<N> NameTable<N> {
     pub(crate) fn get(&self, kt: KernelType, reverse: bool) -> &N {
         let i = match kt {
-            KernelType::Data(DType::F32) => 0,
-            KernelType::Data(DType::F64) => 1,
-            KernelType::Data(DType::F16) => 2,
-            KernelType::Data(DType::Bf16) => 3,
+            KernelType::Data(d) => dtype_index(d),
             KernelType::Depth => 4,
         };
         if reverse {
@@ -64,6 +61,31 @@ impl<N> NameTable<N> {
         }
     }
 }
+
+/// The position of `dtype` in the tables of kernel names: f32, f64, f16,
+/// bf16 (as [`dtype_table!`] and [`name_table!`] order them).
+pub(crate) fn dtype_index(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => 0,
+        DType::F64 => 1,
+        DType::F16 => 2,
+        DType::Bf16 => 3,
+    }
+}
+
+/// The names of one family macro's kernels for every storage dtype, in
+/// [`dtype_index`] order: `$names!("f32")` names one instantiation's.
+macro_rules! dtype_table {
+    ($names:ident) => {
+        [
+            $names!("f32"),
+            $names!("f64"),
+            $names!("f16"),
+            $names!("bf16"),
+        ]
+    };
+}
+pub(crate) use dtype_table;
 
 /// A [`NameTable`] from a family macro: `$names!("f32")` names the forward
 /// kernels of one instantiation, `$names!("f32", "rev_")` the reverse ones.

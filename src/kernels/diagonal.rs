@@ -85,6 +85,7 @@ use super::face::{
     AffineBuffers, AffineIo, AffineSizes, BindInputs, EndBuffers, FamilyPlan, IoArg, KernelLaunch,
     ScratchLayout, Workspace,
 };
+use super::packed::Steps;
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
 use crate::dtype::{DType, Storage};
@@ -1424,84 +1425,84 @@ unsafe fn issue<R: KernelRunner>(
     io: DiagonalIo,
 ) -> Result<()> {
     use KernelArg::Ptr;
-    let (b, t, d) = (
+    let ends = [io.ends.h0.unwrap_or(0), io.h.unwrap_or(0)].map(Ptr);
+    let steps = Steps::Unpacked {
+        ht: Ptr(io.ends.h_t),
+    };
+    for l in launches {
+        let args = launch_args(plan, ws, l.role, [Ptr(io.a), Ptr(io.b)], ends, steps)?;
+        // SAFETY: each kernel gets the buffers its launch contract
+        // (kernels/diagonal.cu) names for this role, sized by the plan's
+        // shape (the caller's obligation) and its scratch (reserved in `ws`).
+        unsafe { runner.launch(l.kernel, l.cfg, &args) }?;
+    }
+    Ok(())
+}
+
+/// The arguments of a launch of role `role` of `plan`, on the inputs
+/// `[a, b]`, `[h0, h]` and the scratch in `ws`: for the unpacked kernels
+/// (`kernels/diagonal.cu`) or their packed twins (`kernels/varlen.cu`,
+/// which take the same buffers plus the sequence starts), as `steps` says.
+pub(crate) fn launch_args(
+    plan: &GpuPlan,
+    ws: &DiagonalWorkspace,
+    role: LaunchRole,
+    [a, b]: [KernelArg; 2],
+    [h0, h]: [KernelArg; 2],
+    steps: Steps,
+) -> Result<Vec<KernelArg>> {
+    use KernelArg::Ptr;
+    let (bs, t, d) = (
         i32_arg(plan.shape.batch),
         i32_arg(plan.shape.len),
         i32_arg(plan.shape.dim),
     );
-    let c = i32_arg(plan.chunk);
-    let nc = i32_arg(plan.chunks);
-    let (a_p, b_p, h0, h, ht) = (
-        Ptr(io.a),
-        Ptr(io.b),
-        Ptr(io.ends.h0.unwrap_or(0)),
-        Ptr(io.h.unwrap_or(0)),
-        Ptr(io.ends.h_t),
-    );
-    let (agg, carry, tile_agg, tile_carry, status) = (
-        Ptr(ws.ptr(0)),
-        Ptr(ws.ptr(1)),
-        Ptr(ws.ptr(2)),
-        Ptr(ws.ptr(3)),
-        Ptr(ws.ptr(4)),
-    );
+    let (c, nc) = (i32_arg(plan.chunk), i32_arg(plan.chunks));
+    let [agg, carry, tile_agg, tile_carry, status] = std::array::from_fn(|i| Ptr(ws.ptr(i)));
     // P1 runs the rescan without carries: every chunk (the only one) starts from h0.
     let rescan_carry = if plan.kind == GpuPlanKind::SinglePass {
         Ptr(0)
     } else {
         carry
     };
-    for l in launches {
-        let (k, cfg) = (l.kernel, l.cfg);
-        // SAFETY: each kernel gets the buffers its launch contract
-        // (kernels/diagonal.cu) names for this role, sized by the plan's
-        // shape (the caller's obligation) and its scratch (reserved in `ws`).
-        unsafe {
-            match l.role {
-                LaunchRole::Sequential => runner.launch(k, cfg, &[a_p, b_p, h, ht, h0, b, t, d]),
-                LaunchRole::Reduce => runner.launch(k, cfg, &[a_p, b_p, agg, b, t, d, c]),
-                LaunchRole::ScanChunks => runner.launch(k, cfg, &[agg, carry, h0, b, d, nc]),
-                LaunchRole::ScanTiles => runner.launch(k, cfg, &[agg, tile_agg, b, d, nc]),
-                LaunchRole::ScanTileCarries => runner.launch(
-                    k,
-                    cfg,
-                    &[tile_agg, tile_carry, h0, b, d, i32_arg(plan.tiles)],
-                ),
-                LaunchRole::ScanApply => runner.launch(
-                    k,
-                    cfg,
-                    &[agg, tile_carry, carry, b, d, nc, i32_arg(plan.tile)],
-                ),
-                LaunchRole::Rescan => {
-                    runner.launch(k, cfg, &[a_p, b_p, h, ht, rescan_carry, h0, b, t, d, c])
-                }
-                LaunchRole::ClearStatus => {
-                    let words = plan.geometry().lookback_words()?;
-                    runner.launch(k, cfg, &[status, i32_arg(words)])
-                }
-                LaunchRole::LookBack => runner.launch(
-                    k,
-                    cfg,
-                    &[
-                        a_p,
-                        b_p,
-                        h,
-                        ht,
-                        h0,
-                        status,
-                        agg,
-                        carry,
-                        b,
-                        t,
-                        d,
-                        c,
-                        KernelArg::I32(plan.lookback_prefix_every as i32),
-                    ],
-                ),
-            }
-        }?;
-    }
-    Ok(())
+    let every = KernelArg::I32(plan.lookback_prefix_every as i32);
+    let seed = steps.seed(h0);
+    Ok(match (role, steps) {
+        (LaunchRole::ScanChunks, _) => vec![agg, carry, seed, bs, d, nc],
+        (LaunchRole::ScanTiles, _) => vec![agg, tile_agg, bs, d, nc],
+        (LaunchRole::ScanTileCarries, _) => {
+            vec![tile_agg, tile_carry, seed, bs, d, i32_arg(plan.tiles)]
+        }
+        (LaunchRole::ScanApply, _) => {
+            vec![agg, tile_carry, carry, bs, d, nc, i32_arg(plan.tile)]
+        }
+        (LaunchRole::ClearStatus, _) => {
+            vec![status, i32_arg(plan.geometry().lookback_words()?)]
+        }
+        (LaunchRole::Sequential, Steps::Unpacked { ht }) => vec![a, b, h, ht, h0, bs, t, d],
+        (LaunchRole::Reduce, Steps::Unpacked { .. }) => vec![a, b, agg, bs, t, d, c],
+        (LaunchRole::Rescan, Steps::Unpacked { ht }) => {
+            vec![a, b, h, ht, rescan_carry, h0, bs, t, d, c]
+        }
+        (LaunchRole::LookBack, Steps::Unpacked { ht }) => {
+            vec![a, b, h, ht, h0, status, agg, carry, bs, t, d, c, every]
+        }
+        // The packed P0 is the packed rescan of one chunk of T steps.
+        (LaunchRole::Sequential, Steps::Packed { seg, seqs }) => {
+            vec![a, b, seg, h0, h, Ptr(0), bs, t, d, t, seqs]
+        }
+        (LaunchRole::Reduce, Steps::Packed { seg, seqs }) => {
+            vec![a, b, seg, h0, agg, bs, t, d, c, seqs]
+        }
+        (LaunchRole::Rescan, Steps::Packed { seg, seqs }) => {
+            vec![a, b, seg, h0, h, rescan_carry, bs, t, d, c, seqs]
+        }
+        (LaunchRole::LookBack, Steps::Packed { seg, seqs }) => {
+            vec![
+                a, b, seg, h0, h, status, agg, carry, bs, t, d, c, seqs, every,
+            ]
+        }
+    })
 }
 
 /// The parts of a `[B,T,D]` look-back plan (P4) that a fused kernel running

@@ -436,7 +436,9 @@ pub struct KernelLaunch<R> {
 /// What a kernel family's GPU plan supplies to the shared entry points.
 ///
 /// Implemented by `GpuPlan` (Diagonal), `PdGpuPlan`, `BlockPlan` and
-/// `DplrPlan`; make plans with the family's planner (`plan_diagonal`, …).
+/// `DplrPlan`, and by the packed plans over the first three
+/// ([`PackedPlan`](super::packed::PackedPlan)); make plans with the
+/// family's planner (`plan_diagonal`, …).
 pub trait FamilyPlan: fmt::Display {
     /// Raw device addresses of one scan (the `unsafe` entry point's input).
     type Io: Copy + Default + fmt::Debug;

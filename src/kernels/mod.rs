@@ -25,6 +25,8 @@
 //!   (`kernels/varlen_perm.cu`), every plan.
 //! - [`varlen_block`]: the same on the BlockDiagonal kernels
 //!   (`kernels/varlen_block.cu`), every plan.
+//! - [`packed`]: the packed plan these three share, generic over the
+//!   family's unpacked plan.
 //!
 //! Every family also implements [`KernelScan`], the family-independent face
 //! that `parascan check` and `parascan sweep` drive; [`resident`] keeps one
@@ -38,6 +40,7 @@ pub mod diagonal;
 pub mod dplr;
 pub mod face;
 pub mod lookback_switch;
+pub mod packed;
 pub mod perm_diagonal;
 mod perm_wide;
 pub mod resident;

@@ -63,6 +63,7 @@ use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
 use super::face::{
     BindInputs, EndBuffers, Ends, FamilyPlan, IoArg, KernelLaunch, ScratchLayout, Workspace,
 };
+use super::packed::Steps;
 use super::{KernelPlanSummary, KernelScan};
 use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner};
 use crate::dtype::{DType, Storage};
@@ -1243,7 +1244,36 @@ unsafe fn issue<R: KernelRunner>(
     io: PdIo,
 ) -> Result<()> {
     use KernelArg::Ptr;
-    let (bsz, t, n) = (
+    let inputs = [io.perm, io.d, io.b].map(Ptr);
+    let ends = [io.ends.h0.unwrap_or(0), io.h.unwrap_or(0)].map(Ptr);
+    let steps = Steps::Unpacked {
+        ht: Ptr(io.ends.h_t),
+    };
+    for l in launches {
+        let args = launch_args(plan, ws, l.role, inputs, ends, steps)?;
+        // SAFETY: each kernel gets the buffers its launch contract names for
+        // this role, sized by the plan's shape (the caller's obligation) and
+        // its scratch (reserved in the workspace).
+        unsafe { runner.launch(l.kernel, l.cfg, &args) }?;
+    }
+    Ok(())
+}
+
+/// The arguments of a launch of role `role` of `plan`, on the inputs
+/// `[perm, d, b]`, `[h0, h]` and the scratch in `ws`: for the unpacked
+/// kernels (`kernels/perm_diagonal.cu`) or their packed twins
+/// (`kernels/varlen_perm.cu`, which take the same buffers plus the
+/// sequence starts), as `steps` says.
+pub(crate) fn launch_args(
+    plan: &PdGpuPlan,
+    ws: &PdWorkspace,
+    role: PdLaunchRole,
+    [perm, d, b]: [KernelArg; 3],
+    [h0, h]: [KernelArg; 2],
+    steps: Steps,
+) -> Result<Vec<KernelArg>> {
+    use KernelArg::Ptr;
+    let (bs, t, n) = (
         i32_arg(plan.shape.batch),
         i32_arg(plan.shape.len),
         i32_arg(plan.shape.n),
@@ -1253,91 +1283,62 @@ unsafe fn issue<R: KernelRunner>(
         i32_arg(plan.chunks),
         i32_arg(plan.tree),
     );
-    let (perm, d, b, h0, h, ht) = (
-        Ptr(io.perm),
-        Ptr(io.d),
-        Ptr(io.b),
-        Ptr(io.ends.h0.unwrap_or(0)),
-        Ptr(io.h.unwrap_or(0)),
-        Ptr(io.ends.h_t),
-    );
-    let (agg_p, agg_d, agg_b, carry) = (
-        Ptr(ws.ptr(0)),
-        Ptr(ws.ptr(1)),
-        Ptr(ws.ptr(2)),
-        Ptr(ws.ptr(3)),
-    );
-    let (tile_p, tile_d, tile_b, tile_carry) = (
-        Ptr(ws.ptr(4)),
-        Ptr(ws.ptr(5)),
-        Ptr(ws.ptr(6)),
-        Ptr(ws.ptr(7)),
-    );
     let (tl, ntl, mt) = (
         i32_arg(plan.tile),
         i32_arg(plan.tiles),
         i32_arg(plan.tile_tree),
     );
-    let status = Ptr(ws.ptr(8));
+    let [agg_p, agg_d, agg_b, carry, tile_p, tile_d, tile_b, tile_carry, status] =
+        std::array::from_fn(|i| Ptr(ws.ptr(i)));
     let every = KernelArg::I32(i32::try_from(plan.lookback_prefix_every).unwrap_or(i32::MAX));
-    // P0/P1 run without carries: their one chunk starts from h0.
+    // P0/P1 run without carries: their one chunk starts from h0 (packed:
+    // from its first element, a sequence start, which holds its h0).
     let rescan_carry = if matches!(plan.kind, PdPlanKind::Chunked | PdPlanKind::TwoLevel) {
         carry
     } else {
         Ptr(0)
     };
-    for l in launches {
-        let (k, cfg) = (l.kernel, l.cfg);
-        // SAFETY: each kernel gets the buffers its launch contract names for
-        // this role, sized by the plan's shape (the caller's obligation) and
-        // its scratch (reserved in the workspace).
-        unsafe {
-            match l.role {
-                PdLaunchRole::Sequential => {
-                    runner.launch(k, cfg, &[perm, d, b, h, ht, h0, bsz, t, n])
-                }
-                PdLaunchRole::Reduce => {
-                    runner.launch(k, cfg, &[perm, d, b, agg_p, agg_d, agg_b, bsz, t, n, c, m])
-                }
-                PdLaunchRole::Scan => {
-                    runner.launch(k, cfg, &[agg_p, agg_d, agg_b, carry, h0, bsz, n, nc, m])
-                }
-                PdLaunchRole::ScanTiles => runner.launch(
-                    k,
-                    cfg,
-                    &[
-                        agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, bsz, n, nc, m, tl, mt,
-                    ],
-                ),
-                PdLaunchRole::ScanTileCarries => runner.launch(
-                    k,
-                    cfg,
-                    &[tile_p, tile_d, tile_b, tile_carry, h0, bsz, n, ntl, mt],
-                ),
-                PdLaunchRole::ScanApply => runner.launch(
-                    k,
-                    cfg,
-                    &[agg_p, agg_d, agg_b, tile_carry, carry, bsz, n, nc, m, tl],
-                ),
-                PdLaunchRole::Rescan => {
-                    runner.launch(k, cfg, &[perm, d, b, h, ht, rescan_carry, h0, bsz, t, n, c])
-                }
-                PdLaunchRole::LookBackClear => {
-                    let words = plan.scratch.status / 4;
-                    runner.launch(k, cfg, &[status, i32_arg(words)])
-                }
-                PdLaunchRole::LookBack => runner.launch(
-                    k,
-                    cfg,
-                    &[
-                        perm, d, b, h, ht, h0, status, agg_p, agg_d, agg_b, carry, bsz, t, n, c,
-                        every,
-                    ],
-                ),
-            }
-        }?;
-    }
-    Ok(())
+    let seed = steps.seed(h0);
+    Ok(match (role, steps) {
+        (PdLaunchRole::Scan, _) => vec![agg_p, agg_d, agg_b, carry, seed, bs, n, nc, m],
+        (PdLaunchRole::ScanTiles, _) => {
+            vec![
+                agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, bs, n, nc, m, tl, mt,
+            ]
+        }
+        (PdLaunchRole::ScanTileCarries, _) => {
+            vec![tile_p, tile_d, tile_b, tile_carry, seed, bs, n, ntl, mt]
+        }
+        (PdLaunchRole::ScanApply, _) => {
+            vec![agg_p, agg_d, agg_b, tile_carry, carry, bs, n, nc, m, tl]
+        }
+        (PdLaunchRole::LookBackClear, _) => vec![status, i32_arg(plan.scratch.status / 4)],
+        (PdLaunchRole::Sequential, Steps::Unpacked { ht }) => {
+            vec![perm, d, b, h, ht, h0, bs, t, n]
+        }
+        (PdLaunchRole::Reduce, Steps::Unpacked { .. }) => {
+            vec![perm, d, b, agg_p, agg_d, agg_b, bs, t, n, c, m]
+        }
+        (PdLaunchRole::Rescan, Steps::Unpacked { ht }) => {
+            vec![perm, d, b, h, ht, rescan_carry, h0, bs, t, n, c]
+        }
+        (PdLaunchRole::LookBack, Steps::Unpacked { ht }) => vec![
+            perm, d, b, h, ht, h0, status, agg_p, agg_d, agg_b, carry, bs, t, n, c, every,
+        ],
+        // The packed P0 is the packed rescan of one chunk of T steps.
+        (PdLaunchRole::Sequential, Steps::Packed { seg, seqs }) => {
+            vec![perm, d, b, seg, h0, h, Ptr(0), bs, t, n, t, seqs]
+        }
+        (PdLaunchRole::Reduce, Steps::Packed { seg, seqs }) => vec![
+            perm, d, b, seg, h0, agg_p, agg_d, agg_b, bs, t, n, c, m, seqs,
+        ],
+        (PdLaunchRole::Rescan, Steps::Packed { seg, seqs }) => {
+            vec![perm, d, b, seg, h0, h, rescan_carry, bs, t, n, c, seqs]
+        }
+        (PdLaunchRole::LookBack, Steps::Packed { seg, seqs }) => vec![
+            perm, d, b, seg, h0, h, status, agg_p, agg_d, agg_b, carry, bs, t, n, c, seqs, every,
+        ],
+    })
 }
 
 // ---------------------------------------------------------------------------

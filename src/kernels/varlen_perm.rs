@@ -39,19 +39,18 @@
 //! depth-counting run (a packed plan's launches have the unpacked plan's
 //! depth: measure that one), `n ≤ 256` as for the unpacked kernels.
 
-use std::fmt;
-
-use super::common::{check_int, i32_arg};
-use super::device::{check_arg, DeviceMut, DeviceRef, ElemType};
-use super::face::{BindInputs, FamilyPlan, IoArg, Workspace};
+use super::common::{dtype_index, dtype_table};
+use super::device::{DeviceMut, DeviceRef, ElemType};
+use super::face::{BindInputs, IoArg, Workspace};
+use super::packed::{PackedArgs, PackedFamily, PackedPlan, PackedSizes};
 use super::perm_diagonal::{
-    plan_perm_diagonal, PdGpuPlan, PdLaunchRole, PdPlanKind, PdScratch, PdShape, PdTeams,
+    launch_args, plan_perm_diagonal, PdGpuPlan, PdLaunchRole, PdScratch, PdShape, PdTeams,
     PdWorkspace,
 };
-use super::{KernelPlanSummary, KernelScan};
-use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner, LaunchConfig};
+use super::KernelScan;
+use crate::backend::launch::{DeviceBuffer, KernelArg, KernelRunner};
 use crate::dtype::{DType, Storage};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::family::perm_diagonal::PermDiagonal;
 use crate::family::varlen::Varlen;
 use crate::family::LinearProblem;
@@ -60,21 +59,11 @@ use crate::scan::segmented::{Segments, SeqOffset};
 
 /// A packed PermDiagonal plan: the unpacked PD plan of the packed length
 /// plus the sequences. Make it with [`plan_perm_diagonal_varlen`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VarlenPdPlan {
-    /// The unpacked plan (`T` the packed length); its launches are replaced
-    /// by their packed twins when issued.
-    pub inner: PdGpuPlan,
-    /// Offsets `[0, …, T]` (`N + 1` entries).
-    offsets: Vec<usize>,
-    /// What the kernels read: per step `s + 1` where the non-empty
-    /// sequence `s` starts (else 0), then the offsets as u32.
-    words: Vec<u32>,
-}
+pub type VarlenPdPlan = PackedPlan<PdGpuPlan>;
 
 /// Plans a packed PermDiagonal scan: `shape` is `(B, T, n)` with `T` the
 /// packed length, `cu_seqlens` the `N + 1` offsets (checked:
-/// [`Error::SeqOffsets`] naming `cu_seqlens`).
+/// [`Error::SeqOffsets`](crate::Error::SeqOffsets) naming `cu_seqlens`).
 pub fn plan_perm_diagonal_varlen<O: SeqOffset>(
     shape: PdShape,
     cu_seqlens: &[O],
@@ -83,60 +72,7 @@ pub fn plan_perm_diagonal_varlen<O: SeqOffset>(
     sm_count: usize,
 ) -> Result<VarlenPdPlan> {
     let segs = Segments::new("cu_seqlens", cu_seqlens, shape.len)?;
-    plan_segments(shape, &segs, dtype, request, sm_count)
-}
-
-fn plan_segments(
-    shape: PdShape,
-    segs: &Segments,
-    dtype: DType,
-    request: PlanRequest,
-    sm_count: usize,
-) -> Result<VarlenPdPlan> {
-    let inner = plan_perm_diagonal(shape, dtype, request, sm_count)?;
-    check_int("sequences", segs.count())?;
-    crate::mem::checked_product(
-        "h_t",
-        &[
-            ("batch", shape.batch),
-            ("sequences", segs.count()),
-            ("n", shape.n),
-            ("bytes per element", 16),
-        ],
-    )?;
-    let offsets = segs.offsets().to_vec();
-    Ok(VarlenPdPlan {
-        words: super::varlen::words(&offsets, shape.len),
-        offsets,
-        inner,
-    })
-}
-
-impl VarlenPdPlan {
-    /// Sequences `N`.
-    pub fn sequences(&self) -> usize {
-        self.offsets.len() - 1
-    }
-
-    /// The offsets `[0, …, T]`.
-    pub fn offsets(&self) -> &[usize] {
-        &self.offsets
-    }
-
-    fn states(&self) -> usize {
-        self.inner.shape.batch * self.sequences() * self.inner.shape.n
-    }
-}
-
-impl fmt::Display for VarlenPdPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} over {} packed sequences",
-            self.inner,
-            self.sequences()
-        )
-    }
+    PackedPlan::new(plan_perm_diagonal(shape, dtype, request, sm_count)?, &segs)
 }
 
 /// Device addresses of one packed PermDiagonal scan. Sizes in elements:
@@ -188,8 +124,6 @@ struct Names {
     apply: &'static str,
     /// SPL = 1, 2, 4, 8 slots per lane.
     lookback: [&'static str; 4],
-    /// `kernels/varlen.cu`'s gather (the `[B,T,D]` layout with `D = n`).
-    finals: &'static str,
 }
 
 macro_rules! names {
@@ -208,23 +142,11 @@ macro_rules! names {
                 concat!("pd_lookback4_varlen_", $s),
                 concat!("pd_lookback8_varlen_", $s),
             ],
-            finals: concat!("diag_varlen_final_", $s),
         }
     };
 }
 
-fn names(dtype: DType) -> &'static Names {
-    static F32: Names = names!("f32");
-    static F64: Names = names!("f64");
-    static F16: Names = names!("f16");
-    static BF16: Names = names!("bf16");
-    match dtype {
-        DType::F32 => &F32,
-        DType::F64 => &F64,
-        DType::F16 => &F16,
-        DType::Bf16 => &BF16,
-    }
-}
+static NAMES: [Names; 4] = dtype_table!(names);
 
 /// Index into [`Names::lookback`] for `n` (the contract's SPL: 1 for
 /// `n ≤ 32`, then 2, 4, 8 for `n ≤ 64, 128, 256`).
@@ -237,274 +159,93 @@ fn lookback_index(n: usize) -> usize {
     }
 }
 
-impl FamilyPlan for VarlenPdPlan {
-    type Io = VarlenPdIo;
-    type Buffers<'a> = VarlenPdBuffers<'a>;
-    type Scratch = PdScratch;
+/// The PermDiagonal kernels' packed twins (`kernels/varlen_perm.cu`); the
+/// final states are gathered by `kernels/varlen.cu`'s gather (the
+/// `[B,T,D]` layout with `D = n`).
+impl PackedFamily for PdGpuPlan {
+    type PackedIo = VarlenPdIo;
+    type PackedBuffers<'a> = VarlenPdBuffers<'a>;
+    const FAMILY: &'static str = "PermDiagonal";
+    const PLANNER: &'static str = "plan_perm_diagonal_varlen (forward kernels)";
+    const AXIS: &'static str = "n";
 
-    fn dtype(&self) -> DType {
-        self.inner.dtype
+    fn dims(&self) -> (usize, usize, usize) {
+        (self.shape.batch, self.shape.len, self.shape.n)
     }
 
-    fn summary(&self) -> KernelPlanSummary {
-        let mut s = self.inner.summary();
-        s.kind = format!("{} varlen", s.kind);
-        s.depth_key = format!("{}/varlen", s.depth_key);
-        s
+    fn packable(&self) -> bool {
+        !self.reverse
     }
 
-    fn check(&self) -> Result<()> {
-        self.inner.check()?;
-        let t = self.inner.shape.len;
-        let ok = !self.inner.reverse
-            && self.offsets.len() >= 2
-            && self.offsets.first() == Some(&0)
-            && self.offsets.last() == Some(&t)
-            && self.offsets.windows(2).all(|o| o[0] <= o[1])
-            && self.words == super::varlen::words(&self.offsets, t);
-        if !ok {
-            return Err(Error::Plan(format!(
-                "{self} is not what plan_perm_diagonal_varlen makes (forward kernels, \
-                 offsets 0 ≤ … ≤ T)"
-            )));
-        }
-        Ok(())
+    fn packed_io_args(&self, io: &VarlenPdIo, sizes: &PackedSizes) -> Vec<IoArg> {
+        let size = sizes.elem().size;
+        let mut args = vec![
+            sizes.input("perm", io.perm, 1),
+            sizes.input("d", io.d, size),
+            sizes.input("b", io.b, size),
+        ];
+        args.extend(sizes.output_args(io.h0, io.h, io.h_t));
+        args
     }
 
-    fn scratch(&self, depth: bool) -> Result<PdScratch> {
-        if depth {
-            return Err(depth_unsupported());
-        }
-        Ok(self.inner.scratch)
-    }
-
-    fn output_elements(&self) -> (usize, usize) {
-        (self.inner.shape.elements(), self.states())
-    }
-
-    fn io_args(&self, io: &VarlenPdIo) -> Vec<IoArg> {
-        let size = self.inner.dtype.size();
-        let (n, states) = (self.inner.shape.elements(), self.states());
-        vec![
-            IoArg::new("perm", io.perm, n, 1, true),
-            IoArg::new("d", io.d, n, size, true),
-            IoArg::new("b", io.b, n, size, true),
-            IoArg::new("h0", io.h0.unwrap_or(0), states, size, false),
-            IoArg::new("h", io.h, n, size, true),
-            IoArg::new("h_t", io.h_t, states, size, true),
-        ]
-    }
-
-    fn io_of<R: KernelRunner>(&self, runner: &R, bufs: &VarlenPdBuffers<'_>) -> Result<VarlenPdIo> {
-        let elem = ElemType::of_dtype(self.inner.dtype);
-        let shape = self.inner.shape;
-        let (n, states) = (shape.elements(), self.states());
-        let full = || shape.describe();
-        let bnn = || {
-            format!(
-                "[B,N,n] = [{},{},{}]",
-                shape.batch,
-                self.sequences(),
-                shape.n
-            )
-        };
-        check_arg(runner, "perm", &bufs.perm, n, ElemType::of::<u8>(), full)?;
-        check_arg(runner, "d", &bufs.d, n, elem, full)?;
-        check_arg(runner, "b", &bufs.b, n, elem, full)?;
-        if let Some(h0) = &bufs.h0 {
-            check_arg(runner, "h0", h0, states, elem, bnn)?;
-        }
-        check_arg(runner, "h", &bufs.h.0, n, elem, full)?;
-        check_arg(runner, "h_t", &bufs.h_t.0, states, elem, bnn)?;
+    fn packed_io_of<R: KernelRunner>(
+        &self,
+        runner: &R,
+        bufs: &VarlenPdBuffers<'_>,
+        sizes: &PackedSizes,
+    ) -> Result<VarlenPdIo> {
+        let elem = sizes.elem();
+        let perm = sizes.check_input(runner, "perm", &bufs.perm, ElemType::of::<u8>())?;
+        let d = sizes.check_input(runner, "d", &bufs.d, elem)?;
+        let b = sizes.check_input(runner, "b", &bufs.b, elem)?;
+        let (h0, h, h_t) = sizes.check_outputs(runner, bufs.h0.as_ref(), &bufs.h, &bufs.h_t)?;
         Ok(VarlenPdIo {
-            perm: bufs.perm.addr,
-            d: bufs.d.addr,
-            b: bufs.b.addr,
-            h0: bufs.h0.as_ref().map(|m| m.addr),
-            h: bufs.h.0.addr,
-            h_t: bufs.h_t.0.addr,
+            perm,
+            d,
+            b,
+            h0,
+            h,
+            h_t,
         })
     }
 
-    fn depth_io(&self, out: u64, last: u64) -> VarlenPdIo {
-        VarlenPdIo {
-            h: out,
-            h_t: last,
-            ..VarlenPdIo::default()
-        }
+    fn packed_outputs(io: &VarlenPdIo) -> [u64; 3] {
+        [io.h0.unwrap_or(0), io.h, io.h_t]
     }
 
-    unsafe fn issue<R: KernelRunner>(
+    unsafe fn issue_packed<R: KernelRunner>(
         &self,
         runner: &R,
         ws: &PdWorkspace,
-        io: VarlenPdIo,
-        depth: bool,
+        io: &VarlenPdIo,
+        seq: PackedArgs,
     ) -> Result<()> {
-        if depth {
-            return Err(depth_unsupported());
+        use KernelArg::Ptr;
+        let k = &NAMES[dtype_index(self.dtype)];
+        let (reduce, rescan) = if self.teams == PdTeams::Small {
+            (k.small_reduce, k.small_rescan)
+        } else {
+            (k.wide_reduce, k.wide_rescan)
+        };
+        let inputs = [io.perm, io.d, io.b].map(Ptr);
+        for l in &self.launches {
+            let kernel = match l.role {
+                PdLaunchRole::Sequential | PdLaunchRole::Rescan => rescan,
+                PdLaunchRole::Reduce => reduce,
+                PdLaunchRole::Scan | PdLaunchRole::ScanTileCarries => k.scan,
+                PdLaunchRole::ScanTiles => k.tiles,
+                PdLaunchRole::ScanApply => k.apply,
+                PdLaunchRole::LookBackClear => l.kernel,
+                PdLaunchRole::LookBack => k.lookback[lookback_index(self.shape.n)],
+            };
+            let args = launch_args(self, ws, l.role, inputs, [seq.h0, seq.h], seq.steps())?;
+            // SAFETY: each packed kernel takes its unpacked twin's buffers
+            // (kernels/varlen_perm.cu's contract) plus the words; sizes are
+            // the caller's obligation, scratch is reserved in `ws`.
+            unsafe { runner.launch(kernel, l.cfg, &args) }?;
         }
-        // SAFETY: forwarded to the caller.
-        unsafe { issue(runner, self, ws, io) }
+        Ok(())
     }
-}
-
-fn depth_unsupported() -> Error {
-    Error::Unsupported {
-        what: "depth of a packed (cu_seqlens) kernel plan",
-        by: "the PermDiagonal varlen kernels".into(),
-        hint: "a packed plan runs the unpacked plan's launches (same chunks, same \
-               combines): measure the depth of the unpacked problem of the same T"
-            .into(),
-    }
-}
-
-/// Issues the packed twins of the plan's launches, then the final-state
-/// gather.
-///
-/// # Safety
-/// `io` addresses live memory of `runner` of the plan's sizes, the plan
-/// passed `check`, and `ws` holds the inner plan's scratch.
-unsafe fn issue<R: KernelRunner>(
-    runner: &R,
-    plan: &VarlenPdPlan,
-    ws: &PdWorkspace,
-    io: VarlenPdIo,
-) -> Result<()> {
-    use KernelArg::Ptr;
-    let p = &plan.inner;
-    let k = names(p.dtype);
-    let (bsz, t, n) = (
-        i32_arg(p.shape.batch),
-        i32_arg(p.shape.len),
-        i32_arg(p.shape.n),
-    );
-    let (c, nc, m, seqs) = (
-        i32_arg(p.chunk),
-        i32_arg(p.chunks),
-        i32_arg(p.tree),
-        i32_arg(plan.sequences()),
-    );
-    let (tl, ntl, mt) = (i32_arg(p.tile), i32_arg(p.tiles), i32_arg(p.tile_tree));
-    // The sequence-start words: uploaded per call (T + N + 1 u32) and freed
-    // after the launches are queued (stream-ordered on CUDA).
-    let words: DeviceBuffer = runner.upload(&plan.words)?;
-    let seg = Ptr(words.ptr());
-    let offsets = Ptr(words.ptr() + 4 * p.shape.len as u64);
-    let (perm, d, b, h0, h, ht) = (
-        Ptr(io.perm),
-        Ptr(io.d),
-        Ptr(io.b),
-        Ptr(io.h0.unwrap_or(0)),
-        Ptr(io.h),
-        Ptr(io.h_t),
-    );
-    let (agg_p, agg_d, agg_b, carry) = (
-        Ptr(ws.ptr(0)),
-        Ptr(ws.ptr(1)),
-        Ptr(ws.ptr(2)),
-        Ptr(ws.ptr(3)),
-    );
-    let (tile_p, tile_d, tile_b, tile_carry) = (
-        Ptr(ws.ptr(4)),
-        Ptr(ws.ptr(5)),
-        Ptr(ws.ptr(6)),
-        Ptr(ws.ptr(7)),
-    );
-    let status = Ptr(ws.ptr(8));
-    let every = KernelArg::I32(i32::try_from(p.lookback_prefix_every).unwrap_or(i32::MAX));
-    let small = p.teams == PdTeams::Small;
-    let (reduce, rescan) = if small {
-        (k.small_reduce, k.small_rescan)
-    } else {
-        (k.wide_reduce, k.wide_rescan)
-    };
-    // P0/P1 run without carries: their one chunk starts from its first
-    // element (a sequence start, which holds its h0).
-    let rescan_carry = if matches!(p.kind, PdPlanKind::Chunked | PdPlanKind::TwoLevel) {
-        carry
-    } else {
-        Ptr(0)
-    };
-    let null = Ptr(0);
-    for l in &p.launches {
-        let cfg = l.cfg;
-        // SAFETY: each packed kernel takes its unpacked twin's buffers
-        // (kernels/varlen_perm.cu's contract) plus the words uploaded above;
-        // sizes are the caller's obligation, scratch is reserved in `ws`.
-        unsafe {
-            match l.role {
-                PdLaunchRole::Sequential => runner.launch(
-                    rescan,
-                    cfg,
-                    &[perm, d, b, seg, h0, h, null, bsz, t, n, t, seqs],
-                ),
-                PdLaunchRole::Rescan => runner.launch(
-                    rescan,
-                    cfg,
-                    &[perm, d, b, seg, h0, h, rescan_carry, bsz, t, n, c, seqs],
-                ),
-                PdLaunchRole::Reduce => runner.launch(
-                    reduce,
-                    cfg,
-                    &[
-                        perm, d, b, seg, h0, agg_p, agg_d, agg_b, bsz, t, n, c, m, seqs,
-                    ],
-                ),
-                PdLaunchRole::Scan => runner.launch(
-                    k.scan,
-                    cfg,
-                    &[agg_p, agg_d, agg_b, carry, null, bsz, n, nc, m],
-                ),
-                PdLaunchRole::ScanTiles => runner.launch(
-                    k.tiles,
-                    cfg,
-                    &[
-                        agg_p, agg_d, agg_b, tile_p, tile_d, tile_b, bsz, n, nc, m, tl, mt,
-                    ],
-                ),
-                PdLaunchRole::ScanTileCarries => runner.launch(
-                    k.scan,
-                    cfg,
-                    &[tile_p, tile_d, tile_b, tile_carry, null, bsz, n, ntl, mt],
-                ),
-                PdLaunchRole::ScanApply => runner.launch(
-                    k.apply,
-                    cfg,
-                    &[agg_p, agg_d, agg_b, tile_carry, carry, bsz, n, nc, m, tl],
-                ),
-                PdLaunchRole::LookBackClear => {
-                    let status_words = p.scratch.status / 4;
-                    runner.launch(l.kernel, cfg, &[status, i32_arg(status_words)])
-                }
-                PdLaunchRole::LookBack => runner.launch(
-                    k.lookback[lookback_index(p.shape.n)],
-                    cfg,
-                    &[
-                        perm, d, b, seg, h0, h, status, agg_p, agg_d, agg_b, carry, bsz, t, n, c,
-                        seqs, every,
-                    ],
-                ),
-            }
-        }?;
-    }
-    let states = plan.states() as u64;
-    let cfg = LaunchConfig {
-        grid: [
-            u32::try_from(states.div_ceil(256)).map_err(|_| {
-                Error::Plan(format!("{plan}: too many final states for one launch"))
-            })?,
-            1,
-            1,
-        ],
-        block: [256, 1, 1],
-        shared_bytes: 0,
-    };
-    // SAFETY: h (B·T·n) and h_t, h0 (B·N·n) are the caller's; the offsets
-    // are the words uploaded above (N + 1 entries, the last = T).
-    unsafe { runner.launch(k.finals, cfg, &[h, h0, offsets, ht, bsz, t, n, seqs]) }?;
-    drop(words);
-    Ok(())
 }
 
 /// A packed PD problem's uploaded inputs (a type of its own: the unpacked
@@ -544,7 +285,10 @@ fn plan_packed<S: Storage, P: crate::family::perm_diagonal::PermIndex>(
     LinearProblem::validate(v)?;
     let p = v.problem();
     let shape = PdShape::new(p.batch, p.len, p.n);
-    plan_segments(shape, v.segments(), S::DTYPE, request, sm_count)
+    PackedPlan::new(
+        plan_perm_diagonal(shape, S::DTYPE, request, sm_count)?,
+        v.segments(),
+    )
 }
 
 /// The packed problem on the kernels: `kernel_scan` and the other provided

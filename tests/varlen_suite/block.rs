@@ -9,10 +9,9 @@
 use parascan::backend::launch::KernelRunner;
 use parascan::family::block_diagonal::BlockDiagonal;
 use parascan::family::varlen::Varlen;
-use parascan::kernels::KernelScan;
-use parascan::{oracle, PlanRequest, Storage};
+use parascan::{oracle, Storage};
 
-use super::{check_empty, check_sequence, offsets, plans};
+use super::{check_plans, check_sequences, offsets, separate};
 use crate::common::{rng, uniform};
 
 /// One packed BlockDiagonal problem's data: `a`: `[B,T,nb,k,k]`; `b`:
@@ -72,8 +71,7 @@ impl<S: Storage + bytemuck::Pod> PackedBd<S> {
     }
 
     /// Checks a packed run's outputs `out` (`[B,T,n]`) and final states
-    /// `h_last` (`[B,N,n]`) sequence by sequence. `Err` names the first
-    /// sequence that differs.
+    /// `h_last` (`[B,N,n]`) sequence by sequence ([`check_sequences`]).
     pub fn check<R: KernelRunner>(
         &self,
         runner: &R,
@@ -82,58 +80,23 @@ impl<S: Storage + bytemuck::Pod> PackedBd<S> {
         h_last: &[S],
         what: &str,
     ) -> Result<(), String> {
-        let (t, n, ns) = (self.len(), self.n(), self.sequences());
+        let (t, n) = (self.len(), self.n());
         let per_step = self.blocks * self.block * self.block;
-        if out.len() != self.batch * t * n || h_last.len() != self.batch * ns * n {
-            return Err(format!(
-                "{what}: output lengths {} and {}",
-                out.len(),
-                h_last.len()
-            ));
-        }
-        for b in 0..self.batch {
-            for s in 0..ns {
-                let h_t = &h_last[(b * ns + s) * n..(b * ns + s + 1) * n];
-                let h0 = if with_h0 {
-                    self.h0[(b * ns + s) * n..(b * ns + s + 1) * n].to_vec()
-                } else {
-                    vec![S::from_f64(0.0); n]
-                };
-                let (o0, o1) = (self.cu[s], self.cu[s + 1]);
-                let len = o1 - o0;
-                if len == 0 {
-                    check_empty(what, b, s, h_t, &h0)?;
-                    continue;
-                }
-                let sa = &self.a[(b * t + o0) * per_step..(b * t + o1) * per_step];
-                let sb = &self.b[(b * t + o0) * n..(b * t + o1) * n];
-                let got = &out[(b * t + o0) * n..(b * t + o1) * n];
-                let alone = BlockDiagonal {
-                    a: sa,
-                    b: sb,
-                    h0: Some(&h0),
-                    batch: 1,
-                    len,
-                    blocks: self.blocks,
-                    block: self.block,
-                };
-                let (want_h, want_t) = oracle::block_diagonal(&alone);
-                let sep = alone
-                    .kernel_scan(runner, PlanRequest::Auto)
-                    .map_err(|e| format!("{what}: separate call: {e}"))?;
-                check_sequence(
-                    what,
-                    b,
-                    s,
-                    len,
-                    got,
-                    h_t,
-                    (&want_h, &want_t),
-                    (&sep.out, &sep.h_last),
-                )?;
-            }
-        }
-        Ok(())
+        let h0s = with_h0.then_some(&self.h0[..]);
+        let dims = (self.batch, n, &self.cu[..]);
+        check_sequences(dims, h0s, (out, h_last), what, |row, steps, h0| {
+            let (o0, o1) = (row * t + steps.start, row * t + steps.end);
+            let alone = BlockDiagonal {
+                a: &self.a[o0 * per_step..o1 * per_step],
+                b: &self.b[o0 * n..o1 * n],
+                h0: Some(h0),
+                batch: 1,
+                len: steps.len(),
+                blocks: self.blocks,
+                block: self.block,
+            };
+            separate(runner, &alone, oracle::block_diagonal(&alone), what)
+        })
     }
 }
 
@@ -156,20 +119,8 @@ pub fn check_partition_bd<S: Storage + bytemuck::Pod, R: KernelRunner>(
     }
     let h0 = with_h0.then_some(&data.h0[..]);
     let packed = Varlen::new(data.problem(), &data.cu, h0).map_err(|e| e.to_string())?;
-    for (req, kind) in plans() {
-        if req == PlanRequest::LookBack {
-            continue;
-        }
-        let what = format!("{what} BD {lens:?} B={batch} nb={blocks} k={block} h0={with_h0} {req}");
-        let run = packed
-            .kernel_scan(runner, req)
-            .map_err(|e| format!("{what}: {e}"))?;
-        if let Some(kind) = kind {
-            if !run.plan.kind.starts_with(kind.label()) {
-                return Err(format!("{what}: ran {} instead of {}", run.plan.kind, kind));
-            }
-        }
-        data.check(runner, with_h0, &run.out, &run.h_last, &what)?;
-    }
-    Ok(())
+    let runs = format!("{what} BD {lens:?} B={batch} nb={blocks} k={block} h0={with_h0}");
+    check_plans(runner, &packed, false, &runs, |out, h_last, what| {
+        data.check(runner, with_h0, out, h_last, what)
+    })
 }

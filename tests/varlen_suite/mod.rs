@@ -16,14 +16,15 @@
 pub mod block;
 pub mod perm;
 
+use std::ops::Range;
+
 use parascan::backend::emu::{EmuBackend, FiberOrder};
 use parascan::backend::launch::KernelRunner;
 use parascan::family::diagonal::Diagonal;
 use parascan::family::varlen::Varlen;
 use parascan::family::Layout;
-use parascan::kernels::varlen::{plan_diagonal_varlen, VarlenBuffers, VarlenWorkspace};
-use parascan::kernels::{launch_scan_buffers, DiagShape, GpuPlanKind, KernelScan};
-use parascan::{oracle, PlanRequest, Storage};
+use parascan::kernels::{scan_host_planned, GpuPlanKind, KernelScan, Workspace};
+use parascan::{oracle, Error, PlanRequest, Storage};
 use proptest::prelude::*;
 
 use crate::common::{rng, tolerance, uniform};
@@ -127,18 +128,10 @@ impl<S: Storage + bytemuck::Pod> Packed<S> {
         }
     }
 
-    /// Row `b`, sequence `s`: its `a`, `b` (`[1,len,D]`) and `h0` (`[1,D]`).
-    fn sub(&self, b: usize, s: usize) -> (Vec<S>, Vec<S>, Vec<S>) {
-        let (t, d, n) = (self.len(), self.dim, self.sequences());
-        let r = (b * t + self.cu[s]) * d..(b * t + self.cu[s + 1]) * d;
-        let h0 = self.h0[(b * n + s) * d..(b * n + s + 1) * d].to_vec();
-        (self.a[r.clone()].to_vec(), self.b[r].to_vec(), h0)
-    }
-
     /// Checks a packed run's outputs `out` (`[B,T,D]`) and final states
     /// `h_last` (`[B,N,D]`) sequence by sequence against the f64 oracle
-    /// and against a separate call per sequence on `runner`. `Err` names
-    /// the first sequence that differs.
+    /// and against a separate call per sequence on `runner`
+    /// ([`check_sequences`]).
     pub fn check<R: KernelRunner>(
         &self,
         runner: &R,
@@ -147,69 +140,22 @@ impl<S: Storage + bytemuck::Pod> Packed<S> {
         h_last: &[S],
         what: &str,
     ) -> Result<(), String> {
-        let (t, d, n) = (self.len(), self.dim, self.sequences());
-        if out.len() != self.batch * t * d || h_last.len() != self.batch * n * d {
-            return Err(format!(
-                "{what}: output lengths {} and {}",
-                out.len(),
-                h_last.len()
-            ));
-        }
-        for b in 0..self.batch {
-            for s in 0..n {
-                let h_t = &h_last[(b * n + s) * d..(b * n + s + 1) * d];
-                let (sa, sb, sh0) = self.sub(b, s);
-                let h0 = if with_h0 {
-                    sh0
-                } else {
-                    vec![S::from_f64(0.0); d]
-                };
-                let len = self.cu[s + 1] - self.cu[s];
-                if len == 0 {
-                    let same =
-                        bytemuck::cast_slice::<S, u8>(h_t) == bytemuck::cast_slice::<S, u8>(&h0);
-                    if !same {
-                        return Err(format!("{what}: empty sequence {s} of row {b}: h_T != h0"));
-                    }
-                    continue;
-                }
-                let got = &out[(b * t + self.cu[s]) * d..(b * t + self.cu[s + 1]) * d];
-                let alone = Diagonal {
-                    a: &sa,
-                    b: &sb,
-                    h0: Some(&h0),
-                    batch: 1,
-                    len,
-                    dim: d,
-                    layout: Layout::Btd,
-                };
-                let (want_h, want_t) = oracle::diagonal(&alone);
-                let tol = tolerance::<S>(len);
-                let (e_h, e_t) = (oracle::rel_l2(got, &want_h), oracle::rel_l2(h_t, &want_t));
-                if !(e_h <= tol && e_t <= tol) {
-                    return Err(format!(
-                        "{what}: sequence {s} (len {len}) of row {b}: oracle error h {e_h:.2e}, \
-                         h_T {e_t:.2e} > {tol:.2e}"
-                    ));
-                }
-                let sep = alone
-                    .kernel_scan(runner, PlanRequest::Auto)
-                    .map_err(|e| format!("{what}: separate call: {e}"))?;
-                let as_f64 = |v: &[S]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
-                let (s_h, s_t) = (
-                    oracle::rel_l2(got, &as_f64(&sep.out)),
-                    oracle::rel_l2(h_t, &as_f64(&sep.h_last)),
-                );
-                if !(s_h <= 2.0 * tol && s_t <= 2.0 * tol) {
-                    return Err(format!(
-                        "{what}: sequence {s} (len {len}) of row {b}: differs from its own call: \
-                         h {s_h:.2e}, h_T {s_t:.2e} > {:.2e}",
-                        2.0 * tol
-                    ));
-                }
-            }
-        }
-        Ok(())
+        let (t, d) = (self.len(), self.dim);
+        let h0s = with_h0.then_some(&self.h0[..]);
+        let dims = (self.batch, d, &self.cu[..]);
+        check_sequences(dims, h0s, (out, h_last), what, |row, steps, h0| {
+            let r = (row * t + steps.start) * d..(row * t + steps.end) * d;
+            let alone = Diagonal {
+                a: &self.a[r.clone()],
+                b: &self.b[r],
+                h0: Some(h0),
+                batch: 1,
+                len: steps.len(),
+                dim: d,
+                layout: Layout::Btd,
+            };
+            separate(runner, &alone, oracle::diagonal(&alone), what)
+        })
     }
 }
 
@@ -232,8 +178,69 @@ pub fn check_partition<S: Storage + bytemuck::Pod, R: KernelRunner>(
     }
     let h0 = with_h0.then_some(&data.h0[..]);
     let packed = Varlen::new(data.problem(), &data.cu, h0).map_err(|e| e.to_string())?;
+    let runs = format!("{what} {lens:?} B={batch} D={dim} h0={with_h0}");
+    check_plans(runner, &packed, true, &runs, |out, h_last, what| {
+        data.check(runner, with_h0, out, h_last, what)
+    })?;
+    let (out, last) = device_api(runner, &packed, |plan| {
+        plan.inner.lookback_prefix_every = 3;
+    })
+    .map_err(|e| format!("{what} (device API): {e}"))?;
+    let what = format!("{what} look-back prefix every 3rd chunk");
+    data.check(runner, with_h0, &out, &last, &what)
+}
+
+/// `packed` through the device API (`launch_scan_buffers` on its uploaded
+/// inputs and poisoned outputs, by [`scan_host_planned`]) on its look-back
+/// plan after `edit`: e.g. a plan whose chunks publish an inclusive prefix
+/// only every third chunk, so that successors go through the aggregate
+/// path. Returns every output and the final states.
+pub fn device_api<K: KernelScan, R: KernelRunner>(
+    runner: &R,
+    packed: &K,
+    edit: impl FnOnce(&mut K::Plan),
+) -> parascan::Result<Outputs<K::Elem>> {
+    let mut plan = packed.plan(runner.sm_count(), PlanRequest::LookBack)?;
+    edit(&mut plan);
+    let (out, last, _) = scan_host_planned(runner, &mut Workspace::new(), packed, plan)?;
+    Ok((out, last))
+}
+
+/// One very long sequence among many short (and empty) ones.
+pub fn long_among_short(long: usize) -> Vec<usize> {
+    let mut lens: Vec<usize> = (0..24).map(|i| i % 3).collect();
+    lens.insert(11, long);
+    lens
+}
+
+/// `r` is the typed error of bad offsets: [`Error::SeqOffsets`] naming
+/// `cu_seqlens` at `index`.
+pub fn expect_offsets<T: std::fmt::Debug>(r: parascan::Result<T>, index: usize) {
+    match r {
+        Err(Error::SeqOffsets { arg, index: i, .. }) => {
+            assert_eq!(arg, "cu_seqlens");
+            assert_eq!(i, index);
+        }
+        other => panic!("expected Error::SeqOffsets at {index}, got {other:?}"),
+    }
+}
+
+/// Runs `packed` under every plan of [`plans`] on `runner` (through
+/// [`KernelScan::kernel_scan`]; the look-back plan only if `lookback`),
+/// checks that the plans with a required kind ran it, and checks each run's
+/// outputs and final states with `check(out, h_last, what)`.
+pub fn check_plans<K: KernelScan, R: KernelRunner>(
+    runner: &R,
+    packed: &K,
+    lookback: bool,
+    what: &str,
+    check: impl Fn(&[K::Elem], &[K::Elem], &str) -> Result<(), String>,
+) -> Result<(), String> {
     for (req, kind) in plans() {
-        let what = format!("{what} {lens:?} B={batch} D={dim} h0={with_h0} {req}");
+        if req == PlanRequest::LookBack && !lookback {
+            continue;
+        }
+        let what = format!("{what} {req}");
         let run = packed
             .kernel_scan(runner, req)
             .map_err(|e| format!("{what}: {e}"))?;
@@ -242,67 +249,79 @@ pub fn check_partition<S: Storage + bytemuck::Pod, R: KernelRunner>(
                 return Err(format!("{what}: ran {} instead of {}", run.plan.kind, kind));
             }
         }
-        data.check(runner, with_h0, &run.out, &run.h_last, &what)?;
+        check(&run.out, &run.h_last, &what)?;
     }
-    lookback_aggregate_path(runner, &data, with_h0, what)
+    Ok(())
 }
 
-/// The device API (`launch_scan_buffers`) on a look-back plan whose chunks
-/// publish an inclusive prefix only every third chunk.
-fn lookback_aggregate_path<S: Storage + bytemuck::Pod, R: KernelRunner>(
+/// Every output and the final states of a run.
+pub type Outputs<S> = (Vec<S>, Vec<S>);
+
+/// One sequence run alone: the f64 oracle's outputs and final state, and a
+/// separate kernel call's.
+pub type Alone<S> = (Outputs<f64>, Outputs<S>);
+
+/// `problem` (one sequence) alone: `oracle` (the f64 oracle's outputs and
+/// final state on it) and a separate kernel call on `runner`.
+pub fn separate<K: KernelScan, R: KernelRunner>(
     runner: &R,
-    data: &Packed<S>,
-    with_h0: bool,
+    problem: &K,
+    oracle: (Vec<f64>, Vec<f64>),
     what: &str,
-) -> Result<(), String> {
-    let shape = DiagShape::new(data.batch, data.len(), data.dim);
-    let mut plan = plan_diagonal_varlen(
-        shape,
-        &data.cu,
-        S::DTYPE,
-        PlanRequest::LookBack,
-        runner.sm_count(),
-    )
-    .map_err(|e| e.to_string())?;
-    plan.inner.lookback_prefix_every = 3;
-    let e = |e: parascan::Error| format!("{what} (device API): {e}");
-    let a = runner.upload(&data.a).map_err(e)?;
-    let b = runner.upload(&data.b).map_err(e)?;
-    let h0 = runner.upload(&data.h0).map_err(e)?;
-    let h = runner
-        .alloc(data.a.len() * std::mem::size_of::<S>())
-        .map_err(e)?;
-    let h_t = runner
-        .alloc(data.h0.len() * std::mem::size_of::<S>())
-        .map_err(e)?;
-    runner.fill(&h_t, 0xFF).map_err(e)?;
-    let mut ws = VarlenWorkspace::new();
-    let bufs = VarlenBuffers {
-        a: (&a).into(),
-        b: (&b).into(),
-        h0: with_h0.then(|| (&h0).into()),
-        h: (&h).into(),
-        h_t: (&h_t).into(),
-    };
-    launch_scan_buffers(runner, &mut ws, &plan, bufs).map_err(e)?;
-    let mut out = vec![S::from_f64(0.0); data.a.len()];
-    let mut last = vec![S::from_f64(0.0); data.h0.len()];
-    runner.download(&h, &mut out).map_err(e)?;
-    runner.download(&h_t, &mut last).map_err(e)?;
-    data.check(
-        runner,
-        with_h0,
-        &out,
-        &last,
-        &format!("{what} look-back prefix every 3rd chunk"),
-    )
+) -> Result<Alone<K::Elem>, String> {
+    let sep = problem
+        .kernel_scan(runner, PlanRequest::Auto)
+        .map_err(|e| format!("{what}: separate call: {e}"))?;
+    Ok((oracle, (sep.out, sep.h_last)))
 }
 
-/// One very long sequence among many short (and empty) ones.
-pub fn long_among_short(long: usize) -> Vec<usize> {
-    let mut lens: Vec<usize> = (0..24).map(|i| i % 3).collect();
-    lens.insert(11, long);
-    lens
+/// Checks a packed run's outputs `out` (`[B,T,S]`) and final states
+/// `h_last` (`[B,N,S]`) sequence by sequence, for `(B, S, offsets)` in
+/// `dims` and the initial states `h0s` (`[B,N,S]`, or zeros): an empty
+/// sequence must return its `h0` bit for bit ([`check_empty`]), any other
+/// the outputs of `alone(row, steps, h0)`, the steps `steps` of row `row`
+/// run alone from `h0` ([`check_sequence`]). `Err` names the first
+/// sequence that differs.
+pub fn check_sequences<S: Storage + bytemuck::Pod>(
+    (batch, width, cu): (usize, usize, &[usize]),
+    h0s: Option<&[S]>,
+    (out, h_last): (&[S], &[S]),
+    what: &str,
+    alone: impl Fn(usize, Range<usize>, &[S]) -> Result<Alone<S>, String>,
+) -> Result<(), String> {
+    let (t, ns) = (*cu.last().unwrap(), cu.len() - 1);
+    if out.len() != batch * t * width || h_last.len() != batch * ns * width {
+        return Err(format!(
+            "{what}: output lengths {} and {}",
+            out.len(),
+            h_last.len()
+        ));
+    }
+    for b in 0..batch {
+        for s in 0..ns {
+            let state = (b * ns + s) * width..(b * ns + s + 1) * width;
+            let h_t = &h_last[state.clone()];
+            let h0 = h0s.map_or_else(|| vec![S::from_f64(0.0); width], |h0s| h0s[state].to_vec());
+            let len = cu[s + 1] - cu[s];
+            if len == 0 {
+                check_empty(what, b, s, h_t, &h0)?;
+                continue;
+            }
+            let got = &out[(b * t + cu[s]) * width..(b * t + cu[s + 1]) * width];
+            let (want, sep) = alone(b, cu[s]..cu[s + 1], &h0)?;
+            check_sequence(
+                what,
+                b,
+                s,
+                len,
+                got,
+                h_t,
+                (&want.0, &want.1),
+                (&sep.0, &sep.1),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// An empty sequence `s` of row `row` must return its `h0` bit for bit.

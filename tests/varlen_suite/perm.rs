@@ -9,15 +9,10 @@
 use parascan::backend::launch::KernelRunner;
 use parascan::family::perm_diagonal::PermDiagonal;
 use parascan::family::varlen::Varlen;
-use parascan::kernels::perm_diagonal::PdShape;
-use parascan::kernels::varlen_perm::{
-    plan_perm_diagonal_varlen, VarlenPdBuffers, VarlenPdWorkspace,
-};
-use parascan::kernels::{launch_scan_buffers, KernelScan};
-use parascan::{oracle, PlanRequest, Storage};
+use parascan::{oracle, Storage};
 use rand::seq::SliceRandom;
 
-use super::{check_empty, check_sequence, offsets, plans};
+use super::{check_plans, check_sequences, device_api, offsets, separate};
 use crate::common::{rng, uniform};
 
 /// One packed PD problem's data: `perm`, `d`, `b`: `[B,T,n]`; `h0`: `[B,N,n]`.
@@ -83,23 +78,9 @@ impl<S: Storage + bytemuck::Pod> PackedPd<S> {
         }
     }
 
-    /// Row `b`, sequence `s`: its `perm`, `d`, `b` (`[1,len,n]`) and `h0` (`[1,n]`).
-    fn sub(&self, b: usize, s: usize) -> (Vec<u8>, Vec<S>, Vec<S>, Vec<S>) {
-        let (t, n, ns) = (self.len(), self.n, self.sequences());
-        let r = (b * t + self.cu[s]) * n..(b * t + self.cu[s + 1]) * n;
-        let h0 = self.h0[(b * ns + s) * n..(b * ns + s + 1) * n].to_vec();
-        (
-            self.perm[r.clone()].to_vec(),
-            self.d[r.clone()].to_vec(),
-            self.b[r].to_vec(),
-            h0,
-        )
-    }
-
     /// Checks a packed run's outputs `out` (`[B,T,n]`) and final states
     /// `h_last` (`[B,N,n]`) sequence by sequence against the f64 oracle and
-    /// a separate call per sequence on `runner`. `Err` names the first
-    /// sequence that differs.
+    /// a separate call per sequence on `runner` ([`check_sequences`]).
     pub fn check<R: KernelRunner>(
         &self,
         runner: &R,
@@ -108,60 +89,27 @@ impl<S: Storage + bytemuck::Pod> PackedPd<S> {
         h_last: &[S],
         what: &str,
     ) -> Result<(), String> {
-        let (t, n, ns) = (self.len(), self.n, self.sequences());
-        if out.len() != self.batch * t * n || h_last.len() != self.batch * ns * n {
-            return Err(format!(
-                "{what}: output lengths {} and {}",
-                out.len(),
-                h_last.len()
-            ));
-        }
-        for b in 0..self.batch {
-            for s in 0..ns {
-                let h_t = &h_last[(b * ns + s) * n..(b * ns + s + 1) * n];
-                let (sp, sd, sb, sh0) = self.sub(b, s);
-                let h0 = if with_h0 {
-                    sh0
-                } else {
-                    vec![S::from_f64(0.0); n]
-                };
-                let len = self.cu[s + 1] - self.cu[s];
-                if len == 0 {
-                    check_empty(what, b, s, h_t, &h0)?;
-                    continue;
-                }
-                let got = &out[(b * t + self.cu[s]) * n..(b * t + self.cu[s + 1]) * n];
-                let alone = PermDiagonal {
-                    perm: &sp,
-                    d: &sd,
-                    b: &sb,
-                    h0: Some(&h0),
-                    batch: 1,
-                    len,
-                    n,
-                };
-                let (want_h, want_t) = oracle::perm_diagonal(&alone);
-                let sep = alone
-                    .kernel_scan(runner, PlanRequest::Auto)
-                    .map_err(|e| format!("{what}: separate call: {e}"))?;
-                check_sequence(
-                    what,
-                    b,
-                    s,
-                    len,
-                    got,
-                    h_t,
-                    (&want_h, &want_t),
-                    (&sep.out, &sep.h_last),
-                )?;
-            }
-        }
-        Ok(())
+        let (t, n) = (self.len(), self.n);
+        let h0s = with_h0.then_some(&self.h0[..]);
+        let dims = (self.batch, n, &self.cu[..]);
+        check_sequences(dims, h0s, (out, h_last), what, |row, steps, h0| {
+            let r = (row * t + steps.start) * n..(row * t + steps.end) * n;
+            let alone = PermDiagonal {
+                perm: &self.perm[r.clone()],
+                d: &self.d[r.clone()],
+                b: &self.b[r],
+                h0: Some(h0),
+                batch: 1,
+                len: steps.len(),
+                n,
+            };
+            separate(runner, &alone, oracle::perm_diagonal(&alone), what)
+        })
     }
 }
 
 /// Runs the packed PD problem of `lens` under every plan on `runner`
-/// (through [`KernelScan::kernel_scan`]) and checks every sequence; also
+/// (through `KernelScan::kernel_scan`) and checks every sequence; also
 /// the device API with a look-back plan that publishes prefixes only every
 /// third chunk (successors go through the aggregate path).
 #[allow(clippy::too_many_arguments)]
@@ -180,70 +128,14 @@ pub fn check_partition_pd<S: Storage + bytemuck::Pod, R: KernelRunner>(
     }
     let h0 = with_h0.then_some(&data.h0[..]);
     let packed = Varlen::new(data.problem(), &data.cu, h0).map_err(|e| e.to_string())?;
-    for (req, kind) in plans() {
-        let what = format!("{what} PD {lens:?} B={batch} n={n} h0={with_h0} {req}");
-        let run = packed
-            .kernel_scan(runner, req)
-            .map_err(|e| format!("{what}: {e}"))?;
-        if let Some(kind) = kind {
-            if !run.plan.kind.starts_with(kind.label()) {
-                return Err(format!("{what}: ran {} instead of {}", run.plan.kind, kind));
-            }
-        }
-        data.check(runner, with_h0, &run.out, &run.h_last, &what)?;
-    }
-    lookback_aggregate_path(runner, &data, with_h0, what)
-}
-
-/// The device API (`launch_scan_buffers`) on a look-back plan whose chunks
-/// publish an inclusive prefix only every third chunk.
-fn lookback_aggregate_path<S: Storage + bytemuck::Pod, R: KernelRunner>(
-    runner: &R,
-    data: &PackedPd<S>,
-    with_h0: bool,
-    what: &str,
-) -> Result<(), String> {
-    let shape = PdShape::new(data.batch, data.len(), data.n);
-    let mut plan = plan_perm_diagonal_varlen(
-        shape,
-        &data.cu,
-        S::DTYPE,
-        PlanRequest::LookBack,
-        runner.sm_count(),
-    )
-    .map_err(|e| e.to_string())?;
-    plan.inner.lookback_prefix_every = 3;
-    let e = |e: parascan::Error| format!("{what} PD (device API): {e}");
-    let perm = runner.upload(&data.perm).map_err(e)?;
-    let d = runner.upload(&data.d).map_err(e)?;
-    let b = runner.upload(&data.b).map_err(e)?;
-    let h0 = runner.upload(&data.h0).map_err(e)?;
-    let h = runner
-        .alloc(data.d.len() * std::mem::size_of::<S>())
-        .map_err(e)?;
-    let h_t = runner
-        .alloc(data.h0.len() * std::mem::size_of::<S>())
-        .map_err(e)?;
-    runner.fill(&h_t, 0xFF).map_err(e)?;
-    let mut ws = VarlenPdWorkspace::new();
-    let bufs = VarlenPdBuffers {
-        perm: (&perm).into(),
-        d: (&d).into(),
-        b: (&b).into(),
-        h0: with_h0.then(|| (&h0).into()),
-        h: (&h).into(),
-        h_t: (&h_t).into(),
-    };
-    launch_scan_buffers(runner, &mut ws, &plan, bufs).map_err(e)?;
-    let mut out = vec![S::from_f64(0.0); data.d.len()];
-    let mut last = vec![S::from_f64(0.0); data.h0.len()];
-    runner.download(&h, &mut out).map_err(e)?;
-    runner.download(&h_t, &mut last).map_err(e)?;
-    data.check(
-        runner,
-        with_h0,
-        &out,
-        &last,
-        &format!("{what} PD look-back prefix every 3rd chunk"),
-    )
+    let runs = format!("{what} PD {lens:?} B={batch} n={n} h0={with_h0}");
+    check_plans(runner, &packed, true, &runs, |out, h_last, what| {
+        data.check(runner, with_h0, out, h_last, what)
+    })?;
+    let (out, last) = device_api(runner, &packed, |plan| {
+        plan.inner.lookback_prefix_every = 3;
+    })
+    .map_err(|e| format!("{what} PD (device API): {e}"))?;
+    let what = format!("{what} PD look-back prefix every 3rd chunk");
+    data.check(runner, with_h0, &out, &last, &what)
 }

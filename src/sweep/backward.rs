@@ -176,18 +176,7 @@ impl Runner<'_, '_> {
     /// Progress steps of the backward rows (one per family instance, dtype,
     /// length and plan that gets one).
     pub(super) fn backward_steps(config: &super::SweepConfig) -> usize {
-        let lengths = config
-            .lengths
-            .iter()
-            .filter(|&&t| t <= config.backward_max_t)
-            .count();
-        let shapes: usize = config
-            .families
-            .iter()
-            .filter(|f| config.backward.contains(f))
-            .map(|&f| super::config::default_shapes(f, &config.diagonal_layouts).len())
-            .sum();
-        shapes * config.dtypes.len() * lengths * config.plans.len()
+        super::config::follow_up_cases(config, &config.backward, config.backward_max_t)
     }
 
     /// Random `∂L/∂out` for `inputs` (uniform in `[-1, 1]`).

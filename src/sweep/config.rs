@@ -816,28 +816,39 @@ pub fn parse_families(s: &str) -> Result<Vec<Family>> {
 /// Parses the `--backward` list: families as [`parse_families`], or
 /// `none` (no backward rows).
 pub fn parse_backward(s: &str) -> Result<Vec<Family>> {
+    parse_optional_families("backward", s)
+}
+
+/// Parses the `--varlen` list: families as [`parse_families`], or `none`.
+pub fn parse_varlen(s: &str) -> Result<Vec<Family>> {
+    parse_optional_families("varlen", s)
+}
+
+/// A family list that may be `none`; errors name `arg`.
+fn parse_optional_families(arg: &'static str, s: &str) -> Result<Vec<Family>> {
     if s.trim().eq_ignore_ascii_case("none") {
         return Ok(Vec::new());
     }
     parse_families(s).map_err(|_| {
         invalid(
-            "backward",
+            arg,
             format!("families (diagonal, perm-diagonal, block-diagonal, dense, dplr), all or none; got `{s}`"),
         )
     })
 }
 
-/// Parses the `--varlen` list: families as [`parse_families`], or `none`.
-pub fn parse_varlen(s: &str) -> Result<Vec<Family>> {
-    if s.trim().eq_ignore_ascii_case("none") {
-        return Ok(Vec::new());
-    }
-    parse_families(s).map_err(|_| {
-        invalid(
-            "varlen",
-            format!("families (diagonal, perm-diagonal, block-diagonal, dense, dplr), all or none; got `{s}`"),
-        )
-    })
+/// Cases of the rows that follow forward rows for the families in
+/// `extra` up to `max_t` (one per family instance, dtype, such length and
+/// plan): the progress steps of backward and varlen rows, per row kind.
+pub(crate) fn follow_up_cases(config: &SweepConfig, extra: &[Family], max_t: usize) -> usize {
+    let lengths = config.lengths.iter().filter(|&&t| t <= max_t).count();
+    let shapes: usize = config
+        .families
+        .iter()
+        .filter(|f| extra.contains(f))
+        .map(|&f| default_shapes(f, &config.diagonal_layouts).len())
+        .sum();
+    shapes * config.dtypes.len() * lengths * config.plans.len()
 }
 
 /// Parses `f32,bf16`; `all` means every dtype.

@@ -115,18 +115,7 @@ impl Runner<'_, '_> {
     /// Progress steps of the varlen rows (two per family instance, dtype,
     /// length and plan that gets them).
     pub(super) fn varlen_steps(config: &super::SweepConfig) -> usize {
-        let lengths = config
-            .lengths
-            .iter()
-            .filter(|&&t| t <= config.varlen_max_t)
-            .count();
-        let shapes: usize = config
-            .families
-            .iter()
-            .filter(|f| config.varlen.contains(f))
-            .map(|&f| super::config::default_shapes(f, &config.diagonal_layouts).len())
-            .sum();
-        2 * shapes * config.dtypes.len() * lengths * config.plans.len()
+        2 * super::config::follow_up_cases(config, &config.varlen, config.varlen_max_t)
     }
 
     /// The inputs of grid point `(shape, len)`'s varlen rows; `None` (and

@@ -302,16 +302,10 @@ impl<'a, S: Storage, P: PermIndex> PermDiagonal<'a, S, P> {
 #[inline]
 fn is_permutation<P: PermIndex>(perm: &[P], bits: &mut [u64]) -> bool {
     let n = perm.len();
-    let mut max = 0;
-    if n <= 64 {
-        let mut mask = 0u64;
-        for v in perm {
-            let j = v.index();
-            max = max.max(j);
-            mask |= 1u64 << (j & 63);
-        }
-        return max < n && mask.count_ones() as usize == n;
+    if (1..=64).contains(&n) {
+        return small_permutation(perm);
     }
+    let mut max = 0;
     bits.fill(0);
     for v in perm {
         let j = v.index();
@@ -322,21 +316,28 @@ fn is_permutation<P: PermIndex>(perm: &[P], bits: &mut [u64]) -> bool {
     max < n && bits.iter().map(|w| w.count_ones() as usize).sum::<usize>() == n
 }
 
+/// [`is_permutation`] for `1 ≤ n = perm.len() ≤ 64`, with the index set in
+/// one word: every index below `n` and all `n` bits set. Branch-free (`&`,
+/// not `&&`) so that callers can fold it over rows.
+#[inline(always)]
+fn small_permutation<P: PermIndex>(perm: &[P]) -> bool {
+    let n = perm.len();
+    let (mut mask, mut max) = (0u64, 0usize);
+    for v in perm {
+        let j = v.index();
+        max = max.max(j);
+        mask |= 1u64 << (j & 63);
+    }
+    (max < n) & (mask == u64::MAX >> (64 - n))
+}
+
 /// Whether every `N`-slot row of `block` is a permutation of `0..N`, for
-/// small `N` (1 to 64) as a compile-time constant (the row loop unrolls;
-/// no early exit). Same test as [`is_permutation`]: all indices below `N` and `N`
-/// distinct ones.
+/// small `N` (1 to 64) as a compile-time constant: [`small_permutation`]
+/// unrolled, folded over the rows without an early exit.
 fn rows_ok<const N: usize, P: PermIndex>(block: &[P]) -> bool {
-    let full = u64::MAX >> (64 - N);
-    block.chunks_exact(N).fold(true, |ok, perm| {
-        let (mut mask, mut max) = (0u64, 0usize);
-        for v in &perm[..N] {
-            let j = v.index();
-            max = max.max(j);
-            mask |= 1u64 << (j & 63);
-        }
-        ok & (max < N) & (mask == full)
-    })
+    block
+        .chunks_exact(N)
+        .fold(true, |ok, perm| ok & small_permutation(&perm[..N]))
 }
 
 /// What is wrong with `perm` as a permutation of `0..perm.len()`: the first

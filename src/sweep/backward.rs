@@ -251,7 +251,7 @@ impl Runner<'_, '_> {
             work_formula: plan.work,
             ..self.backward_row(forward, shape, S::DTYPE, &timing, "cpu")
         };
-        self.push_backward(row);
+        self.push_row(row);
         Ok(())
     }
 
@@ -316,7 +316,7 @@ impl Runner<'_, '_> {
             work_formula: 0,
             ..self.backward_row(forward, shape, S::DTYPE, &timing, runner.backend_name())
         };
-        self.push_backward(row);
+        self.push_row(row);
         Ok(())
     }
 
@@ -352,11 +352,5 @@ impl Runner<'_, '_> {
             backward_over_forward: Some(timing.median_s * 1e3 / forward.median_ms.max(1e-12)),
             ..forward.clone()
         }
-    }
-
-    fn push_backward(&mut self, row: Row) {
-        self.progress.inc(1);
-        (self.on_event)(super::Event::Row(&row));
-        self.rows.push(row);
     }
 }

@@ -191,11 +191,11 @@ pub fn mix_seed(seed: u64, salt: u64) -> u64 {
 }
 
 /// A sequential SplitMix64 stream.
-struct SplitMix(u64);
+pub(super) struct SplitMix(pub(super) u64);
 
 impl SplitMix {
     #[inline(always)]
-    fn next_u64(&mut self) -> u64 {
+    pub(super) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(GOLDEN);
         mix64(self.0)
     }

@@ -645,6 +645,24 @@ impl Runner<'_, '_> {
         }))
     }
 
+    /// Depth and work of `plan` over `len` steps, measured by running the
+    /// engine over depth counters once per `(T, chunk)`.
+    fn measured(&mut self, len: usize, plan: &crate::scan::Plan) -> Measured {
+        let pool = self.pool;
+        *self
+            .depth_cache
+            .entry((len, plan.chunk))
+            .or_insert_with(|| pool.install(|| measure(len, plan)))
+    }
+
+    /// Reports and keeps a row that follows a forward row (backward,
+    /// varlen): one progress step, one event.
+    fn push_row(&mut self, row: Row) {
+        self.progress.inc(1);
+        (self.on_event)(Event::Row(&row));
+        self.rows.push(row);
+    }
+
     /// Plans, measures depth, times, and builds the row of one case.
     fn measure_case<S: Storage>(
         &mut self,
@@ -658,11 +676,7 @@ impl Runner<'_, '_> {
         let problem = inputs.problem();
         let cpu = self.cpu;
         let plan = cpu.plan(&problem, request)?;
-        let pool = self.pool;
-        let measured = *self
-            .depth_cache
-            .entry((len, plan.chunk))
-            .or_insert_with(|| pool.install(|| measure(len, &plan)));
+        let measured = self.measured(len, &plan);
 
         let Buffers { out, h_last } = bufs;
         let timing = timing::time_runs(&self.config.timing, || {

@@ -21,7 +21,7 @@
 //! Under `--backend cuda|emu` these rows are skipped (reported as such):
 //! the packed kernels are timed by `bench`, not yet by the sweep.
 
-use super::cases::{mix_seed, Inputs, View};
+use super::cases::{mix_seed, Inputs, SplitMix, View};
 use super::config::Shape;
 use super::report::{Row, RowKind};
 use super::timing::{self, Timing};
@@ -29,7 +29,6 @@ use super::{fnv1a, Result, Runner};
 use crate::dtype::Storage;
 use crate::family::varlen::Varlen;
 use crate::family::LinearProblem;
-use crate::scan::depth::measure;
 use crate::scan::{Plan, PlanRequest};
 
 /// The inputs of one grid point's varlen rows.
@@ -45,17 +44,9 @@ pub(super) struct VarlenCase<S> {
 /// `n` sequence lengths summing to `total`, from `n − 1` uniform cut
 /// points (deterministic in `seed`); zeros occur.
 fn cut_lengths(total: usize, n: usize, seed: u64) -> Vec<usize> {
-    let mut z = seed;
+    let mut rng = SplitMix(seed);
     let mut cuts: Vec<usize> = (1..n)
-        .map(|_| {
-            // SplitMix64 step.
-            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut x = z;
-            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            x ^= x >> 31;
-            (x % (total as u64 + 1)) as usize
-        })
+        .map(|_| (rng.next_u64() % (total as u64 + 1)) as usize)
         .collect();
     cuts.push(0);
     cuts.push(total);
@@ -199,7 +190,7 @@ impl Runner<'_, '_> {
             len: packed_len,
             ..self.varlen_row(forward, &timing, &plan, request, packed_len)
         };
-        self.push_varlen(row);
+        self.push_row(row);
 
         let (timing, plan) = time_problem(self, &case.padded.problem(), request)?;
         let l_max = case.padded.len();
@@ -211,7 +202,7 @@ impl Runner<'_, '_> {
             len: l_max,
             ..self.varlen_row(forward, &timing, &plan, request, l_max)
         };
-        self.push_varlen(row);
+        self.push_row(row);
         Ok(())
     }
 
@@ -226,11 +217,7 @@ impl Runner<'_, '_> {
         request: PlanRequest,
         len: usize,
     ) -> Row {
-        let pool = self.pool;
-        let measured = *self
-            .depth_cache
-            .entry((len, plan.chunk))
-            .or_insert_with(|| pool.install(|| measure(len, plan)));
+        let measured = self.measured(len, plan);
         let secs = timing.median_s.max(1e-12);
         let gb_per_s = forward.bytes_moved as f64 / secs / 1e9;
         Row {
@@ -254,12 +241,6 @@ impl Runner<'_, '_> {
             backward_over_forward: None,
             ..forward.clone()
         }
-    }
-
-    fn push_varlen(&mut self, row: Row) {
-        self.progress.inc(1);
-        (self.on_event)(super::Event::Row(&row));
-        self.rows.push(row);
     }
 }
 
